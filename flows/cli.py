@@ -1,0 +1,160 @@
+"""The aceforge command line."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import typer  # noqa: E402
+import yaml  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from flows.progress import progress_bar  # noqa: E402
+from schemas.config import ConfigError, RunConfig, load_config  # noqa: E402
+from tasks.ingest import IngestReport, catalog_uri, ingest as run_ingest, load_quarantine  # noqa: E402
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Mine instruction-editing pairs (ACE) into WebDataset shards and fine-tune ACE++.")
+shards_app = typer.Typer(no_args_is_help=True, help="Inspect, verify and export shard sets.")
+app.add_typer(shards_app, name="shards")
+out = Console()
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML run config; defaults apply to keys it leaves out")
+
+
+def _config(path: Optional[Path], **overrides) -> RunConfig:
+    try:
+        return load_config(path, overrides={k: v for k, v in overrides.items() if v is not None})
+    except ConfigError as e:
+        out.print(f"[red]config error[/red]\n{e}")
+        raise typer.Exit(2) from None
+
+
+def _print_ingest(report: IngestReport, root: str, list_bad: int) -> None:
+    t = Table(title=f"ingest -> {report.catalog_uri}")
+    t.add_column("count")
+    t.add_column("n", justify="right")
+    t.add_row("seen", str(report.seen))
+    t.add_row("accepted", str(report.accepted))
+    t.add_row("duplicates", str(report.duplicates))
+    for reason, n in sorted(report.quarantined.items()):
+        t.add_row(f"quarantined: {reason}", str(n))
+    out.print(t)
+    status = "reconciled" if report.reconciles else "[red]DO NOT RECONCILE[/red]"
+    out.print(f"seen {report.seen} = accepted {report.accepted} + duplicates {report.duplicates} "
+              f"+ quarantined {report.quarantined_total}: {status}")
+    bad = load_quarantine(root)
+    for q in bad[:list_bad]:
+        out.print(f"  [yellow]{q.reason.value:>16}[/yellow]  {q.uri}  ({q.detail})")
+    if len(bad) > list_bad:
+        out.print(f"  ... {len(bad) - list_bad} more in {catalog_uri(root)}/quarantine/quarantine.parquet")
+
+
+@app.command("demo-corpus")
+def demo_corpus(directory: Path = typer.Argument(..., help="folder to (re)create"),
+                seed: int = typer.Option(0, help="seed of the transformation parameters")) -> None:
+    """Build the offline demo corpus: real photos, known transformations, odd and bad files."""
+    from schemas.config import DemoConfig
+    from tasks.demo_corpus import build_demo_corpus
+
+    gt = build_demo_corpus(directory, DemoConfig(seed=seed))
+    n_fam = len(gt["families"])
+    out.print(f"demo corpus: {len(gt['expected'])} files, {n_fam} families -> {directory}"
+              f" (ground truth: {directory / 'ground_truth.json'})")
+
+
+@app.command()
+def ingest(source: str = typer.Argument(..., help="folder, glob, .txt/.parquet URI list, or .tar; any fsspec URI"),
+           root: Optional[str] = typer.Option(None, help="output root (default from config)"),
+           config: Optional[Path] = ConfigOpt,
+           workers: Optional[int] = typer.Option(None, help="decode processes (0 = one per core)"),
+           force: bool = typer.Option(False, help="replace an existing catalog"),
+           list_bad: int = typer.Option(50, help="quarantined files to list")) -> None:
+    """Ingest images into <root>/catalog: quarantine bad inputs with a reason, drop exact duplicates."""
+    cfg = _config(config, root=root, **{"ingest.workers": workers})
+    try:
+        with progress_bar("ingest") as (total, advance):
+            report = run_ingest(source, cfg.root, cfg.ingest, force=force, progress_total=total, progress=advance)
+    except (FileNotFoundError, RuntimeError, ValueError) as e:
+        out.print(f"[red]ingest failed:[/red] {e}")
+        raise typer.Exit(1) from None
+    if report.skipped_existing:
+        out.print("catalog already complete for this source and config: nothing to do (--force to redo)")
+    _print_ingest(report, cfg.root, list_bad)
+
+
+@app.command()
+def demo(out_dir: Path = typer.Option(Path("demo_out"), "--out", help="where everything lands"),
+         config: Optional[Path] = ConfigOpt) -> None:
+    """Run the main job on the embedded demo corpus and print where everything landed."""
+    from flows.demo import run_demo
+    from schemas.config import ShardConfig
+
+    cfg = _config(config)
+    if config is None:
+        cfg = RunConfig(root=str(out_dir.resolve() / "root"), shards=ShardConfig(maxcount=32))
+    res = run_demo(out_dir, cfg)
+    _print_ingest(res.ingest, cfg.root, list_bad=50)
+    s = res.shards
+    out.print(f"shard set: {s.uri}  ({s.shards} shards, {s.samples} samples, {s.bytes / 2**20:.1f} MiB, "
+              f"tasks {s.counts_by_task})")
+    out.print(f"corpus:    {res.corpus}\ncatalog:   {catalog_uri(cfg.root)}")
+
+
+@app.command("config")
+def show_config(config: Optional[Path] = ConfigOpt) -> None:
+    """Print the effective configuration as YAML."""
+    out.print(yaml.safe_dump(_config(config).model_dump(mode="json"), sort_keys=False))
+
+
+@shards_app.command("inspect")
+def shards_inspect(uri: str) -> None:
+    """Print a shard set's manifest."""
+    from tasks.shards import read_manifest
+
+    t = Table(title=uri)
+    for c in ("shard", "samples", "bytes", "sha256", "tasks"):
+        t.add_column(c)
+    try:
+        rows = read_manifest(uri)
+    except FileNotFoundError as e:
+        out.print(f"[red]{e}[/red]")
+        raise typer.Exit(1) from None
+    for r in rows:
+        t.add_row(r.shard, str(r.samples), str(r.bytes), r.sha256[:12], str(r.counts_by_task))
+    out.print(t)
+
+
+@shards_app.command("verify")
+def shards_verify(uri: str) -> None:
+    """Check every shard's checksum and decode every sample."""
+    from tasks.shard_reader import ReadStats, read_shard_set
+    from tasks.shards import read_manifest
+
+    stats = ReadStats()
+    expected = sum(r.samples for r in read_manifest(uri))
+    with progress_bar("verify", total=expected) as (_, advance):
+        for _ in read_shard_set(uri, verify=True, on_error="skip", stats=stats):
+            advance(1)
+    for shard, why in stats.bad_shards:
+        out.print(f"[red]bad shard[/red] {shard}: {why}")
+    ok = not stats.bad_shards and stats.samples == expected
+    out.print(f"{stats.samples}/{expected} samples intact" + ("" if ok else " [red]FAILED[/red]"))
+    raise typer.Exit(0 if ok else 1)
+
+
+@shards_app.command("export-ace")
+def shards_export_ace(uri: str, out_dir: Path) -> None:
+    """Export a shard set to the official ACE++ training list (`#;#`-joined) with images beside it."""
+    from tasks.export_ace import export_ace_plus
+
+    rep = export_ace_plus(uri, out_dir)
+    out.print(f"{rep.written} samples -> {rep.list_path}; skipped {rep.skipped or 'none'}")
+
+
+if __name__ == "__main__":
+    app()

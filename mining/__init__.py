@@ -1,0 +1,1 @@
+"""Algorithms and model wrappers over numpy / PIL / torch. No Prefect, no Ray."""

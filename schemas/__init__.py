@@ -1,0 +1,1 @@
+"""Records, shard layout, task taxonomy and typed configs. Imports nothing else of aceforge."""

@@ -1,0 +1,124 @@
+"""Typed configuration: one model per component, defaults documented, loaded from YAML.
+
+An unknown key is an error that names the key and the keys allowed at that place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class IngestConfig(_Config):
+    max_pixels: int = Field(80_000_000, gt=0, description="pixel cap; larger images are quarantined as too_large")
+    min_side: int = Field(64, ge=1, description="shorter side below this is quarantined as too_small")
+    max_bytes: int = Field(200 * 2**20, gt=0, description="file size cap; larger files are quarantined")
+    workers: int = Field(0, ge=0, description="decode processes; 0 = one per core")
+    chunk_size: int = Field(16, ge=1, description="files per unit of parallel work")
+    extensions: list[str] = Field(
+        default_factory=lambda: ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"],
+        description="file endings that count as images when listing folders and tars",
+    )
+
+    def resolved_workers(self) -> int:
+        return self.workers or (os.cpu_count() or 1)
+
+
+class ShardConfig(_Config):
+    maxcount: int = Field(1000, ge=1, description="samples per shard at most")
+    maxsize: int = Field(1 << 30, ge=1 << 10, description="bytes per shard at most (before the tar closes)")
+    prefix: str = Field("shard", pattern=r"^[A-Za-z0-9_-]+$", description="shard file names: <prefix>-000000.tar")
+
+
+class DemoConfig(_Config):
+    seed: int = Field(0, description="seed for transformation parameters")
+    max_side: int = Field(384, ge=64, description="demo photos are resized so their longer side is at most this")
+    variants: list[str] = Field(
+        default_factory=lambda: ["crop", "hflip", "color", "recompress", "rotate", "brighten"],
+        description="known transformations applied to every base photo",
+    )
+
+
+class RunConfig(_Config):
+    root: str = Field("demo_out/root", description="fsspec URI where every stage writes")
+    models_dir: str = Field(
+        default_factory=lambda: os.environ.get("ACEFORGE_MODELS", "models"),
+        description="folder holding model weights (env ACEFORGE_MODELS)",
+    )
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    shards: ShardConfig = Field(default_factory=ShardConfig)
+    demo: DemoConfig = Field(default_factory=DemoConfig)
+
+
+def _allowed_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the sub-model that `loc` (minus the bad key) points into."""
+    current: type[BaseModel] = model
+    for part in loc[:-1]:
+        field = current.model_fields.get(str(part))
+        ann = field.annotation if field else None
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            current = ann
+        else:
+            break
+    return sorted(current.model_fields)
+
+
+def _format(err: ValidationError, model: type[BaseModel], origin: str) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            allowed = ", ".join(_allowed_at(model, e["loc"]))
+            lines.append(f"unknown key '{where}' in {origin}; allowed here: {allowed}")
+        else:
+            lines.append(f"bad value for '{where}' in {origin}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any] | None, model: type[_Config] = RunConfig, origin: str = "config"):
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin} must be a mapping at the top level, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format(e, model, origin)) from None
+
+
+def load_config(path: str | Path | None, model: type[_Config] = RunConfig, overrides: dict[str, Any] | None = None):
+    """Load a YAML config (or the defaults when path is None), then apply dotted overrides."""
+    data: dict[str, Any] = {}
+    origin = "defaults"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        data = yaml.safe_load(p.read_text()) or {}
+        origin = str(p)
+        if not isinstance(data, dict):
+            raise ConfigError(f"{origin} must hold a mapping at the top level")
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return parse_config(data, model, origin)
+
+
+def config_hash(cfg: BaseModel) -> str:
+    return hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:16]

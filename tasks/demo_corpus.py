@@ -1,0 +1,177 @@
+"""The demo corpus: real photos shipped inside scikit-image and scikit-learn, known transformations of
+them (families of related images), odd-but-valid files, and bad files of every kind ingest rejects.
+
+`ground_truth.json` beside the images records each family (base, variants, transformation, parameters,
+instruction) and the outcome ingest must reach for every file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import struct
+import zlib
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from PIL import Image
+
+from mining.transforms import apply
+from schemas.config import DemoConfig
+
+GROUND_TRUTH = "ground_truth.json"
+
+
+def _skimage(name: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        import skimage.data
+
+        return getattr(skimage.data, name)()
+
+    return load
+
+
+def _sklearn(filename: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        from sklearn.datasets import load_sample_image
+
+        return load_sample_image(filename)
+
+    return load
+
+
+def _stereo(side: int) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        import skimage.data
+
+        return skimage.data.stereo_motorcycle()[side]
+
+    return load
+
+
+BASE_PHOTOS: dict[str, Callable[[], np.ndarray]] = {
+    "astronaut": _skimage("astronaut"), "chelsea": _skimage("chelsea"), "coffee": _skimage("coffee"),
+    "rocket": _skimage("rocket"), "camera": _skimage("camera"), "coins": _skimage("coins"),
+    "hubble": _skimage("hubble_deep_field"), "ihc": _skimage("immunohistochemistry"),
+    "page": _skimage("page"), "retina": _skimage("retina"), "china": _sklearn("china.jpg"),
+    "flower": _sklearn("flower.jpg"), "motorcycle": _stereo(0),
+}
+
+
+def _photo(load: Callable[[], np.ndarray], max_side: int) -> Image.Image:
+    arr = load()
+    im = Image.fromarray(arr).convert("RGB")
+    scale = max_side / max(im.size)
+    if scale < 1:
+        im = im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.LANCZOS)
+    return im
+
+
+def _save(im: Image.Image, path: Path, **kw: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path, **kw)
+
+
+def _png_bytes(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _bomb_png(width: int, height: int) -> bytes:
+    """A valid tiny PNG whose header declares width x height (a decompression-bomb stand-in)."""
+    data = bytearray(_png_bytes(Image.new("L", (64, 64))))
+    ihdr = struct.pack(">II", width, height) + bytes(data[24:29])
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr) & 0xFFFFFFFF)
+    return bytes(data)
+
+
+def _odd_files(out: Path, max_side: int) -> dict[str, dict[str, Any]]:
+    """Valid images in awkward encodings; each must be accepted."""
+    gt: dict[str, dict[str, Any]] = {}
+    brick = _photo(_skimage("brick"), max_side)
+    gray16 = (np.asarray(brick.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
+    _save(Image.fromarray(gray16), out / "odd/gray16.png")
+    _save(_photo(_skimage("grass"), max_side).quantize(64), out / "odd/palette.png")
+    _save(_photo(_skimage("gravel"), max_side).convert("CMYK"), out / "odd/cmyk.jpg", quality=90)
+    _save(Image.fromarray(_skimage("logo")()), out / "odd/alpha.png")
+    moon = _photo(_skimage("moon"), max_side).crop((0, 0, max_side, max_side * 3 // 4))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 CW to display; pixels stored rotated back
+    _save(moon.transpose(Image.Transpose.ROTATE_90), out / "odd/exif_rotated.jpg", exif=exif, quality=92)
+    for name, expect in [("gray16.png", "I;16"), ("palette.png", "P"), ("cmyk.jpg", "CMYK"),
+                         ("alpha.png", "RGBA"), ("exif_rotated.jpg", "L")]:
+        gt[f"odd/{name}"] = {"outcome": "accepted", "mode": expect}
+    gt["odd/exif_rotated.jpg"]["display_size"] = list(moon.size)
+    return gt
+
+
+def _bad_files(out: Path, sample_jpeg: bytes, sample_png: bytes) -> dict[str, dict[str, Any]]:
+    bad = out / "bad"
+    bad.mkdir(parents=True, exist_ok=True)
+    corrupt = bytearray(sample_png)
+    mid = len(corrupt) // 2
+    corrupt[mid : mid + 64] = bytes(64)
+    files: dict[str, tuple[bytes, str]] = {
+        "empty.jpg": (b"", "empty"),
+        "truncated.jpg": (sample_jpeg[: len(sample_jpeg) * 2 // 5], "truncated"),
+        "truncated.png": (sample_png[: len(sample_png) // 2], "truncated"),
+        "not_image.png": (b"this is a text file with an image extension\n" * 20, "not_an_image"),
+        "random_bytes.jpg": (np.random.default_rng(7).bytes(4096), "not_an_image"),
+        "corrupt.png": (bytes(corrupt), "corrupt"),
+        "bomb.png": (_bomb_png(40000, 40000), "too_large"),
+        "tiny.png": (_png_bytes(Image.new("RGB", (16, 16), (200, 30, 30))), "too_small"),
+    }
+    gt = {}
+    for name, (data, reason) in files.items():
+        (bad / name).write_bytes(data)
+        gt[f"bad/{name}"] = {"outcome": "quarantined", "reason": reason}
+    return gt
+
+
+def build_demo_corpus(out_dir: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:
+    """Write the corpus under out_dir (replacing an earlier one) and return its ground truth."""
+    cfg = cfg or DemoConfig()
+    out = Path(out_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    rng = np.random.default_rng(cfg.seed)
+    families: dict[str, list[dict[str, Any]]] = {}
+    expected: dict[str, dict[str, Any]] = {}
+    for name, load in BASE_PHOTOS.items():
+        base = _photo(load, cfg.max_side)
+        base_rel = f"photos/{name}/base.png"
+        _save(base, out / base_rel)
+        members = [{"file": base_rel, "transform": None, "params": {}, "instruction": None}]
+        for variant in cfg.variants:
+            t = apply(variant, base, rng)
+            ext = "png" if variant == "recompress" else "jpg"
+            rel = f"photos/{name}/{variant}.{ext}"
+            _save(t.image, out / rel, **({"quality": 92} if ext == "jpg" else {}))
+            members.append({"file": rel, "transform": variant, "params": t.params, "instruction": t.instruction})
+        families[name] = members
+        expected.update({m["file"]: {"outcome": "accepted"} for m in members})
+    right = _photo(_stereo(1), cfg.max_side)
+    _save(right, out / "photos/motorcycle/stereo_right.jpg", quality=92)
+    families["motorcycle"].append({"file": "photos/motorcycle/stereo_right.jpg", "transform": "stereo_right",
+                                   "params": {}, "instruction": "Show {image} from a viewpoint slightly to the right."})
+    expected["photos/motorcycle/stereo_right.jpg"] = {"outcome": "accepted"}
+
+    shutil.copyfile(out / "photos/astronaut/base.png", out / "photos/astronaut_copy.png")
+    expected["photos/astronaut_copy.png"] = {"outcome": "duplicate", "of": "photos/astronaut/base.png"}
+    expected.update(_odd_files(out, cfg.max_side))
+    expected.update(_bad_files(out, (out / "photos/coffee/hflip.jpg").read_bytes(),
+                               (out / "photos/coffee/base.png").read_bytes()))
+    gt = {"families": families, "expected": dict(sorted(expected.items())), "seed": cfg.seed}
+    (out / GROUND_TRUTH).write_text(json.dumps(gt, indent=1))
+    return gt
+
+
+def load_ground_truth(corpus_dir: str | Path) -> dict[str, Any]:
+    path = Path(corpus_dir) / GROUND_TRUTH
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: build the corpus with `aceforge demo-corpus {corpus_dir}`")
+    return json.loads(path.read_text())

@@ -1,0 +1,95 @@
+"""Read AceSamples back from a shard set, over any fsspec URI.
+
+Members are grouped the way webdataset groups them (key = file name up to its first dot). A shard that
+fails its manifest checksum or ends mid-member raises ShardReadError naming the shard and the last good
+key; with on_error="skip" the rest of that shard is skipped and counted instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tarfile
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from schemas.records import AceSample
+from schemas.shard_layout import decode_sample
+from tasks import storage
+from tasks.shards import read_manifest
+
+
+class ShardReadError(RuntimeError):
+    pass
+
+
+@dataclass
+class ReadStats:
+    samples: int = 0
+    bad_shards: list[tuple[str, str]] = field(default_factory=list)  # (shard uri, reason)
+
+
+def _split(name: str) -> tuple[str, str]:
+    base = name.rsplit("/", 1)[-1]
+    if "." not in base:
+        raise ShardReadError(f"member {name!r} has no extension")
+    prefix = name[: len(name) - len(base)]
+    key, ext = base.split(".", 1)
+    return prefix + key, ext
+
+
+def iter_tar_samples(shard_uri: str) -> Iterator[dict[str, Any]]:
+    """Raw samples ({'__key__', '<ext>': bytes}) of one tar, in order."""
+    fs, path = storage.fs_path(shard_uri)
+    current: dict[str, Any] | None = None
+    last_key = "<none>"
+    try:
+        with fs.open(path, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                key, ext = _split(member.name)
+                fh = tar.extractfile(member)
+                data = fh.read() if fh is not None else b""
+                if len(data) != member.size:
+                    raise EOFError(f"{member.name}: {len(data)} of {member.size} bytes")
+                if current is not None and current["__key__"] != key:
+                    last_key = current["__key__"]
+                    yield current
+                    current = None
+                if current is None:
+                    current = {"__key__": key, "__url__": shard_uri}
+                current[ext] = data
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise ShardReadError(f"{shard_uri} is damaged after sample {last_key!r}: {type(e).__name__}: {e}") from None
+    if current is not None:
+        yield current
+
+
+def _verify(shard_uri: str, sha256: str) -> None:
+    fs, path = storage.fs_path(shard_uri)
+    h = hashlib.sha256()
+    with fs.open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    if h.hexdigest() != sha256:
+        raise ShardReadError(f"{shard_uri}: sha256 {h.hexdigest()} does not match the manifest's {sha256}")
+
+
+def read_shard_set(uri: str, *, verify: bool = False, on_error: str = "raise",
+                   stats: ReadStats | None = None) -> Iterator[AceSample]:
+    """Yield every AceSample of a complete shard set, in manifest order."""
+    if on_error not in ("raise", "skip"):
+        raise ValueError("on_error must be 'raise' or 'skip'")
+    stats = stats if stats is not None else ReadStats()
+    for row in read_manifest(uri):
+        shard_uri = storage.join(uri, row.shard)
+        try:
+            if verify:
+                _verify(shard_uri, row.sha256)
+            for raw in iter_tar_samples(shard_uri):
+                yield decode_sample(raw)
+                stats.samples += 1
+        except ShardReadError as e:
+            if on_error == "raise":
+                raise
+            stats.bad_shards.append((shard_uri, str(e)))

@@ -1,0 +1,202 @@
+"""WebDataset shard sets: write AceSamples through webdataset's ShardWriter, read them back.
+
+A shard set directory holds <prefix>-NNNNNN.tar, one <prefix>-NNNNNN.stats.json per finished shard,
+manifest.parquet and, last, the completion marker. A tar is written under a temporary name and renamed
+when closed; a shard counts as done only once its stats file (written after the rename) exists. A re-run
+of an interrupted write removes temporary files, keeps the finished shards (checking that the input
+replays the same keys) and writes the rest; a re-run of a complete set is a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+import webdataset as wds
+
+from schemas.arrow import from_table, to_table
+from schemas.config import ShardConfig
+from schemas.records import AceSample, ShardManifestRow
+from schemas.shard_layout import encode_sample, sanitize_key
+from tasks import storage
+
+MANIFEST = "manifest.parquet"
+TAR_MTIME = 0  # fixed member mtime: the same samples give byte-identical tars
+
+
+class ShardInputChanged(RuntimeError):
+    pass
+
+
+@dataclass
+class ShardSetReport:
+    uri: str
+    shards: int
+    samples: int
+    bytes: int
+    counts_by_task: dict[str, int]
+    skipped_existing: bool = False
+    resumed_shards: int = 0
+
+
+def _stats_name(prefix: str, index: int) -> str:
+    return f"{prefix}-{index:06d}.stats.json"
+
+
+def _tar_name(prefix: str, index: int) -> str:
+    return f"{prefix}-{index:06d}.tar"
+
+
+def _load_done(out_uri: str, prefix: str) -> list[dict]:
+    """Stats of the finished shards 0..k-1 (contiguous); later or orphaned files are removed."""
+    fs, path = storage.fs_path(out_uri)
+    done: list[dict] = []
+    while True:
+        stats_path = f"{path}/{_stats_name(prefix, len(done))}"
+        if not fs.exists(stats_path) or not fs.exists(f"{path}/{_tar_name(prefix, len(done))}"):
+            break
+        with fs.open(stats_path, "rb") as f:
+            done.append(json.loads(f.read()))
+    for p in fs.ls(path, detail=False):
+        name = os.path.basename(p)
+        if name.startswith(f"{prefix}-") and (name.endswith(".tar") or name.endswith(".stats.json")):
+            if int(name[len(prefix) + 1 : len(prefix) + 7]) >= len(done):
+                fs.rm(p)  # a tar renamed but never given stats, or a shard after a gap
+    return done
+
+
+def _sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class _Writer:
+    """ShardWriter plus the bookkeeping that makes each finished shard atomic and accounted for."""
+
+    def __init__(self, out_uri: str, cfg: ShardConfig, start: int):
+        self.fs, self.path = storage.fs_path(out_uri)
+        self.local = storage.is_local(self.fs)
+        self.staging = self.path if self.local else tempfile.mkdtemp(prefix="aceforge-shards-")
+        self.cfg = cfg
+        self.start = start
+        self.index = start
+        self.keys: list[str] = []
+        self.tasks: Counter[str] = Counter()
+        self.aborted = False
+        self.sink: wds.ShardWriter | None = None
+        self.finished: list[dict] = []
+
+    def _post(self, fname: str) -> None:
+        if self.aborted:
+            os.remove(fname)
+            return
+        name = _tar_name(self.cfg.prefix, self.index)
+        stats = {"shard": name, "samples": len(self.keys), "bytes": os.path.getsize(fname),
+                 "sha256": _sha256_file(fname), "counts_by_task": dict(sorted(self.tasks.items())),
+                 "keys": self.keys}
+        final = f"{self.path}/{name}"
+        if self.local:
+            os.replace(fname, final)
+        else:
+            remote_tmp = storage.tmp_name(final)
+            self.fs.put_file(fname, remote_tmp)
+            storage.finalize(self.fs, remote_tmp, final)
+            os.remove(fname)
+        storage.atomic_write_bytes(storage.join(self._uri_dir(), _stats_name(self.cfg.prefix, self.index)),
+                                   json.dumps(stats).encode())
+        self.finished.append(stats)
+        self.index += 1
+        self.keys, self.tasks = [], Counter()
+
+    def _uri_dir(self) -> str:
+        proto = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        return self.path if self.local else f"{proto}://{self.path}"
+
+    def write(self, raw: dict, task: str) -> None:
+        if self.sink is None:
+            pattern = f"{self.staging}/{self.cfg.prefix}-%06d.tar{storage.TMP_TAG}{os.getpid()}"
+            self.sink = wds.ShardWriter(pattern, maxcount=self.cfg.maxcount, maxsize=self.cfg.maxsize,
+                                        post=self._post, start_shard=self.start, verbose=0,
+                                        encoder=False, mtime=TAR_MTIME)
+        self.sink.write(raw)  # may close the previous shard first, which runs _post for it
+        self.keys.append(raw["__key__"])
+        self.tasks[task] += 1
+
+    def close(self, aborted: bool = False) -> None:
+        self.aborted = aborted
+        if self.sink is not None:
+            self.sink.close()
+            self.sink = None
+
+
+def write_shard_set(samples: Iterable[AceSample], out_uri: str, cfg: ShardConfig | None = None, *,
+                    progress: Callable[[int], None] | None = None) -> ShardSetReport:
+    cfg = cfg or ShardConfig()
+    marker = storage.read_marker(out_uri)
+    if marker is not None:
+        return ShardSetReport(out_uri, marker["shards"], marker["samples"], marker["bytes"],
+                              marker["counts_by_task"], skipped_existing=True)
+    fs, path = storage.fs_path(out_uri)
+    fs.makedirs(path, exist_ok=True)
+    storage.remove_stale_tmp(out_uri)
+    done = _load_done(out_uri, cfg.prefix)
+
+    it = iter(samples)
+    seen_keys: set[str] = set()
+    for stats in done:  # replay the finished shards' samples without re-encoding them
+        for expected in stats["keys"]:
+            sample = next(it, None)
+            key = sanitize_key(sample.key) if sample is not None else None
+            if key != expected:
+                raise ShardInputChanged(
+                    f"{out_uri}: {stats['shard']} holds key {expected!r} but the input now gives {key!r}; "
+                    f"the input changed since the interrupted write: remove {out_uri} or write a new set")
+            seen_keys.add(key)
+        if progress:
+            progress(stats["samples"])
+
+    writer = _Writer(out_uri, cfg, start=len(done))
+    try:
+        for sample in it:
+            raw = encode_sample(sample)
+            if raw["__key__"] in seen_keys:
+                raise ValueError(f"duplicate sample key {raw['__key__']!r} (from {sample.key!r}) in {out_uri}")
+            seen_keys.add(raw["__key__"])
+            writer.write(raw, sample.task)
+            if progress:
+                progress(1)
+    except BaseException:
+        writer.close(aborted=True)
+        raise
+    writer.close()
+
+    all_stats = done + writer.finished
+    rows = [ShardManifestRow(**{k: s[k] for k in ("shard", "samples", "bytes", "sha256", "counts_by_task")})
+            for s in all_stats]
+    storage.atomic_write_parquet(storage.join(out_uri, MANIFEST), to_table(rows, ShardManifestRow))
+    totals: Counter[str] = Counter()
+    for r in rows:
+        totals.update(r.counts_by_task)
+    report = ShardSetReport(out_uri, len(rows), sum(r.samples for r in rows), sum(r.bytes for r in rows),
+                            dict(sorted(totals.items())), resumed_shards=len(done))
+    storage.write_marker(out_uri, {"shards": report.shards, "samples": report.samples, "bytes": report.bytes,
+                                   "counts_by_task": report.counts_by_task, "config": cfg.model_dump()})
+    return report
+
+
+def read_manifest(uri: str) -> list[ShardManifestRow]:
+    if storage.read_marker(uri) is None:
+        raise FileNotFoundError(f"{uri} is not a complete shard set (no {storage.MARKER})")
+    return from_table(storage.read_parquet(storage.join(uri, MANIFEST)), ShardManifestRow)  # type: ignore
+
+
+def shard_uris(uri: str) -> list[str]:
+    return [storage.join(uri, row.shard) for row in read_manifest(uri)]

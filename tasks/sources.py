@@ -1,0 +1,115 @@
+"""Where ingest reads from: a folder or glob, a list of URIs (text or parquet), or WebDataset tars.
+
+Any fsspec URI works. Sources are expanded into work units: a chunk of file URIs, or one tar.
+A tar member's URI is `<tar uri>#<member name>`.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Iterator
+
+import pyarrow.parquet as pq
+
+from tasks.storage import fs_path
+
+LIST_SUFFIXES = (".txt", ".lst", ".list")
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    kind: str  # "files" or "tar"
+    uris: tuple[str, ...]
+
+
+def _has_ext(path: str, extensions: list[str]) -> bool:
+    return PurePosixPath(path).suffix.lower().lstrip(".") in extensions
+
+
+def _is_tar(path: str) -> bool:
+    return path.lower().endswith(TAR_SUFFIXES)
+
+
+def _qualify(fs, path: str) -> str:
+    proto = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return path if proto in ("file", "local") else f"{proto}://{path}"
+
+
+def _read_list(uri: str) -> list[str]:
+    fs, path = fs_path(uri)
+    if path.endswith(".parquet"):
+        with fs.open(path, "rb") as f:
+            table = pq.read_table(f)
+        if "uri" not in table.column_names:
+            raise ValueError(f"{uri}: a URI list in parquet needs a 'uri' column; it has {table.column_names}")
+        return [u for u in table.column("uri").to_pylist() if u]
+    with fs.open(path, "rt", encoding="utf-8") as f:
+        return [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def expand_source(source: str, extensions: list[str]) -> tuple[list[str], list[str]]:
+    """(image file URIs, tar URIs) named by `source`, each sorted."""
+    fs, path = fs_path(source)
+    if any(c in path for c in "*?["):
+        found = [_qualify(fs, p) for p in fs.glob(path) if fs.isfile(p)]
+    elif fs.isdir(path):
+        found = [_qualify(fs, p) for p in fs.find(path)]
+    elif path.endswith(LIST_SUFFIXES) or path.endswith(".parquet"):
+        found = _read_list(source)
+        tars = sorted(u for u in found if _is_tar(u))
+        return sorted(u for u in found if not _is_tar(u)), tars
+    elif fs.exists(path):
+        found = [source]
+    else:
+        raise FileNotFoundError(f"ingest source {source!r} does not exist")
+    tars = sorted(u for u in found if _is_tar(u))
+    files = sorted(u for u in found if not _is_tar(u) and _has_ext(u, extensions))
+    return files, tars
+
+
+def work_units(files: list[str], tars: list[str], chunk_size: int) -> list[WorkUnit]:
+    units = [WorkUnit("files", tuple(files[i : i + chunk_size])) for i in range(0, len(files), chunk_size)]
+    units += [WorkUnit("tar", (t,)) for t in tars]
+    return units
+
+
+def iter_tar(uri: str, extensions: list[str], max_bytes: int) -> Iterator[tuple[str, bytes | None, int]]:
+    """Yield (member uri, bytes or None when over max_bytes, size) for image members, streaming.
+
+    A tar that breaks mid-way raises tarfile.TarError / EOFError / OSError after yielding what it could.
+    """
+    fs, path = fs_path(uri)
+    with fs.open(path, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tar:
+        for member in tar:
+            if not member.isfile() or not _has_ext(member.name, extensions):
+                continue
+            if member.size > max_bytes:
+                yield f"{uri}#{member.name}", None, member.size
+                continue
+            fh = tar.extractfile(member)
+            data = fh.read() if fh is not None else b""
+            if len(data) != member.size:
+                raise EOFError(f"member {member.name} ends after {len(data)} of {member.size} bytes")
+            yield f"{uri}#{member.name}", data, member.size
+
+
+def read_uri(uri: str, max_bytes: int | None = None) -> bytes:
+    """Bytes behind a catalog URI, tar members included. Raises ValueError past max_bytes."""
+    if "#" in uri:
+        tar_uri, member = uri.split("#", 1)
+        fs, path = fs_path(tar_uri)
+        with fs.open(path, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tar:
+            for m in tar:
+                if m.name == member:
+                    fh = tar.extractfile(m)
+                    return fh.read() if fh is not None else b""
+        raise FileNotFoundError(f"{member!r} not found in {tar_uri}")
+    fs, path = fs_path(uri)
+    with fs.open(path, "rb") as f:
+        data = f.read(max_bytes + 1) if max_bytes is not None else f.read()
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ValueError(f"{uri} is larger than {max_bytes} bytes")
+    return data

@@ -1,0 +1,92 @@
+"""fsspec storage helpers: atomic writes through a temporary name, and completion markers.
+
+A stage's output directory counts as complete only when its marker exists; the marker is written last.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+MARKER = "_SUCCESS.json"
+TMP_TAG = ".tmp-"
+
+
+def fs_path(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, path = fsspec.core.url_to_fs(uri)
+    return fs, path
+
+
+def join(uri: str, *parts: str) -> str:
+    out = uri.rstrip("/")
+    for p in parts:
+        out = f"{out}/{p.strip('/')}"
+    return out
+
+
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    return isinstance(fs, LocalFileSystem)
+
+
+def tmp_name(path: str) -> str:
+    return f"{path}{TMP_TAG}{uuid.uuid4().hex[:8]}"
+
+
+def finalize(fs: fsspec.AbstractFileSystem, tmp: str, final: str) -> None:
+    """Move a finished temporary file to its final name (an atomic rename on local disks)."""
+    if is_local(fs):
+        os.replace(tmp, final)
+    else:
+        fs.mv(tmp, final)
+
+
+def atomic_write_bytes(uri: str, data: bytes) -> None:
+    fs, path = fs_path(uri)
+    fs.makedirs(fs._parent(path), exist_ok=True)
+    tmp = tmp_name(path)
+    with fs.open(tmp, "wb") as f:
+        f.write(data)
+    finalize(fs, tmp, path)
+
+
+def atomic_write_parquet(uri: str, table: pa.Table) -> None:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    atomic_write_bytes(uri, buf.getvalue())
+
+
+def read_parquet(uri: str) -> pa.Table:
+    fs, path = fs_path(uri)
+    with fs.open(path, "rb") as f:
+        return pq.read_table(f)
+
+
+def write_marker(dir_uri: str, payload: dict[str, Any]) -> None:
+    atomic_write_bytes(join(dir_uri, MARKER), json.dumps(payload, indent=1, sort_keys=True).encode())
+
+
+def read_marker(dir_uri: str) -> dict[str, Any] | None:
+    fs, path = fs_path(join(dir_uri, MARKER))
+    if not fs.exists(path):
+        return None
+    with fs.open(path, "rb") as f:
+        return json.loads(f.read().decode())
+
+
+def remove_stale_tmp(dir_uri: str) -> list[str]:
+    """Delete temporary files left by an interrupted writer; returns what was removed."""
+    fs, path = fs_path(dir_uri)
+    if not fs.exists(path):
+        return []
+    stale = [p for p in fs.ls(path, detail=False) if TMP_TAG in os.path.basename(p)]
+    for p in stale:
+        fs.rm(p)
+    return stale

@@ -1,0 +1,1 @@
+"""ACE++ training (LCU++ on FLUX.1-Fill)."""
