@@ -21,7 +21,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Mine instruction-editing pairs (ACE) into WebDataset shards and fine-tune ACE++.")
 shards_app = typer.Typer(no_args_is_help=True, help="Inspect, verify and export shard sets.")
 app.add_typer(shards_app, name="shards")
-out = Console()
+out = Console(soft_wrap=True)  # one line per listed file: greppable
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML run config; defaults apply to keys it leaves out")
 

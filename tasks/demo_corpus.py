@@ -103,7 +103,7 @@ def _odd_files(out: Path, max_side: int) -> dict[str, dict[str, Any]]:
     exif[0x0112] = 6  # orientation: rotate 90 CW to display; pixels stored rotated back
     _save(moon.transpose(Image.Transpose.ROTATE_90), out / "odd/exif_rotated.jpg", exif=exif, quality=92)
     for name, expect in [("gray16.png", "I;16"), ("palette.png", "P"), ("cmyk.jpg", "CMYK"),
-                         ("alpha.png", "RGBA"), ("exif_rotated.jpg", "L")]:
+                         ("alpha.png", "RGBA"), ("exif_rotated.jpg", "RGB")]:
         gt[f"odd/{name}"] = {"outcome": "accepted", "mode": expect}
     gt["odd/exif_rotated.jpg"]["display_size"] = list(moon.size)
     return gt

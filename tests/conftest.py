@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import io
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from schemas.records import AceSample, ConditionUnit, Generator, Lineage, Role  # noqa: E402
+
+
+def png(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def random_image(rng: np.random.Generator, w: int = 48, h: int = 40) -> Image.Image:
+    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def make_sample(i: int, rng: np.random.Generator, task: str = "general_editing", key: str | None = None,
+                with_mask: bool = False) -> AceSample:
+    mask = png(Image.fromarray(np.where(rng.random((40, 48)) > 0.5, 255, 0).astype(np.uint8))) if with_mask else None
+    units = [ConditionUnit(role=Role.EDIT, image=png(random_image(rng)), mask=mask)]
+    instruction = f"Edit number {i} of {{image}}."
+    if task == "reference_generation":
+        units.append(ConditionUnit(role=Role.REFERENCE, image=png(random_image(rng)), image_ext="png"))
+        instruction = f"Put the subject of {{image2}} into {{image1}} ({i})."
+    return AceSample(
+        key=key or f"sample-{i:04d}", task=task, instruction=instruction, units=units,
+        target=ConditionUnit(role=Role.TARGET, image=png(random_image(rng))),
+        caption=f"caption {i}",
+        lineage=Lineage(source_ids=[f"src{i}", f"tgt{i}"], generators=[Generator(name="test", version="0")],
+                        scores={"band": 0.9 + i * 1e-3}),
+    )
+
+
+@pytest.fixture
+def samples() -> list[AceSample]:
+    rng = np.random.default_rng(0)
+    tasks = ["general_editing", "reference_generation", "inpainting"]
+    return [make_sample(i, rng, task=tasks[i % 3], with_mask=(i % 3 == 2)) for i in range(10)]
+
+
+@pytest.fixture(scope="session")
+def demo_corpus(tmp_path_factory):
+    from tasks.demo_corpus import build_demo_corpus
+
+    path = tmp_path_factory.mktemp("corpus") / "corpus"
+    gt = build_demo_corpus(path)
+    return path, gt

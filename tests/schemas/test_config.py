@@ -1,0 +1,50 @@
+import pytest
+
+from schemas.config import ConfigError, IngestConfig, RunConfig, config_hash, load_config
+
+
+def test_defaults_without_a_file():
+    cfg = load_config(None)
+    assert isinstance(cfg, RunConfig) and cfg.ingest.min_side == 64 and cfg.shards.maxcount == 1000
+
+
+def test_yaml_values_and_overrides(tmp_path):
+    p = tmp_path / "run.yaml"
+    p.write_text("root: s3://bucket/x\ningest:\n  min_side: 128\nshards:\n  maxcount: 50\n")
+    cfg = load_config(p, overrides={"ingest.workers": 3})
+    assert cfg.root == "s3://bucket/x" and cfg.ingest.min_side == 128 and cfg.shards.maxcount == 50
+    assert cfg.ingest.workers == 3 and cfg.ingest.max_pixels == IngestConfig().max_pixels
+
+
+def test_unknown_nested_key_names_it_and_the_allowed_ones(tmp_path):
+    p = tmp_path / "run.yaml"
+    p.write_text("ingest:\n  max_pixel: 5\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert "unknown key 'ingest.max_pixel'" in msg and str(p) in msg
+    assert "max_pixels" in msg and "min_side" in msg and "maxcount" not in msg
+
+
+def test_unknown_top_level_key(tmp_path):
+    p = tmp_path / "run.yaml"
+    p.write_text("rooot: x\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'rooot'.*allowed here: demo, ingest, models_dir, root, shards"):
+        load_config(p)
+
+
+def test_bad_value_is_reported_with_its_place(tmp_path):
+    p = tmp_path / "run.yaml"
+    p.write_text("shards:\n  maxcount: 0\n")
+    with pytest.raises(ConfigError, match=r"bad value for 'shards.maxcount'"):
+        load_config(p)
+    p.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(p)
+
+
+def test_missing_file_and_hash_changes_with_values(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    assert config_hash(IngestConfig()) == config_hash(IngestConfig())
+    assert config_hash(IngestConfig()) != config_hash(IngestConfig(min_side=65))

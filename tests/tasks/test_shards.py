@@ -1,0 +1,206 @@
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import webdataset as wds
+
+from schemas.config import ShardConfig
+from schemas.shard_layout import decode_sample
+from tasks import storage
+from tasks.shard_reader import ReadStats, ShardReadError, read_shard_set
+from tasks.shards import ShardInputChanged, read_manifest, shard_uris, write_shard_set
+from tests.conftest import make_sample
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _sha_by_shard(uri: str) -> dict[str, str]:
+    return {r.shard: r.sha256 for r in read_manifest(uri)}
+
+
+def test_round_trip_and_manifest(samples, tmp_path):
+    uri = str(tmp_path / "set")
+    rep = write_shard_set(samples, uri, ShardConfig(maxcount=3))
+    assert (rep.shards, rep.samples) == (4, 10)
+    assert rep.counts_by_task == {"general_editing": 4, "reference_generation": 3, "inpainting": 3}
+    rows = read_manifest(uri)
+    assert [r.samples for r in rows] == [3, 3, 3, 1]
+    for r in rows:
+        path = tmp_path / "set" / r.shard
+        assert r.bytes == path.stat().st_size
+        assert r.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert list(read_shard_set(uri, verify=True)) == samples
+    assert not [p for p in os.listdir(tmp_path / "set") if storage.TMP_TAG in p]
+
+
+def test_maxsize_splits_shards(samples, tmp_path):
+    rep = write_shard_set(samples, str(tmp_path / "set"), ShardConfig(maxsize=20_000))
+    assert rep.shards > 1 and rep.samples == 10
+    assert list(read_shard_set(str(tmp_path / "set"))) == samples
+
+
+def test_webdataset_reads_every_sample_intact(samples, tmp_path):
+    uri = str(tmp_path / "set")
+    write_shard_set(samples, uri, ShardConfig(maxcount=4))
+    ds = wds.WebDataset(shard_uris(uri), shardshuffle=False, empty_check=False)
+    got = [decode_sample(raw) for raw in ds]
+    assert got == samples
+
+
+@pytest.mark.slow
+def test_ray_data_reads_every_sample_intact(samples, tmp_path):
+    import ray
+
+    uri = str(tmp_path / "set")
+    write_shard_set(samples, uri, ShardConfig(maxcount=4))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        ds = ray.data.read_webdataset(shard_uris(uri), decoder=None)
+        rows = ds.take_all()
+    finally:
+        ray.shutdown()
+    got = sorted((decode_sample({k: v for k, v in r.items() if v is not None}) for r in rows), key=lambda s: s.key)
+    assert got == sorted(samples, key=lambda s: s.key)
+
+
+def test_plain_tar_lists_the_documented_members(samples, tmp_path):
+    uri = str(tmp_path / "set")
+    write_shard_set(samples[:3], uri, ShardConfig(maxcount=10))
+    out = subprocess.run(["tar", "-tf", shard_uris(uri)[0]], check=True, capture_output=True, text=True).stdout.split()
+    assert out == [
+        "sample-0000.in0.png", "sample-0000.json", "sample-0000.target.png", "sample-0000.txt",
+        "sample-0001.in0.png", "sample-0001.in1.png", "sample-0001.json", "sample-0001.target.png", "sample-0001.txt",
+        "sample-0002.in0.mask.png", "sample-0002.in0.png", "sample-0002.json", "sample-0002.target.png",
+        "sample-0002.txt",
+    ]
+
+
+def test_rewriting_a_complete_set_is_a_noop(samples, tmp_path):
+    uri = str(tmp_path / "set")
+    write_shard_set(samples, uri, ShardConfig(maxcount=3))
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "set").iterdir()}
+
+    def must_not_be_read():
+        raise AssertionError("a complete shard set must not consume its input")
+        yield
+
+    again = write_shard_set(must_not_be_read(), uri, ShardConfig(maxcount=3))
+    assert again.skipped_existing and again.samples == 10
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "set").iterdir()} == before
+
+
+def _failing(samples, after):
+    for i, s in enumerate(samples):
+        if i == after:
+            raise RuntimeError("boom")
+        yield s
+
+
+def test_interrupted_write_leaves_no_counted_or_partial_shard_and_resumes(samples, tmp_path):
+    uri = str(tmp_path / "set")
+    cfg = ShardConfig(maxcount=3)
+    with pytest.raises(RuntimeError, match="boom"):
+        write_shard_set(_failing(samples, after=7), uri, cfg)
+    names = sorted(os.listdir(tmp_path / "set"))
+    assert storage.MARKER not in names and "manifest.parquet" not in names
+    assert [n for n in names if n.endswith(".tar")] == ["shard-000000.tar", "shard-000001.tar"]
+    assert not [n for n in names if storage.TMP_TAG in n]
+    with pytest.raises(FileNotFoundError, match="not a complete shard set"):
+        read_manifest(uri)
+    rep = write_shard_set(samples, uri, cfg)
+    assert rep.resumed_shards == 2 and rep.samples == 10
+    write_shard_set(samples, str(tmp_path / "clean"), cfg)
+    assert _sha_by_shard(uri) == _sha_by_shard(str(tmp_path / "clean"))  # byte-identical tars
+
+
+def test_resume_refuses_a_changed_input(samples, tmp_path):
+    uri = str(tmp_path / "set")
+    with pytest.raises(RuntimeError):
+        write_shard_set(_failing(samples, after=5), uri, ShardConfig(maxcount=2))
+    with pytest.raises(ShardInputChanged, match="input changed"):
+        write_shard_set(samples[1:], uri, ShardConfig(maxcount=2))
+
+
+_KILL_SCRIPT = """
+import sys, time
+import numpy as np
+sys.path.insert(0, {repo!r})
+from tests.conftest import make_sample
+from schemas.config import ShardConfig
+from tasks.shards import write_shard_set
+rng = np.random.default_rng(0)
+def slow():
+    for i in range(40):
+        time.sleep(0.05)
+        yield make_sample(i, rng)
+write_shard_set(slow(), {uri!r}, ShardConfig(maxcount=4))
+"""
+
+
+@pytest.mark.slow
+def test_killed_write_leaves_a_consistent_set_and_a_rerun_completes_it(tmp_path):
+    uri = str(tmp_path / "set")
+    proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT.format(repo=str(REPO), uri=uri)])
+    deadline = time.time() + 60
+    while time.time() < deadline and not (tmp_path / "set" / "shard-000003.stats.json").exists():
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    names = sorted(os.listdir(tmp_path / "set"))
+    assert storage.MARKER not in names and "manifest.parquet" not in names
+    for n in names:
+        if n.endswith(".tar"):  # every tar under a final name is complete and readable
+            with tarfile.open(tmp_path / "set" / n) as tar:
+                assert len([m for m in tar.getmembers() if m.name.endswith(".json")]) == 4
+    rng = np.random.default_rng(0)
+    rep = write_shard_set((make_sample(i, rng) for i in range(40)), uri, ShardConfig(maxcount=4))
+    assert rep.samples == 40 and rep.resumed_shards >= 3
+    rng = np.random.default_rng(0)
+    write_shard_set((make_sample(i, rng) for i in range(40)), str(tmp_path / "clean"), ShardConfig(maxcount=4))
+    assert _sha_by_shard(uri) == _sha_by_shard(str(tmp_path / "clean"))
+
+
+def test_keys_are_sanitized_and_duplicates_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    evil = [make_sample(0, rng, key="../../etc/passwd"), make_sample(1, rng, key="a/b.c")]
+    uri = str(tmp_path / "set")
+    write_shard_set(evil, uri)
+    with tarfile.open(shard_uris(uri)[0]) as tar:
+        names = tar.getnames()
+    assert all("/" not in n and not n.startswith(".") for n in names)
+    assert {n.split(".")[0] for n in names} == {"etc_passwd", "a_b_c"}
+    assert [s.key for s in read_shard_set(uri)] == ["../../etc/passwd", "a/b.c"]  # original key kept in json
+    dup = [make_sample(0, rng, key="x.y"), make_sample(1, rng, key="x/y")]
+    with pytest.raises(ValueError, match="duplicate sample key 'x_y'"):
+        write_shard_set(dup, str(tmp_path / "dup"))
+    assert not (tmp_path / "dup" / storage.MARKER).exists()
+
+
+def test_truncated_and_tampered_shards_are_reported(samples, tmp_path):
+    uri = str(tmp_path / "set")
+    write_shard_set(samples, uri, ShardConfig(maxcount=5))
+    first = Path(shard_uris(uri)[0])
+    data = first.read_bytes()
+    first.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ShardReadError, match="damaged after sample"):
+        list(read_shard_set(uri))
+    stats = ReadStats()
+    got = list(read_shard_set(uri, on_error="skip", stats=stats))
+    assert len(stats.bad_shards) == 1 and samples[5:] == got[-5:]
+    with pytest.raises(ShardReadError, match="does not match the manifest"):
+        list(read_shard_set(uri, verify=True))
+
+
+def test_empty_input_gives_an_empty_complete_set(tmp_path):
+    rep = write_shard_set([], str(tmp_path / "set"))
+    assert (rep.shards, rep.samples) == (0, 0)
+    assert not [n for n in os.listdir(tmp_path / "set") if n.endswith(".tar")]
+    assert json.loads((tmp_path / "set" / storage.MARKER).read_text())["samples"] == 0

@@ -1,0 +1,64 @@
+import io
+import tarfile
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tasks.sources import expand_source, iter_tar, read_uri, work_units
+
+EXTS = ["jpg", "png"]
+
+
+def _touch(p, data=b"x"):
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+    return str(p)
+
+
+def test_folder_is_recursive_and_filters_by_extension(tmp_path):
+    a = _touch(tmp_path / "a.jpg")
+    b = _touch(tmp_path / "sub/deeper/b.PNG")
+    _touch(tmp_path / "notes.json")
+    t = _touch(tmp_path / "more.tar")
+    files, tars = expand_source(str(tmp_path), EXTS)
+    assert files == sorted([a, b]) and tars == [t]
+
+
+def test_glob_and_lists(tmp_path):
+    a = _touch(tmp_path / "x/a.jpg")
+    _touch(tmp_path / "x/b.png")
+    assert expand_source(str(tmp_path / "x/*.jpg"), EXTS)[0] == [a]
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"# comment\n{a}\n\n{tmp_path}/missing.jpg\n{tmp_path}/s.tar\n")
+    files, tars = expand_source(str(lst), EXTS)
+    assert files == sorted([a, f"{tmp_path}/missing.jpg"]) and tars == [f"{tmp_path}/s.tar"]
+    pq.write_table(pa.table({"uri": [a]}), tmp_path / "list.parquet")
+    assert expand_source(str(tmp_path / "list.parquet"), EXTS)[0] == [a]
+    pq.write_table(pa.table({"path": [a]}), tmp_path / "bad.parquet")
+    with pytest.raises(ValueError, match="'uri' column"):
+        expand_source(str(tmp_path / "bad.parquet"), EXTS)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        expand_source(str(tmp_path / "nowhere"), EXTS)
+
+
+def test_work_units_chunk_files_and_give_each_tar_its_own():
+    units = work_units([f"f{i}" for i in range(5)], ["t1.tar"], chunk_size=2)
+    assert [u.kind for u in units] == ["files", "files", "files", "tar"]
+    assert [len(u.uris) for u in units] == [2, 2, 1, 1]
+
+
+def test_tar_members_and_read_uri(tmp_path):
+    path = tmp_path / "s.tar"
+    with tarfile.open(path, "w") as tar:
+        for name, data in [("k1.jpg", b"abc"), ("k1.json", b"{}"), ("dir/k2.png", b"defg")]:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tar.addfile(ti, io.BytesIO(data))
+    got = list(iter_tar(str(path), EXTS, max_bytes=100))
+    assert [(u.split("#")[1], d) for u, d, _ in got] == [("k1.jpg", b"abc"), ("dir/k2.png", b"defg")]
+    assert read_uri(f"{path}#dir/k2.png") == b"defg"
+    big = list(iter_tar(str(path), EXTS, max_bytes=3))
+    assert big[1][1] is None and big[1][2] == 4
+    with pytest.raises(FileNotFoundError):
+        read_uri(f"{path}#nope.png")
