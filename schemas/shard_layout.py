@@ -22,7 +22,7 @@ from typing import Any
 from schemas.records import SCHEMA_VERSION, AceSample, ConditionUnit, Lineage, Role
 
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
-MAX_KEY_LEN = 160
+MAX_KEY_LEN = 80  # tar's USTAR format caps member names at 100 characters (no '/' to split on)
 
 
 def sanitize_key(raw: str) -> str:

@@ -70,12 +70,24 @@ def _load_done(out_uri: str, prefix: str) -> list[dict]:
     return done
 
 
-def _sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+class _HashingFile:
+    """A file opened for writing that hashes and counts what goes through it (no re-read afterwards)."""
+
+    def __init__(self, path: str):
+        self.f = open(path, "wb")
+        self.sha = hashlib.sha256()
+        self.nbytes = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.nbytes += len(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
 
 
 class _Writer:
@@ -93,14 +105,21 @@ class _Writer:
         self.aborted = False
         self.sink: wds.ShardWriter | None = None
         self.finished: list[dict] = []
+        self.stream: _HashingFile | None = None
+
+    def _open(self, fname: str) -> _HashingFile:
+        self.stream = _HashingFile(fname)
+        return self.stream
 
     def _post(self, fname: str) -> None:
+        assert self.stream is not None
+        self.stream.close()
         if self.aborted:
             os.remove(fname)
             return
         name = _tar_name(self.cfg.prefix, self.index)
-        stats = {"shard": name, "samples": len(self.keys), "bytes": os.path.getsize(fname),
-                 "sha256": _sha256_file(fname), "counts_by_task": dict(sorted(self.tasks.items())),
+        stats = {"shard": name, "samples": len(self.keys), "bytes": self.stream.nbytes,
+                 "sha256": self.stream.sha.hexdigest(), "counts_by_task": dict(sorted(self.tasks.items())),
                  "keys": self.keys}
         final = f"{self.path}/{name}"
         if self.local:
@@ -124,7 +143,7 @@ class _Writer:
         if self.sink is None:
             pattern = f"{self.staging}/{self.cfg.prefix}-%06d.tar{storage.TMP_TAG}{os.getpid()}"
             self.sink = wds.ShardWriter(pattern, maxcount=self.cfg.maxcount, maxsize=self.cfg.maxsize,
-                                        post=self._post, start_shard=self.start, verbose=0,
+                                        post=self._post, start_shard=self.start, verbose=0, opener=self._open,
                                         encoder=False, mtime=TAR_MTIME)
         self.sink.write(raw)  # may close the previous shard first, which runs _post for it
         self.keys.append(raw["__key__"])
