@@ -48,3 +48,10 @@ def test_missing_file_and_hash_changes_with_values(tmp_path):
         load_config(tmp_path / "nope.yaml")
     assert config_hash(IngestConfig()) == config_hash(IngestConfig())
     assert config_hash(IngestConfig()) != config_hash(IngestConfig(min_side=65))
+
+
+def test_the_shipped_example_config_is_valid():
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "example.yaml")
+    assert cfg == RunConfig(root="demo_out/root", models_dir="models")

@@ -204,3 +204,20 @@ def test_empty_input_gives_an_empty_complete_set(tmp_path):
     assert (rep.shards, rep.samples) == (0, 0)
     assert not [n for n in os.listdir(tmp_path / "set") if n.endswith(".tar")]
     assert json.loads((tmp_path / "set" / storage.MARKER).read_text())["samples"] == 0
+
+
+def test_long_keys_fit_in_tar_member_names(tmp_path):
+    rng = np.random.default_rng(0)
+    s = make_sample(0, rng, key="k" * 300, with_mask=True)
+    uri = str(tmp_path / "set")
+    write_shard_set([s], uri)
+    assert list(read_shard_set(uri)) == [s]
+
+
+def test_remote_fsspec_target_round_trip(samples):
+    uri = "memory://aceforge-shards/set"
+    rep = write_shard_set(samples, uri, ShardConfig(maxcount=4))
+    assert rep.shards == 3 and shard_uris(uri)[0].startswith("memory://")
+    assert list(read_shard_set(uri, verify=True)) == samples
+    again = write_shard_set([], uri)
+    assert again.skipped_existing
