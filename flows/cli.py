@@ -99,10 +99,75 @@ def demo(out_dir: Path = typer.Option(Path("demo_out"), "--out", help="where eve
         cfg = RunConfig(root=str(out_dir.resolve() / "root"), shards=ShardConfig(maxcount=32))
     res = run_demo(out_dir, cfg)
     _print_ingest(res.ingest, cfg.root, list_bad=50)
-    s = res.shards
-    out.print(f"shard set: {s.uri}  ({s.shards} shards, {s.samples} samples, {s.bytes / 2**20:.1f} MiB, "
-              f"tasks {s.counts_by_task})")
+    _print_mining(res.mining)
+    r = res.recovery
+    out.print(f"demo families recovered as sets: {r.recovered}/{r.families} (sets mixing families: {r.impure_sets})")
     out.print(f"corpus:    {res.corpus}\ncatalog:   {catalog_uri(cfg.root)}")
+
+
+def _print_mining(res) -> None:
+    out.print(f"embeddings: {res.embeddings_uri}  ({res.embedder})\nclusters:   {res.clusters_uri}")
+    for name, rep in res.mined.items():
+        out.print(f"preset {name}: {rep.clusters} clusters, {rep.edges} band edges, {rep.sets} sets, "
+                  f"{rep.pairs} pairs, {rep.groups} groups; drops {rep.drops}  -> {rep.uri}")
+        if name in res.instructions:
+            out.print(f"  instructions: {res.instructions[name]}")
+        if name in res.shards:
+            s = res.shards[name]
+            out.print(f"  shard set: {s.uri}  ({s.shards} shards, {s.samples} samples, "
+                      f"{s.bytes / 2**20:.1f} MiB, tasks {s.counts_by_task})")
+
+
+@app.command()
+def mine(root: Optional[str] = typer.Option(None, help="root holding an ingested catalog"),
+         config: Optional[Path] = ConfigOpt) -> None:
+    """Embed, cluster and mine pairs over <root>/catalog; with an instruction backend, also pack shards."""
+    from flows.mining import configured_writer, run_mining
+    from mining.embedders import MissingModelError
+
+    cfg = _config(config, root=root)
+    try:
+        res = run_mining(cfg, writer=configured_writer(cfg))
+    except (FileNotFoundError, MissingModelError, ValueError) as e:
+        out.print(f"[red]mine failed:[/red] {e}")
+        raise typer.Exit(1) from None
+    _print_mining(res)
+    if not res.instructions:
+        out.print("no instruction backend configured (mining.instructions.backend): pairs stay in pairs/, unpacked")
+
+
+@app.command()
+def models(config: Optional[Path] = ConfigOpt) -> None:
+    """List every model the pipeline can use, the file it expects, and whether it is present."""
+    from mining.model_registry import model_status
+
+    cfg = _config(config)
+    t = Table(title=f"models in {cfg.models_dir}")
+    for c in ("model", "used for", "expects", "present", "without it"):
+        t.add_column(c)
+    for m in model_status(cfg):
+        t.add_row(m.name, m.purpose, "\n".join(str(p) for p in m.files),
+                  "[green]yes[/green]" if m.present else "[yellow]no[/yellow]", m.fallback)
+    out.print(t)
+
+
+@app.command("train-pair-classifier")
+def train_pair_classifier_cmd(
+        labels: Path = typer.Argument(..., help="parquet with source_id, target_id, label (1 = valid pair)"),
+        out_path: Path = typer.Option(..., "--out", help="safetensors to write (under models_dir to use it)"),
+        root: Optional[str] = typer.Option(None, help="root whose embeddings hold the ids"),
+        config: Optional[Path] = ConfigOpt, epochs: int = typer.Option(200)) -> None:
+    """Train the second-level pair classifier on frozen embeddings of labelled pairs."""
+    from flows.classifier import train_from_labels
+
+    cfg = _config(config, root=root)
+    try:
+        rep = train_from_labels(cfg, labels, out_path, epochs=epochs)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        out.print(f"[red]training failed:[/red] {e}")
+        raise typer.Exit(1) from None
+    out.print(f"trained on {rep['pairs']} pairs ({rep['positives']} positive) from {rep['embedder']}: "
+              f"loss {rep['loss']:.4f}, train accuracy {rep['accuracy']:.3f} -> {out_path}")
 
 
 @app.command("config")

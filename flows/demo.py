@@ -1,29 +1,80 @@
-"""The demo job on the embedded default: build the demo corpus, ingest it, write a shard set.
+"""The demo job on the embedded default: build the demo corpus, ingest it, mine pairs (embed, cluster,
+band union-find), give the pairs whose transformation is known their instruction, write a shard set.
 
-Later stages (embedding, clustering, pair mining, training) join here as they land.
+Later stages (synthesis, training) join here as they land.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from flows.mining import MiningResult, run_mining
 from flows.progress import progress_bar
+from mining.instructions import KnownTransformWriter
 from schemas.config import RunConfig
 from tasks import storage
-from tasks.demo_corpus import build_demo_corpus
+from tasks.demo_corpus import build_demo_corpus, load_ground_truth
 from tasks.ingest import IngestReport, ingest, load_catalog
-from tasks.pack import demo_pair_samples
-from tasks.shards import ShardSetReport, write_shard_set
 
-DEMO_SHARD_SET = "demo-pairs"
+DEMO_SHARD_PREFIX = "demo"
+
+
+@dataclass
+class FamilyRecovery:
+    families: int
+    recovered: int  # families that came back as exactly one set
+    impure_sets: int  # sets that mix two families
 
 
 @dataclass
 class DemoResult:
     corpus: Path
     ingest: IngestReport
-    shards: ShardSetReport
+    mining: MiningResult
+    recovery: FamilyRecovery
+
+
+def _family_ids(corpus: Path, root: str) -> dict[str, str]:
+    """catalog id -> family name, for every family member that was accepted."""
+    gt = load_ground_truth(corpus)
+    by_path = {str(Path(r.uri).resolve()): r.id for r in load_catalog(root)}
+    out = {}
+    for fam, members in gt["families"].items():
+        for m in members:
+            rid = by_path.get(str((corpus / m["file"]).resolve()))
+            if rid:
+                out[rid] = fam
+    return out
+
+
+def known_writer(corpus: Path, root: str) -> KnownTransformWriter:
+    gt = load_ground_truth(corpus)
+    by_path = {str(Path(r.uri).resolve()): r.id for r in load_catalog(root)}
+    known = {}
+    for members in gt["families"].values():
+        base = by_path.get(str((corpus / members[0]["file"]).resolve()))
+        for m in members[1:]:
+            var = by_path.get(str((corpus / m["file"]).resolve()))
+            if base and var and m["instruction"]:
+                known[(base, var)] = m["instruction"]
+    return KnownTransformWriter(known)
+
+
+def family_recovery(corpus: Path, root: str, preset: str) -> FamilyRecovery:
+    fam_of = _family_ids(corpus, root)
+    sets = storage.read_parquet(storage.join(root, "pairs", preset, "sets.parquet")).to_pylist()
+    members: dict[tuple[int, int], set[str]] = defaultdict(set)
+    for row in sets:
+        members[(row["cluster"], row["set_id"])].add(row["id"])
+    fam_members: dict[str, set[str]] = defaultdict(set)
+    for rid, fam in fam_of.items():
+        fam_members[fam].add(rid)
+    found = {frozenset(m) for m in members.values()}
+    recovered = sum(frozenset(m) in found for m in fam_members.values())
+    impure = sum(len({fam_of.get(i, i) for i in m}) > 1 for m in members.values())
+    return FamilyRecovery(len(fam_members), recovered, impure)
 
 
 def run_demo(out: str | Path, cfg: RunConfig | None = None) -> DemoResult:
@@ -31,14 +82,11 @@ def run_demo(out: str | Path, cfg: RunConfig | None = None) -> DemoResult:
     cfg = cfg or RunConfig(root=str(out / "root"))
     corpus = out / "corpus"
     build_demo_corpus(corpus, cfg.demo)
+    fs, root_path = storage.fs_path(cfg.root)
+    if fs.exists(root_path):
+        fs.rm(root_path, recursive=True)  # the corpus was rebuilt: everything derived from it is rebuilt too
     with progress_bar("ingest") as (total, advance):
-        report = ingest(str(corpus), cfg.root, cfg.ingest, force=True, progress_total=total, progress=advance)
-    shard_uri = storage.join(cfg.root, "shards", DEMO_SHARD_SET)
-    fs, path = storage.fs_path(shard_uri)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)  # the corpus was rebuilt: its shard set is rebuilt with it
-    catalog = load_catalog(cfg.root)
-    with progress_bar("pack shards") as (_, advance):
-        shards = write_shard_set(demo_pair_samples(corpus, catalog, cfg.ingest), shard_uri, cfg.shards,
-                                 progress=advance)
-    return DemoResult(corpus, report, shards)
+        report = ingest(str(corpus), cfg.root, cfg.ingest, progress_total=total, progress=advance)
+    mining = run_mining(cfg, writer=known_writer(corpus, cfg.root), shard_prefix=DEMO_SHARD_PREFIX)
+    recovery = family_recovery(corpus, cfg.root, cfg.mining.presets[0])
+    return DemoResult(corpus, report, mining, recovery)

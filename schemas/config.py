@@ -52,6 +52,35 @@ class DemoConfig(_Config):
     )
 
 
+class InstructionConfig(_Config):
+    backend: str = Field("none", pattern="^(none|chat)$",
+                         description="none: pairs keep no instruction (demo pairs use their known transformation); "
+                                     "chat: an OpenAI-compatible endpoint serving a vision-language model")
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="chat endpoint root (.../v1)")
+    model: str = Field("", description="model name the endpoint serves")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key, if any")
+    timeout_s: float = Field(60.0, gt=0, description="per request")
+    retries: int = Field(3, ge=0, description="retries on 5xx, 429, timeouts and connection errors")
+
+
+class MiningConfig(_Config):
+    embedder: str = Field("auto", pattern="^(auto|siglip|offline)$",
+                          description="auto: SigLIP when its weights are in models_dir, else the offline fallback")
+    batch_size: int = Field(32, ge=1, description="images per embedder call")
+    partition_size: int = Field(4096, ge=1, description="images per embedding partition file")
+    k: int | None = Field(None, ge=1, description="K-means clusters; None: n/50, between 1 and 10,000")
+    max_cluster_size: int = Field(100_000, ge=2, description="clusters above this are split again")
+    kmeans_niter: int = Field(20, ge=1, description="K-means iterations")
+    seed: int = Field(0, description="seeds K-means and per-set pair sampling")
+    band_lo: float | None = Field(None, ge=0, le=1, description="None: the embedder's calibrated band (SigLIP 0.85)")
+    band_hi: float | None = Field(None, ge=0, le=1, description="None: the embedder's calibrated band (SigLIP 0.98)")
+    block: int = Field(4096, ge=16, description="rows per similarity block; memory ~ block^2 * 4 bytes")
+    max_pairs_per_set: int = Field(64, ge=1, description="cap on pairs emitted per union-find set")
+    presets: list[str] = Field(default_factory=lambda: ["general_editing"], description="task presets to mine")
+    pair_classifier: str | None = Field(None, description="safetensors under models_dir; None: pass-through")
+    instructions: InstructionConfig = Field(default_factory=InstructionConfig)
+
+
 class RunConfig(_Config):
     root: str = Field("demo_out/root", description="fsspec URI where every stage writes")
     models_dir: str = Field(
@@ -60,6 +89,7 @@ class RunConfig(_Config):
     )
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     shards: ShardConfig = Field(default_factory=ShardConfig)
+    mining: MiningConfig = Field(default_factory=MiningConfig)
     demo: DemoConfig = Field(default_factory=DemoConfig)
 
 

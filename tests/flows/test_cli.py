@@ -35,13 +35,15 @@ def test_missing_source_is_a_clear_error(tmp_path):
 def test_demo_end_to_end_then_verify_and_export(tmp_path):
     res = runner.invoke(app, ["demo", "--out", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
-    shard_uri = str(tmp_path / "out" / "root" / "shards" / "demo-pairs")
+    shard_uri = str(tmp_path / "out" / "root" / "shards" / "demo-general_editing")
     assert "reconciled" in res.output and "shard set:" in res.output
+    n = int(res.output.split("shard set:")[1].split("shards, ")[1].split(" samples")[0])
+    assert n > 0
     ver = runner.invoke(app, ["shards", "verify", shard_uri])
-    assert ver.exit_code == 0 and "79/79 samples intact" in ver.output
+    assert ver.exit_code == 0 and f"{n}/{n} samples intact" in ver.output
     exp = runner.invoke(app, ["shards", "export-ace", shard_uri, str(tmp_path / "ace")])
-    assert exp.exit_code == 0 and "79 samples" in exp.output
-    first = sorted((tmp_path / "out" / "root" / "shards" / "demo-pairs").glob("*.tar"))[0]
+    assert exp.exit_code == 0 and f"{n} samples" in exp.output
+    first = sorted((tmp_path / "out" / "root" / "shards" / "demo-general_editing").glob("*.tar"))[0]
     first.write_bytes(first.read_bytes()[:5000])
     bad = runner.invoke(app, ["shards", "verify", shard_uri])
     assert bad.exit_code == 1 and "bad shard" in bad.output

@@ -1,0 +1,145 @@
+"""Instructions for mined pairs: a caption of the target and an instruction from source to target.
+
+ACE has an MLLM write them. `ChatInstructionWriter` calls an OpenAI-compatible chat endpoint (a served
+vision-language model) with both images, with a timeout, retries with backoff, and an on-disk cache keyed
+by pair id. `KnownTransformWriter` gives demo-corpus pairs the instruction of the transformation that made
+them. A writer returns None when it has no instruction; such pairs are counted and never packed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from schemas.records import PairRecord
+
+SYSTEM_PROMPT = (
+    "You write training data for an instruction-based image editor. The first image is the source, the "
+    "second the target. Reply with JSON only: {\"caption\": <one sentence describing the target>, "
+    "\"instruction\": <an imperative instruction that turns the source into the target, referring to the "
+    "source as {image}>}. If the two images are unrelated, reply {\"caption\": null, \"instruction\": null}."
+)
+
+
+@dataclass(frozen=True)
+class Instruction:
+    instruction: str
+    caption: str | None
+    writer: str  # name:version of what wrote it, for the sample's lineage
+    swapped: bool = False  # the instruction runs from the pair's target to its source
+
+
+class InstructionWriter(Protocol):
+    name: str
+    needs_images: bool  # False: write() ignores the image bytes, so callers need not read them
+
+    def write(self, pair: PairRecord, source: bytes, target: bytes, source_ext: str = "png",
+              target_ext: str = "png") -> Instruction | None: ...
+
+
+class InstructionError(RuntimeError):
+    pass
+
+
+def _data_url(data: bytes, ext: str) -> str:
+    mime = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}.get(ext, "image/png")
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+class ChatInstructionWriter:
+    def __init__(self, base_url: str, model: str, cache_dir: str | Path, *, api_key_env: str = "OPENAI_API_KEY",
+                 timeout_s: float = 60.0, retries: int = 3, backoff_s: float = 1.0, max_tokens: int = 200):
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self.cache = Path(cache_dir)
+        self.api_key = os.environ.get(api_key_env, "")
+        self.timeout_s, self.retries, self.backoff_s, self.max_tokens = timeout_s, retries, backoff_s, max_tokens
+        self.name = f"chat:{model}"
+        self.needs_images = True
+        self.calls = 0
+
+    def _cache_path(self, pair_id: str) -> Path:
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in pair_id)
+        return self.cache / f"{safe}.json"
+
+    def _request(self, body: bytes) -> dict:
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        last: Exception | None = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            self.calls += 1
+            try:
+                req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                    return json.loads(resp.read().decode())
+            except urllib.error.HTTPError as e:
+                last = e
+                if e.code < 500 and e.code != 429:  # a client error will not fix itself
+                    raise InstructionError(f"{self.url} answered {e.code}: {e.read()[:200]!r}") from None
+            except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError) as e:
+                last = e
+        raise InstructionError(f"{self.url} failed after {self.retries + 1} attempts: {last}")
+
+    def write(self, pair: PairRecord, source: bytes, target: bytes, source_ext: str = "png",
+              target_ext: str = "png") -> Instruction | None:
+        pair_id = pair.pair_id
+        cached = self._cache_path(pair_id)
+        if cached.is_file():
+            reply = json.loads(cached.read_text())
+        else:
+            body = json.dumps({
+                "model": self.model, "max_tokens": self.max_tokens, "temperature": 0,
+                "messages": [
+                    {"role": "system", "content": SYSTEM_PROMPT},
+                    {"role": "user", "content": [
+                        {"type": "text", "text": "Source, then target."},
+                        {"type": "image_url", "image_url": {"url": _data_url(source, source_ext)}},
+                        {"type": "image_url", "image_url": {"url": _data_url(target, target_ext)}},
+                    ]},
+                ],
+            }).encode()
+            resp = self._request(body)
+            try:
+                text = resp["choices"][0]["message"]["content"]
+                reply = json.loads(text.strip().removeprefix("```json").removesuffix("```"))
+            except (KeyError, IndexError, TypeError, json.JSONDecodeError) as e:
+                raise InstructionError(f"unusable reply for pair {pair_id}: {e}: {str(resp)[:200]}") from None
+            self.cache.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(".tmp")
+            tmp.write_text(json.dumps(reply))
+            tmp.replace(cached)
+        if not reply.get("instruction"):
+            return None
+        instruction = str(reply["instruction"])
+        if "{image}" not in instruction:
+            instruction = f"{instruction.rstrip('.')} in {{image}}."
+        return Instruction(instruction, reply.get("caption"), self.name)
+
+
+class KnownTransformWriter:
+    """Instructions known from how the demo corpus was made: (source id, target id) -> instruction.
+    A pair mined in the other order gets the instruction with swapped=True."""
+
+    name = "known-transform:1"
+    needs_images = False
+
+    def __init__(self, known: dict[tuple[str, str], str]):
+        self.known = known
+
+    def write(self, pair: PairRecord, source: bytes = b"", target: bytes = b"", source_ext: str = "png",
+              target_ext: str = "png") -> Instruction | None:
+        if (pair.source_id, pair.target_id) in self.known:
+            return Instruction(self.known[(pair.source_id, pair.target_id)], None, self.name)
+        if (pair.target_id, pair.source_id) in self.known:
+            return Instruction(self.known[(pair.target_id, pair.source_id)], None, self.name, swapped=True)
+        return None

@@ -1,0 +1,41 @@
+"""Every model the pipeline can use, the files it expects under the models directory, and what happens
+without it. `aceforge models` prints this."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mining.embedders import SIGLIP_FILES, OfflineEmbedder, siglip_dir
+from mining.face import face_model_paths
+from schemas.config import RunConfig
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    name: str
+    purpose: str
+    files: tuple[Path, ...]
+    present: bool
+    fallback: str
+
+
+def model_status(cfg: RunConfig) -> list[ModelStatus]:
+    models = Path(cfg.models_dir)
+    sig = tuple(siglip_dir(models) / f for f in SIGLIP_FILES)
+    face = face_model_paths(models)
+    out = [
+        ModelStatus("ViT-B-16-SigLIP (open_clip)", "image features for clustering pairs", sig,
+                    all(p.is_file() for p in sig), f"offline embedder '{OfflineEmbedder.name}' (recorded in lineage)"),
+        ModelStatus("ArcFace-compatible face model", "misaligned facial-editing pairs (0.8-0.9 band)", face,
+                    all(p.is_file() for p in face), "facial preset unavailable (clear error)"),
+    ]
+    if cfg.mining.pair_classifier:
+        cls = models / cfg.mining.pair_classifier
+        out.append(ModelStatus("pair classifier", "second-level pair check (Table 4 bounds)", (cls,),
+                               cls.is_file(), "none: the run fails until it is trained"))
+    else:
+        out.append(ModelStatus("pair classifier", "second-level pair check (Table 4 bounds)",
+                               (models / "pair_classifier" / "<name>.safetensors",), False,
+                               "pass-through: pairs keep no classifier score, lineage says none ran"))
+    return out

@@ -1,0 +1,68 @@
+"""Task presets for clustering-based pairs: ACE Table 4, style editing and series generation.
+
+The first-level band (lo, hi) is on the cosine similarity of the preset's features: image features
+(ACE: 0.85-0.98 on SigLIP), face features (misaligned facial editing: the 0.8-0.9 band of Table 4) or
+style features (0.65). The second-level check is a binary pair classifier's score or none. `None` as a
+bound means unbounded on that side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TaskPreset:
+    name: str
+    task: str  # a task of schemas.taxonomy
+    check: str  # "classifier" or "none"
+    check_lo: float | None
+    check_hi: float | None
+    band: tuple[float, float] | None = None  # None: the embedder's own calibrated band
+    keep: str = "pairs"  # "pairs", "largest_set" (style) or "groups" (series / reference)
+    features: str = "image"  # "image", "face" or "style": what the band is measured on
+
+    def passes(self, score: float) -> bool:
+        return (self.check_lo is None or score >= self.check_lo) and (self.check_hi is None or score <= self.check_hi)
+
+
+PRESETS: dict[str, TaskPreset] = {p.name: p for p in [
+    TaskPreset("general_editing", "general_editing", "classifier", 0.9, 1.0),
+    TaskPreset("facial_misaligned", "facial_editing_misaligned", "none", None, None, band=(0.8, 0.9),
+               features="face"),
+    TaskPreset("object_editing", "object_editing", "classifier", 0.5, None),
+    TaskPreset("text_editing", "text_editing", "classifier", None, 0.99),
+    TaskPreset("reference_generation", "reference_generation", "classifier", 0.8, 0.95, keep="groups"),
+    TaskPreset("style_editing", "style_editing", "none", None, None, band=(0.65, 1.0), keep="largest_set",
+               features="style"),
+    TaskPreset("series_generation", "series_generation", "none", None, None, keep="groups"),
+]}
+
+
+def preset(name: str) -> TaskPreset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}") from None
+
+
+def series_groups(members: np.ndarray, rng: np.random.Generator, min_inputs: int = 3,
+                  max_inputs: int = 8) -> list[tuple[np.ndarray, int]]:
+    """Split one set into (inputs, target) groups of 3-8 inputs + 1 target; leftovers too small are dropped."""
+    order = rng.permutation(members)
+    groups = []
+    pos = 0
+    while len(order) - pos >= min_inputs + 1:
+        n_in = int(rng.integers(min_inputs, min(max_inputs, len(order) - pos - 1) + 1))
+        groups.append((np.sort(order[pos : pos + n_in]), int(order[pos + n_in])))
+        pos += n_in + 1
+    return groups
+
+
+def largest_set(sets: list[np.ndarray]) -> list[np.ndarray]:
+    """Style editing keeps only the largest set (ties: the one with the smallest first row)."""
+    if not sets:
+        return []
+    return [max(sets, key=lambda s: (len(s), -int(s[0])))]

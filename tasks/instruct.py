@@ -1,0 +1,78 @@
+"""Give mined pairs their instruction, then turn the instructed pairs into AceSamples.
+
+<root>/pairs/<preset>/instructed/pairs.parquet holds every pair with its instruction (or none) and is
+oriented the way the instruction runs; the marker counts pairs with and without one. Pairs without an
+instruction stay there and are never packed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable, Iterator
+
+from mining.decode import normalized_bytes
+from mining.instructions import InstructionError, InstructionWriter
+from schemas.arrow import from_table, to_table
+from schemas.config import IngestConfig
+from schemas.records import AceSample, ConditionUnit, Generator, ImageRecord, PairRecord, Role
+from tasks import storage
+from tasks.sources import read_uri
+
+
+def _image(rec: ImageRecord, cfg: IngestConfig) -> tuple[bytes, str]:
+    return normalized_bytes(read_uri(rec.uri), max_pixels=cfg.max_pixels, min_side=1)
+
+
+def instruct_pairs(pairs: list[PairRecord], writer: InstructionWriter, catalog: dict[str, ImageRecord],
+                   pairs_uri: str, ingest_cfg: IngestConfig | None = None,
+                   progress: Callable[[int], None] | None = None) -> tuple[str, dict[str, int]]:
+    ingest_cfg = ingest_cfg or IngestConfig()
+    out = storage.join(pairs_uri, "instructed")
+    marker = storage.read_marker(out)
+    if marker is not None:
+        return out, marker["counts"]
+    counts: Counter[str] = Counter()
+    done: list[PairRecord] = []
+    gen = Generator(name=writer.name.rsplit(":", 1)[0], version=writer.name.rsplit(":", 1)[-1])
+    for p in pairs:
+        src, tgt = (_image(catalog[p.source_id], ingest_cfg), _image(catalog[p.target_id], ingest_cfg)) \
+            if writer.needs_images else ((b"", "png"), (b"", "png"))
+        try:
+            ins = writer.write(p, src[0], tgt[0], src[1], tgt[1])
+        except InstructionError:
+            ins = None
+            counts["writer_error"] += 1
+        if ins is None:
+            counts["without_instruction"] += 1
+            done.append(p)
+        else:
+            counts["with_instruction"] += 1
+            a, b = (p.target_id, p.source_id) if ins.swapped else (p.source_id, p.target_id)
+            lineage = p.lineage.model_copy(update={"source_ids": [a, b], "generators": [*p.lineage.generators, gen]})
+            done.append(p.model_copy(update={"source_id": a, "target_id": b, "instruction": ins.instruction,
+                                             "lineage": lineage}))
+        if progress:
+            progress(1)
+    storage.atomic_write_parquet(storage.join(out, "pairs.parquet"), to_table(done, PairRecord))
+    storage.write_marker(out, {"counts": dict(counts), "writer": writer.name})
+    return out, dict(counts)
+
+
+def load_instructed(uri: str) -> list[PairRecord]:
+    if storage.read_marker(uri) is None:
+        raise FileNotFoundError(f"no complete instructed pairs under {uri}")
+    return from_table(storage.read_parquet(storage.join(uri, "pairs.parquet")), PairRecord)  # type: ignore
+
+
+def pair_samples(pairs: list[PairRecord], catalog: dict[str, ImageRecord],
+                 ingest_cfg: IngestConfig | None = None) -> Iterator[AceSample]:
+    """One AceSample per pair that has an instruction: edit = source, target = target."""
+    ingest_cfg = ingest_cfg or IngestConfig()
+    for p in pairs:
+        if not p.instruction:
+            continue
+        src, tgt = _image(catalog[p.source_id], ingest_cfg), _image(catalog[p.target_id], ingest_cfg)
+        yield AceSample(key=f"{p.task}-{p.pair_id}", task=p.task, instruction=p.instruction,
+                        units=[ConditionUnit(role=Role.EDIT, image=src[0], image_ext=src[1])],
+                        target=ConditionUnit(role=Role.TARGET, image=tgt[0], image_ext=tgt[1]),
+                        lineage=p.lineage)
