@@ -142,13 +142,13 @@ def models(config: Optional[Path] = ConfigOpt) -> None:
     from mining.model_registry import model_status
 
     cfg = _config(config)
-    t = Table(title=f"models in {cfg.models_dir}")
-    for c in ("model", "used for", "expects", "present", "without it"):
-        t.add_column(c)
+    out.print(f"models directory: {Path(cfg.models_dir).resolve()}  (config models_dir or env ACEFORGE_MODELS)")
     for m in model_status(cfg):
-        t.add_row(m.name, m.purpose, "\n".join(str(p) for p in m.files),
-                  "[green]yes[/green]" if m.present else "[yellow]no[/yellow]", m.fallback)
-    out.print(t)
+        state = "[green]present[/green]" if m.present else "[yellow]absent[/yellow]"
+        out.print(f"\n[bold]{m.name}[/bold]: {state}\n  used for:   {m.purpose}")
+        for p in m.files:
+            out.print(f"  expects:    {p}")
+        out.print(f"  without it: {m.fallback}")
 
 
 @app.command("train-pair-classifier")

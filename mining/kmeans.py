@@ -55,9 +55,9 @@ def spherical_kmeans(x: np.ndarray, k: int, *, seed: int = 0, niter: int = 20, m
     gpu = gpu_available() if gpu is None else gpu
     x = np.ascontiguousarray(x, dtype=np.float32)
     k = min(k, len(x))
-    cents = [_train(x, k, seed, niter, max_points_per_centroid, gpu)] if k > 1 else [_mean_dir(x)]
-    labels = assign(x, cents[0], batch, gpu) if k > 1 else np.zeros(len(x), np.int64)
-    centroids = list(cents[0])
+    first = _train(x, k, seed, niter, max_points_per_centroid, gpu) if k > 1 else _mean_dir(x)[None, :]
+    labels = assign(x, first, batch, gpu) if k > 1 else np.zeros(len(x), np.int64)
+    centroids = list(first)
     log: list[dict] = []
     queue = [int(c) for c in np.flatnonzero(np.bincount(labels, minlength=k) > max_cluster_size)]
     while queue:

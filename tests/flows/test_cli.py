@@ -48,3 +48,42 @@ def test_demo_end_to_end_then_verify_and_export(tmp_path):
     bad = runner.invoke(app, ["shards", "verify", shard_uri])
     assert bad.exit_code == 1 and "bad shard" in bad.output
     shutil.rmtree(tmp_path / "out")
+
+
+def test_models_lists_expected_files_and_presence(tmp_path):
+    res = runner.invoke(app, ["models"], env={"ACEFORGE_MODELS": str(tmp_path)})
+    assert res.exit_code == 0, res.output
+    assert "open_clip_model.safetensors" in res.output and "arcface.pt" in res.output
+    assert "offline-dct-hist" in res.output and "pass-through" in res.output
+    assert res.output.count(": absent") == 3 and ": present" not in res.output
+
+
+def test_mine_then_train_classifier_from_labels(demo_corpus, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tasks.ingest import load_catalog
+
+    corpus, gt = demo_corpus
+    root = str(tmp_path / "root")
+    assert runner.invoke(app, ["ingest", str(corpus / "photos"), "--root", root]).exit_code == 0
+    res = runner.invoke(app, ["mine", "--root", root], env={"ACEFORGE_MODELS": str(tmp_path / "models")})
+    assert res.exit_code == 0, res.output
+    assert "preset general_editing" in res.output and "pairs stay in pairs/, unpacked" in res.output
+    ids = {r.uri.split("/photos/")[1]: r.id for r in load_catalog(root)}
+    fams = [[ids[m["file"].split("photos/")[1]] for m in ms if m["file"].split("photos/")[1] in ids]
+            for ms in gt["families"].values()]
+    pos = [(f[0], v, 1) for f in fams for v in f[1:]]
+    neg = [(fams[k][0], fams[k + 1][0], 0) for k in range(len(fams) - 1)]
+    rows = pos + neg
+    pq.write_table(pa.table({"source_id": [r[0] for r in rows], "target_id": [r[1] for r in rows],
+                             "label": [r[2] for r in rows]}), tmp_path / "labels.parquet")
+    out = tmp_path / "models" / "pair_classifier" / "general.safetensors"
+    res = runner.invoke(app, ["train-pair-classifier", str(tmp_path / "labels.parquet"), "--out", str(out),
+                              "--root", root, "--epochs", "100"], env={"ACEFORGE_MODELS": str(tmp_path / "models")})
+    assert res.exit_code == 0, res.output
+    assert out.is_file() and f"trained on {len(rows)} pairs ({len(pos)} positive) from offline-dct-hist" in res.output
+    pq.write_table(pa.table({"source_id": ["nope"], "target_id": ["nope"], "label": [1]}), tmp_path / "bad.parquet")
+    res = runner.invoke(app, ["train-pair-classifier", str(tmp_path / "bad.parquet"), "--out", str(out),
+                              "--root", root], env={"ACEFORGE_MODELS": str(tmp_path / "models")})
+    assert res.exit_code == 1 and "no embedding" in res.output
