@@ -81,6 +81,41 @@ class MiningConfig(_Config):
     instructions: InstructionConfig = Field(default_factory=InstructionConfig)
 
 
+class TrainConfig(_Config):
+    base: str = Field("tiny", description="diffusers FLUX.1-Fill-dev folder (safetensors), or 'tiny': a toy "
+                                          "random-weight model of the same architecture (tests, demo)")
+    form: str = Field("canvas", pattern="^(canvas|sequence)$", description="LCU++ layout (see trainer/lcu.py)")
+    stage: int = Field(1, ge=1, le=2, description="1: 0-ref tasks only; 2: all tasks, weighted by task_weights")
+    task_weights: dict[str, float] = Field(default_factory=dict, description="stage 2 sampling weight per task "
+                                                                             "(missing tasks: 1.0)")
+    max_tokens: int = Field(2048, ge=4, description="cap on image tokens per sample (16x16 pixels each)")
+    batch_size: int = Field(1, ge=1, description="samples per step per worker")
+    mode: str = Field("lora", pattern="^(lora|full)$", description="LoRA (peft) or full fine-tuning")
+    lora_rank: int = Field(64, ge=1, description="released ACE++ recipe: 64")
+    lora_alpha: float | None = Field(None, description="None: equal to the rank")
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate (released recipe 1e-3 for LoRA)")
+    weight_decay: float = Field(1e-2, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    max_steps: int = Field(1000, ge=1)
+    grad_clip: float = Field(1.0, gt=0)
+    precision: str = Field("auto", pattern="^(auto|fp32|bf16)$", description="auto: bf16 autocast on GPU")
+    gradient_checkpointing: bool = Field(True, description="recompute activations in backward")
+    sigma_mean: float = Field(0.0, description="logit-normal mean")
+    sigma_std: float = Field(1.0, gt=0, description="logit-normal std")
+    sigma_shift: float = Field(1.0, gt=0, description="> 1 shifts sigmas towards noise")
+    ref_loss_weight: float = Field(1.0, ge=0, description="weight of L_ref in L_ref + L_tar (sequence form)")
+    max_sequence_length: int = Field(512, ge=8, description="T5 tokens of the instruction")
+    checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints")
+    log_every: int = Field(1, ge=1, description="steps between metric reports")
+    seed: int = Field(0)
+    num_workers: int = Field(1, ge=1, description="Ray Train workers")
+    cpus_per_worker: float = Field(0.5, gt=0, description="fractional on small CPU machines")
+    use_gpu: str = Field("auto", pattern="^(auto|yes|no)$")
+    fsdp: bool = Field(False, description="shard the model across GPUs (full fine-tuning on several GPUs)")
+    run_name: str = Field("ace-train", pattern=r"^[A-Za-z0-9_.-]+$", description="a re-run with the same name "
+                                                                                 "resumes from its latest checkpoint")
+
+
 class RunConfig(_Config):
     root: str = Field("demo_out/root", description="fsspec URI where every stage writes")
     models_dir: str = Field(
@@ -90,6 +125,7 @@ class RunConfig(_Config):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     shards: ShardConfig = Field(default_factory=ShardConfig)
     mining: MiningConfig = Field(default_factory=MiningConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
     demo: DemoConfig = Field(default_factory=DemoConfig)
 
 

@@ -1,0 +1,41 @@
+import json
+
+import numpy as np
+import pytest
+
+from schemas.config import ShardConfig, TrainConfig
+from tasks.shards import shard_uris, write_shard_set
+from tests.conftest import make_sample
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_two_worker_run_checkpoints_resumes_and_exports(ray_local, tmp_path):
+    from trainer.ray_job import run_training
+
+    rng = np.random.default_rng(0)
+    samples = [make_sample(i, rng, with_mask=i % 2 == 0) for i in range(6)]
+    write_shard_set(samples, str(tmp_path / "shards"), ShardConfig(maxcount=3))
+    urls = shard_uris(str(tmp_path / "shards"))
+    cfg = TrainConfig(lora_rank=4, max_steps=4, checkpoint_every=2, max_tokens=24, max_sequence_length=32,
+                      num_workers=2, cpus_per_worker=0.5, use_gpu="no", gradient_checkpointing=True,
+                      run_name="t1")
+    first = run_training(cfg, urls, tmp_path / "root")
+    assert first.step == 4 and [m["step"] for m in first.metrics] == [1, 2, 3, 4]
+    assert all(m["world_size"] == 2 and np.isfinite(m["loss"]) for m in first.metrics)
+    assert (first.checkpoint / "trainable.safetensors").is_file()
+    assert first.exports["diffusers_lora"].joinpath("pytorch_lora_weights.safetensors").is_file()
+    assert first.exports["comfyui_lora"].is_file()
+    again = run_training(cfg.model_copy(update={"max_steps": 6}), urls, tmp_path / "root", export=False)
+    assert again.step == 6
+    steps = [json.loads(ln)["step"] for ln in (again.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]  # resumed at 4: steps 1-4 were not trained again

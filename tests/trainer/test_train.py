@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+import torch
+
+from schemas.config import TrainConfig
+from tests.conftest import make_sample
+from trainer.data import Example
+from trainer.panels import sample_panels
+from trainer.train import AceTrainer
+
+
+def _examples(n=8, form="canvas", seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        s = make_sample(i, rng, with_mask=(i % 2 == 0))
+        out.append(Example(s.key, s.task, s.instruction, sample_panels(s, 24, form)))
+    return out
+
+
+def _cfg(**kw):
+    base = dict(mode="lora", lora_rank=8, lr=5e-3, max_steps=1000, gradient_checkpointing=False,
+                max_sequence_length=32, max_tokens=24, use_gpu="no")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.mark.parametrize("form", ["canvas", "sequence"])
+def test_loss_falls_clearly_when_overfitting_eight_samples(tiny_base, form):
+    # full fine-tuning: the tiny model's x_embedder is random, and LoRA (the recipe) leaves it frozen
+    folder, _ = tiny_base
+    tr = AceTrainer(_cfg(form=form, mode="full", lr=3e-3), folder)
+    tr.setup()
+    ex = _examples(form=form)
+    before = tr.eval_loss(ex)
+    for step in range(150):
+        m = tr.train_step([ex[step % len(ex)]])
+    after = tr.eval_loss(ex)
+    assert after < 0.6 * before, (before, after)
+    assert m["step"] == 150 and m["tokens_per_s"] > 0 and m["lr"] > 0
+
+
+def test_lora_training_lowers_the_loss_and_touches_only_adapters(tiny_base):
+    folder, pipe = tiny_base
+    tr = AceTrainer(_cfg(lora_rank=16, lr=1e-2), folder)
+    tr.setup()
+    assert tr.trainable and all(".lora_A." in n or ".lora_B." in n for n in tr.trainable)
+    ex = _examples()
+    before = tr.eval_loss(ex)
+    for step in range(40):
+        tr.train_step([ex[step % len(ex)]])
+    assert tr.eval_loss(ex) < 0.85 * before
+    assert torch.equal(tr.transformer.x_embedder.weight, pipe.transformer.x_embedder.weight)
+
+
+def test_full_fine_tuning_updates_base_weights(tiny_base):
+    folder, pipe = tiny_base
+    tr = AceTrainer(_cfg(mode="full", lr=1e-3), folder)
+    tr.setup()
+    w0 = pipe.transformer.x_embedder.weight.detach().clone()
+    tr.train_step(_examples(1))
+    assert not np.allclose(tr.transformer.x_embedder.weight.detach().numpy(), w0.numpy())
+    assert len(tr.trainable) == len(list(tr.transformer.parameters()))
+
+
+def test_resume_continues_with_the_same_next_step_loss(tiny_base, tmp_path):
+    folder, _ = tiny_base
+    ex = _examples(4)
+    a = AceTrainer(_cfg(), folder)
+    a.setup()
+    losses = []
+    for step in range(3):
+        losses.append(a.train_step([ex[step % 4]])["loss"])
+        if step == 1:
+            a.save_state(tmp_path / "ckpt")
+    b = AceTrainer(_cfg(), folder)
+    b.setup()
+    b.load_state(tmp_path / "ckpt")
+    assert b.step_no == 2 and b.examples_seen == 2
+    assert b.train_step([ex[2]])["loss"] == losses[2]
+    c = AceTrainer(_cfg(mode="full"), folder)
+    c.setup()
+    with pytest.raises(ValueError, match="lora training"):
+        c.load_state(tmp_path / "ckpt")

@@ -1,0 +1,117 @@
+"""FLUX.1-Fill components: loaded from a local diffusers-format folder (safetensors only), or built tiny
+with random weights for tests and the offline demo.
+
+The tiny build uses the real architectures (FluxTransformer2DModel with 384 input channels, a FLUX-style
+AutoencoderKL with 16 latent channels, CLIP and T5 text encoders) at toy sizes; it is saved and loaded
+through exactly the path real weights take. Its name, `tiny-random-flux-fill`, goes into every record.
+"""
+
+from __future__ import annotations
+
+import gzip
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+TINY_NAME = "tiny-random-flux-fill"
+PIPELINE_PARTS = ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2 / CLIP byte -> printable unicode map (printable bytes map to themselves)."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars = keep[:]
+    extra = 0
+    for b in range(256):
+        if b not in keep:
+            keep.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return {b: chr(c) for b, c in zip(keep, chars)}
+
+
+@lru_cache(maxsize=1)
+def clip_bpe() -> tuple[dict[str, int], list[str]]:
+    """The CLIP BPE vocabulary (49,408 tokens) rebuilt from the merges file shipped inside open_clip."""
+    import open_clip
+
+    path = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
+    lines = gzip.open(path).read().decode("utf-8").split("\n")
+    merges = lines[1 : 49152 - 256 - 2 + 1]
+    base = list(_bytes_to_unicode().values())
+    tokens = base + [t + "</w>" for t in base] + ["".join(m.split()) for m in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    return {t: i for i, t in enumerate(tokens)}, merges
+
+
+def tiny_clip_tokenizer():
+    from transformers import CLIPTokenizer
+
+    vocab, merges = clip_bpe()
+    return CLIPTokenizer(vocab=vocab, merges=[tuple(m.split()) for m in merges], model_max_length=77)
+
+
+def tiny_t5_tokenizer(max_length: int = 64):
+    """A small unigram vocabulary (letters, digits, punctuation, whole common words) standing in for T5's."""
+    from transformers import T5Tokenizer
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    words = ["the", "a", "of", "and", "to", "in", "image", "make", "add", "remove", "change", "into", "with"]
+    pieces += [(f"▁{w}", -2.0) for w in words]
+    chars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,;:!?'\"-(){}[]/"
+    pieces += [(f"▁{c}", -6.0) for c in chars] + [(c, -5.0) for c in chars] + [("▁", -3.0)]
+    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=max_length)
+
+
+def build_tiny_pipeline(seed: int = 0):
+    """A whole FluxFillPipeline of toy size with random weights (seeded)."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxFillPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=384, out_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=4, joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=True,
+        axes_dims_rope=[4, 6, 6])
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=4,
+        sample_size=64, shift_factor=0.0609, scaling_factor=1.5035, use_quant_conv=False, use_post_quant_conv=False)
+    clip_tok = tiny_clip_tokenizer()
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(clip_tok), hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2,
+        max_position_embeddings=77, projection_dim=32, bos_token_id=clip_tok.bos_token_id,
+        eos_token_id=clip_tok.eos_token_id, pad_token_id=clip_tok.pad_token_id))
+    t5_tok = tiny_t5_tokenizer()
+    text_encoder_2 = T5EncoderModel(T5Config(
+        vocab_size=len(t5_tok), d_model=32, d_kv=8, d_ff=37, num_layers=1, num_heads=4,
+        decoder_start_token_id=0, pad_token_id=t5_tok.pad_token_id))
+    for m in (transformer, vae, text_encoder, text_encoder_2):
+        m.eval()  # as from_pretrained leaves them: no dropout
+    return FluxFillPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,
+                            tokenizer=clip_tok, text_encoder_2=text_encoder_2, tokenizer_2=t5_tok,
+                            transformer=transformer)
+
+
+def save_pipeline(pipe, folder: str | Path) -> Path:
+    """Save in diffusers' folder layout with safetensors (what FLUX.1-Fill-dev ships)."""
+    folder = Path(folder)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def load_pipeline(folder: str | Path, dtype: torch.dtype = torch.float32):
+    """A FluxFillPipeline from a local diffusers-format folder; safetensors only, nothing from a hub."""
+    from diffusers import FluxFillPipeline
+
+    folder = Path(folder)
+    missing = [p for p in PIPELINE_PARTS if not (folder / p).is_dir()]
+    if missing or not (folder / "model_index.json").is_file():
+        raise FileNotFoundError(f"{folder} is not a diffusers FLUX.1-Fill folder: missing "
+                                f"{', '.join(missing) or 'model_index.json'} (expected black-forest-labs/"
+                                f"FLUX.1-Fill-dev's layout)")
+    pickled = [p for p in folder.rglob("*.bin") if p.parent.name in PIPELINE_PARTS]
+    if pickled:
+        raise ValueError(f"refusing pickled weights {pickled[0]}: convert them to safetensors")
+    return FluxFillPipeline.from_pretrained(folder, dtype=dtype, use_safetensors=True, local_files_only=True)

@@ -1,0 +1,169 @@
+"""Exports of a LoRA-adapted FLUX.1-Fill transformer: diffusers LoRA, kohya/ComfyUI LoRA, full transformer.
+
+Kohya / ComfyUI keys follow BFL's module tree (what the released ACE++ LoRAs use), where BFL fuses layers
+that diffusers keeps separate: `img_attn.qkv` = to_q|to_k|to_v, `txt_attn.qkv` = add_q|add_k|add_v, and a
+single block's `linear1` = to_q|to_k|to_v|proj_mlp (rows stacked in that order). A fused LoRA is exact:
+
+    down  = cat(A_1 .. A_n)          along the rank axis      [sum r_i, in]
+    up    = blockdiag(B_1 .. B_n)                               [sum out_i, sum r_i]
+    alpha = sum r_i * s              so that alpha / rank = s, the parts' common scale (peft `scaling`)
+
+Parts with a different scale get s_i / s folded into their up block. diffusers' kohya converter
+(`_convert_kohya_flux_lora_to_diffusers`) detects the block-diagonal up (equal part ranks, zero
+off-diagonal blocks) and splits it back into the original per-part LoRAs; it folds alpha / rank into the
+weights. It splits `linear1` rows with FLUX.1's fixed widths (3072, 3072, 3072, 12288), so diffusers can
+load a kohya file only for transformers of FLUX.1's width; ComfyUI slices by the model's own shapes.
+BFL `img_mod.lin` / `txt_mod.lin` / `modulation.lin` share diffusers' output order (shift, scale, gate, ...)
+for norm1 / norm1_context / norm.linear: no swap there (the converter swaps halves for `final_layer`
+only, which the recipe does not adapt).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from trainer.lora import DOUBLE_PREFIX, SINGLE_PREFIX, lora_delta, lora_layers
+
+DIFFUSERS_LORA_FILE = "pytorch_lora_weights.safetensors"
+
+# kohya module suffix -> diffusers module suffixes, fused in this order (rows of the BFL weight).
+KOHYA_DOUBLE: dict[str, tuple[str, ...]] = {
+    "img_attn_qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
+    "img_attn_proj": ("attn.to_out.0",),
+    "img_mlp_0": ("ff.net.0.proj",),
+    "img_mlp_2": ("ff.net.2",),
+    "img_mod_lin": ("norm1.linear",),
+    "txt_attn_qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"),
+    "txt_attn_proj": ("attn.to_add_out",),
+    "txt_mlp_0": ("ff_context.net.0.proj",),
+    "txt_mlp_2": ("ff_context.net.2",),
+    "txt_mod_lin": ("norm1_context.linear",),
+}
+KOHYA_SINGLE: dict[str, tuple[str, ...]] = {
+    "linear1": ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"),
+    "linear2": ("proj_out",),
+    "modulation_lin": ("norm.linear",),
+}
+
+
+def _peft_metadata(transformer, adapter_name: str) -> dict:
+    cfg = transformer.peft_config[adapter_name].to_dict()
+    return {k: (sorted(v) if isinstance(v, set) else v) for k, v in cfg.items()}
+
+
+def export_diffusers_lora(transformer, out_dir: str | Path, adapter_name: str = "default") -> Path:
+    """`out_dir/pytorch_lora_weights.safetensors`, loadable with `FluxFillPipeline.load_lora_weights(out_dir)`.
+
+    The peft config (rank, alpha) travels in the file's metadata, so alpha != rank loads with its scale.
+    """
+    from diffusers import FluxFillPipeline
+    from peft import get_peft_model_state_dict
+
+    out_dir = Path(out_dir)
+    layers = get_peft_model_state_dict(transformer, adapter_name=adapter_name)
+    layers = {k: v.detach().contiguous() for k, v in layers.items()}
+    FluxFillPipeline.save_lora_weights(out_dir, transformer_lora_layers=layers, weight_name=DIFFUSERS_LORA_FILE,
+                                       transformer_lora_adapter_metadata=_peft_metadata(transformer, adapter_name))
+    return out_dir / DIFFUSERS_LORA_FILE
+
+
+def _fuse(parts: list[tuple[torch.nn.Module | None, torch.nn.Module]], adapter_name: str):
+    """(down, up, scale) of one fused kohya module from its diffusers parts (lora layer or None, base linear)."""
+    scales = [lora.scaling[adapter_name] for lora, _ in parts if lora is not None]
+    scale = scales[0]
+    downs, ups = [], []
+    for lora, _ in parts:
+        if lora is None:  # part not adapted: zero rows in up, no rank
+            ups.append(None)
+            downs.append(None)
+            continue
+        a = lora.lora_A[adapter_name].weight.detach()
+        b = lora.lora_B[adapter_name].weight.detach()
+        factor = lora.scaling[adapter_name] / scale
+        downs.append(a)
+        ups.append(b if factor == 1.0 else (b.float() * factor).to(b.dtype))
+    ref = next(a for a in downs if a is not None)
+    down = torch.cat([a for a in downs if a is not None], dim=0)
+    ranks = [0 if a is None else a.shape[0] for a in downs]
+    outs = [base.out_features for _, base in parts]
+    up = torch.zeros(sum(outs), sum(ranks), dtype=ref.dtype, device=ref.device)
+    row = col = 0
+    for b, out, r in zip(ups, outs, ranks):
+        if b is not None:
+            up[row:row + out, col:col + r] = b
+        row, col = row + out, col + r
+    return down.contiguous(), up, scale
+
+
+def kohya_state_dict(transformer, adapter_name: str = "default") -> dict[str, torch.Tensor]:
+    """The kohya-format tensors of `adapter_name`; raises if an adapted layer has no kohya name."""
+    adapted = dict(lora_layers(transformer, adapter_name))
+    modules = dict(transformer.named_modules())
+    out: dict[str, torch.Tensor] = {}
+    used: set[str] = set()
+    for prefix, table, bfl in ((DOUBLE_PREFIX, KOHYA_DOUBLE, "double_blocks"),
+                               (SINGLE_PREFIX, KOHYA_SINGLE, "single_blocks")):
+        for i in range(len(getattr(transformer, prefix))):
+            for kohya, suffixes in table.items():
+                names = [f"{prefix}.{i}.{s}" for s in suffixes]
+                if not any(n in adapted for n in names):
+                    continue
+                parts = [(adapted.get(n), modules[n].get_base_layer() if n in adapted else modules[n])
+                         for n in names]
+                down, up, scale = _fuse(parts, adapter_name)
+                key = f"lora_unet_{bfl}_{i}_{kohya}"
+                out[f"{key}.lora_down.weight"] = down
+                out[f"{key}.lora_up.weight"] = up
+                out[f"{key}.alpha"] = torch.tensor(down.shape[0] * scale, dtype=torch.float32)
+                used.update(n for n in names if n in adapted)
+    missing = sorted(set(adapted) - used)
+    if missing:
+        raise ValueError(f"adapted layers without a kohya name: {missing[:5]}")
+    return out
+
+
+def export_kohya_lora(transformer, out_path: str | Path, adapter_name: str = "default") -> Path:
+    """One safetensors file with kohya / ComfyUI keys (`lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight`)."""
+    from safetensors.torch import save_file
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.contiguous().cpu() for k, v in kohya_state_dict(transformer, adapter_name).items()}
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"format": "pt", "ss_network_module": "networks.lora_flux"})
+    tmp.replace(out_path)
+    return out_path
+
+
+def merged_state_dict(transformer, adapter_name: str | None = "default") -> dict[str, torch.Tensor]:
+    """Plain diffusers keys with the adapter (if any) folded into the base weights; nothing is mutated."""
+    from peft.tuners.lora import LoraLayer
+
+    has_adapter = any(isinstance(m, LoraLayer) for m in transformer.modules())
+    deltas = dict(lora_layers(transformer, adapter_name)) if has_adapter and adapter_name else {}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in transformer.state_dict().items():
+        if ".lora_" in key:  # peft's lora_A / lora_B (FLUX base names never contain ".lora_")
+            continue
+        plain = key.replace(".base_layer.", ".")
+        module = plain.rsplit(".", 1)[0]
+        if plain.endswith(".weight") and module in deltas:
+            value = (value.float() + lora_delta(deltas[module], adapter_name)).to(value.dtype)
+        out[plain] = value.detach()
+    return out
+
+
+def export_full(transformer, out_dir: str | Path, adapter_name: str | None = "default") -> Path:
+    """A diffusers transformer folder (config + safetensors, sharded past 10 GB) with the LoRA merged in,
+    loadable with `FluxTransformer2DModel.from_pretrained(out_dir)`."""
+    from accelerate import init_empty_weights
+
+    out_dir = Path(out_dir)
+    state = merged_state_dict(transformer, adapter_name)
+    with init_empty_weights():
+        plain = type(transformer).from_config(transformer.config)
+    plain.load_state_dict(state, strict=True, assign=True)  # shares storage with `state`: no copy
+    plain.save_pretrained(out_dir, safe_serialization=True)
+    return out_dir
