@@ -91,17 +91,23 @@ def ingest(source: str = typer.Argument(..., help="folder, glob, .txt/.parquet U
 def demo(out_dir: Path = typer.Option(Path("demo_out"), "--out", help="where everything lands"),
          config: Optional[Path] = ConfigOpt) -> None:
     """Run the main job on the embedded demo corpus and print where everything landed."""
-    from flows.demo import run_demo
+    from flows.demo import DEMO_TRAIN, run_demo
     from schemas.config import ShardConfig
 
     cfg = _config(config)
     if config is None:
-        cfg = RunConfig(root=str(out_dir.resolve() / "root"), shards=ShardConfig(maxcount=32))
+        cfg = RunConfig(root=str(out_dir.resolve() / "root"), shards=ShardConfig(maxcount=32),
+                        train=DEMO_TRAIN)
     res = run_demo(out_dir, cfg)
     _print_ingest(res.ingest, cfg.root, list_bad=50)
     _print_mining(res.mining)
     r = res.recovery
     out.print(f"demo families recovered as sets: {r.recovered}/{r.families} (sets mixing families: {r.impure_sets})")
+    t = res.training
+    out.print(f"training ({t.metrics[-1]['world_size']} Ray Train worker, {cfg.train.base} base): step {t.step}, "
+              f"loss {t.metrics[0]['loss']:.4f} -> {t.metrics[-1]['loss']:.4f}; checkpoint {t.checkpoint}")
+    for kind, path in t.exports.items():
+        out.print(f"export {kind}: {path}")
     out.print(f"corpus:    {res.corpus}\ncatalog:   {catalog_uri(cfg.root)}")
 
 
@@ -168,6 +174,73 @@ def train_pair_classifier_cmd(
         raise typer.Exit(1) from None
     out.print(f"trained on {rep['pairs']} pairs ({rep['positives']} positive) from {rep['embedder']}: "
               f"loss {rep['loss']:.4f}, train accuracy {rep['accuracy']:.3f} -> {out_path}")
+
+
+@app.command()
+def train(shard_uri: str = typer.Argument(..., help="a complete shard set (its manifest lists the shards)"),
+          root: Optional[str] = typer.Option(None, help="where checkpoints/ and exports go (default from config)"),
+          config: Optional[Path] = ConfigOpt,
+          steps: Optional[int] = typer.Option(None, help="train.max_steps"),
+          workers: Optional[int] = typer.Option(None, help="train.num_workers (Ray Train workers)"),
+          run_name: Optional[str] = typer.Option(None, help="train.run_name; the same name resumes")) -> None:
+    """Fine-tune ACE++ (LCU++ on FLUX.1-Fill) on a shard set with Ray Train; checkpoints, resume, exports."""
+    from tasks.shards import shard_uris
+    from trainer.ray_job import run_training
+
+    cfg = _config(config, root=root, **{"train.max_steps": steps, "train.num_workers": workers,
+                                        "train.run_name": run_name})
+    try:
+        urls = shard_uris(shard_uri)
+        res = run_training(cfg.train, urls, cfg.root)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        out.print(f"[red]training failed:[/red] {e}")
+        raise typer.Exit(1) from None
+    first, last = res.metrics[0], res.metrics[-1]
+    out.print(f"run {cfg.train.run_name}: step {res.step}; loss {first['loss']:.4f} (step {first['step']}) -> "
+              f"{last['loss']:.4f} (step {last['step']}); {last['samples_per_s']:.2f} samples/s, "
+              f"{last['tokens_per_s']:.0f} tokens/s")
+    out.print(f"checkpoint: {res.checkpoint}\nmetrics:    {res.run_dir / 'metrics.jsonl'}")
+    for kind, path in res.exports.items():
+        out.print(f"export {kind}: {path}")
+
+
+@app.command()
+def infer(image: Path = typer.Option(..., help="the edit image"),
+          prompt: str = typer.Option(..., help="the instruction"),
+          out_path: Path = typer.Option(..., "--out", help="where to write the result"),
+          mask: Optional[Path] = typer.Option(None, help="edit mask (white = generate); none: a global edit"),
+          ref: Optional[Path] = typer.Option(None, help="reference image, placed left on the canvas"),
+          lora: Optional[Path] = typer.Option(None, help="LoRA: diffusers folder/file or kohya/ComfyUI file"),
+          base: Optional[str] = typer.Option(None, help="FLUX.1-Fill-dev folder (default train.base)"),
+          root: Optional[str] = typer.Option(None, help="root holding models/ for base 'tiny'"),
+          steps: int = typer.Option(28), guidance: float = typer.Option(50.0), seed: int = typer.Option(0),
+          repainting_scale: float = typer.Option(1.0, help="1: repaint the masked region; < 1: keep a hint"),
+          config: Optional[Path] = ConfigOpt) -> None:
+    """Run FluxFillPipeline + an ACE++ LoRA with the ACE++ canvas preprocessing; write the output image."""
+    from PIL import Image
+
+    from trainer.components import load_pipeline
+    from trainer.infer import run_infer
+    from trainer.ray_job import base_folder
+
+    cfg = _config(config, root=root, **{"train.base": base})
+    try:
+        pipe = load_pipeline(base_folder(cfg.train, cfg.root))
+        result = run_infer(pipe, prompt, Image.open(image), Image.open(mask) if mask else None,
+                           Image.open(ref) if ref else None, lora, steps=steps, guidance=guidance, seed=seed,
+                           repainting_scale=repainting_scale,
+                           max_sequence_length=min(512, pipe.tokenizer_2.model_max_length))
+    except (FileNotFoundError, ValueError) as e:
+        out.print(f"[red]inference failed:[/red] {e}")
+        raise typer.Exit(1) from None
+    except AssertionError:
+        # diffusers' kohya converter asserts FLUX.1's real layer widths
+        out.print(f"[red]inference failed:[/red] {lora} did not convert onto this transformer; kohya/ComfyUI "
+                  f"files load only into a FLUX.1-size model: use the diffusers export for other sizes")
+        raise typer.Exit(1) from None
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    result.save(out_path)
+    out.print(f"wrote {out_path} ({result.width}x{result.height})")
 
 
 @app.command("config")

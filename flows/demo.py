@@ -1,7 +1,8 @@
 """The demo job on the embedded default: build the demo corpus, ingest it, mine pairs (embed, cluster,
-band union-find), give the pairs whose transformation is known their instruction, write a shard set.
+band union-find), give the pairs whose transformation is known their instruction, write a shard set, then
+a few Ray Train steps of the toy FLUX.1-Fill model with checkpoints and both LoRA exports.
 
-Later stages (synthesis, training) join here as they land.
+Synthesis stages join here as they land.
 """
 
 from __future__ import annotations
@@ -13,12 +14,17 @@ from pathlib import Path
 from flows.mining import MiningResult, run_mining
 from flows.progress import progress_bar
 from mining.instructions import KnownTransformWriter
-from schemas.config import RunConfig
+from schemas.config import RunConfig, TrainConfig
 from tasks import storage
+from tasks.shards import shard_uris
 from tasks.demo_corpus import build_demo_corpus, load_ground_truth
 from tasks.ingest import IngestReport, ingest, load_catalog
+from trainer.ray_job import TrainResult, run_training
 
 DEMO_SHARD_PREFIX = "demo"
+# a few steps of the toy model: enough to show checkpoints, metrics and both exports
+DEMO_TRAIN = TrainConfig(base="tiny", max_steps=4, checkpoint_every=2, max_tokens=256, lora_rank=8,
+                         max_sequence_length=64, num_workers=1, run_name="demo")
 
 
 @dataclass
@@ -34,6 +40,7 @@ class DemoResult:
     ingest: IngestReport
     mining: MiningResult
     recovery: FamilyRecovery
+    training: TrainResult
 
 
 def _family_ids(corpus: Path, root: str) -> dict[str, str]:
@@ -89,4 +96,6 @@ def run_demo(out: str | Path, cfg: RunConfig | None = None) -> DemoResult:
         report = ingest(str(corpus), cfg.root, cfg.ingest, progress_total=total, progress=advance)
     mining = run_mining(cfg, writer=known_writer(corpus, cfg.root), shard_prefix=DEMO_SHARD_PREFIX)
     recovery = family_recovery(corpus, cfg.root, cfg.mining.presets[0])
-    return DemoResult(corpus, report, mining, recovery)
+    shard_set = mining.shards[cfg.mining.presets[0]]
+    training = run_training(cfg.train, shard_uris(shard_set.uri), cfg.root)
+    return DemoResult(corpus, report, mining, recovery, training)

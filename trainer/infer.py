@@ -135,7 +135,13 @@ def run_infer(pipe, prompt: str, edit_image: Image.Image, edit_mask: Image.Image
               ref_image: Image.Image | None = None, lora_dir_or_file: str | Path | None = None, steps: int = 28,
               guidance: float = 50.0, seed: int = 0, repainting_scale: float = 1.0, max_side: int = 1024,
               max_sequence_length: int = 512) -> Image.Image:
-    """Edit `edit_image` with a FluxFillPipeline (ACE++ LoRA optional); returns an image of the edit image's size."""
+    """Edit `edit_image` with a FluxFillPipeline (ACE++ LoRA optional); returns an image of the edit image's size.
+
+    With no mask and no reference (a global instruction edit), the source goes left as context and the
+    right part is generated whole: the layout aceforge trains mask-less edits on (trainer/panels.py).
+    """
+    if edit_mask is None and ref_image is None:
+        ref_image = edit_image
     canvas, mask, box = _layout(edit_image, edit_mask, ref_image, max_side)
     cond = _condition(canvas, mask, repainting_scale)
     with _lora(pipe, lora_dir_or_file):

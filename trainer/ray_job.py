@@ -86,9 +86,32 @@ def run_training(cfg: TrainConfig, shard_urls: list[str], root: str | Path, expo
     run_dir = storage / cfg.run_name
     run_dir.mkdir(parents=True, exist_ok=True)
     base = base_folder(cfg, root)
-    if not ray.is_initialized():
+    # Ray workers run in other directories: local shard paths must be absolute
+    shard_urls = [u if "://" in u else str(Path(u).resolve()) for u in shard_urls]
+    if not shard_urls:
+        raise ValueError("no shards to train on")
+    started_ray = not ray.is_initialized()
+    if started_ray:  # RAY_ADDRESS, when set, points ray.init at a running cluster
         ray.init(runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}}, include_dashboard=False,
                  log_to_driver=False)
+    try:
+        result = _fit(cfg, shard_urls, base, storage, run_dir)
+    finally:
+        if started_ray:
+            ray.shutdown()
+    ckpt = Path(result.checkpoint.path)
+    step = json.loads((ckpt / "state.json").read_text())["step"]
+    by_step = {}  # a step retried after a crash is logged again: the last record wins
+    for ln in (run_dir / "metrics.jsonl").read_text().splitlines():
+        if ln.strip():
+            rec = json.loads(ln)
+            by_step[rec["step"]] = rec
+    metrics = [by_step[k] for k in sorted(by_step)]
+    exports = export_checkpoint(cfg, base, ckpt, storage / "exports" / cfg.run_name) if export else {}
+    return TrainResult(run_dir, ckpt, step, metrics, exports)
+
+
+def _fit(cfg: TrainConfig, shard_urls: list[str], base: Path, storage: Path, run_dir: Path):
     use_gpu = cfg.use_gpu == "yes" or (cfg.use_gpu == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
     resources = {"CPU": cfg.cpus_per_worker} | ({"GPU": 1} if use_gpu else {})
     trainer = ray.train.torch.TorchTrainer(
@@ -105,11 +128,7 @@ def run_training(cfg: TrainConfig, shard_urls: list[str], root: str | Path, expo
         raise RuntimeError(f"training run {cfg.run_name} failed: {result.error}") from result.error
     if result.checkpoint is None:
         raise RuntimeError(f"training run {cfg.run_name} produced no checkpoint")
-    ckpt = Path(result.checkpoint.path)
-    step = json.loads((ckpt / "state.json").read_text())["step"]
-    metrics = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
-    exports = export_checkpoint(cfg, base, ckpt, storage / "exports" / cfg.run_name) if export else {}
-    return TrainResult(run_dir, ckpt, step, metrics, exports)
+    return result
 
 
 def export_checkpoint(cfg: TrainConfig, base: Path, ckpt: Path, out: Path) -> dict[str, Path]:

@@ -74,8 +74,9 @@ class AceTrainer:
 
     @torch.no_grad()
     def encode_text(self, prompts: list[str]):
+        max_len = min(self.cfg.max_sequence_length, self.pipe.tokenizer_2.model_max_length)
         embeds, pooled, txt_ids = self.pipe.encode_prompt(prompt=prompts, prompt_2=None, device=self.device,
-                                                          max_sequence_length=self.cfg.max_sequence_length)
+                                                          max_sequence_length=max_len)
         return embeds, pooled, txt_ids
 
     def loss(self, examples: list[Example], step: int) -> dict[str, torch.Tensor]:

@@ -1,13 +1,19 @@
-from flows.demo import run_demo
+import numpy as np
+import torch
+from PIL import Image
+
+from flows.demo import DEMO_TRAIN, run_demo
 from schemas.config import RunConfig, ShardConfig
-from tasks.instruct import load_instructed
 from tasks import storage
+from tasks.instruct import load_instructed
 from tasks.shard_reader import read_shard_set
+from trainer.components import load_pipeline
 
 
-def test_demo_families_come_back_as_sets_and_only_known_pairs_are_packed(tmp_path):
-    cfg = RunConfig(root=str(tmp_path / "root"), shards=ShardConfig(maxcount=16))
+def test_demo_mines_packs_and_trains(tmp_path):
+    cfg = RunConfig(root=str(tmp_path / "root"), shards=ShardConfig(maxcount=16), train=DEMO_TRAIN)
     res = run_demo(tmp_path, cfg)
+    # mining: families come back as sets, only pairs with a known transformation are packed
     assert res.recovery.families == 13 and res.recovery.impure_sets == 0
     assert res.recovery.recovered >= 10  # the offline embedder's figure; SigLIP is the real thing
     rep = res.mining.mined["general_editing"]
@@ -21,3 +27,14 @@ def test_demo_families_come_back_as_sets_and_only_known_pairs_are_packed(tmp_pat
         assert gens[0] == "offline-dct-hist" and gens[-1] == "known-transform" and "{image}" in s.instruction
     unpacked = [p for p in load_instructed(storage.join(rep.uri, "instructed")) if not p.instruction]
     assert len(unpacked) == counts.get("without_instruction", 0)
+    # training: a few Ray Train steps, checkpoints, and a LoRA that loads into FluxFillPipeline
+    t = res.training
+    assert t.step == DEMO_TRAIN.max_steps and [m["step"] for m in t.metrics] == [1, 2, 3, 4]
+    pipe = load_pipeline(tmp_path / "root" / "models" / "tiny-random-flux-fill")
+    img = Image.open(res.corpus / "photos/coffee/base.png").convert("RGB").resize((64, 64))
+    kw = dict(prompt="Make {image} brighter.", image=img, mask_image=Image.new("L", (64, 64), 255), height=64,
+              width=64, num_inference_steps=2, max_sequence_length=64)
+    base = np.asarray(pipe(**kw, generator=torch.Generator().manual_seed(0)).images[0], np.int16)
+    pipe.load_lora_weights(str(t.exports["diffusers_lora"]))
+    tuned = np.asarray(pipe(**kw, generator=torch.Generator().manual_seed(0)).images[0], np.int16)
+    assert np.abs(tuned - base).max() > 0
