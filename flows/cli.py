@@ -182,16 +182,16 @@ def train(shard_uri: str = typer.Argument(..., help="a complete shard set (its m
           config: Optional[Path] = ConfigOpt,
           steps: Optional[int] = typer.Option(None, help="train.max_steps"),
           workers: Optional[int] = typer.Option(None, help="train.num_workers (Ray Train workers)"),
-          run_name: Optional[str] = typer.Option(None, help="train.run_name; the same name resumes")) -> None:
+          run_name: Optional[str] = typer.Option(None, help="train.run_name; the same name resumes"),
+          precompute: bool = typer.Option(False, help="encode latents and text embeddings into side shards first")
+          ) -> None:
     """Fine-tune ACE++ (LCU++ on FLUX.1-Fill) on a shard set with Ray Train; checkpoints, resume, exports."""
-    from tasks.shards import shard_uris
-    from trainer.ray_job import run_training
+    from flows.training import train_on_shards
 
     cfg = _config(config, root=root, **{"train.max_steps": steps, "train.num_workers": workers,
-                                        "train.run_name": run_name})
+                                        "train.run_name": run_name, "train.precompute": precompute or None})
     try:
-        urls = shard_uris(shard_uri)
-        res = run_training(cfg.train, urls, cfg.root)
+        res = train_on_shards(cfg, shard_uri)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         out.print(f"[red]training failed:[/red] {e}")
         raise typer.Exit(1) from None

@@ -16,10 +16,10 @@ from flows.progress import progress_bar
 from mining.instructions import KnownTransformWriter
 from schemas.config import RunConfig, TrainConfig
 from tasks import storage
-from tasks.shards import shard_uris
 from tasks.demo_corpus import build_demo_corpus, load_ground_truth
 from tasks.ingest import IngestReport, ingest, load_catalog
-from trainer.ray_job import TrainResult, run_training
+from flows.training import train_on_shards
+from trainer.ray_job import TrainResult
 
 DEMO_SHARD_PREFIX = "demo"
 # a few steps of the toy model: enough to show checkpoints, metrics and both exports
@@ -97,5 +97,5 @@ def run_demo(out: str | Path, cfg: RunConfig | None = None) -> DemoResult:
     mining = run_mining(cfg, writer=known_writer(corpus, cfg.root), shard_prefix=DEMO_SHARD_PREFIX)
     recovery = family_recovery(corpus, cfg.root, cfg.mining.presets[0])
     shard_set = mining.shards[cfg.mining.presets[0]]
-    training = run_training(cfg.train, shard_uris(shard_set.uri), cfg.root)
+    training = train_on_shards(cfg, shard_set.uri)
     return DemoResult(corpus, report, mining, recovery, training)

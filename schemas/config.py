@@ -111,6 +111,8 @@ class TrainConfig(_Config):
     num_workers: int = Field(1, ge=1, description="Ray Train workers")
     cpus_per_worker: float = Field(0.5, gt=0, description="fractional on small CPU machines")
     use_gpu: str = Field("auto", pattern="^(auto|yes|no)$")
+    precompute: bool = Field(False, description="encode VAE latents and text embeddings into side shards first "
+                                                "(a Ray job); training then runs no encoder")
     fsdp: bool = Field(False, description="shard the model across GPUs (full fine-tuning on several GPUs)")
     run_name: str = Field("ace-train", pattern=r"^[A-Za-z0-9_.-]+$", description="a re-run with the same name "
                                                                                  "resumes from its latest checkpoint")

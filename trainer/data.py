@@ -8,6 +8,7 @@ samples (every worker reads every shard and keeps its share).
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -15,9 +16,9 @@ import numpy as np
 import webdataset as wds
 
 from schemas.config import TrainConfig
-from schemas.records import AceSample
 from schemas.shard_layout import decode_sample
 from schemas.taxonomy import zero_ref_tasks
+from trainer.encode import ENCODED_EXT, Encoded, decode_encoded, encoded_meta
 from trainer.lcu import Panel
 from trainer.panels import sample_panels
 
@@ -28,6 +29,7 @@ class Example:
     task: str
     instruction: str
     panels: list[Panel]
+    encoded: Encoded | None = None  # from side shards: model inputs and text embeddings, precomputed
 
 
 def _unit_interval(seed: int, epoch: int, key: str) -> float:
@@ -35,14 +37,33 @@ def _unit_interval(seed: int, epoch: int, key: str) -> float:
     return int.from_bytes(h[:8], "big") / 2**64
 
 
-def keep_sample(sample: AceSample, cfg: TrainConfig, epoch: int) -> bool:
+def keep_sample(task: str, key: str, cfg: TrainConfig, epoch: int) -> bool:
     """Stage 1: 0-ref tasks only. Stage 2: every task, kept with probability weight / max weight."""
     if cfg.stage == 1:
-        return sample.task in _ZERO_REF
+        return task in _ZERO_REF
     weights = cfg.task_weights
-    w = weights.get(sample.task, 1.0)
+    w = weights.get(task, 1.0)
     top = max([1.0, *weights.values()]) if weights else 1.0
-    return w > 0 and _unit_interval(cfg.seed, epoch, sample.key) < w / top
+    return w > 0 and _unit_interval(cfg.seed, epoch, key) < w / top
+
+
+def _example(raw: dict, cfg: TrainConfig) -> Example:
+    if ENCODED_EXT in raw:
+        meta, enc = decode_encoded(raw[ENCODED_EXT])
+        if meta["form"] != cfg.form or int(meta["max_tokens"]) != cfg.max_tokens:
+            raise ValueError(f"{raw.get('__url__')}: encoded for form {meta['form']} / {meta['max_tokens']} tokens, "
+                             f"the run asks for {cfg.form} / {cfg.max_tokens}: encode again")
+        return Example(meta["key"], meta["task"], meta["instruction"], [], enc)
+    sample = decode_sample(raw)
+    return Example(sample.key, sample.task, sample.instruction, sample_panels(sample, cfg.max_tokens, cfg.form))
+
+
+def _task_and_key(raw: dict) -> tuple[str, str]:
+    if ENCODED_EXT in raw:
+        meta = encoded_meta(raw[ENCODED_EXT])
+        return meta["task"], meta["key"]
+    meta = json.loads(raw["json"])
+    return meta["task"], meta["key"]
 
 
 _ZERO_REF = frozenset(zero_ref_tasks())
@@ -71,13 +92,12 @@ def iter_examples(urls: list[str], cfg: TrainConfig, rank: int = 0, world: int =
     for epoch in range(1_000_000):
         produced = 0
         for raw in _raw_samples(urls, rank, world):
-            sample = decode_sample(raw)
-            if not keep_sample(sample, cfg, epoch):
+            task, key = _task_and_key(raw)
+            if not keep_sample(task, key, cfg, epoch):
                 continue
             produced += 1
-            if n >= start:
-                yield Example(sample.key, sample.task, sample.instruction,
-                              sample_panels(sample, cfg.max_tokens, cfg.form))
+            if n >= start:  # examples before `start` are skipped without decoding their images
+                yield _example(raw, cfg)
             n += 1
         if produced == 0:
             raise ValueError(f"no sample of these shards is trainable in stage {cfg.stage} "
@@ -85,4 +105,6 @@ def iter_examples(urls: list[str], cfg: TrainConfig, rank: int = 0, world: int =
 
 
 def tokens_of(example: Example) -> int:
+    if example.encoded is not None:
+        return example.encoded.inputs.tokens
     return int(sum(np.prod(p.image.shape[-2:]) for p in example.panels) // 256)

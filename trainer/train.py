@@ -21,7 +21,7 @@ from schemas.config import TrainConfig
 from trainer.components import load_pipeline
 from trainer.data import Example
 from trainer.flow import logit_normal_sigmas, noisy, split_loss, token_mse, velocity_target
-from trainer.lcu import build_inputs, collate
+from trainer.lcu import LcuInputs, build_inputs, collate
 from trainer.lora import add_lora
 
 STATE_WEIGHTS = "trainable.safetensors"
@@ -81,8 +81,15 @@ class AceTrainer:
 
     def loss(self, examples: list[Example], step: int) -> dict[str, torch.Tensor]:
         cfg = self.cfg
-        inp = collate([build_inputs(ex.panels, cfg.form, self.pipe.vae) for ex in examples])
-        embeds, pooled, txt_ids = self.encode_text([ex.instruction for ex in examples])
+        if all(ex.encoded is not None for ex in examples):  # precomputed: no encoder runs
+            inp = collate([ex.encoded.inputs for ex in examples])
+            inp = LcuInputs(inp.x0.to(self.device), inp.cond.to(self.device), inp.img_ids, inp.is_target)
+            embeds = torch.cat([ex.encoded.prompt_embeds for ex in examples]).to(self.device)
+            pooled = torch.cat([ex.encoded.pooled for ex in examples]).to(self.device)
+            txt_ids = examples[0].encoded.txt_ids.to(self.device)
+        else:
+            inp = collate([build_inputs(ex.panels, cfg.form, self.pipe.vae) for ex in examples])
+            embeds, pooled, txt_ids = self.encode_text([ex.instruction for ex in examples])
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 1_009 + self.rank)
         b = inp.x0.shape[0]
         sigma = logit_normal_sigmas(b, gen, cfg.sigma_mean, cfg.sigma_std, cfg.sigma_shift).to(self.device)
