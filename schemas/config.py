@@ -76,6 +76,7 @@ class MiningConfig(_Config):
     band_hi: float | None = Field(None, ge=0, le=1, description="None: the embedder's calibrated band (SigLIP 0.98)")
     block: int = Field(4096, ge=16, description="rows per similarity block; memory ~ block^2 * 4 bytes")
     max_pairs_per_set: int = Field(64, ge=1, description="cap on pairs emitted per union-find set")
+    clusters_per_batch: int = Field(256, ge=1, description="clusters per unit of mining work (one task each)")
     presets: list[str] = Field(default_factory=lambda: ["general_editing"], description="task presets to mine")
     pair_classifier: str | None = Field(None, description="safetensors under models_dir; None: pass-through")
     instructions: InstructionConfig = Field(default_factory=InstructionConfig)

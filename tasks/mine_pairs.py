@@ -1,10 +1,13 @@
-"""Mine pairs per cluster for one task preset: <root>/pairs/<preset>/
+"""Mine pairs per cluster for one task preset, in batches of clusters: <root>/pairs/<preset>/
 
-    edges.parquet   cluster, source_id, target_id, score    (every in-band edge: re-tune without recomputing)
-    sets.parquet    cluster, set_id, id                      (disjoint sets of two or more)
-    pairs.parquet   PairRecord rows that passed every check
-    groups.parquet  cluster, set_id, input_ids, target_id    (series / reference presets)
-    drops.json      counts by reason; then the marker
+    batches/batch-NNNNN/   one unit of work: edges, sets, pairs, groups, drops of its clusters + marker
+    edges.parquet          cluster, source_id, target_id, score   (every in-band edge: re-tune without recomputing)
+    sets.parquet           cluster, set_id, id                     (disjoint sets of two or more)
+    pairs.parquet          PairRecord rows that passed every check
+    groups.parquet         cluster, set_id, input_ids, target_id   (series / reference presets)
+    drops.json             counts by reason; then the marker
+
+A batch whose marker exists is skipped; the merge runs when every batch is complete.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from schemas.records import Generator, Lineage, PairRecord
 from tasks import storage
 
 BAND_GENERATOR = Generator(name="band-union-find", version="1")
+_TABLES = ("edges", "sets", "pairs", "groups")
 
 
 @dataclass
@@ -38,6 +42,9 @@ class MineReport:
     pairs: int = 0
     groups: int = 0
     drops: dict[str, int] = field(default_factory=dict)
+
+    def counts(self) -> dict:
+        return {k: getattr(self, k) for k in ("clusters", "edges", "sets", "pairs", "groups", "drops")}
 
 
 def pair_id(a: str, b: str) -> str:
@@ -52,62 +59,82 @@ def resolve_band(preset: TaskPreset, cfg: MiningConfig, embedder_band: tuple[flo
     return lo, hi
 
 
-def mine_pairs(ids: list[str], x: np.ndarray, assignments: dict[str, int], root: str, preset: TaskPreset,
-               cfg: MiningConfig, embedder: Generator, embedder_band: tuple[float, float],
-               classifier: PairClassifier, features: str = "image",
-               progress: Callable[[int], None] | None = None) -> MineReport:
-    """Band union-find per cluster, re-checked pairs, then the preset's second-level check.
-    `features` names what x holds (image, face or style features); it must be what the preset is defined on."""
-    out = storage.join(root, "pairs", preset.name)
-    marker = storage.read_marker(out)
-    if marker is not None:
-        return MineReport(out, **marker["counts"])
+def pairs_uri(root: str, preset: TaskPreset) -> str:
+    return storage.join(root, "pairs", preset.name)
+
+
+def batch_uri(root: str, preset: TaskPreset, index: int) -> str:
+    return storage.join(pairs_uri(root, preset), "batches", f"batch-{index:05d}")
+
+
+def cluster_batches(assignments: dict[str, int], clusters_per_batch: int) -> list[list[int]]:
+    """Non-empty cluster ids, sorted, cut into batches (the units of work)."""
+    present = sorted(set(assignments.values()))
+    return [present[i : i + clusters_per_batch] for i in range(0, len(present), clusters_per_batch)]
+
+
+def check_inputs(preset: TaskPreset, embedder: Generator, classifier: PairClassifier, features: str) -> None:
     if preset.features != features:
         raise ValueError(f"preset {preset.name} is defined on {preset.features} features; these are {features} "
                          f"features from {embedder.name}")
-    lo, hi = resolve_band(preset, cfg, embedder_band)
     if classifier.path is not None:
         classifier.setup()
         if classifier.embedder != embedder.name:
             raise ValueError(f"{classifier.path} was trained on {classifier.embedder} features, "
                              f"these are {embedder.name}")
-    cluster_of = np.array([assignments[i] for i in ids], np.int64)
+
+
+def mine_batch(ids: list[str], x: np.ndarray, assignments: dict[str, int], clusters: list[int], out: str,
+               preset: TaskPreset, cfg: MiningConfig, embedder: Generator, band: tuple[float, float],
+               classifier: PairClassifier, progress: Callable[[int], None] | None = None) -> MineReport:
+    """Band union-find over the given clusters, re-checked pairs, the second-level check; one batch's files."""
+    marker = storage.read_marker(out)
+    if marker is not None:
+        return MineReport(out, **marker["counts"])
+    lo, hi = band
+    wanted = set(clusters)
+    rows = np.array([k for k, i in enumerate(ids) if assignments[i] in wanted], np.int64)
+    cluster_of = np.array([assignments[ids[k]] for k in rows], np.int64)
     order = np.argsort(cluster_of, kind="stable")
-    bounds = np.flatnonzero(np.diff(cluster_of[order])) + 1
+    rows, cluster_of = rows[order], cluster_of[order]
     rep = MineReport(out)
     drops: Counter[str] = Counter()
-    edge_rows: dict[str, list] = {"cluster": [], "source_id": [], "target_id": [], "score": []}
-    set_rows: dict[str, list] = {"cluster": [], "set_id": [], "id": []}
-    group_rows: dict[str, list] = {"cluster": [], "set_id": [], "input_ids": [], "target_id": []}
+    tables: dict[str, dict[str, list]] = {
+        "edges": {"cluster": [], "source_id": [], "target_id": [], "score": []},
+        "sets": {"cluster": [], "set_id": [], "id": []},
+        "groups": {"cluster": [], "set_id": [], "input_ids": [], "target_id": []},
+    }
     cand_i, cand_j, cand_s = [], [], []
-    for members in np.split(order, bounds):
-        c = int(cluster_of[members[0]])
+    for members in np.split(rows, np.flatnonzero(np.diff(cluster_of)) + 1) if len(rows) else []:
+        c = assignments[ids[members[0]]]
         rep.clusters += 1
         xc = x[members]
         e = band_edges(xc, lo, hi, block=cfg.block)
         drops["duplicate_above_hi"] += e.duplicates
         rep.edges += len(e)
-        edge_rows["cluster"] += [c] * len(e)
-        edge_rows["source_id"] += [ids[k] for k in members[e.i]]
-        edge_rows["target_id"] += [ids[k] for k in members[e.j]]
-        edge_rows["score"] += e.score.tolist()
+        t = tables["edges"]
+        t["cluster"] += [c] * len(e)
+        t["source_id"] += [ids[k] for k in members[e.i]]
+        t["target_id"] += [ids[k] for k in members[e.j]]
+        t["score"] += e.score.tolist()
         sets = disjoint_sets(len(xc), e)
         if preset.keep == "largest_set":
             drops["not_largest_set"] += max(0, len(sets) - 1)
             sets = largest_set(sets)
         for s_idx, s in enumerate(sets):
-            set_rows["cluster"] += [c] * len(s)
-            set_rows["set_id"] += [s_idx] * len(s)
-            set_rows["id"] += [ids[k] for k in members[s]]
+            tables["sets"]["cluster"] += [c] * len(s)
+            tables["sets"]["set_id"] += [s_idx] * len(s)
+            tables["sets"]["id"] += [ids[k] for k in members[s]]
         rep.sets += len(sets)
         if preset.keep == "groups":
             rng = np.random.default_rng([cfg.seed, c])
+            g = tables["groups"]
             for s_idx, s in enumerate(sets):
                 for inputs, target in series_groups(members[s], rng):
-                    group_rows["cluster"].append(c)
-                    group_rows["set_id"].append(s_idx)
-                    group_rows["input_ids"].append([ids[k] for k in inputs])
-                    group_rows["target_id"].append(ids[target])
+                    g["cluster"].append(c)
+                    g["set_id"].append(s_idx)
+                    g["input_ids"].append([ids[k] for k in inputs])
+                    g["target_id"].append(ids[target])
         sp = pairs_from_sets(xc, sets, lo, hi, cfg.max_pairs_per_set, seed=cfg.seed + c)
         drops["set_pair_out_of_band"] += sp.out_of_band
         drops["set_pair_over_cap"] += sp.capped
@@ -116,9 +143,8 @@ def mine_pairs(ids: list[str], x: np.ndarray, assignments: dict[str, int], root:
         cand_s.append(sp.score)
         if progress:
             progress(len(members))
-    ci = np.concatenate(cand_i) if cand_i else np.zeros(0, np.int64)
-    cj = np.concatenate(cand_j) if cand_j else np.zeros(0, np.int64)
-    cs = np.concatenate(cand_s) if cand_s else np.zeros(0, np.float32)
+    cat = (lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt))
+    ci, cj, cs = cat(cand_i, np.int64), cat(cand_j, np.int64), cat(cand_s, np.float32)
     keep, cls_scores = classifier.keep(x[ci], x[cj], preset)
     drops["classifier"] += int(np.count_nonzero(~keep))
     gens = [embedder, BAND_GENERATOR, Generator(name=classifier.name, version="1")]
@@ -131,17 +157,79 @@ def mine_pairs(ids: list[str], x: np.ndarray, assignments: dict[str, int], root:
         pairs.append(PairRecord(pair_id=pair_id(a, b), source_id=a, target_id=b, task=preset.task,
                                 similarity=float(cs[n]), scores=scores,
                                 lineage=Lineage(source_ids=[a, b], generators=gens, scores=scores)))
-    rep.pairs, rep.groups, rep.drops = len(pairs), len(group_rows["target_id"]), dict(sorted(drops.items()))
-    storage.atomic_write_parquet(storage.join(out, "edges.parquet"), pa.table(
-        {**edge_rows, "score": pa.array(edge_rows["score"], pa.float32())}))
-    storage.atomic_write_parquet(storage.join(out, "sets.parquet"), pa.table(set_rows))
-    storage.atomic_write_parquet(storage.join(out, "pairs.parquet"), to_table(pairs, PairRecord))
-    if preset.keep == "groups":
-        storage.atomic_write_parquet(storage.join(out, "groups.parquet"), pa.table(group_rows))
-    storage.atomic_write_bytes(storage.join(out, "drops.json"), json.dumps(rep.drops, indent=1).encode())
-    counts = {k: getattr(rep, k) for k in ("clusters", "edges", "sets", "pairs", "groups", "drops")}
-    storage.write_marker(out, {"counts": counts, "band": [lo, hi], "preset": preset.name})
+    rep.pairs, rep.groups, rep.drops = len(pairs), len(tables["groups"]["target_id"]), dict(sorted(drops.items()))
+    _write_tables(out, tables, pairs)
+    storage.write_marker(out, {"counts": rep.counts(), "clusters": clusters})
     return rep
+
+
+def _write_tables(out: str, tables: dict[str, dict[str, list]], pairs: list[PairRecord]) -> None:
+    for name, cols in (("edges", ("cluster", "source_id", "target_id", "score")), ("sets", ("cluster", "set_id", "id")),
+                       ("groups", ("cluster", "set_id", "input_ids", "target_id"))):
+        for col in cols:
+            tables[name].setdefault(col, [])
+    edges = tables["edges"]
+    storage.atomic_write_parquet(storage.join(out, "edges.parquet"), pa.table(
+        {**edges, "score": pa.array(edges["score"], pa.float32())},
+        schema=pa.schema([("cluster", pa.int64()), ("source_id", pa.string()), ("target_id", pa.string()),
+                          ("score", pa.float32())])))
+    storage.atomic_write_parquet(storage.join(out, "sets.parquet"), pa.table(
+        tables["sets"], schema=pa.schema([("cluster", pa.int64()), ("set_id", pa.int64()), ("id", pa.string())])))
+    storage.atomic_write_parquet(storage.join(out, "groups.parquet"), pa.table(
+        tables["groups"], schema=pa.schema([("cluster", pa.int64()), ("set_id", pa.int64()),
+                                            ("input_ids", pa.list_(pa.string())), ("target_id", pa.string())])))
+    storage.atomic_write_parquet(storage.join(out, "pairs.parquet"), to_table(pairs, PairRecord))
+
+
+def merge_batches(root: str, preset: TaskPreset, n_batches: int, band: tuple[float, float]) -> MineReport:
+    """Concatenate the complete batches into the preset's tables, sum the counts, write the marker."""
+    out = pairs_uri(root, preset)
+    marker = storage.read_marker(out)
+    if marker is not None:
+        return MineReport(out, **marker["counts"])
+    rep = MineReport(out)
+    drops: Counter[str] = Counter()
+    parts: dict[str, list[pa.Table]] = {t: [] for t in _TABLES}
+    for k in range(n_batches):
+        b = batch_uri(root, preset, k)
+        bm = storage.read_marker(b)
+        if bm is None:
+            raise RuntimeError(f"batch {b} is not complete: run its mining unit first")
+        c = bm["counts"]
+        for key in ("clusters", "edges", "sets", "pairs", "groups"):
+            setattr(rep, key, getattr(rep, key) + c[key])
+        drops.update(c["drops"])
+        for t in _TABLES:
+            parts[t].append(storage.read_parquet(storage.join(b, f"{t}.parquet")))
+    rep.drops = dict(sorted(drops.items()))
+    if n_batches == 0:
+        _write_tables(out, {t: {} for t in _TABLES}, [])
+    for t in _TABLES:
+        if parts[t]:
+            storage.atomic_write_parquet(storage.join(out, f"{t}.parquet"), pa.concat_tables(parts[t]))
+    storage.atomic_write_bytes(storage.join(out, "drops.json"), json.dumps(rep.drops, indent=1).encode())
+    storage.write_marker(out, {"counts": rep.counts(), "band": list(band), "preset": preset.name,
+                               "batches": n_batches})
+    return rep
+
+
+def mine_pairs(ids: list[str], x: np.ndarray, assignments: dict[str, int], root: str, preset: TaskPreset,
+               cfg: MiningConfig, embedder: Generator, embedder_band: tuple[float, float],
+               classifier: PairClassifier, features: str = "image",
+               progress: Callable[[int], None] | None = None) -> MineReport:
+    """Every batch, then the merge, in this process. `features` names what x holds (image, face or style
+    features); it must be what the preset is defined on."""
+    out = pairs_uri(root, preset)
+    marker = storage.read_marker(out)
+    if marker is not None:
+        return MineReport(out, **marker["counts"])
+    check_inputs(preset, embedder, classifier, features)
+    band = resolve_band(preset, cfg, embedder_band)
+    batches = cluster_batches(assignments, cfg.clusters_per_batch)
+    for k, clusters in enumerate(batches):
+        mine_batch(ids, x, assignments, clusters, batch_uri(root, preset, k), preset, cfg, embedder, band,
+                   classifier, progress)
+    return merge_batches(root, preset, len(batches), band)
 
 
 def load_pairs(uri: str) -> list[PairRecord]:

@@ -108,3 +108,12 @@ def test_series_groups_are_written(embedded, tmp_path):
     groups = storage.read_parquet(storage.join(rep.uri, "groups.parquet")).to_pylist()
     assert rep.groups == len(groups) > 0
     assert all(3 <= len(g["input_ids"]) <= 8 and g["target_id"] not in g["input_ids"] for g in groups)
+
+
+def test_batches_of_clusters_give_the_same_result_as_one_batch(embedded, tmp_path):
+    root, emb_uri = embedded
+    one = load_pairs(_run(str(tmp_path / "one"), emb_uri, MiningConfig(k=3, clusters_per_batch=100)).uri)
+    rep = _run(str(tmp_path / "many"), emb_uri, MiningConfig(k=3, clusters_per_batch=1))
+    many = load_pairs(rep.uri)
+    assert rep.clusters == 3 and storage.read_marker(rep.uri)["batches"] == 3
+    assert sorted(p.pair_id for p in one) == sorted(p.pair_id for p in many) and len(one) > 0
