@@ -27,7 +27,8 @@ class IngestConfig(_Config):
     min_side: int = Field(64, ge=1, description="shorter side below this is quarantined as too_small")
     max_bytes: int = Field(200 * 2**20, gt=0, description="file size cap; larger files are quarantined")
     workers: int = Field(0, ge=0, description="decode processes; 0 = one per core")
-    chunk_size: int = Field(16, ge=1, description="files per unit of parallel work")
+    chunk_size: int = Field(16, ge=1, description="files per unit of parallel work inside a partition")
+    partition_files: int = Field(10_000, ge=1, description="files per ingest partition (one task each)")
     extensions: list[str] = Field(
         default_factory=lambda: ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"],
         description="file endings that count as images when listing folders and tars",

@@ -7,6 +7,7 @@ and counted by reason in the marker.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from typing import Callable
@@ -26,12 +27,78 @@ def embeddings_uri(root: str, embedder_name: str) -> str:
     return storage.join(root, "embeddings", re.sub(r"[^A-Za-z0-9_.-]+", "_", embedder_name))
 
 
-def _part_name(index: int) -> str:
+def part_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
+
+
+def decode_records(records: list[ImageRecord], max_pixels: int) -> tuple[list[str], list, Counter]:
+    """(ids, RGB images, skipped by reason) of the records that still decode."""
+    ids, images, skipped = [], [], Counter()
+    for rec in records:
+        try:
+            dec = decode_image(read_uri(rec.uri), max_pixels=max_pixels, min_side=1)
+        except RejectedImage as e:
+            skipped[e.reason.value] += 1
+            continue
+        except OSError:
+            skipped["read_error"] += 1
+            continue
+        ids.append(rec.id)
+        images.append(dec.image)
+    return ids, images, skipped
+
+
+def write_partition(part_uri: str, ids: list[str], vecs: np.ndarray, embedder: str, version: str,
+                    skipped: dict[str, int]) -> None:
+    part = EmbeddingPartition(ids=ids, vectors=vecs.astype(np.float16), embedder=embedder, embedder_version=version)
+    table = embedding_to_table(part)
+    meta = {**(table.schema.metadata or {}), b"skipped": json.dumps(skipped).encode()}
+    storage.atomic_write_parquet(part_uri, table.replace_schema_metadata(meta))
+
+
+def partition_exists(part_uri: str) -> bool:
+    fs, path = storage.fs_path(part_uri)
+    return fs.exists(path)
+
+
+def embed_partition(records: list[ImageRecord], part_uri: str, embedder: ImageEmbedder,
+                    ingest_cfg: IngestConfig) -> int:
+    """One unit of work: decode, embed, write the partition (skipped when it already exists)."""
+    if partition_exists(part_uri):
+        return 0
+    embedder.setup()
+    ids, images, skipped = decode_records(records, ingest_cfg.max_pixels)
+    vecs = embedder(images) if images else np.zeros((0, embedder.dim), np.float32)
+    write_partition(part_uri, ids, vecs, embedder.name, embedder.version, dict(skipped))
+    return len(ids)
+
+
+def partition_plan(catalog: list[ImageRecord], partition_size: int) -> list[list[ImageRecord]]:
+    return [catalog[i : i + partition_size] for i in range(0, len(catalog), partition_size)]
+
+
+def finalize_embeddings(out: str, n_parts: int, images: int, band: tuple[float, float]) -> str:
+    """The marker, once every partition exists; skipped counts are summed from the partitions."""
+    skipped: Counter[str] = Counter()
+    first = None
+    for p in range(n_parts):
+        uri = storage.join(out, part_name(p))
+        if not partition_exists(uri):
+            raise RuntimeError(f"embedding partition {uri} is missing: run its unit first")
+        table = storage.read_parquet(uri)
+        meta = table.schema.metadata or {}
+        skipped.update(json.loads(meta.get(b"skipped", b"{}")))
+        first = first or (meta[b"embedder"].decode(), meta[b"embedder_version"].decode(),
+                          table.schema.field("vector").type.list_size)
+    name, version, dim = first if first else ("none", "none", 0)
+    storage.write_marker(out, {"embedder": name, "version": version, "dim": dim, "partitions": n_parts,
+                               "images": images, "skipped": dict(skipped), "band": list(band)})
+    return out
 
 
 def embed_catalog(catalog: list[ImageRecord], root: str, embedder: ImageEmbedder, *, partition_size: int = 4096,
                   ingest_cfg: IngestConfig | None = None, progress: Callable[[int], None] | None = None) -> str:
+    """Every partition, then the marker, in this process."""
     ingest_cfg = ingest_cfg or IngestConfig()
     out = embeddings_uri(root, embedder.name)
     if storage.read_marker(out) is not None:
@@ -39,39 +106,12 @@ def embed_catalog(catalog: list[ImageRecord], root: str, embedder: ImageEmbedder
     fs, path = storage.fs_path(out)
     fs.makedirs(path, exist_ok=True)
     storage.remove_stale_tmp(out)
-    skipped: Counter[str] = Counter()
-    embedder.setup()
-    n_parts = 0
-    for p, start in enumerate(range(0, len(catalog), partition_size)):
-        n_parts += 1
-        part_uri = storage.join(out, _part_name(p))
-        chunk = catalog[start : start + partition_size]
-        if fs.exists(storage.fs_path(part_uri)[1]):
-            if progress:
-                progress(len(chunk))
-            continue
-        ids, images = [], []
-        for rec in chunk:
-            try:
-                dec = decode_image(read_uri(rec.uri), max_pixels=ingest_cfg.max_pixels, min_side=1)
-            except RejectedImage as e:
-                skipped[e.reason.value] += 1
-                continue
-            except OSError:
-                skipped["read_error"] += 1
-                continue
-            ids.append(rec.id)
-            images.append(dec.image)
-        vecs = embedder(images) if images else np.zeros((0, embedder.dim), np.float32)
-        part = EmbeddingPartition(ids=ids, vectors=vecs.astype(np.float16), embedder=embedder.name,
-                                  embedder_version=embedder.version)
-        storage.atomic_write_parquet(part_uri, embedding_to_table(part))
+    parts = partition_plan(catalog, partition_size)
+    for p, chunk in enumerate(parts):
+        embed_partition(chunk, storage.join(out, part_name(p)), embedder, ingest_cfg)
         if progress:
             progress(len(chunk))
-    storage.write_marker(out, {"embedder": embedder.name, "version": embedder.version, "dim": embedder.dim,
-                               "partitions": n_parts, "images": len(catalog), "skipped": dict(skipped),
-                               "band": list(embedder.band)})
-    return out
+    return finalize_embeddings(out, len(parts), len(catalog), embedder.band)
 
 
 def load_embeddings(uri: str) -> tuple[list[str], np.ndarray, dict]:
@@ -82,9 +122,9 @@ def load_embeddings(uri: str) -> tuple[list[str], np.ndarray, dict]:
     ids: list[str] = []
     vecs = []
     for p in range(marker["partitions"]):
-        part = embedding_from_table(storage.read_parquet(storage.join(uri, _part_name(p))))
+        part = embedding_from_table(storage.read_parquet(storage.join(uri, part_name(p))))
         if part.embedder != marker["embedder"]:
-            raise ValueError(f"{uri}/{_part_name(p)} was made by {part.embedder}, not {marker['embedder']}")
+            raise ValueError(f"{uri}/{part_name(p)} was made by {part.embedder}, not {marker['embedder']}")
         ids += part.ids
         vecs.append(part.vectors.astype(np.float32))
     x = np.concatenate(vecs) if vecs else np.zeros((0, marker["dim"]), np.float32)

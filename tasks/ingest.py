@@ -7,6 +7,7 @@ the completion marker with the counts. Counts reconcile: seen = accepted + dupli
 from __future__ import annotations
 
 import hashlib
+import json
 import multiprocessing as mp
 import tarfile
 from collections import Counter
@@ -117,30 +118,75 @@ def catalog_uri(root: str) -> str:
     return storage.join(root, "catalog")
 
 
-def ingest(source: str, root: str, cfg: IngestConfig | None = None, *, force: bool = False,
-           progress_total: Callable[[int], None] | None = None,
-           progress: Callable[[int], None] | None = None) -> IngestReport:
-    """Ingest `source` into `<root>/catalog`. A complete catalog of the same source and config is a no-op."""
-    cfg = cfg or IngestConfig()
-    cat = catalog_uri(root)
-    fingerprint = {"source": source, "config": config_hash(cfg)}
+def _existing(cat: str, fingerprint: dict, force: bool) -> IngestReport | None:
     marker = storage.read_marker(cat)
-    if marker is not None and not force:
-        if marker.get("fingerprint") != fingerprint:
-            raise RuntimeError(f"{cat} already holds a catalog of {marker.get('fingerprint')}; "
-                               f"use another root or force=True to replace it")
-        counts = marker["counts"]
-        return IngestReport(cat, counts["seen"], counts["accepted"], counts["duplicates"],
-                            counts["quarantined"], skipped_existing=True)
+    if marker is None or force:
+        return None
+    if marker.get("fingerprint") != fingerprint:
+        raise RuntimeError(f"{cat} already holds a catalog of {marker.get('fingerprint')}; "
+                           f"use another root or force=True to replace it")
+    c = marker["counts"]
+    return IngestReport(cat, c["seen"], c["accepted"], c["duplicates"], c["quarantined"], skipped_existing=True)
 
+
+def plan_ingest(source: str, root: str, cfg: IngestConfig, force: bool = False) -> int:
+    """List the source and cut it into partitions (the units of work); returns their number.
+    The plan is stored in <root>/catalog/plan.json so every partition reads its own share by index."""
+    cat = catalog_uri(root)
+    if force and storage.read_marker(cat) is not None:
+        storage.fs_path(cat)[0].rm(storage.fs_path(cat)[1], recursive=True)
     files, tars = expand_source(source, cfg.extensions)
     units = work_units(files, tars, cfg.chunk_size)
-    if progress_total:
-        progress_total(len(files) + len(tars))
-    results = _run_units(units, cfg, source, progress)
+    per = max(1, cfg.partition_files // cfg.chunk_size)
+    plan = {"source": source, "config": config_hash(cfg), "inputs": len(files) + len(tars),
+            "partitions": [[[u.kind, list(u.uris)] for u in units[i : i + per]] for i in range(0, len(units), per)]}
+    fs, plan_path = storage.fs_path(storage.join(cat, "plan.json"))
+    if fs.exists(plan_path) and _plan(root) != plan:  # partitions of another plan must not be reused
+        parts = storage.fs_path(storage.join(cat, "parts"))[1]
+        if fs.exists(parts):
+            fs.rm(parts, recursive=True)
+    storage.atomic_write_bytes(storage.join(cat, "plan.json"), json.dumps(plan).encode())
+    return len(plan["partitions"])
 
-    images = sorted((r for r in results if isinstance(r, ImageRecord)), key=lambda r: r.uri)
-    bad = sorted((r for r in results if isinstance(r, QuarantineRecord)), key=lambda r: r.uri)
+
+def _plan(root: str) -> dict:
+    fs, path = storage.fs_path(storage.join(catalog_uri(root), "plan.json"))
+    with fs.open(path, "rb") as f:
+        return json.loads(f.read())
+
+
+def _part_uri(root: str, k: int, what: str) -> str:
+    return storage.join(catalog_uri(root), "parts", f"part-{k:05d}.{what}.parquet")
+
+
+def ingest_partition(root: str, k: int, cfg: IngestConfig, progress: Callable[[int], None] | None = None) -> int:
+    """One unit of work: decode partition k's inputs (in parallel processes), write its records and its
+    quarantine. Skipped when both files exist; returns the number of inputs seen."""
+    img_uri, bad_uri = _part_uri(root, k, "images"), _part_uri(root, k, "quarantine")
+    fs = storage.fs_path(img_uri)[0]
+    if fs.exists(storage.fs_path(img_uri)[1]) and fs.exists(storage.fs_path(bad_uri)[1]):
+        return -1
+    plan = _plan(root)
+    units = [WorkUnit(kind, tuple(uris)) for kind, uris in plan["partitions"][k]]
+    results = _run_units(units, cfg, plan["source"], progress)
+    storage.atomic_write_parquet(bad_uri, to_table([r for r in results if isinstance(r, QuarantineRecord)],
+                                                   QuarantineRecord))
+    storage.atomic_write_parquet(img_uri, to_table([r for r in results if isinstance(r, ImageRecord)], ImageRecord))
+    return len(results)
+
+
+def finalize_ingest(root: str, n_partitions: int) -> IngestReport:
+    """Merge the partitions: exact duplicates by content hash (the first URI wins), reconciled counts,
+    the catalog files and, last, the marker."""
+    cat = catalog_uri(root)
+    plan = _plan(root)
+    images: list[ImageRecord] = []
+    bad: list[QuarantineRecord] = []
+    for k in range(n_partitions):
+        images += from_table(storage.read_parquet(_part_uri(root, k, "images")), ImageRecord)  # type: ignore
+        bad += from_table(storage.read_parquet(_part_uri(root, k, "quarantine")), QuarantineRecord)  # type: ignore
+    images.sort(key=lambda r: r.uri)
+    bad.sort(key=lambda r: r.uri)
     kept: dict[str, ImageRecord] = {}
     dups: list[tuple[str, str, str]] = []
     for rec in images:
@@ -149,18 +195,37 @@ def ingest(source: str, root: str, cfg: IngestConfig | None = None, *, force: bo
         else:
             kept[rec.id] = rec
     accepted = sorted(kept.values(), key=lambda r: r.uri)
-
-    report = IngestReport(cat, seen=len(results), accepted=len(accepted), duplicates=len(dups),
+    report = IngestReport(cat, seen=len(images) + len(bad), accepted=len(accepted), duplicates=len(dups),
                           quarantined=dict(Counter(r.reason.value for r in bad)))
+    if not report.reconciles:
+        raise RuntimeError(f"ingest counts do not reconcile: {report.to_dict()}")
     storage.atomic_write_parquet(storage.join(cat, "images.parquet"), to_table(accepted, ImageRecord))
     storage.atomic_write_parquet(storage.join(cat, "quarantine", "quarantine.parquet"),
                                  to_table(bad, QuarantineRecord))
     dup_table = pa.table({"uri": [d[0] for d in dups], "id": [d[1] for d in dups],
-                          "duplicate_of": [d[2] for d in dups]})
+                          "duplicate_of": [d[2] for d in dups]}, schema=pa.schema(
+        [("uri", pa.string()), ("id", pa.string()), ("duplicate_of", pa.string())]))
     storage.atomic_write_parquet(storage.join(cat, "duplicates.parquet"), dup_table)
-    assert report.reconciles, report.to_dict()
+    fingerprint = {"source": plan["source"], "config": plan["config"]}
     storage.write_marker(cat, {"fingerprint": fingerprint, "counts": report.to_dict()})
     return report
+
+
+def ingest(source: str, root: str, cfg: IngestConfig | None = None, *, force: bool = False,
+           progress_total: Callable[[int], None] | None = None,
+           progress: Callable[[int], None] | None = None) -> IngestReport:
+    """Ingest `source` into `<root>/catalog`, every partition in this process. A complete catalog of the
+    same source and config is a no-op."""
+    cfg = cfg or IngestConfig()
+    done = _existing(catalog_uri(root), {"source": source, "config": config_hash(cfg)}, force)
+    if done is not None:
+        return done
+    n = plan_ingest(source, root, cfg, force)
+    if progress_total:
+        progress_total(_plan(root)["inputs"])
+    for k in range(n):
+        ingest_partition(root, k, cfg, progress)
+    return finalize_ingest(root, n)
 
 
 def load_catalog(root: str) -> list[ImageRecord]:

@@ -113,3 +113,25 @@ def test_a_good_image_is_never_lost_next_to_bad_ones(demo_corpus, tmp_path):
     shutil.copy(corpus / "photos/flower/base.png", mixed / "flower.png")
     report = ingest(str(mixed), str(tmp_path / "root"), IngestConfig(workers=2, chunk_size=2))
     assert report.accepted == 1 and report.quarantined_total == 8 and report.reconciles
+
+
+def test_partitions_are_units_and_a_changed_plan_discards_old_ones(demo_corpus, tmp_path):
+    from tasks.ingest import finalize_ingest, ingest_partition, plan_ingest
+
+    corpus, gt = demo_corpus
+    root = str(tmp_path / "root")
+    cfg = IngestConfig(workers=1, chunk_size=4, partition_files=20)
+    n = plan_ingest(str(corpus), root, cfg)
+    assert n == -(-len(gt["expected"]) // 20)
+    seen = [ingest_partition(root, k, cfg) for k in range(n)]
+    assert sum(seen) == len(gt["expected"]) and ingest_partition(root, 0, cfg) == -1  # done: skipped
+    rep = finalize_ingest(root, n)
+    assert rep.reconciles and rep.seen == len(gt["expected"])
+    whole = ingest(str(corpus), str(tmp_path / "whole"), IngestConfig(workers=1))
+    assert rep.to_dict() | {"catalog_uri": ""} == whole.to_dict() | {"catalog_uri": ""}
+    other = tmp_path / "other"
+    shutil.copytree(corpus / "odd", other)
+    n2 = plan_ingest(str(other), str(tmp_path / "root2"), cfg)
+    ingest_partition(str(tmp_path / "root2"), 0, cfg)
+    plan_ingest(str(corpus / "bad"), str(tmp_path / "root2"), cfg)  # a new plan: the old partition goes
+    assert ingest_partition(str(tmp_path / "root2"), 0, cfg) == 8 and n2 == 1
