@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from flows import settings
+
+settings.apply()
 
 import typer  # noqa: E402
 import yaml  # noqa: E402
@@ -89,56 +90,67 @@ def ingest(source: str = typer.Argument(..., help="folder, glob, .txt/.parquet U
 
 @app.command()
 def demo(out_dir: Path = typer.Option(Path("demo_out"), "--out", help="where everything lands"),
-         config: Optional[Path] = ConfigOpt) -> None:
-    """Run the main job on the embedded demo corpus and print where everything landed."""
-    from flows.demo import DEMO_TRAIN, run_demo
-    from schemas.config import ShardConfig
+         config: Optional[Path] = ConfigOpt,
+         train: bool = typer.Option(True, help="end with a few training steps of the toy model")) -> None:
+    """Run the demo flow (the whole pipeline on the embedded demo corpus) and print where everything landed."""
+    import yaml as _yaml
 
-    cfg = _config(config)
-    if config is None:
-        cfg = RunConfig(root=str(out_dir.resolve() / "root"), shards=ShardConfig(maxcount=32),
-                        train=DEMO_TRAIN)
-    res = run_demo(out_dir, cfg)
-    _print_ingest(res.ingest, cfg.root, list_bad=50)
-    _print_mining(res.mining)
-    r = res.recovery
-    out.print(f"demo families recovered as sets: {r.recovered}/{r.families} (sets mixing families: {r.impure_sets})")
-    t = res.training
-    out.print(f"training ({t.metrics[-1]['world_size']} Ray Train worker, {cfg.train.base} base): step {t.step}, "
-              f"loss {t.metrics[0]['loss']:.4f} -> {t.metrics[-1]['loss']:.4f}; checkpoint {t.checkpoint}")
-    for kind, path in t.exports.items():
-        out.print(f"export {kind}: {path}")
-    out.print(f"corpus:    {res.corpus}\ncatalog:   {catalog_uri(cfg.root)}")
+    from flows.demo import demo_flow
+
+    extra = _yaml.safe_load(config.read_text()) if config else None
+    _config(config)  # fail early, with the key named, on a bad config file
+    res = demo_flow(out=str(out_dir), config=extra, train=train)
+    root = str(out_dir.resolve() / "root") if not extra or "root" not in extra else extra["root"]
+    ing = res["mined"]["ingest"]
+    report = IngestReport(ing["catalog_uri"], ing["seen"], ing["accepted"], ing["duplicates"], ing["quarantined"])
+    _print_ingest(report, root, list_bad=50)
+    _print_flow_mining(res["mined"])
+    r = res["recovery"]
+    out.print(f"demo families recovered as sets: {r['recovered']}/{r['families']} "
+              f"(sets mixing families: {r['impure_sets']})")
+    if train:
+        t = res["training"]
+        m = t["metrics"]
+        out.print(f"training (toy base, Ray Train): step {t['step']}, loss {m[0]['loss']:.4f} -> {m[-1]['loss']:.4f}; "
+                  f"checkpoint {t['checkpoint']}")
+        for kind, path in t["exports"].items():
+            out.print(f"export {kind}: {path}")
+    out.print(f"corpus:    {res['corpus']}\ncatalog:   {catalog_uri(root)}")
 
 
-def _print_mining(res) -> None:
-    out.print(f"embeddings: {res.embeddings_uri}  ({res.embedder})\nclusters:   {res.clusters_uri}")
-    for name, rep in res.mined.items():
-        out.print(f"preset {name}: {rep.clusters} clusters, {rep.edges} band edges, {rep.sets} sets, "
-                  f"{rep.pairs} pairs, {rep.groups} groups; drops {rep.drops}  -> {rep.uri}")
-        if name in res.instructions:
-            out.print(f"  instructions: {res.instructions[name]}")
-        if name in res.shards:
-            s = res.shards[name]
-            out.print(f"  shard set: {s.uri}  ({s.shards} shards, {s.samples} samples, "
-                      f"{s.bytes / 2**20:.1f} MiB, tasks {s.counts_by_task})")
+def _print_flow_mining(summary: dict) -> None:
+    for name, stage in summary.items():
+        if not isinstance(stage, dict) or "mined" not in stage:
+            continue
+        m = stage["mined"]
+        out.print(f"preset {name}: {m['clusters']} clusters, {m['edges']} band edges, {m['sets']} sets, "
+                  f"{m['pairs']} pairs, {m['groups']} groups; drops {m['drops']}")
+        if "instructions" in stage:
+            out.print(f"  instructions: {stage['instructions']}")
+        if "shards" in stage:
+            s = stage["shards"]
+            out.print(f"  shard set: {s['uri']}  ({s['shards']} shards, {s['samples']} samples, "
+                      f"{s['bytes'] / 2**20:.1f} MiB, tasks {s['counts_by_task']})")
 
 
 @app.command()
-def mine(root: Optional[str] = typer.Option(None, help="root holding an ingested catalog"),
+def mine(source: Optional[str] = typer.Argument(None, help="ingest this first (else use <root>/catalog)"),
+         root: Optional[str] = typer.Option(None, help="output root"),
          config: Optional[Path] = ConfigOpt) -> None:
-    """Embed, cluster and mine pairs over <root>/catalog; with an instruction backend, also pack shards."""
-    from flows.mining import configured_writer, run_mining
-    from mining.embedders import MissingModelError
+    """The mining flow: [ingest ->] embed -> cluster -> mine pairs -> instructions -> shards."""
+    import yaml as _yaml
+
+    from flows.pipelines import mine_flow
 
     cfg = _config(config, root=root)
+    extra = _yaml.safe_load(config.read_text()) if config else {}
     try:
-        res = run_mining(cfg, writer=configured_writer(cfg))
-    except (FileNotFoundError, MissingModelError, ValueError) as e:
+        res = mine_flow(source=source, root=cfg.root, config=extra)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
         out.print(f"[red]mine failed:[/red] {e}")
         raise typer.Exit(1) from None
-    _print_mining(res)
-    if not res.instructions:
+    _print_flow_mining(res)
+    if not any("shards" in v for v in res.values() if isinstance(v, dict)):
         out.print("no instruction backend configured (mining.instructions.backend): pairs stay in pairs/, unpacked")
 
 
@@ -186,21 +198,21 @@ def train(shard_uri: str = typer.Argument(..., help="a complete shard set (its m
           precompute: bool = typer.Option(False, help="encode latents and text embeddings into side shards first")
           ) -> None:
     """Fine-tune ACE++ (LCU++ on FLUX.1-Fill) on a shard set with Ray Train; checkpoints, resume, exports."""
-    from flows.training import train_on_shards
+    from flows.pipelines import train_flow
 
     cfg = _config(config, root=root, **{"train.max_steps": steps, "train.num_workers": workers,
                                         "train.run_name": run_name, "train.precompute": precompute or None})
     try:
-        res = train_on_shards(cfg, shard_uri)
+        res = train_flow(shard_uri=shard_uri, root=cfg.root, config=cfg.model_dump(mode="json"))
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         out.print(f"[red]training failed:[/red] {e}")
         raise typer.Exit(1) from None
-    first, last = res.metrics[0], res.metrics[-1]
-    out.print(f"run {cfg.train.run_name}: step {res.step}; loss {first['loss']:.4f} (step {first['step']}) -> "
+    first, last = res["metrics"][0], res["metrics"][-1]
+    out.print(f"run {cfg.train.run_name}: step {res['step']}; loss {first['loss']:.4f} (step {first['step']}) -> "
               f"{last['loss']:.4f} (step {last['step']}); {last['samples_per_s']:.2f} samples/s, "
               f"{last['tokens_per_s']:.0f} tokens/s")
-    out.print(f"checkpoint: {res.checkpoint}\nmetrics:    {res.run_dir / 'metrics.jsonl'}")
-    for kind, path in res.exports.items():
+    out.print(f"checkpoint: {res['checkpoint']}\nmetrics:    {Path(res['run_dir']) / 'metrics.jsonl'}")
+    for kind, path in res["exports"].items():
         out.print(f"export {kind}: {path}")
 
 

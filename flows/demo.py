@@ -1,8 +1,6 @@
-"""The demo job on the embedded default: build the demo corpus, ingest it, mine pairs (embed, cluster,
-band union-find), give the pairs whose transformation is known their instruction, write a shard set, then
-a few Ray Train steps of the toy FLUX.1-Fill model with checkpoints and both LoRA exports.
-
-Synthesis stages join here as they land.
+"""The demo flow on the embedded default: build the demo corpus, then the mining flow over it (ingest,
+embed, cluster, band union-find, known-transformation instructions, shards), then the training flow: a few
+Ray Train steps of the toy FLUX.1-Fill model with checkpoints and both LoRA exports.
 """
 
 from __future__ import annotations
@@ -10,21 +8,22 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from flows.mining import MiningResult, run_mining
-from flows.progress import progress_bar
-from mining.instructions import KnownTransformWriter
-from schemas.config import RunConfig, TrainConfig
+from prefect import flow, task
+
+from flows.artifacts import counts_table
+from flows.pipelines import mine_flow, run_config, train_flow
+from schemas.config import DemoConfig, ShardConfig, TrainConfig
 from tasks import storage
 from tasks.demo_corpus import build_demo_corpus, load_ground_truth
-from tasks.ingest import IngestReport, ingest, load_catalog
-from flows.training import train_on_shards
-from trainer.ray_job import TrainResult
+from tasks.ingest import load_catalog
 
 DEMO_SHARD_PREFIX = "demo"
 # a few steps of the toy model: enough to show checkpoints, metrics and both exports
 DEMO_TRAIN = TrainConfig(base="tiny", max_steps=4, checkpoint_every=2, max_tokens=256, lora_rank=8,
                          max_sequence_length=64, num_workers=1, run_name="demo")
+DEMO_SHARDS = ShardConfig(maxcount=32)
 
 
 @dataclass
@@ -32,15 +31,6 @@ class FamilyRecovery:
     families: int
     recovered: int  # families that came back as exactly one set
     impure_sets: int  # sets that mix two families
-
-
-@dataclass
-class DemoResult:
-    corpus: Path
-    ingest: IngestReport
-    mining: MiningResult
-    recovery: FamilyRecovery
-    training: TrainResult
 
 
 def _family_ids(corpus: Path, root: str) -> dict[str, str]:
@@ -54,19 +44,6 @@ def _family_ids(corpus: Path, root: str) -> dict[str, str]:
             if rid:
                 out[rid] = fam
     return out
-
-
-def known_writer(corpus: Path, root: str) -> KnownTransformWriter:
-    gt = load_ground_truth(corpus)
-    by_path = {str(Path(r.uri).resolve()): r.id for r in load_catalog(root)}
-    known = {}
-    for members in gt["families"].values():
-        base = by_path.get(str((corpus / members[0]["file"]).resolve()))
-        for m in members[1:]:
-            var = by_path.get(str((corpus / m["file"]).resolve()))
-            if base and var and m["instruction"]:
-                known[(base, var)] = m["instruction"]
-    return KnownTransformWriter(known)
 
 
 def family_recovery(corpus: Path, root: str, preset: str) -> FamilyRecovery:
@@ -84,18 +61,35 @@ def family_recovery(corpus: Path, root: str, preset: str) -> FamilyRecovery:
     return FamilyRecovery(len(fam_members), recovered, impure)
 
 
-def run_demo(out: str | Path, cfg: RunConfig | None = None) -> DemoResult:
-    out = Path(out).resolve()
-    cfg = cfg or RunConfig(root=str(out / "root"))
-    corpus = out / "corpus"
-    build_demo_corpus(corpus, cfg.demo)
+def demo_config(out: Path, config: dict[str, Any] | None) -> dict[str, Any]:
+    base = {"root": str(out / "root"), "shards": DEMO_SHARDS.model_dump(), "train": DEMO_TRAIN.model_dump()}
+    return {**base, **(config or {})}
+
+
+@task(name="demo-corpus")
+def corpus_unit(out: str, demo: dict) -> str:
+    corpus = Path(out) / "corpus"
+    build_demo_corpus(corpus, DemoConfig(**demo))
+    return str(corpus)
+
+
+@flow(name="aceforge-demo", log_prints=True)
+def demo_flow(out: str = "demo_out", config: dict[str, Any] | None = None, train: bool = True) -> dict:
+    """The whole pipeline on the demo corpus. The corpus and everything derived from it are rebuilt."""
+    out_path = Path(out).resolve()
+    params = demo_config(out_path, config)
+    cfg = run_config(params, None)
     fs, root_path = storage.fs_path(cfg.root)
     if fs.exists(root_path):
-        fs.rm(root_path, recursive=True)  # the corpus was rebuilt: everything derived from it is rebuilt too
-    with progress_bar("ingest") as (total, advance):
-        report = ingest(str(corpus), cfg.root, cfg.ingest, progress_total=total, progress=advance)
-    mining = run_mining(cfg, writer=known_writer(corpus, cfg.root), shard_prefix=DEMO_SHARD_PREFIX)
-    recovery = family_recovery(corpus, cfg.root, cfg.mining.presets[0])
-    shard_set = mining.shards[cfg.mining.presets[0]]
-    training = train_on_shards(cfg, shard_set.uri)
-    return DemoResult(corpus, report, mining, recovery, training)
+        fs.rm(root_path, recursive=True)
+    corpus = corpus_unit(str(out_path), cfg.demo.model_dump())
+    mined = mine_flow(source=corpus, root=cfg.root, config=params, writer={"kind": "demo", "corpus": corpus},
+                      shard_prefix=DEMO_SHARD_PREFIX)
+    preset = cfg.mining.presets[0]
+    rec = family_recovery(Path(corpus), cfg.root, preset)
+    counts_table("demo families", {"families": rec.families, "recovered as sets": rec.recovered,
+                                   "sets mixing families": rec.impure_sets}, "demo-families")
+    result = {"corpus": corpus, "mined": mined, "recovery": rec.__dict__}
+    if train:
+        result["training"] = train_flow(shard_uri=mined[preset]["shards"]["uri"], root=cfg.root, config=params)
+    return result

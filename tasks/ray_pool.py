@@ -21,10 +21,23 @@ from tasks.embed import decode_records
 RUNTIME_ENV = {"env_vars": {"HF_HUB_OFFLINE": "1"}}
 
 
+_STARTED = False
+
+
 def ensure_ray() -> None:
+    global _STARTED
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), runtime_env=RUNTIME_ENV, include_dashboard=False,
                  log_to_driver=False, ignore_reinit_error=True)
+        _STARTED = True
+
+
+def stop_ray() -> None:
+    """Shut down Ray if ensure_ray started it (a Ray someone else started is left alone)."""
+    global _STARTED
+    if _STARTED and ray.is_initialized():
+        ray.shutdown()
+    _STARTED = False
 
 
 class EmbedActor:

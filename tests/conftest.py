@@ -53,3 +53,24 @@ def demo_corpus(tmp_path_factory):
     path = tmp_path_factory.mktemp("corpus") / "corpus"
     gt = build_demo_corpus(path)
     return path, gt
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory):
+    """One temporary Prefect server for the session (it takes ~20 s to start here)."""
+    from flows import settings
+
+    settings.apply()
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def prefect_results(tmp_path, monkeypatch, prefect_harness):
+    """Per-test result storage, so cached results never leak between tests."""
+    from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
+
+    with temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: str(tmp_path / "prefect-results")}):
+        yield tmp_path / "prefect-results"

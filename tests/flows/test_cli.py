@@ -32,8 +32,8 @@ def test_missing_source_is_a_clear_error(tmp_path):
     assert res.exit_code == 1 and "does not exist" in res.output
 
 
-def test_demo_end_to_end_then_verify_and_export(tmp_path):
-    res = runner.invoke(app, ["demo", "--out", str(tmp_path / "out")])
+def test_demo_end_to_end_then_verify_and_export(tmp_path, prefect_results):
+    res = runner.invoke(app, ["demo", "--out", str(tmp_path / "out"), "--no-train"])
     assert res.exit_code == 0, res.output
     shard_uri = str(tmp_path / "out" / "root" / "shards" / "demo-general_editing")
     assert "reconciled" in res.output and "shard set:" in res.output
@@ -58,7 +58,7 @@ def test_models_lists_expected_files_and_presence(tmp_path):
     assert res.output.count(": absent") == 3 and ": present" not in res.output
 
 
-def test_mine_then_train_classifier_from_labels(demo_corpus, tmp_path):
+def test_mine_then_train_classifier_from_labels(demo_corpus, tmp_path, prefect_results):
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -2,39 +2,40 @@ import numpy as np
 import torch
 from PIL import Image
 
-from flows.demo import DEMO_TRAIN, run_demo
-from schemas.config import RunConfig, ShardConfig
+from flows.demo import DEMO_TRAIN, demo_flow
 from tasks import storage
 from tasks.instruct import load_instructed
 from tasks.shard_reader import read_shard_set
 from trainer.components import load_pipeline
 
 
-def test_demo_mines_packs_and_trains(tmp_path):
-    cfg = RunConfig(root=str(tmp_path / "root"), shards=ShardConfig(maxcount=16), train=DEMO_TRAIN)
-    res = run_demo(tmp_path, cfg)
+def test_demo_flow_mines_packs_and_trains(tmp_path, prefect_results):
+    res = demo_flow(out=str(tmp_path), config={"shards": {"maxcount": 16}})
     # mining: families come back as sets, only pairs with a known transformation are packed
-    assert res.recovery.families == 13 and res.recovery.impure_sets == 0
-    assert res.recovery.recovered >= 10  # the offline embedder's figure; SigLIP is the real thing
-    rep = res.mining.mined["general_editing"]
-    counts = res.mining.instructions["general_editing"]
-    assert counts["with_instruction"] + counts.get("without_instruction", 0) == rep.pairs
-    shards = res.mining.shards["general_editing"]
-    samples = list(read_shard_set(shards.uri))
-    assert len(samples) == counts["with_instruction"] == shards.samples > 0
+    rec = res["recovery"]
+    assert rec["families"] == 13 and rec["impure_sets"] == 0
+    assert rec["recovered"] >= 10  # the offline embedder's figure; SigLIP is the real thing
+    stage = res["mined"]["general_editing"]
+    counts = stage["instructions"]
+    assert counts["with_instruction"] + counts.get("without_instruction", 0) == stage["mined"]["pairs"]
+    shards = stage["shards"]
+    assert shards["landed_now"] and shards["shards"] == -(-shards["samples"] // 16)
+    samples = list(read_shard_set(shards["uri"]))
+    assert len(samples) == counts["with_instruction"] == shards["samples"] > 0
     for s in samples:
         gens = [g.name for g in s.lineage.generators]
         assert gens[0] == "offline-dct-hist" and gens[-1] == "known-transform" and "{image}" in s.instruction
-    unpacked = [p for p in load_instructed(storage.join(rep.uri, "instructed")) if not p.instruction]
+    pairs_dir = storage.join(str(tmp_path / "root"), "pairs", "general_editing", "instructed")
+    unpacked = [p for p in load_instructed(pairs_dir) if not p.instruction]
     assert len(unpacked) == counts.get("without_instruction", 0)
     # training: a few Ray Train steps, checkpoints, and a LoRA that loads into FluxFillPipeline
-    t = res.training
-    assert t.step == DEMO_TRAIN.max_steps and [m["step"] for m in t.metrics] == [1, 2, 3, 4]
+    t = res["training"]
+    assert t["step"] == DEMO_TRAIN.max_steps and [m["step"] for m in t["metrics"]] == [1, 2, 3, 4]
     pipe = load_pipeline(tmp_path / "root" / "models" / "tiny-random-flux-fill")
-    img = Image.open(res.corpus / "photos/coffee/base.png").convert("RGB").resize((64, 64))
+    img = Image.open(tmp_path / "corpus" / "photos/coffee/base.png").convert("RGB").resize((64, 64))
     kw = dict(prompt="Make {image} brighter.", image=img, mask_image=Image.new("L", (64, 64), 255), height=64,
               width=64, num_inference_steps=2, max_sequence_length=64)
     base = np.asarray(pipe(**kw, generator=torch.Generator().manual_seed(0)).images[0], np.int16)
-    pipe.load_lora_weights(str(t.exports["diffusers_lora"]))
+    pipe.load_lora_weights(t["exports"]["diffusers_lora"])
     tuned = np.asarray(pipe(**kw, generator=torch.Generator().manual_seed(0)).images[0], np.int16)
     assert np.abs(tuned - base).max() > 0

@@ -1,0 +1,75 @@
+"""What a run shows in the Prefect UI: count tables, a pair report with thumbnails side by side,
+band-similarity histograms, and training metrics."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+from PIL import Image
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from mining.decode import decode_image
+from schemas.records import ImageRecord, PairRecord
+from tasks import storage
+from tasks.sources import read_uri
+
+THUMB = 160
+
+
+def artifact_key(text: str) -> str:
+    """Prefect artifact keys: lowercase letters, digits and dashes."""
+    return "".join(c if c.isascii() and c.isalnum() else "-" for c in text.lower()).strip("-")[:100]
+
+
+def counts_table(title: str, rows: dict[str, object], key: str) -> None:
+    create_table_artifact([{"count": k, "value": v} for k, v in rows.items()], key=artifact_key(key), description=title)
+
+
+def thumbnail(rec: ImageRecord) -> str:
+    """A small JPEG of a catalogued image, inline as a data URI."""
+    im = decode_image(read_uri(rec.uri), max_pixels=10**9, min_side=1).image
+    im.thumbnail((THUMB, THUMB), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def pair_report(pairs: list[PairRecord], catalog: dict[str, ImageRecord], title: str, key: str, n: int = 12,
+                seed: int = 0) -> None:
+    """Sampled pairs: source and target thumbnails side by side, instruction, scores, lineage."""
+    if not pairs:
+        create_markdown_artifact(f"## {title}\n\nNo pairs.", key=artifact_key(key), description=title)
+        return
+    rng = np.random.default_rng(seed)
+    pick = sorted(rng.choice(len(pairs), min(n, len(pairs)), replace=False).tolist())
+    lines = [f"## {title}", "", f"{len(pick)} of {len(pairs)} pairs, sampled with seed {seed}.", "",
+             "| source | target | instruction | scores | made by |", "|---|---|---|---|---|"]
+    for i in pick:
+        p = pairs[i]
+        src, tgt = catalog[p.source_id], catalog[p.target_id]
+        scores = ", ".join(f"{k} {v:.3f}" for k, v in p.scores.items())
+        gens = ", ".join(g.name for g in p.lineage.generators)
+        instruction = (p.instruction or "*(none: not packed)*").replace("|", "\\|")
+        lines.append(f"| ![source]({thumbnail(src)}) | ![target]({thumbnail(tgt)}) | {instruction} | {scores} | {gens} |")
+    create_markdown_artifact("\n".join(lines), key=artifact_key(key), description=title)
+
+
+def band_histogram(pairs_dir: str, band: tuple[float, float], title: str, key: str, bins: int = 20) -> None:
+    """Histogram of the stored in-band edge scores, as a text bar chart (the edges are what the band kept)."""
+    edges = storage.read_parquet(storage.join(pairs_dir, "edges.parquet"))
+    scores = np.asarray(edges.column("score").to_numpy(zero_copy_only=False), np.float64) if len(edges) else np.zeros(0)
+    lo, hi = band
+    counts, cuts = np.histogram(scores, bins=bins, range=(lo, hi))
+    top = max(1, counts.max(initial=0))
+    rows = [f"{cuts[i]:.3f}-{cuts[i + 1]:.3f} | {'#' * int(round(40 * c / top)):<40} {c}" for i, c in enumerate(counts)]
+    md = (f"## {title}\n\n{len(scores)} edges with {lo} <= cosine <= {hi}\n\n```\n" + "\n".join(rows) + "\n```")
+    create_markdown_artifact(md, key=artifact_key(key), description=title)
+
+
+def training_summary(metrics: list[dict], title: str, key: str) -> None:
+    keep = ("step", "loss", "l_ref", "l_tar", "lr", "samples_per_s", "tokens_per_s", "gpu_mem_gb")
+    table = [{k: (round(m[k], 5) if isinstance(m.get(k), float) else m.get(k)) for k in keep if k in m}
+             for m in metrics]
+    create_table_artifact(table, key=artifact_key(key), description=title)
