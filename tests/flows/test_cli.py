@@ -1,10 +1,25 @@
+import os
 import shutil
+import subprocess
+import sys
+from types import SimpleNamespace
 
 from typer.testing import CliRunner
 
 from flows.cli import app
 
 runner = CliRunner()
+
+
+def run_cli(args: list[str], env: dict | None = None) -> SimpleNamespace:
+    """The real command in a subprocess, talking to the session's Prefect server (flows log to the console,
+    which an in-process runner would close under them)."""
+    from prefect.settings import PREFECT_API_URL
+
+    full_env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value() or "", **(env or {})}
+    p = subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, env=full_env,
+                       timeout=600)
+    return SimpleNamespace(exit_code=p.returncode, output=p.stdout + p.stderr)
 
 
 def test_ingest_lists_every_bad_file_with_its_reason(demo_corpus, tmp_path):
@@ -33,7 +48,7 @@ def test_missing_source_is_a_clear_error(tmp_path):
 
 
 def test_demo_end_to_end_then_verify_and_export(tmp_path, prefect_results):
-    res = runner.invoke(app, ["demo", "--out", str(tmp_path / "out"), "--no-train"])
+    res = run_cli(["demo", "--out", str(tmp_path / "out"), "--no-train"])
     assert res.exit_code == 0, res.output
     shard_uri = str(tmp_path / "out" / "root" / "shards" / "demo-general_editing")
     assert "reconciled" in res.output and "shard set:" in res.output
@@ -67,7 +82,7 @@ def test_mine_then_train_classifier_from_labels(demo_corpus, tmp_path, prefect_r
     corpus, gt = demo_corpus
     root = str(tmp_path / "root")
     assert runner.invoke(app, ["ingest", str(corpus / "photos"), "--root", root]).exit_code == 0
-    res = runner.invoke(app, ["mine", "--root", root], env={"ACEFORGE_MODELS": str(tmp_path / "models")})
+    res = run_cli(["mine", "--root", root], env={"ACEFORGE_MODELS": str(tmp_path / "models")})
     assert res.exit_code == 0, res.output
     assert "preset general_editing" in res.output and "pairs stay in pairs/, unpacked" in res.output
     ids = {r.uri.split("/photos/")[1]: r.id for r in load_catalog(root)}
