@@ -137,7 +137,7 @@ def _print_flow_mining(summary: dict) -> None:
 def mine(source: Optional[str] = typer.Argument(None, help="ingest this first (else use <root>/catalog)"),
          root: Optional[str] = typer.Option(None, help="output root"),
          config: Optional[Path] = ConfigOpt) -> None:
-    """The mining flow: [ingest ->] embed -> cluster -> mine pairs -> instructions -> shards."""
+    """The mining flow: (ingest ->) embed -> cluster -> mine pairs -> instructions -> shards."""
     import yaml as _yaml
 
     from flows.pipelines import mine_flow
@@ -253,6 +253,65 @@ def infer(image: Path = typer.Option(..., help="the edit image"),
     out_path.parent.mkdir(parents=True, exist_ok=True)
     result.save(out_path)
     out.print(f"wrote {out_path} ({result.width}x{result.height})")
+
+
+@app.command()
+def server(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(4200),
+           database_url: Optional[str] = typer.Option(None, help="e.g. postgresql+asyncpg://user:pw@host/db; "
+                                                                  "default SQLite under PREFECT_HOME")) -> None:
+    """Start a local Prefect server with the UI (http://HOST:PORT); point runs at it with PREFECT_API_URL."""
+    from flows.deploy import run_server
+
+    out.print(f"Prefect UI and API on http://{host}:{port} (export PREFECT_API_URL=http://{host}:{port}/api)")
+    raise typer.Exit(run_server(host, port, database_url))
+
+
+@app.command()
+def deploy(source: Optional[str] = typer.Option(None, help="what the scheduled mining deployment ingests"),
+           root: Optional[str] = typer.Option(None, help="output root of both deployments"),
+           config: Optional[Path] = ConfigOpt,
+           schedule: bool = typer.Option(False, help="activate the mining cron schedule (paused by default)"),
+           worker: bool = typer.Option(False, help="register prefect.yaml's deployments and start a process "
+                                                    "worker instead of serving from this process")) -> None:
+    """Register the mining (cron) and training (triggered by aceforge.shards.landed) deployments and serve them."""
+    import subprocess
+    import sys
+
+    import yaml as _yaml
+
+    cfg = _config(config, root=root)
+    if worker:
+        prefect = str(Path(sys.executable).with_name("prefect"))
+        subprocess.check_call([prefect, "work-pool", "create", "aceforge-local", "--type", "process",
+                               "--overwrite"])
+        subprocess.check_call([prefect, "--no-prompt", "deploy", "--all"])
+        raise typer.Exit(subprocess.call([prefect, "worker", "start", "--pool", "aceforge-local"]))
+    from flows.deploy import serve
+
+    out.print("serving aceforge-mine/mine (schedule " + ("active" if schedule else "paused") +
+              ") and aceforge-train/train (trigger: aceforge.shards.landed); Ctrl-C stops")
+    serve(source, cfg.root, _yaml.safe_load(config.read_text()) if config else None, schedule)
+
+
+@app.command()
+def status(limit: int = typer.Option(10, help="how many runs")) -> None:
+    """The latest flow runs: state, task runs by state, parameters."""
+    import asyncio
+
+    from flows.deploy import latest_runs
+
+    try:
+        runs = asyncio.run(latest_runs(limit))
+    except Exception as e:  # no server reachable, or an API error: say so plainly
+        out.print(f"[red]cannot read runs:[/red] {type(e).__name__}: {e} (is PREFECT_API_URL set to a running server?)")
+        raise typer.Exit(1) from None
+    t = Table(title="latest flow runs")
+    for c in ("flow", "run", "state", "started", "task runs", "parameters"):
+        t.add_column(c)
+    for r in runs:
+        params = {k: v for k, v in r["parameters"].items() if k in ("source", "shard_uri", "root", "out")}
+        t.add_row(r["flow"], r["run"], r["state"], r["start"], str(r["tasks"]), str(params))
+    out.print(t)
 
 
 @app.command("config")
