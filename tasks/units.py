@@ -123,6 +123,9 @@ def _mining_inputs(emb_uri: str, mc: MiningConfig, models_dir: str):
 def mine_batch_unit(root: str, emb_uri: str, cl_uri: str, preset_name: str, k: int, mining: dict,
                     models_dir: str) -> dict:
     mc, preset = MiningConfig(**mining), get_preset(preset_name)
+    done = storage.read_marker(batch_uri(root, preset, k))
+    if done is not None:  # complete: not even the embeddings are loaded again
+        return done["counts"]
     ids, x, marker, classifier, gen = _mining_inputs(emb_uri, mc, models_dir)
     check_inputs(preset, gen, classifier, "image")
     assignments = load_assignments(cl_uri)

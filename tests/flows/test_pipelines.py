@@ -1,0 +1,92 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import tasks.units as units
+from flows.pipelines import mine_flow
+from tasks import storage
+from tasks.ingest import ingest
+from tasks.shards import read_manifest
+
+REPO = Path(__file__).resolve().parents[2]
+MINING = {"mining": {"k": 3, "clusters_per_batch": 1}, "shards": {"maxcount": 8}}
+
+
+@pytest.fixture
+def ingested(demo_corpus, tmp_path):
+    corpus, _ = demo_corpus
+    root = str(tmp_path / "root")
+    ingest(str(corpus), root)
+    return corpus, root
+
+
+def test_a_failed_unit_is_the_only_one_a_rerun_executes(ingested, tmp_path, monkeypatch, prefect_results):
+    _, root = ingested
+    counter = tmp_path / "executions.txt"
+    broken = tmp_path / "batch-1-broken"
+    broken.touch()
+    real = units.mine_batch
+
+    def counted(ids, x, assignments, clusters, out, *a, **kw):
+        k = int(out.rstrip("/").rsplit("-", 1)[1])
+        with counter.open("a") as f:
+            f.write(f"{k}\n")
+        if k == 1 and broken.exists():
+            raise RuntimeError("batch 1 is broken")
+        return real(ids, x, assignments, clusters, out, *a, **kw)
+
+    monkeypatch.setattr(units, "mine_batch", counted)
+    monkeypatch.setattr(units, "mine_batch_unit", units.mine_batch_unit.with_options(retry_delay_seconds=0))
+    with pytest.raises(RuntimeError, match="batch 1 is broken"):
+        mine_flow(root=root, config=MINING)
+    first = counter.read_text().split()
+    assert sorted(set(first)) == ["0", "1", "2"] and first.count("1") == 3  # one try + two retries
+    broken.unlink()
+    counter.write_text("")
+    result = mine_flow(root=root, config=MINING)
+    assert counter.read_text().split() == ["1"]  # batches 0 and 2 were not executed again
+    assert result["general_editing"]["mined"]["clusters"] == 3
+    counter.write_text("")
+    mine_flow(root=root, config=MINING)
+    assert counter.read_text() == ""  # everything complete: nothing executes
+
+
+_RUN = """
+import sys
+sys.path.insert(0, {repo!r})
+from flows.pipelines import mine_flow
+mine_flow(source={source!r}, root={root!r}, config={config!r}, writer={{"kind": "demo", "corpus": {source!r}}})
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_to_the_same_shards(demo_corpus, tmp_path, prefect_results):
+    from prefect.settings import PREFECT_API_URL
+
+    corpus, _ = demo_corpus
+    killed_root, clean_root = str(tmp_path / "killed"), str(tmp_path / "clean")
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    code = _RUN.format(repo=str(REPO), source=str(corpus), root=killed_root, config=MINING)
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first_batch = Path(killed_root, "pairs", "general_editing", "batches", "batch-00000", storage.MARKER)
+    end = time.time() + 240
+    while time.time() < end and not first_batch.exists() and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # mid-mining: embeddings done, shards not yet written
+    proc.wait()
+    assert first_batch.exists(), "the run ended before it reached mining"
+    assert storage.read_marker(storage.join(killed_root, "shards", "mined-general_editing")) is None
+    resumed = mine_flow(source=str(corpus), root=killed_root, config=MINING,
+                        writer={"kind": "demo", "corpus": str(corpus)})
+    clean = mine_flow(source=str(corpus), root=clean_root, config=MINING,
+                      writer={"kind": "demo", "corpus": str(corpus)})
+    a = read_manifest(resumed["general_editing"]["shards"]["uri"])
+    b = read_manifest(clean["general_editing"]["shards"]["uri"])
+    assert [(r.shard, r.samples, r.sha256) for r in a] == [(r.shard, r.samples, r.sha256) for r in b]
+    assert sum(r.samples for r in a) > 0
