@@ -43,8 +43,13 @@ def pair_report(pairs: list[PairRecord], catalog: dict[str, ImageRecord], title:
         create_markdown_artifact(f"## {title}\n\nNo pairs.", key=artifact_key(key), description=title)
         return
     rng = np.random.default_rng(seed)
-    pick = sorted(rng.choice(len(pairs), min(n, len(pairs)), replace=False).tolist())
-    lines = [f"## {title}", "", f"{len(pick)} of {len(pairs)} pairs, sampled with seed {seed}.", "",
+    with_ins = [i for i, p in enumerate(pairs) if p.instruction]
+    without = [i for i, p in enumerate(pairs) if not p.instruction]
+    take = min(len(with_ins), max(n - len(without), (n + 1) // 2))  # packed pairs first, then the others
+    pick = sorted(rng.choice(with_ins, take, replace=False).tolist()
+                  + rng.choice(without, min(len(without), n - take), replace=False).tolist())
+    lines = [f"## {title}", "", f"{len(pick)} of {len(pairs)} pairs ({len(with_ins)} with an instruction, packed), "
+             f"sampled with seed {seed}.", "",
              "| source | target | instruction | scores | made by |", "|---|---|---|---|---|"]
     for i in pick:
         p = pairs[i]

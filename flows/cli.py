@@ -305,13 +305,11 @@ def status(limit: int = typer.Option(10, help="how many runs")) -> None:
     except Exception as e:  # no server reachable, or an API error: say so plainly
         out.print(f"[red]cannot read runs:[/red] {type(e).__name__}: {e} (is PREFECT_API_URL set to a running server?)")
         raise typer.Exit(1) from None
-    t = Table(title="latest flow runs")
-    for c in ("flow", "run", "state", "started", "task runs", "parameters"):
-        t.add_column(c)
-    for r in runs:
-        params = {k: v for k, v in r["parameters"].items() if k in ("source", "shard_uri", "root", "out")}
-        t.add_row(r["flow"], r["run"], r["state"], r["start"], str(r["tasks"]), str(params))
-    out.print(t)
+    for r in runs:  # one line per run: the parameters that say what it worked on
+        params = " ".join(f"{k}={v}" for k, v in r["parameters"].items()
+                          if k in ("source", "shard_uri", "root", "out") and v)
+        tasks = ", ".join(f"{n} {s.lower()}" for s, n in sorted(r["tasks"].items())) or "no task runs"
+        out.print(f"{r['start']}  {r['flow']:<18} {r['run']:<24} {r['state']:<10} tasks: {tasks}  {params}")
 
 
 @app.command("config")
