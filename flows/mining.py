@@ -1,7 +1,6 @@
-"""The mining job over an ingested catalog: embed -> cluster -> mine pairs per preset -> instructions -> pack.
-
-Every stage writes under <root> with a completion marker and is skipped when its marker exists, so a
-re-run continues where the last one stopped.
+"""The mining stages called directly in one process, without Prefect or Ray: embed -> cluster -> mine
+pairs per preset -> instructions -> pack. The same stage functions the flows' tasks call, with the same
+markers; the baseline of bench/orchestration_overhead.py, and handy in a notebook.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from pathlib import Path
 
 from flows.progress import progress_bar
 from mining.embedders import make_embedder
-from mining.instructions import ChatInstructionWriter, InstructionWriter
+from mining.instructions import InstructionWriter
 from mining.pair_classifier import PairClassifier
 from mining.presets import preset as get_preset
 from schemas.config import RunConfig
@@ -33,16 +32,6 @@ class MiningResult:
     mined: dict[str, MineReport] = field(default_factory=dict)
     instructions: dict[str, dict[str, int]] = field(default_factory=dict)
     shards: dict[str, ShardSetReport] = field(default_factory=dict)
-
-
-def configured_writer(cfg: RunConfig) -> InstructionWriter | None:
-    ic = cfg.mining.instructions
-    if ic.backend == "none":
-        return None
-    if not ic.model:
-        raise ValueError("mining.instructions.model must name the model the chat endpoint serves")
-    return ChatInstructionWriter(ic.base_url, ic.model, storage.join(cfg.root, "cache", "instructions"),
-                                 api_key_env=ic.api_key_env, timeout_s=ic.timeout_s, retries=ic.retries)
 
 
 def run_mining(cfg: RunConfig, writer: InstructionWriter | None = None, shard_prefix: str = "mined") -> MiningResult:
