@@ -58,8 +58,8 @@ def test_shards_landed_event_creates_a_training_run_with_the_shard_uri(tmp_path)
         procs.append(subprocess.Popen([sys.executable, "-c", serve], env=env, cwd=REPO, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL, start_new_session=True))
         deployment = _wait(lambda: _api(api, "/deployments/name/aceforge-train/train"), 120, "the deployment")
-        automations = _api(api, "/automations/filter", {})
-        assert any("train-when-shards-land" in a["name"] for a in automations)
+        _wait(lambda: any("train-when-shards-land" in a["name"] for a in _api(api, "/automations/filter", {})),
+              60, "the trigger's automation")  # registered just after the deployment
         shard_uri = str(tmp_path / "root" / "shards" / "demo-general_editing")
         emit = ("from prefect.events import emit_event; emit_event('aceforge.shards.landed', "
                 "resource={'prefect.resource.id': 'aceforge.shards.test'}, payload={'shard_uri': %r, "
