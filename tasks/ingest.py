@@ -129,6 +129,16 @@ def _existing(cat: str, fingerprint: dict, force: bool) -> IngestReport | None:
     return IngestReport(cat, c["seen"], c["accepted"], c["duplicates"], c["quarantined"], skipped_existing=True)
 
 
+def existing_catalog(source: str, root: str, cfg: IngestConfig) -> IngestReport | None:
+    """The report of a complete catalog of this source and config; None when there is none; an error when
+    the catalog there is of another source or config."""
+    return _existing(catalog_uri(root), {"source": source, "config": config_hash(cfg)}, force=False)
+
+
+def existing_partitions(root: str) -> int:
+    return len(_plan(root)["partitions"])
+
+
 def plan_ingest(source: str, root: str, cfg: IngestConfig, force: bool = False) -> int:
     """List the source and cut it into partitions (the units of work); returns their number.
     The plan is stored in <root>/catalog/plan.json so every partition reads its own share by index."""
@@ -217,7 +227,7 @@ def ingest(source: str, root: str, cfg: IngestConfig | None = None, *, force: bo
     """Ingest `source` into `<root>/catalog`, every partition in this process. A complete catalog of the
     same source and config is a no-op."""
     cfg = cfg or IngestConfig()
-    done = _existing(catalog_uri(root), {"source": source, "config": config_hash(cfg)}, force)
+    done = None if force else existing_catalog(source, root, cfg)
     if done is not None:
         return done
     n = plan_ingest(source, root, cfg, force)

@@ -24,7 +24,8 @@ from tasks.cache import gated
 from tasks.cluster import cluster_embeddings, clusters_uri, load_assignments
 from tasks.embed import (embeddings_uri, finalize_embeddings, load_embeddings, part_name, partition_exists,
                          partition_plan, write_partition)
-from tasks.ingest import finalize_ingest, ingest_partition, load_catalog, plan_ingest
+from tasks.ingest import (existing_catalog, existing_partitions, finalize_ingest, ingest_partition, load_catalog,
+                          plan_ingest)
 from tasks.instruct import instruct_pairs, load_instructed, pair_samples
 from tasks.mine_pairs import (batch_uri, check_inputs, cluster_batches, load_pairs, merge_batches, mine_batch,
                               pairs_uri, resolve_band)
@@ -33,14 +34,21 @@ from tasks.shards import write_shard_set
 UNIT = dict(retries=2, retry_delay_seconds=[2, 10], persist_result=True)
 
 
+SHARDS_LANDED = "aceforge.shards.landed"
+
+
 def _marker(uri: str) -> str:
     return storage.join(uri, storage.MARKER)
-SHARDS_LANDED = "aceforge.shards.landed"
 
 
 @task(name="ingest-plan", cache_policy=gated(lambda i: [storage.join(i["root"], "catalog", "plan.json")]), **UNIT)
 def plan_ingest_unit(source: str, root: str, ingest: dict) -> int:
-    return plan_ingest(source, root, IngestConfig(**ingest))
+    """The number of partitions; a complete catalog of this source and config is not listed again, and a
+    catalog of another source is refused (as `aceforge ingest` does without --force)."""
+    cfg = IngestConfig(**ingest)
+    if existing_catalog(source, root, cfg) is not None:
+        return existing_partitions(root)
+    return plan_ingest(source, root, cfg)
 
 
 @task(name="ingest-partition", task_run_name="ingest-partition-{k}", **UNIT,
@@ -52,6 +60,9 @@ def ingest_partition_unit(root: str, k: int, ingest: dict) -> int:
 
 @task(name="ingest-finalize", cache_policy=gated(lambda i: [_marker(storage.join(i["root"], "catalog"))]), **UNIT)
 def finalize_ingest_unit(root: str, n: int) -> dict:
+    marker = storage.read_marker(storage.join(root, "catalog"))
+    if marker is not None:
+        return marker["counts"]
     return finalize_ingest(root, n).to_dict()
 
 

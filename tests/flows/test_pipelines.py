@@ -90,3 +90,10 @@ def test_a_killed_run_resumes_to_the_same_shards(demo_corpus, tmp_path, prefect_
     b = read_manifest(clean["general_editing"]["shards"]["uri"])
     assert [(r.shard, r.samples, r.sha256) for r in a] == [(r.shard, r.samples, r.sha256) for r in b]
     assert sum(r.samples for r in a) > 0
+
+
+def test_flow_parameters_are_validated_by_the_config_models(tmp_path, prefect_results):
+    from schemas.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown key 'mining.kk'.*clusters_per_batch"):
+        mine_flow(root=str(tmp_path / "root"), config={"mining": {"kk": 1}})
