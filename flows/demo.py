@@ -16,7 +16,7 @@ from flows.artifacts import counts_table
 from flows.pipelines import mine_flow, run_config, train_flow
 from schemas.config import DemoConfig, ShardConfig, TrainConfig
 from tasks import storage
-from tasks.demo_corpus import build_demo_corpus, load_ground_truth
+from tasks.demo_corpus import build_demo_corpus, family_member_ids
 from tasks.ingest import load_catalog
 
 DEMO_SHARD_PREFIX = "demo"
@@ -35,15 +35,8 @@ class FamilyRecovery:
 
 def _family_ids(corpus: Path, root: str) -> dict[str, str]:
     """catalog id -> family name, for every family member that was accepted."""
-    gt = load_ground_truth(corpus)
-    by_path = {str(Path(r.uri).resolve()): r.id for r in load_catalog(root)}
-    out = {}
-    for fam, members in gt["families"].items():
-        for m in members:
-            rid = by_path.get(str((corpus / m["file"]).resolve()))
-            if rid:
-                out[rid] = fam
-    return out
+    return {rid: fam for fam, members in family_member_ids(corpus, load_catalog(root)).items()
+            for _, rid in members if rid}
 
 
 def family_recovery(corpus: Path, root: str, preset: str) -> FamilyRecovery:

@@ -99,7 +99,7 @@ def mine_flow(source: str | None = None, root: str | None = None, config: dict[s
     emb_uri, cl_uri = embed_stage(cfg)
     if writer is None and cfg.mining.instructions.backend == "chat":
         writer = {"kind": "chat", **cfg.mining.instructions.model_dump(exclude={"backend"})}
-    catalog = {r.id: r for r in load_catalog(cfg.root)}
+    catalog = {r.id: r for r in load_catalog(cfg.root)} if writer is not None else {}
     for name in cfg.mining.presets:
         summary[name] = {"mined": mine_stage(cfg, emb_uri, cl_uri, name)}
         if writer is None:

@@ -27,10 +27,7 @@ class BandEdges:
 def _block_sims(x: np.ndarray, a: int, b: int, c: int, d: int, device: str | None):
     if device is None:
         return x[a:b] @ x[c:d].T
-    import torch
-
-    t = x  # a torch tensor already on the device, fp16/bf16
-    return (t[a:b] @ t[c:d].T).float().cpu().numpy()
+    return (x[a:b] @ x[c:d].T).float().cpu().numpy()  # x: a torch tensor on the device, fp16/bf16
 
 
 def band_edges(x: np.ndarray, lo: float, hi: float, block: int = 4096, device: str | None = None,

@@ -14,11 +14,6 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from tasks import storage
 
 
-def _exists(uri: str) -> bool:
-    fs, path = storage.fs_path(uri)
-    return fs.exists(path)
-
-
 @dataclass
 class OutputsExist(CachePolicy):
     outputs: Callable[[dict[str, Any]], list[str]] = field(default=lambda inputs: [])
@@ -30,7 +25,7 @@ class OutputsExist(CachePolicy):
             paths = self.outputs(inputs)
         except Exception:  # an output that cannot even be named is an output that does not exist
             return None
-        if not paths or not all(_exists(p) for p in paths):
+        if not paths or not all(storage.exists(p) for p in paths):
             return None
         return self.inner.compute_key(task_ctx=task_ctx, inputs=inputs, flow_parameters=flow_parameters, **kwargs)
 

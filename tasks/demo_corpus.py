@@ -170,6 +170,14 @@ def build_demo_corpus(out_dir: str | Path, cfg: DemoConfig | None = None) -> dic
     return gt
 
 
+def family_member_ids(corpus_dir: str | Path, catalog) -> dict[str, list[tuple[dict[str, Any], str | None]]]:
+    """Per family, each ground-truth member with its catalog id (None when ingest did not accept it)."""
+    corpus = Path(corpus_dir).resolve()
+    by_path = {str(Path(r.uri).resolve()): r.id for r in catalog}
+    return {fam: [(m, by_path.get(str(corpus / m["file"]))) for m in members]
+            for fam, members in load_ground_truth(corpus)["families"].items()}
+
+
 def load_ground_truth(corpus_dir: str | Path) -> dict[str, Any]:
     path = Path(corpus_dir) / GROUND_TRUTH
     if not path.is_file():

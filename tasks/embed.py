@@ -56,15 +56,10 @@ def write_partition(part_uri: str, ids: list[str], vecs: np.ndarray, embedder: s
     storage.atomic_write_parquet(part_uri, table.replace_schema_metadata(meta))
 
 
-def partition_exists(part_uri: str) -> bool:
-    fs, path = storage.fs_path(part_uri)
-    return fs.exists(path)
-
-
 def embed_partition(records: list[ImageRecord], part_uri: str, embedder: ImageEmbedder,
                     ingest_cfg: IngestConfig) -> int:
     """One unit of work: decode, embed, write the partition (skipped when it already exists)."""
-    if partition_exists(part_uri):
+    if storage.exists(part_uri):
         return 0
     embedder.setup()
     ids, images, skipped = decode_records(records, ingest_cfg.max_pixels)
@@ -83,7 +78,7 @@ def finalize_embeddings(out: str, n_parts: int, images: int, band: tuple[float, 
     first = None
     for p in range(n_parts):
         uri = storage.join(out, part_name(p))
-        if not partition_exists(uri):
+        if not storage.exists(uri):
             raise RuntimeError(f"embedding partition {uri} is missing: run its unit first")
         table = storage.read_parquet(uri)
         meta = table.schema.metadata or {}

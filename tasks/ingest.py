@@ -173,8 +173,7 @@ def ingest_partition(root: str, k: int, cfg: IngestConfig, progress: Callable[[i
     """One unit of work: decode partition k's inputs (in parallel processes), write its records and its
     quarantine. Skipped when both files exist; returns the number of inputs seen."""
     img_uri, bad_uri = _part_uri(root, k, "images"), _part_uri(root, k, "quarantine")
-    fs = storage.fs_path(img_uri)[0]
-    if fs.exists(storage.fs_path(img_uri)[1]) and fs.exists(storage.fs_path(bad_uri)[1]):
+    if storage.exists(img_uri) and storage.exists(bad_uri):
         return -1
     plan = _plan(root)
     units = [WorkUnit(kind, tuple(uris)) for kind, uris in plan["partitions"][k]]

@@ -15,7 +15,7 @@ import os
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 import webdataset as wds
 

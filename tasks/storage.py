@@ -36,6 +36,11 @@ def is_local(fs: fsspec.AbstractFileSystem) -> bool:
     return isinstance(fs, LocalFileSystem)
 
 
+def exists(uri: str) -> bool:
+    fs, path = fs_path(uri)
+    return fs.exists(path)
+
+
 def tmp_name(path: str) -> str:
     return f"{path}{TMP_TAG}{uuid.uuid4().hex[:8]}"
 

@@ -22,8 +22,7 @@ from schemas.records import Generator
 from tasks import storage
 from tasks.cache import gated
 from tasks.cluster import cluster_embeddings, clusters_uri, load_assignments
-from tasks.embed import (embeddings_uri, finalize_embeddings, load_embeddings, part_name, partition_exists,
-                         partition_plan, write_partition)
+from tasks.embed import embeddings_uri, finalize_embeddings, load_embeddings, part_name, partition_plan, write_partition
 from tasks.ingest import (existing_catalog, existing_partitions, finalize_ingest, ingest_partition, load_catalog,
                           plan_ingest)
 from tasks.instruct import instruct_pairs, load_instructed, pair_samples
@@ -98,7 +97,7 @@ def embed_partition_unit(root: str, k: int, mining: dict, models_dir: str, inges
     mc, ic = MiningConfig(**mining), IngestConfig(**ingest)
     out = embedder_uri(root, mc.embedder, models_dir)
     part_uri = storage.join(out, part_name(k))
-    if partition_exists(part_uri):
+    if storage.exists(part_uri):
         return 0
     records = partition_plan(load_catalog(root), mc.partition_size)[k]
     pool = _pool(mc.embedder, models_dir, ic.max_pixels, actors)
@@ -156,16 +155,12 @@ def merge_pairs_unit(root: str, emb_uri: str, preset_name: str, n: int, mining: 
 
 def demo_known_writer(corpus_dir: str, root: str) -> KnownTransformWriter:
     """Instructions of the demo corpus' known transformations, keyed by catalog ids."""
-    from tasks.demo_corpus import load_ground_truth
+    from tasks.demo_corpus import family_member_ids
 
-    corpus = Path(corpus_dir).resolve()
-    gt = load_ground_truth(corpus)
-    by_path = {str(Path(r.uri).resolve()): r.id for r in load_catalog(root)}
     known = {}
-    for members in gt["families"].values():
-        base = by_path.get(str(corpus / members[0]["file"]))
-        for m in members[1:]:
-            var = by_path.get(str(corpus / m["file"]))
+    for members in family_member_ids(corpus_dir, load_catalog(root)).values():
+        (_, base), *variants = members
+        for m, var in variants:
             if base and var and m["instruction"]:
                 known[(base, var)] = m["instruction"]
     return KnownTransformWriter(known)
