@@ -74,3 +74,17 @@ def prefect_results(tmp_path, monkeypatch, prefect_harness):
 
     with temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: str(tmp_path / "prefect-results")}):
         yield tmp_path / "prefect-results"
+
+
+@pytest.fixture(scope="session")
+def embedded(demo_corpus, tmp_path_factory):
+    """The demo corpus ingested and embedded with the offline embedder, partitions of 40."""
+    from mining.embedders import OfflineEmbedder
+    from tasks.embed import embed_catalog
+    from tasks.ingest import ingest, load_catalog
+
+    corpus, _ = demo_corpus
+    root = str(tmp_path_factory.mktemp("mine") / "root")
+    ingest(str(corpus), root)
+    emb_uri = embed_catalog(load_catalog(root), root, OfflineEmbedder(), partition_size=40)
+    return root, emb_uri

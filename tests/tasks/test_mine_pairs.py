@@ -9,18 +9,10 @@ from schemas.config import MiningConfig
 from schemas.records import Generator
 from tasks import storage
 from tasks.cluster import cluster_embeddings, load_assignments
-from tasks.embed import embed_catalog, load_embeddings
-from tasks.ingest import ingest, load_catalog
+from tasks.embed import load_embeddings
 from tasks.mine_pairs import load_pairs, mine_pairs
 
 
-@pytest.fixture(scope="module")
-def embedded(demo_corpus, tmp_path_factory):
-    corpus, _ = demo_corpus
-    root = str(tmp_path_factory.mktemp("mine") / "root")
-    ingest(str(corpus), root)
-    emb_uri = embed_catalog(load_catalog(root), root, OfflineEmbedder(), partition_size=40)
-    return root, emb_uri
 
 
 def _run(root, emb_uri, cfg, classifier=None, name="general_editing"):
@@ -30,13 +22,6 @@ def _run(root, emb_uri, cfg, classifier=None, name="general_editing"):
                       Generator(name=marker["embedder"], version=marker["version"]), tuple(marker["band"]),
                       classifier or PairClassifier(None))
 
-
-def test_embeddings_are_partitioned_float16_with_their_embedder(embedded):
-    root, emb_uri = embedded
-    ids, x, marker = load_embeddings(emb_uri)
-    assert marker["embedder"] == "offline-dct-hist" and marker["partitions"] == 3 and len(ids) == 97
-    assert np.allclose(np.linalg.norm(x, axis=1), 1, atol=1e-3)
-    assert embed_catalog(load_catalog(root), root, OfflineEmbedder()) == emb_uri  # complete: a no-op
 
 
 def test_pairs_are_in_band_deterministic_and_record_their_lineage(embedded, tmp_path):

@@ -1,0 +1,18 @@
+from mining.face import face_model_paths
+from mining.model_registry import model_status
+from schemas.config import MiningConfig, RunConfig
+
+
+def test_presence_follows_the_files(tmp_path):
+    cfg = RunConfig(models_dir=str(tmp_path))
+    before = {m.name: m for m in model_status(cfg)}
+    assert not any(m.present for m in before.values())
+    assert "pass-through" in before["pair classifier"].fallback
+    for p in face_model_paths(tmp_path):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("x")
+    after = {m.name: m.present for m in model_status(cfg)}
+    assert after["ArcFace-compatible face model"] and not after["ViT-B-16-SigLIP (open_clip)"]
+    named = RunConfig(models_dir=str(tmp_path), mining=MiningConfig(pair_classifier="pc/general.safetensors"))
+    cls = next(m for m in model_status(named) if m.name == "pair classifier")
+    assert cls.files == (tmp_path / "pc" / "general.safetensors",) and not cls.present

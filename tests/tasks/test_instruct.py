@@ -1,0 +1,26 @@
+from mining.instructions import KnownTransformWriter
+from schemas.config import MiningConfig
+from tasks.ingest import load_catalog
+from tasks.instruct import instruct_pairs, load_instructed, pair_samples
+from tests.tasks.test_mine_pairs import _run
+from tasks.mine_pairs import load_pairs
+
+
+def test_pairs_are_oriented_by_their_instruction_and_only_instructed_ones_become_samples(embedded, tmp_path):
+    root, emb_uri = embedded
+    rep = _run(str(tmp_path / "r"), emb_uri, MiningConfig(k=1))
+    pairs = load_pairs(rep.uri)
+    a, b = pairs[0], pairs[1]
+    writer = KnownTransformWriter({(a.source_id, a.target_id): "Mirror {image}.",
+                                   (b.target_id, b.source_id): "Brighten {image}."})
+    catalog = {r.id: r for r in load_catalog(root)}
+    uri, counts = instruct_pairs(pairs, writer, catalog, rep.uri)
+    assert counts == {"with_instruction": 2, "without_instruction": len(pairs) - 2}
+    done = {p.pair_id: p for p in load_instructed(uri)}
+    assert (done[a.pair_id].source_id, done[a.pair_id].instruction) == (a.source_id, "Mirror {image}.")
+    assert (done[b.pair_id].source_id, done[b.pair_id].target_id) == (b.target_id, b.source_id)  # swapped
+    assert done[b.pair_id].lineage.generators[-1].name == "known-transform"
+    samples = list(pair_samples(list(done.values()), catalog))
+    assert sorted(s.instruction for s in samples) == ["Brighten {image}.", "Mirror {image}."]
+    s = next(x for x in samples if x.instruction == "Mirror {image}.")
+    assert s.lineage.source_ids == [a.source_id, a.target_id] and s.task == "general_editing"

@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from schemas.config import ShardConfig, TrainConfig
+from tasks.shards import shard_uris, write_shard_set
+from tests.conftest import make_sample
+from trainer.data import iter_examples, keep_sample, tokens_of
+
+
+@pytest.fixture
+def urls(tmp_path):
+    rng = np.random.default_rng(0)
+    tasks = ["general_editing", "reference_generation", "inpainting"]
+    samples = [make_sample(i, rng, task=tasks[i % 3], with_mask=i % 3 == 2) for i in range(9)]
+    write_shard_set(samples, str(tmp_path / "set"), ShardConfig(maxcount=3))
+    return shard_uris(str(tmp_path / "set"))
+
+
+def _keys(it, n):
+    return [next(it).key for _ in range(n)]
+
+
+def test_stage_one_takes_zero_ref_tasks_and_resume_skips_exactly(urls):
+    cfg = TrainConfig(stage=1, max_tokens=24)
+    first = _keys(iter_examples(urls, cfg), 8)
+    assert all(int(k[-4:]) % 3 != 1 for k in first)  # no reference_generation sample
+    assert len(set(first[:6])) == 6 and first[6:] == first[:2]  # 6 of 9 kept, then the next epoch
+    assert _keys(iter_examples(urls, cfg, start=3), 5) == first[3:8]
+    ex = next(iter_examples(urls, cfg))
+    assert 0 < tokens_of(ex) <= 24
+
+
+def test_workers_split_the_data_without_overlap(urls):
+    cfg = TrainConfig(stage=2, max_tokens=24)
+    whole = set(_keys(iter_examples(urls, cfg), 9))
+    # 3 shards, 2 workers: split by shard (rank 0 gets shards 0 and 2, rank 1 shard 1)
+    parts = [set(_keys(iter_examples(urls, cfg, rank=r, world=2), 3 if r else 6)) for r in (0, 1)]
+    assert not parts[0] & parts[1] and parts[0] | parts[1] == whole
+
+
+def test_stage_two_weights():
+    cfg = TrainConfig(stage=2, task_weights={"inpainting": 0.0, "general_editing": 4.0})
+    keys = [f"k{i}" for i in range(2000)]
+    assert not any(keep_sample("inpainting", k, cfg, 0) for k in keys)
+    assert all(keep_sample("general_editing", k, cfg, 0) for k in keys)
+    kept = sum(keep_sample("layer_fusion", k, cfg, 0) for k in keys) / len(keys)  # weight 1 of 4
+    assert 0.2 < kept < 0.3
+    assert not keep_sample("reference_generation", "k", TrainConfig(stage=1), 0)
+
+
+def test_fewer_shards_than_workers_split_by_sample(urls):
+    cfg = TrainConfig(stage=2, max_tokens=24)
+    one = urls[:1]  # 3 samples, 2 workers
+    whole = _keys(iter_examples(one, cfg), 3)
+    r0, r1 = _keys(iter_examples(one, cfg, 0, 2), 2), _keys(iter_examples(one, cfg, 1, 2), 1)
+    assert r0 == [whole[0], whole[2]] and r1 == [whole[1]]
