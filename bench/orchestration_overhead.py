@@ -24,7 +24,7 @@ settings.apply()
 
 
 def direct(corpus: str, root: str) -> int:
-    from flows.mining import run_mining
+    from flows.direct import run_mining
     from schemas.config import RunConfig
     from tasks.ingest import ingest
     from tasks.units import demo_known_writer

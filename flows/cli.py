@@ -268,29 +268,42 @@ def server(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(4200)
 
 @app.command()
 def deploy(source: Optional[str] = typer.Option(None, help="what the scheduled mining deployment ingests"),
-           root: Optional[str] = typer.Option(None, help="output root of both deployments"),
+           root: Optional[str] = typer.Option(None, help="output root of both deployments (made absolute)"),
            config: Optional[Path] = ConfigOpt,
-           schedule: bool = typer.Option(False, help="activate the mining cron schedule (paused by default)"),
-           worker: bool = typer.Option(False, help="register prefect.yaml's deployments and start a process "
-                                                    "worker instead of serving from this process")) -> None:
-    """Register the mining (cron) and training (triggered by aceforge.shards.landed) deployments and serve them."""
-    import subprocess
-    import sys
-
-    import yaml as _yaml
+           schedule: bool = typer.Option(False, help="activate the mining schedule (inactive by default)"),
+           cron: str = typer.Option("0 3 * * *", help="the mining schedule (UTC)"),
+           worker: bool = typer.Option(False, help="register on the process work pool and start a worker there "
+                                                    "instead of serving from this process"),
+           pool: str = typer.Option("aceforge-local", help="work pool of --worker (created if missing)")) -> None:
+    """Register the mining (cron) and training (triggered by aceforge.shards.landed) deployments and run them."""
+    from flows import deploy as dep
 
     cfg = _config(config, root=root)
+    params = yaml.safe_load(config.read_text()) if config else None
+    try:
+        dep.require_server()
+    except RuntimeError as e:
+        out.print(f"[red]deploy:[/red] {e}")
+        raise typer.Exit(2) from None
+    where = f"root {dep.absolute(cfg.root)}, source {dep.absolute(source)}, schedule '{cron}' " + \
+        ("active" if schedule else "inactive (prefect deployment schedule resume aceforge-mine/mine <id>)")
     if worker:
-        prefect = str(Path(sys.executable).with_name("prefect"))
-        subprocess.check_call([prefect, "work-pool", "create", "aceforge-local", "--type", "process",
-                               "--overwrite"])
-        subprocess.check_call([prefect, "--no-prompt", "deploy", "--all"])
-        raise typer.Exit(subprocess.call([prefect, "worker", "start", "--pool", "aceforge-local"]))
-    from flows.deploy import serve
+        dep.apply_to_pool(source, cfg.root, params, schedule, cron, pool)
+        out.print(f"registered aceforge-mine/mine and aceforge-train/train on pool {pool} ({where}); "
+                  "starting a process worker; Ctrl-C or SIGTERM stops it")
+        raise typer.Exit(dep.run_child(dep.worker_command(pool)))
+    out.print(f"serving aceforge-mine/mine and aceforge-train/train (trigger: aceforge.shards.landed) ({where}); "
+              "Ctrl-C or SIGTERM stops")
+    dep.serve(source, cfg.root, params, schedule, cron)
 
-    out.print("serving aceforge-mine/mine (schedule " + ("active" if schedule else "paused") +
-              ") and aceforge-train/train (trigger: aceforge.shards.landed); Ctrl-C stops")
-    serve(source, cfg.root, _yaml.safe_load(config.read_text()) if config else None, schedule)
+
+@app.command()
+def undeploy() -> None:
+    """Delete both deployments and the automations of their triggers."""
+    from flows.deploy import undeploy as run_undeploy
+
+    gone = run_undeploy()
+    out.print("deleted: " + (", ".join(gone) if gone else "nothing (no aceforge deployments)"))
 
 
 @app.command()

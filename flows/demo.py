@@ -18,6 +18,7 @@ from schemas.config import DemoConfig, ShardConfig, TrainConfig
 from tasks import storage
 from tasks.demo_corpus import build_demo_corpus, family_member_ids
 from tasks.ingest import load_catalog
+from tasks.units import DEMO_LANDED_RESOURCE
 
 DEMO_SHARD_PREFIX = "demo"
 # a few steps of the toy model: enough to show checkpoints, metrics and both exports
@@ -77,7 +78,7 @@ def demo_flow(out: str = "demo_out", config: dict[str, Any] | None = None, train
         fs.rm(root_path, recursive=True)
     corpus = corpus_unit(str(out_path), cfg.demo.model_dump())
     mined = mine_flow(source=corpus, root=cfg.root, config=params, writer={"kind": "demo", "corpus": corpus},
-                      shard_prefix=DEMO_SHARD_PREFIX)
+                      shard_prefix=DEMO_SHARD_PREFIX, landed_resource=DEMO_LANDED_RESOURCE)
     preset = cfg.mining.presets[0]
     rec = family_recovery(Path(corpus), cfg.root, preset)
     counts_table("demo families", {"families": rec.families, "recovered as sets": rec.recovered,

@@ -1,56 +1,171 @@
 """Deployments, a local Prefect server, and run status.
 
-`deployments(...)` builds the same two deployments prefect.yaml declares: `aceforge-mine/mine` on a cron
-schedule over a configured source (paused unless asked), and `aceforge-train/train`, triggered by every
-`aceforge.shards.landed` event with the event's shard URI as its parameter.
+`deployments(...)` builds the two deployments prefect.yaml also declares: `aceforge-mine/mine` on a cron
+schedule over a configured source (the schedule inactive unless asked: the deployment itself is never
+paused, so `prefect deployment schedule resume` turns it on), and `aceforge-train/train`, triggered by
+every `aceforge.shards.landed` event whose resource is `aceforge.shards.<name>` (the demo announces
+`aceforge.demo.shards.<name>`, which deployed training ignores), with the event's shard URI and root.
+
+Entrypoints are module paths (`flows.pipelines.mine_flow`): a file path would put `flows/` first on
+sys.path, where a module named like one of our packages would shadow it.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from prefect.deployments.runner import EntrypointType
 from prefect.events import DeploymentEventTrigger
+from prefect.schedules import Cron
 
 from flows.pipelines import mine_flow, train_flow
-from tasks.units import SHARDS_LANDED
+from tasks.units import LANDED_RESOURCE, SHARDS_LANDED
 
 MINE_CRON = "0 3 * * *"
+POOL = "aceforge-local"
+DEPLOYMENTS = ("aceforge-mine/mine", "aceforge-train/train")
 
 
-def landed_trigger(root: str | None) -> DeploymentEventTrigger:
-    params: dict[str, Any] = {"shard_uri": "{{ event.payload.shard_uri }}"}
-    if root is not None:
-        params["root"] = root
-    return DeploymentEventTrigger(name="train-when-shards-land", expect={SHARDS_LANDED}, parameters=params)
+def landed_trigger() -> DeploymentEventTrigger:
+    """Training on every landed shard set, beside its shards: the event names the root it landed under."""
+    return DeploymentEventTrigger(
+        name="train-when-shards-land", expect={SHARDS_LANDED}, match={"prefect.resource.id": f"{LANDED_RESOURCE}.*"},
+        parameters={"shard_uri": "{{ event.payload.shard_uri }}", "root": "{{ event.payload.root }}"})
+
+
+def absolute(uri: str | None) -> str | None:
+    """A local path made absolute (a worker runs flows in a temporary folder); URIs with a scheme as given."""
+    if uri is None or "://" in uri:
+        return uri
+    return str(Path(uri).expanduser().resolve())
 
 
 def deployments(source: str | None, root: str | None, config: dict | None = None, schedule_active: bool = False,
                 cron: str = MINE_CRON):
+    common: dict[str, Any] = dict(entrypoint_type=EntrypointType.MODULE_PATH)
     mine = mine_flow.to_deployment(
-        name="mine", cron=cron, paused=not schedule_active,
-        parameters={"source": source, "root": root, "config": config or {}},
-        description="Mine pairs from the configured source on a schedule", tags=["aceforge", "mining"])
+        name="mine", schedules=[Cron(cron, timezone="UTC", active=schedule_active)],
+        parameters={"source": absolute(source), "root": absolute(root), "config": config or {}},
+        description="Mine pairs from the configured source on a schedule", tags=["aceforge", "mining"], **common)
     train = train_flow.to_deployment(
-        name="train", triggers=[landed_trigger(root)], parameters={"root": root, "config": config or {}},
-        description="Fine-tune ACE++ when a shard set lands", tags=["aceforge", "training"])
+        name="train", triggers=[landed_trigger()], parameters={"root": absolute(root), "config": config or {}},
+        description="Fine-tune ACE++ when a shard set lands", tags=["aceforge", "training"], **common)
     return [mine, train]
 
 
-def serve(source: str | None, root: str | None, config: dict | None = None, schedule_active: bool = False) -> None:
-    """Register both deployments and run them from this process (blocks)."""
+def require_server() -> str:
+    """Deployments live on a server every process can reach: a temporary one would die with this process."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise RuntimeError("no Prefect server configured: start one with `aceforge server` and "
+                           "`export PREFECT_API_URL=http://127.0.0.1:4200/api`")
+    return url
+
+
+def serve(source: str | None, root: str | None, config: dict | None = None, schedule_active: bool = False,
+          cron: str = MINE_CRON) -> None:
+    """Register both deployments and run their flow runs from this process (blocks; SIGTERM stops cleanly)."""
     from prefect import serve as prefect_serve
 
-    prefect_serve(*deployments(source, root, config, schedule_active))
+    def stop(signum, frame):  # let the runner cancel and reap its flow-run processes
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    prefect_serve(*deployments(source, root, config, schedule_active, cron))
+
+
+async def _ensure_pool(client, name: str) -> None:
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        await client.read_work_pool(name)
+    except ObjectNotFound:
+        await client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+
+
+def apply_to_pool(source: str | None, root: str | None, config: dict | None = None, schedule_active: bool = False,
+                  cron: str = MINE_CRON, pool: str = POOL) -> list[str]:
+    """Create the process work pool if missing and register both deployments on it (their triggers too)."""
+    import asyncio
+
+    from prefect import get_client
+
+    async def ensure() -> None:
+        async with get_client() as client:
+            await _ensure_pool(client, pool)
+
+    asyncio.run(ensure())
+    return [str(d.apply(work_pool_name=pool)) for d in deployments(source, root, config, schedule_active, cron)]
+
+
+def run_child(cmd: list[str], env: dict | None = None) -> int:
+    """Run `cmd` in its own session, forwarding SIGINT/SIGTERM; a child still alive 15 s after a signal gets
+    it again (a Prefect worker can ignore the first), then SIGKILL. Nothing is left orphaned."""
+    child = subprocess.Popen(cmd, env=env, start_new_session=True)
+
+    def forward(signum, frame):
+        for sig in (signum, signum, signal.SIGKILL):
+            if child.poll() is not None:
+                return
+            try:
+                os.killpg(child.pid, sig)
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                continue
+            except ProcessLookupError:
+                return
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return child.wait()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        if child.poll() is None:
+            forward(signal.SIGTERM, None)
+
+
+def worker_command(pool: str = POOL) -> list[str]:
+    return [str(Path(sys.executable).with_name("prefect")), "worker", "start", "--pool", pool, "--type", "process"]
+
+
+def undeploy() -> list[str]:
+    """Delete both deployments and the automations their triggers created (Prefect keeps those otherwise)."""
+    import asyncio
+
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    async def go() -> list[str]:
+        gone = []
+        async with get_client() as client:
+            for name in DEPLOYMENTS:
+                try:
+                    d = await client.read_deployment_by_name(name)
+                except ObjectNotFound:
+                    continue
+                await client.delete_resource_owned_automations(f"prefect.deployment.{d.id}")
+                await client.delete_deployment(d.id)
+                gone.append(name)
+        return gone
+
+    return asyncio.run(go())
 
 
 def server_command(host: str = "127.0.0.1", port: int = 4200, database_url: str | None = None) -> tuple[list[str], dict]:
-    """The `prefect server start` command line and environment (SQLite under PREFECT_HOME by default)."""
+    """The `prefect server start` command line and environment (SQLite under PREFECT_HOME by default); the
+    UI is told the API's real address, so a port other than 4200 works."""
     env = dict(os.environ)
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    env["PREFECT_UI_API_URL"] = f"http://{host}:{port}/api"
     if database_url:
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
     cmd = [str(Path(sys.executable).with_name("prefect")), "server", "start", "--host", host, "--port", str(port)]
@@ -59,7 +174,7 @@ def server_command(host: str = "127.0.0.1", port: int = 4200, database_url: str 
 
 def run_server(host: str, port: int, database_url: str | None) -> int:
     cmd, env = server_command(host, port, database_url)
-    return subprocess.call(cmd, env=env)
+    return run_child(cmd, env)
 
 
 async def latest_runs(limit: int = 10) -> list[dict]:

@@ -19,7 +19,7 @@ from flows.artifacts import artifact_key, band_histogram, counts_table, pair_rep
 from mining.presets import preset as get_preset
 from schemas.config import RunConfig, parse_config
 from tasks import storage, units
-from tasks.cache import gated
+from tasks.cache import fresh, gated
 from tasks.ingest import load_catalog
 from tasks.instruct import load_instructed
 from tasks.mine_pairs import cluster_batches, pairs_uri
@@ -32,10 +32,15 @@ def run_config(config: dict[str, Any] | None, root: str | None) -> RunConfig:
     return parse_config(data, RunConfig, "flow parameters")
 
 
+def _call(fn, *args):
+    """Run one unit task in this flow; its cached result is used only while its outputs exist."""
+    return fresh(fn, *args)(*args)
+
+
 def _units(fn, args_list: list[tuple], title: str, key: str) -> list:
     """Submit one task run per unit, wait for all, keep a progress artifact; raise if any failed."""
     art = create_progress_artifact(0.0, key=artifact_key(key), description=title)
-    futures = [fn.submit(*a) for a in args_list]
+    futures = [fresh(fn, *a).submit(*a) for a in args_list]
     results = []
     for n, f in enumerate(futures, 1):
         results.append(f.result())  # raises the unit's error once its retries are spent
@@ -46,10 +51,10 @@ def _units(fn, args_list: list[tuple], title: str, key: str) -> list:
 @flow(name="ingest")
 def ingest_stage(source: str, cfg: RunConfig) -> dict:
     ingest = cfg.ingest.model_dump()
-    n = units.plan_ingest_unit(source, cfg.root, ingest)
+    n = _call(units.plan_ingest_unit, source, cfg.root, ingest)
     _units(units.ingest_partition_unit, [(cfg.root, k, ingest) for k in range(n)], "ingest partitions",
            "ingest-progress")
-    report = units.finalize_ingest_unit(cfg.root, n)
+    report = _call(units.finalize_ingest_unit, cfg.root, n)
     counts_table("ingest", {"seen": report["seen"], "accepted": report["accepted"],
                             "duplicates": report["duplicates"],
                             **{f"quarantined: {r}": c for r, c in report["quarantined"].items()}}, "ingest-counts")
@@ -65,8 +70,8 @@ def embed_stage(cfg: RunConfig) -> tuple[str, str]:
                                             for k in range(n)], "embedding partitions", "embed-progress")
     finally:
         units.close_pools()  # actors hold models: give their resources back before training
-    emb_uri = units.finalize_embeddings_unit(cfg.root, n, mining, cfg.models_dir)
-    return emb_uri, units.kmeans_unit(cfg.root, emb_uri, mining)
+    emb_uri = _call(units.finalize_embeddings_unit, cfg.root, n, mining, cfg.models_dir)
+    return emb_uri, _call(units.kmeans_unit, cfg.root, emb_uri, mining)
 
 
 @flow(name="mine-pairs")
@@ -77,7 +82,7 @@ def mine_stage(cfg: RunConfig, emb_uri: str, cl_uri: str, preset_name: str) -> d
     n = len(cluster_batches(load_assignments(cl_uri), cfg.mining.clusters_per_batch))
     _units(units.mine_batch_unit, [(cfg.root, emb_uri, cl_uri, preset_name, k, mining, cfg.models_dir)
                                    for k in range(n)], f"mining {preset_name}", f"mine-{preset_name}-progress")
-    counts = units.merge_pairs_unit(cfg.root, emb_uri, preset_name, n, mining)
+    counts = _call(units.merge_pairs_unit, cfg.root, emb_uri, preset_name, n, mining)
     counts_table(f"pairs: {preset_name}", {"clusters": counts["clusters"], "band edges": counts["edges"],
                                            "sets": counts["sets"], "pairs": counts["pairs"],
                                            **{f"dropped: {r}": c for r, c in counts["drops"].items()}},
@@ -88,30 +93,44 @@ def mine_stage(cfg: RunConfig, emb_uri: str, cl_uri: str, preset_name: str) -> d
     return counts
 
 
+def default_writer(cfg: RunConfig) -> dict[str, Any] | None:
+    """The instruction writer `mining.instructions.backend` names (template unless configured otherwise)."""
+    backend = cfg.mining.instructions.backend
+    if backend == "chat":
+        return {"kind": "chat", **cfg.mining.instructions.model_dump(exclude={"backend"})}
+    return {"kind": "template"} if backend == "template" else None
+
+
 @flow(name="aceforge-mine", log_prints=True)
 def mine_flow(source: str | None = None, root: str | None = None, config: dict[str, Any] | None = None,
-              writer: dict[str, Any] | None = None, shard_prefix: str = "mined") -> dict:
-    """Mine pairs from `source` (or an already ingested catalog) into shard sets under <root>/shards."""
+              writer: dict[str, Any] | None = None, shard_prefix: str = "mined",
+              landed_resource: str = units.LANDED_RESOURCE) -> dict:
+    """Mine pairs from `source` (or an already ingested catalog) into shard sets under <root>/shards.
+
+    `writer` overrides the configured instruction backend (the demo passes its known transformations);
+    `landed_resource` prefixes the resource of each `aceforge.shards.landed` event (deployed training
+    listens to `aceforge.shards.*` only)."""
     cfg = run_config(config, root)
     summary: dict[str, Any] = {"root": cfg.root}
     if source is not None:
         summary["ingest"] = ingest_stage(source, cfg)
     emb_uri, cl_uri = embed_stage(cfg)
-    if writer is None and cfg.mining.instructions.backend == "chat":
-        writer = {"kind": "chat", **cfg.mining.instructions.model_dump(exclude={"backend"})}
+    if writer is None:
+        writer = default_writer(cfg)
     catalog = {r.id: r for r in load_catalog(cfg.root)} if writer is not None else {}
     for name in cfg.mining.presets:
         summary[name] = {"mined": mine_stage(cfg, emb_uri, cl_uri, name)}
         if writer is None:
-            print(f"{name}: no instruction backend configured; pairs stay in pairs/, unpacked")
+            print(f"{name}: mining.instructions.backend is none; pairs stay in pairs/, unpacked")
             continue
-        ins = units.instruct_unit(cfg.root, name, writer, cfg.ingest.model_dump())
+        ins = _call(units.instruct_unit, cfg.root, name, writer, cfg.ingest.model_dump())
         counts_table(f"instructions: {name}", ins, f"instructions-{name}")
         pairs = load_instructed(storage.join(pairs_uri(cfg.root, get_preset(name)), "instructed"))
         pair_report(pairs, catalog, f"sampled pairs: {name}", f"pairs-report-{name}", seed=cfg.mining.seed)
         summary[name]["instructions"] = ins
-        summary[name]["shards"] = units.pack_unit(cfg.root, name, f"{shard_prefix}-{name}",
-                                                  cfg.shards.model_dump(), cfg.ingest.model_dump())
+        summary[name]["shards"] = _call(units.pack_unit, cfg.root, name, f"{shard_prefix}-{name}",
+                                                  cfg.shards.model_dump(), cfg.ingest.model_dump(),
+                                                  landed_resource)
     return summary
 
 
@@ -127,11 +146,20 @@ def train_unit(shard_uri: str, root: str, train: dict, run_name: str) -> dict:
             "metrics": res.metrics, "exports": {k: str(v) for k, v in res.exports.items()}}
 
 
+def root_of_shards(shard_uri: str) -> str:
+    """<root>/shards/<name> -> <root>: training writes beside the shards it trains on."""
+    root, shards, _ = shard_uri.rstrip("/").rsplit("/", 2) if shard_uri.count("/") >= 2 else ("", "", "")
+    if shards != "shards" or not root:
+        raise ValueError(f"cannot tell the root of {shard_uri} (not <root>/shards/<name>): pass root")
+    return root
+
+
 @flow(name="aceforge-train", log_prints=True)
 def train_flow(shard_uri: str, root: str | None = None, config: dict[str, Any] | None = None) -> dict:
-    """Fine-tune ACE++ on a complete shard set (the deployment triggered when shards land)."""
-    cfg = run_config(config, root)
-    result = train_unit(shard_uri, cfg.root, cfg.train.model_dump(), cfg.train.run_name)
+    """Fine-tune ACE++ on a complete shard set (the deployment triggered when shards land). Without a root
+    (an event that names none) checkpoints go beside the shards: <root>/shards/<name> -> <root>."""
+    cfg = run_config(config, root or root_of_shards(shard_uri))
+    result = _call(train_unit, shard_uri, cfg.root, cfg.train.model_dump(), cfg.train.run_name)
     training_summary(result["metrics"], f"training metrics: {cfg.train.run_name}", f"train-{cfg.train.run_name}")
     print(f"trained to step {result['step']}; exports: {result['exports']}")
     return result

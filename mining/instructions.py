@@ -3,7 +3,9 @@
 ACE has an MLLM write them. `ChatInstructionWriter` calls an OpenAI-compatible chat endpoint (a served
 vision-language model) with both images, with a timeout, retries with backoff, and an on-disk cache keyed
 by pair id. `KnownTransformWriter` gives demo-corpus pairs the instruction of the transformation that made
-them. A writer returns None when it has no instruction; such pairs are counted and never packed.
+them. `TemplateInstructionWriter` is the default where no endpoint is configured: a fixed, generic phrasing
+per task that names no content it cannot know (recorded as `template:1` in each sample's lineage). A writer
+returns None when it has no instruction; such pairs are counted and never packed.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import time
 import urllib.error
 import urllib.request
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -143,3 +146,30 @@ class KnownTransformWriter:
         if (pair.target_id, pair.source_id) in self.known:
             return Instruction(self.known[(pair.target_id, pair.source_id)], None, self.name, swapped=True)
         return None
+
+
+# Generic phrasings per task: the pair's change is unknown without a vision-language model, so none of
+# them names an object, a colour or a style it has not seen.
+TEMPLATES: dict[str, tuple[str, ...]] = {
+    "general_editing": ("Edit {image} into a closely related version of the same scene.",
+                        "Change {image} into another shot of the same subject.",
+                        "Turn {image} into a variation of the same scene."),
+    "facial_editing": ("Edit the face in {image} to match another photo of the same person.",
+                       "Change the expression or pose of the person in {image}."),
+    "reference_generation": ("Generate an image of the subject of {image} in a new scene.",
+                             "Show the subject of {image} in another setting."),
+}
+FALLBACK_TEMPLATES = ("Edit {image} into a related image.",)
+
+
+class TemplateInstructionWriter:
+    """A fixed generic instruction per task, chosen by a hash of the pair id (deterministic)."""
+
+    name = "template:1"
+    needs_images = False
+
+    def write(self, pair: PairRecord, source: bytes = b"", target: bytes = b"", source_ext: str = "png",
+              target_ext: str = "png") -> Instruction:
+        options = TEMPLATES.get(pair.task, FALLBACK_TEMPLATES)
+        k = int.from_bytes(hashlib.sha256(pair.pair_id.encode()).digest()[:4], "big") % len(options)
+        return Instruction(options[k], None, self.name)

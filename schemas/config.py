@@ -54,9 +54,10 @@ class DemoConfig(_Config):
 
 
 class InstructionConfig(_Config):
-    backend: str = Field("none", pattern="^(none|chat)$",
-                         description="none: pairs keep no instruction (demo pairs use their known transformation); "
-                                     "chat: an OpenAI-compatible endpoint serving a vision-language model")
+    backend: str = Field("template", pattern="^(none|template|chat)$",
+                         description="template: a generic phrasing per task (lineage: template:1), so shards land "
+                                     "without an endpoint; chat: an OpenAI-compatible endpoint serving a "
+                                     "vision-language model; none: pairs stay unpacked in pairs/")
     base_url: str = Field("http://127.0.0.1:8000/v1", description="chat endpoint root (.../v1)")
     model: str = Field("", description="model name the endpoint serves")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key, if any")

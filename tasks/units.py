@@ -8,13 +8,15 @@ Configs travel as plain dicts (validated again here), data as paths.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from prefect import task
 from prefect.events import emit_event
 
 from mining.embedders import make_embedder
-from mining.instructions import ChatInstructionWriter, InstructionWriter, KnownTransformWriter
+from mining.instructions import (ChatInstructionWriter, InstructionWriter, KnownTransformWriter,
+                                 TemplateInstructionWriter)
 from mining.pair_classifier import PairClassifier
 from mining.presets import preset as get_preset
 from schemas.config import IngestConfig, InstructionConfig, MiningConfig, ShardConfig
@@ -34,6 +36,13 @@ UNIT = dict(retries=2, retry_delay_seconds=[2, 10], persist_result=True)
 
 
 SHARDS_LANDED = "aceforge.shards.landed"
+LANDED_RESOURCE = "aceforge.shards"  # event resource: aceforge.shards.<name>; deployed training listens to these
+DEMO_LANDED_RESOURCE = "aceforge.demo.shards"  # the demo's shards: announced, never trained on by a deployment
+
+
+def _absolute(uri: str) -> str:
+    """Events leave this process: a local path in one is absolute (a worker runs in a temporary folder)."""
+    return uri if "://" in uri else os.path.abspath(uri)
 
 
 def _marker(uri: str) -> str:
@@ -167,9 +176,12 @@ def demo_known_writer(corpus_dir: str, root: str) -> KnownTransformWriter:
 
 
 def make_writer(spec: dict, root: str) -> InstructionWriter:
-    """{'kind': 'chat', ...InstructionConfig fields} or {'kind': 'demo', 'corpus': <demo corpus folder>}."""
+    """{'kind': 'template'}, {'kind': 'chat', ...InstructionConfig fields} or
+    {'kind': 'demo', 'corpus': <demo corpus folder>}."""
     if spec["kind"] == "demo":
         return demo_known_writer(spec["corpus"], root)
+    if spec["kind"] == "template":
+        return TemplateInstructionWriter()
     ic = InstructionConfig(**{k: v for k, v in spec.items() if k != "kind"})
     return ChatInstructionWriter(ic.base_url, ic.model, storage.join(root, "cache", "instructions"),
                                  api_key_env=ic.api_key_env, timeout_s=ic.timeout_s, retries=ic.retries)
@@ -186,7 +198,8 @@ def instruct_unit(root: str, preset_name: str, writer: dict, ingest: dict) -> di
 
 @task(name="pack-shards", task_run_name="pack-{shard_name}", **UNIT,
       cache_policy=gated(lambda i: [_marker(storage.join(i["root"], "shards", i["shard_name"]))]))
-def pack_unit(root: str, preset_name: str, shard_name: str, shards: dict, ingest: dict) -> dict:
+def pack_unit(root: str, preset_name: str, shard_name: str, shards: dict, ingest: dict,
+              landed_resource: str = LANDED_RESOURCE) -> dict:
     """Write the shard set; when it completes here (not when it already existed), announce it."""
     uri = storage.join(pairs_uri(root, get_preset(preset_name)), "instructed")
     by_id = {r.id: r for r in load_catalog(root)}
@@ -196,8 +209,9 @@ def pack_unit(root: str, preset_name: str, shard_name: str, shards: dict, ingest
     result = {"uri": rep.uri, "shards": rep.shards, "samples": rep.samples, "bytes": rep.bytes,
               "counts_by_task": rep.counts_by_task, "landed_now": not rep.skipped_existing}
     if result["landed_now"]:
-        emit_event(SHARDS_LANDED, resource={"prefect.resource.id": f"aceforge.shards.{shard_name}",
+        emit_event(SHARDS_LANDED, resource={"prefect.resource.id": f"{landed_resource}.{shard_name}",
                                             "prefect.resource.name": shard_name},
-                   payload={"shard_uri": rep.uri, "manifest": storage.join(rep.uri, "manifest.parquet"),
+                   payload={"shard_uri": _absolute(rep.uri), "root": _absolute(root),
+                            "manifest": _absolute(storage.join(rep.uri, "manifest.parquet")),
                             "samples": rep.samples, "shards": rep.shards, "counts_by_task": rep.counts_by_task})
     return result

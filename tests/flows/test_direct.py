@@ -1,4 +1,4 @@
-from flows.mining import run_mining
+from flows.direct import run_mining
 from schemas.config import RunConfig
 from tasks.ingest import ingest
 from tasks.shard_reader import read_shard_set
