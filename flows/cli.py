@@ -151,7 +151,7 @@ def mine(source: Optional[str] = typer.Argument(None, help="ingest this first (e
         raise typer.Exit(1) from None
     _print_flow_mining(res)
     if not any("shards" in v for v in res.values() if isinstance(v, dict)):
-        out.print("no instruction backend configured (mining.instructions.backend): pairs stay in pairs/, unpacked")
+        out.print("mining.instructions.backend is none: pairs stay in pairs/, unpacked")
 
 
 @app.command()

@@ -9,10 +9,12 @@ packing, each writing under <root>/synth/<kind>/ and adding its samples to the p
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
+from prefect.futures import as_completed
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from flows.artifacts import artifact_key, band_histogram, counts_table, pair_report, training_summary
@@ -20,7 +22,7 @@ from mining.presets import preset as get_preset
 from schemas.config import RunConfig, parse_config
 from tasks import storage, units
 from tasks.cache import fresh, gated
-from tasks.ingest import load_catalog
+from tasks.ingest import catalog_size, load_catalog
 from tasks.instruct import load_instructed
 from tasks.mine_pairs import cluster_batches, pairs_uri
 
@@ -37,14 +39,23 @@ def _call(fn, *args):
     return fresh(fn, *args)(*args)
 
 
-def _units(fn, args_list: list[tuple], title: str, key: str) -> list:
-    """Submit one task run per unit, wait for all, keep a progress artifact; raise if any failed."""
+def _units(fn, args_list: list[tuple], title: str, key: str, in_flight: int) -> list:
+    """One task run per unit, at most `in_flight` submitted at a time; a progress artifact; raise if any
+    failed. Results come back in unit order."""
     art = create_progress_artifact(0.0, key=artifact_key(key), description=title)
-    futures = [fresh(fn, *a).submit(*a) for a in args_list]
-    results = []
-    for n, f in enumerate(futures, 1):
-        results.append(f.result())  # raises the unit's error once its retries are spent
-        update_progress_artifact(art, 100.0 * n / len(futures))
+    results: list = [None] * len(args_list)
+    pending: dict = {}
+    todo = iter(enumerate(args_list))
+    done = 0
+    for k, a in itertools.islice(todo, in_flight):
+        pending[fresh(fn, *a).submit(*a)] = k
+    while pending:
+        finished = next(as_completed(list(pending)))
+        results[pending.pop(finished)] = finished.result()  # raises the unit's error once its retries are spent
+        done += 1
+        update_progress_artifact(art, 100.0 * done / len(args_list))
+        for k, a in itertools.islice(todo, 1):
+            pending[fresh(fn, *a).submit(*a)] = k
     return results
 
 
@@ -53,7 +64,7 @@ def ingest_stage(source: str, cfg: RunConfig) -> dict:
     ingest = cfg.ingest.model_dump()
     n = _call(units.plan_ingest_unit, source, cfg.root, ingest)
     _units(units.ingest_partition_unit, [(cfg.root, k, ingest) for k in range(n)], "ingest partitions",
-           "ingest-progress")
+           "ingest-progress", cfg.orchestration.units_in_flight)
     report = _call(units.finalize_ingest_unit, cfg.root, n)
     counts_table("ingest", {"seen": report["seen"], "accepted": report["accepted"],
                             "duplicates": report["duplicates"],
@@ -63,11 +74,12 @@ def ingest_stage(source: str, cfg: RunConfig) -> dict:
 
 @flow(name="embed-and-cluster")
 def embed_stage(cfg: RunConfig) -> tuple[str, str]:
-    mining, n_catalog = cfg.mining.model_dump(), len(load_catalog(cfg.root))
+    mining, n_catalog = cfg.mining.model_dump(), catalog_size(cfg.root)
     n = -(-n_catalog // cfg.mining.partition_size)
     try:
-        _units(units.embed_partition_unit, [(cfg.root, k, mining, cfg.models_dir, cfg.ingest.model_dump())
-                                            for k in range(n)], "embedding partitions", "embed-progress")
+        _units(units.embed_partition_unit, [(cfg.root, k, mining, cfg.models_dir, cfg.ingest.model_dump(),
+                                             cfg.orchestration.embed_actors) for k in range(n)],
+               "embedding partitions", "embed-progress", cfg.orchestration.units_in_flight)
     finally:
         units.close_pools()  # actors hold models: give their resources back before training
     emb_uri = _call(units.finalize_embeddings_unit, cfg.root, n, mining, cfg.models_dir)
@@ -81,7 +93,8 @@ def mine_stage(cfg: RunConfig, emb_uri: str, cl_uri: str, preset_name: str) -> d
     mining = cfg.mining.model_dump()
     n = len(cluster_batches(load_assignments(cl_uri), cfg.mining.clusters_per_batch))
     _units(units.mine_batch_unit, [(cfg.root, emb_uri, cl_uri, preset_name, k, mining, cfg.models_dir)
-                                   for k in range(n)], f"mining {preset_name}", f"mine-{preset_name}-progress")
+                                   for k in range(n)], f"mining {preset_name}", f"mine-{preset_name}-progress",
+           cfg.orchestration.units_in_flight)
     counts = _call(units.merge_pairs_unit, cfg.root, emb_uri, preset_name, n, mining)
     counts_table(f"pairs: {preset_name}", {"clusters": counts["clusters"], "band edges": counts["edges"],
                                            "sets": counts["sets"], "pairs": counts["pairs"],

@@ -121,6 +121,12 @@ class TrainConfig(_Config):
                                                                                  "resumes from its latest checkpoint")
 
 
+class OrchestrationConfig(_Config):
+    units_in_flight: int = Field(4, ge=1, description="unit task runs submitted at once per stage (bounds threads "
+                                                      "and memory in the flow process)")
+    embed_actors: int = Field(2, ge=1, description="embedder actors on Ray (each loads its model once)")
+
+
 class RunConfig(_Config):
     root: str = Field("demo_out/root", description="fsspec URI where every stage writes")
     models_dir: str = Field(
@@ -132,6 +138,7 @@ class RunConfig(_Config):
     mining: MiningConfig = Field(default_factory=MiningConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     demo: DemoConfig = Field(default_factory=DemoConfig)
+    orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
 
 
 def _allowed_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

@@ -49,10 +49,15 @@ def decode_records(records: list[ImageRecord], max_pixels: int) -> tuple[list[st
 
 
 def write_partition(part_uri: str, ids: list[str], vecs: np.ndarray, embedder: str, version: str,
-                    skipped: dict[str, int]) -> None:
+                    skipped: dict[str, int], records: int) -> None:
+    """Write one partition; `records` catalog rows went in, and each is embedded or skipped with a reason."""
+    if len(ids) + sum(skipped.values()) != records or len(vecs) != len(ids):
+        raise RuntimeError(f"{part_uri}: {records} catalog rows in, {len(ids)} embedded + "
+                           f"{sum(skipped.values())} skipped {dict(skipped)}: counts do not reconcile")
     part = EmbeddingPartition(ids=ids, vectors=vecs.astype(np.float16), embedder=embedder, embedder_version=version)
     table = embedding_to_table(part)
-    meta = {**(table.schema.metadata or {}), b"skipped": json.dumps(skipped).encode()}
+    meta = {**(table.schema.metadata or {}), b"skipped": json.dumps(skipped).encode(),
+            b"records": str(records).encode()}
     storage.atomic_write_parquet(part_uri, table.replace_schema_metadata(meta))
 
 
@@ -64,7 +69,7 @@ def embed_partition(records: list[ImageRecord], part_uri: str, embedder: ImageEm
     embedder.setup()
     ids, images, skipped = decode_records(records, ingest_cfg.max_pixels)
     vecs = embedder(images) if images else np.zeros((0, embedder.dim), np.float32)
-    write_partition(part_uri, ids, vecs, embedder.name, embedder.version, dict(skipped))
+    write_partition(part_uri, ids, vecs, embedder.name, embedder.version, dict(skipped), len(records))
     return len(ids)
 
 
@@ -73,9 +78,10 @@ def partition_plan(catalog: list[ImageRecord], partition_size: int) -> list[list
 
 
 def finalize_embeddings(out: str, n_parts: int, images: int, band: tuple[float, float]) -> str:
-    """The marker, once every partition exists; skipped counts are summed from the partitions."""
+    """The marker, once every partition exists and embedded + skipped-with-reason = catalog rows."""
     skipped: Counter[str] = Counter()
     first = None
+    embedded = 0
     for p in range(n_parts):
         uri = storage.join(out, part_name(p))
         if not storage.exists(uri):
@@ -83,11 +89,15 @@ def finalize_embeddings(out: str, n_parts: int, images: int, band: tuple[float, 
         table = storage.read_parquet(uri)
         meta = table.schema.metadata or {}
         skipped.update(json.loads(meta.get(b"skipped", b"{}")))
+        embedded += table.num_rows
         first = first or (meta[b"embedder"].decode(), meta[b"embedder_version"].decode(),
                           table.schema.field("vector").type.list_size)
     name, version, dim = first if first else ("none", "none", 0)
+    if embedded + sum(skipped.values()) != images:
+        raise RuntimeError(f"{out}: the catalog has {images} images but {n_parts} partitions hold {embedded} "
+                           f"embedded + {sum(skipped.values())} skipped: remove the partitions and embed again")
     storage.write_marker(out, {"embedder": name, "version": version, "dim": dim, "partitions": n_parts,
-                               "images": images, "skipped": dict(skipped), "band": list(band)})
+                               "images": images, "embedded": embedded, "skipped": dict(skipped), "band": list(band)})
     return out
 
 

@@ -247,6 +247,32 @@ def load_catalog(root: str) -> list[ImageRecord]:
     return from_table(table, ImageRecord)  # type: ignore[return-value]
 
 
+def _catalog_file(root: str):
+    cat = catalog_uri(root)
+    if storage.read_marker(cat) is None:
+        raise FileNotFoundError(f"no complete catalog under {cat}: run `aceforge ingest` first")
+    return storage.parquet_file(storage.join(cat, "images.parquet"))
+
+
+def catalog_size(root: str) -> int:
+    """Rows of the catalog, from the parquet footer (nothing else is read)."""
+    return _catalog_file(root).metadata.num_rows
+
+
+def catalog_slice(root: str, start: int, stop: int, batch_rows: int = 8192) -> list[ImageRecord]:
+    """Rows [start, stop) of the catalog, streamed in batches: memory is bounded by the slice, not the catalog."""
+    out: list[ImageRecord] = []
+    seen = 0
+    for batch in _catalog_file(root).iter_batches(batch_size=batch_rows):
+        lo, hi = max(start - seen, 0), min(stop - seen, batch.num_rows)
+        if lo < hi:
+            out += from_table(pa.Table.from_batches([batch.slice(lo, hi - lo)]), ImageRecord)  # type: ignore
+        seen += batch.num_rows
+        if seen >= stop:
+            break
+    return out
+
+
 def load_quarantine(root: str) -> list[QuarantineRecord]:
     table = storage.read_parquet(storage.join(catalog_uri(root), "quarantine", "quarantine.parquet"))
     assert table.schema.names == QUARANTINE_SCHEMA.names

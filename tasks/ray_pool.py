@@ -7,12 +7,13 @@ itself when none is running and RAY_ADDRESS is not set.
 
 from __future__ import annotations
 
+import itertools
 import os
+import threading
 from collections import Counter
 
 import numpy as np
 import ray
-from ray.util import ActorPool
 
 from mining.embedders import make_embedder
 from schemas.records import ImageRecord
@@ -22,14 +23,16 @@ RUNTIME_ENV = {"env_vars": {"HF_HUB_OFFLINE": "1"}}
 
 
 _STARTED = False
+_LOCK = threading.Lock()
 
 
 def ensure_ray() -> None:
     global _STARTED
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), runtime_env=RUNTIME_ENV, include_dashboard=False,
-                 log_to_driver=False, ignore_reinit_error=True)
-        _STARTED = True
+    with _LOCK:  # units in threads may all ask at once: one init
+        if not ray.is_initialized():
+            ray.init(address=os.environ.get("RAY_ADDRESS"), runtime_env=RUNTIME_ENV, include_dashboard=False,
+                     log_to_driver=False, ignore_reinit_error=True)
+            _STARTED = True
 
 
 def stop_ray() -> None:
@@ -57,7 +60,11 @@ class EmbedActor:
 
 
 class EmbedPool:
-    """n actors of EmbedActor; `embed` maps record batches over them, in order."""
+    """n actors of EmbedActor; `embed` spreads record batches over them and returns results in order.
+
+    Safe to call from several threads at once (a Prefect unit per thread): each call holds its own object
+    refs, so no call can take or drop another's results (Ray's ActorPool keeps one shared queue of pending
+    results, and concurrent `map`s on it lost batches). Actors run their calls one at a time, in order."""
 
     def __init__(self, kind: str, models_dir: str, max_pixels: int, actors: int = 2):
         ensure_ray()
@@ -65,15 +72,22 @@ class EmbedPool:
         res = probe.resources()
         cls = ray.remote(num_cpus=res.cpus, num_gpus=res.gpus)(EmbedActor)
         self.actors = [cls.remote(kind, models_dir, max_pixels) for _ in range(actors)]
-        self.pool = ActorPool(self.actors)
+        self._next = itertools.count()
+        self._lock = threading.Lock()
         self.name, self.version, self.dim, self.band = ray.get(self.actors[0].info.remote())
 
     def embed(self, records: list[ImageRecord], batch_size: int) -> tuple[list[str], np.ndarray, dict[str, int]]:
         batches = [records[i : i + batch_size] for i in range(0, len(records), batch_size)]
+        with self._lock:  # round-robin start shared by all callers, so concurrent calls spread over actors
+            start = next(self._next)
+        refs = [self.actors[(start + i) % len(self.actors)].embed.remote(b) for i, b in enumerate(batches)]
         ids: list[str] = []
         vecs = []
         skipped: Counter[str] = Counter()
-        for b_ids, b_vecs, b_skipped in self.pool.map(lambda a, b: a.embed.remote(b), batches):
+        for b, (b_ids, b_vecs, b_skipped) in zip(batches, ray.get(refs)):
+            if len(b_ids) + sum(b_skipped.values()) != len(b) or len(b_vecs) != len(b_ids):
+                raise RuntimeError(f"embedding batch lost records: {len(b)} in, {len(b_ids)} embedded, "
+                                   f"{sum(b_skipped.values())} skipped")
             ids += b_ids
             vecs.append(b_vecs)
             skipped.update(b_skipped)

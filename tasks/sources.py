@@ -6,6 +6,7 @@ A tar member's URI is `<tar uri>#<member name>`.
 
 from __future__ import annotations
 
+import functools
 import tarfile
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -96,11 +97,51 @@ def iter_tar(uri: str, extensions: list[str], max_bytes: int) -> Iterator[tuple[
             yield f"{uri}#{member.name}", data, member.size
 
 
+@functools.lru_cache(maxsize=64)
+def _tar_index(tar_uri: str, stamp: tuple) -> dict[str, tuple[int, int]]:
+    """member name -> (data offset, size), from the headers alone (the reader seeks past every member's
+    data). A tar that breaks mid-way indexes the members before the break, as ingest kept them."""
+    fs, path = fs_path(tar_uri)
+    index: dict[str, tuple[int, int]] = {}
+    with fs.open(path, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
+        try:
+            for m in tar:
+                if m.isfile():
+                    index[m.name] = (m.offset_data, m.size)
+        except (tarfile.TarError, EOFError, OSError):
+            pass
+    return index
+
+
+def _member_index(tar_uri: str) -> dict[str, tuple[int, int]] | None:
+    """The index of an uncompressed tar as it is now (keyed by size and mtime: a rewritten tar is indexed
+    again); None for a compressed one, which cannot be read at an offset."""
+    if not tar_uri.lower().endswith(".tar"):
+        return None
+    fs, path = fs_path(tar_uri)
+    info = fs.info(path)
+    return _tar_index(tar_uri, (info.get("size"), info.get("mtime") or info.get("LastModified") or info.get("created")))
+
+
 def read_uri(uri: str, max_bytes: int | None = None) -> bytes:
-    """Bytes behind a catalog URI, tar members included. Raises ValueError past max_bytes."""
+    """Bytes behind a catalog URI, tar members included. Raises ValueError past max_bytes.
+
+    A member of an uncompressed tar is one seek and one read (the tar's header index is built once per
+    process and kept for the 64 most recent tars), never a scan of the tar."""
     if "#" in uri:
         tar_uri, member = uri.split("#", 1)
         fs, path = fs_path(tar_uri)
+        index = _member_index(tar_uri)
+        if index is not None:
+            if member not in index:
+                raise FileNotFoundError(f"{member!r} not found in {tar_uri}")
+            offset, size = index[member]
+            with fs.open(path, "rb") as f:
+                f.seek(offset)
+                data = f.read(size)
+            if len(data) != size:
+                raise EOFError(f"{uri}: {len(data)} of {size} bytes")
+            return data
         with fs.open(path, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tar:
             for m in tar:
                 if m.name == member:

@@ -68,10 +68,23 @@ def atomic_write_parquet(uri: str, table: pa.Table) -> None:
     atomic_write_bytes(uri, buf.getvalue())
 
 
+def _arrow_fs(fs: fsspec.AbstractFileSystem):
+    """pyarrow reads by path through this filesystem: never through a Python file object, which a pyarrow
+    pool thread could free at interpreter exit (an abort with exit code 134)."""
+    import pyarrow.fs as pafs
+
+    return pafs.LocalFileSystem() if is_local(fs) else pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+
+
 def read_parquet(uri: str) -> pa.Table:
     fs, path = fs_path(uri)
-    with fs.open(path, "rb") as f:
-        return pq.read_table(f)
+    return pq.read_table(path, filesystem=_arrow_fs(fs))
+
+
+def parquet_file(uri: str) -> pq.ParquetFile:
+    """An open parquet file (footer read), for streaming its row batches."""
+    fs, path = fs_path(uri)
+    return pq.ParquetFile(_arrow_fs(fs).open_input_file(path))
 
 
 def write_marker(dir_uri: str, payload: dict[str, Any]) -> None:

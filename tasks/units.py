@@ -9,6 +9,7 @@ Configs travel as plain dicts (validated again here), data as paths.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 from prefect import task
@@ -24,9 +25,9 @@ from schemas.records import Generator
 from tasks import storage
 from tasks.cache import gated
 from tasks.cluster import cluster_embeddings, clusters_uri, load_assignments
-from tasks.embed import embeddings_uri, finalize_embeddings, load_embeddings, part_name, partition_plan, write_partition
-from tasks.ingest import (existing_catalog, existing_partitions, finalize_ingest, ingest_partition, load_catalog,
-                          plan_ingest)
+from tasks.embed import embeddings_uri, finalize_embeddings, load_embeddings, part_name, write_partition
+from tasks.ingest import (catalog_size, catalog_slice, existing_catalog, existing_partitions, finalize_ingest,
+                          ingest_partition, load_catalog, plan_ingest)
 from tasks.instruct import instruct_pairs, load_instructed, pair_samples
 from tasks.mine_pairs import (batch_uri, check_inputs, cluster_batches, load_pairs, merge_batches, mine_batch,
                               pairs_uri, resolve_band)
@@ -75,24 +76,27 @@ def finalize_ingest_unit(root: str, n: int) -> dict:
 
 
 _POOLS: dict[tuple, object] = {}
+_POOLS_LOCK = threading.Lock()
 
 
 def _pool(kind: str, models_dir: str, max_pixels: int, actors: int):
     from tasks.ray_pool import EmbedPool
 
     key = (kind, models_dir, max_pixels, actors)
-    if key not in _POOLS:  # one pool per process: actors load their model once for every partition
-        _POOLS[key] = EmbedPool(kind, models_dir, max_pixels, actors)
-    return _POOLS[key]
+    with _POOLS_LOCK:  # units run in threads: one pool per process, actors load their model once
+        if key not in _POOLS:
+            _POOLS[key] = EmbedPool(kind, models_dir, max_pixels, actors)
+        return _POOLS[key]
 
 
 def close_pools() -> None:
     """Kill the embedding actors, and stop the local Ray this process started for them."""
     from tasks.ray_pool import stop_ray
 
-    for pool in _POOLS.values():
-        pool.close()
-    _POOLS.clear()
+    with _POOLS_LOCK:
+        for pool in _POOLS.values():
+            pool.close()
+        _POOLS.clear()
     stop_ray()
 
 
@@ -108,10 +112,10 @@ def embed_partition_unit(root: str, k: int, mining: dict, models_dir: str, inges
     part_uri = storage.join(out, part_name(k))
     if storage.exists(part_uri):
         return 0
-    records = partition_plan(load_catalog(root), mc.partition_size)[k]
+    records = catalog_slice(root, k * mc.partition_size, (k + 1) * mc.partition_size)
     pool = _pool(mc.embedder, models_dir, ic.max_pixels, actors)
     ids, vecs, skipped = pool.embed(records, mc.batch_size)
-    write_partition(part_uri, ids, vecs, pool.name, pool.version, skipped)
+    write_partition(part_uri, ids, vecs, pool.name, pool.version, skipped, len(records))
     return len(ids)
 
 
@@ -122,7 +126,7 @@ def finalize_embeddings_unit(root: str, n: int, mining: dict, models_dir: str) -
     out = embedder_uri(root, mc.embedder, models_dir)
     if storage.read_marker(out) is not None:
         return out
-    return finalize_embeddings(out, n, len(load_catalog(root)), tuple(make_embedder(mc.embedder, models_dir).band))
+    return finalize_embeddings(out, n, catalog_size(root), tuple(make_embedder(mc.embedder, models_dir).band))
 
 
 @task(name="kmeans", cache_policy=gated(lambda i: [_marker(clusters_uri(i["root"], i["emb_uri"]))]), **UNIT)

@@ -84,7 +84,10 @@ def test_mine_then_train_classifier_from_labels(demo_corpus, tmp_path, prefect_r
     assert runner.invoke(app, ["ingest", str(corpus / "photos"), "--root", root]).exit_code == 0
     res = run_cli(["mine", "--root", root], env={"ACEFORGE_MODELS": str(tmp_path / "models")})
     assert res.exit_code == 0, res.output
-    assert "preset general_editing" in res.output and "pairs stay in pairs/, unpacked" in res.output
+    assert "preset general_editing" in res.output and "shard set:" in res.output  # template instructions by default
+    from tasks import storage
+
+    assert storage.read_marker(f"{root}/pairs/general_editing/instructed")["writer"] == "template:1"
     ids = {r.uri.split("/photos/")[1]: r.id for r in load_catalog(root)}
     fams = [[ids[m["file"].split("photos/")[1]] for m in ms if m["file"].split("photos/")[1] in ids]
             for ms in gt["families"].values()]

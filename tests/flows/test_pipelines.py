@@ -97,3 +97,30 @@ def test_flow_parameters_are_validated_by_the_config_models(tmp_path, prefect_re
 
     with pytest.raises(ConfigError, match=r"unknown key 'mining.kk'.*clusters_per_batch"):
         mine_flow(root=str(tmp_path / "root"), config={"mining": {"kk": 1}})
+
+
+@pytest.mark.slow
+def test_every_image_of_a_multi_partition_corpus_is_embedded(tmp_path, prefect_results):
+    """6,000 images, 6 ingest and 6 embedding partitions run 4 at a time over 2 actors: none is lost."""
+    import numpy as np
+    from PIL import Image
+
+    from flows.pipelines import embed_stage, ingest_stage, run_config
+    from tasks.embed import load_embeddings
+    from tasks.ingest import catalog_slice, load_catalog
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6000):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(corpus / f"{i:05d}.png",
+                                                                                 compress_level=1)
+    cfg = run_config({"ingest": {"partition_files": 1000}, "mining": {"partition_size": 1000, "batch_size": 50},
+                      "orchestration": {"units_in_flight": 4, "embed_actors": 2}}, str(tmp_path / "root"))
+    assert ingest_stage(str(corpus), cfg)["accepted"] == 6000
+    emb_uri, _ = embed_stage(cfg)
+    ids, x, marker = load_embeddings(emb_uri)
+    catalog = [r.id for r in load_catalog(cfg.root)]
+    assert (marker["partitions"], marker["images"], marker["embedded"]) == (6, 6000, 6000)
+    assert ids == catalog and x.shape[0] == 6000  # every image, in catalog order
+    assert [r.id for r in catalog_slice(cfg.root, 2500, 3500)] == catalog[2500:3500]

@@ -62,3 +62,39 @@ def test_tar_members_and_read_uri(tmp_path):
     assert big[1][1] is None and big[1][2] == 4
     with pytest.raises(FileNotFoundError):
         read_uri(f"{path}#nope.png")
+
+
+def _tar(path, members, mode="w"):
+    with tarfile.open(path, mode) as tar:
+        for name, data in members:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tar.addfile(ti, io.BytesIO(data))
+
+
+def test_members_are_read_at_their_offset_and_a_rewritten_tar_is_indexed_again(tmp_path, monkeypatch):
+    import tasks.sources as sources
+
+    members = [(f"m{i:04d}.png", bytes([i % 256]) * (i + 1)) for i in range(300)]
+    path = tmp_path / "big.tar"
+    _tar(path, members)
+    streamed = []  # a member read must never fall back to scanning the tar
+    real_open = tarfile.open
+    monkeypatch.setattr(sources.tarfile, "open", lambda *a, **k: streamed.append(k.get("mode")) or real_open(*a, **k))
+    assert all(read_uri(f"{path}#{n}") == d for n, d in members)
+    assert streamed == ["r:"]  # one header pass for 300 reads
+    _tar(path, [("m0000.png", b"new bytes, another size")])
+    assert read_uri(f"{path}#m0000.png") == b"new bytes, another size"
+    gz = tmp_path / "small.tar.gz"
+    _tar(gz, members[:3], mode="w:gz")
+    assert read_uri(f"{gz}#m0002.png") == members[2][1]  # compressed: streamed, still right
+
+
+def test_members_before_a_break_can_still_be_read(tmp_path):
+    path = tmp_path / "cut.tar"
+    _tar(path, [("a.png", b"A" * 600), ("b.png", b"B" * 600), ("c.png", b"C" * 600)])
+    data = path.read_bytes()
+    path.write_bytes(data[:512 * 5])  # a's header + data, b's header + first bytes
+    assert read_uri(f"{path}#a.png") == b"A" * 600
+    with pytest.raises((EOFError, FileNotFoundError)):
+        read_uri(f"{path}#b.png")
