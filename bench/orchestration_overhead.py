@@ -1,16 +1,20 @@
-"""Orchestration overhead: the mining flow (Prefect tasks, Ray actors) against the same stage functions
-called directly in one process, on the demo corpus, side by side.
+"""Orchestration overhead: the mining flow (Prefect over Ray, `PrefectRayExecutor`) against the same stage
+list run by the local executor in one process (`flows/direct.py`), side by side.
 
-    python bench/orchestration_overhead.py [--repeats 1]
+    python bench/orchestration_overhead.py                  # the demo corpus
+    python bench/orchestration_overhead.py --images 1000    # N images made from the demo photos
 
-Both ingest the demo corpus, embed (offline embedder), cluster, mine general-editing pairs, write
-instructions from the known transformations and pack shards, each into a fresh root. The Prefect server
-is started before timing (a temporary one), so its start-up is not counted; Ray's start-up is.
+Both ingest, embed (offline embedder), cluster, mine general-editing pairs, write instructions (the demo's
+known transformations, or the template writer for a generated corpus) and pack shards, each into a fresh
+root. The Prefect server is started before timing (a temporary one), so its start-up is not counted;
+Ray's start-up is. Generated images: random crops (40-100 %), flips, colour jitter and JPEG quality 60-95
+of the demo photos, 256-640 px on the long side.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import tempfile
 import time
@@ -23,28 +27,51 @@ from flows import settings  # noqa: E402
 settings.apply()
 
 
-def direct(corpus: str, root: str) -> int:
+def generate(out: Path, n: int, seed: int = 0) -> None:
+    import numpy as np
+    from PIL import Image, ImageEnhance, ImageOps
+
+    from tasks.demo_corpus import BASE_PHOTOS, _photo
+
+    rng = np.random.default_rng(seed)
+    photos = [_photo(load, 640) for load in BASE_PHOTOS.values()]
+    out.mkdir(parents=True)
+    for i in range(n):
+        im = photos[i % len(photos)]
+        w, h = im.size
+        f = rng.uniform(0.4, 1.0)
+        cw, ch = max(32, int(w * f)), max(32, int(h * f))
+        x, y = rng.integers(0, w - cw + 1), rng.integers(0, h - ch + 1)
+        im = im.crop((x, y, x + cw, y + ch))
+        side = int(rng.integers(256, 641))
+        im = im.resize((max(64, side * cw // max(cw, ch)), max(64, side * ch // max(cw, ch))))
+        if rng.random() < 0.5:
+            im = ImageOps.mirror(im)
+        im = ImageEnhance.Color(im).enhance(rng.uniform(0.6, 1.4))
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=int(rng.integers(60, 96)))
+        (out / f"{i:06d}.jpg").write_bytes(buf.getvalue())
+
+
+def direct(corpus: str, root: str, writer: dict) -> int:
     from flows.direct import run_mining
     from schemas.config import RunConfig
-    from tasks.ingest import ingest
-    from tasks.units import demo_known_writer
 
-    cfg = RunConfig(root=root)
-    ingest(corpus, root, cfg.ingest)
-    res = run_mining(cfg, writer=demo_known_writer(corpus, root), shard_prefix="mined")
-    return res.shards["general_editing"].samples
+    res = run_mining(RunConfig(root=root), source=corpus, writer=writer)
+    return res["general_editing"]["shards"]["samples"]
 
 
-def orchestrated(corpus: str, root: str) -> int:
+def orchestrated(corpus: str, root: str, writer: dict) -> int:
     from flows.pipelines import mine_flow
 
-    res = mine_flow(source=corpus, root=root, writer={"kind": "demo", "corpus": corpus})
+    res = mine_flow(source=corpus, root=root, writer=writer)
     return res["general_editing"]["shards"]["samples"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--images", type=int, default=0, help="generate this many images (0: the demo corpus)")
     args = ap.parse_args()
     from prefect.testing.utilities import prefect_test_harness
 
@@ -52,19 +79,24 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=120):
         corpus = str(Path(tmp) / "corpus")
-        build_demo_corpus(corpus)
+        if args.images:
+            generate(Path(corpus), args.images)
+            writer, what = {"kind": "template"}, f"{args.images} generated images"
+        else:
+            build_demo_corpus(corpus)
+            writer, what = {"kind": "demo", "corpus": corpus}, "demo corpus"
         times: dict[str, float] = {"direct": float("inf"), "flow": float("inf")}
         samples = {}
         for r in range(args.repeats):
             for name, fn in (("direct", direct), ("flow", orchestrated)):
                 t0 = time.perf_counter()
-                samples[name] = fn(corpus, str(Path(tmp) / f"{name}-{r}"))
+                samples[name] = fn(corpus, str(Path(tmp) / f"{name}-{r}"), writer)
                 times[name] = min(times[name], time.perf_counter() - t0)
     assert samples["direct"] == samples["flow"], samples
-    print(f"demo corpus, {samples['direct']} packed samples, best of {args.repeats}")
-    print(f"{'stage functions, one process':<34} {times['direct']:7.2f} s")
-    print(f"{'mining flow (Prefect + Ray actors)':<34} {times['flow']:7.2f} s   ratio {times['flow'] / times['direct']:.2f}x"
-          f"   overhead {times['flow'] - times['direct']:.1f} s")
+    print(f"{what}, {samples['direct']} packed samples, best of {args.repeats}")
+    print(f"{'local executor, one process':<36} {times['direct']:7.2f} s")
+    print(f"{'mining flow (Prefect + Ray workers)':<36} {times['flow']:7.2f} s   "
+          f"ratio {times['flow'] / times['direct']:.2f}x   overhead {times['flow'] - times['direct']:.1f} s")
 
 
 if __name__ == "__main__":

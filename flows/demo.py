@@ -13,12 +13,11 @@ from typing import Any
 from prefect import flow, task
 
 from flows.artifacts import counts_table
-from flows.pipelines import mine_flow, run_config, train_flow
+from flows.pipelines import DEMO_LANDED_RESOURCE, mine_flow, run_config, train_flow
 from schemas.config import DemoConfig, ShardConfig, TrainConfig
 from tasks import storage
 from tasks.demo_corpus import build_demo_corpus, family_member_ids
 from tasks.ingest import load_catalog
-from tasks.units import DEMO_LANDED_RESOURCE
 
 DEMO_SHARD_PREFIX = "demo"
 # a few steps of the toy model: enough to show checkpoints, metrics and both exports

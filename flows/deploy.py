@@ -23,8 +23,7 @@ from prefect.deployments.runner import EntrypointType
 from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron
 
-from flows.pipelines import mine_flow, train_flow
-from tasks.units import LANDED_RESOURCE, SHARDS_LANDED
+from flows.pipelines import LANDED_RESOURCE, SHARDS_LANDED, mine_flow, train_flow
 
 MINE_CRON = "0 3 * * *"
 POOL = "aceforge-local"

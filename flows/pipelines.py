@@ -1,30 +1,41 @@
-"""Prefect flows: `aceforge-mine` (ingest -> embed -> cluster -> mine pairs -> instructions -> pack),
-`aceforge-train` (a Ray Train run on a shard set) and `aceforge-demo` (both, on the demo corpus).
+"""Prefect flows: `aceforge-mine` (the mining stage list on the Prefect-over-Ray executor), `aceforge-train`
+(a Ray Train run on a shard set) and `aceforge-demo` (flows/demo.py: both, on the demo corpus).
 
-Each stage is a subflow with one task run per unit of work, so the UI shows them apart; counts, pair
-reports with thumbnails, band histograms, progress and training metrics are artifacts of the run.
-Synthesis stages (object removal, text pairs, condition maps) slot in as subflows between mining and
-packing, each writing under <root>/synth/<kind>/ and adding its samples to the pack.
+The stage list is `run_mining`, run by either executor (tasks/executors.py): flows/direct.py runs it in one
+process. In the UI each stage is a subflow with one task run per unit; counts, pair reports with
+thumbnails, band histograms, progress and training metrics are artifacts of the run.
 """
 
 from __future__ import annotations
 
-import itertools
-from pathlib import Path
-from typing import Any
+import os
+from typing import Any, Callable
 
 from prefect import flow, task
-from prefect.futures import as_completed
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.events import emit_event
 
-from flows.artifacts import artifact_key, band_histogram, counts_table, pair_report, training_summary
-from mining.presets import preset as get_preset
+from flows.artifacts import band_histogram, counts_table, pair_report, training_summary
 from schemas.config import RunConfig, parse_config
-from tasks import storage, units
+from tasks import storage
 from tasks.cache import fresh, gated
-from tasks.ingest import catalog_size, load_catalog
-from tasks.instruct import load_instructed
-from tasks.mine_pairs import cluster_batches, pairs_uri
+from tasks.cluster import KMeansStage
+from tasks.embed import EmbedStage
+from tasks.executors import PrefectRayExecutor
+from tasks.ingest import IngestStage, load_catalog
+from tasks.instruct import InstructStage, load_instructed
+from tasks.mine_pairs import MineStage
+from tasks.pack import PackStage
+from tasks.layout import RunLayout
+from tasks.stage import Stage, StageReport
+
+SHARDS_LANDED = "aceforge.shards.landed"
+LANDED_RESOURCE = "aceforge.shards"  # event resource: aceforge.shards.<name>; deployed training listens to these
+DEMO_LANDED_RESOURCE = "aceforge.demo.shards"  # the demo's shards: announced, never trained on by a deployment
+
+
+def _call(fn, *args):
+    """Run one task in this flow; its cached result is used only while its outputs exist."""
+    return fresh(fn, *args)(*args)
 
 
 def run_config(config: dict[str, Any] | None, root: str | None) -> RunConfig:
@@ -32,78 +43,6 @@ def run_config(config: dict[str, Any] | None, root: str | None) -> RunConfig:
     if root is not None:
         data["root"] = root
     return parse_config(data, RunConfig, "flow parameters")
-
-
-def _call(fn, *args):
-    """Run one unit task in this flow; its cached result is used only while its outputs exist."""
-    return fresh(fn, *args)(*args)
-
-
-def _units(fn, args_list: list[tuple], title: str, key: str, in_flight: int) -> list:
-    """One task run per unit, at most `in_flight` submitted at a time; a progress artifact; raise if any
-    failed. Results come back in unit order."""
-    art = create_progress_artifact(0.0, key=artifact_key(key), description=title)
-    results: list = [None] * len(args_list)
-    pending: dict = {}
-    todo = iter(enumerate(args_list))
-    done = 0
-    for k, a in itertools.islice(todo, in_flight):
-        pending[fresh(fn, *a).submit(*a)] = k
-    while pending:
-        finished = next(as_completed(list(pending)))
-        results[pending.pop(finished)] = finished.result()  # raises the unit's error once its retries are spent
-        done += 1
-        update_progress_artifact(art, 100.0 * done / len(args_list))
-        for k, a in itertools.islice(todo, 1):
-            pending[fresh(fn, *a).submit(*a)] = k
-    return results
-
-
-@flow(name="ingest")
-def ingest_stage(source: str, cfg: RunConfig) -> dict:
-    ingest = cfg.ingest.model_dump()
-    n = _call(units.plan_ingest_unit, source, cfg.root, ingest)
-    _units(units.ingest_partition_unit, [(cfg.root, k, ingest) for k in range(n)], "ingest partitions",
-           "ingest-progress", cfg.orchestration.units_in_flight)
-    report = _call(units.finalize_ingest_unit, cfg.root, n)
-    counts_table("ingest", {"seen": report["seen"], "accepted": report["accepted"],
-                            "duplicates": report["duplicates"],
-                            **{f"quarantined: {r}": c for r, c in report["quarantined"].items()}}, "ingest-counts")
-    return report
-
-
-@flow(name="embed-and-cluster")
-def embed_stage(cfg: RunConfig) -> tuple[str, str]:
-    mining, n_catalog = cfg.mining.model_dump(), catalog_size(cfg.root)
-    n = -(-n_catalog // cfg.mining.partition_size)
-    try:
-        _units(units.embed_partition_unit, [(cfg.root, k, mining, cfg.models_dir, cfg.ingest.model_dump(),
-                                             cfg.orchestration.embed_actors) for k in range(n)],
-               "embedding partitions", "embed-progress", cfg.orchestration.units_in_flight)
-    finally:
-        units.close_pools()  # actors hold models: give their resources back before training
-    emb_uri = _call(units.finalize_embeddings_unit, cfg.root, n, mining, cfg.models_dir)
-    return emb_uri, _call(units.kmeans_unit, cfg.root, emb_uri, mining)
-
-
-@flow(name="mine-pairs")
-def mine_stage(cfg: RunConfig, emb_uri: str, cl_uri: str, preset_name: str) -> dict:
-    from tasks.cluster import load_assignments
-
-    mining = cfg.mining.model_dump()
-    n = len(cluster_batches(load_assignments(cl_uri), cfg.mining.clusters_per_batch))
-    _units(units.mine_batch_unit, [(cfg.root, emb_uri, cl_uri, preset_name, k, mining, cfg.models_dir)
-                                   for k in range(n)], f"mining {preset_name}", f"mine-{preset_name}-progress",
-           cfg.orchestration.units_in_flight)
-    counts = _call(units.merge_pairs_unit, cfg.root, emb_uri, preset_name, n, mining)
-    counts_table(f"pairs: {preset_name}", {"clusters": counts["clusters"], "band edges": counts["edges"],
-                                           "sets": counts["sets"], "pairs": counts["pairs"],
-                                           **{f"dropped: {r}": c for r, c in counts["drops"].items()}},
-                 f"pairs-{preset_name}")
-    marker = storage.read_marker(pairs_uri(cfg.root, get_preset(preset_name)))
-    band_histogram(pairs_uri(cfg.root, get_preset(preset_name)), tuple(marker["band"]),
-                   f"band similarities: {preset_name}", f"band-{preset_name}")
-    return counts
 
 
 def default_writer(cfg: RunConfig) -> dict[str, Any] | None:
@@ -114,41 +53,103 @@ def default_writer(cfg: RunConfig) -> dict[str, Any] | None:
     return {"kind": "template"} if backend == "template" else None
 
 
+Announce = Callable[[Stage, StageReport, bool], None]
+
+
+def run_mining(executor, cfg: RunConfig, source: str | None = None, writer: dict[str, Any] | None = None,
+               shard_prefix: str = "mined", announce: Announce | None = None) -> dict:
+    """The mining stage list, on either executor: (ingest ->) embed -> kmeans -> per preset: mine ->
+    instructions -> pack. `announce(stage, report, ran_now)` follows each stage (artifacts, events).
+    Returns {root, ingest, <preset>: {mined, instructions, shards}}."""
+    writer = writer if writer is not None else default_writer(cfg)
+
+    def run(stage: Stage) -> StageReport:
+        ran_now = not stage.complete()
+        rep = executor.run(stage)
+        if announce:
+            announce(stage, rep, ran_now)
+        return rep
+
+    summary: dict[str, Any] = {"root": cfg.root}
+    if source is not None:
+        summary["ingest"] = run(IngestStage(cfg, source=source)).counts
+    summary["embeddings"] = run(EmbedStage(cfg)).counts
+    summary["clusters"] = run(KMeansStage(cfg)).counts
+    for name in cfg.mining.presets:
+        mined = run(MineStage(cfg, preset=name)).counts
+        summary[name] = {"mined": {k: v for k, v in mined.items() if k != "band"}}
+        if writer is None:
+            print(f"{name}: mining.instructions.backend is none; pairs stay in pairs/, unpacked")
+            continue
+        summary[name]["instructions"] = run(InstructStage(cfg, preset=name, writer=writer)).counts
+        pack = PackStage(cfg, preset=name, shard_name=f"{shard_prefix}-{name}")
+        ran_now = not pack.complete()
+        summary[name]["shards"] = {**run(pack).counts, "landed_now": ran_now}
+    return summary
+
+
+def _announcer(cfg: RunConfig, landed_resource: str) -> Announce:
+    """Artifacts per stage in the UI, and `aceforge.shards.landed` when a shard set lands in this run."""
+    catalog: dict = {}
+
+    def announce(stage: Stage, rep: StageReport, ran_now: bool) -> None:
+        c = rep.counts
+        if isinstance(stage, IngestStage):
+            counts_table("ingest", {"seen": c["seen"], "accepted": c["accepted"], "duplicates": c["duplicates"],
+                                    **{f"quarantined: {r}": n for r, n in c["quarantined"].items()}}, "ingest-counts")
+        elif isinstance(stage, EmbedStage):
+            counts_table("embeddings", {"images": c["images"], "embedded": c["embedded"],
+                                        **{f"skipped: {r}": n for r, n in (c["skipped"] or {}).items()}},
+                         "embed-counts")
+        elif isinstance(stage, MineStage):
+            name = stage.params["preset"]
+            counts_table(f"pairs: {name}", {"clusters": c["clusters"], "band edges": c["edges"], "sets": c["sets"],
+                                            "pairs": c["pairs"], **{f"dropped: {r}": n for r, n in c["drops"].items()}},
+                         f"pairs-{name}")
+            band_histogram(rep.outputs[0], tuple(c["band"]), f"band similarities: {name}", f"band-{name}")
+        elif isinstance(stage, InstructStage):
+            name = stage.params["preset"]
+            counts_table(f"instructions: {name}", {k: v for k, v in c.items() if k != "writer"},
+                         f"instructions-{name}")
+            if not catalog:
+                catalog.update({r.id: r for r in load_catalog(cfg.root)})
+            pair_report(load_instructed(rep.outputs[0]), catalog, f"sampled pairs: {name}", f"pairs-report-{name}",
+                        seed=cfg.mining.seed)
+        elif isinstance(stage, PackStage) and ran_now:
+            name = stage.params["shard_name"]
+            emit_event(SHARDS_LANDED, resource={"prefect.resource.id": f"{landed_resource}.{name}",
+                                                "prefect.resource.name": name},
+                       payload={"shard_uri": _absolute(c["uri"]), "root": _absolute(cfg.root),
+                                "manifest": _absolute(storage.join(c["uri"], "manifest.parquet")),
+                                "samples": c["samples"], "shards": c["shards"], "counts_by_task": c["counts_by_task"]})
+
+    return announce
+
+
+def _absolute(uri: str) -> str:
+    """Events leave this process: a local path in one is absolute (a worker runs in a temporary folder)."""
+    return uri if "://" in uri else os.path.abspath(uri)
+
+
 @flow(name="aceforge-mine", log_prints=True)
 def mine_flow(source: str | None = None, root: str | None = None, config: dict[str, Any] | None = None,
               writer: dict[str, Any] | None = None, shard_prefix: str = "mined",
-              landed_resource: str = units.LANDED_RESOURCE) -> dict:
+              landed_resource: str = LANDED_RESOURCE) -> dict:
     """Mine pairs from `source` (or an already ingested catalog) into shard sets under <root>/shards.
 
     `writer` overrides the configured instruction backend (the demo passes its known transformations);
     `landed_resource` prefixes the resource of each `aceforge.shards.landed` event (deployed training
-    listens to `aceforge.shards.*` only)."""
+    listens to `aceforge.shards.*` only). Each stage is a subflow; its units run on Ray."""
     cfg = run_config(config, root)
-    summary: dict[str, Any] = {"root": cfg.root}
-    if source is not None:
-        summary["ingest"] = ingest_stage(source, cfg)
-    emb_uri, cl_uri = embed_stage(cfg)
-    if writer is None:
-        writer = default_writer(cfg)
-    catalog = {r.id: r for r in load_catalog(cfg.root)} if writer is not None else {}
-    for name in cfg.mining.presets:
-        summary[name] = {"mined": mine_stage(cfg, emb_uri, cl_uri, name)}
-        if writer is None:
-            print(f"{name}: mining.instructions.backend is none; pairs stay in pairs/, unpacked")
-            continue
-        ins = _call(units.instruct_unit, cfg.root, name, writer, cfg.ingest.model_dump())
-        counts_table(f"instructions: {name}", ins, f"instructions-{name}")
-        pairs = load_instructed(storage.join(pairs_uri(cfg.root, get_preset(name)), "instructed"))
-        pair_report(pairs, catalog, f"sampled pairs: {name}", f"pairs-report-{name}", seed=cfg.mining.seed)
-        summary[name]["instructions"] = ins
-        summary[name]["shards"] = _call(units.pack_unit, cfg.root, name, f"{shard_prefix}-{name}",
-                                                  cfg.shards.model_dump(), cfg.ingest.model_dump(),
-                                                  landed_resource)
-    return summary
+    executor = PrefectRayExecutor(cfg.orchestration.units_in_flight, cfg.orchestration.embed_actors)
+    try:
+        return run_mining(executor, cfg, source, writer, shard_prefix, _announcer(cfg, landed_resource))
+    finally:
+        executor.close()
 
 
 @task(name="train", task_run_name="train-{run_name}", retries=0, persist_result=True,
-      cache_policy=gated(lambda i: [str(Path(i["root"]) / "checkpoints" / "exports" / i["run_name"])]))
+      cache_policy=gated(lambda i: [RunLayout(i["root"]).exports(i["run_name"])]))
 def train_unit(shard_uri: str, root: str, train: dict, run_name: str) -> dict:
     """The Ray Train job: Ray retries a crashed worker group from its checkpoint; Prefect does not retry."""
     from flows.training import train_on_shards

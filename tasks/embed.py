@@ -8,7 +8,6 @@ and counted by reason in the marker.
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from typing import Callable
 
@@ -20,11 +19,13 @@ from schemas.arrow import embedding_from_table, embedding_to_table
 from schemas.config import IngestConfig
 from schemas.records import EmbeddingPartition, ImageRecord
 from tasks import storage
+from tasks.layout import RunLayout
 from tasks.sources import read_uri
+from tasks.stage import Resources, Stage, StageReport, UnitReport
 
 
 def embeddings_uri(root: str, embedder_name: str) -> str:
-    return storage.join(root, "embeddings", re.sub(r"[^A-Za-z0-9_.-]+", "_", embedder_name))
+    return RunLayout(root).embeddings(embedder_name)
 
 
 def part_name(index: int) -> str:
@@ -62,14 +63,23 @@ def write_partition(part_uri: str, ids: list[str], vecs: np.ndarray, embedder: s
 
 
 def embed_partition(records: list[ImageRecord], part_uri: str, embedder: ImageEmbedder,
-                    ingest_cfg: IngestConfig) -> int:
-    """One unit of work: decode, embed, write the partition (skipped when it already exists)."""
+                    ingest_cfg: IngestConfig, batch_size: int = 32) -> int:
+    """One unit of work: decode and embed `batch_size` images at a time (memory bounded by the batch and
+    the partition's vectors), write the partition (skipped when it already exists)."""
     if storage.exists(part_uri):
         return 0
     embedder.setup()
-    ids, images, skipped = decode_records(records, ingest_cfg.max_pixels)
-    vecs = embedder(images) if images else np.zeros((0, embedder.dim), np.float32)
-    write_partition(part_uri, ids, vecs, embedder.name, embedder.version, dict(skipped), len(records))
+    ids: list[str] = []
+    vecs = []
+    skipped: Counter[str] = Counter()
+    for i in range(0, len(records), batch_size):
+        b_ids, images, b_skipped = decode_records(records[i : i + batch_size], ingest_cfg.max_pixels)
+        ids += b_ids
+        skipped.update(b_skipped)
+        if images:
+            vecs.append(np.asarray(embedder(images), np.float32).astype(np.float16))
+    x = np.concatenate(vecs) if vecs else np.zeros((0, embedder.dim), np.float16)
+    write_partition(part_uri, ids, x, embedder.name, embedder.version, dict(skipped), len(records))
     return len(ids)
 
 
@@ -135,3 +145,64 @@ def load_embeddings(uri: str) -> tuple[list[str], np.ndarray, dict]:
     x = np.concatenate(vecs) if vecs else np.zeros((0, marker["dim"]), np.float32)
     x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # re-normalise after float16 storage
     return ids, x, marker
+
+
+class EmbedStage(Stage):
+    """<root>/embeddings/<embedder>/: one unit per `mining.partition_size` catalog rows, each reading only
+    its own slice of the catalog. A model stage: each worker loads the embedder once."""
+
+    name = "embed"
+    unit_name = "partition"
+    model = True
+
+    def __init__(self, cfg, **params):
+        from mining.embedders import make_embedder
+
+        super().__init__(cfg, **params)
+        self.embedder = make_embedder(cfg.mining.embedder, cfg.models_dir)  # cheap: config only
+
+    @property
+    def out(self) -> str:
+        return self.layout.embeddings(self.embedder.name)
+
+    def worker_resources(self) -> Resources:
+        r = self.embedder.resources()
+        return Resources(cpus=r.cpus, gpus=r.gpus)
+
+    def setup(self) -> None:
+        self.embedder.setup()
+
+    def plan(self) -> int:
+        from tasks.ingest import catalog_size
+
+        fs, path = storage.fs_path(self.out)
+        fs.makedirs(path, exist_ok=True)
+        storage.remove_stale_tmp(self.out)
+        return -(-catalog_size(self.cfg.root) // self.cfg.mining.partition_size)
+
+    def unit_outputs(self, k: int) -> list[str]:
+        return [self.layout.embedding_part(self.embedder.name, k)]
+
+    def run(self, k: int) -> UnitReport:
+        from tasks.ingest import catalog_slice
+
+        size = self.cfg.mining.partition_size
+        records = catalog_slice(self.cfg.root, k * size, (k + 1) * size)
+        n = embed_partition(records, self.unit_outputs(k)[0], self.embedder, self.cfg.ingest, self.cfg.mining.batch_size)
+        return UnitReport(stage=self.label, unit=k, counts={"records": len(records), "embedded": n})
+
+    def final_outputs(self) -> list[str]:
+        return [self.layout.marker(self.out)]
+
+    def finalize(self, n: int) -> StageReport:
+        from tasks.ingest import catalog_size
+
+        finalize_embeddings(self.out, n, catalog_size(self.cfg.root), tuple(self.embedder.band))
+        return self.report()  # type: ignore[return-value]
+
+    def report(self) -> StageReport | None:
+        m = storage.read_marker(self.out)
+        if m is None:
+            return None
+        return StageReport(stage=self.label, units=m["partitions"], outputs=[self.out],
+                           counts={k: m.get(k) for k in ("embedder", "version", "images", "embedded", "skipped")})

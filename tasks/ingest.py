@@ -22,7 +22,9 @@ from schemas.arrow import IMAGE_RECORD_SCHEMA, QUARANTINE_SCHEMA, from_table, to
 from schemas.config import IngestConfig, config_hash
 from schemas.records import ImageRecord, QuarantineReason, QuarantineRecord
 from tasks import storage
+from tasks.layout import RunLayout
 from tasks.sources import WorkUnit, expand_source, iter_tar, read_uri, work_units
+from tasks.stage import Resources, Stage, StageReport, UnitReport
 
 Result = ImageRecord | QuarantineRecord
 
@@ -115,7 +117,7 @@ def _run_units(units: list[WorkUnit], cfg: IngestConfig, source: str,
 
 
 def catalog_uri(root: str) -> str:
-    return storage.join(root, "catalog")
+    return RunLayout(root).catalog
 
 
 def _existing(cat: str, fingerprint: dict, force: bool) -> IngestReport | None:
@@ -150,23 +152,23 @@ def plan_ingest(source: str, root: str, cfg: IngestConfig, force: bool = False) 
     per = max(1, cfg.partition_files // cfg.chunk_size)
     plan = {"source": source, "config": config_hash(cfg), "inputs": len(files) + len(tars),
             "partitions": [[[u.kind, list(u.uris)] for u in units[i : i + per]] for i in range(0, len(units), per)]}
-    fs, plan_path = storage.fs_path(storage.join(cat, "plan.json"))
+    fs, plan_path = storage.fs_path(RunLayout(root).ingest_plan)
     if fs.exists(plan_path) and _plan(root) != plan:  # partitions of another plan must not be reused
-        parts = storage.fs_path(storage.join(cat, "parts"))[1]
+        parts = storage.fs_path(storage.parent(RunLayout(root).ingest_part(0, "images")))[1]
         if fs.exists(parts):
             fs.rm(parts, recursive=True)
-    storage.atomic_write_bytes(storage.join(cat, "plan.json"), json.dumps(plan).encode())
+    storage.atomic_write_bytes(RunLayout(root).ingest_plan, json.dumps(plan).encode())
     return len(plan["partitions"])
 
 
 def _plan(root: str) -> dict:
-    fs, path = storage.fs_path(storage.join(catalog_uri(root), "plan.json"))
+    fs, path = storage.fs_path(RunLayout(root).ingest_plan)
     with fs.open(path, "rb") as f:
         return json.loads(f.read())
 
 
 def _part_uri(root: str, k: int, what: str) -> str:
-    return storage.join(catalog_uri(root), "parts", f"part-{k:05d}.{what}.parquet")
+    return RunLayout(root).ingest_part(k, what)
 
 
 def ingest_partition(root: str, k: int, cfg: IngestConfig, progress: Callable[[int], None] | None = None) -> int:
@@ -277,3 +279,41 @@ def load_quarantine(root: str) -> list[QuarantineRecord]:
     table = storage.read_parquet(storage.join(catalog_uri(root), "quarantine", "quarantine.parquet"))
     assert table.schema.names == QUARANTINE_SCHEMA.names
     return from_table(table, QuarantineRecord)  # type: ignore[return-value]
+
+
+class IngestStage(Stage):
+    """Ingest `source` into <root>/catalog: one unit per partition of `ingest.partition_files` inputs."""
+
+    name = "ingest"
+    unit_name = "partition"
+    resources = Resources(cpus=1.0)
+
+    @property
+    def source(self) -> str:
+        return self.params["source"]
+
+    def plan(self) -> int:
+        return plan_ingest(self.source, self.cfg.root, self.cfg.ingest)
+
+    def plan_outputs(self) -> list[str]:
+        return [self.layout.ingest_plan]
+
+    def unit_outputs(self, k: int) -> list[str]:
+        return [self.layout.ingest_part(k, "images"), self.layout.ingest_part(k, "quarantine")]
+
+    def run(self, k: int) -> UnitReport:
+        return UnitReport(stage=self.label, unit=k, counts={"seen": ingest_partition(self.cfg.root, k, self.cfg.ingest)})
+
+    def final_outputs(self) -> list[str]:
+        return [self.layout.marker(self.layout.catalog)]
+
+    def finalize(self, n: int) -> StageReport:
+        return StageReport(stage=self.label, units=n, outputs=[self.layout.catalog],
+                           counts=finalize_ingest(self.cfg.root, n).to_dict())
+
+    def report(self) -> StageReport | None:
+        done = existing_catalog(self.source, self.cfg.root, self.cfg.ingest)  # another source's: an error
+        if done is None:
+            return None
+        return StageReport(stage=self.label, units=existing_partitions(self.cfg.root), outputs=[self.layout.catalog],
+                           counts=done.to_dict())

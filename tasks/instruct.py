@@ -11,12 +11,14 @@ from collections import Counter
 from typing import Callable, Iterator
 
 from mining.decode import normalized_bytes
-from mining.instructions import InstructionError, InstructionWriter
+from mining.instructions import (ChatInstructionWriter, InstructionError, InstructionWriter, KnownTransformWriter,
+                                 TemplateInstructionWriter)
 from schemas.arrow import from_table, to_table
-from schemas.config import IngestConfig
+from schemas.config import IngestConfig, InstructionConfig
 from schemas.records import AceSample, ConditionUnit, Generator, ImageRecord, PairRecord, Role
 from tasks import storage
 from tasks.sources import read_uri
+from tasks.stage import Resources, Stage, StageReport, UnitReport
 
 
 def _image(rec: ImageRecord, cfg: IngestConfig) -> tuple[bytes, str]:
@@ -76,3 +78,75 @@ def pair_samples(pairs: list[PairRecord], catalog: dict[str, ImageRecord],
                         units=[ConditionUnit(role=Role.EDIT, image=src[0], image_ext=src[1])],
                         target=ConditionUnit(role=Role.TARGET, image=tgt[0], image_ext=tgt[1]),
                         lineage=p.lineage)
+
+
+def demo_known_writer(corpus_dir: str, root: str) -> KnownTransformWriter:
+    """Instructions of the demo corpus' known transformations, keyed by catalog ids."""
+    from tasks.demo_corpus import family_member_ids
+    from tasks.ingest import load_catalog
+
+    known = {}
+    for members in family_member_ids(corpus_dir, load_catalog(root)).values():
+        (_, base), *variants = members
+        for m, var in variants:
+            if base and var and m["instruction"]:
+                known[(base, var)] = m["instruction"]
+    return KnownTransformWriter(known)
+
+
+def make_writer(spec: dict, root: str) -> InstructionWriter:
+    """{'kind': 'template'}, {'kind': 'chat', ...InstructionConfig fields} or
+    {'kind': 'demo', 'corpus': <demo corpus folder>}."""
+    if spec["kind"] == "demo":
+        return demo_known_writer(spec["corpus"], root)
+    if spec["kind"] == "template":
+        return TemplateInstructionWriter()
+    ic = InstructionConfig(**{k: v for k, v in spec.items() if k != "kind"})
+    return ChatInstructionWriter(ic.base_url, ic.model, storage.join(root, "cache", "instructions"),
+                                 api_key_env=ic.api_key_env, timeout_s=ic.timeout_s, retries=ic.retries)
+
+
+class InstructStage(Stage):
+    """<root>/pairs/<preset>/instructed/: an instruction for every mined pair (one unit)."""
+
+    name = "instructions"
+    single = True
+    resources = Resources(cpus=0.5)
+
+    @property
+    def label(self) -> str:
+        return f"instructions-{self.params['preset']}"
+
+    @property
+    def out(self) -> str:
+        return self.layout.instructed(self.params["preset"])
+
+    def plan(self) -> int:
+        return 1
+
+    def unit_outputs(self, k: int) -> list[str]:
+        return [self.layout.marker(self.out)]
+
+    def run(self, k: int) -> UnitReport:
+        from tasks.ingest import load_catalog
+        from tasks.mine_pairs import load_pairs
+
+        pairs_uri = self.layout.pairs(self.params["preset"])
+        by_id = {r.id: r for r in load_catalog(self.cfg.root)}
+        _, counts = instruct_pairs(load_pairs(pairs_uri), make_writer(self.params["writer"], self.cfg.root), by_id,
+                                   pairs_uri, self.cfg.ingest)
+        return UnitReport(stage=self.label, unit=k, counts=counts)
+
+    def final_outputs(self) -> list[str]:
+        return self.unit_outputs(0)
+
+    def finalize(self, n: int) -> StageReport:
+        rep = self.report()
+        if rep is None:
+            raise RuntimeError(f"{self.out} has no marker: its unit did not complete")
+        return rep
+
+    def report(self) -> StageReport | None:
+        m = storage.read_marker(self.out)
+        return None if m is None else StageReport(stage=self.label, units=1, outputs=[self.out],
+                                                  counts={**m["counts"], "writer": m["writer"]})

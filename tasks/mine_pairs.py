@@ -28,6 +28,8 @@ from schemas.arrow import from_table, to_table
 from schemas.config import MiningConfig
 from schemas.records import Generator, Lineage, PairRecord
 from tasks import storage
+from tasks.layout import RunLayout
+from tasks.stage import Resources, Stage, StageReport, UnitReport
 
 BAND_GENERATOR = Generator(name="band-union-find", version="1")
 _TABLES = ("edges", "sets", "pairs", "groups")
@@ -60,11 +62,11 @@ def resolve_band(preset: TaskPreset, cfg: MiningConfig, embedder_band: tuple[flo
 
 
 def pairs_uri(root: str, preset: TaskPreset) -> str:
-    return storage.join(root, "pairs", preset.name)
+    return RunLayout(root).pairs(preset.name)
 
 
 def batch_uri(root: str, preset: TaskPreset, index: int) -> str:
-    return storage.join(pairs_uri(root, preset), "batches", f"batch-{index:05d}")
+    return RunLayout(root).pair_batch(preset.name, index)
 
 
 def cluster_batches(assignments: dict[str, int], clusters_per_batch: int) -> list[list[int]]:
@@ -236,3 +238,73 @@ def load_pairs(uri: str) -> list[PairRecord]:
     if storage.read_marker(uri) is None:
         raise FileNotFoundError(f"no complete pair mining under {uri}")
     return from_table(storage.read_parquet(storage.join(uri, "pairs.parquet")), PairRecord)  # type: ignore
+
+
+class MineStage(Stage):
+    """<root>/pairs/<preset>/: band union-find per cluster, one unit per `mining.clusters_per_batch`
+    clusters, then the merge (finalize)."""
+
+    name = "mine"
+    unit_name = "batch"
+    resources = Resources(cpus=1.0)
+
+    @property
+    def label(self) -> str:
+        return f"mine-{self.params['preset']}"
+
+    @property
+    def preset(self) -> TaskPreset:
+        from mining.presets import preset
+
+        return preset(self.params["preset"])
+
+    @property
+    def out(self) -> str:
+        return self.layout.pairs(self.preset.name)
+
+    def _inputs(self) -> tuple[str, str]:
+        from mining.embedders import make_embedder
+        from tasks.cluster import clusters_uri
+
+        emb = self.layout.embeddings(make_embedder(self.cfg.mining.embedder, self.cfg.models_dir).name)
+        return emb, clusters_uri(self.cfg.root, emb)
+
+    def plan(self) -> int:
+        from tasks.cluster import load_assignments
+
+        return len(cluster_batches(load_assignments(self._inputs()[1]), self.cfg.mining.clusters_per_batch))
+
+    def unit_outputs(self, k: int) -> list[str]:
+        return [self.layout.marker(self.layout.pair_batch(self.preset.name, k))]
+
+    def run(self, k: int) -> UnitReport:
+        from pathlib import Path
+
+        from tasks.cluster import load_assignments
+        from tasks.embed import load_embeddings
+
+        mc, preset = self.cfg.mining, self.preset
+        emb_uri, cl_uri = self._inputs()
+        ids, x, marker = load_embeddings(emb_uri)
+        classifier = PairClassifier(Path(self.cfg.models_dir) / mc.pair_classifier if mc.pair_classifier else None)
+        gen = Generator(name=marker["embedder"], version=marker["version"])
+        check_inputs(preset, gen, classifier, "image")
+        assignments = load_assignments(cl_uri)
+        clusters = cluster_batches(assignments, mc.clusters_per_batch)[k]
+        band = resolve_band(preset, mc, tuple(marker["band"]))
+        rep = mine_batch(ids, x, assignments, clusters, self.layout.pair_batch(preset.name, k), preset, mc, gen, band,
+                         classifier)
+        return UnitReport(stage=self.label, unit=k, counts=rep.counts())
+
+    def final_outputs(self) -> list[str]:
+        return [self.layout.marker(self.out)]
+
+    def finalize(self, n: int) -> StageReport:
+        band = resolve_band(self.preset, self.cfg.mining, tuple(storage.read_marker(self._inputs()[0])["band"]))
+        merge_batches(self.cfg.root, self.preset, n, band)
+        return self.report()  # type: ignore[return-value]
+
+    def report(self) -> StageReport | None:
+        m = storage.read_marker(self.out)
+        return None if m is None else StageReport(stage=self.label, units=m["batches"], outputs=[self.out],
+                                                  counts={**m["counts"], "band": m["band"]})

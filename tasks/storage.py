@@ -32,6 +32,10 @@ def join(uri: str, *parts: str) -> str:
     return out
 
 
+def parent(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[0]
+
+
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:
     return isinstance(fs, LocalFileSystem)
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-import tasks.units as units
 from flows.pipelines import mine_flow
 from tasks import storage
 from tasks.ingest import ingest
@@ -26,34 +25,26 @@ def ingested(demo_corpus, tmp_path):
 
 
 def test_a_failed_unit_is_the_only_one_a_rerun_executes(ingested, tmp_path, monkeypatch, prefect_results):
+    import tasks.executors as executors
+
     _, root = ingested
-    counter = tmp_path / "executions.txt"
-    broken = tmp_path / "batch-1-broken"
-    broken.touch()
-    real = units.mine_batch
-
-    def counted(ids, x, assignments, clusters, out, *a, **kw):
-        k = int(out.rstrip("/").rsplit("-", 1)[1])
-        with counter.open("a") as f:
-            f.write(f"{k}\n")
-        if k == 1 and broken.exists():
-            raise RuntimeError("batch 1 is broken")
-        return real(ids, x, assignments, clusters, out, *a, **kw)
-
-    monkeypatch.setattr(units, "mine_batch", counted)
-    monkeypatch.setattr(units, "mine_batch_unit", units.mine_batch_unit.with_options(retry_delay_seconds=0))
-    with pytest.raises(RuntimeError, match="batch 1 is broken"):
+    batches = Path(root, "pairs", "general_editing", "batches")
+    batches.mkdir(parents=True)
+    (batches / "batch-00001").write_text("a file where batch 1's folder goes: its unit fails on Ray")
+    monkeypatch.setattr(executors, "unit_task", executors.unit_task.with_options(retry_delay_seconds=0))
+    with pytest.raises(Exception, match="batch-00001"):
         mine_flow(root=root, config=MINING)
-    first = counter.read_text().split()
-    assert sorted(set(first)) == ["0", "1", "2"] and first.count("1") == 3  # one try + two retries
-    broken.unlink()
-    counter.write_text("")
+    done = {p: p.stat().st_mtime_ns for p in Path(root).rglob(storage.MARKER)}
+    assert {p.parent.name for p in done} >= {"catalog", "offline-dct-hist", "batch-00000", "batch-00002"}
+    assert not (batches / "batch-00001").is_dir()
+    (batches / "batch-00001").unlink()
     result = mine_flow(root=root, config=MINING)
-    assert counter.read_text().split() == ["1"]  # batches 0 and 2 were not executed again
+    assert {p: p.stat().st_mtime_ns for p in done} == done  # finished units were not executed again
+    assert (batches / "batch-00001" / storage.MARKER).exists()
     assert result["general_editing"]["mined"]["clusters"] == 3
-    counter.write_text("")
+    now = {p: p.stat().st_mtime_ns for p in Path(root).rglob(storage.MARKER)}
     mine_flow(root=root, config=MINING)
-    assert counter.read_text() == ""  # everything complete: nothing executes
+    assert {p: p.stat().st_mtime_ns for p in Path(root).rglob(storage.MARKER)} == now  # complete: nothing runs
 
 
 _RUN = """
@@ -105,8 +96,10 @@ def test_every_image_of_a_multi_partition_corpus_is_embedded(tmp_path, prefect_r
     import numpy as np
     from PIL import Image
 
-    from flows.pipelines import embed_stage, ingest_stage, run_config
-    from tasks.embed import load_embeddings
+    from flows.pipelines import run_config
+    from tasks.embed import EmbedStage, load_embeddings
+    from tasks.executors import PrefectRayExecutor
+    from tasks.ingest import IngestStage
     from tasks.ingest import catalog_slice, load_catalog
 
     corpus = tmp_path / "corpus"
@@ -117,8 +110,12 @@ def test_every_image_of_a_multi_partition_corpus_is_embedded(tmp_path, prefect_r
                                                                                  compress_level=1)
     cfg = run_config({"ingest": {"partition_files": 1000}, "mining": {"partition_size": 1000, "batch_size": 50},
                       "orchestration": {"units_in_flight": 4, "embed_actors": 2}}, str(tmp_path / "root"))
-    assert ingest_stage(str(corpus), cfg)["accepted"] == 6000
-    emb_uri, _ = embed_stage(cfg)
+    ex = PrefectRayExecutor(cfg.orchestration.units_in_flight, cfg.orchestration.embed_actors)
+    try:
+        assert ex.run(IngestStage(cfg, source=str(corpus))).counts["accepted"] == 6000
+        emb_uri = ex.run(EmbedStage(cfg)).outputs[0]
+    finally:
+        ex.close()
     ids, x, marker = load_embeddings(emb_uri)
     catalog = [r.id for r in load_catalog(cfg.root)]
     assert (marker["partitions"], marker["images"], marker["embedded"]) == (6, 6000, 6000)

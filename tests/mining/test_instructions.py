@@ -107,3 +107,16 @@ def test_known_transform_writer_orients_the_pair():
     assert w.write(rev).swapped
     other = PairRecord(pair_id="o", source_id="a", target_id="c", task="general_editing", similarity=0.9)
     assert w.write(other) is None
+
+
+def test_template_writer_is_deterministic_generic_and_named():
+    from mining.instructions import TEMPLATES, TemplateInstructionWriter
+    from schemas.records import PairRecord
+
+    w = TemplateInstructionWriter()
+    pairs = [PairRecord(pair_id=f"p{i}", source_id="a", target_id="b", task="general_editing", similarity=0.9)
+             for i in range(20)]
+    got = [w.write(p) for p in pairs]
+    assert [g.instruction for g in got] == [w.write(p).instruction for p in pairs]  # same pair, same phrasing
+    assert {g.instruction for g in got} <= set(TEMPLATES["general_editing"]) and len({g.instruction for g in got}) > 1
+    assert all("{image}" in g.instruction and g.writer == "template:1" and g.caption is None for g in got)

@@ -1,7 +1,10 @@
-from mining.instructions import KnownTransformWriter
+import pytest
+
+from mining.instructions import ChatInstructionWriter, KnownTransformWriter, TemplateInstructionWriter
 from schemas.config import MiningConfig
 from tasks.ingest import load_catalog
-from tasks.instruct import instruct_pairs, load_instructed, pair_samples
+from tasks.ingest import ingest
+from tasks.instruct import demo_known_writer, instruct_pairs, load_instructed, make_writer, pair_samples
 from tests.tasks.test_mine_pairs import _run
 from tasks.mine_pairs import load_pairs
 
@@ -24,3 +27,18 @@ def test_pairs_are_oriented_by_their_instruction_and_only_instructed_ones_become
     assert sorted(s.instruction for s in samples) == ["Brighten {image}.", "Mirror {image}."]
     s = next(x for x in samples if x.instruction == "Mirror {image}.")
     assert s.lineage.source_ids == [a.source_id, a.target_id] and s.task == "general_editing"
+
+
+def test_writers_from_their_specs(demo_corpus, tmp_path):
+    corpus, gt = demo_corpus
+    root = str(tmp_path / "root")
+    ingest(str(corpus / "photos"), root)
+    w = make_writer({"kind": "demo", "corpus": str(corpus)}, root)
+    assert isinstance(w, KnownTransformWriter)
+    assert len(w.known) == sum(len(m) - 1 for m in gt["families"].values())  # every accepted variant
+    assert w.known == demo_known_writer(str(corpus), root).known
+    chat = make_writer({"kind": "chat", "base_url": "http://127.0.0.1:9/v1", "model": "vlm", "retries": 0}, root)
+    assert isinstance(chat, ChatInstructionWriter) and chat.name == "chat:vlm" and chat.retries == 0
+    with pytest.raises(ValueError):
+        make_writer({"kind": "chat", "bogus": 1}, root)
+    assert isinstance(make_writer({"kind": "template"}, root), TemplateInstructionWriter)

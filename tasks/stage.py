@@ -1,0 +1,115 @@
+"""The stage contract: every step of the pipeline is a Stage, run by either executor (tasks/executors.py).
+
+A stage has a name, the resources one of its workers needs, and four steps:
+
+    plan()        -> n               how many units of work (reads its inputs' markers, may write a plan)
+    run(k)        -> UnitReport      one unit, writing only `unit_outputs(k)`, each through a temporary name
+    finalize(n)   -> StageReport     merges the units, reconciles counts, writes the stage marker last
+    report()      -> StageReport|None  the finished stage's report, read from its marker (None: not done)
+
+Model stages set `model = True` and load weights in `setup()`, once per worker. A stage holds only its
+config and parameters (`spec()`), so a Ray worker or a Prefect task rebuilds it with `build(spec)`:
+paths travel, never payloads. Algorithms live in mining/ and trainer/; stages stay thin.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field
+
+from schemas.config import RunConfig
+from tasks import storage
+from tasks.layout import RunLayout
+
+
+class Resources(BaseModel):
+    cpus: float = Field(1.0, ge=0, description="CPUs one worker of the stage holds")
+    gpus: float = Field(0.0, ge=0, description="GPUs one worker holds (model stages on GPU nodes)")
+    memory_mb: int = Field(0, ge=0, description="memory one worker reserves on Ray; 0: no reservation")
+
+
+class UnitReport(BaseModel):
+    stage: str
+    unit: int
+    counts: dict[str, Any] = Field(default_factory=dict)
+
+
+class StageReport(BaseModel):
+    stage: str
+    units: int
+    outputs: list[str]  # the stage's completed output directories
+    counts: dict[str, Any] = Field(default_factory=dict)
+
+
+class Stage(ABC):
+    name: ClassVar[str]  # the stage kind; `label` adds its parameters (a preset, a shard set)
+    unit_name: ClassVar[str] = "unit"  # task runs are `<label>-<unit_name>-<k>`
+    single: ClassVar[bool] = False  # one unit only: its task run is named `<label>`
+    resources: ClassVar[Resources] = Resources()
+    model: ClassVar[bool] = False
+
+    def __init__(self, cfg: RunConfig, **params: Any):
+        self.cfg = cfg
+        self.params = params
+        self.layout = RunLayout(cfg.root)
+
+    # identity
+    @property
+    def label(self) -> str:
+        return self.name
+
+    def unit_label(self, k: int) -> str:
+        return self.label if self.single else f"{self.label}-{self.unit_name}-{k}"
+
+    def spec(self) -> dict[str, Any]:
+        return {"stage": type(self).__module__ + ":" + type(self).__qualname__,
+                "config": self.cfg.model_dump(mode="json"), "params": self.params}
+
+    def worker_resources(self) -> Resources:
+        return self.resources
+
+    # the four steps
+    def setup(self) -> None:
+        """Load what every unit of this worker shares (model weights): once per worker."""
+
+    @abstractmethod
+    def plan(self) -> int: ...
+
+    def plan_outputs(self) -> list[str]:
+        """What `plan` writes (a listing); none by default: planning is then cheap enough to repeat."""
+        return []
+
+    @abstractmethod
+    def final_outputs(self) -> list[str]:
+        """The markers `finalize` writes last: the stage is complete when they all exist."""
+
+    @abstractmethod
+    def unit_outputs(self, k: int) -> list[str]: ...
+
+    @abstractmethod
+    def run(self, k: int) -> UnitReport: ...
+
+    @abstractmethod
+    def finalize(self, n: int) -> StageReport: ...
+
+    @abstractmethod
+    def report(self) -> StageReport | None:
+        """The finished stage's report, read back from its marker; None while it is not complete."""
+
+    def complete(self) -> bool:
+        outs = self.final_outputs()
+        return bool(outs) and all(storage.exists(o) for o in outs)
+
+    def unit_done(self, k: int) -> bool:
+        outs = self.unit_outputs(k)
+        return bool(outs) and all(storage.exists(o) for o in outs)
+
+
+def build(spec: dict[str, Any]) -> Stage:
+    """The stage a spec describes (in any process: the module is imported by name)."""
+    module, _, cls = spec["stage"].partition(":")
+    stage_cls = getattr(importlib.import_module(module), cls)
+    return stage_cls(RunConfig.model_validate(spec["config"]), **spec["params"])
