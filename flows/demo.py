@@ -16,7 +16,7 @@ from flows.artifacts import counts_table
 from flows.pipelines import DEMO_LANDED_RESOURCE, mine_flow, run_config, train_flow
 from schemas.config import DemoConfig, ShardConfig, TrainConfig
 from tasks import storage
-from tasks.demo_corpus import build_demo_corpus, family_member_ids
+from tasks.demo_corpus import build_demo_corpus, current_corpus, family_member_ids
 from tasks.ingest import load_catalog
 
 DEMO_SHARD_PREFIX = "demo"
@@ -59,23 +59,48 @@ def demo_config(out: Path, config: dict[str, Any] | None) -> dict[str, Any]:
     return {**base, **(config or {})}
 
 
+OWNER = ".aceforge-demo"  # written first in every folder the demo makes; it only ever replaces those
+
+
+def claim(folder: str, legacy: str | None = None) -> None:
+    """Make `folder` the demo's: new or empty, or already carrying the demo's mark (or, from before the mark
+    existed, holding `legacy`, a file only the demo writes); else refuse."""
+    fs, path = storage.fs_path(folder)
+    ours = fs.exists(storage.join(path, OWNER)) or (legacy is not None and fs.exists(storage.join(path, legacy)))
+    if fs.exists(path) and fs.ls(path) and not ours:
+        raise FileExistsError(f"{folder} is not empty and was not made by aceforge demo: choose another --out or "
+                              "root (nothing there was touched)")
+    fs.makedirs(path, exist_ok=True)
+    if not fs.exists(storage.join(path, OWNER)):
+        with fs.open(storage.join(path, OWNER), "w") as f:
+            f.write("made by aceforge demo; a demo with another corpus may delete and rebuild this folder\n")
+
+
 @task(name="demo-corpus")
-def corpus_unit(out: str, demo: dict) -> str:
+def corpus_unit(out: str, demo: dict, root: str) -> str:
+    """The corpus, kept when it is already complete with this config; when it is (re)built, the demo root
+    derived from an earlier corpus is replaced (it is the demo's own: `claim` checked)."""
     corpus = Path(out) / "corpus"
+    if current_corpus(corpus, DemoConfig(**demo)) is None:
+        fs, path = storage.fs_path(root)
+        if fs.exists(storage.join(path, "catalog")):
+            fs.rm(path, recursive=True)
+            claim(root)
     build_demo_corpus(corpus, DemoConfig(**demo))
     return str(corpus)
 
 
 @flow(name="aceforge-demo", log_prints=True)
 def demo_flow(out: str = "demo_out", config: dict[str, Any] | None = None, train: bool = True) -> dict:
-    """The whole pipeline on the demo corpus. The corpus and everything derived from it are rebuilt."""
+    """The whole pipeline on the demo corpus. A second run with the same config executes no completed unit
+    and rewrites no file; a folder the demo did not make is refused, never deleted."""
     out_path = Path(out).resolve()
     params = demo_config(out_path, config)
     cfg = run_config(params, None)
-    fs, root_path = storage.fs_path(cfg.root)
-    if fs.exists(root_path):
-        fs.rm(root_path, recursive=True)
-    corpus = corpus_unit(str(out_path), cfg.demo.model_dump())
+    claim(str(out_path), legacy="corpus/ground_truth.json")
+    inside = Path(cfg.root).resolve().parent == out_path if "://" not in cfg.root else False
+    claim(cfg.root, legacy="catalog" if inside else None)
+    corpus = corpus_unit(str(out_path), cfg.demo.model_dump(), cfg.root)
     mined = mine_flow(source=corpus, root=cfg.root, config=params, writer={"kind": "demo", "corpus": corpus},
                       shard_prefix=DEMO_SHARD_PREFIX, landed_resource=DEMO_LANDED_RESOURCE)
     preset = cfg.mining.presets[0]

@@ -132,12 +132,34 @@ def _bad_files(out: Path, sample_jpeg: bytes, sample_png: bytes) -> dict[str, di
     return gt
 
 
+OWNER = ".aceforge-demo-corpus"  # written first: this folder was made by build_demo_corpus
+
+
+def current_corpus(out_dir: str | Path, cfg: DemoConfig) -> dict[str, Any] | None:
+    """The ground truth of a complete corpus built with `cfg` in out_dir (written last), else None."""
+    path = Path(out_dir) / GROUND_TRUTH
+    if not path.is_file():
+        return None
+    gt = json.loads(path.read_text())
+    return gt if gt.get("config") == cfg.model_dump(mode="json") else None
+
+
 def build_demo_corpus(out_dir: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:
-    """Write the corpus under out_dir (replacing an earlier one) and return its ground truth."""
+    """Write the corpus under out_dir and return its ground truth. A complete corpus of the same config is
+    kept as it is (nothing rewritten); one of another config, or a partial one, is replaced only if this
+    function made it; any other non-empty folder is refused."""
     cfg = cfg or DemoConfig()
     out = Path(out_dir)
-    if out.exists():
+    done = current_corpus(out, cfg)
+    if done is not None:
+        return done
+    if out.exists() and any(out.iterdir()):
+        if not (out / OWNER).is_file() and not (out / GROUND_TRUTH).is_file():
+            raise FileExistsError(f"{out} is not empty and was not made by aceforge demo-corpus: choose another "
+                                  "folder (nothing there was touched)")
         shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / OWNER).write_text("made by aceforge demo-corpus; it may delete and rebuild this folder\n")
     rng = np.random.default_rng(cfg.seed)
     families: dict[str, list[dict[str, Any]]] = {}
     expected: dict[str, dict[str, Any]] = {}
@@ -165,7 +187,8 @@ def build_demo_corpus(out_dir: str | Path, cfg: DemoConfig | None = None) -> dic
     expected.update(_odd_files(out, cfg.max_side))
     expected.update(_bad_files(out, (out / "photos/coffee/hflip.jpg").read_bytes(),
                                (out / "photos/coffee/base.png").read_bytes()))
-    gt = {"families": families, "expected": dict(sorted(expected.items())), "seed": cfg.seed}
+    gt = {"families": families, "expected": dict(sorted(expected.items())), "seed": cfg.seed,
+          "config": cfg.model_dump(mode="json")}
     (out / GROUND_TRUTH).write_text(json.dumps(gt, indent=1))
     return gt
 

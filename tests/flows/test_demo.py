@@ -39,3 +39,21 @@ def test_demo_flow_mines_packs_and_trains(tmp_path, prefect_results):
     pipe.load_lora_weights(t["exports"]["diffusers_lora"])
     tuned = np.asarray(pipe(**kw, generator=torch.Generator().manual_seed(0)).images[0], np.int16)
     assert np.abs(tuned - base).max() > 0
+
+
+def test_a_second_demo_rewrites_nothing_and_a_foreign_folder_is_refused(tmp_path, prefect_results):
+    import pytest
+
+    out = tmp_path / "demo"
+    demo_flow(out=str(out), train=False)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    again = demo_flow(out=str(out), train=False)
+    assert not again["mined"]["general_editing"]["shards"]["landed_now"]
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before  # no file rewritten
+    assert set(p for p in out.rglob("*") if p.is_file()) == set(before)  # and none added
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("a user's file")
+    with pytest.raises(FileExistsError, match="was not made by aceforge demo"):
+        demo_flow(out=str(tmp_path / "demo2"), config={"root": str(foreign)}, train=False)
+    assert (foreign / "keep.txt").read_text() == "a user's file" and [p.name for p in foreign.iterdir()] == ["keep.txt"]
