@@ -13,7 +13,7 @@ from mining.kmeans import spherical_kmeans
 from schemas.config import MiningConfig
 from tasks import storage
 from tasks.layout import RunLayout
-from tasks.stage import Resources, Stage, StageReport, UnitReport
+from tasks.stage import Resources, SingleUnitStage, StageReport, UnitReport
 
 
 def clusters_uri(root: str, emb_uri: str) -> str:
@@ -53,11 +53,10 @@ def load_assignments(uri: str) -> dict[str, int]:
     return dict(zip(t.column("id").to_pylist(), t.column("cluster").to_pylist()))
 
 
-class KMeansStage(Stage):
+class KMeansStage(SingleUnitStage):
     """<root>/clusters/<embedder>/: spherical K-means over the complete embeddings (one unit)."""
 
     name = "kmeans"
-    single = True
     resources = Resources(cpus=1.0)
 
     @property
@@ -70,27 +69,12 @@ class KMeansStage(Stage):
     def out(self) -> str:
         return clusters_uri(self.cfg.root, self.emb_uri)
 
-    def plan(self) -> int:
-        return 1
-
-    def unit_outputs(self, k: int) -> list[str]:
-        return [self.layout.marker(self.out)]
-
     def run(self, k: int) -> UnitReport:
         from tasks.embed import load_embeddings
 
         ids, x, _ = load_embeddings(self.emb_uri)
         cluster_embeddings(ids, x, self.cfg.root, self.emb_uri, self.cfg.mining)
         return UnitReport(stage=self.label, unit=k, counts={"points": len(ids)})
-
-    def final_outputs(self) -> list[str]:
-        return self.unit_outputs(0)
-
-    def finalize(self, n: int) -> StageReport:
-        rep = self.report()
-        if rep is None:
-            raise RuntimeError(f"{self.out} has no marker: its unit did not complete")
-        return rep
 
     def report(self) -> StageReport | None:
         m = storage.read_marker(self.out)

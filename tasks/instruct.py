@@ -18,7 +18,7 @@ from schemas.config import IngestConfig, InstructionConfig
 from schemas.records import AceSample, ConditionUnit, Generator, ImageRecord, PairRecord, Role
 from tasks import storage
 from tasks.sources import read_uri
-from tasks.stage import Resources, Stage, StageReport, UnitReport
+from tasks.stage import Resources, SingleUnitStage, StageReport, UnitReport
 
 
 def _image(rec: ImageRecord, cfg: IngestConfig) -> tuple[bytes, str]:
@@ -106,11 +106,10 @@ def make_writer(spec: dict, root: str) -> InstructionWriter:
                                  api_key_env=ic.api_key_env, timeout_s=ic.timeout_s, retries=ic.retries)
 
 
-class InstructStage(Stage):
+class InstructStage(SingleUnitStage):
     """<root>/pairs/<preset>/instructed/: an instruction for every mined pair (one unit)."""
 
     name = "instructions"
-    single = True
     resources = Resources(cpus=0.5)
 
     @property
@@ -121,12 +120,6 @@ class InstructStage(Stage):
     def out(self) -> str:
         return self.layout.instructed(self.params["preset"])
 
-    def plan(self) -> int:
-        return 1
-
-    def unit_outputs(self, k: int) -> list[str]:
-        return [self.layout.marker(self.out)]
-
     def run(self, k: int) -> UnitReport:
         from tasks.ingest import load_catalog
         from tasks.mine_pairs import load_pairs
@@ -136,15 +129,6 @@ class InstructStage(Stage):
         _, counts = instruct_pairs(load_pairs(pairs_uri), make_writer(self.params["writer"], self.cfg.root), by_id,
                                    pairs_uri, self.cfg.ingest)
         return UnitReport(stage=self.label, unit=k, counts=counts)
-
-    def final_outputs(self) -> list[str]:
-        return self.unit_outputs(0)
-
-    def finalize(self, n: int) -> StageReport:
-        rep = self.report()
-        if rep is None:
-            raise RuntimeError(f"{self.out} has no marker: its unit did not complete")
-        return rep
 
     def report(self) -> StageReport | None:
         m = storage.read_marker(self.out)

@@ -5,12 +5,11 @@ from __future__ import annotations
 from tasks import storage
 from tasks.instruct import load_instructed, pair_samples
 from tasks.shards import write_shard_set
-from tasks.stage import Resources, Stage, StageReport, UnitReport
+from tasks.stage import Resources, SingleUnitStage, StageReport, UnitReport
 
 
-class PackStage(Stage):
+class PackStage(SingleUnitStage):
     name = "pack"
-    single = True
     resources = Resources(cpus=1.0)
 
     @property
@@ -21,12 +20,6 @@ class PackStage(Stage):
     def out(self) -> str:
         return self.layout.shards(self.params["shard_name"])
 
-    def plan(self) -> int:
-        return 1
-
-    def unit_outputs(self, k: int) -> list[str]:
-        return [self.layout.marker(self.out)]
-
     def run(self, k: int) -> UnitReport:
         from tasks.ingest import load_catalog
 
@@ -34,15 +27,6 @@ class PackStage(Stage):
         pairs = load_instructed(self.layout.instructed(self.params["preset"]))
         rep = write_shard_set(pair_samples(pairs, by_id, self.cfg.ingest), self.out, self.cfg.shards)
         return UnitReport(stage=self.label, unit=k, counts={"samples": rep.samples, "shards": rep.shards})
-
-    def final_outputs(self) -> list[str]:
-        return self.unit_outputs(0)
-
-    def finalize(self, n: int) -> StageReport:
-        rep = self.report()
-        if rep is None:
-            raise RuntimeError(f"{self.out} has no marker: its unit did not complete")
-        return rep
 
     def report(self) -> StageReport | None:
         m = storage.read_marker(self.out)

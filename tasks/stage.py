@@ -113,3 +113,28 @@ def build(spec: dict[str, Any]) -> Stage:
     module, _, cls = spec["stage"].partition(":")
     stage_cls = getattr(importlib.import_module(module), cls)
     return stage_cls(RunConfig.model_validate(spec["config"]), **spec["params"])
+
+
+class SingleUnitStage(Stage):
+    """A stage of one unit whose output is one directory, `out`, complete when its marker exists."""
+
+    single = True
+
+    @property
+    @abstractmethod
+    def out(self) -> str: ...
+
+    def plan(self) -> int:
+        return 1
+
+    def unit_outputs(self, k: int) -> list[str]:
+        return [self.layout.marker(self.out)]
+
+    def final_outputs(self) -> list[str]:
+        return self.unit_outputs(0)
+
+    def finalize(self, n: int) -> StageReport:
+        rep = self.report()
+        if rep is None:
+            raise RuntimeError(f"{self.out} has no marker: the unit of {self.label} did not complete")
+        return rep

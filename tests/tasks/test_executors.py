@@ -56,3 +56,36 @@ def test_units_run_on_ray_workers_with_the_declared_resources(demo_corpus, tmp_p
     assert ingest_worker["resources"] == {"CPU": 1.0} and ingest_worker["pid"] != os.getpid()
     assert sum(g["counts"]["embedded"] for g in got) == sum(g["counts"]["records"] for g in got)
     assert all(stage.unit_done(k) for k in range(n))
+
+
+@pytest.mark.slow
+def test_units_of_one_stage_run_on_both_nodes_of_a_two_node_cluster(demo_corpus, tmp_path):
+    """A head and a second node (separate raylets, as `ray start --head` + `ray start --address` make them),
+    one CPU each: the ingest partitions of one run are spread over both."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    corpus, _ = demo_corpus
+    cfg = RunConfig(root=str(tmp_path / "root"), ingest={"partition_files": 16, "chunk_size": 16, "workers": 1})
+    stage = IngestStage(cfg, source=str(corpus))
+    n = stage.plan()
+    assert n >= 4
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"head": 1}})
+    try:
+        cluster.add_node(num_cpus=1, resources={"second": 1})
+        ray.init(address=cluster.address, log_to_driver=False)
+        cluster.wait_for_nodes()
+        workers = RayWorkers(stage, actors=1)
+        with ThreadPoolExecutor(4) as pool:  # as the executor submits them: several units in flight
+            got = list(pool.map(workers.run, range(n)))
+        nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    used = {g["worker"]["node"] for g in got}
+    assert len(nodes) == 2 and used == nodes  # both nodes ran units of this stage
+    assert LocalExecutor().run(stage).counts["seen"] == sum(g["counts"]["seen"] for g in got)
