@@ -24,8 +24,8 @@ from tasks.executors import PrefectRayExecutor
 from tasks.ingest import IngestStage, load_catalog
 from tasks.instruct import InstructStage, load_instructed
 from tasks.mine_pairs import MineStage
-from tasks.pack import PackStage
 from tasks.layout import RunLayout
+from tasks.pack import PackStage
 from tasks.stage import Stage, StageReport
 
 SHARDS_LANDED = "aceforge.shards.landed"
@@ -63,11 +63,13 @@ def run_mining(executor, cfg: RunConfig, source: str | None = None, writer: dict
     Returns {root, ingest, <preset>: {mined, instructions, shards}}."""
     writer = writer if writer is not None else default_writer(cfg)
 
+    ran_now: dict[str, bool] = {}
+
     def run(stage: Stage) -> StageReport:
-        ran_now = not stage.complete()
+        ran_now[stage.label] = not stage.complete()
         rep = executor.run(stage)
         if announce:
-            announce(stage, rep, ran_now)
+            announce(stage, rep, ran_now[stage.label])
         return rep
 
     summary: dict[str, Any] = {"root": cfg.root}
@@ -83,8 +85,7 @@ def run_mining(executor, cfg: RunConfig, source: str | None = None, writer: dict
             continue
         summary[name]["instructions"] = run(InstructStage(cfg, preset=name, writer=writer)).counts
         pack = PackStage(cfg, preset=name, shard_name=f"{shard_prefix}-{name}")
-        ran_now = not pack.complete()
-        summary[name]["shards"] = {**run(pack).counts, "landed_now": ran_now}
+        summary[name]["shards"] = {**run(pack).counts, "landed_now": ran_now[pack.label]}
     return summary
 
 

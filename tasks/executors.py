@@ -191,15 +191,12 @@ def _run_units(stage: Stage, n: int, in_flight: int) -> None:
 
 
 class PrefectRayExecutor:
-    """Create it in the thread that lives longest (the flow's): Ray's processes die with the thread that
-    started them, and Prefect's task threads end with each subflow."""
+    """Ray starts when a stage first has units to run, in the flow's own thread: a local Ray's processes die
+    with the thread that started them, and Prefect's task threads end with each subflow."""
 
     def __init__(self, units_in_flight: int = 4, model_actors: int = 2):
-        from tasks.ray_pool import ensure_ray
-
         self.units_in_flight = units_in_flight
         self.model_actors = model_actors
-        ensure_ray()
 
     def run(self, stage: Stage) -> StageReport:
         done = stage.report()
@@ -208,8 +205,12 @@ class PrefectRayExecutor:
         return flow(name=stage.label, log_prints=True, validate_parameters=False)(self._stage_flow)(stage.spec())
 
     def _stage_flow(self, spec: dict) -> StageReport:
+        from tasks.ray_pool import ensure_ray
+
         stage = build(spec)
         n = _call(plan_task, spec, stage.label)
+        if n:
+            ensure_ray()
         if stage.model and n:
             _workers(spec, min(self.model_actors, n))
         try:
