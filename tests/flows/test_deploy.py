@@ -287,3 +287,29 @@ def test_no_module_shadows_a_package():
     packages = {p.name for p in REPO.iterdir() if (p / "__init__.py").exists()}
     clashes = [str(m.relative_to(REPO)) for pkg in packages for m in (REPO / pkg).glob("*.py") if m.stem in packages]
     assert clashes == []
+
+
+@pytest.mark.slow
+def test_server_on_another_port_tells_the_ui_its_api_and_stops_on_sigterm(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.Popen([str(BIN / "aceforge"), "server", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # not in its own group
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait(lambda: json.loads(urllib.request.urlopen(base + "/api/health", timeout=5).read()) is True, 120,
+             "the server")
+        settings = json.loads(urllib.request.urlopen(base + "/ui-settings", timeout=5).read())
+        assert settings["api_url"] == f"{base}/api"
+        proc.send_signal(signal.SIGTERM)  # to aceforge only: it must take its `prefect server` child down
+        assert proc.wait(timeout=60) is not None
+
+        def closed() -> bool:
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) != 0
+
+        wait(closed, 30, "the port to close")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
