@@ -188,7 +188,8 @@ class EmbedStage(Stage):
 
         size = self.cfg.mining.partition_size
         records = catalog_slice(self.cfg.root, k * size, (k + 1) * size)
-        n = embed_partition(records, self.unit_outputs(k)[0], self.embedder, self.cfg.ingest, self.cfg.mining.batch_size)
+        n = embed_partition(records, self.unit_outputs(k)[0], self.embedder, self.cfg.ingest,
+                            self.cfg.mining.batch_size)
         return UnitReport(stage=self.label, unit=k, counts={"records": len(records), "embedded": n})
 
     def final_outputs(self) -> list[str]:

@@ -302,7 +302,8 @@ class IngestStage(Stage):
         return [self.layout.ingest_part(k, "images"), self.layout.ingest_part(k, "quarantine")]
 
     def run(self, k: int) -> UnitReport:
-        return UnitReport(stage=self.label, unit=k, counts={"seen": ingest_partition(self.cfg.root, k, self.cfg.ingest)})
+        seen = ingest_partition(self.cfg.root, k, self.cfg.ingest)
+        return UnitReport(stage=self.label, unit=k, counts={"seen": seen})
 
     def final_outputs(self) -> list[str]:
         return [self.layout.marker(self.layout.catalog)]
