@@ -24,6 +24,7 @@ from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron
 
 from flows.pipelines import LANDED_RESOURCE, SHARDS_LANDED, mine_flow, train_flow
+from tasks.storage import absolute
 
 MINE_CRON = "0 3 * * *"
 POOL = "aceforge-local"
@@ -35,13 +36,6 @@ def landed_trigger() -> DeploymentEventTrigger:
     return DeploymentEventTrigger(
         name="train-when-shards-land", expect={SHARDS_LANDED}, match={"prefect.resource.id": f"{LANDED_RESOURCE}.*"},
         parameters={"shard_uri": "{{ event.payload.shard_uri }}", "root": "{{ event.payload.root }}"})
-
-
-def absolute(uri: str | None) -> str | None:
-    """A local path made absolute (a worker runs flows in a temporary folder); URIs with a scheme as given."""
-    if uri is None or "://" in uri:
-        return uri
-    return str(Path(uri).expanduser().resolve())
 
 
 def deployments(source: str | None, root: str | None, config: dict | None = None, schedule_active: bool = False,

@@ -8,7 +8,6 @@ thumbnails, band histograms, progress and training metrics are artifacts of the 
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable
 
 from prefect import flow, task
@@ -17,7 +16,7 @@ from prefect.events import emit_event
 from flows.artifacts import band_histogram, counts_table, pair_report, training_summary
 from schemas.config import RunConfig, parse_config
 from tasks import storage
-from tasks.cache import fresh, gated
+from tasks.cache import call, gated
 from tasks.cluster import KMeansStage
 from tasks.embed import EmbedStage
 from tasks.executors import PrefectRayExecutor
@@ -31,11 +30,6 @@ from tasks.stage import Stage, StageReport
 SHARDS_LANDED = "aceforge.shards.landed"
 LANDED_RESOURCE = "aceforge.shards"  # event resource: aceforge.shards.<name>; deployed training listens to these
 DEMO_LANDED_RESOURCE = "aceforge.demo.shards"  # the demo's shards: announced, never trained on by a deployment
-
-
-def _call(fn, *args):
-    """Run one task in this flow; its cached result is used only while its outputs exist."""
-    return fresh(fn, *args)(*args)
 
 
 def run_config(config: dict[str, Any] | None, root: str | None) -> RunConfig:
@@ -120,16 +114,11 @@ def _announcer(cfg: RunConfig, landed_resource: str) -> Announce:
             name = stage.params["shard_name"]
             emit_event(SHARDS_LANDED, resource={"prefect.resource.id": f"{landed_resource}.{name}",
                                                 "prefect.resource.name": name},
-                       payload={"shard_uri": _absolute(c["uri"]), "root": _absolute(cfg.root),
-                                "manifest": _absolute(storage.join(c["uri"], "manifest.parquet")),
+                       payload={"shard_uri": storage.absolute(c["uri"]), "root": storage.absolute(cfg.root),
+                                "manifest": storage.absolute(storage.join(c["uri"], "manifest.parquet")),
                                 "samples": c["samples"], "shards": c["shards"], "counts_by_task": c["counts_by_task"]})
 
     return announce
-
-
-def _absolute(uri: str) -> str:
-    """Events leave this process: a local path in one is absolute (a worker runs in a temporary folder)."""
-    return uri if "://" in uri else os.path.abspath(uri)
 
 
 @flow(name="aceforge-mine", log_prints=True)
@@ -163,8 +152,9 @@ def train_unit(shard_uri: str, root: str, train: dict, run_name: str) -> dict:
 
 def root_of_shards(shard_uri: str) -> str:
     """<root>/shards/<name> -> <root>: training writes beside the shards it trains on."""
-    root, shards, _ = shard_uri.rstrip("/").rsplit("/", 2) if shard_uri.count("/") >= 2 else ("", "", "")
-    if shards != "shards" or not root:
+    shards = storage.parent(shard_uri)
+    root = storage.parent(shards) if "/" in shards else ""
+    if shards.rsplit("/", 1)[-1] != "shards" or not root:
         raise ValueError(f"cannot tell the root of {shard_uri} (not <root>/shards/<name>): pass root")
     return root
 
@@ -174,7 +164,7 @@ def train_flow(shard_uri: str, root: str | None = None, config: dict[str, Any] |
     """Fine-tune ACE++ on a complete shard set (the deployment triggered when shards land). Without a root
     (an event that names none) checkpoints go beside the shards: <root>/shards/<name> -> <root>."""
     cfg = run_config(config, root or root_of_shards(shard_uri))
-    result = _call(train_unit, shard_uri, cfg.root, cfg.train.model_dump(), cfg.train.run_name)
+    result = call(train_unit, shard_uri, cfg.root, cfg.train.model_dump(), cfg.train.run_name)
     training_summary(result["metrics"], f"training metrics: {cfg.train.run_name}", f"train-{cfg.train.run_name}")
     print(f"trained to step {result['step']}; exports: {result['exports']}")
     return result

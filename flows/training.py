@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import ray
-
 from flows.encode import encode_shard_set
 from schemas.config import RunConfig
+from tasks.ray_pool import ensure_ray, stop_ray
 from tasks.shards import shard_uris
 from trainer.ray_job import TrainResult, base_folder, run_training
 
@@ -13,13 +12,11 @@ from trainer.ray_job import TrainResult, base_folder, run_training
 def train_on_shards(cfg: RunConfig, shard_uri: str) -> TrainResult:
     urls = shard_uris(shard_uri)  # fails clearly when the set is incomplete
     if cfg.train.precompute:
-        started = not ray.is_initialized()
-        if started:
-            ray.init(runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}}, include_dashboard=False, log_to_driver=False)
+        started = ensure_ray()
         try:
             encoded = encode_shard_set(shard_uri, cfg.train, base_folder(cfg.train, cfg.root))
         finally:
             if started:
-                ray.shutdown()
+                stop_ray()
         urls = shard_uris(encoded)
     return run_training(cfg.train, urls, cfg.root)

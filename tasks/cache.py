@@ -49,3 +49,8 @@ def fresh(task, *args: Any, **kwargs: Any):
     bound = inspect.signature(task.fn).bind(*args, **kwargs)
     bound.apply_defaults()
     return task if policy.complete(dict(bound.arguments)) else task.with_options(refresh_cache=True)
+
+
+def call(task, *args: Any):
+    """Run one task in the current flow; its cached result is used only while its outputs exist."""
+    return fresh(task, *args)(*args)

@@ -24,7 +24,7 @@ from prefect import flow, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 
-from tasks.cache import fresh, gated
+from tasks.cache import call, fresh, gated
 from tasks.stage import Stage, StageReport, UnitReport, build
 
 UNIT = dict(retries=2, retry_delay_seconds=[2, 10], persist_result=True)
@@ -161,10 +161,6 @@ def finalize_task(spec: dict, n: int, label: str) -> dict:
     return build(spec).finalize(n).model_dump()
 
 
-def _call(fn, *args):
-    return fresh(fn, *args)(*args)
-
-
 def _run_units(stage: Stage, n: int, in_flight: int) -> None:
     """One task run per unit, at most `in_flight` submitted at a time, with a progress artifact; raises
     the first unit error once its retries are spent."""
@@ -208,7 +204,7 @@ class PrefectRayExecutor:
         from tasks.ray_pool import ensure_ray
 
         stage = build(spec)
-        n = _call(plan_task, spec, stage.label)
+        n = call(plan_task, spec, stage.label)
         if n:
             ensure_ray()
         if stage.model and n:
@@ -218,7 +214,7 @@ class PrefectRayExecutor:
                 _run_units(stage, n, self.units_in_flight)
         finally:
             _close_workers(spec)  # actors hold models and CPUs: give them back before the next stage
-        return StageReport.model_validate(_call(finalize_task, spec, n, stage.label))
+        return StageReport.model_validate(call(finalize_task, spec, n, stage.label))
 
     def close(self) -> None:
         from tasks.ray_pool import stop_ray

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import multiprocessing as mp
 import tarfile
 from collections import Counter
@@ -141,12 +142,35 @@ def existing_partitions(root: str) -> int:
     return len(_plan(root)["partitions"])
 
 
+_PART_FILE = re.compile(r"part-\d{5}\.(images|quarantine)\.parquet(" + re.escape(storage.TMP_TAG) + r"\w+)?")
+_CATALOG_FILES = ("images.parquet", "duplicates.parquet", "quarantine/quarantine.parquet", "plan.json")
+
+
+def _remove_partitions(root: str) -> None:
+    """Delete the partition files ingest wrote (and their temporary names), nothing else in the folder."""
+    lay = RunLayout(root)
+    fs, parts = storage.fs_path(storage.parent(lay.ingest_part(0, "images")))
+    if fs.exists(parts):
+        for p in fs.ls(parts, detail=False):
+            if _PART_FILE.fullmatch(p.rsplit("/", 1)[-1]):
+                fs.rm(p)
+
+
+def _remove_catalog(root: str) -> None:
+    """Delete a catalog ingest wrote: its files and partitions, marker first; nothing else in the folder."""
+    lay = RunLayout(root)
+    for rel in (storage.MARKER, *_CATALOG_FILES):
+        fs, path = storage.fs_path(storage.join(lay.catalog, rel))
+        if fs.exists(path):
+            fs.rm(path)
+    _remove_partitions(root)
+
+
 def plan_ingest(source: str, root: str, cfg: IngestConfig, force: bool = False) -> int:
     """List the source and cut it into partitions (the units of work); returns their number.
     The plan is stored in <root>/catalog/plan.json so every partition reads its own share by index."""
-    cat = catalog_uri(root)
-    if force and storage.read_marker(cat) is not None:
-        storage.fs_path(cat)[0].rm(storage.fs_path(cat)[1], recursive=True)
+    if force and storage.read_marker(catalog_uri(root)) is not None:
+        _remove_catalog(root)
     files, tars = expand_source(source, cfg.extensions)
     units = work_units(files, tars, cfg.chunk_size)
     per = max(1, cfg.partition_files // cfg.chunk_size)
@@ -154,9 +178,7 @@ def plan_ingest(source: str, root: str, cfg: IngestConfig, force: bool = False) 
             "partitions": [[[u.kind, list(u.uris)] for u in units[i : i + per]] for i in range(0, len(units), per)]}
     fs, plan_path = storage.fs_path(RunLayout(root).ingest_plan)
     if fs.exists(plan_path) and _plan(root) != plan:  # partitions of another plan must not be reused
-        parts = storage.fs_path(storage.parent(RunLayout(root).ingest_part(0, "images")))[1]
-        if fs.exists(parts):
-            fs.rm(parts, recursive=True)
+        _remove_partitions(root)
     storage.atomic_write_bytes(RunLayout(root).ingest_plan, json.dumps(plan).encode())
     return len(plan["partitions"])
 

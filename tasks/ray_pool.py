@@ -18,13 +18,16 @@ _STARTED = False
 _LOCK = threading.Lock()
 
 
-def ensure_ray() -> None:
+def ensure_ray() -> bool:
+    """Start Ray unless it runs; True when this call started it."""
     global _STARTED
     with _LOCK:  # units in threads may all ask at once: one init
-        if not ray.is_initialized():
-            ray.init(address=os.environ.get("RAY_ADDRESS"), runtime_env=RUNTIME_ENV, include_dashboard=False,
-                     log_to_driver=False, ignore_reinit_error=True)
-            _STARTED = True
+        if ray.is_initialized():
+            return False
+        ray.init(address=os.environ.get("RAY_ADDRESS"), runtime_env=RUNTIME_ENV, include_dashboard=False,
+                 log_to_driver=False, ignore_reinit_error=True)
+        _STARTED = True
+        return True
 
 
 def stop_ray() -> None:

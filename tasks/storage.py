@@ -32,6 +32,14 @@ def join(uri: str, *parts: str) -> str:
     return out
 
 
+def absolute(uri: str | None) -> str | None:
+    """A local path made absolute (it may be read in another process, in another folder); a URI with a
+    scheme as given."""
+    if uri is None or "://" in uri:
+        return uri
+    return os.path.abspath(os.path.expanduser(uri))
+
+
 def parent(uri: str) -> str:
     return uri.rstrip("/").rsplit("/", 1)[0]
 
