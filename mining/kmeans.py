@@ -48,38 +48,65 @@ def assign(x: np.ndarray, centroids: np.ndarray, batch: int = 65536, gpu: bool =
 
 def spherical_kmeans(x: np.ndarray, k: int, *, seed: int = 0, niter: int = 20, max_points_per_centroid: int = 256,
                      max_cluster_size: int = 100_000, batch: int = 65536, gpu: bool | None = None) -> KMeansResult:
+    """In memory: fit on `x`, assign it, split clusters over the cap. The K-means stage runs the same three
+    steps over embedding partitions instead (fit on a sample, assign per partition, gather to split)."""
     if x.ndim != 2 or len(x) == 0:
         raise ValueError(f"need a non-empty (n, d) matrix, got shape {x.shape}")
     if k < 1 or max_cluster_size < 1:
         raise ValueError("k and max_cluster_size must be >= 1")
     gpu = gpu_available() if gpu is None else gpu
     x = np.ascontiguousarray(x, dtype=np.float32)
+    first = fit_centroids(x, k, seed=seed, niter=niter, max_points_per_centroid=max_points_per_centroid, gpu=gpu)
+    labels = assign(x, first, batch, gpu) if len(first) > 1 else np.zeros(len(x), np.int64)
+    centroids, log = split_oversized(labels, first, lambda rows: x[rows], seed=seed, niter=niter,
+                                     max_points_per_centroid=max_points_per_centroid,
+                                     max_cluster_size=max_cluster_size, batch=batch, gpu=gpu)
+    return KMeansResult(centroids, labels, log)
+
+
+def fit_centroids(x: np.ndarray, k: int, *, seed: int = 0, niter: int = 20, max_points_per_centroid: int = 256,
+                  gpu: bool = False) -> np.ndarray:
+    """k unit centroids fitted on x (at most k * max_points_per_centroid rows are used)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
     k = min(k, len(x))
-    first = _train(x, k, seed, niter, max_points_per_centroid, gpu) if k > 1 else _mean_dir(x)[None, :]
-    labels = assign(x, first, batch, gpu) if k > 1 else np.zeros(len(x), np.int64)
-    centroids = list(first)
+    return _train(x, k, seed, niter, max_points_per_centroid, gpu) if k > 1 else _mean_dir(x)[None, :]
+
+
+def sample_size(n: int, k: int, max_points_per_centroid: int = 256) -> int:
+    """Rows a fit of k centroids looks at (faiss subsamples beyond this)."""
+    return min(n, max(1, k) * max_points_per_centroid)
+
+
+def split_oversized(labels: np.ndarray, centroids: np.ndarray, gather, *, seed: int = 0, niter: int = 20,
+                    max_points_per_centroid: int = 256, max_cluster_size: int = 100_000, batch: int = 65536,
+                    gpu: bool = False) -> tuple[np.ndarray, list[dict]]:
+    """Split every cluster over `max_cluster_size` again until none is; `labels` is updated in place.
+    `gather(rows)` returns the vectors of those rows: only one cluster's rows are held at a time."""
+    k = len(centroids)
+    cents = list(centroids)
     log: list[dict] = []
     queue = [int(c) for c in np.flatnonzero(np.bincount(labels, minlength=k) > max_cluster_size)]
     while queue:
         c = queue.pop(0)
         members = np.flatnonzero(labels == c)
+        xm = np.ascontiguousarray(gather(members), dtype=np.float32)
         parts = math.ceil(2 * len(members) / max_cluster_size)
-        sub_c = _train(x[members], parts, seed + len(log) + 1, niter, max_points_per_centroid, gpu)
-        sub = assign(x[members], sub_c, batch, gpu)
+        sub_c = _train(xm, parts, seed + len(log) + 1, niter, max_points_per_centroid, gpu)
+        sub = assign(xm, sub_c, batch, gpu)
         if np.bincount(sub, minlength=parts).max() == len(members):  # inseparable (e.g. identical points)
             sub = np.arange(len(members)) * parts // len(members)
-            sub_c = np.stack([_mean_dir(x[members[sub == p]]) for p in range(parts)])
+            sub_c = np.stack([_mean_dir(xm[sub == p]) for p in range(parts)])
             how = "chunked"
         else:
             how = "kmeans"
-        new_ids = [c] + list(range(len(centroids), len(centroids) + parts - 1))
-        centroids[c] = sub_c[0]
-        centroids.extend(sub_c[1:])
+        new_ids = [c] + list(range(len(cents), len(cents) + parts - 1))
+        cents[c] = sub_c[0]
+        cents.extend(sub_c[1:])
         labels[members] = np.asarray(new_ids)[sub]
         log.append({"cluster": int(c), "size": int(len(members)), "into": [int(i) for i in new_ids], "how": how})
         sub_sizes = np.bincount(sub, minlength=parts)
         queue += [i for i, n in zip(new_ids, sub_sizes) if n > max_cluster_size]
-    return KMeansResult(np.stack(centroids).astype(np.float32), labels, log)
+    return np.stack(cents).astype(np.float32), log
 
 
 def _mean_dir(x: np.ndarray) -> np.ndarray:

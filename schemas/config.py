@@ -73,6 +73,10 @@ class MiningConfig(_Config):
     k: int | None = Field(None, ge=1, description="K-means clusters; None: n/50, between 1 and 10,000")
     max_cluster_size: int = Field(100_000, ge=2, description="clusters above this are split again")
     kmeans_niter: int = Field(20, ge=1, description="K-means iterations")
+    recluster_drift: float = Field(0.05, ge=0, le=2, description="new images are assigned to the existing "
+                                   "centroids unless their mean cosine to them is this far below the fit's")
+    recluster_growth: float = Field(1.0, ge=0, description="re-cluster once the corpus has grown by this "
+                                    "fraction since the last fit (1.0: doubled)")
     seed: int = Field(0, description="seeds K-means and per-set pair sampling")
     band_lo: float | None = Field(None, ge=0, le=1, description="None: the embedder's calibrated band (SigLIP 0.85)")
     band_hi: float | None = Field(None, ge=0, le=1, description="None: the embedder's calibrated band (SigLIP 0.98)")

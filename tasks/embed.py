@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -147,9 +147,49 @@ def load_embeddings(uri: str) -> tuple[list[str], np.ndarray, dict]:
     return ids, x, marker
 
 
+def partition_ranges(generations: list[dict], partition_size: int) -> list[tuple[int, int]]:
+    """Catalog row ranges of the embedding partitions: each ingest generation is cut on its own, so the
+    partitions of earlier generations keep their ranges (and their files) when the catalog grows."""
+    out: list[tuple[int, int]] = []
+    lo = 0
+    for g in generations:
+        hi = g["rows"]
+        out += [(a, min(a + partition_size, hi)) for a in range(lo, hi, partition_size)]
+        lo = hi
+    return out
+
+
+def partition_sizes(uri: str) -> list[int]:
+    """Rows of each partition of a complete embedding directory (from the parquet footers)."""
+    marker = storage.read_marker(uri)
+    if marker is None:
+        raise FileNotFoundError(f"no complete embeddings under {uri}")
+    return [storage.parquet_file(storage.join(uri, part_name(p))).metadata.num_rows
+            for p in range(marker["partitions"])]
+
+
+def iter_partitions(uri: str, start: int = 0) -> Iterator[tuple[list[str], np.ndarray]]:
+    """(ids, float32 unit vectors) of each partition from `start` on: one partition in memory at a time."""
+    marker = storage.read_marker(uri)
+    if marker is None:
+        raise FileNotFoundError(f"no complete embeddings under {uri}")
+    for p in range(start, marker["partitions"]):
+        part = embedding_from_table(storage.read_parquet(storage.join(uri, part_name(p))))
+        if part.embedder != marker["embedder"]:
+            raise ValueError(f"{uri}/{part_name(p)} was made by {part.embedder}, not {marker['embedder']}")
+        yield part.ids, unit_rows(part.vectors)
+
+
+def unit_rows(v: np.ndarray) -> np.ndarray:
+    """float32 rows re-normalised (after float16 storage)."""
+    x = np.asarray(v, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 class EmbedStage(Stage):
-    """<root>/embeddings/<embedder>/: one unit per `mining.partition_size` catalog rows, each reading only
-    its own slice of the catalog. A model stage: each worker loads the embedder once."""
+    """<root>/embeddings/<embedder>/: one unit per `mining.partition_size` catalog rows (within an ingest
+    generation), each reading only its own slice of the catalog. A model stage: each worker loads the
+    embedder once. When the catalog grows, only the new generation's partitions are embedded."""
 
     name = "embed"
     unit_name = "partition"
@@ -165,6 +205,13 @@ class EmbedStage(Stage):
     def out(self) -> str:
         return self.layout.embeddings(self.embedder.name)
 
+    def inputs(self) -> list[str]:
+        return [self.layout.catalog]
+
+    def settings(self) -> dict:
+        return {"embedder": self.embedder.name, "partition_size": self.cfg.mining.partition_size,
+                "max_pixels": self.cfg.ingest.max_pixels}
+
     def worker_resources(self) -> Resources:
         r = self.embedder.resources()
         return Resources(cpus=r.cpus, gpus=r.gpus)
@@ -172,13 +219,27 @@ class EmbedStage(Stage):
     def setup(self) -> None:
         self.embedder.setup()
 
-    def plan(self) -> int:
-        from tasks.ingest import catalog_size
+    def _ranges(self) -> list[tuple[int, int]]:
+        from tasks.ingest import catalog_generations
 
+        return partition_ranges(catalog_generations(self.cfg.root), self.cfg.mining.partition_size)
+
+    def plan(self) -> int:
+        """The ranges, in plan.json; a partition file whose range changed (another partition_size) is
+        removed here, so it is embedded again."""
         fs, path = storage.fs_path(self.out)
         fs.makedirs(path, exist_ok=True)
         storage.remove_stale_tmp(self.out)
-        return -(-catalog_size(self.cfg.root) // self.cfg.mining.partition_size)
+        ranges = self._ranges()
+        plan_uri = storage.join(self.out, "plan.json")
+        if storage.exists(plan_uri):
+            with fs.open(storage.fs_path(plan_uri)[1], "rb") as f:
+                old = [tuple(r) for r in json.loads(f.read())["ranges"]]
+            for k, r in enumerate(old):
+                if (k >= len(ranges) or ranges[k] != r) and storage.exists(self.unit_outputs(k)[0]):
+                    fs.rm(storage.fs_path(self.unit_outputs(k)[0])[1])
+        storage.atomic_write_bytes(plan_uri, json.dumps({"ranges": ranges}).encode())
+        return len(ranges)
 
     def unit_outputs(self, k: int) -> list[str]:
         return [self.layout.embedding_part(self.embedder.name, k)]
@@ -186,8 +247,8 @@ class EmbedStage(Stage):
     def run(self, k: int) -> UnitReport:
         from tasks.ingest import catalog_slice
 
-        size = self.cfg.mining.partition_size
-        records = catalog_slice(self.cfg.root, k * size, (k + 1) * size)
+        lo, hi = self._ranges()[k]
+        records = catalog_slice(self.cfg.root, lo, hi)
         n = embed_partition(records, self.unit_outputs(k)[0], self.embedder, self.cfg.ingest,
                             self.cfg.mining.batch_size)
         return UnitReport(stage=self.label, unit=k, counts={"records": len(records), "embedded": n})
@@ -199,10 +260,11 @@ class EmbedStage(Stage):
         from tasks.ingest import catalog_size
 
         finalize_embeddings(self.out, n, catalog_size(self.cfg.root), tuple(self.embedder.band))
+        self.stamp(self.out)
         return self.report()  # type: ignore[return-value]
 
     def report(self) -> StageReport | None:
-        m = storage.read_marker(self.out)
+        m = self.current(storage.read_marker(self.out))
         if m is None:
             return None
         return StageReport(stage=self.label, units=m["partitions"], outputs=[self.out],

@@ -7,8 +7,9 @@ unit's work runs on Ray with the stage's declared resources: a Ray task for plai
 worker processes), an actor per worker for model stages (weights loaded once in `setup`). At most
 `orchestration.units_in_flight` units are submitted at once; every thread waits on its own object refs.
 
-Both decide "done" the same way: a stage whose marker exists is not planned again (its report is read
-back), a unit whose outputs exist is not run again. Prefect's cache is keyed on the unit's spec and
+Both decide "done" the same way: a stage whose marker exists and is current (its version: its settings
+and its inputs' markers) is not planned again (its report is read back); a stale marker is removed and
+the stage plans again; a unit whose outputs exist is not run again. Prefect's cache is keyed on the unit's spec and
 served only while those outputs exist (tasks/cache.py).
 """
 
@@ -38,6 +39,7 @@ class LocalExecutor:
         done = stage.report()
         if done is not None:
             return done
+        stage.invalidate()
         n = stage.plan()
         ready = False
         for k in range(n):
@@ -142,7 +144,8 @@ def _close_workers(spec: dict) -> None:
 
 @task(name="plan", task_run_name="{label}-plan", **UNIT,
       cache_policy=gated(lambda i: build(i["spec"]).plan_outputs()))
-def plan_task(spec: dict, label: str) -> int:
+def plan_task(spec: dict, label: str, version: str) -> int:
+    """`version` (the stage's inputs and settings) is part of the cache key: grown inputs plan again."""
     return build(spec).plan()
 
 
@@ -157,7 +160,7 @@ def unit_task(spec: dict, k: int, label: str) -> dict:
 
 @task(name="finalize", task_run_name="{label}-finalize", **UNIT,
       cache_policy=gated(lambda i: build(i["spec"]).final_outputs()))
-def finalize_task(spec: dict, n: int, label: str) -> dict:
+def finalize_task(spec: dict, n: int, label: str, version: str) -> dict:
     return build(spec).finalize(n).model_dump()
 
 
@@ -198,13 +201,15 @@ class PrefectRayExecutor:
         done = stage.report()
         if done is not None:  # complete: no subflow, no unit, nothing read but the marker
             return done
+        stage.invalidate()  # a stale marker (grown inputs, changed settings): the stage runs again
         return flow(name=stage.label, log_prints=True, validate_parameters=False)(self._stage_flow)(stage.spec())
 
     def _stage_flow(self, spec: dict) -> StageReport:
         from tasks.ray_pool import ensure_ray
 
         stage = build(spec)
-        n = call(plan_task, spec, stage.label)
+        version = stage.version()
+        n = call(plan_task, spec, stage.label, version)
         if n:
             ensure_ray()
         if stage.model and n:
@@ -214,7 +219,7 @@ class PrefectRayExecutor:
                 _run_units(stage, n, self.units_in_flight)
         finally:
             _close_workers(spec)  # actors hold models and CPUs: give them back before the next stage
-        return StageReport.model_validate(call(finalize_task, spec, n, stage.label))
+        return StageReport.model_validate(call(finalize_task, spec, n, stage.label, version))
 
     def close(self) -> None:
         from tasks.ray_pool import stop_ray

@@ -121,21 +121,22 @@ def catalog_uri(root: str) -> str:
     return RunLayout(root).catalog
 
 
-def _existing(cat: str, fingerprint: dict, force: bool) -> IngestReport | None:
+def _fingerprint(source: str, cfg: IngestConfig) -> dict:
+    return {"source": source, "config": config_hash(cfg)}
+
+
+def existing_catalog(source: str, root: str, cfg: IngestConfig) -> IngestReport | None:
+    """The report of a complete catalog of this source and config (whatever the source holds now); None
+    when there is none; an error when the catalog there is of another source or config."""
+    cat = catalog_uri(root)
     marker = storage.read_marker(cat)
-    if marker is None or force:
+    if marker is None:
         return None
-    if marker.get("fingerprint") != fingerprint:
+    if marker.get("fingerprint") != _fingerprint(source, cfg):
         raise RuntimeError(f"{cat} already holds a catalog of {marker.get('fingerprint')}; "
                            f"use another root or force=True to replace it")
     c = marker["counts"]
     return IngestReport(cat, c["seen"], c["accepted"], c["duplicates"], c["quarantined"], skipped_existing=True)
-
-
-def existing_catalog(source: str, root: str, cfg: IngestConfig) -> IngestReport | None:
-    """The report of a complete catalog of this source and config; None when there is none; an error when
-    the catalog there is of another source or config."""
-    return _existing(catalog_uri(root), {"source": source, "config": config_hash(cfg)}, force=False)
 
 
 def existing_partitions(root: str) -> int:
@@ -166,27 +167,55 @@ def _remove_catalog(root: str) -> None:
     _remove_partitions(root)
 
 
+def _planned_uris(plan: dict) -> set[str]:
+    return {u for part in plan["partitions"] for _, uris in part for u in uris}
+
+
 def plan_ingest(source: str, root: str, cfg: IngestConfig, force: bool = False) -> int:
-    """List the source and cut it into partitions (the units of work); returns their number.
-    The plan is stored in <root>/catalog/plan.json so every partition reads its own share by index."""
+    """List the source and cut what is new into partitions (the units of work); returns the number of
+    partitions. The plan (<root>/catalog/plan.json) is append-only: a source that gained files gets a new
+    generation of partitions after the existing ones, which keep their numbers and their outputs."""
     if force and storage.read_marker(catalog_uri(root)) is not None:
         _remove_catalog(root)
     files, tars = expand_source(source, cfg.extensions)
-    units = work_units(files, tars, cfg.chunk_size)
     per = max(1, cfg.partition_files // cfg.chunk_size)
-    plan = {"source": source, "config": config_hash(cfg), "inputs": len(files) + len(tars),
-            "partitions": [[[u.kind, list(u.uris)] for u in units[i : i + per]] for i in range(0, len(units), per)]}
     fs, plan_path = storage.fs_path(RunLayout(root).ingest_plan)
-    if fs.exists(plan_path) and _plan(root) != plan:  # partitions of another plan must not be reused
-        _remove_partitions(root)
+    old = _plan(root) if fs.exists(plan_path) else None
+    if old is not None and (old["source"], old["config"]) != (source, config_hash(cfg)):
+        _remove_partitions(root)  # partitions of another source or config must not be reused
+        old = None
+    if old is not None:
+        known = _planned_uris(old)
+        files, tars = [f for f in files if f not in known], [t for t in tars if t not in known]
+        if not files and not tars:
+            return len(old["partitions"])
+    units = work_units(files, tars, cfg.chunk_size)
+    new_parts = [[[u.kind, list(u.uris)] for u in units[i : i + per]] for i in range(0, len(units), per)]
+    partitions = (old["partitions"] if old else []) + new_parts
+    plan = {"source": source, "config": config_hash(cfg),
+            "inputs": (old["inputs"] if old else 0) + len(files) + len(tars),
+            "generations": (old["generations"] if old else []) + [len(partitions)],
+            "partitions": partitions}
     storage.atomic_write_bytes(RunLayout(root).ingest_plan, json.dumps(plan).encode())
-    return len(plan["partitions"])
+    return len(partitions)
 
 
 def _plan(root: str) -> dict:
     fs, path = storage.fs_path(RunLayout(root).ingest_plan)
     with fs.open(path, "rb") as f:
-        return json.loads(f.read())
+        plan = json.loads(f.read())
+    plan.setdefault("generations", [len(plan["partitions"])])
+    return plan
+
+
+def new_inputs(source: str, root: str, cfg: IngestConfig) -> int:
+    """Inputs the source holds now that the catalog's plan has not seen (0 without a plan)."""
+    fs, path = storage.fs_path(RunLayout(root).ingest_plan)
+    if not fs.exists(path):
+        return 0
+    known = _planned_uris(_plan(root))
+    files, tars = expand_source(source, cfg.extensions)
+    return sum(1 for u in (*files, *tars) if u not in known)
 
 
 def _part_uri(root: str, k: int, what: str) -> str:
@@ -208,51 +237,85 @@ def ingest_partition(root: str, k: int, cfg: IngestConfig, progress: Callable[[i
     return len(results)
 
 
+_DUP_SCHEMA = pa.schema([("uri", pa.string()), ("id", pa.string()), ("duplicate_of", pa.string())])
+
+
 def finalize_ingest(root: str, n_partitions: int) -> IngestReport:
-    """Merge the partitions: exact duplicates by content hash (the first URI wins), reconciled counts,
-    the catalog files and, last, the marker."""
+    """Merge the partitions, generation by generation: within a generation rows are sorted by URI and an
+    exact duplicate (same content hash) of a row already kept, in this or an earlier generation, is
+    recorded in duplicates.parquet. Rows of earlier generations keep their positions (embedding partitions
+    are row ranges); a new generation's rows come after them. Counts reconcile, then the marker.
+    Memory: one generation's records and the set of kept ids."""
     cat = catalog_uri(root)
     plan = _plan(root)
-    images: list[ImageRecord] = []
-    bad: list[QuarantineRecord] = []
-    for k in range(n_partitions):
-        images += from_table(storage.read_parquet(_part_uri(root, k, "images")), ImageRecord)  # type: ignore
-        bad += from_table(storage.read_parquet(_part_uri(root, k, "quarantine")), QuarantineRecord)  # type: ignore
-    images.sort(key=lambda r: r.uri)
-    bad.sort(key=lambda r: r.uri)
-    kept: dict[str, ImageRecord] = {}
-    dups: list[tuple[str, str, str]] = []
-    for rec in images:
-        if rec.id in kept:
-            dups.append((rec.uri, rec.id, kept[rec.id].uri))
-        else:
-            kept[rec.id] = rec
-    accepted = sorted(kept.values(), key=lambda r: r.uri)
-    report = IngestReport(cat, seen=len(images) + len(bad), accepted=len(accepted), duplicates=len(dups),
-                          quarantined=dict(Counter(r.reason.value for r in bad)))
-    if not report.reconciles:
-        raise RuntimeError(f"ingest counts do not reconcile: {report.to_dict()}")
-    storage.atomic_write_parquet(storage.join(cat, "images.parquet"), to_table(accepted, ImageRecord))
-    storage.atomic_write_parquet(storage.join(cat, "quarantine", "quarantine.parquet"),
-                                 to_table(bad, QuarantineRecord))
-    dup_table = pa.table({"uri": [d[0] for d in dups], "id": [d[1] for d in dups],
-                          "duplicate_of": [d[2] for d in dups]}, schema=pa.schema(
-        [("uri", pa.string()), ("id", pa.string()), ("duplicate_of", pa.string())]))
-    storage.atomic_write_parquet(storage.join(cat, "duplicates.parquet"), dup_table)
-    fingerprint = {"source": plan["source"], "config": plan["config"]}
-    storage.write_marker(cat, {"fingerprint": fingerprint, "counts": report.to_dict()})
+    if n_partitions != len(plan["partitions"]):
+        raise RuntimeError(f"{cat}: asked to merge {n_partitions} partitions, the plan has {len(plan['partitions'])}")
+    first_uri: dict[str, str] = {}
+    seen = accepted = duplicates = 0
+    quarantined: Counter[str] = Counter()
+    generations: list[dict] = []
+    lo = 0
+    with storage.ParquetSink(storage.join(cat, "images.parquet"), IMAGE_RECORD_SCHEMA) as img_out, \
+            storage.ParquetSink(storage.join(cat, "quarantine", "quarantine.parquet"), QUARANTINE_SCHEMA) as bad_out, \
+            storage.ParquetSink(storage.join(cat, "duplicates.parquet"), _DUP_SCHEMA) as dup_out:
+        for hi in plan["generations"]:
+            imgs = pa.concat_tables([storage.read_parquet(_part_uri(root, k, "images")) for k in range(lo, hi)]
+                                    or [IMAGE_RECORD_SCHEMA.empty_table()]).sort_by("uri")
+            bad = pa.concat_tables([storage.read_parquet(_part_uri(root, k, "quarantine")) for k in range(lo, hi)]
+                                   or [QUARANTINE_SCHEMA.empty_table()]).sort_by("uri")
+            keep, dups = [], []
+            for row, (rid, uri) in enumerate(zip(imgs.column("id").to_pylist(), imgs.column("uri").to_pylist())):
+                if rid in first_uri:
+                    dups.append((uri, rid, first_uri[rid]))
+                else:
+                    first_uri[rid] = uri
+                    keep.append(row)
+            img_out.write(imgs.take(pa.array(keep, pa.int64())).cast(IMAGE_RECORD_SCHEMA))
+            bad_out.write(bad.cast(QUARANTINE_SCHEMA))
+            dup_out.write(pa.table({"uri": [d[0] for d in dups], "id": [d[1] for d in dups],
+                                    "duplicate_of": [d[2] for d in dups]}, schema=_DUP_SCHEMA))
+            seen += imgs.num_rows + bad.num_rows
+            accepted += len(keep)
+            duplicates += len(dups)
+            quarantined.update(bad.column("reason").to_pylist())
+            generations.append({"partitions": hi, "rows": accepted})
+            lo = hi
+    report = IngestReport(cat, seen=seen, accepted=accepted, duplicates=duplicates,
+                          quarantined=dict(sorted(quarantined.items())))
+    inputs_seen = sum(ingest_partition_seen(root, k) for k in range(n_partitions))
+    if not report.reconciles or inputs_seen != seen:
+        raise RuntimeError(f"ingest counts do not reconcile: {report.to_dict()}, partitions hold {inputs_seen}")
+    storage.write_marker(cat, {"fingerprint": {"source": plan["source"], "config": plan["config"]},
+                               "counts": report.to_dict(), "partitions": n_partitions, "generations": generations})
     return report
+
+
+def ingest_partition_seen(root: str, k: int) -> int:
+    """Records in partition k's two files (from their footers)."""
+    return sum(storage.parquet_file(_part_uri(root, k, w)).metadata.num_rows for w in ("images", "quarantine"))
+
+
+def catalog_generations(root: str) -> list[dict]:
+    """[{partitions, rows}] cumulative per ingest generation, from the catalog marker."""
+    marker = storage.read_marker(catalog_uri(root))
+    if marker is None:
+        raise FileNotFoundError(f"no complete catalog under {catalog_uri(root)}: run `aceforge ingest` first")
+    return marker.get("generations") or [{"partitions": marker.get("partitions", 0),
+                                          "rows": marker["counts"]["accepted"]}]
 
 
 def ingest(source: str, root: str, cfg: IngestConfig | None = None, *, force: bool = False,
            progress_total: Callable[[int], None] | None = None,
            progress: Callable[[int], None] | None = None) -> IngestReport:
     """Ingest `source` into `<root>/catalog`, every partition in this process. A complete catalog of the
-    same source and config is a no-op."""
+    same source and config is a no-op; new files in the source are ingested as a new generation."""
     cfg = cfg or IngestConfig()
     done = None if force else existing_catalog(source, root, cfg)
-    if done is not None:
+    if done is not None and new_inputs(source, root, cfg) == 0:
         return done
+    if done is not None:
+        fs, path = storage.fs_path(RunLayout.marker(catalog_uri(root)))
+        fs.rm(path)  # the catalog grows: merged again once the new partitions exist
     n = plan_ingest(source, root, cfg, force)
     if progress_total:
         progress_total(_plan(root)["inputs"])
@@ -297,6 +360,22 @@ def catalog_slice(root: str, start: int, stop: int, batch_rows: int = 8192) -> l
     return out
 
 
+def catalog_lookup(root: str, ids: set[str], batch_rows: int = 65536) -> dict[str, ImageRecord]:
+    """The catalog records of `ids`, streaming the catalog: memory is bounded by the ids asked for."""
+    import pyarrow.compute as pc
+
+    want = pa.array(sorted(ids), pa.string())
+    out: dict[str, ImageRecord] = {}
+    for batch in _catalog_file(root).iter_batches(batch_size=batch_rows):
+        hit = batch.filter(pc.is_in(batch.column("id"), value_set=want))
+        if hit.num_rows:
+            out.update((r.id, r) for r in from_table(pa.Table.from_batches([hit]), ImageRecord))  # type: ignore
+    if len(out) != len(ids):
+        missing = sorted(ids - out.keys())
+        raise KeyError(f"{len(missing)} ids are not in the catalog under {catalog_uri(root)}, e.g. {missing[0]}")
+    return out
+
+
 def load_quarantine(root: str) -> list[QuarantineRecord]:
     table = storage.read_parquet(storage.join(catalog_uri(root), "quarantine", "quarantine.parquet"))
     assert table.schema.names == QUARANTINE_SCHEMA.names
@@ -304,7 +383,8 @@ def load_quarantine(root: str) -> list[QuarantineRecord]:
 
 
 class IngestStage(Stage):
-    """Ingest `source` into <root>/catalog: one unit per partition of `ingest.partition_files` inputs."""
+    """Ingest `source` into <root>/catalog: one unit per partition of `ingest.partition_files` inputs.
+    A re-run over a source that gained files plans and decodes only the new ones (a new generation)."""
 
     name = "ingest"
     unit_name = "partition"
@@ -314,11 +394,14 @@ class IngestStage(Stage):
     def source(self) -> str:
         return self.params["source"]
 
+    def settings(self) -> dict:
+        return _fingerprint(self.source, self.cfg.ingest)
+
     def plan(self) -> int:
         return plan_ingest(self.source, self.cfg.root, self.cfg.ingest)
 
     def plan_outputs(self) -> list[str]:
-        return [self.layout.ingest_plan]
+        return []  # planning lists the source: never served from Prefect's cache
 
     def unit_outputs(self, k: int) -> list[str]:
         return [self.layout.ingest_part(k, "images"), self.layout.ingest_part(k, "quarantine")]
@@ -331,12 +414,15 @@ class IngestStage(Stage):
         return [self.layout.marker(self.layout.catalog)]
 
     def finalize(self, n: int) -> StageReport:
-        return StageReport(stage=self.label, units=n, outputs=[self.layout.catalog],
-                           counts=finalize_ingest(self.cfg.root, n).to_dict())
+        counts = finalize_ingest(self.cfg.root, n).to_dict()
+        self.stamp(self.layout.catalog)
+        return StageReport(stage=self.label, units=n, outputs=[self.layout.catalog], counts=counts)
 
     def report(self) -> StageReport | None:
         done = existing_catalog(self.source, self.cfg.root, self.cfg.ingest)  # another source's: an error
-        if done is None:
+        if done is None or self.current(storage.read_marker(self.layout.catalog)) is None:
             return None
+        if new_inputs(self.source, self.cfg.root, self.cfg.ingest):
+            return None  # the source gained files: a new generation
         return StageReport(stage=self.label, units=existing_partitions(self.cfg.root), outputs=[self.layout.catalog],
                            counts=done.to_dict())

@@ -25,18 +25,39 @@ def _image(rec: ImageRecord, cfg: IngestConfig) -> tuple[bytes, str]:
     return normalized_bytes(read_uri(rec.uri), max_pixels=cfg.max_pixels, min_side=1)
 
 
+def _previous(out: str, writer: str) -> list[PairRecord]:
+    """The instructed pairs an earlier run of the same writer left in `out` (its marker removed because the
+    mined pairs grew); none when there are none or another writer made them."""
+    uri = storage.join(out, "pairs.parquet")
+    if not storage.exists(uri):
+        return []
+    table = storage.read_parquet(uri)
+    if (table.schema.metadata or {}).get(b"writer", b"").decode() != writer:
+        return []
+    return from_table(table, PairRecord)  # type: ignore[return-value]
+
+
 def instruct_pairs(pairs: list[PairRecord], writer: InstructionWriter, catalog: dict[str, ImageRecord],
                    pairs_uri: str, ingest_cfg: IngestConfig | None = None,
                    progress: Callable[[int], None] | None = None) -> tuple[str, dict[str, int]]:
+    """An instruction for each pair. Pairs an earlier run of this writer instructed keep their instruction
+    and their order; new pairs come after them (so a shard set re-packed after new images landed keeps
+    its finished shards)."""
     ingest_cfg = ingest_cfg or IngestConfig()
     out = storage.join(pairs_uri, "instructed")
     marker = storage.read_marker(out)
     if marker is not None:
         return out, marker["counts"]
     counts: Counter[str] = Counter()
-    done: list[PairRecord] = []
+    mined = {p.pair_id for p in pairs}
+    done: list[PairRecord] = [p for p in _previous(out, writer.name) if p.pair_id in mined]
+    reused = {p.pair_id for p in done}
+    for p in done:
+        counts["with_instruction" if p.instruction else "without_instruction"] += 1
+    if done:
+        counts["reused"] = len(done)
     gen = Generator(name=writer.name.rsplit(":", 1)[0], version=writer.name.rsplit(":", 1)[-1])
-    for p in pairs:
+    for p in (p for p in pairs if p.pair_id not in reused):
         src, tgt = (_image(catalog[p.source_id], ingest_cfg), _image(catalog[p.target_id], ingest_cfg)) \
             if writer.needs_images else ((b"", "png"), (b"", "png"))
         try:
@@ -55,7 +76,9 @@ def instruct_pairs(pairs: list[PairRecord], writer: InstructionWriter, catalog: 
                                              "lineage": lineage}))
         if progress:
             progress(1)
-    storage.atomic_write_parquet(storage.join(out, "pairs.parquet"), to_table(done, PairRecord))
+    table = to_table(done, PairRecord)
+    storage.atomic_write_parquet(storage.join(out, "pairs.parquet"), table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), b"writer": writer.name.encode()}))
     storage.write_marker(out, {"counts": dict(counts), "writer": writer.name})
     return out, dict(counts)
 
@@ -120,17 +143,26 @@ class InstructStage(SingleUnitStage):
     def out(self) -> str:
         return self.layout.instructed(self.params["preset"])
 
+    def inputs(self) -> list[str]:
+        return [self.layout.pairs(self.params["preset"])]
+
+    def settings(self) -> dict:
+        return {"writer": self.params["writer"]}
+
     def run(self, k: int) -> UnitReport:
-        from tasks.ingest import load_catalog
+        from tasks.ingest import catalog_lookup
         from tasks.mine_pairs import load_pairs
 
         pairs_uri = self.layout.pairs(self.params["preset"])
-        by_id = {r.id: r for r in load_catalog(self.cfg.root)}
-        _, counts = instruct_pairs(load_pairs(pairs_uri), make_writer(self.params["writer"], self.cfg.root), by_id,
-                                   pairs_uri, self.cfg.ingest)
+        pairs = load_pairs(pairs_uri)
+        writer = make_writer(self.params["writer"], self.cfg.root)
+        by_id = catalog_lookup(self.cfg.root, {i for p in pairs for i in (p.source_id, p.target_id)}) \
+            if writer.needs_images else {}
+        _, counts = instruct_pairs(pairs, writer, by_id, pairs_uri, self.cfg.ingest)
+        self.stamp(self.out)
         return UnitReport(stage=self.label, unit=k, counts=counts)
 
     def report(self) -> StageReport | None:
-        m = storage.read_marker(self.out)
+        m = self.current(storage.read_marker(self.out))
         return None if m is None else StageReport(stage=self.label, units=1, outputs=[self.out],
                                                   counts={**m["counts"], "writer": m["writer"]})

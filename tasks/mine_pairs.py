@@ -12,8 +12,10 @@ A batch whose marker exists is skipped; the merge runs when every batch is compl
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
@@ -69,10 +71,10 @@ def batch_uri(root: str, preset: TaskPreset, index: int) -> str:
     return RunLayout(root).pair_batch(preset.name, index)
 
 
-def cluster_batches(assignments: dict[str, int], clusters_per_batch: int) -> list[list[int]]:
-    """Non-empty cluster ids, sorted, cut into batches (the units of work)."""
-    present = sorted(set(assignments.values()))
-    return [present[i : i + clusters_per_batch] for i in range(0, len(present), clusters_per_batch)]
+def cluster_batches(k: int, clusters_per_batch: int) -> list[tuple[int, int]]:
+    """Cluster ranges [c0, c1) of `clusters_per_batch` clusters each: the units of work. Ranges over all
+    k clusters, empty ones included, so a batch keeps its clusters when new images join some of them."""
+    return [(c, min(c + clusters_per_batch, k)) for c in range(0, k, clusters_per_batch)]
 
 
 def check_inputs(preset: TaskPreset, embedder: Generator, classifier: PairClassifier, features: str) -> None:
@@ -86,19 +88,19 @@ def check_inputs(preset: TaskPreset, embedder: Generator, classifier: PairClassi
                              f"these are {embedder.name}")
 
 
-def mine_batch(ids: list[str], x: np.ndarray, assignments: dict[str, int], clusters: list[int], out: str,
-               preset: TaskPreset, cfg: MiningConfig, embedder: Generator, band: tuple[float, float],
-               classifier: PairClassifier, progress: Callable[[int], None] | None = None) -> MineReport:
-    """Band union-find over the given clusters, re-checked pairs, the second-level check; one batch's files."""
+def mine_batch(ids: list[str], x: np.ndarray, cluster_of: np.ndarray, out: str, preset: TaskPreset,
+               cfg: MiningConfig, embedder: Generator, band: tuple[float, float], classifier: PairClassifier,
+               progress: Callable[[int], None] | None = None) -> MineReport:
+    """Band union-find over one batch's rows (grouped by cluster, `cluster_of` per row), re-checked pairs,
+    the second-level check; the batch's files and marker. Memory: the batch's rows."""
     marker = storage.read_marker(out)
     if marker is not None:
         return MineReport(out, **marker["counts"])
     lo, hi = band
-    wanted = set(clusters)
-    rows = np.array([k for k, i in enumerate(ids) if assignments[i] in wanted], np.int64)
-    cluster_of = np.array([assignments[ids[k]] for k in rows], np.int64)
-    order = np.argsort(cluster_of, kind="stable")
-    rows, cluster_of = rows[order], cluster_of[order]
+    rows = np.arange(len(ids), dtype=np.int64)
+    cluster_of = np.asarray(cluster_of, np.int64)
+    if len(rows) and np.any(np.diff(cluster_of) < 0):
+        raise ValueError(f"{out}: rows must be grouped by cluster")
     rep = MineReport(out)
     drops: Counter[str] = Counter()
     tables: dict[str, dict[str, list]] = {
@@ -108,7 +110,7 @@ def mine_batch(ids: list[str], x: np.ndarray, assignments: dict[str, int], clust
     }
     cand_i, cand_j, cand_s = [], [], []
     for members in np.split(rows, np.flatnonzero(np.diff(cluster_of)) + 1) if len(rows) else []:
-        c = assignments[ids[members[0]]]
+        c = int(cluster_of[members[0]])
         rep.clusters += 1
         xc = x[members]
         e = band_edges(xc, lo, hi, block=cfg.block)
@@ -147,7 +149,7 @@ def mine_batch(ids: list[str], x: np.ndarray, assignments: dict[str, int], clust
             progress(len(members))
     cat = (lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt))
     ci, cj, cs = cat(cand_i, np.int64), cat(cand_j, np.int64), cat(cand_s, np.float32)
-    keep, cls_scores = classifier.keep(x[ci], x[cj], preset)
+    keep, cls_scores = classifier.keep(x[ci], x[cj], preset) if len(ci) else (np.zeros(0, bool), None)
     drops["classifier"] += int(np.count_nonzero(~keep))
     gens = [embedder, BAND_GENERATOR, Generator(name=classifier.name, version="1")]
     pairs = []
@@ -161,7 +163,7 @@ def mine_batch(ids: list[str], x: np.ndarray, assignments: dict[str, int], clust
                                 lineage=Lineage(source_ids=[a, b], generators=gens, scores=scores)))
     rep.pairs, rep.groups, rep.drops = len(pairs), len(tables["groups"]["target_id"]), dict(sorted(drops.items()))
     _write_tables(out, tables, pairs)
-    storage.write_marker(out, {"counts": rep.counts(), "clusters": clusters})
+    storage.write_marker(out, {"counts": rep.counts(), "rows": len(ids)})
     return rep
 
 
@@ -183,8 +185,10 @@ def _write_tables(out: str, tables: dict[str, dict[str, list]], pairs: list[Pair
     storage.atomic_write_parquet(storage.join(out, "pairs.parquet"), to_table(pairs, PairRecord))
 
 
-def merge_batches(root: str, preset: TaskPreset, n_batches: int, band: tuple[float, float]) -> MineReport:
-    """Concatenate the complete batches into the preset's tables, sum the counts, write the marker."""
+def merge_batches(root: str, preset: TaskPreset, batches: list[str], band: tuple[float, float]) -> MineReport:
+    """Concatenate the complete batches (their directories, in order) into the preset's tables, sum the
+    counts, write the marker."""
+    n_batches = len(batches)
     out = pairs_uri(root, preset)
     marker = storage.read_marker(out)
     if marker is not None:
@@ -192,8 +196,7 @@ def merge_batches(root: str, preset: TaskPreset, n_batches: int, band: tuple[flo
     rep = MineReport(out)
     drops: Counter[str] = Counter()
     parts: dict[str, list[pa.Table]] = {t: [] for t in _TABLES}
-    for k in range(n_batches):
-        b = batch_uri(root, preset, k)
+    for b in batches:
         bm = storage.read_marker(b)
         if bm is None:
             raise RuntimeError(f"batch {b} is not complete: run its mining unit first")
@@ -219,19 +222,25 @@ def mine_pairs(ids: list[str], x: np.ndarray, assignments: dict[str, int], root:
                cfg: MiningConfig, embedder: Generator, embedder_band: tuple[float, float],
                classifier: PairClassifier, features: str = "image",
                progress: Callable[[int], None] | None = None) -> MineReport:
-    """Every batch, then the merge, in this process. `features` names what x holds (image, face or style
-    features); it must be what the preset is defined on."""
+    """Every batch, then the merge, in this process, on vectors already in memory. `features` names what x
+    holds (image, face or style features); it must be what the preset is defined on."""
     out = pairs_uri(root, preset)
     marker = storage.read_marker(out)
     if marker is not None:
         return MineReport(out, **marker["counts"])
     check_inputs(preset, embedder, classifier, features)
     band = resolve_band(preset, cfg, embedder_band)
-    batches = cluster_batches(assignments, cfg.clusters_per_batch)
-    for k, clusters in enumerate(batches):
-        mine_batch(ids, x, assignments, clusters, batch_uri(root, preset, k), preset, cfg, embedder, band,
-                   classifier, progress)
-    return merge_batches(root, preset, len(batches), band)
+    cl = np.array([assignments[i] for i in ids], np.int64)
+    order = np.argsort(cl, kind="stable")
+    k = int(cl.max()) + 1 if len(cl) else 0
+    offsets = np.searchsorted(cl[order], np.arange(k + 1))
+    uris = []
+    for b, (c0, c1) in enumerate(cluster_batches(k, cfg.clusters_per_batch)):
+        rows = order[offsets[c0]:offsets[c1]]
+        uris.append(batch_uri(root, preset, b))
+        mine_batch([ids[r] for r in rows], x[rows], cl[rows], uris[-1], preset, cfg, embedder, band, classifier,
+                   progress)
+    return merge_batches(root, preset, uris, band)
 
 
 def load_pairs(uri: str) -> list[PairRecord]:
@@ -242,7 +251,9 @@ def load_pairs(uri: str) -> list[PairRecord]:
 
 class MineStage(Stage):
     """<root>/pairs/<preset>/: band union-find per cluster, one unit per `mining.clusters_per_batch`
-    clusters, then the merge (finalize)."""
+    clusters (reading only their rows from the clusters' by-cluster layout), then the merge (finalize).
+    A batch's directory is named by what it mines (its clusters' sizes, the K-means epoch, the settings),
+    so when new images join some clusters only their batches run again."""
 
     name = "mine"
     unit_name = "batch"
@@ -269,31 +280,54 @@ class MineStage(Stage):
         emb = self.layout.embeddings(make_embedder(self.cfg.mining.embedder, self.cfg.models_dir).name)
         return emb, clusters_uri(self.cfg.root, emb)
 
-    def plan(self) -> int:
-        from tasks.cluster import load_assignments
+    def inputs(self) -> list[str]:
+        return [self._inputs()[1]]
 
-        return len(cluster_batches(load_assignments(self._inputs()[1]), self.cfg.mining.clusters_per_batch))
+    def settings(self) -> dict:
+        mc = self.cfg.mining
+        emb = storage.read_marker(self._inputs()[0]) or {}
+        return {"preset": dataclasses.asdict(self.preset),
+                "band": resolve_band(self.preset, mc, tuple(emb.get("band") or (0.0, 1.0))),
+                "max_pairs_per_set": mc.max_pairs_per_set, "seed": mc.seed, "classifier": mc.pair_classifier,
+                "clusters_per_batch": mc.clusters_per_batch}
+
+    def _batches(self) -> list[str]:
+        """The batch directories of the current clustering, named by their content."""
+        from tasks.cluster import cluster_offsets
+
+        cl = self._inputs()[1]
+        offsets = cluster_offsets(cl)
+        epoch = storage.read_marker(cl)["epoch"]
+        base = json.dumps(self.settings(), sort_keys=True)
+        out = []
+        for b, (c0, c1) in enumerate(cluster_batches(len(offsets) - 1, self.cfg.mining.clusters_per_batch)):
+            sizes = np.diff(offsets[c0:c1 + 1]).tolist()
+            fp = hashlib.sha256(json.dumps([base, epoch, c0, c1, sizes]).encode()).hexdigest()[:8]
+            out.append(f"{self.layout.pair_batch(self.preset.name, b)}-{fp}")
+        return out
+
+    def plan(self) -> int:
+        return len(self._batches())
 
     def unit_outputs(self, k: int) -> list[str]:
-        return [self.layout.marker(self.layout.pair_batch(self.preset.name, k))]
+        return [self.layout.marker(self._batches()[k])]
 
     def run(self, k: int) -> UnitReport:
         from pathlib import Path
 
-        from tasks.cluster import load_assignments
-        from tasks.embed import load_embeddings
+        from tasks.cluster import cluster_offsets, cluster_rows
 
         mc, preset = self.cfg.mining, self.preset
         emb_uri, cl_uri = self._inputs()
-        ids, x, marker = load_embeddings(emb_uri)
+        marker = storage.read_marker(emb_uri)
         classifier = PairClassifier(Path(self.cfg.models_dir) / mc.pair_classifier if mc.pair_classifier else None)
         gen = Generator(name=marker["embedder"], version=marker["version"])
         check_inputs(preset, gen, classifier, "image")
-        assignments = load_assignments(cl_uri)
-        clusters = cluster_batches(assignments, mc.clusters_per_batch)[k]
+        offsets = cluster_offsets(cl_uri)
+        c0, c1 = cluster_batches(len(offsets) - 1, mc.clusters_per_batch)[k]
+        ids, x, cluster_of = cluster_rows(cl_uri, c0, c1, offsets)
         band = resolve_band(preset, mc, tuple(marker["band"]))
-        rep = mine_batch(ids, x, assignments, clusters, self.layout.pair_batch(preset.name, k), preset, mc, gen, band,
-                         classifier)
+        rep = mine_batch(ids, x, cluster_of, self._batches()[k], preset, mc, gen, band, classifier)
         return UnitReport(stage=self.label, unit=k, counts=rep.counts())
 
     def final_outputs(self) -> list[str]:
@@ -301,10 +335,27 @@ class MineStage(Stage):
 
     def finalize(self, n: int) -> StageReport:
         band = resolve_band(self.preset, self.cfg.mining, tuple(storage.read_marker(self._inputs()[0])["band"]))
-        merge_batches(self.cfg.root, self.preset, n, band)
+        batches = self._batches()
+        if len(batches) != n:
+            raise RuntimeError(f"{self.label}: {n} units ran but the clustering now has {len(batches)} batches")
+        merge_batches(self.cfg.root, self.preset, batches, band)
+        self._remove_old_batches(set(batches))
+        self.stamp(self.out)
         return self.report()  # type: ignore[return-value]
 
+    def _remove_old_batches(self, keep: set[str]) -> None:
+        """Batch directories of an earlier clustering (this stage wrote them): removed once merged."""
+        parent = storage.parent(self.layout.pair_batch(self.preset.name, 0))
+        fs, path = storage.fs_path(parent)
+        for p in fs.ls(path, detail=False):
+            name = p.rstrip("/").rsplit("/", 1)[-1]
+            if _BATCH_DIR.fullmatch(name) and storage.join(parent, name) not in keep:
+                fs.rm(p, recursive=True)
+
     def report(self) -> StageReport | None:
-        m = storage.read_marker(self.out)
+        m = self.current(storage.read_marker(self.out))
         return None if m is None else StageReport(stage=self.label, units=m["batches"], outputs=[self.out],
                                                   counts={**m["counts"], "band": m["band"]})
+
+
+_BATCH_DIR = re.compile(r"batch-\d{5}(-[0-9a-f]{8})?")

@@ -1,4 +1,7 @@
-"""Pack a preset's instructed pairs into a WebDataset shard set: <root>/shards/<name>/ (one unit)."""
+"""Pack a preset's instructed pairs into a WebDataset shard set: <root>/shards/<name>/ (one unit).
+
+When the instructed pairs grew (new images landed), the finished shards whose samples are unchanged are
+kept and only the rest are written (the pairs keep their order: tasks/instruct.py)."""
 
 from __future__ import annotations
 
@@ -20,16 +23,25 @@ class PackStage(SingleUnitStage):
     def out(self) -> str:
         return self.layout.shards(self.params["shard_name"])
 
-    def run(self, k: int) -> UnitReport:
-        from tasks.ingest import load_catalog
+    def inputs(self) -> list[str]:
+        return [self.layout.instructed(self.params["preset"])]
 
-        by_id = {r.id: r for r in load_catalog(self.cfg.root)}
-        pairs = load_instructed(self.layout.instructed(self.params["preset"]))
-        rep = write_shard_set(pair_samples(pairs, by_id, self.cfg.ingest), self.out, self.cfg.shards)
-        return UnitReport(stage=self.label, unit=k, counts={"samples": rep.samples, "shards": rep.shards})
+    def settings(self) -> dict:
+        return {"shards": self.cfg.shards.model_dump(mode="json"), "max_pixels": self.cfg.ingest.max_pixels}
+
+    def run(self, k: int) -> UnitReport:
+        from tasks.ingest import catalog_lookup
+
+        pairs = [p for p in load_instructed(self.layout.instructed(self.params["preset"])) if p.instruction]
+        by_id = catalog_lookup(self.cfg.root, {i for p in pairs for i in (p.source_id, p.target_id)})
+        rep = write_shard_set(pair_samples(pairs, by_id, self.cfg.ingest), self.out, self.cfg.shards,
+                              extend=True)
+        self.stamp(self.out)
+        return UnitReport(stage=self.label, unit=k, counts={"samples": rep.samples, "shards": rep.shards,
+                                                            "kept_shards": rep.resumed_shards})
 
     def report(self) -> StageReport | None:
-        m = storage.read_marker(self.out)
+        m = self.current(storage.read_marker(self.out))
         if m is None:
             return None
         return StageReport(stage=self.label, units=1, outputs=[self.out],

@@ -10,6 +10,7 @@ replays the same keys) and writes the rest; a re-run of a complete set is a no-o
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import tempfile
@@ -156,8 +157,22 @@ class _Writer:
             self.sink = None
 
 
+def _drop_from(out_uri: str, prefix: str, index: int) -> None:
+    """Remove this writer's shards (tars and stats) from `index` on."""
+    fs, path = storage.fs_path(out_uri)
+    for p in fs.ls(path, detail=False):
+        name = os.path.basename(p)
+        if name.startswith(f"{prefix}-") and (name.endswith(".tar") or name.endswith(".stats.json")):
+            if int(name[len(prefix) + 1 : len(prefix) + 7]) >= index:
+                fs.rm(p)
+
+
 def write_shard_set(samples: Iterable[AceSample], out_uri: str, cfg: ShardConfig | None = None, *,
-                    progress: Callable[[int], None] | None = None) -> ShardSetReport:
+                    progress: Callable[[int], None] | None = None, extend: bool = False) -> ShardSetReport:
+    """Write `samples` as a shard set. Without `extend`, finished shards of an interrupted write are kept
+    when the input replays their keys, and an input that changed is an error. With `extend` (a set whose
+    input grew), the finished shards are kept up to the first one whose keys the input no longer replays,
+    that one and the ones after it are written again, and a last shard left short is reopened."""
     cfg = cfg or ShardConfig()
     marker = storage.read_marker(out_uri)
     if marker is not None:
@@ -170,17 +185,34 @@ def write_shard_set(samples: Iterable[AceSample], out_uri: str, cfg: ShardConfig
 
     it = iter(samples)
     seen_keys: set[str] = set()
-    for stats in done:  # replay the finished shards' samples without re-encoding them
+    for j, stats in enumerate(done):  # replay the finished shards' samples without re-encoding them
+        replayed: list[AceSample] = []
         for expected in stats["keys"]:
             sample = next(it, None)
             key = sanitize_key(sample.key) if sample is not None else None
             if key != expected:
-                raise ShardInputChanged(
-                    f"{out_uri}: {stats['shard']} holds key {expected!r} but the input now gives {key!r}; "
-                    f"the input changed since the interrupted write: remove {out_uri} or write a new set")
-            seen_keys.add(key)
-        if progress:
-            progress(stats["samples"])
+                if not extend:
+                    raise ShardInputChanged(
+                        f"{out_uri}: {stats['shard']} holds key {expected!r} but the input now gives {key!r}; "
+                        f"the input changed since the interrupted write: remove {out_uri} or write a new set")
+                break
+            replayed.append(sample)
+        else:
+            short = stats["samples"] < cfg.maxcount and stats["bytes"] < cfg.maxsize
+            if not (extend and short and j == len(done) - 1):
+                seen_keys.update(stats["keys"])
+                if progress:
+                    progress(stats["samples"])
+                continue
+            sample = next(it, None)  # a short last shard: reopened only when more samples follow
+            if sample is None:
+                seen_keys.update(stats["keys"])
+                break
+        # rewrite from shard j: its replayed samples, the one that differed, then the rest
+        _drop_from(out_uri, cfg.prefix, j)
+        done = done[:j]
+        it = itertools.chain(replayed, [] if sample is None else [sample], it)
+        break
 
     writer = _Writer(out_uri, cfg, start=len(done))
     try:

@@ -14,7 +14,9 @@ paths travel, never payloads. Algorithms live in mining/ and trainer/; stages st
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -99,9 +101,43 @@ class Stage(ABC):
     def report(self) -> StageReport | None:
         """The finished stage's report, read back from its marker; None while it is not complete."""
 
+    # what a finished stage was made from: a marker is current only while this is unchanged
+    def inputs(self) -> list[str]:
+        """The upstream output directories this stage reads (their markers are part of its version)."""
+        return []
+
+    def settings(self) -> dict[str, Any]:
+        """The configuration that decides this stage's outputs (not workers, batch sizes or paths)."""
+        return {}
+
+    def version(self) -> str:
+        """A digest of the settings and the inputs' markers, stored in the stage's marker: a stage whose
+        inputs grew (new files ingested) or whose settings changed runs again; its finished units are kept."""
+        data = {"settings": self.settings(), "inputs": [storage.read_marker(u) for u in self.inputs()]}
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def current(self, marker: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The marker when it was written for this version; None when it is missing or stale."""
+        return marker if marker is not None and marker.get("stage_version") == self.version() else None
+
+    def stamp(self, dir_uri: str) -> None:
+        """Record the version in the marker `finalize` just wrote."""
+        marker = storage.read_marker(dir_uri)
+        if marker is None:
+            raise RuntimeError(f"{dir_uri} has no marker to stamp")
+        storage.write_marker(dir_uri, {**marker, "stage_version": self.version()})
+
+    def invalidate(self) -> list[str]:
+        """Remove this stage's markers when they are stale (nothing else): the stage then plans and
+        finalizes again, and its units that are still valid are skipped. Returns what was removed."""
+        stale = [o for o in self.final_outputs() if storage.exists(o)]
+        for o in stale:
+            fs, path = storage.fs_path(o)
+            fs.rm(path)
+        return stale
+
     def complete(self) -> bool:
-        outs = self.final_outputs()
-        return bool(outs) and all(storage.exists(o) for o in outs)
+        return self.report() is not None
 
     def unit_done(self, k: int) -> bool:
         outs = self.unit_outputs(k)

@@ -99,6 +99,35 @@ def parquet_file(uri: str) -> pq.ParquetFile:
     return pq.ParquetFile(_arrow_fs(fs).open_input_file(path))
 
 
+class ParquetSink:
+    """A parquet file written table by table (memory: one table at a time) under a temporary name, moved
+    to its final name when the block ends without an error (removed otherwise)."""
+
+    def __init__(self, uri: str, schema: pa.Schema):
+        self.fs, self.path = fs_path(uri)
+        self.fs.makedirs(self.fs._parent(self.path), exist_ok=True)
+        self.tmp = tmp_name(self.path)
+        self.schema = schema
+        self.writer: pq.ParquetWriter | None = None
+
+    def __enter__(self) -> "ParquetSink":
+        self.writer = pq.ParquetWriter(self.tmp, self.schema, filesystem=_arrow_fs(self.fs), compression="zstd")
+        return self
+
+    def write(self, table: pa.Table) -> None:
+        assert self.writer is not None
+        if table.num_rows:
+            self.writer.write_table(table)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        assert self.writer is not None
+        self.writer.close()
+        if exc_type is None:
+            finalize(self.fs, self.tmp, self.path)
+        elif self.fs.exists(self.tmp):
+            self.fs.rm(self.tmp)
+
+
 def write_marker(dir_uri: str, payload: dict[str, Any]) -> None:
     atomic_write_bytes(join(dir_uri, MARKER), json.dumps(payload, indent=1, sort_keys=True).encode())
 

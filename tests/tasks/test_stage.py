@@ -16,8 +16,13 @@ def test_a_stage_travels_as_its_spec_and_names_its_units(tmp_path):
     assert type(again) is MineStage and again.cfg == cfg and again.params == {"preset": "general_editing"}
     assert again.unit_label(3) == "mine-general_editing-batch-3"
     assert PackStage(cfg, preset="general_editing", shard_name="s").unit_label(0) == "pack-s"
-    assert again.unit_outputs(3) == [f"{cfg.root}/pairs/general_editing/batches/batch-00003/_SUCCESS.json"]
-    assert not again.complete() and again.report() is None and not again.unit_done(3)
+    assert not again.complete() and again.report() is None
+    from tasks.ingest import IngestStage
+
+    ing = IngestStage(cfg, source="/corpus")
+    assert ing.unit_outputs(3) == [f"{cfg.root}/catalog/parts/part-00003.images.parquet",
+                                   f"{cfg.root}/catalog/parts/part-00003.quarantine.parquet"]
+    assert not ing.unit_done(3)
 
 
 def test_a_stage_must_define_every_step():
