@@ -14,7 +14,6 @@ of the demo photos, 256-640 px on the long side.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import tempfile
 import time
@@ -25,32 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flows import settings  # noqa: E402
 
 settings.apply()
-
-
-def generate(out: Path, n: int, seed: int = 0) -> None:
-    import numpy as np
-    from PIL import Image, ImageEnhance, ImageOps
-
-    from tasks.demo_corpus import BASE_PHOTOS, _photo
-
-    rng = np.random.default_rng(seed)
-    photos = [_photo(load, 640) for load in BASE_PHOTOS.values()]
-    out.mkdir(parents=True)
-    for i in range(n):
-        im = photos[i % len(photos)]
-        w, h = im.size
-        f = rng.uniform(0.4, 1.0)
-        cw, ch = max(32, int(w * f)), max(32, int(h * f))
-        x, y = rng.integers(0, w - cw + 1), rng.integers(0, h - ch + 1)
-        im = im.crop((x, y, x + cw, y + ch))
-        side = int(rng.integers(256, 641))
-        im = im.resize((max(64, side * cw // max(cw, ch)), max(64, side * ch // max(cw, ch))))
-        if rng.random() < 0.5:
-            im = ImageOps.mirror(im)
-        im = ImageEnhance.Color(im).enhance(rng.uniform(0.6, 1.4))
-        buf = io.BytesIO()
-        im.save(buf, format="JPEG", quality=int(rng.integers(60, 96)))
-        (out / f"{i:06d}.jpg").write_bytes(buf.getvalue())
 
 
 def direct(corpus: str, root: str, writer: dict) -> int:
@@ -75,12 +48,12 @@ def main() -> None:
     args = ap.parse_args()
     from prefect.testing.utilities import prefect_test_harness
 
-    from tasks.demo_corpus import build_demo_corpus
+    from tasks.demo_corpus import build_demo_corpus, generate_variants
 
     with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=120):
         corpus = str(Path(tmp) / "corpus")
         if args.images:
-            generate(Path(corpus), args.images)
+            generate_variants(Path(corpus), args.images)
             writer, what = {"kind": "template"}, f"{args.images} generated images"
         else:
             build_demo_corpus(corpus)

@@ -206,3 +206,33 @@ def load_ground_truth(corpus_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: build the corpus with `aceforge demo-corpus {corpus_dir}`")
     return json.loads(path.read_text())
+
+
+def generate_variants(out: str | Path, n: int, seed: int = 0, start: int = 0) -> list[Path]:
+    """n JPEGs made from the demo photos (random crops of 40-100 %, flips, colour jitter, quality 60-95,
+    256-640 px on the long side), named <index>.jpg from `start`: a corpus of any size for benchmarks and
+    scale tests. The same (seed, index) always gives the same image."""
+    from PIL import ImageEnhance, ImageOps
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    photos = [_photo(load, 640) for load in BASE_PHOTOS.values()]
+    written = []
+    for i in range(start, start + n):
+        rng = np.random.default_rng([seed, i])
+        im = photos[i % len(photos)]
+        w, h = im.size
+        f = rng.uniform(0.4, 1.0)
+        cw, ch = max(32, int(w * f)), max(32, int(h * f))
+        x, y = rng.integers(0, w - cw + 1), rng.integers(0, h - ch + 1)
+        im = im.crop((int(x), int(y), int(x) + cw, int(y) + ch))
+        side = int(rng.integers(256, 641))
+        im = im.resize((max(64, side * cw // max(cw, ch)), max(64, side * ch // max(cw, ch))))
+        if rng.random() < 0.5:
+            im = ImageOps.mirror(im)
+        im = ImageEnhance.Color(im).enhance(rng.uniform(0.6, 1.4))
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=int(rng.integers(60, 96)))
+        written.append(out / f"{i:06d}.jpg")
+        written[-1].write_bytes(buf.getvalue())
+    return written

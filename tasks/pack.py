@@ -46,4 +46,5 @@ class PackStage(SingleUnitStage):
             return None
         return StageReport(stage=self.label, units=1, outputs=[self.out],
                            counts={"uri": self.out, "shards": m["shards"], "samples": m["samples"],
-                                   "bytes": m["bytes"], "counts_by_task": m["counts_by_task"]})
+                                   "bytes": m["bytes"], "counts_by_task": m["counts_by_task"],
+                                   "kept_shards": m.get("kept_shards", 0)})

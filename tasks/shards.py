@@ -239,7 +239,8 @@ def write_shard_set(samples: Iterable[AceSample], out_uri: str, cfg: ShardConfig
     report = ShardSetReport(out_uri, len(rows), sum(r.samples for r in rows), sum(r.bytes for r in rows),
                             dict(sorted(totals.items())), resumed_shards=len(done))
     storage.write_marker(out_uri, {"shards": report.shards, "samples": report.samples, "bytes": report.bytes,
-                                   "counts_by_task": report.counts_by_task, "config": cfg.model_dump()})
+                                   "counts_by_task": report.counts_by_task, "config": cfg.model_dump(),
+                                   "kept_shards": len(done)})
     return report
 
 
