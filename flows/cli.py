@@ -16,6 +16,7 @@ from rich.table import Table  # noqa: E402
 
 from flows.progress import progress_bar  # noqa: E402
 from schemas.config import ConfigError, RunConfig, load_config  # noqa: E402
+from tasks import storage  # noqa: E402
 from tasks.ingest import IngestReport, catalog_uri, ingest as run_ingest, load_quarantine  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -211,7 +212,7 @@ def train(shard_uri: str = typer.Argument(..., help="a complete shard set (its m
     out.print(f"run {cfg.train.run_name}: step {res['step']}; loss {first['loss']:.4f} (step {first['step']}) -> "
               f"{last['loss']:.4f} (step {last['step']}); {last['samples_per_s']:.2f} samples/s, "
               f"{last['tokens_per_s']:.0f} tokens/s")
-    out.print(f"checkpoint: {res['checkpoint']}\nmetrics:    {Path(res['run_dir']) / 'metrics.jsonl'}")
+    out.print(f"checkpoint: {res['checkpoint']}\nmetrics:    {storage.join(res['run_dir'], 'metrics.jsonl')}")
     for kind, path in res["exports"].items():
         out.print(f"export {kind}: {path}")
 

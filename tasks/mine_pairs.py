@@ -347,7 +347,7 @@ class MineStage(Stage):
         """Batch directories of an earlier clustering (this stage wrote them): removed once merged."""
         parent = storage.parent(self.layout.pair_batch(self.preset.name, 0))
         fs, path = storage.fs_path(parent)
-        for p in fs.ls(path, detail=False):
+        for p in fs.ls(path, detail=False) if fs.exists(path) else []:
             name = p.rstrip("/").rsplit("/", 1)[-1]
             if _BATCH_DIR.fullmatch(name) and storage.join(parent, name) not in keep:
                 fs.rm(p, recursive=True)

@@ -63,7 +63,7 @@ def _load_done(out_uri: str, prefix: str) -> list[dict]:
             break
         with fs.open(stats_path, "rb") as f:
             done.append(json.loads(f.read()))
-    for p in fs.ls(path, detail=False):
+    for p in fs.ls(path, detail=False) if fs.exists(path) else []:  # an object store has no empty folders
         name = os.path.basename(p)
         if name.startswith(f"{prefix}-") and (name.endswith(".tar") or name.endswith(".stats.json")):
             if int(name[len(prefix) + 1 : len(prefix) + 7]) >= len(done):
@@ -160,7 +160,7 @@ class _Writer:
 def _drop_from(out_uri: str, prefix: str, index: int) -> None:
     """Remove this writer's shards (tars and stats) from `index` on."""
     fs, path = storage.fs_path(out_uri)
-    for p in fs.ls(path, detail=False):
+    for p in fs.ls(path, detail=False) if fs.exists(path) else []:
         name = os.path.basename(p)
         if name.startswith(f"{prefix}-") and (name.endswith(".tar") or name.endswith(".stats.json")):
             if int(name[len(prefix) + 1 : len(prefix) + 7]) >= index:

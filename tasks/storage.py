@@ -80,7 +80,7 @@ def atomic_write_parquet(uri: str, table: pa.Table) -> None:
     atomic_write_bytes(uri, buf.getvalue())
 
 
-def _arrow_fs(fs: fsspec.AbstractFileSystem):
+def arrow_fs(fs: fsspec.AbstractFileSystem):
     """pyarrow reads by path through this filesystem: never through a Python file object, which a pyarrow
     pool thread could free at interpreter exit (an abort with exit code 134)."""
     import pyarrow.fs as pafs
@@ -90,13 +90,13 @@ def _arrow_fs(fs: fsspec.AbstractFileSystem):
 
 def read_parquet(uri: str) -> pa.Table:
     fs, path = fs_path(uri)
-    return pq.read_table(path, filesystem=_arrow_fs(fs))
+    return pq.read_table(path, filesystem=arrow_fs(fs))
 
 
 def parquet_file(uri: str) -> pq.ParquetFile:
     """An open parquet file (footer read), for streaming its row batches."""
     fs, path = fs_path(uri)
-    return pq.ParquetFile(_arrow_fs(fs).open_input_file(path))
+    return pq.ParquetFile(arrow_fs(fs).open_input_file(path))
 
 
 class ParquetSink:
@@ -111,7 +111,7 @@ class ParquetSink:
         self.writer: pq.ParquetWriter | None = None
 
     def __enter__(self) -> "ParquetSink":
-        self.writer = pq.ParquetWriter(self.tmp, self.schema, filesystem=_arrow_fs(self.fs), compression="zstd")
+        self.writer = pq.ParquetWriter(self.tmp, self.schema, filesystem=arrow_fs(self.fs), compression="zstd")
         return self
 
     def write(self, table: pa.Table) -> None:

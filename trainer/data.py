@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
-import webdataset as wds
 
 from schemas.config import TrainConfig
 from schemas.shard_layout import decode_sample
 from schemas.taxonomy import zero_ref_tasks
+from tasks.shard_reader import iter_tar_samples
 from trainer.encode import ENCODED_EXT, Encoded, decode_encoded, encoded_meta
 from trainer.lcu import Panel
 from trainer.panels import sample_panels
@@ -69,18 +69,16 @@ def _task_and_key(raw: dict) -> tuple[str, str]:
 _ZERO_REF = frozenset(zero_ref_tasks())
 
 
-def _no_split(src):
-    yield from src
-
-
 def _raw_samples(urls: list[str], rank: int, world: int) -> Iterator[dict]:
     by_shard = len(urls) >= world
     mine = urls[rank::world] if by_shard else urls
-    # the split is ours (above): webdataset must not split again by torch.distributed rank
-    ds = wds.WebDataset(mine, shardshuffle=False, empty_check=False, nodesplitter=_no_split)
-    for i, raw in enumerate(ds):
-        if by_shard or i % world == rank:
-            yield raw
+    # any fsspec URI (local, s3://, gs://): the tar is streamed once, members grouped as webdataset does
+    i = 0
+    for url in mine:
+        for raw in iter_tar_samples(url):
+            if by_shard or i % world == rank:
+                yield raw
+            i += 1
 
 
 def iter_examples(urls: list[str], cfg: TrainConfig, rank: int = 0, world: int = 1,

@@ -2,8 +2,10 @@
 
 Checkpoints go to <root>/checkpoints/<run_name>/ every `checkpoint_every` steps (and at the end); a crash
 is retried once from the latest checkpoint, and a re-run with the same run name resumes from it. Rank 0
-appends every logged step to metrics.jsonl beside the checkpoints; exports land in
-<root>/checkpoints/exports/<run_name>/.
+writes every logged step to metrics/step-NNNNNNN.json beside the checkpoints (one file per step: object
+stores cannot append; a step retried after a crash overwrites its file), merged into metrics.jsonl at the
+end; exports land in <root>/checkpoints/exports/<run_name>/. The root is any fsspec URI: Ray Train writes
+checkpoints through the same filesystem (s3:// included), exports are written locally and uploaded.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import ray.train.torch
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig as RayRunConfig, ScalingConfig
 
 from schemas.config import TrainConfig
+from tasks import storage
 from trainer.components import TINY_NAME, build_tiny_pipeline, save_pipeline
 from trainer.data import iter_examples
 from trainer.train import AceTrainer
@@ -28,18 +31,22 @@ from trainer.train import AceTrainer
 
 @dataclass
 class TrainResult:
-    run_dir: Path
-    checkpoint: Path
+    run_dir: str  # URIs (local paths for a local root)
+    checkpoint: str
     step: int
     metrics: list[dict]
-    exports: dict[str, Path]
+    exports: dict[str, str]
 
 
 def base_folder(cfg: TrainConfig, root: str | Path) -> Path:
-    """The diffusers folder to train from; 'tiny' builds (once) a toy random-weight model under <root>/models."""
+    """The diffusers folder to train from; 'tiny' builds (once) a toy random-weight model under <root>/models
+    (under ~/.cache/aceforge/models when the root is not on a local disk)."""
     if cfg.base != "tiny":
         return Path(cfg.base)
-    folder = Path(root) / "models" / TINY_NAME
+    root = str(root)
+    local_root = Path(os.environ.get("ACEFORGE_CACHE", Path.home() / ".cache" / "aceforge")) if "://" in root \
+        else Path(root)
+    folder = local_root / "models" / TINY_NAME
     if not (folder / "model_index.json").is_file():
         tmp = Path(tempfile.mkdtemp(dir=folder.parent if folder.parent.exists() else None))
         save_pipeline(build_tiny_pipeline(seed=cfg.seed), tmp / "pipe")
@@ -62,15 +69,14 @@ def _loop(config: dict) -> None:
         with ckpt.as_directory() as d:
             trainer.load_state(d)
     examples = iter_examples(config["urls"], cfg, rank, world, start=trainer.examples_seen)
-    metrics_path = Path(config["metrics_path"])
+    metrics_dir = config["metrics_dir"]
     while trainer.step_no < cfg.max_steps:
         batch = [next(examples) for _ in range(cfg.batch_size)]
         m = trainer.train_step(batch)
         m["world_size"] = world
         step = trainer.step_no
         if rank == 0 and (step % cfg.log_every == 0 or step == cfg.max_steps):
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(m) + "\n")
+            storage.atomic_write_bytes(storage.join(metrics_dir, f"step-{step:07d}.json"), json.dumps(m).encode())
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
             with tempfile.TemporaryDirectory() as d:
                 if rank == 0:
@@ -81,13 +87,14 @@ def _loop(config: dict) -> None:
 
 
 def run_training(cfg: TrainConfig, shard_urls: list[str], root: str | Path, export: bool = True) -> TrainResult:
-    root = Path(root).resolve()
-    storage = root / "checkpoints"
-    run_dir = storage / cfg.run_name
-    run_dir.mkdir(parents=True, exist_ok=True)
+    root = storage.absolute(str(root))
+    ckpts = storage.join(root, "checkpoints")
+    run_dir = storage.join(ckpts, cfg.run_name)
+    fs, run_path = storage.fs_path(run_dir)
+    fs.makedirs(run_path, exist_ok=True)
     base = base_folder(cfg, root)
     # Ray workers run in other directories: local shard paths must be absolute
-    shard_urls = [u if "://" in u else str(Path(u).resolve()) for u in shard_urls]
+    shard_urls = [storage.absolute(u) for u in shard_urls]
     if not shard_urls:
         raise ValueError("no shards to train on")
     started_ray = not ray.is_initialized()
@@ -95,33 +102,53 @@ def run_training(cfg: TrainConfig, shard_urls: list[str], root: str | Path, expo
         ray.init(runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}}, include_dashboard=False,
                  log_to_driver=False)
     try:
-        result = _fit(cfg, shard_urls, base, storage, run_dir)
+        result = _fit(cfg, shard_urls, base, ckpts, run_dir)
     finally:
         if started_ray:
             ray.shutdown()
-    ckpt = Path(result.checkpoint.path)
-    step = json.loads((ckpt / "state.json").read_text())["step"]
-    by_step = {}  # a step retried after a crash is logged again: the last record wins
-    for ln in (run_dir / "metrics.jsonl").read_text().splitlines():
-        if ln.strip():
-            rec = json.loads(ln)
-            by_step[rec["step"]] = rec
-    metrics = [by_step[k] for k in sorted(by_step)]
-    exports = export_checkpoint(cfg, base, ckpt, storage / "exports" / cfg.run_name) if export else {}
-    return TrainResult(run_dir, ckpt, step, metrics, exports)
+    ckpt_uri = _uri(fs, result.checkpoint.path)
+    metrics = _merge_metrics(run_dir)
+    with result.checkpoint.as_directory() as local_ckpt:
+        step = json.loads((Path(local_ckpt) / "state.json").read_text())["step"]
+        exports = export_checkpoint(cfg, base, Path(local_ckpt), storage.join(ckpts, "exports", cfg.run_name)) \
+            if export else {}
+    return TrainResult(run_dir, ckpt_uri, step, metrics, exports)
 
 
-def _fit(cfg: TrainConfig, shard_urls: list[str], base: Path, storage: Path, run_dir: Path):
+def _uri(fs, path: str) -> str:
+    if storage.is_local(fs):
+        return path
+    proto = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return path if "://" in path else f"{proto}://{path}"
+
+
+def _merge_metrics(run_dir: str) -> list[dict]:
+    """The per-step metric files, in step order, also written as metrics.jsonl."""
+    fs, path = storage.fs_path(storage.join(run_dir, "metrics"))
+    recs = []
+    for p in sorted(fs.ls(path, detail=False)) if fs.exists(path) else []:
+        if p.rsplit("/", 1)[-1].startswith("step-") and p.endswith(".json"):
+            with fs.open(p, "rb") as f:
+                recs.append(json.loads(f.read()))
+    recs.sort(key=lambda r: r["step"])
+    storage.atomic_write_bytes(storage.join(run_dir, "metrics.jsonl"),
+                               "".join(json.dumps(r) + "\n" for r in recs).encode())
+    return recs
+
+
+def _fit(cfg: TrainConfig, shard_urls: list[str], base: Path, ckpts: str, run_dir: str):
     use_gpu = cfg.use_gpu == "yes" or (cfg.use_gpu == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
     resources = {"CPU": cfg.cpus_per_worker} | ({"GPU": 1} if use_gpu else {})
+    fs, path = storage.fs_path(ckpts)
+    where = {"storage_path": path} if storage.is_local(fs) else \
+        {"storage_path": path, "storage_filesystem": storage.arrow_fs(fs)}
     trainer = ray.train.torch.TorchTrainer(
         _loop,
         train_loop_config={"train": cfg.model_dump(), "base": str(base), "urls": shard_urls,
-                           "metrics_path": str(run_dir / "metrics.jsonl")},
+                           "metrics_dir": storage.join(run_dir, "metrics")},
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu, resources_per_worker=resources),
-        run_config=RayRunConfig(name=cfg.run_name, storage_path=str(storage),
-                                failure_config=FailureConfig(max_failures=1),
-                                checkpoint_config=CheckpointConfig(num_to_keep=3)),
+        run_config=RayRunConfig(name=cfg.run_name, failure_config=FailureConfig(max_failures=1),
+                                checkpoint_config=CheckpointConfig(num_to_keep=3), **where),
     )
     result = trainer.fit()
     if result.error is not None:
@@ -131,17 +158,27 @@ def _fit(cfg: TrainConfig, shard_urls: list[str], base: Path, storage: Path, run
     return result
 
 
-def export_checkpoint(cfg: TrainConfig, base: Path, ckpt: Path, out: Path) -> dict[str, Path]:
-    """LoRA in diffusers and kohya/ComfyUI formats, or a full diffusers transformer folder."""
+def export_checkpoint(cfg: TrainConfig, base: Path, ckpt: Path, out_uri: str) -> dict[str, str]:
+    """LoRA in diffusers and kohya/ComfyUI formats, or a full diffusers transformer folder, into `out_uri`
+    (written in a local folder first and uploaded when the URI is remote)."""
     from trainer.export import export_diffusers_lora, export_full, export_kohya_lora
 
     trainer = AceTrainer(cfg.model_copy(update={"gradient_checkpointing": False, "use_gpu": "no"}), base)
     trainer.setup()
     trainer.load_state(ckpt)
+    fs, path = storage.fs_path(out_uri)
+    local = storage.is_local(fs)
+    out = Path(path) if local else Path(tempfile.mkdtemp(prefix="aceforge-export-"))
     out.mkdir(parents=True, exist_ok=True)
     if cfg.mode == "full":
         export_full(trainer.transformer, out / "transformer", adapter_name=None)
-        return {"diffusers_transformer": out / "transformer"}
-    export_diffusers_lora(trainer.transformer, out / "diffusers")
-    export_kohya_lora(trainer.transformer, out / "comfyui_lora.safetensors")
-    return {"diffusers_lora": out / "diffusers", "comfyui_lora": out / "comfyui_lora.safetensors"}
+        made = {"diffusers_transformer": "transformer"}
+    else:
+        export_diffusers_lora(trainer.transformer, out / "diffusers")
+        export_kohya_lora(trainer.transformer, out / "comfyui_lora.safetensors")
+        made = {"diffusers_lora": "diffusers", "comfyui_lora": "comfyui_lora.safetensors"}
+    if not local:
+        fs.makedirs(path, exist_ok=True)
+        fs.put(str(out) + "/", path, recursive=True)
+        shutil.rmtree(out, ignore_errors=True)
+    return {k: storage.join(out_uri, v) for k, v in made.items()}

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,10 +35,10 @@ def test_two_worker_run_checkpoints_resumes_and_exports(ray_local, tmp_path):
     first = run_training(cfg, urls, tmp_path / "root")
     assert first.step == 4 and [m["step"] for m in first.metrics] == [1, 2, 3, 4]
     assert all(m["world_size"] == 2 and np.isfinite(m["loss"]) for m in first.metrics)
-    assert (first.checkpoint / "trainable.safetensors").is_file()
-    assert first.exports["diffusers_lora"].joinpath("pytorch_lora_weights.safetensors").is_file()
-    assert first.exports["comfyui_lora"].is_file()
+    assert Path(first.checkpoint, "trainable.safetensors").is_file()
+    assert Path(first.exports["diffusers_lora"], "pytorch_lora_weights.safetensors").is_file()
+    assert Path(first.exports["comfyui_lora"]).is_file()
     again = run_training(cfg.model_copy(update={"max_steps": 6}), urls, tmp_path / "root", export=False)
     assert again.step == 6
-    steps = [json.loads(ln)["step"] for ln in (again.run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [json.loads(ln)["step"] for ln in Path(again.run_dir, "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]  # resumed at 4: steps 1-4 were not trained again
