@@ -132,13 +132,18 @@ def cluster_stream(emb_uri: str, out: str, cfg: MiningConfig,
             storage.exists(storage.join(out, "assignments.parquet")):
         # old rows keep their clusters; new rows go to the nearest existing centroid
         centroids = _read_npy(storage.join(out, "centroids.npy"))
-        old = storage.read_parquet(storage.join(out, "assignments.parquet")).column("cluster").to_numpy()
-        prev = len(old)
-        labels[:prev] = old
+        old = storage.read_parquet(storage.join(out, "assignments.parquet"))
+        prev = old.num_rows
+        labels[:prev] = old.column("cluster").to_numpy()
+        old_ids = old.column("id")
         bounds = np.concatenate([[0], np.cumsum(sizes)])
         cos_sum = 0.0
-        for p, (_, x) in enumerate(iter_partitions(emb_uri)):
+        same_rows = True
+        for p, (ids, x) in enumerate(iter_partitions(emb_uri)):
             lo, hi = int(bounds[p]), int(bounds[p + 1])
+            if lo < prev and ids[: prev - lo] != old_ids.slice(lo, min(hi, prev) - lo).to_pylist():
+                same_rows = False  # the embeddings were made again from another catalog: labels do not carry
+                break
             if hi <= prev:
                 continue
             x = x[max(prev - lo, 0):]
@@ -147,7 +152,9 @@ def cluster_stream(emb_uri: str, out: str, cfg: MiningConfig,
             labels[max(prev, lo):hi] = lab
         new = n - prev
         new_cos = cos_sum / new if new else fit["mean_cos"]
-        if new and new_cos < fit["mean_cos"] - cfg.recluster_drift:
+        if not same_rows:
+            policy = "refit: the embedded rows before the new ones are not those clustered before"
+        elif new and new_cos < fit["mean_cos"] - cfg.recluster_drift:
             policy = f"refit: new rows' mean cosine {new_cos:.3f} < fit's {fit['mean_cos']:.3f} - {cfg.recluster_drift}"
         elif n > fit["points"] * (1 + cfg.recluster_growth):
             policy = f"refit: {n} rows > {fit['points']} at the fit x (1 + {cfg.recluster_growth})"

@@ -176,7 +176,7 @@ def test_worker_runs_the_cron_schedule_the_trigger_and_a_retry(server, demo_corp
 
     # a run whose mining batch fails is retried with `prefect flow-run retry`: only unfinished units run
     root2 = tmp_path / "root2"
-    blocker = root2 / "pairs" / PRESET / "batches" / "batch-00001"
+    blocker = root2 / "pairs" / PRESET / "batches" / _batch_dir(corpus, tmp_path / "scratch", 1)
     blocker.parent.mkdir(parents=True)
     blocker.write_text("a file where the batch's folder goes")
     out = server.cli("deployment", "run", "aceforge-mine/mine", "--param", f"root={root2}")
@@ -191,7 +191,7 @@ def test_worker_runs_the_cron_schedule_the_trigger_and_a_retry(server, demo_corp
     done = final(server, run_id, 300)
     assert done["state_type"] == "COMPLETED", done["state"]
     assert {p: p.stat().st_mtime_ns for p in finished} == finished  # nothing finished was rewritten
-    assert (root2 / "pairs" / PRESET / "batches" / "batch-00001" / "_SUCCESS.json").exists()
+    assert (blocker / "_SUCCESS.json").exists()
     assert (root2 / "shards" / f"mined-{PRESET}" / "_SUCCESS.json").exists()
     again = [t for t in server.task_runs(run_id)
              if t["start_time"] and time.mktime(time.strptime(t["start_time"][:19], "%Y-%m-%dT%H:%M:%S"))
@@ -206,6 +206,22 @@ def test_worker_runs_the_cron_schedule_the_trigger_and_a_retry(server, demo_corp
     # SIGTERM to `aceforge deploy --worker` stops the worker too
     server.stop(worker)
     assert worker.poll() is not None and not group_alive(worker)
+
+
+def _batch_dir(corpus, scratch, k: int) -> str:
+    """The name mining batch k gets for this corpus and CFG (named by its content: worked out on a scratch
+    root through the clustering, which is deterministic)."""
+    from flows.pipelines import run_config
+    from tasks.cluster import KMeansStage
+    from tasks.embed import EmbedStage
+    from tasks.executors import LocalExecutor
+    from tasks.ingest import IngestStage
+    from tasks.mine_pairs import MineStage
+
+    cfg = run_config(CFG, str(scratch))
+    for stage in (IngestStage(cfg, source=str(corpus)), EmbedStage(cfg), KMeansStage(cfg)):
+        LocalExecutor().run(stage)
+    return MineStage(cfg, preset=PRESET)._batches()[k].rsplit("/", 1)[-1]
 
 
 @pytest.mark.slow

@@ -1,3 +1,5 @@
+import numpy as np
+
 from schemas.config import MiningConfig
 from tasks import storage
 from tasks.cluster import cluster_embeddings, clusters_uri, default_k, load_assignments
@@ -22,3 +24,61 @@ def test_every_id_is_assigned_and_a_rerun_is_a_noop(embedded, tmp_path):
 
 def test_default_k():
     assert (default_k(10), default_k(5000), default_k(10**9)) == (1, 100, 10_000)
+
+
+def _emb_dir(tmp_path, parts, salt=""):
+    """An embedding directory of the given float32 partitions (ids are sha256-like hex)."""
+    import hashlib
+
+    from tasks.embed import finalize_embeddings, write_partition
+
+    out = str(tmp_path / "emb" / "toy")
+    n = 0
+    for p, x in enumerate(parts):
+        ids = [hashlib.sha256(f"{salt}{n + i}".encode()).hexdigest() for i in range(len(x))]
+        write_partition(f"{out}/part-{p:05d}.parquet", ids, x, "toy", "1", {}, len(x))
+        n += len(x)
+    finalize_embeddings(out, len(parts), n, (0.9, 0.99))
+    return out
+
+
+def _blobs(rng, centers, n, noise):
+    x = centers[rng.integers(0, len(centers), n)] + noise * rng.standard_normal((n, centers.shape[1]))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_grown_embeddings_join_the_existing_clusters_unless_they_drift(tmp_path):
+    from tasks.cluster import cluster_rows, cluster_stream
+
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((4, 16))
+    first = [_blobs(rng, centers, 150, 0.05), _blobs(rng, centers, 150, 0.05)]
+    cfg = MiningConfig(k=4, recluster_growth=1.0, recluster_drift=0.05)
+    out = str(tmp_path / "clusters")
+    m0 = cluster_stream(_emb_dir(tmp_path / "a", first), out, cfg)
+    old = load_assignments(out)
+    assert m0["policy"] == "fit" and m0["points"] == 300
+    # 40 more rows from the same four blobs: assigned, old rows keep their cluster
+    first.append(_blobs(rng, centers, 40, 0.05))
+    m1 = cluster_stream(_emb_dir(tmp_path / "a", first), out, cfg)
+    assert m1["policy"].startswith("assigned 40 new rows") and m1["epoch"] == 0
+    new = load_assignments(out)
+    assert all(new[i] == c for i, c in old.items()) and len(new) == 340
+    # the by-cluster layout holds every row once, grouped by cluster, with its own vector
+    ids, x, cl = cluster_rows(out, 0, 4)
+    assert sorted(ids) == sorted(new) and all(new[i] == c for i, c in zip(ids, cl))
+    assert np.all(np.diff(cl) >= 0)
+    # rows far from every centroid: the fit is made again (a new epoch)
+    far = _blobs(rng, rng.standard_normal((4, 16)), 40, 0.05)
+    m2 = cluster_stream(_emb_dir(tmp_path / "a", first + [far]), out, cfg)
+    assert m2["policy"].startswith("refit: new rows' mean cosine") and m2["epoch"] == 1
+    # the corpus more than doubled since the fit (380 rows): fitted again too
+    m3 = cluster_stream(_emb_dir(tmp_path / "a", first + [far, _blobs(rng, centers, 400, 0.05)]), out, cfg)
+    assert m3["policy"].startswith("refit: 780 rows > 380") and m3["epoch"] == 2
+    # rows that are not those clustered before (another catalog): fitted again, not relabelled
+    other = _emb_dir(tmp_path / "b", [_blobs(rng, centers, 800, 0.05)], salt="other")
+    import shutil
+
+    shutil.rmtree(tmp_path / "a" / "emb")
+    m4 = cluster_stream(other, out, cfg)
+    assert m4["policy"].startswith("refit: the embedded rows") and m4["epoch"] == 3

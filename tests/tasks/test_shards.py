@@ -207,3 +207,26 @@ def test_remote_fsspec_target_round_trip(samples):
     assert list(read_shard_set(uri, verify=True)) == samples
     again = write_shard_set([], uri)
     assert again.skipped_existing
+
+
+def test_extend_keeps_unchanged_shards_and_reopens_a_short_last_one(tmp_path):
+    rng = np.random.default_rng(0)
+    s = [make_sample(i, rng) for i in range(9)]
+    out = str(tmp_path / "set")
+    cfg = ShardConfig(maxcount=3)
+    write_shard_set(s[:5], out, cfg)  # shards of 3 and 2
+    first = _sha_by_shard(out)
+    storage.fs_path(out)[0].rm(storage.join(out, storage.MARKER))  # the input grew: the stage drops its marker
+    rep = write_shard_set(s[:8], out, cfg, extend=True)
+    after = _sha_by_shard(out)
+    assert rep.resumed_shards == 1 and rep.samples == 8 and len(after) == 3
+    assert after["shard-000000.tar"] == first["shard-000000.tar"]  # kept as it was
+    assert [r.samples for r in read_manifest(out)] == [3, 3, 2]
+    assert [x.key for x in read_shard_set(out)] == [x.key for x in s[:8]]
+    # a sample of shard 0 gone: everything from shard 0 is written again, nothing stale stays
+    storage.fs_path(out)[0].rm(storage.join(out, storage.MARKER))
+    rep = write_shard_set([s[0], *s[2:9]], out, cfg, extend=True)
+    assert rep.resumed_shards == 0 and [x.key for x in read_shard_set(out)] == [x.key for x in [s[0], *s[2:9]]]
+    with pytest.raises(ShardInputChanged):  # without extend a changed input is still an error
+        storage.fs_path(out)[0].rm(storage.join(out, storage.MARKER))
+        write_shard_set(s[:8], out, cfg)
