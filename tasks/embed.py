@@ -238,8 +238,27 @@ class EmbedStage(Stage):
             for k, r in enumerate(old):
                 if (k >= len(ranges) or ranges[k] != r) and storage.exists(self.unit_outputs(k)[0]):
                     fs.rm(storage.fs_path(self.unit_outputs(k)[0])[1])
+        self._remove_foreign(ranges)
         storage.atomic_write_bytes(plan_uri, json.dumps({"ranges": ranges}).encode())
         return len(ranges)
+
+    def _remove_foreign(self, ranges: list[tuple[int, int]]) -> None:
+        """A partition file whose catalog rows are not the ones in its range now (the catalog was ingested
+        again with --force) is removed, so it is embedded again: its ids are compared with the catalog's."""
+        from tasks.ingest import catalog_ids
+
+        for k, (lo, hi) in enumerate(ranges):
+            part = self.unit_outputs(k)[0]
+            if not storage.exists(part):
+                continue
+            table = storage.parquet_file(part)
+            skipped = json.loads((table.schema_arrow.metadata or {}).get(b"skipped", b"{}"))
+            embedded = table.read(columns=["id"]).column("id").to_pylist()
+            wanted = catalog_ids(self.cfg.root, lo, hi)
+            have = set(embedded)
+            if sum(skipped.values()) + len(embedded) != hi - lo or embedded != [i for i in wanted if i in have]:
+                fs, path = storage.fs_path(part)
+                fs.rm(path)
 
     def unit_outputs(self, k: int) -> list[str]:
         return [self.layout.embedding_part(self.embedder.name, k)]

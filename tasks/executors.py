@@ -9,8 +9,8 @@ worker processes), an actor per worker for model stages (weights loaded once in 
 
 Both decide "done" the same way: a stage whose marker exists and is current (its version: its settings
 and its inputs' markers) is not planned again (its report is read back); a stale marker is removed and
-the stage plans again; a unit whose outputs exist is not run again. Prefect's cache is keyed on the unit's spec and
-served only while those outputs exist (tasks/cache.py).
+the stage plans again; a unit whose outputs exist is not run again. Prefect's cache is keyed on the
+unit's spec and served only while those outputs exist (tasks/cache.py).
 """
 
 from __future__ import annotations

@@ -321,7 +321,11 @@ def ingest(source: str, root: str, cfg: IngestConfig | None = None, *, force: bo
         progress_total(_plan(root)["inputs"])
     for k in range(n):
         ingest_partition(root, k, cfg, progress)
-    return finalize_ingest(root, n)
+    report = finalize_ingest(root, n)
+    from schemas.config import RunConfig
+
+    IngestStage(RunConfig(root=root, ingest=cfg), source=source).stamp(catalog_uri(root))  # as the stage would
+    return report
 
 
 def load_catalog(root: str) -> list[ImageRecord]:
@@ -346,18 +350,15 @@ def catalog_size(root: str) -> int:
     return _catalog_file(root).metadata.num_rows
 
 
-def catalog_slice(root: str, start: int, stop: int, batch_rows: int = 8192) -> list[ImageRecord]:
-    """Rows [start, stop) of the catalog, streamed in batches: memory is bounded by the slice, not the catalog."""
-    out: list[ImageRecord] = []
-    seen = 0
-    for batch in _catalog_file(root).iter_batches(batch_size=batch_rows):
-        lo, hi = max(start - seen, 0), min(stop - seen, batch.num_rows)
-        if lo < hi:
-            out += from_table(pa.Table.from_batches([batch.slice(lo, hi - lo)]), ImageRecord)  # type: ignore
-        seen += batch.num_rows
-        if seen >= stop:
-            break
-    return out
+def catalog_slice(root: str, start: int, stop: int) -> list[ImageRecord]:
+    """Rows [start, stop) of the catalog, reading only the row groups that hold them: memory and I/O are
+    bounded by the slice, not the catalog."""
+    return from_table(storage.read_row_range(_catalog_file(root), start, stop), ImageRecord)  # type: ignore
+
+
+def catalog_ids(root: str, start: int, stop: int) -> list[str]:
+    """The ids of rows [start, stop) (only that column of those row groups is read)."""
+    return storage.read_row_range(_catalog_file(root), start, stop, ["id"]).column("id").to_pylist()
 
 
 def catalog_lookup(root: str, ids: set[str], batch_rows: int = 65536) -> dict[str, ImageRecord]:

@@ -103,11 +103,12 @@ class ParquetSink:
     """A parquet file written table by table (memory: one table at a time) under a temporary name, moved
     to its final name when the block ends without an error (removed otherwise)."""
 
-    def __init__(self, uri: str, schema: pa.Schema):
+    def __init__(self, uri: str, schema: pa.Schema, row_group_rows: int = 8192):
         self.fs, self.path = fs_path(uri)
         self.fs.makedirs(self.fs._parent(self.path), exist_ok=True)
         self.tmp = tmp_name(self.path)
         self.schema = schema
+        self.row_group_rows = row_group_rows  # small row groups: a reader of a row range reads little else
         self.writer: pq.ParquetWriter | None = None
 
     def __enter__(self) -> "ParquetSink":
@@ -117,7 +118,7 @@ class ParquetSink:
     def write(self, table: pa.Table) -> None:
         assert self.writer is not None
         if table.num_rows:
-            self.writer.write_table(table)
+            self.writer.write_table(table, row_group_size=self.row_group_rows)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self.writer is not None
@@ -126,6 +127,21 @@ class ParquetSink:
             finalize(self.fs, self.tmp, self.path)
         elif self.fs.exists(self.tmp):
             self.fs.rm(self.tmp)
+
+
+def read_row_range(pf: pq.ParquetFile, start: int, stop: int, columns: list[str] | None = None) -> pa.Table:
+    """Rows [start, stop) of a parquet file, reading only the row groups that hold them."""
+    groups, first, pos = [], None, 0
+    for g in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(g).num_rows
+        if pos + n > start and pos < stop:
+            groups.append(g)
+            first = pos if first is None else first
+        pos += n
+    if not groups:
+        return pf.schema_arrow.empty_table() if columns is None else pf.schema_arrow.empty_table().select(columns)
+    t = pf.read_row_groups(groups, columns=columns)
+    return t.slice(start - first, min(stop, pos) - start)
 
 
 def write_marker(dir_uri: str, payload: dict[str, Any]) -> None:

@@ -29,3 +29,21 @@ def test_counts_that_do_not_reconcile_stop_the_partition_and_the_marker(tmp_path
     assert not (tmp_path / "emb" / "_SUCCESS.json").exists()
     finalize_embeddings(out, 1, 3, (0.8, 0.9))
     assert (tmp_path / "emb" / "_SUCCESS.json").exists()
+
+
+def test_a_catalog_ingested_again_with_force_is_embedded_again(tmp_path):
+    from schemas.config import RunConfig
+    from tasks.demo_corpus import generate_variants
+    from tasks.embed import EmbedStage
+    from tasks.executors import LocalExecutor
+    from tasks.ingest import ingest
+
+    generate_variants(tmp_path / "a", 40)
+    generate_variants(tmp_path / "b", 40, seed=1)
+    cfg = RunConfig(root=str(tmp_path / "root"), mining={"partition_size": 16, "embedder": "offline"})
+    ingest(str(tmp_path / "a"), cfg.root)
+    LocalExecutor().run(EmbedStage(cfg))
+    ingest(str(tmp_path / "b"), cfg.root, force=True)  # same row count, other images
+    rep = LocalExecutor().run(EmbedStage(cfg))
+    ids, _, _ = load_embeddings(rep.outputs[0])
+    assert ids == [r.id for r in load_catalog(cfg.root)] and rep.counts["embedded"] == 40
