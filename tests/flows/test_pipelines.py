@@ -27,20 +27,30 @@ def ingested(demo_corpus, tmp_path):
 def test_a_failed_unit_is_the_only_one_a_rerun_executes(ingested, tmp_path, monkeypatch, prefect_results):
     import tasks.executors as executors
 
+    from flows.pipelines import run_config
+    from tasks.cluster import KMeansStage
+    from tasks.embed import EmbedStage
+    from tasks.executors import LocalExecutor
+    from tasks.mine_pairs import MineStage
+
     _, root = ingested
+    cfg = run_config(MINING, root)
+    for stage in (EmbedStage(cfg), KMeansStage(cfg)):
+        LocalExecutor().run(stage)
+    names = [b.rsplit("/", 1)[-1] for b in MineStage(cfg, preset="general_editing")._batches()]
     batches = Path(root, "pairs", "general_editing", "batches")
     batches.mkdir(parents=True)
-    (batches / "batch-00001").write_text("a file where batch 1's folder goes: its unit fails on Ray")
+    (batches / names[1]).write_text("a file where batch 1's folder goes: its unit fails on Ray")
     monkeypatch.setattr(executors, "unit_task", executors.unit_task.with_options(retry_delay_seconds=0))
-    with pytest.raises(Exception, match="batch-00001"):
+    with pytest.raises(Exception, match=names[1]):
         mine_flow(root=root, config=MINING)
     done = {p: p.stat().st_mtime_ns for p in Path(root).rglob(storage.MARKER)}
-    assert {p.parent.name for p in done} >= {"catalog", "offline-dct-hist", "batch-00000", "batch-00002"}
-    assert not (batches / "batch-00001").is_dir()
-    (batches / "batch-00001").unlink()
+    assert {p.parent.name for p in done} >= {"catalog", "offline-dct-hist", names[0], names[2]}
+    assert not (batches / names[1]).is_dir()
+    (batches / names[1]).unlink()
     result = mine_flow(root=root, config=MINING)
     assert {p: p.stat().st_mtime_ns for p in done} == done  # finished units were not executed again
-    assert (batches / "batch-00001" / storage.MARKER).exists()
+    assert (batches / names[1] / storage.MARKER).exists()
     assert result["general_editing"]["mined"]["clusters"] == 3
     now = {p: p.stat().st_mtime_ns for p in Path(root).rglob(storage.MARKER)}
     mine_flow(root=root, config=MINING)
@@ -65,13 +75,13 @@ def test_a_killed_run_resumes_to_the_same_shards(demo_corpus, tmp_path, prefect_
     code = _RUN.format(repo=str(REPO), source=str(corpus), root=killed_root, config=MINING)
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first_batch = Path(killed_root, "pairs", "general_editing", "batches", "batch-00000", storage.MARKER)
+    batches = Path(killed_root, "pairs", "general_editing", "batches")
     end = time.time() + 240
-    while time.time() < end and not first_batch.exists() and proc.poll() is None:
+    while time.time() < end and not list(batches.glob(f"batch-00000-*/{storage.MARKER}")) and proc.poll() is None:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # mid-mining: embeddings done, shards not yet written
     proc.wait()
-    assert first_batch.exists(), "the run ended before it reached mining"
+    assert list(batches.glob(f"batch-00000-*/{storage.MARKER}")), "the run ended before it reached mining"
     assert storage.read_marker(storage.join(killed_root, "shards", "mined-general_editing")) is None
     resumed = mine_flow(source=str(corpus), root=killed_root, config=MINING,
                         writer={"kind": "demo", "corpus": str(corpus)})
