@@ -26,6 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _rss_mb() -> float:
+    """This process's peak resident set (VmHWM: per address space, so a fresh process starts from zero;
+    ru_maxrss would carry the parent's peak across fork + exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

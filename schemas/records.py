@@ -39,6 +39,7 @@ class QuarantineReason(str, Enum):
     TOO_SMALL = "too_small"  # shorter side below the minimum
     UNSUPPORTED_MODE = "unsupported_mode"  # a pixel mode we cannot turn into RGB faithfully
     BAD_ARCHIVE = "bad_archive"  # a tar that cannot be read to its end; members before the fault are kept
+    NOT_A_FILE = "not_a_file"  # a FIFO, socket or device in the source: never opened (it could block forever)
 
 
 class QuarantineRecord(_Record):

@@ -133,13 +133,13 @@ def cluster_stream(emb_uri: str, out: str, cfg: MiningConfig,
         # old rows keep their clusters; new rows go to the nearest existing centroid
         centroids = _read_npy(storage.join(out, "centroids.npy"))
         old = storage.read_parquet(storage.join(out, "assignments.parquet"))
-        prev = old.num_rows
-        labels[:prev] = old.column("cluster").to_numpy()
+        prev = min(old.num_rows, n)  # more rows clustered than embedded now: caught by the id check below
+        labels[:prev] = old.column("cluster").to_numpy()[:prev]
         old_ids = old.column("id")
         bounds = np.concatenate([[0], np.cumsum(sizes)])
         cos_sum = 0.0
-        same_rows = True
-        for p, (ids, x) in enumerate(iter_partitions(emb_uri)):
+        same_rows = old.num_rows <= n
+        for p, (ids, x) in enumerate(iter_partitions(emb_uri) if same_rows else []):
             lo, hi = int(bounds[p]), int(bounds[p + 1])
             if lo < prev and ids[: prev - lo] != old_ids.slice(lo, min(hi, prev) - lo).to_pylist():
                 same_rows = False  # the embeddings were made again from another catalog: labels do not carry

@@ -24,7 +24,7 @@ from schemas.config import IngestConfig, config_hash
 from schemas.records import ImageRecord, QuarantineReason, QuarantineRecord
 from tasks import storage
 from tasks.layout import RunLayout
-from tasks.sources import WorkUnit, expand_source, iter_tar, read_uri, work_units
+from tasks.sources import NotAFile, WorkUnit, expand_source, iter_tar, read_uri, work_units
 from tasks.stage import Resources, Stage, StageReport, UnitReport
 
 Result = ImageRecord | QuarantineRecord
@@ -74,6 +74,9 @@ def process_unit(unit: WorkUnit, cfg: IngestConfig, source: str) -> list[Result]
                 data = read_uri(uri, max_bytes=cfg.max_bytes)
             except ValueError as e:
                 out.append(_quarantine(uri, QuarantineReason.TOO_MANY_BYTES, str(e), source))
+                continue
+            except NotAFile as e:
+                out.append(_quarantine(uri, QuarantineReason.NOT_A_FILE, str(e), source))
                 continue
             except OSError as e:
                 out.append(_quarantine(uri, QuarantineReason.READ_ERROR, f"{type(e).__name__}: {e}", source))

@@ -7,6 +7,8 @@ A tar member's URI is `<tar uri>#<member name>`.
 from __future__ import annotations
 
 import functools
+import os
+import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -14,7 +16,7 @@ from typing import Iterator
 
 import pyarrow.parquet as pq
 
-from tasks.storage import fs_path
+from tasks.storage import fs_path, is_local
 
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -123,6 +125,10 @@ def _member_index(tar_uri: str) -> dict[str, tuple[int, int]] | None:
     return _tar_index(tar_uri, (info.get("size"), info.get("mtime") or info.get("LastModified") or info.get("created")))
 
 
+class NotAFile(OSError):
+    """A path in the source that is not a regular file: reading it could block (a FIFO) or never end."""
+
+
 def read_uri(uri: str, max_bytes: int | None = None) -> bytes:
     """Bytes behind a catalog URI, tar members included. Raises ValueError past max_bytes.
 
@@ -149,6 +155,8 @@ def read_uri(uri: str, max_bytes: int | None = None) -> bytes:
                     return fh.read() if fh is not None else b""
         raise FileNotFoundError(f"{member!r} not found in {tar_uri}")
     fs, path = fs_path(uri)
+    if is_local(fs) and not stat.S_ISREG(os.stat(path).st_mode):
+        raise NotAFile(f"{uri} is not a regular file (a FIFO, socket or device): not opened")
     with fs.open(path, "rb") as f:
         data = f.read(max_bytes + 1) if max_bytes is not None else f.read()
     if max_bytes is not None and len(data) > max_bytes:

@@ -135,3 +135,24 @@ def test_partitions_are_units_and_a_changed_plan_discards_old_ones(demo_corpus, 
     ingest_partition(str(tmp_path / "root2"), 0, cfg)
     plan_ingest(str(corpus / "bad"), str(tmp_path / "root2"), cfg)  # a new plan: the old partition goes
     assert ingest_partition(str(tmp_path / "root2"), 0, cfg) == 8 and n2 == 1
+
+
+def test_a_fifo_in_the_source_is_counted_never_opened(tmp_path):
+    """A FIFO named like an image used to block ingest forever (open waits for a writer)."""
+    import os
+    import subprocess
+    import sys
+
+    from tasks.demo_corpus import generate_variants
+
+    src = tmp_path / "src"
+    generate_variants(src, 3)
+    os.mkfifo(src / "pipe.jpg")
+    code = ("import sys; from tasks.ingest import ingest; "
+            f"r = ingest({str(src)!r}, {str(tmp_path / 'root')!r}); print(r.to_dict())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "'accepted': 3" in done.stdout and "'not_a_file': 1" in done.stdout
+    (bad,) = load_quarantine(str(tmp_path / "root"))
+    assert bad.uri.endswith("pipe.jpg") and bad.reason.value == "not_a_file"
