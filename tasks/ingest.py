@@ -24,7 +24,8 @@ from schemas.config import IngestConfig, config_hash
 from schemas.records import ImageRecord, QuarantineReason, QuarantineRecord
 from tasks import storage
 from tasks.layout import RunLayout
-from tasks.sources import NotAFile, WorkUnit, expand_source, iter_tar, read_uri, work_units
+from tasks.sources import (NotAFile, WorkUnit, expand_source, iter_tar, member_uri, read_uri, split_member,
+                           work_units)
 from tasks.stage import Resources, Stage, StageReport, UnitReport
 
 Result = ImageRecord | QuarantineRecord
@@ -86,15 +87,16 @@ def process_unit(unit: WorkUnit, cfg: IngestConfig, source: str) -> list[Result]
     (tar_uri,) = unit.uris
     last = "<start>"
     try:
-        for member_uri, data, size in iter_tar(tar_uri, cfg.extensions, cfg.max_bytes):
-            last = member_uri
+        for m_uri, data, size in iter_tar(tar_uri, cfg.extensions, cfg.max_bytes):
+            last = m_uri
             if data is None:
-                out.append(_quarantine(member_uri, QuarantineReason.TOO_MANY_BYTES,
+                out.append(_quarantine(m_uri, QuarantineReason.TOO_MANY_BYTES,
                                        f"{size} bytes > cap {cfg.max_bytes}", source))
             else:
-                out.append(examine(member_uri, data, cfg, source))
+                out.append(examine(m_uri, data, cfg, source))
     except (tarfile.TarError, EOFError, OSError) as e:
-        out.append(_quarantine(f"{tar_uri}#<after {last.rsplit('#', 1)[-1]}>", QuarantineReason.BAD_ARCHIVE,
+        after = split_member(last)[1] if split_member(last) else last
+        out.append(_quarantine(member_uri(tar_uri, f"<after {after}>"), QuarantineReason.BAD_ARCHIVE,
                                f"{type(e).__name__}: {e}", source))
     return out
 

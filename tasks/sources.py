@@ -1,7 +1,8 @@
 """Where ingest reads from: a folder or glob, a list of URIs (text or parquet), or WebDataset tars.
 
 Any fsspec URI works. Sources are expanded into work units: a chunk of file URIs, or one tar.
-A tar member's URI is `<tar uri>#<member name>`.
+A tar member's URI is fsspec's chained form `tar://<member name>::<tar uri>` (`fsspec.open` reads it as it
+is); a local file may have `#` in its name.
 """
 
 from __future__ import annotations
@@ -90,13 +91,13 @@ def iter_tar(uri: str, extensions: list[str], max_bytes: int) -> Iterator[tuple[
             if not member.isfile() or not _has_ext(member.name, extensions):
                 continue
             if member.size > max_bytes:
-                yield f"{uri}#{member.name}", None, member.size
+                yield member_uri(uri, member.name), None, member.size
                 continue
             fh = tar.extractfile(member)
             data = fh.read() if fh is not None else b""
             if len(data) != member.size:
                 raise EOFError(f"member {member.name} ends after {len(data)} of {member.size} bytes")
-            yield f"{uri}#{member.name}", data, member.size
+            yield member_uri(uri, member.name), data, member.size
 
 
 @functools.lru_cache(maxsize=64)
@@ -125,6 +126,19 @@ def _member_index(tar_uri: str) -> dict[str, tuple[int, int]] | None:
     return _tar_index(tar_uri, (info.get("size"), info.get("mtime") or info.get("LastModified") or info.get("created")))
 
 
+def member_uri(tar_uri: str, member: str) -> str:
+    """The URI of a tar member: fsspec's chained URL, which no plain file name or URI collides with."""
+    return f"tar://{member}::{tar_uri}"
+
+
+def split_member(uri: str) -> tuple[str, str] | None:
+    """(tar uri, member name) of a member URI; None for any other URI."""
+    if not uri.startswith("tar://") or "::" not in uri:
+        return None
+    member, tar_uri = uri[len("tar://"):].split("::", 1)
+    return tar_uri, member
+
+
 class NotAFile(OSError):
     """A path in the source that is not a regular file: reading it could block (a FIFO) or never end."""
 
@@ -134,8 +148,9 @@ def read_uri(uri: str, max_bytes: int | None = None) -> bytes:
 
     A member of an uncompressed tar is one seek and one read (the tar's header index is built once per
     process and kept for the 64 most recent tars), never a scan of the tar."""
-    if "#" in uri:
-        tar_uri, member = uri.split("#", 1)
+    parts = split_member(uri)
+    if parts is not None:
+        tar_uri, member = parts
         fs, path = fs_path(tar_uri)
         index = _member_index(tar_uri)
         if index is not None:

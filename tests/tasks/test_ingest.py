@@ -8,6 +8,7 @@ import pytest
 from schemas.config import IngestConfig
 from tasks.ingest import ingest, load_catalog, load_quarantine
 from tasks import storage
+from tasks.sources import split_member
 
 
 def _outcomes(corpus: Path, root: str) -> dict[str, dict]:
@@ -87,11 +88,12 @@ def test_tar_source_keeps_members_before_a_truncation(demo_corpus, tmp_path):
     cut.write_bytes(data[: 512 + len(good[2]) + 512 + 700])  # ends inside e.png
     report = ingest(str(tmp_path / "src"), str(tmp_path / "root"), IngestConfig(workers=2))
     assert report.reconciles
-    accepted = {r.uri.split("#")[1] for r in load_catalog(str(tmp_path / "root"))}
+    accepted = {split_member(r.uri)[1] for r in load_catalog(str(tmp_path / "root"))}
     assert accepted == {"a.png", "c.png", "d.png"}
-    reasons = {q.uri.rsplit("/", 1)[1]: q.reason.value for q in load_quarantine(str(tmp_path / "root"))}
-    assert reasons["whole.tar#b.png"] == "not_an_image"
-    assert reasons["cut.tar#<after d.png>"] == "bad_archive"
+    reasons = {(split_member(q.uri)[0].rsplit("/", 1)[1], split_member(q.uri)[1]): q.reason.value
+               for q in load_quarantine(str(tmp_path / "root"))}
+    assert reasons[("whole.tar", "b.png")] == "not_an_image"
+    assert reasons[("cut.tar", "<after d.png>")] == "bad_archive"
 
 
 def test_list_source_with_missing_and_oversized_files(demo_corpus, tmp_path):
@@ -156,3 +158,22 @@ def test_a_fifo_in_the_source_is_counted_never_opened(tmp_path):
     assert "'accepted': 3" in done.stdout and "'not_a_file': 1" in done.stdout
     (bad,) = load_quarantine(str(tmp_path / "root"))
     assert bad.uri.endswith("pipe.jpg") and bad.reason.value == "not_a_file"
+
+
+def test_a_local_file_with_a_hash_in_its_name_is_an_image_like_any_other(tmp_path):
+    import fsspec
+
+    from tasks.demo_corpus import generate_variants
+    from tasks.sources import member_uri
+
+    (path,) = generate_variants(tmp_path / "src", 1)
+    odd = path.rename(path.with_name("ab12#cd.jpg"))
+    with tarfile.open(tmp_path / "src" / "t.tar", "w") as tar:
+        tar.add(odd, arcname="in#tar.jpg")
+    report = ingest(str(tmp_path / "src"), str(tmp_path / "root"))
+    assert (report.accepted, report.duplicates, report.quarantined_total) == (1, 1, 0)
+    uris = {r.uri for r in load_catalog(str(tmp_path / "root"))}
+    assert uris == {str(odd)}  # the tar member is its duplicate (same bytes, later URI)
+    member = member_uri(str(tmp_path / "src" / "t.tar"), "in#tar.jpg")
+    with fsspec.open(member, "rb") as f:  # the member URI is fsspec's own chained form
+        assert f.read() == odd.read_bytes()

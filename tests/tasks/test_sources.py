@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.sources import expand_source, iter_tar, read_uri, work_units
+from tasks.sources import expand_source, iter_tar, member_uri, read_uri, split_member, work_units
 
 EXTS = ["jpg", "png"]
 
@@ -56,12 +56,12 @@ def test_tar_members_and_read_uri(tmp_path):
             ti.size = len(data)
             tar.addfile(ti, io.BytesIO(data))
     got = list(iter_tar(str(path), EXTS, max_bytes=100))
-    assert [(u.split("#")[1], d) for u, d, _ in got] == [("k1.jpg", b"abc"), ("dir/k2.png", b"defg")]
-    assert read_uri(f"{path}#dir/k2.png") == b"defg"
+    assert [(split_member(u)[1], d) for u, d, _ in got] == [("k1.jpg", b"abc"), ("dir/k2.png", b"defg")]
+    assert read_uri(member_uri(str(path), "dir/k2.png")) == b"defg"
     big = list(iter_tar(str(path), EXTS, max_bytes=3))
     assert big[1][1] is None and big[1][2] == 4
     with pytest.raises(FileNotFoundError):
-        read_uri(f"{path}#nope.png")
+        read_uri(member_uri(str(path), "nope.png"))
 
 
 def _tar(path, members, mode="w"):
@@ -81,13 +81,13 @@ def test_members_are_read_at_their_offset_and_a_rewritten_tar_is_indexed_again(t
     streamed = []  # a member read must never fall back to scanning the tar
     real_open = tarfile.open
     monkeypatch.setattr(sources.tarfile, "open", lambda *a, **k: streamed.append(k.get("mode")) or real_open(*a, **k))
-    assert all(read_uri(f"{path}#{n}") == d for n, d in members)
+    assert all(read_uri(member_uri(str(path), n)) == d for n, d in members)
     assert streamed == ["r:"]  # one header pass for 300 reads
     _tar(path, [("m0000.png", b"new bytes, another size")])
-    assert read_uri(f"{path}#m0000.png") == b"new bytes, another size"
+    assert read_uri(member_uri(str(path), "m0000.png")) == b"new bytes, another size"
     gz = tmp_path / "small.tar.gz"
     _tar(gz, members[:3], mode="w:gz")
-    assert read_uri(f"{gz}#m0002.png") == members[2][1]  # compressed: streamed, still right
+    assert read_uri(member_uri(str(gz), "m0002.png")) == members[2][1]  # compressed: streamed, still right
 
 
 def test_members_before_a_break_can_still_be_read(tmp_path):
@@ -95,6 +95,6 @@ def test_members_before_a_break_can_still_be_read(tmp_path):
     _tar(path, [("a.png", b"A" * 600), ("b.png", b"B" * 600), ("c.png", b"C" * 600)])
     data = path.read_bytes()
     path.write_bytes(data[:512 * 5])  # a's header + data, b's header + first bytes
-    assert read_uri(f"{path}#a.png") == b"A" * 600
+    assert read_uri(member_uri(str(path), "a.png")) == b"A" * 600
     with pytest.raises((EOFError, FileNotFoundError)):
-        read_uri(f"{path}#b.png")
+        read_uri(member_uri(str(path), "b.png"))
