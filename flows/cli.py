@@ -79,7 +79,9 @@ def ingest(source: str = typer.Argument(..., help="folder, glob, .txt/.parquet U
     """Ingest images into <root>/catalog: quarantine bad inputs with a reason, drop exact duplicates."""
     cfg = _config(config, root=root, **{"ingest.workers": workers})
     try:
-        with progress_bar("ingest") as (total, advance):
+        from tasks.lock import RootLock
+
+        with RootLock(cfg.root, f"aceforge ingest {source}"), progress_bar("ingest") as (total, advance):
             report = run_ingest(source, cfg.root, cfg.ingest, force=force, progress_total=total, progress=advance)
     except (FileNotFoundError, RuntimeError, ValueError) as e:
         out.print(f"[red]ingest failed:[/red] {e}")

@@ -24,6 +24,7 @@ from tasks.ingest import IngestStage, load_catalog
 from tasks.instruct import InstructStage, load_instructed
 from tasks.mine_pairs import MineStage
 from tasks.layout import RunLayout
+from tasks.lock import RootLock
 from tasks.pack import PackStage
 from tasks.stage import Stage, StageReport
 
@@ -66,6 +67,12 @@ def run_mining(executor, cfg: RunConfig, source: str | None = None, writer: dict
             announce(stage, rep, ran_now[stage.label])
         return rep
 
+    with RootLock(cfg.root, f"a mining run of {source or cfg.root}"):  # one run per root at a time
+        return _stages(run, cfg, source, writer, shard_prefix, ran_now)
+
+
+def _stages(run, cfg: RunConfig, source: str | None, writer: dict[str, Any] | None, shard_prefix: str,
+            ran_now: dict[str, bool]) -> dict:
     summary: dict[str, Any] = {"root": cfg.root}
     if source is not None:
         summary["ingest"] = run(IngestStage(cfg, source=source)).counts
