@@ -29,8 +29,15 @@ ConfigOpt = typer.Option(None, "--config", "-c", help="YAML run config; defaults
 
 
 def _config(path: Optional[Path], **overrides) -> RunConfig:
+    from mining.presets import check_presets
+
     try:
-        return load_config(path, overrides={k: v for k, v in overrides.items() if v is not None})
+        cfg = load_config(path, overrides={k: v for k, v in overrides.items() if v is not None})
+        try:
+            check_presets(cfg.mining.presets)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        return cfg
     except ConfigError as e:
         out.print(f"[red]config error[/red]\n{e}")
         raise typer.Exit(2) from None

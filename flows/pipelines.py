@@ -14,7 +14,7 @@ from prefect import flow, task
 from prefect.events import emit_event
 
 from flows.artifacts import band_histogram, counts_table, pair_report, training_summary
-from schemas.config import RunConfig, parse_config
+from schemas.config import ConfigError, RunConfig, parse_config
 from tasks import storage
 from tasks.cache import call, gated
 from tasks.cluster import KMeansStage
@@ -37,7 +37,19 @@ def run_config(config: dict[str, Any] | None, root: str | None) -> RunConfig:
     data = dict(config or {})
     if root is not None:
         data["root"] = root
-    return parse_config(data, RunConfig, "flow parameters")
+    return check_run_config(parse_config(data, RunConfig, "flow parameters"))
+
+
+def check_run_config(cfg: RunConfig) -> RunConfig:
+    """What the config models cannot check on their own, before any work starts: the presets exist and the
+    flow computes their features."""
+    from mining.presets import check_presets
+
+    try:
+        check_presets(cfg.mining.presets)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return cfg
 
 
 def default_writer(cfg: RunConfig) -> dict[str, Any] | None:

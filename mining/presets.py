@@ -66,3 +66,13 @@ def largest_set(sets: list[np.ndarray]) -> list[np.ndarray]:
     if not sets:
         return []
     return [max(sets, key=lambda s: (len(s), -int(s[0])))]
+
+
+def check_presets(names: list[str], available_features: tuple[str, ...] = ("image",)) -> None:
+    """Before any work: every preset exists and is defined on features the mining flow computes."""
+    for name in names:
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r} in mining.presets; known: {', '.join(sorted(PRESETS))}")
+        if PRESETS[name].features not in available_features:
+            raise ValueError(f"preset {name!r} is defined on {PRESETS[name].features} features, which the mining "
+                             f"flow does not compute yet (it computes {', '.join(available_features)} features)")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -87,6 +87,12 @@ class MiningConfig(_Config):
     pair_classifier: str | None = Field(None, description="safetensors under models_dir; None: pass-through")
     instructions: InstructionConfig = Field(default_factory=InstructionConfig)
 
+    @model_validator(mode="after")
+    def _band_in_order(self) -> "MiningConfig":
+        if self.band_lo is not None and self.band_hi is not None and self.band_lo > self.band_hi:
+            raise ValueError(f"band_lo {self.band_lo} is above band_hi {self.band_hi}")
+        return self
+
 
 class TrainConfig(_Config):
     base: str = Field("tiny", description="diffusers FLUX.1-Fill-dev folder (safetensors), or 'tiny': a toy "
@@ -124,6 +130,16 @@ class TrainConfig(_Config):
     run_name: str = Field("ace-train", pattern=r"^[A-Za-z0-9_.-]+$", description="a re-run with the same name "
                                                                                  "resumes from its latest checkpoint")
 
+    @field_validator("task_weights")
+    @classmethod
+    def _known_tasks(cls, v: dict[str, float]) -> dict[str, float]:
+        from schemas.taxonomy import TASKS
+
+        unknown = sorted(set(v) - set(TASKS))
+        if unknown:
+            raise ValueError(f"unknown task {unknown[0]!r}; known tasks: {', '.join(sorted(TASKS))}")
+        return v
+
 
 class OrchestrationConfig(_Config):
     units_in_flight: int = Field(4, ge=1, description="unit task runs submitted at once per stage (bounds threads "
@@ -143,6 +159,19 @@ class RunConfig(_Config):
     train: TrainConfig = Field(default_factory=TrainConfig)
     demo: DemoConfig = Field(default_factory=DemoConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
+
+    @field_validator("root")
+    @classmethod
+    def _root_filesystem(cls, v: str) -> str:
+        if "://" in v:
+            import fsspec
+
+            protocol = v.split("://", 1)[0]
+            try:
+                fsspec.get_filesystem_class(protocol)
+            except (ImportError, ValueError) as e:
+                raise ValueError(f"no filesystem for {protocol}:// here ({e})") from None
+        return v
 
 
 def _allowed_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -189,7 +218,13 @@ def load_config(path: str | Path | None, model: type[_Config] = RunConfig, overr
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist")
-        data = yaml.safe_load(p.read_text()) or {}
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(f"{p} is not valid YAML{where}: {problem}") from None
         origin = str(p)
         if not isinstance(data, dict):
             raise ConfigError(f"{origin} must hold a mapping at the top level")

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
@@ -40,6 +41,24 @@ def test_config_errors_exit_2_and_name_the_key(tmp_path):
     cfg.write_text("shards:\n  max_count: 3\n")
     res = runner.invoke(app, ["ingest", str(tmp_path), "--config", str(cfg)])
     assert res.exit_code == 2 and "shards.max_count" in res.output and "maxcount" in res.output
+
+
+@pytest.mark.parametrize("text, says", [
+    ("mining:\n  band_lo: 0.9\n  band_hi: 0.5\n", "band_lo 0.9 is above band_hi 0.5"),
+    ("mining:\n  presets: [general_edting]\n", "unknown preset 'general_edting' in mining.presets; known:"),
+    ("mining:\n  presets: [facial_misaligned]\n", "defined on face features, which the mining flow does not"),
+    ("train:\n  task_weights: {inpaint: 2}\n", "unknown task 'inpaint'; known tasks:"),
+    ("root: gcs-nope://bucket/root\n", "no filesystem for gcs-nope://"),
+    ("mining:\n  k: [3\n", "is not valid YAML at line"),
+])
+def test_bad_configs_fail_before_any_work_in_one_line(tmp_path, text, says):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(text)
+    root = [] if text.startswith("root:") else ["--root", str(tmp_path / "r")]  # --root would override it
+    res = runner.invoke(app, ["mine", str(tmp_path / "src"), "--config", str(cfg), *root])
+    assert res.exit_code == 2 and says in res.output.strip().splitlines()[-1], res.output
+    assert not (tmp_path / "r").exists()  # nothing ran
+    assert "Traceback" not in res.output
 
 
 def test_missing_source_is_a_clear_error(tmp_path):
