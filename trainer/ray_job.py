@@ -150,12 +150,23 @@ def _fit(cfg: TrainConfig, shard_urls: list[str], base: Path, ckpts: str, run_di
         run_config=RayRunConfig(name=cfg.run_name, failure_config=FailureConfig(max_failures=1),
                                 checkpoint_config=CheckpointConfig(num_to_keep=3), **where),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as e:  # a worker's error, in one line (its traceback is in the log)
+        raise RuntimeError(f"training run {cfg.run_name} failed: {worker_error(e)}") from None
     if result.error is not None:
         raise RuntimeError(f"training run {cfg.run_name} failed: {result.error}") from result.error
     if result.checkpoint is None:
         raise RuntimeError(f"training run {cfg.run_name} produced no checkpoint")
     return result
+
+
+def worker_error(e: BaseException) -> str:
+    """The last line of the first failing worker's error (`module.Error: message`), or of `e` itself."""
+    failures = getattr(e, "worker_failures", None) or {}
+    source = next(iter(failures.values()), e) if isinstance(failures, dict) else e
+    lines = [ln for ln in str(source).splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else type(source).__name__
 
 
 def export_checkpoint(cfg: TrainConfig, base: Path, ckpt: Path, out_uri: str) -> dict[str, str]:
