@@ -1,8 +1,8 @@
 """Instructions for mined pairs: a caption of the target and an instruction from source to target.
 
 ACE has an MLLM write them. `ChatInstructionWriter` calls an OpenAI-compatible chat endpoint (a served
-vision-language model) with both images, with a timeout, retries with backoff, and an on-disk cache keyed
-by pair id. `KnownTransformWriter` gives demo-corpus pairs the instruction of the transformation that made
+vision-language model) with both images, with a timeout, retries with backoff, and a cache (any fsspec URI) keyed
+by the pair, the endpoint, the model, the prompt and the bytes of both images. `KnownTransformWriter` gives demo-corpus pairs the instruction of the transformation that made
 them. `TemplateInstructionWriter` is the default where no endpoint is configured: a fixed, generic phrasing
 per task that names no content it cannot know (recorded as `template:1` in each sample's lineage). A writer
 returns None when it has no instruction; such pairs are counted and never packed.
@@ -11,18 +11,20 @@ returns None when it has no instruction; such pairs are counted and never packed
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import time
 import urllib.error
 import urllib.request
-import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
+
+import fsspec
 
 from schemas.records import PairRecord
 
+USER_TEXT = "Source, then target."
 SYSTEM_PROMPT = (
     "You write training data for an instruction-based image editor. The first image is the source, the "
     "second the target. Reply with JSON only: {\"caption\": <one sentence describing the target>, "
@@ -57,20 +59,41 @@ def _data_url(data: bytes, ext: str) -> str:
 
 
 class ChatInstructionWriter:
-    def __init__(self, base_url: str, model: str, cache_dir: str | Path, *, api_key_env: str = "OPENAI_API_KEY",
+    def __init__(self, base_url: str, model: str, cache_dir: str, *, api_key_env: str = "OPENAI_API_KEY",
                  timeout_s: float = 60.0, retries: int = 3, backoff_s: float = 1.0, max_tokens: int = 200):
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
-        self.cache = Path(cache_dir)
+        self.cache = str(cache_dir).rstrip("/")  # any fsspec URI (the run's root may be s3://)
         self.api_key = os.environ.get(api_key_env, "")
         self.timeout_s, self.retries, self.backoff_s, self.max_tokens = timeout_s, retries, backoff_s, max_tokens
         self.name = f"chat:{model}"
         self.needs_images = True
         self.calls = 0
 
-    def _cache_path(self, pair_id: str) -> Path:
-        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in pair_id)
-        return self.cache / f"{safe}.json"
+    def _cache_key(self, pair_id: str, source: bytes, target: bytes, source_ext: str, target_ext: str) -> str:
+        """A reply depends on the pair, the model, the prompt and the two images: all of them are the key
+        (another model or prompt, or images that changed, never reuse an old reply)."""
+        h = hashlib.sha256()
+        for part in (pair_id, self.url, self.model, str(self.max_tokens), SYSTEM_PROMPT, USER_TEXT,
+                     source_ext, target_ext):
+            h.update(part.encode() + b"\0")
+        h.update(hashlib.sha256(source).digest() + hashlib.sha256(target).digest())
+        return h.hexdigest()
+
+    def _cached(self, key: str) -> dict | None:
+        fs, path = fsspec.core.url_to_fs(f"{self.cache}/{key[:2]}/{key}.json")
+        if not fs.exists(path):
+            return None
+        with fs.open(path, "rb") as f:
+            return json.loads(f.read())
+
+    def _store(self, key: str, reply: dict) -> None:
+        fs, path = fsspec.core.url_to_fs(f"{self.cache}/{key[:2]}/{key}.json")
+        fs.makedirs(fs._parent(path), exist_ok=True)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with fs.open(tmp, "wb") as f:
+            f.write(json.dumps(reply).encode())
+        fs.mv(tmp, path)
 
     def _request(self, body: bytes) -> dict:
         headers = {"Content-Type": "application/json"}
@@ -96,16 +119,15 @@ class ChatInstructionWriter:
     def write(self, pair: PairRecord, source: bytes, target: bytes, source_ext: str = "png",
               target_ext: str = "png") -> Instruction | None:
         pair_id = pair.pair_id
-        cached = self._cache_path(pair_id)
-        if cached.is_file():
-            reply = json.loads(cached.read_text())
-        else:
+        key = self._cache_key(pair_id, source, target, source_ext, target_ext)
+        reply = self._cached(key)
+        if reply is None:
             body = json.dumps({
                 "model": self.model, "max_tokens": self.max_tokens, "temperature": 0,
                 "messages": [
                     {"role": "system", "content": SYSTEM_PROMPT},
                     {"role": "user", "content": [
-                        {"type": "text", "text": "Source, then target."},
+                        {"type": "text", "text": USER_TEXT},
                         {"type": "image_url", "image_url": {"url": _data_url(source, source_ext)}},
                         {"type": "image_url", "image_url": {"url": _data_url(target, target_ext)}},
                     ]},
@@ -117,10 +139,7 @@ class ChatInstructionWriter:
                 reply = json.loads(text.strip().removeprefix("```json").removesuffix("```"))
             except (KeyError, IndexError, TypeError, json.JSONDecodeError) as e:
                 raise InstructionError(f"unusable reply for pair {pair_id}: {e}: {str(resp)[:200]}") from None
-            self.cache.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(".tmp")
-            tmp.write_text(json.dumps(reply))
-            tmp.replace(cached)
+            self._store(key, reply)
         if not reply.get("instruction"):
             return None
         instruction = str(reply["instruction"])

@@ -69,7 +69,8 @@ def _pair(pid="p1"):
 
 
 def test_writes_retries_and_caches(stub, tmp_path):
-    s = stub([("status", 500), ("ok", {"caption": "a red car", "instruction": "Paint the car in {image} red."})])
+    ok = ("ok", {"caption": "a red car", "instruction": "Paint the car in {image} red."})
+    s = stub([("status", 500), ok, ok, ok])
     w = ChatInstructionWriter(s.url, "vlm", tmp_path / "cache", retries=2, backoff_s=0.01)
     ins = w.write(_pair(), b"src", b"tgt", "jpg", "png")
     assert ins.instruction == "Paint the car in {image} red." and ins.caption == "a red car"
@@ -77,8 +78,13 @@ def test_writes_retries_and_caches(stub, tmp_path):
     content = s.requests[-1]["messages"][1]["content"]
     assert content[1]["image_url"]["url"].startswith("data:image/jpeg;base64,")
     assert content[2]["image_url"]["url"].startswith("data:image/png;base64,")
-    again = ChatInstructionWriter(s.url, "vlm", tmp_path / "cache").write(_pair(), b"src", b"tgt")
-    assert again == ins and len(s.requests) == 2  # served from the cache keyed by pair id
+    again = ChatInstructionWriter(s.url, "vlm", tmp_path / "cache").write(_pair(), b"src", b"tgt", "jpg", "png")
+    assert again == ins and len(s.requests) == 2  # served from the cache
+    # another model, or other image bytes for the same pair: asked again, never an old reply
+    ChatInstructionWriter(s.url, "vlm-2", tmp_path / "cache").write(_pair(), b"src", b"tgt", "jpg", "png")
+    assert len(s.requests) == 3 and s.requests[-1]["model"] == "vlm-2"
+    w.write(_pair(), b"src, re-encoded", b"tgt", "jpg", "png")
+    assert len(s.requests) == 4
 
 
 def test_client_errors_fail_fast_and_timeouts_exhaust_retries(stub, tmp_path):
