@@ -361,20 +361,21 @@ def shards_inspect(uri: str) -> None:
 
 @shards_app.command("verify")
 def shards_verify(uri: str) -> None:
-    """Check every shard's checksum and decode every sample."""
-    from tasks.shard_reader import ReadStats, read_shard_set
+    """Check every shard's checksum, parse every sample and decode every image and mask."""
+    from tasks.shard_reader import verify_shard_set
     from tasks.shards import read_manifest
 
-    stats = ReadStats()
-    expected = sum(r.samples for r in read_manifest(uri))
+    try:
+        expected = sum(r.samples for r in read_manifest(uri))
+    except FileNotFoundError as e:
+        out.print(f"[red]verify failed:[/red] {e}")
+        raise typer.Exit(1) from None
     with progress_bar("verify", total=expected) as (_, advance):
-        for _ in read_shard_set(uri, verify=True, on_error="skip", stats=stats):
-            advance(1)
-    for shard, why in stats.bad_shards:
-        out.print(f"[red]bad shard[/red] {shard}: {why}")
-    ok = not stats.bad_shards and stats.samples == expected
-    out.print(f"{stats.samples}/{expected} samples intact" + ("" if ok else " [red]FAILED[/red]"))
-    raise typer.Exit(0 if ok else 1)
+        rep = verify_shard_set(uri, progress=advance)
+    for where, why in rep.bad:
+        out.print(f"[red]bad[/red] {where}: {why}")
+    out.print(f"{rep.samples}/{rep.expected} samples intact" + ("" if rep.ok else " [red]FAILED[/red]"))
+    raise typer.Exit(0 if rep.ok else 1)
 
 
 @shards_app.command("export-ace")
@@ -382,7 +383,13 @@ def shards_export_ace(uri: str, out_dir: Path) -> None:
     """Export a shard set to the official ACE++ training list (`#;#`-joined) with images beside it."""
     from tasks.export_ace import export_ace_plus
 
-    rep = export_ace_plus(uri, out_dir)
+    from tasks.shard_reader import ShardReadError
+
+    try:
+        rep = export_ace_plus(uri, out_dir)
+    except (ShardReadError, FileNotFoundError, ValueError) as e:
+        out.print(f"[red]export failed:[/red] {e}")
+        raise typer.Exit(1) from None
     out.print(f"{rep.written} samples -> {rep.list_path}; skipped {rep.skipped or 'none'}")
 
 

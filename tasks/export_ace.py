@@ -63,16 +63,20 @@ def export_ace_plus(shard_uri: str, out_dir: str | Path) -> ExportReport:
     tmp = list_path.with_suffix(".csv.tmp")
     skipped: Counter[str] = Counter()
     written = 0
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(HEADER + "\n")
-        for sample in read_shard_set(shard_uri):
-            if sum(u.role is Role.REFERENCE for u in sample.units) > 1:
-                skipped["more_than_one_reference"] += 1
-                continue
-            if SEP in sample.instruction:
-                skipped["separator_in_prompt"] += 1
-                continue
-            f.write(SEP.join(_row(sample, out)) + "\n")
-            written += 1
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(HEADER + "\n")
+            for sample in read_shard_set(shard_uri, verify=True):  # checksums first: a damaged shard fails
+                if sum(u.role is Role.REFERENCE for u in sample.units) > 1:
+                    skipped["more_than_one_reference"] += 1
+                    continue
+                if SEP in sample.instruction:
+                    skipped["separator_in_prompt"] += 1
+                    continue
+                f.write(SEP.join(_row(sample, out)) + "\n")
+                written += 1
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no half-written list left behind
+        raise
     tmp.replace(list_path)
     return ExportReport(str(list_path), written, dict(skipped))

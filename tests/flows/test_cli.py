@@ -80,8 +80,29 @@ def test_demo_end_to_end_then_verify_and_export(tmp_path, prefect_results):
     first = sorted((tmp_path / "out" / "root" / "shards" / "demo-general_editing").glob("*.tar"))[0]
     first.write_bytes(first.read_bytes()[:5000])
     bad = runner.invoke(app, ["shards", "verify", shard_uri])
-    assert bad.exit_code == 1 and "bad shard" in bad.output
+    assert bad.exit_code == 1 and f"bad {first}" in bad.output and "does not match the manifest" in bad.output
+    exp = runner.invoke(app, ["shards", "export-ace", shard_uri, str(tmp_path / "ace2")])
+    assert exp.exit_code == 1 and exp.output.strip().splitlines()[-1].startswith("export failed:")
+    assert not list((tmp_path / "ace2").glob("*.tmp")) and not (tmp_path / "ace2" / "train.csv").exists()
     shutil.rmtree(tmp_path / "out")
+
+
+def test_verify_decodes_every_image_a_checksum_cannot_vouch_for(tmp_path):
+    """An image broken before the shard was written has a matching checksum: only decoding finds it."""
+    import numpy as np
+
+    from schemas.config import ShardConfig
+    from tasks.shards import write_shard_set
+    from tests.conftest import make_sample
+
+    rng = np.random.default_rng(0)
+    samples = [make_sample(i, rng) for i in range(4)]
+    broken = samples[2].target.model_copy(update={"image": samples[2].target.image[:40]})
+    samples[2] = samples[2].model_copy(update={"target": broken})
+    write_shard_set(samples, str(tmp_path / "set"), ShardConfig(maxcount=2))
+    res = runner.invoke(app, ["shards", "verify", str(tmp_path / "set")])
+    assert res.exit_code == 1 and "3/4 samples intact" in res.output
+    assert f"sample '{samples[2].key}'" in res.output and "target image does not decode" in res.output
 
 
 def test_models_lists_expected_files_and_presence(tmp_path):
