@@ -382,6 +382,21 @@ def catalog_lookup(root: str, ids: set[str], batch_rows: int = 65536) -> dict[st
     return out
 
 
+def catalog_uris(root: str, ids: set[str], batch_rows: int = 65536) -> dict[str, str]:
+    """id -> URI for `ids`, reading two columns of the catalog: memory is bounded by the ids asked for."""
+    import pyarrow.compute as pc
+
+    want = pa.array(sorted(ids), pa.string())
+    out: dict[str, str] = {}
+    for batch in _catalog_file(root).iter_batches(batch_size=batch_rows, columns=["id", "uri"]):
+        hit = batch.filter(pc.is_in(batch.column("id"), value_set=want))
+        out.update(zip(hit.column("id").to_pylist(), hit.column("uri").to_pylist()))
+    if len(out) != len(ids):
+        missing = sorted(ids - out.keys())
+        raise KeyError(f"{len(missing)} ids are not in the catalog under {catalog_uri(root)}, e.g. {missing[0]}")
+    return out
+
+
 def load_quarantine(root: str) -> list[QuarantineRecord]:
     table = storage.read_parquet(storage.join(catalog_uri(root), "quarantine", "quarantine.parquet"))
     assert table.schema.names == QUARANTINE_SCHEMA.names

@@ -8,12 +8,15 @@ instruction stay there and are never packed.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator, Mapping
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from mining.decode import normalized_bytes
 from mining.instructions import (ChatInstructionWriter, InstructionError, InstructionWriter, KnownTransformWriter,
                                  TemplateInstructionWriter)
-from schemas.arrow import from_table, to_table
+from schemas.arrow import PAIR_SCHEMA, from_table, to_table
 from schemas.config import IngestConfig, InstructionConfig
 from schemas.records import AceSample, ConditionUnit, Generator, ImageRecord, PairRecord, Role
 from tasks import storage
@@ -21,64 +24,91 @@ from tasks.sources import read_uri
 from tasks.stage import Resources, SingleUnitStage, StageReport, UnitReport
 
 
-def _image(rec: ImageRecord, cfg: IngestConfig) -> tuple[bytes, str]:
-    return normalized_bytes(read_uri(rec.uri), max_pixels=cfg.max_pixels, min_side=1)
+def _image(rec, cfg: IngestConfig) -> tuple[bytes, str]:
+    """Normalised bytes of a catalog record (or of a URI)."""
+    return normalized_bytes(read_uri(rec if isinstance(rec, str) else rec.uri), max_pixels=cfg.max_pixels,
+                            min_side=1)
 
 
-def _previous(out: str, writer: str) -> list[PairRecord]:
+def iter_pair_batches(uri: str, batch_rows: int = 2048) -> Iterator[list[PairRecord]]:
+    """A pairs.parquet in batches of records: memory is bounded by the batch, not by the pairs."""
+    for batch in storage.parquet_file(uri).iter_batches(batch_size=batch_rows):
+        yield from_table(pa.Table.from_batches([batch]), PairRecord)  # type: ignore[misc]
+
+
+def _previous(out: str, writer: str, mined: set[str]) -> pa.Table | None:
     """The instructed pairs an earlier run of the same writer left in `out` (its marker removed because the
-    mined pairs grew); none when there are none or another writer made them."""
+    mined pairs grew) that are still mined, in their order; None when there are none or another writer
+    made them."""
     uri = storage.join(out, "pairs.parquet")
     if not storage.exists(uri):
-        return []
+        return None
     table = storage.read_parquet(uri)
     if (table.schema.metadata or {}).get(b"writer", b"").decode() != writer:
-        return []
-    return from_table(table, PairRecord)  # type: ignore[return-value]
+        return None
+    return table.filter(pc.is_in(table.column("pair_id"), value_set=pa.array(sorted(mined), pa.string())))
 
 
-def instruct_pairs(pairs: list[PairRecord], writer: InstructionWriter, catalog: dict[str, ImageRecord],
-                   pairs_uri: str, ingest_cfg: IngestConfig | None = None,
-                   progress: Callable[[int], None] | None = None) -> tuple[str, dict[str, int]]:
-    """An instruction for each pair. Pairs an earlier run of this writer instructed keep their instruction
-    and their order; new pairs come after them (so a shard set re-packed after new images landed keeps
-    its finished shards)."""
+def instruct_pairs(pairs: Iterable[PairRecord] | Iterable[list[PairRecord]], writer: InstructionWriter,
+                   catalog: Mapping, pairs_uri: str, ingest_cfg: IngestConfig | None = None,
+                   progress: Callable[[int], None] | None = None, mined: set[str] | None = None,
+                   batch_rows: int = 2048) -> tuple[str, dict[str, int]]:
+    """An instruction for each pair. `pairs` is a list of pairs, or batches of them (with `mined`, the ids
+    of them all): only a batch is held at a time. `catalog` maps the pairs' image ids to catalog records
+    (or URIs); the writer reads images only when it needs them. Pairs an earlier run of this writer
+    instructed keep their instruction and their order; new pairs come after them (so a shard set re-packed
+    after new images landed keeps its finished shards)."""
     ingest_cfg = ingest_cfg or IngestConfig()
     out = storage.join(pairs_uri, "instructed")
     marker = storage.read_marker(out)
     if marker is not None:
         return out, marker["counts"]
+    if mined is None:
+        pairs = list(pairs)  # type: ignore[arg-type]
+        mined = {p.pair_id for p in pairs}  # type: ignore[union-attr]
+        batches: Iterable[list[PairRecord]] = [pairs]  # type: ignore[list-item]
+    else:
+        batches = pairs  # type: ignore[assignment]
     counts: Counter[str] = Counter()
-    mined = {p.pair_id for p in pairs}
-    done: list[PairRecord] = [p for p in _previous(out, writer.name) if p.pair_id in mined]
-    reused = {p.pair_id for p in done}
-    for p in done:
-        counts["with_instruction" if p.instruction else "without_instruction"] += 1
-    if done:
-        counts["reused"] = len(done)
     gen = Generator(name=writer.name.rsplit(":", 1)[0], version=writer.name.rsplit(":", 1)[-1])
-    for p in (p for p in pairs if p.pair_id not in reused):
-        src, tgt = (_image(catalog[p.source_id], ingest_cfg), _image(catalog[p.target_id], ingest_cfg)) \
-            if writer.needs_images else ((b"", "png"), (b"", "png"))
-        try:
-            ins = writer.write(p, src[0], tgt[0], src[1], tgt[1])
-        except InstructionError:
-            ins = None
-            counts["writer_error"] += 1
-        if ins is None:
-            counts["without_instruction"] += 1
-            done.append(p)
-        else:
-            counts["with_instruction"] += 1
-            a, b = (p.target_id, p.source_id) if ins.swapped else (p.source_id, p.target_id)
-            lineage = p.lineage.model_copy(update={"source_ids": [a, b], "generators": [*p.lineage.generators, gen]})
-            done.append(p.model_copy(update={"source_id": a, "target_id": b, "instruction": ins.instruction,
-                                             "lineage": lineage}))
-        if progress:
-            progress(1)
-    table = to_table(done, PairRecord)
-    storage.atomic_write_parquet(storage.join(out, "pairs.parquet"), table.replace_schema_metadata(
-        {**(table.schema.metadata or {}), b"writer": writer.name.encode()}))
+    meta = {b"writer": writer.name.encode()}
+    with storage.ParquetSink(storage.join(out, "pairs.parquet"), PAIR_SCHEMA.with_metadata(meta)) as sink:
+        prev = _previous(out, writer.name, mined)
+        reused: set[str] = set()
+        if prev is not None and prev.num_rows:
+            sink.write(prev.replace_schema_metadata(meta).cast(PAIR_SCHEMA.with_metadata(meta)))
+            reused = set(prev.column("pair_id").to_pylist())
+            with_ins = prev.num_rows - prev.column("instruction").null_count
+            counts["with_instruction"] += with_ins
+            counts["without_instruction"] += prev.num_rows - with_ins
+            counts["reused"] = prev.num_rows
+        del prev
+        for batch in batches:
+            done: list[PairRecord] = []
+            for p in batch:
+                if p.pair_id in reused:
+                    continue
+                src, tgt = (_image(catalog[p.source_id], ingest_cfg), _image(catalog[p.target_id], ingest_cfg)) \
+                    if writer.needs_images else ((b"", "png"), (b"", "png"))
+                try:
+                    ins = writer.write(p, src[0], tgt[0], src[1], tgt[1])
+                except InstructionError:
+                    ins = None
+                    counts["writer_error"] += 1
+                if ins is None:
+                    counts["without_instruction"] += 1
+                    done.append(p)
+                else:
+                    counts["with_instruction"] += 1
+                    a, b = (p.target_id, p.source_id) if ins.swapped else (p.source_id, p.target_id)
+                    lineage = p.lineage.model_copy(update={"source_ids": [a, b],
+                                                           "generators": [*p.lineage.generators, gen]})
+                    done.append(p.model_copy(update={"source_id": a, "target_id": b, "instruction": ins.instruction,
+                                                     "lineage": lineage}))
+                if progress:
+                    progress(1)
+            if done:
+                sink.write(to_table(done, PairRecord).replace_schema_metadata(meta))
     storage.write_marker(out, {"counts": dict(counts), "writer": writer.name})
     return out, dict(counts)
 
@@ -89,9 +119,10 @@ def load_instructed(uri: str) -> list[PairRecord]:
     return from_table(storage.read_parquet(storage.join(uri, "pairs.parquet")), PairRecord)  # type: ignore
 
 
-def pair_samples(pairs: list[PairRecord], catalog: dict[str, ImageRecord],
+def pair_samples(pairs: Iterable[PairRecord], catalog: Mapping,
                  ingest_cfg: IngestConfig | None = None) -> Iterator[AceSample]:
-    """One AceSample per pair that has an instruction: edit = source, target = target."""
+    """One AceSample per pair that has an instruction: edit = source, target = target. `catalog` maps image
+    ids to catalog records or URIs."""
     ingest_cfg = ingest_cfg or IngestConfig()
     for p in pairs:
         if not p.instruction:
@@ -101,6 +132,16 @@ def pair_samples(pairs: list[PairRecord], catalog: dict[str, ImageRecord],
                         units=[ConditionUnit(role=Role.EDIT, image=src[0], image_ext=src[1])],
                         target=ConditionUnit(role=Role.TARGET, image=tgt[0], image_ext=tgt[1]),
                         lineage=p.lineage)
+
+
+def pair_ids_and_images(uri: str, instructed_only: bool = False) -> tuple[set[str], set[str]]:
+    """(pair ids, image ids) of a pairs.parquet (of the pairs with an instruction when `instructed_only`),
+    reading four columns only."""
+    cols = storage.parquet_file(uri).read(columns=["pair_id", "source_id", "target_id", "instruction"])
+    if instructed_only:
+        cols = cols.filter(pc.is_valid(cols.column("instruction")))
+    return set(cols.column("pair_id").to_pylist()), \
+        set(cols.column("source_id").to_pylist()) | set(cols.column("target_id").to_pylist())
 
 
 def demo_known_writer(corpus_dir: str, root: str) -> KnownTransformWriter:
@@ -150,15 +191,17 @@ class InstructStage(SingleUnitStage):
         return {"writer": self.params["writer"]}
 
     def run(self, k: int) -> UnitReport:
-        from tasks.ingest import catalog_lookup
-        from tasks.mine_pairs import load_pairs
+        from tasks.ingest import catalog_uris
 
         pairs_uri = self.layout.pairs(self.params["preset"])
-        pairs = load_pairs(pairs_uri)
+        mined_file = storage.join(pairs_uri, "pairs.parquet")
+        if storage.read_marker(pairs_uri) is None:
+            raise FileNotFoundError(f"no complete pair mining under {pairs_uri}")
+        mined, images = pair_ids_and_images(mined_file)
         writer = make_writer(self.params["writer"], self.cfg.root)
-        by_id = catalog_lookup(self.cfg.root, {i for p in pairs for i in (p.source_id, p.target_id)}) \
-            if writer.needs_images else {}
-        _, counts = instruct_pairs(pairs, writer, by_id, pairs_uri, self.cfg.ingest)
+        uris = catalog_uris(self.cfg.root, images) if writer.needs_images else {}
+        _, counts = instruct_pairs(iter_pair_batches(mined_file), writer, uris, pairs_uri, self.cfg.ingest,
+                                   mined=mined)
         self.stamp(self.out)
         return UnitReport(stage=self.label, unit=k, counts=counts)
 

@@ -6,7 +6,7 @@ kept and only the rest are written (the pairs keep their order: tasks/instruct.p
 from __future__ import annotations
 
 from tasks import storage
-from tasks.instruct import load_instructed, pair_samples
+from tasks.instruct import iter_pair_batches, pair_ids_and_images, pair_samples
 from tasks.shards import write_shard_set
 from tasks.stage import Resources, SingleUnitStage, StageReport, UnitReport
 
@@ -30,12 +30,16 @@ class PackStage(SingleUnitStage):
         return {"shards": self.cfg.shards.model_dump(mode="json"), "max_pixels": self.cfg.ingest.max_pixels}
 
     def run(self, k: int) -> UnitReport:
-        from tasks.ingest import catalog_lookup
+        from tasks.ingest import catalog_uris
 
-        pairs = [p for p in load_instructed(self.layout.instructed(self.params["preset"])) if p.instruction]
-        by_id = catalog_lookup(self.cfg.root, {i for p in pairs for i in (p.source_id, p.target_id)})
-        rep = write_shard_set(pair_samples(pairs, by_id, self.cfg.ingest), self.out, self.cfg.shards,
-                              extend=True)
+        instructed = self.layout.instructed(self.params["preset"])
+        if storage.read_marker(instructed) is None:
+            raise FileNotFoundError(f"no complete instructed pairs under {instructed}")
+        pairs_file = storage.join(instructed, "pairs.parquet")
+        _, images = pair_ids_and_images(pairs_file, instructed_only=True)
+        uris = catalog_uris(self.cfg.root, images)  # id -> URI of the images packed: no catalog records held
+        pairs = (p for batch in iter_pair_batches(pairs_file) for p in batch)
+        rep = write_shard_set(pair_samples(pairs, uris, self.cfg.ingest), self.out, self.cfg.shards, extend=True)
         self.stamp(self.out)
         return UnitReport(stage=self.label, unit=k, counts={"samples": rep.samples, "shards": rep.shards,
                                                             "kept_shards": rep.resumed_shards})
