@@ -3,12 +3,12 @@
     python bench/stages.py --images 1000 10000 50000
 
 Every unit runs in a fresh process (so its peak RSS is its own), with the local executor's steps (plan,
-units, finalize) and the default configuration (ingest partitions of 4,096 files decoded in the unit's own
-process, embedding partitions of 4,096, K-means k = N/50, 256 clusters per mining batch, the offline
+units, finalize) and the default configuration (ingest partitions of 10,000 files, decoded in the unit's
+own process, embedding partitions of 4,096, K-means k = N/50, 256 clusters per mining batch, the offline
 embedder, the template instruction writer). The baseline beside each figure is a fresh process that only
 imports the stage's module (what every unit pays before its work). Peak RSS per unit should stay flat as
 N grows for ingest, embed and mine; K-means grows with k (the fit) and N (8 bytes of label per row);
-instruct and pack hold their pairs (one unit each). Generated corpora are cached under --cache.
+instructions and packing (one unit each) stream their pairs and hold an id -> URI map of their images. Generated corpora are cached under --cache.
 """
 
 from __future__ import annotations

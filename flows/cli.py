@@ -25,6 +25,22 @@ shards_app = typer.Typer(no_args_is_help=True, help="Inspect, verify and export 
 app.add_typer(shards_app, name="shards")
 out = Console(soft_wrap=True)  # one line per listed file: greppable
 
+DEBUG = {"on": False}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="print the full traceback of a failure")) -> None:
+    DEBUG["on"] = debug
+
+
+def _fail(what: str, e: BaseException, code: int) -> None:
+    """End a command in one line naming what failed (the traceback too with --debug), exit `code`."""
+    if DEBUG["on"]:
+        out.print_exception()
+    out.print(f"[red]{what}[/red] {e}")
+    raise typer.Exit(code) from None
+
+
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML run config; defaults apply to keys it leaves out")
 
 
@@ -91,8 +107,7 @@ def ingest(source: str = typer.Argument(..., help="folder, glob, .txt/.parquet U
         with RootLock(cfg.root, f"aceforge ingest {source}"), progress_bar("ingest") as (total, advance):
             report = run_ingest(source, cfg.root, cfg.ingest, force=force, progress_total=total, progress=advance)
     except (FileNotFoundError, RuntimeError, ValueError) as e:
-        out.print(f"[red]ingest failed:[/red] {e}")
-        raise typer.Exit(1) from None
+        _fail("ingest failed:", e, 1)
     if report.skipped_existing:
         out.print("catalog already complete for this source and config: nothing to do (--force to redo)")
     _print_ingest(report, cfg.root, list_bad)
@@ -157,8 +172,7 @@ def mine(source: Optional[str] = typer.Argument(None, help="ingest this first (e
     try:
         res = mine_flow(source=source, root=cfg.root, config=extra)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
-        out.print(f"[red]mine failed:[/red] {e}")
-        raise typer.Exit(1) from None
+        _fail("mine failed:", e, 1)
     _print_flow_mining(res)
     if not any("shards" in v for v in res.values() if isinstance(v, dict)):
         out.print("mining.instructions.backend is none: pairs stay in pairs/, unpacked")
@@ -192,8 +206,7 @@ def train_pair_classifier_cmd(
     try:
         rep = train_from_labels(cfg, labels, out_path, epochs=epochs)
     except (FileNotFoundError, KeyError, ValueError) as e:
-        out.print(f"[red]training failed:[/red] {e}")
-        raise typer.Exit(1) from None
+        _fail("training failed:", e, 1)
     out.print(f"trained on {rep['pairs']} pairs ({rep['positives']} positive) from {rep['embedder']}: "
               f"loss {rep['loss']:.4f}, train accuracy {rep['accuracy']:.3f} -> {out_path}")
 
@@ -215,8 +228,7 @@ def train(shard_uri: str = typer.Argument(..., help="a complete shard set (its m
     try:
         res = train_flow(shard_uri=shard_uri, root=cfg.root, config=cfg.model_dump(mode="json"))
     except (FileNotFoundError, ValueError, RuntimeError) as e:
-        out.print(f"[red]training failed:[/red] {e}")
-        raise typer.Exit(1) from None
+        _fail("training failed:", e, 1)
     first, last = res["metrics"][0], res["metrics"][-1]
     out.print(f"run {cfg.train.run_name}: step {res['step']}; loss {first['loss']:.4f} (step {first['step']}) -> "
               f"{last['loss']:.4f} (step {last['step']}); {last['samples_per_s']:.2f} samples/s, "
@@ -253,8 +265,7 @@ def infer(image: Path = typer.Option(..., help="the edit image"),
                            repainting_scale=repainting_scale,
                            max_sequence_length=min(512, pipe.tokenizer_2.model_max_length))
     except (FileNotFoundError, ValueError) as e:
-        out.print(f"[red]inference failed:[/red] {e}")
-        raise typer.Exit(1) from None
+        _fail("inference failed:", e, 1)
     except AssertionError:
         # diffusers' kohya converter asserts FLUX.1's real layer widths
         out.print(f"[red]inference failed:[/red] {lora} did not convert onto this transformer; kohya/ComfyUI "
@@ -293,8 +304,7 @@ def deploy(source: Optional[str] = typer.Option(None, help="what the scheduled m
     try:
         dep.require_server()
     except RuntimeError as e:
-        out.print(f"[red]deploy:[/red] {e}")
-        raise typer.Exit(2) from None
+        _fail("deploy:", e, 2)
     where = f"root {dep.absolute(cfg.root)}, source {dep.absolute(source)}, schedule '{cron}' " + \
         ("active" if schedule else "inactive (prefect deployment schedule resume aceforge-mine/mine <id>)")
     if worker:
@@ -368,8 +378,7 @@ def shards_verify(uri: str) -> None:
     try:
         expected = sum(r.samples for r in read_manifest(uri))
     except FileNotFoundError as e:
-        out.print(f"[red]verify failed:[/red] {e}")
-        raise typer.Exit(1) from None
+        _fail("verify failed:", e, 1)
     with progress_bar("verify", total=expected) as (_, advance):
         rep = verify_shard_set(uri, progress=advance)
     for where, why in rep.bad:
@@ -388,8 +397,7 @@ def shards_export_ace(uri: str, out_dir: Path) -> None:
     try:
         rep = export_ace_plus(uri, out_dir)
     except (ShardReadError, FileNotFoundError, ValueError) as e:
-        out.print(f"[red]export failed:[/red] {e}")
-        raise typer.Exit(1) from None
+        _fail("export failed:", e, 1)
     out.print(f"{rep.written} samples -> {rep.list_path}; skipped {rep.skipped or 'none'}")
 
 

@@ -63,7 +63,11 @@ def test_bad_configs_fail_before_any_work_in_one_line(tmp_path, text, says):
 
 def test_missing_source_is_a_clear_error(tmp_path):
     res = runner.invoke(app, ["ingest", str(tmp_path / "nope"), "--root", str(tmp_path / "r")])
-    assert res.exit_code == 1 and "does not exist" in res.output
+    assert res.exit_code == 1 and "does not exist" in res.output.strip().splitlines()[-1]
+    assert "Traceback" not in res.output
+    debug = runner.invoke(app, ["--debug", "ingest", str(tmp_path / "nope"), "--root", str(tmp_path / "r")])
+    assert debug.exit_code == 1 and "Traceback" in debug.output and "expand_source" in debug.output
+    assert debug.output.strip().splitlines()[-1].startswith("ingest failed:")
 
 
 def test_demo_end_to_end_then_verify_and_export(tmp_path, prefect_results):
