@@ -207,6 +207,8 @@ def write_shard_set(samples: Iterable[AceSample], out_uri: str, cfg: ShardConfig
             sample = next(it, None)  # a short last shard: reopened only when more samples follow
             if sample is None:
                 seen_keys.update(stats["keys"])
+                if progress:
+                    progress(stats["samples"])
                 break
         # rewrite from shard j: its replayed samples, the one that differed, then the rest
         _drop_from(out_uri, cfg.prefix, j)
