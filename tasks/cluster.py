@@ -302,7 +302,8 @@ class KMeansStage(SingleUnitStage):
 
     def run(self, k: int) -> UnitReport:
         if self.report() is None:
-            m = cluster_stream(self.emb_uri, self.out, self.cfg.mining, progress=print)
+            m = cluster_stream(self.emb_uri, self.out, self.cfg.mining,
+                               progress=lambda msg: print(f"kmeans: {msg}"))
             self.stamp(self.out)
         else:
             m = storage.read_marker(self.out)
