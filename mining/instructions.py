@@ -1,9 +1,10 @@
 """Instructions for mined pairs: a caption of the target and an instruction from source to target.
 
 ACE has an MLLM write them. `ChatInstructionWriter` calls an OpenAI-compatible chat endpoint (a served
-vision-language model) with both images, with a timeout, retries with backoff, and a cache (any fsspec URI) keyed
-by the pair, the endpoint, the model, the prompt and the bytes of both images. `KnownTransformWriter` gives demo-corpus pairs the instruction of the transformation that made
-them. `TemplateInstructionWriter` is the default where no endpoint is configured: a fixed, generic phrasing
+vision-language model) with both images, with a timeout, retries with backoff, and a cache (any fsspec
+URI) keyed by the pair, the endpoint, the model, the prompt and the bytes of both images.
+`KnownTransformWriter` gives demo-corpus pairs the instruction of the transformation that made them.
+`TemplateInstructionWriter` is the default where no endpoint is configured: a fixed, generic phrasing
 per task that names no content it cannot know (recorded as `template:1` in each sample's lineage). A writer
 returns None when it has no instruction; such pairs are counted and never packed.
 """
