@@ -19,6 +19,7 @@ everything is fitted again (a new epoch). Oversized clusters are split either wa
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -182,13 +183,16 @@ def cluster_stream(emb_uri: str, out: str, cfg: MiningConfig,
         fit = {"settings": _settings(cfg), "points": n, "mean_cos": cos_sum / n, "epoch": epoch,
                "requested_k": k_req}
         log = []
+    fit_uri = storage.join(out, "fit.json")
+    if storage.exists(fit_uri):  # from here on the files change: without fit.json a crash means a refit
+        storage.fs_path(fit_uri)[0].rm(storage.fs_path(fit_uri)[1])
     centroids, more = split_oversized(labels, centroids, lambda r: _gather(emb_uri, sizes, r), seed=cfg.seed + len(log),
                                       niter=cfg.kmeans_niter, max_cluster_size=cfg.max_cluster_size, gpu=gpu)
     log += more
     _write_layout(emb_uri, out, labels, len(centroids))
     _write_npy(storage.join(out, "centroids.npy"), centroids)
     storage.atomic_write_bytes(storage.join(out, "split_log.json"), json.dumps(log, indent=1).encode())
-    storage.atomic_write_bytes(storage.join(out, "fit.json"), json.dumps(fit, indent=1).encode())
+    storage.atomic_write_bytes(fit_uri, json.dumps(fit, indent=1).encode())  # the fit's files are complete
     counts = np.bincount(labels, minlength=len(centroids))
     marker = {"k": int(len(centroids)), "requested_k": int(k_req), "points": n, "largest": int(counts.max()),
               "empty": int((counts == 0).sum()), "splits": len(log), "seed": cfg.seed, "epoch": epoch,
@@ -215,6 +219,7 @@ def _write_layout(emb_uri: str, out: str, labels: np.ndarray, k: int) -> None:
     counts = np.bincount(labels, minlength=k)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     nxt = offsets[:-1].copy()
+    digest = np.zeros(k, np.uint64)  # per cluster: an order-free sum of its ids' leading 64 bits
     d = storage.read_marker(emb_uri)["dim"]
     vec = _NpySink(storage.join(out, "vectors.npy"), (len(labels), d), np.float16)
     ids_out = _NpySink(storage.join(out, "ids.npy"), (len(labels),), "S64")
@@ -231,6 +236,7 @@ def _write_layout(emb_uri: str, out: str, labels: np.ndarray, k: int) -> None:
             if max(map(len, ids), default=0) > 64:
                 raise ValueError(f"{emb_uri}: ids longer than 64 characters (catalog ids are sha256 hex)")
             ids_out.array[dest] = np.asarray(ids, dtype="S64")[order]
+            np.add.at(digest, lab, np.array([_id64(i) for i in ids], np.uint64))
             np.add.at(nxt, sl, 1)
             pos += len(ids)
     if not np.array_equal(nxt, offsets[1:]):
@@ -238,6 +244,20 @@ def _write_layout(emb_uri: str, out: str, labels: np.ndarray, k: int) -> None:
     vec.commit()
     ids_out.commit()
     _write_npy(storage.join(out, "offsets.npy"), offsets)
+    _write_npy(storage.join(out, "cluster_digest.npy"), digest)
+
+
+def _id64(i: str) -> int:
+    try:
+        return int(i[:16], 16)
+    except ValueError:
+        return int.from_bytes(hashlib.sha256(i.encode()).digest()[:8], "big")
+
+
+def cluster_digests(uri: str) -> np.ndarray | None:
+    """Per cluster, a digest of its members' ids (None for a clustering written before it existed)."""
+    d = storage.join(uri, "cluster_digest.npy")
+    return _read_npy(d) if storage.exists(d) else None
 
 
 def cluster_embeddings(ids: list[str], x: np.ndarray, root: str, emb_uri: str, cfg: MiningConfig) -> str:

@@ -180,8 +180,8 @@ def plan_ingest(source: str, root: str, cfg: IngestConfig, force: bool = False) 
     """List the source and cut what is new into partitions (the units of work); returns the number of
     partitions. The plan (<root>/catalog/plan.json) is append-only: a source that gained files gets a new
     generation of partitions after the existing ones, which keep their numbers and their outputs."""
-    if force and storage.read_marker(catalog_uri(root)) is not None:
-        _remove_catalog(root)
+    if force:
+        _remove_catalog(root)  # marker or not (an interrupted run may have removed it): nothing is reused
     files, tars = expand_source(source, cfg.extensions)
     per = max(1, cfg.partition_files // cfg.chunk_size)
     fs, plan_path = storage.fs_path(RunLayout(root).ingest_plan)
@@ -259,6 +259,7 @@ def finalize_ingest(root: str, n_partitions: int) -> IngestReport:
     seen = accepted = duplicates = 0
     quarantined: Counter[str] = Counter()
     generations: list[dict] = []
+    digest = hashlib.sha256()  # of the kept ids in order: a catalog ingested again with other content differs
     lo = 0
     with storage.ParquetSink(storage.join(cat, "images.parquet"), IMAGE_RECORD_SCHEMA) as img_out, \
             storage.ParquetSink(storage.join(cat, "quarantine", "quarantine.parquet"), QUARANTINE_SCHEMA) as bad_out, \
@@ -283,7 +284,8 @@ def finalize_ingest(root: str, n_partitions: int) -> IngestReport:
             accepted += len(keep)
             duplicates += len(dups)
             quarantined.update(bad.column("reason").to_pylist())
-            generations.append({"partitions": hi, "rows": accepted})
+            digest.update("\n".join(imgs.column("id").take(pa.array(keep, pa.int64())).to_pylist()).encode())
+            generations.append({"partitions": hi, "rows": accepted, "ids": digest.hexdigest()[:16]})
             lo = hi
     report = IngestReport(cat, seen=seen, accepted=accepted, duplicates=duplicates,
                           quarantined=dict(sorted(quarantined.items())))

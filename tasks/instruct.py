@@ -7,6 +7,7 @@ instruction stay there and are never packed.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Callable, Iterable, Iterator, Mapping
 
@@ -52,11 +53,11 @@ def _previous(out: str, writer: str, mined: set[str]) -> pa.Table | None:
 def instruct_pairs(pairs: Iterable[PairRecord] | Iterable[list[PairRecord]], writer: InstructionWriter,
                    catalog: Mapping, pairs_uri: str, ingest_cfg: IngestConfig | None = None,
                    progress: Callable[[int], None] | None = None, mined: set[str] | None = None,
-                   batch_rows: int = 2048) -> tuple[str, dict[str, int]]:
+                   writer_key: str | None = None) -> tuple[str, dict[str, int]]:
     """An instruction for each pair. `pairs` is a list of pairs, or batches of them (with `mined`, the ids
     of them all): only a batch is held at a time. `catalog` maps the pairs' image ids to catalog records
     (or URIs); the writer reads images only when it needs them. Pairs an earlier run of this writer
-    instructed keep their instruction and their order; new pairs come after them (so a shard set re-packed
+    (`writer_key`: its whole spec; default its name) instructed keep their instruction and their order; new pairs come after them (so a shard set re-packed
     after new images landed keeps its finished shards)."""
     ingest_cfg = ingest_cfg or IngestConfig()
     out = storage.join(pairs_uri, "instructed")
@@ -71,9 +72,10 @@ def instruct_pairs(pairs: Iterable[PairRecord] | Iterable[list[PairRecord]], wri
         batches = pairs  # type: ignore[assignment]
     counts: Counter[str] = Counter()
     gen = Generator(name=writer.name.rsplit(":", 1)[0], version=writer.name.rsplit(":", 1)[-1])
-    meta = {b"writer": writer.name.encode()}
+    key = writer_key or writer.name
+    meta = {b"writer": key.encode()}
     with storage.ParquetSink(storage.join(out, "pairs.parquet"), PAIR_SCHEMA.with_metadata(meta)) as sink:
-        prev = _previous(out, writer.name, mined)
+        prev = _previous(out, key, mined)
         reused: set[str] = set()
         if prev is not None and prev.num_rows:
             sink.write(prev.replace_schema_metadata(meta).cast(PAIR_SCHEMA.with_metadata(meta)))
@@ -201,7 +203,7 @@ class InstructStage(SingleUnitStage):
         writer = make_writer(self.params["writer"], self.cfg.root)
         uris = catalog_uris(self.cfg.root, images) if writer.needs_images else {}
         _, counts = instruct_pairs(iter_pair_batches(mined_file), writer, uris, pairs_uri, self.cfg.ingest,
-                                   mined=mined)
+                                   mined=mined, writer_key=json.dumps(self.params["writer"], sort_keys=True))
         self.stamp(self.out)
         return UnitReport(stage=self.label, unit=k, counts=counts)
 

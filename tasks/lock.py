@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import os
 import socket
+import time
 
 from tasks import storage
 
@@ -76,15 +77,35 @@ class RootLock:
             holder = self._holder()
             if holder is None:
                 continue  # given back meanwhile
-            if holder.get("host") == self.me["host"] and isinstance(holder.get("pid"), int) \
-                    and not _alive(holder["pid"]):
-                self.fs.rm(self.path)  # its process died without giving it back: ours to take
+            dead = holder.get("host") == self.me["host"] and isinstance(holder.get("pid"), int) \
+                and not _alive(holder["pid"])
+            if dead or (holder == {} and self._age() > 60):  # died, or crashed between create and write
+                self._take_over()
                 continue
             raise RootBusy(f"{storage.parent(self.uri)} is in use by {holder.get('what', 'another run')} "
                            f"(pid {holder.get('pid', '?')} on {holder.get('host', '?')} since "
                            f"{holder.get('since', '?')}); wait for it to finish, or remove {self.uri} "
                            f"if that run is gone")
         raise RootBusy(f"could not take {self.uri}: it keeps changing hands")
+
+    def _age(self) -> float:
+        try:
+            return time.time() - os.stat(self.path).st_mtime if storage.is_local(self.fs) else 0.0
+        except FileNotFoundError:
+            return 0.0
+
+    def _take_over(self) -> None:
+        """Move the dead holder's file aside (atomic: of two runs taking over, one moves it, the other finds
+        it gone and competes for a fresh create), then delete it."""
+        aside = f"{self.path}.stale-{os.getpid()}"
+        try:
+            if storage.is_local(self.fs):
+                os.rename(self.path, aside)
+            else:
+                self.fs.mv(self.path, aside)
+        except FileNotFoundError:
+            return
+        self.fs.rm(aside)
 
     def release(self) -> None:
         if self.held and self._holder() == self.me:  # only our own lock

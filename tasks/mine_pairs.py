@@ -18,6 +18,7 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -289,20 +290,24 @@ class MineStage(Stage):
         return {"preset": dataclasses.asdict(self.preset),
                 "band": resolve_band(self.preset, mc, tuple(emb.get("band") or (0.0, 1.0))),
                 "max_pairs_per_set": mc.max_pairs_per_set, "seed": mc.seed, "classifier": mc.pair_classifier,
+                "classifier_sha256": _file_digest(Path(self.cfg.models_dir) / mc.pair_classifier)
+                if mc.pair_classifier else None,
                 "clusters_per_batch": mc.clusters_per_batch}
 
     def _batches(self) -> list[str]:
         """The batch directories of the current clustering, named by their content."""
-        from tasks.cluster import cluster_offsets
+        from tasks.cluster import cluster_digests, cluster_offsets
 
         cl = self._inputs()[1]
         offsets = cluster_offsets(cl)
+        digests = cluster_digests(cl)
         epoch = storage.read_marker(cl)["epoch"]
         base = json.dumps(self.settings(), sort_keys=True)
         out = []
         for b, (c0, c1) in enumerate(cluster_batches(len(offsets) - 1, self.cfg.mining.clusters_per_batch)):
             sizes = np.diff(offsets[c0:c1 + 1]).tolist()
-            fp = hashlib.sha256(json.dumps([base, epoch, c0, c1, sizes]).encode()).hexdigest()[:8]
+            members = [] if digests is None else [int(d) for d in digests[c0:c1]]  # which ids, not only how many
+            fp = hashlib.sha256(json.dumps([base, epoch, c0, c1, sizes, members]).encode()).hexdigest()[:8]
             out.append(f"{self.layout.pair_batch(self.preset.name, b)}-{fp}")
         return out
 
@@ -313,7 +318,6 @@ class MineStage(Stage):
         return [self.layout.marker(self._batches()[k])]
 
     def run(self, k: int) -> UnitReport:
-        from pathlib import Path
 
         from tasks.cluster import cluster_offsets, cluster_rows
 
@@ -356,6 +360,17 @@ class MineStage(Stage):
         m = self.current(storage.read_marker(self.out))
         return None if m is None else StageReport(stage=self.label, units=m["batches"], outputs=[self.out],
                                                   counts={**m["counts"], "band": m["band"]})
+
+
+def _file_digest(path: Path) -> str | None:
+    """sha256 of a local file (a retrained classifier under the same name is another classifier)."""
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 _BATCH_DIR = re.compile(r"batch-\d{5}(-[0-9a-f]{8})?")

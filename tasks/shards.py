@@ -102,6 +102,7 @@ class _Writer:
         self.start = start
         self.index = start
         self.keys: list[str] = []
+        self.prints: list[str] = []
         self.tasks: Counter[str] = Counter()
         self.aborted = False
         self.sink: wds.ShardWriter | None = None
@@ -121,7 +122,7 @@ class _Writer:
         name = _tar_name(self.cfg.prefix, self.index)
         stats = {"shard": name, "samples": len(self.keys), "bytes": self.stream.nbytes,
                  "sha256": self.stream.sha.hexdigest(), "counts_by_task": dict(sorted(self.tasks.items())),
-                 "keys": self.keys}
+                 "keys": self.keys, "fingerprints": self.prints}
         final = f"{self.path}/{name}"
         if self.local:
             os.replace(fname, final)
@@ -134,13 +135,13 @@ class _Writer:
                                    json.dumps(stats).encode())
         self.finished.append(stats)
         self.index += 1
-        self.keys, self.tasks = [], Counter()
+        self.keys, self.prints, self.tasks = [], [], Counter()
 
     def _uri_dir(self) -> str:
         proto = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
         return self.path if self.local else f"{proto}://{self.path}"
 
-    def write(self, raw: dict, task: str) -> None:
+    def write(self, raw: dict, task: str, fingerprint: str = "") -> None:
         if self.sink is None:
             pattern = f"{self.staging}/{self.cfg.prefix}-%06d.tar{storage.TMP_TAG}{os.getpid()}"
             self.sink = wds.ShardWriter(pattern, maxcount=self.cfg.maxcount, maxsize=self.cfg.maxsize,
@@ -148,6 +149,7 @@ class _Writer:
                                         encoder=False, mtime=TAR_MTIME)
         self.sink.write(raw)  # may close the previous shard first, which runs _post for it
         self.keys.append(raw["__key__"])
+        self.prints.append(fingerprint)
         self.tasks[task] += 1
 
     def close(self, aborted: bool = False) -> None:
@@ -155,6 +157,15 @@ class _Writer:
         if self.sink is not None:
             self.sink.close()
             self.sink = None
+
+
+def sample_fingerprint(sample: AceSample) -> str:
+    """What a sample says besides its pixels (task, instruction, caption, where its images came from): a
+    kept shard must match this too, not only the keys (a new instruction keeps the key)."""
+    data = [sample.key, sample.task, sample.instruction, sample.caption, sample.lineage.model_dump(mode="json"),
+            [(u.role.value, u.image_ext, hashlib.sha256(u.image).hexdigest()[:16]) for u in sample.units],
+            hashlib.sha256(sample.target.image).hexdigest()[:16]]
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _drop_from(out_uri: str, prefix: str, index: int) -> None:
@@ -187,10 +198,12 @@ def write_shard_set(samples: Iterable[AceSample], out_uri: str, cfg: ShardConfig
     seen_keys: set[str] = set()
     for j, stats in enumerate(done):  # replay the finished shards' samples without re-encoding them
         replayed: list[AceSample] = []
-        for expected in stats["keys"]:
+        prints = stats.get("fingerprints") if extend else None
+        for n, expected in enumerate(stats["keys"]):
             sample = next(it, None)
             key = sanitize_key(sample.key) if sample is not None else None
-            if key != expected:
+            same = key == expected and (prints is None or sample_fingerprint(sample) == prints[n])
+            if not same:
                 if not extend:
                     raise ShardInputChanged(
                         f"{out_uri}: {stats['shard']} holds key {expected!r} but the input now gives {key!r}; "
@@ -223,7 +236,7 @@ def write_shard_set(samples: Iterable[AceSample], out_uri: str, cfg: ShardConfig
             if raw["__key__"] in seen_keys:
                 raise ValueError(f"duplicate sample key {raw['__key__']!r} (from {sample.key!r}) in {out_uri}")
             seen_keys.add(raw["__key__"])
-            writer.write(raw, sample.task)
+            writer.write(raw, sample.task, sample_fingerprint(sample))
             if progress:
                 progress(1)
     except BaseException:

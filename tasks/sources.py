@@ -132,11 +132,19 @@ def member_uri(tar_uri: str, member: str) -> str:
 
 
 def split_member(uri: str) -> tuple[str, str] | None:
-    """(tar uri, member name) of a member URI; None for any other URI."""
-    if not uri.startswith("tar://") or "::" not in uri:
-        return None
-    member, tar_uri = uri[len("tar://"):].split("::", 1)
-    return tar_uri, member
+    """(tar uri, member name) of a member URI; None for any other URI. The older form `<tar>#<member>`
+    (catalogs made before the chained form) is still read when the file before the `#` is a tar that
+    exists and no file has the whole name."""
+    if uri.startswith("tar://") and "::" in uri:
+        member, tar_uri = uri[len("tar://"):].split("::", 1)
+        return tar_uri, member
+    if "#" in uri:
+        tar_uri, member = uri.split("#", 1)
+        if _is_tar(tar_uri):
+            fs, path = fs_path(uri)
+            if not fs.exists(path) and fs.exists(fs_path(tar_uri)[1]):
+                return tar_uri, member
+    return None
 
 
 class NotAFile(OSError):

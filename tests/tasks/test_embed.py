@@ -47,3 +47,9 @@ def test_a_catalog_ingested_again_with_force_is_embedded_again(tmp_path):
     rep = LocalExecutor().run(EmbedStage(cfg))
     ids, _, _ = load_embeddings(rep.outputs[0])
     assert ids == [r.id for r in load_catalog(cfg.root)] and rep.counts["embedded"] == 40
+    # the same source with one file replaced in place: the same counts, other content
+    (tmp_path / "b" / "000005.jpg").write_bytes((tmp_path / "a" / "000007.jpg").read_bytes())
+    ingest(str(tmp_path / "b"), cfg.root, force=True)
+    rep = LocalExecutor().run(EmbedStage(cfg))
+    ids, _, _ = load_embeddings(rep.outputs[0])
+    assert ids == [r.id for r in load_catalog(cfg.root)] and rep.counts["embedded"] == 40

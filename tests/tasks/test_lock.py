@@ -48,3 +48,18 @@ def test_aceforge_ingest_on_a_busy_root_ends_in_one_line(tmp_path):
     last = done.stdout.strip().splitlines()[-1]
     assert last.startswith("ingest failed:") and "in use by a mining run of /photos" in last
     assert not (tmp_path / "root" / "catalog").exists()
+
+
+def test_an_empty_lock_left_by_a_crash_is_taken_over_once_old(tmp_path):
+    import os
+    import time
+
+    lock = tmp_path / "root" / LOCK
+    lock.parent.mkdir()
+    lock.write_text("")  # a crash between the exclusive create and the write
+    with pytest.raises(RootBusy):  # fresh: maybe a run writing it right now
+        RootLock(str(tmp_path / "root"), "me").acquire()
+    old = time.time() - 120
+    os.utime(lock, (old, old))
+    with RootLock(str(tmp_path / "root"), "me"):
+        assert json.loads(lock.read_text())["what"] == "me"

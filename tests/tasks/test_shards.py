@@ -227,6 +227,13 @@ def test_extend_keeps_unchanged_shards_and_reopens_a_short_last_one(tmp_path):
     storage.fs_path(out)[0].rm(storage.join(out, storage.MARKER))
     rep = write_shard_set([s[0], *s[2:9]], out, cfg, extend=True)
     assert rep.resumed_shards == 0 and [x.key for x in read_shard_set(out)] == [x.key for x in [s[0], *s[2:9]]]
+    # the same keys with another instruction in shard 1: shard 0 kept, shard 1 on written again
+    storage.fs_path(out)[0].rm(storage.join(out, storage.MARKER))
+    redone = [*[s[0]], *s[2:9]]
+    redone[4] = redone[4].model_copy(update={"instruction": "Something else entirely in {image}."})
+    rep = write_shard_set(redone, out, cfg, extend=True)
+    assert rep.resumed_shards == 1
+    assert [x.instruction for x in read_shard_set(out)] == [x.instruction for x in redone]
     with pytest.raises(ShardInputChanged):  # without extend a changed input is still an error
         storage.fs_path(out)[0].rm(storage.join(out, storage.MARKER))
         write_shard_set(s[:8], out, cfg)

@@ -98,3 +98,14 @@ def test_members_before_a_break_can_still_be_read(tmp_path):
     assert read_uri(member_uri(str(path), "a.png")) == b"A" * 600
     with pytest.raises((EOFError, FileNotFoundError)):
         read_uri(member_uri(str(path), "b.png"))
+
+
+def test_member_uris_of_older_catalogs_are_still_read(tmp_path):
+    path = tmp_path / "old.tar"
+    with tarfile.open(path, "w") as tar:
+        info = tarfile.TarInfo("a.jpg")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"abc"))
+    assert read_uri(f"{path}#a.jpg") == b"abc"  # the form catalogs had before tar://<member>::<tar>
+    (tmp_path / "x#y.jpg").write_bytes(b"plain")
+    assert read_uri(str(tmp_path / "x#y.jpg")) == b"plain"  # a plain file with # stays a plain file
