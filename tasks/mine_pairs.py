@@ -318,7 +318,6 @@ class MineStage(Stage):
         return [self.layout.marker(self._batches()[k])]
 
     def run(self, k: int) -> UnitReport:
-
         from tasks.cluster import cluster_offsets, cluster_rows
 
         mc, preset = self.cfg.mining, self.preset
