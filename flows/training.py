@@ -11,12 +11,11 @@ from trainer.ray_job import TrainResult, base_folder, run_training
 
 def train_on_shards(cfg: RunConfig, shard_uri: str) -> TrainResult:
     urls = shard_uris(shard_uri)  # fails clearly when the set is incomplete
-    if cfg.train.precompute:
-        started = ensure_ray()
-        try:
-            encoded = encode_shard_set(shard_uri, cfg.train, base_folder(cfg.train, cfg.root))
-        finally:
-            if started:
-                stop_ray()
-        urls = shard_uris(encoded)
-    return run_training(cfg.train, urls, cfg.root)
+    started = ensure_ray()  # Ray starts here, not in trainer/: one owner of ray.init
+    try:
+        if cfg.train.precompute:
+            urls = shard_uris(encode_shard_set(shard_uri, cfg.train, base_folder(cfg.train, cfg.root)))
+        return run_training(cfg.train, urls, cfg.root)
+    finally:
+        if started:
+            stop_ray()

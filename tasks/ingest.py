@@ -368,22 +368,6 @@ def catalog_ids(root: str, start: int, stop: int) -> list[str]:
     return storage.read_row_range(_catalog_file(root), start, stop, ["id"]).column("id").to_pylist()
 
 
-def catalog_lookup(root: str, ids: set[str], batch_rows: int = 65536) -> dict[str, ImageRecord]:
-    """The catalog records of `ids`, streaming the catalog: memory is bounded by the ids asked for."""
-    import pyarrow.compute as pc
-
-    want = pa.array(sorted(ids), pa.string())
-    out: dict[str, ImageRecord] = {}
-    for batch in _catalog_file(root).iter_batches(batch_size=batch_rows):
-        hit = batch.filter(pc.is_in(batch.column("id"), value_set=want))
-        if hit.num_rows:
-            out.update((r.id, r) for r in from_table(pa.Table.from_batches([hit]), ImageRecord))  # type: ignore
-    if len(out) != len(ids):
-        missing = sorted(ids - out.keys())
-        raise KeyError(f"{len(missing)} ids are not in the catalog under {catalog_uri(root)}, e.g. {missing[0]}")
-    return out
-
-
 def catalog_uris(root: str, ids: set[str], batch_rows: int = 65536) -> dict[str, str]:
     """id -> URI for `ids`, reading two columns of the catalog: memory is bounded by the ids asked for."""
     import pyarrow.compute as pc

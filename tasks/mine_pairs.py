@@ -295,7 +295,13 @@ class MineStage(Stage):
                 "clusters_per_batch": mc.clusters_per_batch}
 
     def _batches(self) -> list[str]:
-        """The batch directories of the current clustering, named by their content."""
+        """The batch directories of the current clustering, named by their content (worked out once per
+        stage object: unit_outputs(k) asks for it per unit)."""
+        if getattr(self, "_batch_dirs", None) is None:
+            self._batch_dirs = self._name_batches()
+        return self._batch_dirs
+
+    def _name_batches(self) -> list[str]:
         from tasks.cluster import cluster_digests, cluster_offsets
 
         cl = self._inputs()[1]
@@ -352,13 +358,22 @@ class MineStage(Stage):
         fs, path = storage.fs_path(parent)
         for p in fs.ls(path, detail=False) if fs.exists(path) else []:
             name = p.rstrip("/").rsplit("/", 1)[-1]
-            if _BATCH_DIR.fullmatch(name) and storage.join(parent, name) not in keep:
+            if _BATCH_DIR.fullmatch(name) and storage.join(parent, name) not in keep and _only_batch_files(fs, p):
                 fs.rm(p, recursive=True)
 
     def report(self) -> StageReport | None:
         m = self.current(storage.read_marker(self.out))
         return None if m is None else StageReport(stage=self.label, units=m["batches"], outputs=[self.out],
                                                   counts={**m["counts"], "band": m["band"]})
+
+
+_BATCH_FILES = {f"{t}.parquet" for t in _TABLES} | {storage.MARKER}
+
+
+def _only_batch_files(fs, path: str) -> bool:
+    """A folder holding only what a mining batch writes (and its temporary names): safe to remove."""
+    names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)]
+    return all(n.split(storage.TMP_TAG)[0] in _BATCH_FILES for n in names)
 
 
 def _file_digest(path: Path) -> str | None:

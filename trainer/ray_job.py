@@ -97,15 +97,9 @@ def run_training(cfg: TrainConfig, shard_urls: list[str], root: str | Path, expo
     shard_urls = [storage.absolute(u) for u in shard_urls]
     if not shard_urls:
         raise ValueError("no shards to train on")
-    started_ray = not ray.is_initialized()
-    if started_ray:  # RAY_ADDRESS, when set, points ray.init at a running cluster
-        ray.init(runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}}, include_dashboard=False,
-                 log_to_driver=False)
-    try:
-        result = _fit(cfg, shard_urls, base, ckpts, run_dir)
-    finally:
-        if started_ray:
-            ray.shutdown()
+    if not ray.is_initialized():  # the entry point owns Ray (flows/training.py starts it)
+        raise RuntimeError("Ray is not running: start it first (tasks.ray_pool.ensure_ray)")
+    result = _fit(cfg, shard_urls, base, ckpts, run_dir)
     ckpt_uri = _uri(fs, result.checkpoint.path)
     metrics = _merge_metrics(run_dir)
     with result.checkpoint.as_directory() as local_ckpt:
