@@ -8,61 +8,20 @@ key; with on_error="skip" the rest of that shard is skipped and counted instead.
 from __future__ import annotations
 
 import hashlib
-import tarfile
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Iterator
 
 from schemas.records import AceSample
+from schemas.io import ShardReadError, iter_tar_samples  # noqa: F401
 from schemas.shard_layout import decode_sample
 from tasks import storage
 from tasks.shards import read_manifest
-
-
-class ShardReadError(RuntimeError):
-    pass
 
 
 @dataclass
 class ReadStats:
     samples: int = 0
     bad_shards: list[tuple[str, str]] = field(default_factory=list)  # (shard uri, reason)
-
-
-def _split(name: str) -> tuple[str, str]:
-    base = name.rsplit("/", 1)[-1]
-    if "." not in base:
-        raise ShardReadError(f"member {name!r} has no extension")
-    prefix = name[: len(name) - len(base)]
-    key, ext = base.split(".", 1)
-    return prefix + key, ext
-
-
-def iter_tar_samples(shard_uri: str) -> Iterator[dict[str, Any]]:
-    """Raw samples ({'__key__', '<ext>': bytes}) of one tar, in order."""
-    fs, path = storage.fs_path(shard_uri)
-    current: dict[str, Any] | None = None
-    last_key = "<none>"
-    try:
-        with fs.open(path, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                key, ext = _split(member.name)
-                fh = tar.extractfile(member)
-                data = fh.read() if fh is not None else b""
-                if len(data) != member.size:
-                    raise EOFError(f"{member.name}: {len(data)} of {member.size} bytes")
-                if current is not None and current["__key__"] != key:
-                    last_key = current["__key__"]
-                    yield current
-                    current = None
-                if current is None:
-                    current = {"__key__": key, "__url__": shard_uri}
-                current[ext] = data
-    except (tarfile.TarError, EOFError, OSError) as e:
-        raise ShardReadError(f"{shard_uri} is damaged after sample {last_key!r}: {type(e).__name__}: {e}") from None
-    if current is not None:
-        yield current
 
 
 def _verify(shard_uri: str, sha256: str) -> None:

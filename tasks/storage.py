@@ -8,84 +8,21 @@ from __future__ import annotations
 import io
 import json
 import os
-import uuid
 from typing import Any
 
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
-from fsspec.implementations.local import LocalFileSystem
+
+from schemas.io import (TMP_TAG, absolute, arrow_fs, atomic_write_bytes, exists, finalize, fs_path, is_local,  # noqa: F401
+                        join, parent, tmp_name)
 
 MARKER = "_SUCCESS.json"
-TMP_TAG = ".tmp-"
-
-
-def fs_path(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    fs, path = fsspec.core.url_to_fs(uri)
-    return fs, path
-
-
-def join(uri: str, *parts: str) -> str:
-    out = uri.rstrip("/")
-    for p in parts:
-        out = f"{out}/{p.strip('/')}"
-    return out
-
-
-def absolute(uri: str | None) -> str | None:
-    """A local path made absolute (it may be read in another process, in another folder); a URI with a
-    scheme as given."""
-    if uri is None or "://" in uri:
-        return uri
-    return os.path.abspath(os.path.expanduser(uri))
-
-
-def parent(uri: str) -> str:
-    return uri.rstrip("/").rsplit("/", 1)[0]
-
-
-def is_local(fs: fsspec.AbstractFileSystem) -> bool:
-    return isinstance(fs, LocalFileSystem)
-
-
-def exists(uri: str) -> bool:
-    fs, path = fs_path(uri)
-    return fs.exists(path)
-
-
-def tmp_name(path: str) -> str:
-    return f"{path}{TMP_TAG}{uuid.uuid4().hex[:8]}"
-
-
-def finalize(fs: fsspec.AbstractFileSystem, tmp: str, final: str) -> None:
-    """Move a finished temporary file to its final name (an atomic rename on local disks)."""
-    if is_local(fs):
-        os.replace(tmp, final)
-    else:
-        fs.mv(tmp, final)
-
-
-def atomic_write_bytes(uri: str, data: bytes) -> None:
-    fs, path = fs_path(uri)
-    fs.makedirs(fs._parent(path), exist_ok=True)
-    tmp = tmp_name(path)
-    with fs.open(tmp, "wb") as f:
-        f.write(data)
-    finalize(fs, tmp, path)
 
 
 def atomic_write_parquet(uri: str, table: pa.Table) -> None:
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     atomic_write_bytes(uri, buf.getvalue())
-
-
-def arrow_fs(fs: fsspec.AbstractFileSystem):
-    """pyarrow reads by path through this filesystem: never through a Python file object, which a pyarrow
-    pool thread could free at interpreter exit (an abort with exit code 134)."""
-    import pyarrow.fs as pafs
-
-    return pafs.LocalFileSystem() if is_local(fs) else pafs.PyFileSystem(pafs.FSSpecHandler(fs))
 
 
 def read_parquet(uri: str) -> pa.Table:

@@ -17,7 +17,7 @@ import numpy as np
 from schemas.config import TrainConfig
 from schemas.shard_layout import decode_sample
 from schemas.taxonomy import zero_ref_tasks
-from tasks.shard_reader import iter_tar_samples
+from schemas.io import iter_tar_samples
 from trainer.encode import ENCODED_EXT, Encoded, decode_encoded, encoded_meta
 from trainer.lcu import Panel
 from trainer.panels import sample_panels

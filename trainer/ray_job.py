@@ -23,7 +23,7 @@ import ray.train.torch
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig as RayRunConfig, ScalingConfig
 
 from schemas.config import TrainConfig
-from tasks import storage
+from schemas import io as storage
 from trainer.components import TINY_NAME, build_tiny_pipeline, save_pipeline
 from trainer.data import iter_examples
 from trainer.train import AceTrainer
