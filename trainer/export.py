@@ -72,7 +72,7 @@ def export_diffusers_lora(transformer, out_dir: str | Path, adapter_name: str = 
 
     out_dir = Path(out_dir)
     layers = get_peft_model_state_dict(transformer, adapter_name=adapter_name)
-    layers = {k: v.detach().contiguous() for k, v in layers.items()}
+    layers = {k: v.detach().clone().contiguous() for k, v in layers.items()}  # a tied lora_A: one copy per part
     FluxFillPipeline.save_lora_weights(out_dir, transformer_lora_layers=layers, weight_name=DIFFUSERS_LORA_FILE,
                                        transformer_lora_adapter_metadata=_peft_metadata(transformer, adapter_name))
     return out_dir / DIFFUSERS_LORA_FILE
