@@ -3,9 +3,10 @@
 One line per sample and no header (the released reader takes every line as a sample), fields joined by `#;#`
 in the order of the released training configs' FIELDS (`FIELDS` below):
     edit_image #;# edit_mask #;# ref_image #;# target_image #;# prompt #;# data_type
-Paths are relative to the list file (the released PATH_PREFIX: the list's folder). An absent field is empty. A sample with no mask on its edit unit
-gets an all-255 mask (regenerate everywhere: instruction edits change the whole image). ACE++ takes one
-reference image, so samples with more are skipped and counted. data_type carries the aceforge task name.
+Paths are relative to the list file (the released PATH_PREFIX: the list's folder). An absent field is empty. A
+sample with no mask on its edit unit gets an all-255 mask (regenerate everywhere: instruction edits change the
+whole image). ACE++ takes one reference image, so samples with more are skipped and counted. data_type carries
+the aceforge task name.
 """
 
 from __future__ import annotations

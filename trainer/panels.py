@@ -4,12 +4,12 @@ Buckets: a fixed set of aspect ratios; every panel is centre-cropped to its buck
 its sides are multiples of 16 pixels. canvas: all panels share one height and the whole canvas stays under
 the cap; sequence: the cap is shared equally by the panels.
 
-Mask-less edits: `in_place` (released ACE++) keeps the edit image as the target panel's condition under a
-full mask; `panel` makes it a context panel. A task whose hint scale is 1.0 (repainting, reference
-generation) would blank a mask-less edit image entirely in place, so there it is a context panel in both
-layouts: the released list would carry such an image as the reference. Reference augmentation (released trainer): each reference is
-shrunk to a random height in [H/3, H] of its panel and padded back to H with zeros (mid-grey), centred,
-in both its image and its condition; the panel narrows with it.
+Mask-less edits: `in_place` (released ACE++) keeps the edit image as the target panel's condition under a full
+mask; `panel` makes it a context panel. A task whose hint scale is 1.0 (repainting, reference generation)
+would blank a mask-less edit image entirely in place, so there it is a context panel in both layouts: the
+released list would carry such an image as the reference. Reference augmentation (released trainer): each
+reference is shrunk to a random height in [H/3, H] of its panel and padded back to H with zeros (mid-grey),
+centred, in both its image and its condition; the panel narrows with it.
 """
 
 from __future__ import annotations
