@@ -239,7 +239,8 @@ def train(shard_uri: str = typer.Argument(..., help="a complete shard set (its m
 
 
 @app.command()
-def infer(image: Path = typer.Option(..., help="the edit image"),
+def infer(image: Optional[Path] = typer.Option(None, help="the edit image; none: a blank canvas (text-to-image, "
+                                                           "or generation from --ref)"),
           prompt: str = typer.Option(..., help="the instruction"),
           out_path: Path = typer.Option(..., "--out", help="where to write the result"),
           mask: Optional[Path] = typer.Option(None, help="edit mask (white = generate); none: a global edit"),
@@ -248,7 +249,14 @@ def infer(image: Path = typer.Option(..., help="the edit image"),
           base: Optional[str] = typer.Option(None, help="FLUX.1-Fill-dev folder (default train.base)"),
           root: Optional[str] = typer.Option(None, help="root holding models/ for base 'tiny'"),
           steps: int = typer.Option(28), guidance: float = typer.Option(50.0), seed: int = typer.Option(0),
-          repainting_scale: float = typer.Option(1.0, help="1: repaint the masked region; < 1: keep a hint"),
+          task: Optional[str] = typer.Option(None, help="task name: its hint scale (train.repainting_scales, "
+                                                        "else the released default)"),
+          repainting_scale: Optional[float] = typer.Option(None, help="1: repaint the masked region; < 1: keep a "
+                                                                      "hint (default: the task's; without a task "
+                                                                      "1 with a mask, 0.5 without)"),
+          max_tokens: int = typer.Option(4096, help="canvas budget in 16x16-pixel tokens (released: 4,096)"),
+          width: int = typer.Option(1024, help="output width with no edit image"),
+          height: int = typer.Option(1024, help="output height with no edit image"),
           config: Optional[Path] = ConfigOpt) -> None:
     """Run FluxFillPipeline + an ACE++ LoRA with the ACE++ canvas preprocessing; write the output image."""
     from PIL import Image
@@ -258,11 +266,19 @@ def infer(image: Path = typer.Option(..., help="the edit image"),
     from trainer.ray_job import base_folder
 
     cfg = _config(config, root=root, **{"train.base": base})
+    if image is None and mask is not None:
+        _fail("inference failed:", ValueError("--mask needs --image"), 2)
+    if repainting_scale is None and task is not None:
+        try:
+            repainting_scale = cfg.train.repainting_scale(task)
+        except ValueError as e:
+            _fail("inference failed:", e, 2)
     try:
         pipe = load_pipeline(base_folder(cfg.train, cfg.root))
-        result = run_infer(pipe, prompt, Image.open(image), Image.open(mask) if mask else None,
+        result = run_infer(pipe, prompt, Image.open(image) if image else None, Image.open(mask) if mask else None,
                            Image.open(ref) if ref else None, lora, steps=steps, guidance=guidance, seed=seed,
-                           repainting_scale=repainting_scale,
+                           repainting_scale=repainting_scale, layout=cfg.train.maskless_layout,
+                           max_tokens=max_tokens, size=(width, height),
                            max_sequence_length=min(512, pipe.tokenizer_2.model_max_length))
     except (FileNotFoundError, ValueError) as e:
         _fail("inference failed:", e, 1)

@@ -106,7 +106,9 @@ class TrainConfig(_Config):
     mode: str = Field("lora", pattern="^(lora|full)$", description="LoRA (peft) or full fine-tuning")
     lora_rank: int = Field(64, ge=1, description="released ACE++ recipe: 64")
     lora_alpha: float | None = Field(None, description="None: equal to the rank")
-    lr: float = Field(1e-3, gt=0, description="AdamW learning rate (released recipe 1e-3 for LoRA)")
+    lr: float | None = Field(None, gt=0, description="AdamW learning rate; None: the released recipe's, 1e-3 "
+                                                     "for LoRA, 5e-5 for full fine-tuning")
+    adam_eps: float = Field(1e-6, gt=0, description="AdamW epsilon (released recipe 1e-6)")
     weight_decay: float = Field(1e-2, ge=0)
     warmup_steps: int = Field(0, ge=0)
     max_steps: int = Field(1000, ge=1)
@@ -127,10 +129,20 @@ class TrainConfig(_Config):
     precompute: bool = Field(False, description="encode VAE latents and text embeddings into side shards first "
                                                 "(a Ray job); training then runs no encoder")
     fsdp: bool = Field(False, description="shard the model across GPUs (full fine-tuning on several GPUs)")
+    repainting_scales: dict[str, float] = Field(default_factory=dict, description="per-task hint scale s of the "
+                                                "condition edit * (1 - s * mask); missing tasks: the released "
+                                                "default (schemas/taxonomy.py default_repainting_scale)")
+    maskless_layout: str = Field("in_place", pattern="^(in_place|panel)$", description="a mask-less edit image: "
+                                 "in_place under a full mask (released ACE++), or panel: a context panel left")
+    ref_scale_pad: bool = Field(True, description="references shrunk to a random height in [H/3, H] and padded "
+                                                  "back to H, centred (the released trainer always does this)")
+    vae_sample: bool = Field(True, description="VAE latents sampled from the posterior (released); False: its mean")
+    lora_fused: bool = Field(True, description="one LoRA per fused BFL linear (q/k/v and a single block's "
+                                               "proj_mlp share lora_A), as released; False: one per diffusers linear")
     run_name: str = Field("ace-train", pattern=r"^[A-Za-z0-9_.-]+$", description="a re-run with the same name "
                                                                                  "resumes from its latest checkpoint")
 
-    @field_validator("task_weights")
+    @field_validator("task_weights", "repainting_scales")
     @classmethod
     def _known_tasks(cls, v: dict[str, float]) -> dict[str, float]:
         from schemas.taxonomy import TASKS
@@ -139,6 +151,26 @@ class TrainConfig(_Config):
         if unknown:
             raise ValueError(f"unknown task {unknown[0]!r}; known tasks: {', '.join(sorted(TASKS))}")
         return v
+
+    @field_validator("repainting_scales")
+    @classmethod
+    def _unit_scales(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: s for k, s in v.items() if not 0.0 <= s <= 1.0}
+        if bad:
+            raise ValueError(f"repainting scales must lie in [0, 1], got {bad}")
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recipe_lr(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("lr") is None:
+            data = {**data, "lr": 5e-5 if data.get("mode") == "full" else 1e-3}
+        return data
+
+    def repainting_scale(self, task: str) -> float:
+        from schemas.taxonomy import default_repainting_scale
+
+        return self.repainting_scales.get(task, default_repainting_scale(task))
 
 
 class OrchestrationConfig(_Config):

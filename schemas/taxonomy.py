@@ -110,3 +110,21 @@ def task_spec(name: str) -> TaskSpec:
 def zero_ref_tasks() -> list[str]:
     """The tasks ACE++ stage 1 trains on."""
     return sorted(n for n, t in TASKS.items() if t.refs is Refs.ZERO)
+
+
+_REPAINT_TASKS = frozenset({"object_removal", "object_addition", "text_removal", "text_addition"})
+
+
+def default_repainting_scale(task: str) -> float:
+    """The hint scale s of the condition `edit * (1 - s * mask)`, as the released ACE++ sets it.
+
+    0.0 for control maps (the map stays visible under its mask); 1.0 for repainting, removal, addition and
+    subject references (the masked region starts blank); 0.5 for every other edit, most of them mask-less
+    (the edit image shows at half strength under a full mask).
+    """
+    spec = task_spec(task)
+    if spec.family is Family.CONTROLLABLE_GENERATION:
+        return 0.0
+    if spec.family in (Family.REPAINTING, Family.REFERENCE_GENERATION) or task in _REPAINT_TASKS:
+        return 1.0
+    return 0.5

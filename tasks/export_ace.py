@@ -1,10 +1,12 @@
 """Export a shard set to the official ACE++ training list format, with the image files beside it.
 
-One header line, then one line per sample, fields joined by `#;#`:
+One line per sample and no header (the released reader takes every line as a sample), fields joined by `#;#`
+in the order of the released training configs' FIELDS (`FIELDS` below):
     edit_image #;# edit_mask #;# ref_image #;# target_image #;# prompt #;# data_type
-Paths are relative to the list file. An absent field is empty. A sample with no mask on its edit unit
-gets an all-255 mask (regenerate everywhere: instruction edits change the whole image). ACE++ takes one
-reference image, so samples with more are skipped and counted. data_type carries the aceforge task name.
+Paths are relative to the list file (the released PATH_PREFIX: the list's folder). An absent field is empty. A
+sample with no mask on its edit unit gets an all-255 mask (regenerate everywhere: instruction edits change the
+whole image). ACE++ takes one reference image, so samples with more are skipped and counted. data_type carries
+the aceforge task name.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from schemas.shard_layout import sanitize_key
 from tasks.shard_reader import read_shard_set
 
 SEP = "#;#"
-HEADER = SEP.join(["edit_image", "edit_mask", "ref_image", "target_image", "prompt", "data_type"])
+FIELDS = ("edit_image", "edit_mask", "ref_image", "target_image", "prompt", "data_type")
 
 
 @dataclass
@@ -65,7 +67,6 @@ def export_ace_plus(shard_uri: str, out_dir: str | Path) -> ExportReport:
     written = 0
     try:
         with tmp.open("w", encoding="utf-8") as f:
-            f.write(HEADER + "\n")
             for sample in read_shard_set(shard_uri, verify=True):  # checksums first: a damaged shard fails
                 if sum(u.role is Role.REFERENCE for u in sample.units) > 1:
                     skipped["more_than_one_reference"] += 1

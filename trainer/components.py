@@ -4,6 +4,10 @@ with random weights for tests and the offline demo.
 The tiny build uses the real architectures (FluxTransformer2DModel with 384 input channels, a FLUX-style
 AutoencoderKL with 16 latent channels, CLIP and T5 text encoders) at toy sizes; it is saved and loaded
 through exactly the path real weights take. Its name, `tiny-random-flux-fill`, goes into every record.
+
+Both get the released ACE++ image identifiers (`{image}`, `{image1}` ...) as added T5 tokens, in the released
+config's order (`ADDED_IDENTIFIER`): each becomes one token instead of a string of characters. FLUX's T5 has
+32,100 tokens and 32,128 embedding rows, so they take existing rows 32,100..32,113 and no resize is needed.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from pathlib import Path
 import torch
 
 TINY_NAME = "tiny-random-flux-fill"
+# The released training configs' T5 ADDED_IDENTIFIER list, in its order (token ids follow it).
+IDENTIFIERS = ("<img>", "{image}", "{caption}", "{mask}", "{ref_image}", "{image1}", "{image2}", "{image3}",
+               "{image4}", "{image5}", "{image6}", "{image7}", "{image8}", "{image9}")
 PIPELINE_PARTS = ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
 
 
@@ -64,6 +71,21 @@ def tiny_t5_tokenizer(max_length: int = 64):
     return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=max_length)
 
 
+def add_identifiers(pipe):
+    """Add IDENTIFIERS to the T5 tokenizer as special tokens (a no-op when present); the T5 encoder must hold
+    an embedding row for each. A model short of rows gets zero rows appended (never the case for FLUX's T5)."""
+    tok, enc = pipe.tokenizer_2, pipe.text_encoder_2
+    missing = [t for t in IDENTIFIERS if t not in tok.get_vocab()]
+    if missing:
+        tok.add_tokens(missing, special_tokens=True)
+    rows = enc.get_input_embeddings().weight.shape[0]
+    if len(tok) > rows:
+        enc.resize_token_embeddings(len(tok), mean_resizing=False)
+        with torch.no_grad():
+            enc.get_input_embeddings().weight[rows:] = 0
+    return pipe
+
+
 def build_tiny_pipeline(seed: int = 0):
     """A whole FluxFillPipeline of toy size with random weights (seeded)."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxFillPipeline, FluxTransformer2DModel
@@ -84,6 +106,7 @@ def build_tiny_pipeline(seed: int = 0):
         max_position_embeddings=77, projection_dim=32, bos_token_id=clip_tok.bos_token_id,
         eos_token_id=clip_tok.eos_token_id, pad_token_id=clip_tok.pad_token_id))
     t5_tok = tiny_t5_tokenizer()
+    t5_tok.add_tokens(list(IDENTIFIERS), special_tokens=True)
     text_encoder_2 = T5EncoderModel(T5Config(
         vocab_size=len(t5_tok), d_model=32, d_kv=8, d_ff=37, num_layers=1, num_heads=4,
         decoder_start_token_id=0, pad_token_id=t5_tok.pad_token_id))
@@ -114,4 +137,5 @@ def load_pipeline(folder: str | Path, dtype: torch.dtype = torch.float32):
     pickled = [p for p in folder.rglob("*.bin") if p.parent.name in PIPELINE_PARTS]
     if pickled:
         raise ValueError(f"refusing pickled weights {pickled[0]}: convert them to safetensors")
-    return FluxFillPipeline.from_pretrained(folder, dtype=dtype, use_safetensors=True, local_files_only=True)
+    pipe = FluxFillPipeline.from_pretrained(folder, dtype=dtype, use_safetensors=True, local_files_only=True)
+    return add_identifiers(pipe)

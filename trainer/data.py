@@ -20,7 +20,7 @@ from schemas.taxonomy import zero_ref_tasks
 from schemas.io import iter_tar_samples
 from trainer.encode import ENCODED_EXT, Encoded, decode_encoded, encoded_meta
 from trainer.lcu import Panel
-from trainer.panels import sample_panels
+from trainer.panels import panel_options, sample_panels
 
 
 @dataclass
@@ -55,7 +55,8 @@ def _example(raw: dict, cfg: TrainConfig) -> Example:
                              f"the run asks for {cfg.form} / {cfg.max_tokens}: encode again")
         return Example(meta["key"], meta["task"], meta["instruction"], [], enc)
     sample = decode_sample(raw)
-    return Example(sample.key, sample.task, sample.instruction, sample_panels(sample, cfg.max_tokens, cfg.form))
+    panels = sample_panels(sample, cfg.max_tokens, cfg.form, **panel_options(cfg, sample))
+    return Example(sample.key, sample.task, sample.instruction, panels)
 
 
 def _task_and_key(raw: dict) -> tuple[str, str]:

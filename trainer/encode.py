@@ -1,12 +1,14 @@
 """Precomputed model inputs: VAE latents and text embeddings of one sample, as one safetensors blob.
 
 The encode job (flows/encode.py) writes them into side shards (`K.lcu.safetensors`: x0, cond, img_ids,
-is_target, prompt embeddings, pooled embedding, text ids; key, task, instruction, form, max_tokens and base
-in the metadata); the loader then hands them to the trainer, which runs no encoder at all.
+is_target, prompt embeddings, pooled embedding, text ids; key, task, instruction, form, max_tokens, base and
+the condition settings (layout, repainting_scale, ref_scale_pad, vae_sample) in the metadata); the loader then
+hands them to the trainer, which runs no encoder at all.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ from safetensors.torch import save as st_save
 from schemas.config import TrainConfig
 from schemas.shard_layout import decode_sample
 from trainer.lcu import LcuInputs, build_inputs
-from trainer.panels import sample_panels
+from trainer.panels import panel_options, sample_panels
 
 ENCODED_EXT = "lcu.safetensors"
 
@@ -31,17 +33,28 @@ class Encoded:
     txt_ids: torch.Tensor  # (T, 3)
 
 
+def _vae_generator(cfg: TrainConfig, key: str) -> torch.Generator | None:
+    """A precomputed sample keeps one posterior draw, seeded by (seed, key)."""
+    if not cfg.vae_sample:
+        return None
+    return torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(f"{cfg.seed}|vae|{key}".encode()).digest()[:8],
+                                                        "big") >> 1)
+
+
 @torch.no_grad()
 def encode_sample_bytes(pipe, raw: dict, cfg: TrainConfig, base_name: str) -> bytes:
     sample = decode_sample(raw)
-    inp = build_inputs(sample_panels(sample, cfg.max_tokens, cfg.form), cfg.form, pipe.vae)
+    panels = sample_panels(sample, cfg.max_tokens, cfg.form, **panel_options(cfg, sample))
+    scale = cfg.repainting_scale(sample.task)
+    inp = build_inputs(panels, cfg.form, pipe.vae, scale, _vae_generator(cfg, sample.key))
     max_len = min(cfg.max_sequence_length, pipe.tokenizer_2.model_max_length)
     embeds, pooled, txt_ids = pipe.encode_prompt(prompt=[sample.instruction], prompt_2=None,
                                                  device=pipe.vae.device, max_sequence_length=max_len)
     tensors = {"x0": inp.x0[0], "cond": inp.cond[0], "img_ids": inp.img_ids, "is_target": inp.is_target.to(torch.uint8),
                "prompt_embeds": embeds[0], "pooled": pooled[0], "txt_ids": txt_ids}
     meta = {"key": sample.key, "task": sample.task, "instruction": sample.instruction, "form": cfg.form,
-            "max_tokens": str(cfg.max_tokens), "base": base_name}
+            "max_tokens": str(cfg.max_tokens), "base": base_name, "layout": cfg.maskless_layout,
+            "repainting_scale": str(scale), "ref_scale_pad": str(cfg.ref_scale_pad), "vae_sample": str(cfg.vae_sample)}
     return st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=meta)
 
 

@@ -2,20 +2,29 @@
 
 Kohya / ComfyUI keys follow BFL's module tree (what the released ACE++ LoRAs use), where BFL fuses layers
 that diffusers keeps separate: `img_attn.qkv` = to_q|to_k|to_v, `txt_attn.qkv` = add_q|add_k|add_v, and a
-single block's `linear1` = to_q|to_k|to_v|proj_mlp (rows stacked in that order). A fused LoRA is exact:
+single block's `linear1` = to_q|to_k|to_v|proj_mlp (rows stacked in that order).
 
-    down  = cat(A_1 .. A_n)          along the rank axis      [sum r_i, in]
-    up    = blockdiag(B_1 .. B_n)                               [sum out_i, sum r_i]
-    alpha = sum r_i * s              so that alpha / rank = s, the parts' common scale (peft `scaling`)
+Every file is written so that `W + up @ down` is the exact update, with alpha = rank: the released native
+merge (ACE++'s `merge_comfyui_lora`) ignores alpha, and kohya / ComfyUI / diffusers, which apply
+alpha / rank, then apply 1. Each part's scale s_i (peft `scaling`, alpha / r) is folded into its up rows.
 
-Parts with a different scale get s_i / s folded into their up block. diffusers' kohya converter
-(`_convert_kohya_flux_lora_to_diffusers`) detects the block-diagonal up (equal part ranks, zero
-off-diagonal blocks) and splits it back into the original per-part LoRAs; it folds alpha / rank into the
-weights. It splits `linear1` rows with FLUX.1's fixed widths (3072, 3072, 3072, 12288), so diffusers can
-load a kohya file only for transformers of FLUX.1's width; ComfyUI slices by the model's own shapes.
-BFL `img_mod.lin` / `txt_mod.lin` / `modulation.lin` share diffusers' output order (shift, scale, gate, ...)
-for norm1 / norm1_context / norm.linear: no swap there (the converter swaps halves for `final_layer`
-only, which the recipe does not adapt).
+Fused parts that share lora_A (`add_lora(fused=True)`, the released parametrisation) export densely:
+
+    down = A                                                  [r, in]
+    up   = cat(s_1 B_1 .. s_n B_n)  along the output axis     [sum out_i, r]
+
+Parts with their own A (`fused=False`) need a block-diagonal up to stay exact:
+
+    down = cat(A_1 .. A_n)  along the rank axis               [sum r_i, in]
+    up   = blockdiag(s_1 B_1 .. s_n B_n)                      [sum out_i, sum r_i]
+
+diffusers' kohya converter (`_convert_kohya_flux_lora_to_diffusers`) splits a dense up into the parts with
+the down copied to each, and a block-diagonal one back into the original per-part LoRAs. It splits
+`linear1` rows with FLUX.1's fixed widths (3072, 3072, 3072, 12288), so diffusers can load a kohya file
+only for transformers of FLUX.1's width; ComfyUI slices by the model's own shapes. BFL `img_mod.lin` /
+`txt_mod.lin` / `modulation.lin` share diffusers' output order (shift, scale, gate, ...) for norm1 /
+norm1_context / norm.linear: no swap there (the converter swaps halves for `final_layer` only, which the
+recipe does not adapt). Files are bf16 by default (the training precision; half of fp32).
 """
 
 from __future__ import annotations
@@ -63,42 +72,34 @@ def export_diffusers_lora(transformer, out_dir: str | Path, adapter_name: str = 
 
     out_dir = Path(out_dir)
     layers = get_peft_model_state_dict(transformer, adapter_name=adapter_name)
-    layers = {k: v.detach().contiguous() for k, v in layers.items()}
+    layers = {k: v.detach().clone().contiguous() for k, v in layers.items()}  # a tied lora_A: one copy per part
     FluxFillPipeline.save_lora_weights(out_dir, transformer_lora_layers=layers, weight_name=DIFFUSERS_LORA_FILE,
                                        transformer_lora_adapter_metadata=_peft_metadata(transformer, adapter_name))
     return out_dir / DIFFUSERS_LORA_FILE
 
 
 def _fuse(parts: list[tuple[torch.nn.Module | None, torch.nn.Module]], adapter_name: str):
-    """(down, up, scale) of one fused kohya module from its diffusers parts (lora layer or None, base linear)."""
-    scales = [lora.scaling[adapter_name] for lora, _ in parts if lora is not None]
-    scale = scales[0]
-    downs, ups = [], []
-    for lora, _ in parts:
+    """(down, up) of one fused kohya module from its diffusers parts (lora layer or None, base linear), with
+    each part's scale folded into its up rows: up @ down is the module's whole update."""
+    adapted = [lora for lora, _ in parts if lora is not None]
+    downs = [lora.lora_A[adapter_name].weight.detach() for lora in adapted]
+    ref = downs[0]
+    shared = len(adapted) == len(parts) and all(d is ref or torch.equal(d, ref) for d in downs[1:])
+    ups = []
+    for lora, base in parts:
         if lora is None:  # part not adapted: zero rows in up, no rank
-            ups.append(None)
-            downs.append(None)
-            continue
-        a = lora.lora_A[adapter_name].weight.detach()
-        b = lora.lora_B[adapter_name].weight.detach()
-        factor = lora.scaling[adapter_name] / scale
-        downs.append(a)
-        ups.append(b if factor == 1.0 else (b.float() * factor).to(b.dtype))
-    ref = next(a for a in downs if a is not None)
-    down = torch.cat([a for a in downs if a is not None], dim=0)
-    ranks = [0 if a is None else a.shape[0] for a in downs]
-    outs = [base.out_features for _, base in parts]
-    up = torch.zeros(sum(outs), sum(ranks), dtype=ref.dtype, device=ref.device)
-    row = col = 0
-    for b, out, r in zip(ups, outs, ranks):
-        if b is not None:
-            up[row:row + out, col:col + r] = b
-        row, col = row + out, col + r
-    return down.contiguous(), up, scale
+            ups.append(torch.zeros(base.out_features, 0, dtype=torch.float32, device=ref.device))
+        else:
+            ups.append(lora.lora_B[adapter_name].weight.detach().float() * lora.scaling[adapter_name])
+    if shared:
+        return ref.float(), torch.cat(ups, dim=0)
+    return torch.cat(downs, dim=0).float(), torch.block_diag(*ups)
 
 
-def kohya_state_dict(transformer, adapter_name: str = "default") -> dict[str, torch.Tensor]:
-    """The kohya-format tensors of `adapter_name`; raises if an adapted layer has no kohya name."""
+def kohya_state_dict(transformer, adapter_name: str = "default",
+                     dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
+    """The kohya-format tensors of `adapter_name` (alpha = rank, scales folded into up; see the module
+    docstring) in `dtype`; raises if an adapted layer has no kohya name."""
     adapted = dict(lora_layers(transformer, adapter_name))
     modules = dict(transformer.named_modules())
     out: dict[str, torch.Tensor] = {}
@@ -112,11 +113,11 @@ def kohya_state_dict(transformer, adapter_name: str = "default") -> dict[str, to
                     continue
                 parts = [(adapted.get(n), modules[n].get_base_layer() if n in adapted else modules[n])
                          for n in names]
-                down, up, scale = _fuse(parts, adapter_name)
+                down, up = _fuse(parts, adapter_name)
                 key = f"lora_unet_{bfl}_{i}_{kohya}"
-                out[f"{key}.lora_down.weight"] = down
-                out[f"{key}.lora_up.weight"] = up
-                out[f"{key}.alpha"] = torch.tensor(down.shape[0] * scale, dtype=torch.float32)
+                out[f"{key}.lora_down.weight"] = down.to(dtype)
+                out[f"{key}.lora_up.weight"] = up.to(dtype)
+                out[f"{key}.alpha"] = torch.tensor(float(down.shape[0]), dtype=dtype)
                 used.update(n for n in names if n in adapted)
     missing = sorted(set(adapted) - used)
     if missing:
@@ -124,13 +125,14 @@ def kohya_state_dict(transformer, adapter_name: str = "default") -> dict[str, to
     return out
 
 
-def export_kohya_lora(transformer, out_path: str | Path, adapter_name: str = "default") -> Path:
+def export_kohya_lora(transformer, out_path: str | Path, adapter_name: str = "default",
+                      dtype: torch.dtype = torch.bfloat16) -> Path:
     """One safetensors file with kohya / ComfyUI keys (`lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight`)."""
     from safetensors.torch import save_file
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.contiguous().cpu() for k, v in kohya_state_dict(transformer, adapter_name).items()}
+    tensors = {k: v.contiguous().cpu() for k, v in kohya_state_dict(transformer, adapter_name, dtype).items()}
     tmp = out_path.with_name(out_path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={"format": "pt", "ss_network_module": "networks.lora_flux"})
     tmp.replace(out_path)

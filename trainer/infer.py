@@ -4,7 +4,14 @@ Canvas: the reference (if any) resized to the edit image's height sits left of t
 over the reference and the edit mask over the edit part (mask 1 = generate). The condition is
 `image * (1 - mask * repainting_scale)` in [-1, 1] (ACE++'s `repainting_scale`: 1 repaints the masked region
 from scratch, 0 keeps the original pixels there as a hint). An edit mask with no pixel above 128 counts as
-all-ones, as in ACE++.
+all-ones, as in ACE++. A mask-less edit stays in place under a full mask (released layout; its default scale
+0.5 keeps the source at half strength), except at scale 1, which would blank it: then it goes left as
+context, as training does (trainer/panels.py). No edit image: a blank canvas of the size asked for under a
+full mask (text-to-image, or reference generation with a reference).
+
+Sizing, as released: the whole canvas is scaled down (never up) to at most `max_tokens` 16x16-pixel tokens
+(4,096 by default), then each part's width and the height are floored to multiples of 16 separately, so the
+edit part's box is exact (the released code crops `slice_w + 30` instead).
 
 FluxFillPipeline builds its condition as `image * (1 - mask)`, which erases the hint of repainting_scale < 1,
 so the condition latents are prepared here (`prepare_mask_latents`, as ACE++'s diffusers inference does) and
@@ -14,6 +21,7 @@ passed as `masked_image_latents` with explicit initial `latents`.
 from __future__ import annotations
 
 import contextlib
+import math
 import uuid
 from pathlib import Path
 
@@ -22,19 +30,25 @@ import torch
 from einops import rearrange
 from PIL import Image
 
+from schemas.taxonomy import default_repainting_scale
+
 MULTIPLE = 16  # VAE factor 8 x 2x2 packing: canvas sides must be multiples of 16
+MAX_TOKENS = 4096  # released inference budget (MAX_SEQ_LEN)
 
 
 def _floor16(x: float) -> int:
     return max(MULTIPLE, int(x) // MULTIPLE * MULTIPLE)  # never 0: a side under 16 px rounds up to 16
 
 
-def _layout(edit_image: Image.Image, edit_mask: Image.Image | None, ref_image: Image.Image | None,
-            max_side: int) -> tuple[Image.Image, np.ndarray, tuple[int, int, int, int]]:
-    """Unblended canvas (RGB), mask in {0, 1} as float32 [H, W], and the edit part's box (l, t, r, b)."""
-    edit = edit_image.convert("RGB")
-    ew, eh = edit.size
-    if edit_mask is None:
+def _layout(edit_image: Image.Image | None, edit_mask: Image.Image | None, refs: list[Image.Image],
+            max_tokens: int, size: tuple[int, int]) -> tuple[Image.Image, np.ndarray, tuple[int, int, int, int]]:
+    """Unblended canvas (RGB), mask in {0, 1} as float32 [H, W], and the edit part's box (l, t, r, b).
+    `size` (w, h): the blank edit part when there is no edit image."""
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+    edit = edit_image.convert("RGB") if edit_image is not None else None
+    ew, eh = edit.size if edit is not None else size
+    if edit is None or edit_mask is None:
         mask = np.ones((eh, ew), dtype=bool)
     else:
         if edit_mask.size != edit.size:
@@ -42,16 +56,20 @@ def _layout(edit_image: Image.Image, edit_mask: Image.Image | None, ref_image: I
         mask = np.asarray(edit_mask.convert("L")) > 128
         if not mask.any():
             mask[:] = True
-    ref = ref_image.convert("RGB") if ref_image is not None else None
-    ref_w = ref.width * eh / ref.height if ref is not None else 0.0  # at the edit image's height
-    scale = min(1.0, max_side / max(eh, ref_w + ew))
+    refs = [r.convert("RGB") for r in refs]
+    ref_ws = [r.width * eh / r.height for r in refs]  # at the edit image's height
+    scale = min(1.0, math.sqrt(max_tokens * MULTIPLE**2 / (eh * (sum(ref_ws) + ew))))
     h, w_edit = _floor16(eh * scale), _floor16(ew * scale)
-    w_ref = _floor16(ref_w * scale) if ref is not None else 0
+    ws = [_floor16(w * scale) for w in ref_ws]
+    w_ref = sum(ws)
     canvas = Image.new("RGB", (w_ref + w_edit, h))
     full = np.zeros((h, w_ref + w_edit), dtype=np.float32)
-    if ref is not None:
-        canvas.paste(ref.resize((w_ref, h), Image.BICUBIC), (0, 0))
-    canvas.paste(edit.resize((w_edit, h), Image.BICUBIC), (w_ref, 0))
+    x = 0
+    for r, w in zip(refs, ws):
+        canvas.paste(r.resize((w, h), Image.BICUBIC), (x, 0))
+        x += w
+    if edit is not None:
+        canvas.paste(edit.resize((w_edit, h), Image.BICUBIC), (w_ref, 0))
     edit_mask01 = Image.fromarray(mask.astype(np.uint8) * 255).resize((w_edit, h), Image.NEAREST)
     full[:, w_ref:] = np.asarray(edit_mask01) > 127
     return canvas, full, (w_ref, 0, w_ref + w_edit, h)
@@ -66,15 +84,36 @@ def _condition(canvas: Image.Image, mask: np.ndarray, repainting_scale: float) -
     return x * (1.0 - torch.from_numpy(mask)[None] * repainting_scale)
 
 
-def ace_canvas(edit_image: Image.Image, edit_mask: Image.Image | None = None, ref_image: Image.Image | None = None,
-               repainting_scale: float = 1.0, max_side: int = 1024):
+def resolve(edit_image: Image.Image | None, edit_mask: Image.Image | None, ref_image: Image.Image | None,
+            repainting_scale: float | None = None, task: str | None = None, layout: str = "in_place"):
+    """(edit image or None, edit mask, context images, scale) as the canvas will hold them.
+
+    The scale: given, else the task's released default, else 1.0 for a masked edit and 0.5 for a mask-less
+    one. A mask-less edit image becomes context under layout `panel`, or at scale 1 (it would be blanked).
+    """
+    if layout not in ("in_place", "panel"):
+        raise ValueError(f"unknown layout {layout!r}; use in_place or panel")
+    if repainting_scale is None:
+        repainting_scale = default_repainting_scale(task) if task else (1.0 if edit_mask is not None else 0.5)
+    refs = [ref_image] if ref_image is not None else []
+    if edit_image is None:  # blank canvas: nothing to keep under the full mask
+        return None, None, refs, 1.0
+    if edit_mask is None and (layout == "panel" or repainting_scale >= 1.0):
+        return None, None, refs + [edit_image], 1.0
+    return edit_image, edit_mask, refs, repainting_scale
+
+
+def ace_canvas(edit_image: Image.Image | None, edit_mask: Image.Image | None = None,
+               ref_image: Image.Image | None = None, repainting_scale: float = 1.0, max_tokens: int = MAX_TOKENS,
+               size: tuple[int, int] = (1024, 1024)):
     """(condition canvas PIL RGB, mask PIL L in {0, 255}, box of the edit part) for ACE++.
 
-    Sides are scaled down so the longer canvas side is at most `max_side`, then each part's width and the
-    height are rounded down to multiples of 16 separately, so the box edges are exact.
+    The canvas is scaled down to at most `max_tokens` tokens, then each part's width and the height are rounded
+    down to multiples of 16 separately, so the box edges are exact. No edit image: a blank part of `size`.
     """
-    canvas, mask, box = _layout(edit_image, edit_mask, ref_image, max_side)
-    cond = _condition(canvas, mask, repainting_scale)
+    canvas, mask, box = _layout(edit_image, edit_mask, [ref_image] if ref_image is not None else [], max_tokens,
+                                size)
+    cond = _condition(canvas, mask, repainting_scale if edit_image is not None else 1.0)
     pixels = rearrange((cond + 1.0) * 127.5, "c h w -> h w c").round().clamp(0, 255).to(torch.uint8).numpy()
     return Image.fromarray(pixels, "RGB"), Image.fromarray((mask * 255).astype(np.uint8), "L"), box
 
@@ -131,19 +170,20 @@ def _fill(pipe, prompt: str, cond: torch.Tensor, mask: np.ndarray, steps: int, g
         pipe.image_processor = processor
 
 
-def run_infer(pipe, prompt: str, edit_image: Image.Image, edit_mask: Image.Image | None = None,
+def run_infer(pipe, prompt: str, edit_image: Image.Image | None, edit_mask: Image.Image | None = None,
               ref_image: Image.Image | None = None, lora_dir_or_file: str | Path | None = None, steps: int = 28,
-              guidance: float = 50.0, seed: int = 0, repainting_scale: float = 1.0, max_side: int = 1024,
+              guidance: float = 50.0, seed: int = 0, repainting_scale: float | None = None, task: str | None = None,
+              layout: str = "in_place", max_tokens: int = MAX_TOKENS, size: tuple[int, int] = (1024, 1024),
               max_sequence_length: int = 512) -> Image.Image:
-    """Edit `edit_image` with a FluxFillPipeline (ACE++ LoRA optional); returns an image of the edit image's size.
+    """Edit `edit_image` (or generate on a blank canvas of `size` (w, h) when it is None) with a
+    FluxFillPipeline (ACE++ LoRA optional); returns an image of the edit image's size (or `size`).
 
-    With no mask and no reference (a global instruction edit), the source goes left as context and the
-    right part is generated whole: the layout aceforge trains mask-less edits on (trainer/panels.py).
+    The repainting scale and where a mask-less edit image goes follow `resolve` (the training layout).
     """
-    if edit_mask is None and ref_image is None:
-        ref_image = edit_image
-    canvas, mask, box = _layout(edit_image, edit_mask, ref_image, max_side)
-    cond = _condition(canvas, mask, repainting_scale)
+    out_size = edit_image.size if edit_image is not None else size
+    edit, mask_in, refs, scale = resolve(edit_image, edit_mask, ref_image, repainting_scale, task, layout)
+    canvas, mask, box = _layout(edit, mask_in, refs, max_tokens, out_size)
+    cond = _condition(canvas, mask, scale)
     with _lora(pipe, lora_dir_or_file):
         out = _fill(pipe, prompt, cond, mask, steps, guidance, seed, max_sequence_length)
-    return out.crop(box).resize(edit_image.size, Image.BICUBIC)
+    return out.crop(box).resize(out_size, Image.BICUBIC)

@@ -1,15 +1,19 @@
 """LCU++: from an AceSample's images to FLUX.1-Fill model inputs, in two forms.
 
-A sample becomes panels: context panels (references, and an edit image that has no mask: the model must
-see it) with mask 0, then one target panel whose condition is the edit image under its mask (local edits)
-or nothing (mask 1 everywhere). Every panel's tokens are denoised; the loss covers all of them.
+A sample becomes panels: context panels (references) with mask 0, then one target panel. The target
+panel's condition is the edit image under its mask, shown as `edit * (1 - repainting_scale * mask)` (the
+released ACE++ condition; the scale is per task, see TrainConfig.repainting_scale). A mask-less edit keeps
+its edit image in place under a full mask (layout `in_place`, as released: with scale 0.5 the model sees the
+source at half strength), or, with layout `panel`, moves it to a context panel of its own left of a blank
+target (mask 1 everywhere). A sample with no edit image has a blank condition under a full mask. Every
+panel's tokens are denoised; the loss covers all of them.
 
 canvas    the released ACE++ layout: panels side by side on one canvas (context left, target right), one
           token grid, loss over the whole canvas. This is what FluxFillPipeline inference expects.
 sequence  the paper's form: each panel packed on its own as [I; M; X_t], unit tokens concatenated along the
           sequence, position-id axis 0 = unit index (target 0, context 1..n) to keep units apart; the loss
           is L_ref + L_tar.
-A 0-ref sample with a masked edit image is a single target panel: both forms give the same tensors.
+A 0-ref sample whose edit image stays in place is a single target panel: both forms give the same tensors.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ FORMS = ("canvas", "sequence")
 @dataclass
 class Panel:
     image: torch.Tensor  # (3, H, W) in [-1, 1]: what this panel's tokens must reconstruct
-    cond: torch.Tensor  # (3, H, W) in [-1, 1]: the image the condition shows (multiplied by 1 - mask)
+    cond: torch.Tensor  # (3, H, W) in [-1, 1]: the image the condition shows (times 1 - repainting_scale * mask)
     mask: torch.Tensor  # (1, H, W) in {0, 1}: 1 = generate
     is_target: bool
 
@@ -55,7 +59,10 @@ def _check(panels: list[Panel]) -> None:
 
 
 @torch.no_grad()
-def build_inputs(panels: list[Panel], form: str, vae) -> LcuInputs:
+def build_inputs(panels: list[Panel], form: str, vae, repainting_scale: float = 1.0,
+                 generator: torch.Generator | None = None) -> LcuInputs:
+    """Model inputs of one sample. `repainting_scale`: the hint scale of the sample's task (context panels
+    have mask 0, so one scale serves the whole canvas); `generator`: sample VAE latents (else their mean)."""
     _check(panels)
     dev, dt = next(vae.parameters()).device, next(vae.parameters()).dtype
     if form == "canvas":
@@ -69,15 +76,16 @@ def build_inputs(panels: list[Panel], form: str, vae) -> LcuInputs:
         target_cols = torch.cat([torch.full((p.image.shape[-1] // PIXELS_PER_TOKEN_SIDE,), p.is_target)
                                  for p in panels])
         is_target = target_cols[None, :].expand(h // 2, -1).reshape(-1)
-        return LcuInputs(pack(encode(vae, image)), fill_condition(vae, cond, mask), image_ids(h, w), is_target)
+        x0 = pack(encode(vae, image, generator))
+        return LcuInputs(x0, fill_condition(vae, cond, mask, repainting_scale, generator), image_ids(h, w), is_target)
     if form == "sequence":
         x0s, conds, ids, flags = [], [], [], []
         order = [panels[-1]] + panels[:-1]  # target first: unit index 0, as in a single-panel sample
         for index, p in enumerate(order):
             image, cond, mask = (t[None].to(dev, dt) for t in (p.image, p.cond, p.mask))
             h, w = image.shape[-2] // 8, image.shape[-1] // 8
-            x0s.append(pack(encode(vae, image)))
-            conds.append(fill_condition(vae, cond, mask))
+            x0s.append(pack(encode(vae, image, generator)))
+            conds.append(fill_condition(vae, cond, mask, repainting_scale, generator))
             ids.append(image_ids(h, w, index=index))
             flags.append(torch.full((h // 2 * (w // 2),), p.is_target))
         return LcuInputs(torch.cat(x0s, 1), torch.cat(conds, 1), torch.cat(ids, 0), torch.cat(flags))

@@ -6,6 +6,13 @@ untouched: their top-level names (`proj_out`, `norm_out.linear`) must not match,
 are a regex anchored on the block prefix rather than bare suffixes (peft matches a list of suffixes at any
 depth, so `proj_out` alone would also catch the final projection).
 
+BFL fuses some of these linears: `img_attn.qkv` = to_q|to_k|to_v, `txt_attn.qkv` = add_q|add_k|add_v and a
+single block's `linear1` = to_q|to_k|to_v|proj_mlp. The released recipe puts ONE rank-r LoRA on each fused
+linear: a shared down projection A and one up projection whose rows split into the parts. `fused=True`
+reproduces that here by tying the parts' lora_A to one parameter (each part keeps its own lora_B), which also
+makes the kohya export dense: down = A, up = cat(B_parts). `fused=False` gives every part its own rank-r
+LoRA (more parameters; the kohya export then needs a block-diagonal up).
+
 Trap (diffusers 0.42): call `save_pretrained` on the base transformer BEFORE `add_lora`. After the adapter
 is injected, the saved keys become `...base_layer.weight` and a reload silently re-initialises those layers.
 Use `export.export_full` to write a transformer that carries an adapter.
@@ -38,6 +45,10 @@ SINGLE_TARGETS: tuple[str, ...] = (
     "norm.linear",                                           # modulation.lin
 )
 LORA_TARGETS: dict[str, tuple[str, ...]] = {DOUBLE_PREFIX: DOUBLE_TARGETS, SINGLE_PREFIX: SINGLE_TARGETS}
+# Parts of one fused BFL linear (same input), in BFL row order.
+FUSED_DOUBLE: tuple[tuple[str, ...], ...] = (("attn.to_q", "attn.to_k", "attn.to_v"),
+                                             ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"))
+FUSED_SINGLE: tuple[tuple[str, ...], ...] = (("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"),)
 
 
 def _alternation(suffixes: tuple[str, ...]) -> str:
@@ -60,13 +71,14 @@ def lora_target_names(transformer: torch.nn.Module) -> list[str]:
 
 
 def lora_config(rank: int = 64, alpha: float | None = None):
-    """The ACE++ LoRA config: Gaussian A, zero B (the adapter starts as the identity), no dropout."""
+    """The ACE++ LoRA config: Kaiming-uniform A, zero B (the adapter starts as the identity; the released
+    trainer's initialisation, peft's default), no dropout."""
     from peft import LoraConfig
 
     if rank <= 0:
         raise ValueError(f"rank must be positive, got {rank}")
     return LoraConfig(r=rank, lora_alpha=float(rank if alpha is None else alpha), target_modules=TARGET_REGEX,
-                      init_lora_weights="gaussian", lora_dropout=0.0, bias="none")
+                      init_lora_weights=True, lora_dropout=0.0, bias="none")
 
 
 def lora_layers(transformer: torch.nn.Module, adapter_name: str = "default") -> Iterator[tuple[str, torch.nn.Module]]:
@@ -85,16 +97,42 @@ def lora_layers(transformer: torch.nn.Module, adapter_name: str = "default") -> 
         raise ValueError(f"no LoRA adapter named {adapter_name!r} on this transformer")
 
 
+def fused_groups(transformer: torch.nn.Module) -> Iterator[list[str]]:
+    """Module names of every fused BFL linear's parts, block by block."""
+    for prefix, groups in ((DOUBLE_PREFIX, FUSED_DOUBLE), (SINGLE_PREFIX, FUSED_SINGLE)):
+        for i in range(len(getattr(transformer, prefix, ()))):
+            for parts in groups:
+                yield [f"{prefix}.{i}.{p}" for p in parts]
+
+
+def tie_fused_lora(transformer: torch.nn.Module, adapter_name: str = "default") -> int:
+    """Make the parts of each fused BFL linear share the first part's lora_A; returns the groups tied."""
+    modules = dict(transformer.named_modules())
+    tied = 0
+    for names in fused_groups(transformer):
+        layers = [modules.get(n) for n in names]
+        if not all(layer is not None and adapter_name in getattr(layer, "lora_A", {}) for layer in layers):
+            continue
+        shared = layers[0].lora_A[adapter_name].weight
+        for layer in layers[1:]:
+            layer.lora_A[adapter_name].weight = shared
+        tied += 1
+    return tied
+
+
 def add_lora(transformer: torch.nn.Module, rank: int = 64, alpha: float | None = None,
-             adapter_name: str = "default") -> int:
+             adapter_name: str = "default", fused: bool = True) -> int:
     """Inject a LoRA adapter (diffusers' `add_adapter`), freeze everything else; returns the trainable count.
 
+    fused: one LoRA per fused BFL linear (shared lora_A), as released; see the module docstring.
     Save the base transformer before calling this (see the module docstring).
     """
     transformer.requires_grad_(False)
     transformer.add_adapter(lora_config(rank, alpha), adapter_name=adapter_name)
+    if fused:
+        tie_fused_lora(transformer, adapter_name)
     n_trainable = 0
-    for name, param in transformer.named_parameters():
+    for name, param in transformer.named_parameters():  # a tied parameter is listed once
         is_lora = f".lora_A.{adapter_name}." in name or f".lora_B.{adapter_name}." in name
         param.requires_grad_(is_lora)
         n_trainable += param.numel() if is_lora else 0

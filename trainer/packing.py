@@ -2,7 +2,8 @@
 
 Per token (2x2 latent patch): packed noisy latent (16 ch x 4 = 64) + packed masked-image latent (64) +
 mask (8x8 pixel-unshuffle = 64 ch, x 4 = 256) = 384 channels into x_embedder. Mask 1 = generate, 0 = keep;
-the condition image is image * (1 - mask), images in [-1, 1].
+the condition image is image * (1 - repainting_scale * mask), images in [-1, 1] (ACE++: scale 1 blanks the
+masked region, scale < 1 leaves a hint of the edit image there, 0 keeps it whole).
 """
 
 from __future__ import annotations
@@ -29,16 +30,29 @@ def mask_tokens(mask: torch.Tensor) -> torch.Tensor:
     return pack(m)
 
 
-def encode(vae, images: torch.Tensor) -> torch.Tensor:
-    """Images in [-1, 1] -> normalised latents (b, 16, H/8, W/8), as FLUX pipelines scale them."""
+def encode(vae, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Images in [-1, 1] -> normalised latents (b, 16, H/8, W/8), as FLUX pipelines scale them.
+
+    With a generator the latent is drawn from the VAE posterior (what the released trainer and diffusers'
+    pipelines do); without one it is the posterior's mean.
+    """
     dist = vae.encode(images.to(vae.dtype)).latent_dist
-    return (dist.mode() - vae.config.shift_factor) * vae.config.scaling_factor
+    z = dist.mode() if generator is None else dist.sample(generator)
+    return (z - vae.config.shift_factor) * vae.config.scaling_factor
 
 
-def fill_condition(vae, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The 320 conditioning channels per token: packed latent of image * (1 - mask), then mask tokens."""
-    masked = image * (1 - mask)
-    return torch.cat([pack(encode(vae, masked)), mask_tokens(mask.to(image.dtype))], dim=-1)
+def hinted(image: torch.Tensor, mask: torch.Tensor, repainting_scale: float = 1.0) -> torch.Tensor:
+    """The condition image: image * (1 - repainting_scale * mask)."""
+    if not 0.0 <= repainting_scale <= 1.0:
+        raise ValueError(f"repainting_scale must lie in [0, 1], got {repainting_scale}")
+    return image * (1 - repainting_scale * mask)
+
+
+def fill_condition(vae, image: torch.Tensor, mask: torch.Tensor, repainting_scale: float = 1.0,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """The 320 conditioning channels per token: packed latent of the hinted image, then the (binary) mask."""
+    cond = hinted(image, mask, repainting_scale)
+    return torch.cat([pack(encode(vae, cond, generator)), mask_tokens(mask.to(image.dtype))], dim=-1)
 
 
 def image_ids(h: int, w: int, index: int = 0, w_offset: int = 0) -> torch.Tensor:

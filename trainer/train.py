@@ -58,7 +58,7 @@ class AceTrainer:
         tr = pipe.transformer.to(self.device)
         tr.requires_grad_(False)
         if cfg.mode == "lora":
-            add_lora(tr, cfg.lora_rank, cfg.lora_alpha)
+            add_lora(tr, cfg.lora_rank, cfg.lora_alpha, fused=cfg.lora_fused)
         else:
             tr.requires_grad_(True)
         if cfg.gradient_checkpointing:
@@ -67,7 +67,8 @@ class AceTrainer:
         self.pipe, self.transformer = pipe, tr
         self.model = wrap(tr) if wrap else tr
         self.trainable = {n: p for n, p in tr.named_parameters() if p.requires_grad}
-        self.opt = torch.optim.AdamW(self.trainable.values(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.opt = torch.optim.AdamW(self.trainable.values(), lr=cfg.lr, eps=cfg.adam_eps,
+                                     weight_decay=cfg.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, cosine_lambda(cfg))
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if self.device.type == "cuda" and cfg.precision in ("auto", "bf16") else nullcontext())
@@ -79,6 +80,9 @@ class AceTrainer:
                                                           max_sequence_length=max_len)
         return embeds, pooled, txt_ids
 
+    def _vae_generator(self, step: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step * 1_009 + self.rank + 500_009)
+
     def loss(self, examples: list[Example], step: int) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         if all(ex.encoded is not None for ex in examples):  # precomputed: no encoder runs
@@ -88,7 +92,9 @@ class AceTrainer:
             pooled = torch.cat([ex.encoded.pooled for ex in examples]).to(self.device)
             txt_ids = examples[0].encoded.txt_ids.to(self.device)
         else:
-            inp = collate([build_inputs(ex.panels, cfg.form, self.pipe.vae) for ex in examples])
+            vae_gen = self._vae_generator(step) if cfg.vae_sample else None  # posterior draws, as released
+            inp = collate([build_inputs(ex.panels, cfg.form, self.pipe.vae, cfg.repainting_scale(ex.task), vae_gen)
+                           for ex in examples])
             embeds, pooled, txt_ids = self.encode_text([ex.instruction for ex in examples])
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 1_009 + self.rank)
         b = inp.x0.shape[0]
@@ -141,13 +147,17 @@ class AceTrainer:
         save_file({n: p.detach().cpu().contiguous() for n, p in self.trainable.items()}, str(folder / STATE_WEIGHTS))
         torch.save({"opt": self.opt.state_dict(), "sched": self.sched.state_dict()}, folder / STATE_OPT)
         (folder / STATE_META).write_text(json.dumps({"step": self.step_no, "examples_seen": self.examples_seen,
-                                                     "mode": self.cfg.mode, "form": self.cfg.form}))
+                                                     "mode": self.cfg.mode, "form": self.cfg.form,
+                                                     "lora_fused": self.cfg.lora_fused}))
 
     def load_state(self, folder: str | Path) -> None:
         folder = Path(folder)
         meta = json.loads((folder / STATE_META).read_text())
         if meta["mode"] != self.cfg.mode:
             raise ValueError(f"checkpoint {folder} is {meta['mode']} training, the config asks for {self.cfg.mode}")
+        if self.cfg.mode == "lora" and meta.get("lora_fused", False) != self.cfg.lora_fused:
+            raise ValueError(f"checkpoint {folder} has lora_fused={meta.get('lora_fused', False)}, the config asks "
+                             f"for {self.cfg.lora_fused}")
         weights = load_file(str(folder / STATE_WEIGHTS))
         missing = set(self.trainable) - set(weights)
         if missing:

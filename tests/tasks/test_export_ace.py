@@ -4,7 +4,7 @@ import numpy as np
 from PIL import Image
 
 from schemas.config import ShardConfig
-from tasks.export_ace import HEADER, SEP, export_ace_plus
+from tasks.export_ace import SEP, export_ace_plus
 from tasks.shards import write_shard_set
 from tests.conftest import make_sample
 
@@ -18,10 +18,10 @@ def test_export_writes_the_official_list_with_images_beside_it(samples, tmp_path
     write_shard_set([*samples, two_refs], uri, ShardConfig(maxcount=4))
     rep = export_ace_plus(uri, tmp_path / "ace")
     lines = (tmp_path / "ace" / "train.csv").read_text().splitlines()
-    assert lines[0] == HEADER and len(lines) == 1 + 10 == 1 + rep.written
+    assert len(lines) == 10 == rep.written  # no header row
     assert rep.skipped == {"more_than_one_reference": 1}
     by_key = {s.key: s for s in samples}
-    for line in lines[1:]:
+    for line in lines:
         edit, mask, ref, target, prompt, data_type = line.split(SEP)
         key = target.split("/")[1]
         s = by_key[key]
@@ -35,3 +35,23 @@ def test_export_writes_the_official_list_with_images_beside_it(samples, tmp_path
             assert (m == 255).all()
         else:
             assert (m == np.asarray(Image.open(io.BytesIO(s.units[0].mask)))).all()
+
+
+# The released trainer's list reader (ACEPlusDataset.read_data_list with the LoRA config's FIELDS), restated.
+RELEASED_FIELDS = ["edit_image", "edit_mask", "ref_image", "target_image", "prompt", "data_type"]
+
+
+def test_every_row_read_the_released_way_is_a_sample_with_existing_images(samples, tmp_path):
+    uri = str(tmp_path / "set")
+    write_shard_set(samples, uri, ShardConfig(maxcount=4))
+    export_ace_plus(uri, tmp_path / "ace")
+    rows = (tmp_path / "ace" / "train.csv").read_bytes().decode("utf-8").strip().split("\n")
+    items = [dict(zip(RELEASED_FIELDS, row.split("#;#"))) for row in rows]
+    assert len(items) == len(samples)
+    assert {i["data_type"] for i in items} <= {s.task for s in samples}
+    for item in items:
+        assert len(item) == 6 and item["target_image"] and item["edit_image"] and item["edit_mask"]
+        for field in ("edit_image", "edit_mask", "ref_image", "target_image"):
+            if item[field]:  # the released loader opens every non-empty path under the prefix
+                im = Image.open(tmp_path / "ace" / item[field])
+                im.verify()

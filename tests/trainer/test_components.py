@@ -31,3 +31,35 @@ def test_clip_vocabulary_and_refusals(tmp_path, tiny_base):
     (copy / "transformer" / "diffusion_pytorch_model.bin").write_bytes(b"pickle")
     with pytest.raises(ValueError, match="refusing pickled weights"):
         load_pipeline(copy)
+
+
+def test_image_identifiers_are_single_t5_tokens(tiny_base):
+    from transformers import T5EncoderModel
+
+    from trainer.components import IDENTIFIERS, add_identifiers, build_tiny_pipeline, tiny_t5_tokenizer
+
+    folder, _ = tiny_base
+    pipe = load_pipeline(folder)
+    tok = pipe.tokenizer_2
+    # the released ADDED_IDENTIFIER list, in its order: consecutive ids after the base vocabulary
+    released = ['<img>', '{image}', '{caption}', '{mask}', '{ref_image}'] + [f"{{image{i}}}" for i in range(1, 10)]
+    assert list(IDENTIFIERS) == released
+    ids = tok.convert_tokens_to_ids(released)
+    assert ids == list(range(ids[0], ids[0] + len(released))) and ids[-1] == len(tok) - 1
+    for ident in ("{image}", "{image3}", "{ref_image}"):
+        pieces = tok.convert_ids_to_tokens(tok(f"make {ident} red").input_ids)
+        assert pieces.count(ident) == 1 and not any(p in ("{", "}", "▁{") for p in pieces)
+    assert pipe.text_encoder_2.get_input_embeddings().weight.shape[0] >= len(tok)
+    embeds, _, _ = pipe.encode_prompt(prompt=["put {image1} left of {image2}"], prompt_2=None,
+                                      max_sequence_length=16)
+    assert torch.isfinite(embeds).all()
+
+    # a base saved without them (an older tiny base) gains them, with zero embedding rows for the new ids
+    old = build_tiny_pipeline(seed=0)
+    old.tokenizer_2 = tiny_t5_tokenizer()
+    old.text_encoder_2 = T5EncoderModel(old.text_encoder_2.config.__class__(
+        **{**old.text_encoder_2.config.to_dict(), "vocab_size": len(old.tokenizer_2)}))
+    rows = len(old.tokenizer_2)
+    add_identifiers(old)
+    emb = old.text_encoder_2.get_input_embeddings().weight
+    assert emb.shape[0] == rows + len(IDENTIFIERS) and not emb[rows:].any()

@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 from tests.trainer.test_lora import forward, randomize_lora, tiny_transformer
 from trainer.export import (KOHYA_DOUBLE, KOHYA_SINGLE, export_diffusers_lora, export_full, export_kohya_lora,
                             kohya_state_dict)
-from trainer.lora import add_lora, lora_delta, lora_layers
+from trainer.lora import add_lora, lora_delta, lora_layers, tie_fused_lora
 
 RANK, ALPHA = 4, 8.0  # scale alpha / rank = 2: exercises the scale folding
 
@@ -29,10 +29,10 @@ def _pipe_around(transformer):
                             tokenizer_2=None, transformer=transformer)
 
 
-def _adapted(**kw):
+def _adapted(fused=True, **kw):
     t = tiny_transformer(**kw)
     base = forward(t)
-    add_lora(t, rank=RANK, alpha=ALPHA)
+    add_lora(t, rank=RANK, alpha=ALPHA, fused=fused)
     randomize_lora(t)
     return t, base
 
@@ -56,9 +56,10 @@ def test_diffusers_lora_round_trip_through_the_pipeline(tiny_base, tmp_path):
     np.testing.assert_allclose(loaded, adapted, atol=1e-5)
 
 
-def test_kohya_keys_alphas_and_fusion():
-    t, _ = _adapted(num_layers=2, num_single_layers=2)
-    sd = kohya_state_dict(t)
+@pytest.mark.parametrize("fused", [True, False], ids=["shared-A", "per-part-A"])
+def test_kohya_keys_alphas_and_fusion(fused):
+    t, _ = _adapted(fused=fused, num_layers=2, num_single_layers=2)
+    sd = kohya_state_dict(t, dtype=torch.float32)
     modules = [f"lora_unet_double_blocks_{i}_{k}" for i in range(2) for k in KOHYA_DOUBLE] + \
         [f"lora_unet_single_blocks_{i}_{k}" for i in range(2) for k in KOHYA_SINGLE]
     assert set(sd) == {f"{m}.{p}" for m in modules for p in ("lora_down.weight", "lora_up.weight", "alpha")}
@@ -69,13 +70,12 @@ def test_kohya_keys_alphas_and_fusion():
                 "lora_unet_single_blocks_0_modulation_lin.alpha",
                 "lora_unet_single_blocks_0_linear2.lora_down.weight"):
         assert key in sd
-    assert sd["lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight"].shape == (3 * RANK, 32)
-    assert sd["lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight"].shape == (3 * 32, 3 * RANK)
-    assert sd["lora_unet_single_blocks_0_linear1.lora_up.weight"].shape == (3 * 32 + 128, 4 * RANK)
-    scale = ALPHA / RANK
-    for m in modules:
-        fused_rank = sd[f"{m}.lora_down.weight"].shape[0]
-        assert sd[f"{m}.alpha"].ndim == 0 and sd[f"{m}.alpha"].item() == pytest.approx(fused_rank * scale)
+    k = 1 if fused else 3  # shared A: one rank-r LoRA on the fused linear, as released; else rank 3r
+    assert sd["lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight"].shape == (k * RANK, 32)
+    assert sd["lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight"].shape == (3 * 32, k * RANK)
+    assert sd["lora_unet_single_blocks_0_linear1.lora_up.weight"].shape == (3 * 32 + 128, (1 if fused else 4) * RANK)
+    for m in modules:  # alpha = rank: kohya's alpha / rank is 1, so merges that ignore alpha are exact
+        assert sd[f"{m}.alpha"].ndim == 0 and sd[f"{m}.alpha"].item() == sd[f"{m}.lora_down.weight"].shape[0]
 
     layers = dict(lora_layers(t))
     for kohya, prefix, parts in (("lora_unet_double_blocks_1_txt_attn_qkv", "transformer_blocks.1",
@@ -83,15 +83,81 @@ def test_kohya_keys_alphas_and_fusion():
                                  ("lora_unet_single_blocks_1_linear1", "single_transformer_blocks.1",
                                   KOHYA_SINGLE["linear1"])):
         down, up = sd[f"{kohya}.lora_down.weight"], sd[f"{kohya}.lora_up.weight"]
-        fused = sd[f"{kohya}.alpha"] / down.shape[0] * (up @ down)  # how kohya / ComfyUI apply it
         expected = torch.cat([lora_delta(layers[f"{prefix}.{s}"]) for s in parts])
-        torch.testing.assert_close(fused, expected)
+        torch.testing.assert_close(up @ down, expected)  # no alpha applied
+        if fused:
+            continue
         ranks = RANK * np.arange(len(parts) + 1)
         rows = np.cumsum([0] + [layers[f"{prefix}.{s}"].out_features for s in parts])
         for j in range(len(parts)):  # block-diagonal up: each part's rows read only its own rank slice
             off = up[rows[j]:rows[j + 1]].clone()
             off[:, ranks[j]:ranks[j + 1]] = 0
             assert torch.count_nonzero(off) == 0
+
+
+def _bfl_weight(transformer, prefix: str, parts: tuple[str, ...]) -> torch.Tensor:
+    modules = dict(transformer.named_modules())
+    ws = []
+    for s in parts:
+        m = modules[f"{prefix}.{s}"]
+        ws.append((m.get_base_layer() if hasattr(m, "get_base_layer") else m).weight.detach().float())
+    return torch.cat(ws)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["shared-A", "per-part-A"])
+def test_kohya_merged_the_released_way_equals_the_diffusers_path(fused, tmp_path):
+    """ACE++'s merge_comfyui_lora: W[bfl] += up @ down, alpha ignored; diffusers: load the LoRA, fuse it."""
+    from safetensors.torch import load_file as load
+
+    t, _ = _adapted(fused=fused, num_layers=1, num_single_layers=1)  # alpha / rank = 2: folded into up
+    kohya_bf16 = load(export_kohya_lora(t, tmp_path / "bf16.safetensors"))
+    kohya_fp32 = load(export_kohya_lora(t, tmp_path / "fp32.safetensors", dtype=torch.float32))
+    assert all(v.dtype == torch.bfloat16 for v in kohya_bf16.values())
+    export_diffusers_lora(t, tmp_path / "diffusers")
+
+    fresh = tiny_transformer(num_layers=1, num_single_layers=1)
+    pipe = _pipe_around(fresh)
+    pipe.load_lora_weights(tmp_path / "diffusers")
+    pipe.fuse_lora(components=["transformer"], lora_scale=1.0)
+    plain = tiny_transformer(num_layers=1, num_single_layers=1)
+    for prefix, table, bfl in (("transformer_blocks", KOHYA_DOUBLE, "double_blocks"),
+                               ("single_transformer_blocks", KOHYA_SINGLE, "single_blocks")):
+        for name, parts in table.items():
+            key = f"lora_unet_{bfl}_0_{name}"
+            base = _bfl_weight(plain, f"{prefix}.0", parts)
+            via_diffusers = _bfl_weight(fresh, f"{prefix}.0", parts)
+            delta = via_diffusers - base
+            assert delta.abs().max() > 1e-3, key
+            down, up = kohya_fp32[f"{key}.lora_down.weight"], kohya_fp32[f"{key}.lora_up.weight"]
+            torch.testing.assert_close(base + up @ down, via_diffusers, rtol=0, atol=1e-5)
+            down, up = kohya_bf16[f"{key}.lora_down.weight"].float(), kohya_bf16[f"{key}.lora_up.weight"].float()
+            err = (base + up @ down - via_diffusers).abs().max()
+            assert err <= 2e-2 * delta.abs().max(), (key, float(err))  # bf16 rounding of the factors only
+
+
+def test_shared_a_export_is_smaller_and_bf16_halves_it(tmp_path):
+    fused, _ = _adapted(fused=True, num_layers=1, num_single_layers=1)
+    parts, _ = _adapted(fused=False, num_layers=1, num_single_layers=1)
+    size = lambda t, name, dt: export_kohya_lora(t, tmp_path / name, dtype=dt).stat().st_size  # noqa: E731
+    padded, dense = size(parts, "p32", torch.float32), size(fused, "f32", torch.float32)
+    assert dense < padded
+    nbytes = lambda sd: sum(v.numel() * v.element_size() for v in sd.values())  # noqa: E731
+    assert 2 * nbytes(kohya_state_dict(fused)) == nbytes(kohya_state_dict(fused, dtype=torch.float32))
+    assert size(fused, "b16", torch.bfloat16) < 0.6 * dense  # the file: tensors + a JSON header
+    sd = kohya_state_dict(fused)
+    assert torch.count_nonzero(sd["lora_unet_single_blocks_0_linear1.lora_up.weight"]) == 224 * RANK  # dense
+
+
+def test_tied_parts_share_one_down_projection():
+    t, _ = _adapted(fused=True, num_layers=1, num_single_layers=1)
+    layers = dict(lora_layers(t))
+    for prefix, group in (("transformer_blocks.0", ("attn.to_q", "attn.to_k", "attn.to_v")),
+                          ("transformer_blocks.0", ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj")),
+                          ("single_transformer_blocks.0", ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"))):
+        a = [layers[f"{prefix}.{s}"].lora_A["default"].weight for s in group]
+        assert all(x is a[0] for x in a)
+    assert layers["transformer_blocks.0.attn.to_out.0"].lora_A["default"].weight is not a[0]
+    assert tie_fused_lora(t) == 3  # idempotent: 3 groups, already tied
 
 
 @pytest.mark.parametrize("shape", [dict(num_layers=2, num_single_layers=0),
@@ -103,7 +169,7 @@ def test_kohya_file_loads_like_the_diffusers_export(shape, tmp_path):
     t, base = _adapted(**shape)
     adapted = forward(t)
     export_diffusers_lora(t, tmp_path / "diffusers")
-    kohya = export_kohya_lora(t, tmp_path / "ace_plus_lora.safetensors")
+    kohya = export_kohya_lora(t, tmp_path / "ace_plus_lora.safetensors", dtype=torch.float32)
     assert all(k.startswith("lora_unet_") for k in load_file(kohya))
     t.delete_adapters("default")
     torch.testing.assert_close(forward(t), base, rtol=0, atol=0)
@@ -126,8 +192,8 @@ def test_kohya_folds_part_specific_scales(tmp_path):
     layers = dict(lora_layers(t))
     layers["transformer_blocks.0.attn.to_k"].scaling["default"] = 0.5  # q and v keep 2.0
     adapted = forward(t)
-    kohya = export_kohya_lora(t, tmp_path / "k.safetensors")
-    assert load_file(kohya)["lora_unet_double_blocks_0_img_attn_qkv.alpha"].item() == 3 * RANK * ALPHA / RANK
+    kohya = export_kohya_lora(t, tmp_path / "k.safetensors", dtype=torch.float32)
+    assert load_file(kohya)["lora_unet_double_blocks_0_img_attn_qkv.alpha"].item() == RANK  # shared A: rank r
     t.delete_adapters("default")
     pipe = _pipe_around(t)
     pipe.load_lora_weights(str(kohya))

@@ -29,16 +29,46 @@ def test_canvas_puts_the_reference_left_with_mask_zero():
     assert (m[:, 48:88] == 255).all() and (m[:, 88:] == 0).all()  # left half of the edit part
 
 
-def test_canvas_without_reference_or_mask_and_max_side():
+def test_canvas_budgets_tokens_as_released():
+    # 2000x1000 at 4,096 tokens: scale sqrt(4096 * 256 / 2e6) = 0.724 -> 1448 x 724 -> floored 1440 x 720
     canvas, mask, box = ace_canvas(Image.new("RGB", (2000, 1000), BLUE))
-    assert canvas.size == (1024, 512) and box == (0, 0, 1024, 512)
+    assert canvas.size == (1440, 720) and box == (0, 0, 1440, 720)
+    assert (1440 // 16) * (720 // 16) <= 4096 < (1456 // 16) * (736 // 16)
     assert (np.asarray(mask) == 255).all()
-    canvas, _, box = ace_canvas(Image.new("RGB", (100, 37), BLUE), max_side=64)
-    assert canvas.size == (64, 16) and box == (0, 0, 64, 16)
+    # a small image is never scaled up; sides floored to 16
+    canvas, _, box = ace_canvas(Image.new("RGB", (100, 37), BLUE))
+    assert canvas.size == (96, 32) and box == (0, 0, 96, 32)
+    # a long thin image keeps its long side past 1,024 when the budget allows (the old max side did not)
+    canvas, _, _ = ace_canvas(Image.new("RGB", (1800, 600), BLUE))
+    assert canvas.size == (1760, 576)  # scale sqrt(4096 * 256 / 1.08e6) = 0.985: 1773.6 x 591.2, floored
+    canvas, _, _ = ace_canvas(Image.new("RGB", (1000, 1000), BLUE), max_tokens=64)
+    assert canvas.size == (128, 128)
     _, mask, _ = ace_canvas(Image.new("RGB", (64, 64), BLUE), Image.new("L", (64, 64), 0))
     assert (np.asarray(mask) == 255).all()  # ACE++: an empty edit mask means "edit everything"
     with pytest.raises(ValueError):
         ace_canvas(Image.new("RGB", (64, 64)), Image.new("L", (32, 32)))
+
+
+def test_blank_canvas_without_an_edit_image():
+    canvas, mask, box = ace_canvas(None, size=(96, 64))
+    assert canvas.size == (96, 64) and box == (0, 0, 96, 64)
+    assert (np.asarray(mask) == 255).all()
+    assert (np.abs(np.asarray(canvas, float) - 127.5) <= 0.5).all()  # condition 0 in [-1, 1]: mid-grey
+    canvas, mask, box = ace_canvas(None, ref_image=Image.new("RGB", (32, 64), RED), size=(96, 64))
+    assert canvas.size == (128, 64) and box == (32, 0, 128, 64)
+    assert (np.asarray(canvas)[:, :32] == RED).all() and (np.asarray(mask)[:, :32] == 0).all()
+
+
+def test_resolve_follows_the_training_layout():
+    from trainer.infer import resolve
+
+    edit, mask = Image.new("RGB", (64, 64), BLUE), _mask(64, 64, (0, 0, 32, 32))
+    assert resolve(edit, mask, None)[1:] == (mask, [], 1.0)
+    assert resolve(edit, None, None) == (edit, None, [], 0.5)  # mask-less edit: in place, released 0.5
+    assert resolve(edit, None, None, task="control_depth")[3] == 0.0
+    assert resolve(edit, None, None, task="inpainting") == (None, None, [edit], 1.0)  # scale 1 would blank it
+    assert resolve(edit, None, None, layout="panel") == (None, None, [edit], 1.0)
+    assert resolve(None, None, None, repainting_scale=0.2) == (None, None, [], 1.0)
 
 
 @pytest.mark.parametrize("scale", [0.0, 0.5, 1.0])
@@ -83,6 +113,22 @@ def test_run_infer_returns_the_edit_image_and_loads_a_lora(tiny_base, tmp_path):
     assert np.abs(with_lora - base).max() > 1
     assert not pipe.get_list_adapters().get("transformer")  # the LoRA is gone after the call
     assert np.array_equal(run(), base)
+
+
+def test_run_infer_text_to_image_and_maskless_hint(tiny_base):
+    from trainer.components import load_pipeline
+
+    pipe = load_pipeline(tiny_base[0])
+    kw = dict(steps=2, max_sequence_length=64, seed=1)
+    out = run_infer(pipe, "a cat", None, size=(80, 48), **kw)
+    assert out.size == (80, 48) and out.mode == "RGB"
+    rng = np.random.default_rng(4)
+    edit = Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8))
+    half = np.asarray(run_infer(pipe, "make it red", edit, **kw), float)  # in place, scale 0.5
+    other = Image.fromarray(255 - np.asarray(edit))
+    assert np.abs(np.asarray(run_infer(pipe, "make it red", other, **kw), float) - half).max() > 0  # sees it
+    blank = np.asarray(run_infer(pipe, "make it red", edit, repainting_scale=0.0, **kw), float)
+    assert np.abs(blank - half).max() > 0
 
 
 def test_run_infer_with_a_kohya_file_matches_the_live_adapter(tiny_base, tmp_path):

@@ -86,7 +86,7 @@ def test_full_size_fill_transformer_counts():
 
 def test_config_defaults_alpha_to_rank():
     cfg = lora_config()
-    assert (cfg.r, cfg.lora_alpha, cfg.lora_dropout) == (64, 64.0, 0.0)
+    assert (cfg.r, cfg.lora_alpha, cfg.lora_dropout, cfg.init_lora_weights) == (64, 64.0, 0.0, True)
     assert lora_config(16, 8).lora_alpha == 8.0
     with pytest.raises(ValueError):
         lora_config(0)
@@ -97,7 +97,7 @@ def test_add_lora_trains_only_the_adapter():
     base = forward(t)
     modules = dict(t.named_modules())
     expected = sum(4 * (modules[n].in_features + modules[n].out_features) for n in expected_targets(2, 2))
-    assert add_lora(t, rank=4, alpha=8) == expected
+    assert add_lora(t, rank=4, alpha=8, fused=False) == expected
     adapted = dict(lora_layers(t))
     assert set(adapted) == expected_targets(2, 2)
     assert all(layer.scaling["default"] == 2.0 for layer in adapted.values())
@@ -115,3 +115,39 @@ def test_add_lora_trains_only_the_adapter():
     out.square().mean().backward()
     assert all(p.grad is None for p in t.parameters() if not p.requires_grad)
     assert all(layer.lora_B["default"].weight.grad.abs().sum() > 0 for layer in adapted.values())
+
+
+def test_fused_lora_has_the_released_parameter_count_and_init():
+    import math
+
+    t = tiny_transformer(num_layers=2, num_single_layers=2)
+    base = forward(t)
+    modules = dict(t.named_modules())
+    per_part = sum(4 * (modules[n].in_features + modules[n].out_features) for n in expected_targets(2, 2))
+    # released: one rank-4 LoRA per fused BFL linear: qkv (32 -> 96) twice per double block, linear1
+    # (32 -> 96 + 128) per single block; a fused LoRA saves the (n - 1) extra down projections
+    saved = 2 * 2 * (2 * 4 * 32) + 2 * (3 * 4 * 32)
+    assert add_lora(t, rank=4) == per_part - saved
+    assert torch.equal(forward(t), base)  # zero B
+    for name, layer in lora_layers(t):
+        a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+        bound = 1 / math.sqrt(a.shape[1])  # kaiming_uniform(a=sqrt(5)) on [r, in]: U(-1/sqrt(in), 1/sqrt(in))
+        assert a.abs().max() <= bound and a.abs().max() > 0.5 * bound, name
+        assert not b.any(), name
+
+
+def test_full_size_fused_count_matches_the_released_lora():
+    from accelerate import init_empty_weights
+    from diffusers import FluxTransformer2DModel
+
+    with init_empty_weights():
+        t = FluxTransformer2DModel(in_channels=384, out_channels=64, guidance_embeds=True)
+    modules = dict(t.named_modules())
+    names = lora_target_names(t)
+    per_part = sum(64 * (modules[n].in_features + modules[n].out_features) for n in names)
+    # BFL: per double block 2 qkv (3072 -> 9216), proj x2, mlp x4, mod x2; per single block linear1
+    # (3072 -> 21504), linear2 (15360 -> 3072), modulation (3072 -> 9216)
+    per_double = 2 * 12288 + 2 * 6144 + 4 * 15360 + 2 * 21504
+    per_single = 24576 + 18432 + 12288
+    released = 64 * (19 * per_double + 38 * per_single)
+    assert per_part - 64 * 3072 * (19 * 2 * 2 + 38 * 3) == released == 306_315_264

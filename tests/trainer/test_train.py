@@ -19,8 +19,9 @@ def _examples(n=8, form="canvas", seed=0):
 
 
 def _cfg(**kw):
+    # the tiny random VAE's posterior std is ~1 (FLUX's is small): sampled latents would be noise to overfit
     base = dict(mode="lora", lora_rank=8, lr=5e-3, max_steps=1000, gradient_checkpointing=False,
-                max_sequence_length=32, max_tokens=24, use_gpu="no")
+                max_sequence_length=32, max_tokens=24, use_gpu="no", vae_sample=False)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -82,3 +83,39 @@ def test_resume_continues_with_the_same_next_step_loss(tiny_base, tmp_path):
     c.setup()
     with pytest.raises(ValueError, match="lora training"):
         c.load_state(tmp_path / "ckpt")
+
+
+def test_recipe_optimiser_settings(tiny_base):
+    from schemas.config import load_config
+
+    assert TrainConfig().lr == 1e-3 and TrainConfig(mode="full").lr == 5e-5  # the released recipes
+    assert TrainConfig(mode="full", lr=2e-4).lr == 2e-4
+    assert load_config(None, overrides={"train.mode": "full"}).train.lr == 5e-5
+    folder, _ = tiny_base
+    tr = AceTrainer(TrainConfig(mode="full", gradient_checkpointing=False, use_gpu="no"), folder)
+    tr.setup()
+    group = tr.opt.param_groups[0]
+    assert (group["lr"], group["eps"], group["weight_decay"], group["betas"]) == (5e-5, 1e-6, 1e-2, (0.9, 0.999))
+
+
+def test_vae_sampling_is_seeded_by_step(tiny_base):
+    folder, _ = tiny_base
+    ex = _examples(n=1)
+    sampled = AceTrainer(_cfg(vae_sample=True), folder)
+    sampled.setup()
+    mean = AceTrainer(_cfg(), folder)
+    mean.setup()
+    a, b = (float(sampled.loss(ex, 7)["loss"].detach()) for _ in range(2))
+    assert a == b  # the same step draws the same latents: a resumed run repeats itself
+    assert a != float(mean.loss(ex, 7)["loss"].detach())  # posterior draws, not the mean
+
+
+def test_lora_checkpoints_refuse_a_different_fusion(tiny_base, tmp_path):
+    folder, _ = tiny_base
+    tr = AceTrainer(_cfg(), folder)
+    tr.setup()
+    tr.save_state(tmp_path / "ck")
+    other = AceTrainer(_cfg(lora_fused=False), folder)
+    other.setup()
+    with pytest.raises(ValueError, match="lora_fused"):
+        other.load_state(tmp_path / "ck")
