@@ -93,7 +93,7 @@ def key_and_field(name: str) -> tuple[str, str]:
 
 def iter_tar_samples(shard_uri: str) -> Iterator[dict[str, Any]]:
     """Raw samples ({'__key__', '<ext>': bytes}) of one tar, in order."""
-    fs, path = storage.fs_path(shard_uri)
+    fs, path = fs_path(shard_uri)
     current: dict[str, Any] | None = None
     last_key = "<none>"
     try:

@@ -19,7 +19,7 @@ from mining.instructions import (ChatInstructionWriter, InstructionError, Instru
                                  TemplateInstructionWriter)
 from schemas.arrow import PAIR_SCHEMA, from_table, to_table
 from schemas.config import IngestConfig, InstructionConfig
-from schemas.records import AceSample, ConditionUnit, Generator, ImageRecord, PairRecord, Role
+from schemas.records import AceSample, ConditionUnit, Generator, PairRecord, Role
 from tasks import storage
 from tasks.sources import read_uri
 from tasks.stage import Resources, SingleUnitStage, StageReport, UnitReport

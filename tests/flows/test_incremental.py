@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks import storage
 from tasks.demo_corpus import generate_variants
 
 CFG = {"ingest": {"partition_files": 100, "chunk_size": 50},

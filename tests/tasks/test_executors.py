@@ -5,7 +5,7 @@ import pytest
 from flows.pipelines import run_mining
 from schemas.config import RunConfig
 from tasks.embed import EmbedStage
-from tasks.executors import LocalExecutor, PrefectRayExecutor, RayWorkers
+from tasks.executors import LocalExecutor, RayWorkers
 from tasks.ingest import IngestStage
 from tasks.shards import read_manifest
 
