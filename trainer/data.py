@@ -103,6 +103,35 @@ def iter_examples(urls: list[str], cfg: TrainConfig, rank: int = 0, world: int =
                              f"(stage 1 takes 0-ref tasks only)")
 
 
+def layout_key(example: Example) -> tuple:
+    """What must be equal for two examples to share a batch: every panel's size and role, in order (so the
+    token count and the position ids are equal); for a precomputed example, its position ids."""
+    if example.encoded is not None:
+        ids = example.encoded.inputs.img_ids
+        return ("encoded", example.encoded.inputs.tokens, tuple(ids.shape),
+                hashlib.sha256(ids.contiguous().cpu().numpy().tobytes()).hexdigest())
+    return tuple((tuple(p.image.shape), bool(p.is_target)) for p in example.panels)
+
+
+def iter_batches(examples: Iterator[Example], batch_size: int, start: int = 0) -> Iterator[tuple[list[Example], int]]:
+    """Batches drawn within one layout (aspect bucket and panel arrangement): an example waits until
+    `batch_size` examples of its layout have arrived. Yields (batch, stream position after it): a run that
+    resumes from that position starts with the next unread example. Examples still waiting when a run stops
+    are read again in the next epoch, not in this one (at most (layouts - 1) x (batch_size - 1) of them)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    waiting: dict[tuple, list[Example]] = {}
+    position = start
+    for ex in examples:
+        position += 1
+        key = layout_key(ex)
+        group = waiting.setdefault(key, [])
+        group.append(ex)
+        if len(group) == batch_size:
+            del waiting[key]
+            yield group, position
+
+
 def tokens_of(example: Example) -> int:
     if example.encoded is not None:
         return example.encoded.inputs.tokens

@@ -25,7 +25,7 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig as 
 from schemas.config import TrainConfig
 from schemas import io as storage
 from trainer.components import TINY_NAME, build_tiny_pipeline, save_pipeline
-from trainer.data import iter_examples
+from trainer.data import iter_batches, iter_examples
 from trainer.train import AceTrainer
 
 
@@ -68,11 +68,13 @@ def _loop(config: dict) -> None:
     if ckpt is not None:
         with ckpt.as_directory() as d:
             trainer.load_state(d)
-    examples = iter_examples(config["urls"], cfg, rank, world, start=trainer.examples_seen)
+    batches = iter_batches(iter_examples(config["urls"], cfg, rank, world, start=trainer.examples_seen),
+                           cfg.batch_size, start=trainer.examples_seen)
     metrics_dir = config["metrics_dir"]
     while trainer.step_no < cfg.max_steps:
-        batch = [next(examples) for _ in range(cfg.batch_size)]
+        batch, position = next(batches)  # one layout (aspect bucket) per batch
         m = trainer.train_step(batch)
+        trainer.examples_seen = position  # the stream position, which is what a resume starts from
         m["world_size"] = world
         step = trainer.step_no
         if rank == 0 and (step % cfg.log_every == 0 or step == cfg.max_steps):

@@ -119,3 +119,30 @@ def test_lora_checkpoints_refuse_a_different_fusion(tiny_base, tmp_path):
     other.setup()
     with pytest.raises(ValueError, match="lora_fused"):
         other.load_state(tmp_path / "ck")
+
+
+def test_batch_of_two_on_mixed_aspects_trains_within_buckets(tiny_base):
+    from tests.conftest import png, random_image
+    from schemas.records import ConditionUnit, Role
+    from trainer.data import iter_batches, layout_key
+
+    folder, _ = tiny_base
+    rng = np.random.default_rng(3)
+    stream = []
+    for i, (w, h) in enumerate([(64, 32), (32, 64), (64, 32), (32, 64)]):  # wide, tall, wide, tall
+        s = make_sample(i, rng).model_copy(update={
+            "units": [ConditionUnit(role=Role.EDIT, image=png(random_image(rng, w, h)))],
+            "target": ConditionUnit(role=Role.TARGET, image=png(random_image(rng, w, h)))})
+        stream.append(Example(s.key, s.task, s.instruction, sample_panels(s, 24, "canvas")))
+    assert layout_key(stream[0]) != layout_key(stream[1])
+    tr = AceTrainer(_cfg(batch_size=2), folder)
+    tr.setup()
+    with pytest.raises(ValueError, match="share their layout"):  # what the job did before: the stream in order
+        tr.loss(stream[:2], 0)
+    batches = list(iter_batches(iter(stream), 2))
+    assert [[ex.key for ex in b] for b, _ in batches] == [["sample-0000", "sample-0002"], ["sample-0001", "sample-0003"]]
+    assert [pos for _, pos in batches] == [3, 4]
+    for b, _ in batches:
+        m = tr.train_step(b)
+        assert np.isfinite(m["loss"])
+    assert tr.step_no == 2
