@@ -84,6 +84,7 @@ def corpus_unit(out: str, demo: dict, root: str) -> str:
     if current_corpus(corpus, DemoConfig(**demo)) is None:
         fs, path = storage.fs_path(root)
         if fs.exists(storage.join(path, "catalog")):
+            claim(root)  # refuses a root the demo did not make: only the demo's own root is removed
             fs.rm(path, recursive=True)
             claim(root)
     build_demo_corpus(corpus, DemoConfig(**demo))
