@@ -10,6 +10,7 @@ replays the same keys) and writes the rest; a re-run of a complete set is a no-o
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -19,14 +20,18 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import webdataset as wds
+import yaml
+from PIL import Image
 
+from mining.decode import encode_image
 from schemas.arrow import from_table, to_table
 from schemas.config import ShardConfig
-from schemas.records import AceSample, ShardManifestRow
+from schemas.records import AceSample, ConditionUnit, ShardManifestRow
 from schemas.shard_layout import encode_sample, sanitize_key
 from tasks import storage
 
 MANIFEST = "manifest.parquet"
+CARD = "README.md"  # a dataset card whose features let `datasets.load_dataset(<set folder>)` read every field
 TAR_MTIME = 0  # fixed member mtime: the same samples give byte-identical tars
 
 
@@ -104,6 +109,7 @@ class _Writer:
         self.keys: list[str] = []
         self.prints: list[str] = []
         self.tasks: Counter[str] = Counter()
+        self.fields: set[str] = set()
         self.aborted = False
         self.sink: wds.ShardWriter | None = None
         self.finished: list[dict] = []
@@ -122,7 +128,7 @@ class _Writer:
         name = _tar_name(self.cfg.prefix, self.index)
         stats = {"shard": name, "samples": len(self.keys), "bytes": self.stream.nbytes,
                  "sha256": self.stream.sha.hexdigest(), "counts_by_task": dict(sorted(self.tasks.items())),
-                 "keys": self.keys, "fingerprints": self.prints}
+                 "keys": self.keys, "fingerprints": self.prints, "fields": sorted(self.fields)}
         final = f"{self.path}/{name}"
         if self.local:
             os.replace(fname, final)
@@ -135,7 +141,7 @@ class _Writer:
                                    json.dumps(stats).encode())
         self.finished.append(stats)
         self.index += 1
-        self.keys, self.prints, self.tasks = [], [], Counter()
+        self.keys, self.prints, self.tasks, self.fields = [], [], Counter(), set()
 
     def _uri_dir(self) -> str:
         proto = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
@@ -148,6 +154,7 @@ class _Writer:
                                         post=self._post, start_shard=self.start, verbose=0, opener=self._open,
                                         encoder=False, mtime=TAR_MTIME)
         self.sink.write(raw)  # may close the previous shard first, which runs _post for it
+        self.fields.update(k for k in raw if not k.startswith("__"))
         self.keys.append(raw["__key__"])
         self.prints.append(fingerprint)
         self.tasks[task] += 1
@@ -157,6 +164,70 @@ class _Writer:
         if self.sink is not None:
             self.sink.close()
             self.sink = None
+
+
+def _as_ext(unit: ConditionUnit, cfg: ShardConfig, key: str) -> ConditionUnit:
+    if unit.image_ext == cfg.image_ext:
+        return unit
+    try:
+        with Image.open(io.BytesIO(unit.image)) as im:
+            im.load()
+            data = encode_image(im if cfg.image_ext == "png" else im.convert("RGB"), cfg.image_ext,
+                                quality=cfg.jpeg_quality)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"sample {key!r}: its {unit.role.value} image ({unit.image_ext}) does not decode: {e}") from None
+    return unit.model_copy(update={"image": data, "image_ext": cfg.image_ext})
+
+
+def one_extension(sample: AceSample, cfg: ShardConfig) -> AceSample:
+    """The sample with every image in the set's one extension (`cfg.image_ext`): readers that type a field by
+    its extension (HF datasets, img2dataset conventions) see one type per field. Images already stored that
+    way keep their bytes; others are decoded and re-encoded (losslessly for png)."""
+    units = [_as_ext(u, cfg, sample.key) for u in sample.units]
+    target = _as_ext(sample.target, cfg, sample.key)
+    if target is sample.target and all(a is b for a, b in zip(units, sample.units)):
+        return sample
+    return sample.model_copy(update={"units": units, "target": target})
+
+
+def _check_fields(fields: Iterable[str], out_uri: str) -> list[str]:
+    """The set's fields, sorted; an error when one field stem (in0, target.mask...) has two extensions."""
+    names = sorted(set(fields))
+    by_stem: dict[str, str] = {}
+    for f in names:
+        stem, _, ext = f.rpartition(".")
+        if stem and by_stem.setdefault(stem, ext) != ext:
+            raise ValueError(f"{out_uri}: field {stem} is stored as both .{by_stem[stem]} and .{ext} (shards written "
+                             f"with another shards.image_ext?): remove the set and write it again")
+    return names
+
+
+def _tar_fields(out_uri: str, shard: str) -> set[str]:
+    """Field names in a finished shard (written before stats recorded them), from the tar headers."""
+    import tarfile
+
+    fs, path = storage.fs_path(storage.join(out_uri, shard))
+    with fs.open(path, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
+        return {m.name.split(".", 1)[1] for m in tar if m.isfile() and "." in m.name}
+
+
+def write_card(out_uri: str, fields: list[str], counts_by_task: dict[str, int], samples: int) -> None:
+    """README.md with the Hugging Face dataset-card header that types every field the set holds: without it
+    `datasets` infers the features from the first 5 samples, and a field they lack (a reference image, a
+    mask) is dropped or refused."""
+    def dtype(field: str) -> str:
+        ext = field.rsplit(".", 1)[-1]
+        return {"json": "json", "txt": "string"}.get(ext, "image")
+
+    features = [{"name": "__key__", "dtype": "string"}, {"name": "__url__", "dtype": "string"}]
+    features += [{"name": f, "dtype": dtype(f)} for f in fields]
+    header = {"configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "*.tar"}]}],
+              "dataset_info": {"features": features}}
+    body = (f"# aceforge shard set\n\n{samples} samples in WebDataset tars; samples per task: "
+            f"{json.dumps(counts_by_task)}.\nA field a sample does not have (a second input, a mask) reads as "
+            f"None. Layout: aceforge's schemas/shard_layout.py.\n")
+    storage.atomic_write_bytes(storage.join(out_uri, CARD),
+                               ("---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n" + body).encode())
 
 
 def sample_fingerprint(sample: AceSample) -> str:
@@ -194,7 +265,7 @@ def write_shard_set(samples: Iterable[AceSample], out_uri: str, cfg: ShardConfig
     storage.remove_stale_tmp(out_uri)
     done = _load_done(out_uri, cfg.prefix)
 
-    it = iter(samples)
+    it = (one_extension(s, cfg) for s in samples)
     seen_keys: set[str] = set()
     for j, stats in enumerate(done):  # replay the finished shards' samples without re-encoding them
         replayed: list[AceSample] = []
@@ -245,6 +316,8 @@ def write_shard_set(samples: Iterable[AceSample], out_uri: str, cfg: ShardConfig
     writer.close()
 
     all_stats = done + writer.finished
+    fields = _check_fields((f for s in all_stats for f in (s["fields"] if "fields" in s else
+                                                            _tar_fields(out_uri, s["shard"]))), out_uri)
     rows = [ShardManifestRow(**{k: s[k] for k in ("shard", "samples", "bytes", "sha256", "counts_by_task")})
             for s in all_stats]
     storage.atomic_write_parquet(storage.join(out_uri, MANIFEST), to_table(rows, ShardManifestRow))
@@ -253,9 +326,10 @@ def write_shard_set(samples: Iterable[AceSample], out_uri: str, cfg: ShardConfig
         totals.update(r.counts_by_task)
     report = ShardSetReport(out_uri, len(rows), sum(r.samples for r in rows), sum(r.bytes for r in rows),
                             dict(sorted(totals.items())), resumed_shards=len(done))
+    write_card(out_uri, fields, report.counts_by_task, report.samples)
     storage.write_marker(out_uri, {"shards": report.shards, "samples": report.samples, "bytes": report.bytes,
                                    "counts_by_task": report.counts_by_task, "config": cfg.model_dump(),
-                                   "kept_shards": len(done)})
+                                   "kept_shards": len(done), "fields": fields})
     return report
 
 

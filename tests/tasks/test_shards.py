@@ -237,3 +237,79 @@ def test_extend_keeps_unchanged_shards_and_reopens_a_short_last_one(tmp_path):
     with pytest.raises(ShardInputChanged):  # without extend a changed input is still an error
         storage.fs_path(out)[0].rm(storage.join(out, storage.MARKER))
         write_shard_set(s[:8], out, cfg)
+
+
+def _with_jpg_and_webp(samples):
+    """The fixture's samples with a JPEG target in sample 4 and a WEBP edit image in sample 7 (as a corpus of
+    mixed formats gives, passed through unchanged at ingest)."""
+    import io
+
+    from PIL import Image
+
+    from schemas.records import ConditionUnit
+
+    def reencode(unit, fmt, ext):
+        buf = io.BytesIO()
+        Image.open(io.BytesIO(unit.image)).convert("RGB").save(buf, format=fmt, quality=90)
+        return ConditionUnit(role=unit.role, image=buf.getvalue(), image_ext=ext, mask=unit.mask)
+
+    out = list(samples)
+    out[4] = out[4].model_copy(update={"target": reencode(out[4].target, "JPEG", "jpg")})
+    out[7] = out[7].model_copy(update={"units": [reencode(out[7].units[0], "WEBP", "webp"), *out[7].units[1:]]})
+    return out
+
+
+def _pixels(data: bytes) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def test_every_image_field_has_one_extension_and_the_same_pixels(samples, tmp_path):
+    mixed = _with_jpg_and_webp(samples)
+    uri = str(tmp_path / "set")
+    write_shard_set(mixed, uri, ShardConfig(maxcount=4))
+    names = [n for s in shard_uris(uri) for n in tarfile.open(s).getnames()]
+    exts = {n.split(".", 1)[1] for n in names}
+    assert exts == {"json", "txt", "in0.png", "in1.png", "in0.mask.png", "target.png"}
+    back = {s.key: s for s in read_shard_set(uri)}
+    for s in mixed:  # png re-encoding is lossless: every image decodes to the pixels it had
+        got = back[s.key]
+        assert np.array_equal(_pixels(got.target.image), _pixels(s.target.image))
+        assert all(np.array_equal(_pixels(a.image), _pixels(b.image)) for a, b in zip(got.units, s.units))
+    assert back["sample-0000"].target.image == samples[0].target.image  # already png: the bytes are kept
+    assert storage.read_marker(uri)["fields"] == sorted(exts)
+
+
+def test_jpg_sets_store_every_image_as_jpeg(samples, tmp_path):
+    uri = str(tmp_path / "set")
+    write_shard_set(_with_jpg_and_webp(samples), uri, ShardConfig(maxcount=4, image_ext="jpg"))
+    names = [n for s in shard_uris(uri) for n in tarfile.open(s).getnames()]
+    assert {n.split(".", 1)[1] for n in names} == {"json", "txt", "in0.jpg", "in1.jpg", "in0.mask.png", "target.jpg"}
+
+
+def test_hugging_face_datasets_reads_every_sample_intact(samples, tmp_path, monkeypatch):
+    """`datasets.load_dataset(<set folder>)` with no arguments: the set's dataset card types every field, so a
+    field the first samples lack (a reference, a mask) is read, and a sample without it reads None."""
+    import datasets
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    mixed = _with_jpg_and_webp(samples)
+    uri = str(tmp_path / "set")
+    write_shard_set(mixed, uri, ShardConfig(maxcount=4))
+    ds = datasets.load_dataset(uri, split="train")
+    assert len(ds) == len(mixed)
+    rows = {r["__key__"]: r for r in ds.cast_column("target.png", datasets.Image(decode=False))
+            .cast_column("in0.png", datasets.Image(decode=False)).cast_column("in1.png", datasets.Image(decode=False))
+            .cast_column("in0.mask.png", datasets.Image(decode=False))}
+    for s in mixed:
+        r = rows[s.key]
+        assert r["json"]["task"] == s.task and r["txt"] == s.instruction
+        assert np.array_equal(_pixels(r["target.png"]["bytes"]), _pixels(s.target.image))
+        assert np.array_equal(_pixels(r["in0.png"]["bytes"]), _pixels(s.units[0].image))
+        has_ref = len(s.units) > 1
+        assert (r["in1.png"] is not None) == has_ref
+        if has_ref:
+            assert np.array_equal(_pixels(r["in1.png"]["bytes"]), _pixels(s.units[1].image))
+        assert (r["in0.mask.png"]["bytes"] if r["in0.mask.png"] else None) == s.units[0].mask
