@@ -68,6 +68,8 @@ def _print_ingest(report: IngestReport, root: str, list_bad: int) -> None:
     t.add_row("duplicates", str(report.duplicates))
     for reason, n in sorted(report.quarantined.items()):
         t.add_row(f"quarantined: {reason}", str(n))
+    for reason, n in sorted(report.skipped.items()):
+        t.add_row(f"not read: {reason}", str(n))
     out.print(t)
     status = "reconciled" if report.reconciles else "[red]DO NOT RECONCILE[/red]"
     out.print(f"seen {report.seen} = accepted {report.accepted} + duplicates {report.duplicates} "

@@ -110,7 +110,9 @@ def _announcer(cfg: RunConfig, landed_resource: str) -> Announce:
         c = rep.counts
         if isinstance(stage, IngestStage):
             counts_table("ingest", {"seen": c["seen"], "accepted": c["accepted"], "duplicates": c["duplicates"],
-                                    **{f"quarantined: {r}": n for r, n in c["quarantined"].items()}}, "ingest-counts")
+                                    **{f"quarantined: {r}": n for r, n in c["quarantined"].items()},
+                                    **{f"not read: {r}": n for r, n in (c.get("skipped") or {}).items()}},
+                         "ingest-counts")
         elif isinstance(stage, EmbedStage):
             counts_table("embeddings", {"images": c["images"], "embedded": c["embedded"],
                                         **{f"skipped: {r}": n for r, n in (c["skipped"] or {}).items()}},

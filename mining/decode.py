@@ -6,6 +6,7 @@ agree with the catalog.
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 from dataclasses import dataclass
@@ -131,6 +132,26 @@ def decode_image(data: bytes, *, max_pixels: int, min_side: int) -> DecodedImage
     except (OSError, ValueError) as e:
         raise RejectedImage(QuarantineReason.CORRUPT, f"{type(e).__name__}: {e}") from None
     return DecodedImage(image=rgb, format=fmt, mode=mode)
+
+
+@functools.lru_cache(maxsize=1)
+def pillow_extensions() -> tuple[str, ...]:
+    """File endings (no dot, lower case) of every format the installed Pillow decodes: its registered
+    openers, less stubs (BUFR, GRIB, HDF5, WMF: they need a handler Pillow does not ship), MPEG (identified,
+    never decoded) and EPS when Ghostscript is missing."""
+    from PIL import EpsImagePlugin
+
+    Image.init()
+    skip = {"MPEG"} | (set() if EpsImagePlugin.has_ghostscript() else {"EPS"})
+    out = set()
+    for ext, fmt in Image.registered_extensions().items():
+        factory = Image.OPEN.get(fmt, (None,))[0]
+        if factory is None or fmt in skip:
+            continue
+        if isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile):
+            continue
+        out.add(ext.lower().lstrip("."))
+    return tuple(sorted(out))
 
 
 def encode_image(im: Image.Image, ext: str = "png", quality: int = 95) -> bytes:

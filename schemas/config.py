@@ -29,10 +29,10 @@ class IngestConfig(_Config):
     workers: int = Field(0, ge=0, description="decode processes; 0 = one per core")
     chunk_size: int = Field(16, ge=1, description="files per unit of parallel work inside a partition")
     partition_files: int = Field(10_000, ge=1, description="files per ingest partition (one task each)")
-    extensions: list[str] = Field(
-        default_factory=lambda: ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"],
-        description="file endings that count as images when listing folders and tars",
-    )
+    extensions: list[str] | None = Field(
+        None, description="file endings that count as images when listing folders and tars; None: every format "
+                          "the installed Pillow decodes (avif, jpeg2000, tga, ...); what is not listed is counted "
+                          "as skipped, with its ending")
 
     def resolved_workers(self) -> int:
         return self.workers or (os.cpu_count() or 1)

@@ -18,7 +18,7 @@ from typing import Callable
 
 import pyarrow as pa
 
-from mining.decode import RejectedImage, decode_image
+from mining.decode import RejectedImage, decode_image, pillow_extensions
 from schemas.arrow import IMAGE_RECORD_SCHEMA, QUARANTINE_SCHEMA, from_table, to_table
 from schemas.config import IngestConfig, config_hash
 from schemas.records import ImageRecord, QuarantineReason, QuarantineRecord
@@ -39,6 +39,7 @@ class IngestReport:
     duplicates: int = 0
     quarantined: dict[str, int] = field(default_factory=dict)
     skipped_existing: bool = False
+    skipped: dict[str, int] = field(default_factory=dict)  # listed but never read, by reason (not in `seen`)
 
     @property
     def quarantined_total(self) -> int:
@@ -50,7 +51,19 @@ class IngestReport:
 
     def to_dict(self) -> dict:
         return {"seen": self.seen, "accepted": self.accepted, "duplicates": self.duplicates,
-                "quarantined": dict(sorted(self.quarantined.items())), "catalog_uri": self.catalog_uri}
+                "quarantined": dict(sorted(self.quarantined.items())), "catalog_uri": self.catalog_uri,
+                "skipped": dict(sorted(self.skipped.items()))}
+
+
+def image_extensions(cfg: IngestConfig) -> list[str]:
+    """The endings ingest lists: the configured ones, or every format the installed Pillow decodes."""
+    return list(cfg.extensions) if cfg.extensions is not None else list(pillow_extensions())
+
+
+@dataclass
+class Skips:
+    """Tar members a unit did not read, by reason (kept beside the records of its partition)."""
+    counts: Counter
 
 
 def examine(uri: str, data: bytes, cfg: IngestConfig, source: str) -> Result:
@@ -67,8 +80,8 @@ def _quarantine(uri: str, reason: QuarantineReason, detail: str, source: str) ->
     return QuarantineRecord(uri=uri, reason=reason, detail=detail, source=source)
 
 
-def process_unit(unit: WorkUnit, cfg: IngestConfig, source: str) -> list[Result]:
-    out: list[Result] = []
+def process_unit(unit: WorkUnit, cfg: IngestConfig, source: str) -> list[Result | Skips]:
+    out: list[Result | Skips] = []
     if unit.kind == "files":
         for uri in unit.uris:
             try:
@@ -86,8 +99,10 @@ def process_unit(unit: WorkUnit, cfg: IngestConfig, source: str) -> list[Result]
         return out
     (tar_uri,) = unit.uris
     last = "<start>"
+    skipped: Counter = Counter()
+    out.append(Skips(skipped))
     try:
-        for m_uri, data, size in iter_tar(tar_uri, cfg.extensions, cfg.max_bytes):
+        for m_uri, data, size in iter_tar(tar_uri, image_extensions(cfg), cfg.max_bytes, skipped):
             last = m_uri
             if data is None:
                 out.append(_quarantine(m_uri, QuarantineReason.TOO_MANY_BYTES,
@@ -102,8 +117,8 @@ def process_unit(unit: WorkUnit, cfg: IngestConfig, source: str) -> list[Result]
 
 
 def _run_units(units: list[WorkUnit], cfg: IngestConfig, source: str,
-               progress: Callable[[int], None] | None) -> list[Result]:
-    results: list[Result] = []
+               progress: Callable[[int], None] | None) -> list[Result | Skips]:
+    results: list[Result | Skips] = []
     workers = min(cfg.resolved_workers(), max(1, len(units)))
     if workers <= 1:
         for u in units:
@@ -126,8 +141,21 @@ def catalog_uri(root: str) -> str:
     return RunLayout(root).catalog
 
 
+_HOW_NOT_WHAT = {"workers", "chunk_size", "partition_files"}  # how ingest runs, not what it produces
+
+
+def ingest_hash(cfg: IngestConfig) -> str:
+    """The hash of the settings that decide a catalog's content: another worker count or partition size
+    reuses the catalog."""
+    return config_hash(cfg.model_copy(update={k: IngestConfig.model_fields[k].default for k in _HOW_NOT_WHAT}))
+
+
+def _same_config(recorded: str | None, cfg: IngestConfig) -> bool:
+    return recorded in (ingest_hash(cfg), config_hash(cfg))  # the whole config: catalogs planned before
+
+
 def _fingerprint(source: str, cfg: IngestConfig) -> dict:
-    return {"source": source, "config": config_hash(cfg)}
+    return {"source": source, "config": ingest_hash(cfg)}
 
 
 def existing_catalog(source: str, root: str, cfg: IngestConfig) -> IngestReport | None:
@@ -137,11 +165,13 @@ def existing_catalog(source: str, root: str, cfg: IngestConfig) -> IngestReport 
     marker = storage.read_marker(cat)
     if marker is None:
         return None
-    if marker.get("fingerprint") != _fingerprint(source, cfg):
+    fp = marker.get("fingerprint") or {}
+    if fp.get("source") != source or not _same_config(fp.get("config"), cfg):
         raise RuntimeError(f"{cat} already holds a catalog of {marker.get('fingerprint')}; "
                            f"use another root or force=True to replace it")
     c = marker["counts"]
-    return IngestReport(cat, c["seen"], c["accepted"], c["duplicates"], c["quarantined"], skipped_existing=True)
+    return IngestReport(cat, c["seen"], c["accepted"], c["duplicates"], c["quarantined"], skipped_existing=True,
+                        skipped=c.get("skipped", {}))
 
 
 def existing_partitions(root: str) -> int:
@@ -182,22 +212,26 @@ def plan_ingest(source: str, root: str, cfg: IngestConfig, force: bool = False) 
     generation of partitions after the existing ones, which keep their numbers and their outputs."""
     if force:
         _remove_catalog(root)  # marker or not (an interrupted run may have removed it): nothing is reused
-    files, tars = expand_source(source, cfg.extensions)
+    listing_skips: Counter = Counter()
+    files, tars = expand_source(source, image_extensions(cfg), listing_skips)
     per = max(1, cfg.partition_files // cfg.chunk_size)
     fs, plan_path = storage.fs_path(RunLayout(root).ingest_plan)
     old = _plan(root) if fs.exists(plan_path) else None
-    if old is not None and (old["source"], old["config"]) != (source, config_hash(cfg)):
+    if old is not None and (old["source"] != source or not _same_config(old["config"], cfg)):
         _remove_partitions(root)  # partitions of another source or config must not be reused
         old = None
     if old is not None:
         known = _planned_uris(old)
         files, tars = [f for f in files if f not in known], [t for t in tars if t not in known]
         if not files and not tars:
+            if old.get("skipped", {}) != dict(listing_skips):  # only unreadable files came: count them
+                storage.atomic_write_bytes(RunLayout(root).ingest_plan,
+                                           json.dumps({**old, "skipped": dict(listing_skips)}).encode())
             return len(old["partitions"])
     units = work_units(files, tars, cfg.chunk_size)
     new_parts = [[[u.kind, list(u.uris)] for u in units[i : i + per]] for i in range(0, len(units), per)]
     partitions = (old["partitions"] if old else []) + new_parts
-    plan = {"source": source, "config": config_hash(cfg),
+    plan = {"source": source, "config": old["config"] if old else ingest_hash(cfg), "skipped": dict(listing_skips),
             "inputs": (old["inputs"] if old else 0) + len(files) + len(tars),
             "generations": (old["generations"] if old else []) + [len(partitions)],
             "partitions": partitions}
@@ -219,7 +253,7 @@ def new_inputs(source: str, root: str, cfg: IngestConfig) -> int:
     if not fs.exists(path):
         return 0
     known = _planned_uris(_plan(root))
-    files, tars = expand_source(source, cfg.extensions)
+    files, tars = expand_source(source, image_extensions(cfg))
     return sum(1 for u in (*files, *tars) if u not in known)
 
 
@@ -236,10 +270,24 @@ def ingest_partition(root: str, k: int, cfg: IngestConfig, progress: Callable[[i
     plan = _plan(root)
     units = [WorkUnit(kind, tuple(uris)) for kind, uris in plan["partitions"][k]]
     results = _run_units(units, cfg, plan["source"], progress)
-    storage.atomic_write_parquet(bad_uri, to_table([r for r in results if isinstance(r, QuarantineRecord)],
-                                                   QuarantineRecord))
+    skipped: Counter = Counter()
+    for r in results:
+        if isinstance(r, Skips):
+            skipped.update(r.counts)
+    bad = to_table([r for r in results if isinstance(r, QuarantineRecord)], QuarantineRecord)
+    storage.atomic_write_parquet(bad_uri, bad.replace_schema_metadata(
+        {**(bad.schema.metadata or {}), SKIPPED_META: json.dumps(dict(skipped)).encode()}))
+    results = [r for r in results if not isinstance(r, Skips)]
     storage.atomic_write_parquet(img_uri, to_table([r for r in results if isinstance(r, ImageRecord)], ImageRecord))
     return len(results)
+
+
+SKIPPED_META = b"aceforge.skipped"  # a quarantine partition's footer: tar members not read, by reason
+
+
+def partition_skips(root: str, k: int) -> Counter:
+    meta = storage.parquet_file(_part_uri(root, k, "quarantine")).schema_arrow.metadata or {}
+    return Counter(json.loads(meta.get(SKIPPED_META, b"{}")))
 
 
 _DUP_SCHEMA = pa.schema([("uri", pa.string()), ("id", pa.string()), ("duplicate_of", pa.string())])
@@ -287,8 +335,11 @@ def finalize_ingest(root: str, n_partitions: int) -> IngestReport:
             digest.update("\n".join(imgs.column("id").take(pa.array(keep, pa.int64())).to_pylist()).encode())
             generations.append({"partitions": hi, "rows": accepted, "ids": digest.hexdigest()[:16]})
             lo = hi
+    skipped: Counter = Counter(plan.get("skipped", {}))
+    for k in range(n_partitions):
+        skipped.update(partition_skips(root, k))
     report = IngestReport(cat, seen=seen, accepted=accepted, duplicates=duplicates,
-                          quarantined=dict(sorted(quarantined.items())))
+                          quarantined=dict(sorted(quarantined.items())), skipped=dict(skipped))
     inputs_seen = sum(ingest_partition_seen(root, k) for k in range(n_partitions))
     if not report.reconciles or inputs_seen != seen:
         raise RuntimeError(f"ingest counts do not reconcile: {report.to_dict()}, partitions hold {inputs_seen}")

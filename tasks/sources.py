@@ -11,6 +11,7 @@ import functools
 import os
 import stat
 import tarfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Iterator
@@ -31,6 +32,12 @@ class WorkUnit:
 
 def _has_ext(path: str, extensions: list[str]) -> bool:
     return PurePosixPath(path).suffix.lower().lstrip(".") in extensions
+
+
+def skip_reason(path: str, where: str = "file") -> str:
+    """Why a listed name is not read: its ending is no image format (`file .txt`, `tar member .json`)."""
+    suffix = PurePosixPath(path).suffix.lower()
+    return f"{where} {suffix or '(no ending)'}"
 
 
 def _is_tar(path: str) -> bool:
@@ -54,13 +61,18 @@ def _read_list(uri: str) -> list[str]:
         return [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
 
 
-def expand_source(source: str, extensions: list[str]) -> tuple[list[str], list[str]]:
-    """(image file URIs, tar URIs) named by `source`, each sorted."""
+def expand_source(source: str, extensions: list[str],
+                  skipped: Counter | None = None) -> tuple[list[str], list[str]]:
+    """(image file URIs, tar URIs) named by `source`, each sorted. Files of a folder or glob whose ending is
+    no image format are counted in `skipped` by ending (a URI list is taken as it is)."""
     fs, path = fs_path(source)
+    kinds: dict[str, str] = {}
     if any(c in path for c in "*?["):
         found = [_qualify(fs, p) for p in fs.glob(path) if fs.isfile(p)]
     elif fs.isdir(path):
-        found = [_qualify(fs, p) for p in fs.find(path)]
+        entries = fs.find(path, detail=True)
+        found = [_qualify(fs, p) for p in entries]
+        kinds = {_qualify(fs, p): e.get("type") for p, e in entries.items()}
     elif path.endswith(LIST_SUFFIXES) or path.endswith(".parquet"):
         found = _read_list(source)
         tars = sorted(u for u in found if _is_tar(u))
@@ -71,6 +83,9 @@ def expand_source(source: str, extensions: list[str]) -> tuple[list[str], list[s
         raise FileNotFoundError(f"ingest source {source!r} does not exist")
     tars = sorted(u for u in found if _is_tar(u))
     files = sorted(u for u in found if not _is_tar(u) and _has_ext(u, extensions))
+    if skipped is not None:
+        skipped.update(skip_reason(u) if kinds.get(u, "file") == "file" else "not a regular file (a link to a folder?)"
+                       for u in found if not _is_tar(u) and not _has_ext(u, extensions))
     return files, tars
 
 
@@ -80,8 +95,11 @@ def work_units(files: list[str], tars: list[str], chunk_size: int) -> list[WorkU
     return units
 
 
-def iter_tar(uri: str, extensions: list[str], max_bytes: int) -> Iterator[tuple[str, bytes | None, int]]:
-    """Yield (member uri, bytes or None when over max_bytes, size) for image members, streaming.
+def iter_tar(uri: str, extensions: list[str], max_bytes: int,
+             skipped: Counter | None = None) -> Iterator[tuple[str, bytes | None, int]]:
+    """Yield (member uri, bytes or None when over max_bytes, size) for image members, streaming. Members that
+    are not regular files (folders, links, devices) or whose ending is no image format are counted in
+    `skipped` with the reason.
 
     A tar that breaks mid-way raises tarfile.TarError / EOFError / OSError after yielding what it could.
     """
@@ -89,6 +107,9 @@ def iter_tar(uri: str, extensions: list[str], max_bytes: int) -> Iterator[tuple[
     with fs.open(path, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tar:
         for member in tar:
             if not member.isfile() or not _has_ext(member.name, extensions):
+                if skipped is not None and not member.isdir():  # folders are structure, as in a listing
+                    skipped[skip_reason(member.name, "tar member") if member.isfile() else
+                            "tar member not a regular file"] += 1
                 continue
             if member.size > max_bytes:
                 yield member_uri(uri, member.name), None, member.size

@@ -1,5 +1,5 @@
 """A standing bad-input suite: a hostile corpus through `aceforge mine`, the way a user runs it. Every file is
-accounted for (accepted, duplicate or quarantined with a reason), counts reconcile, the exit code is 0,
+accounted for (accepted, duplicate or quarantined with a reason, or not read and counted by reason), counts reconcile, the exit code is 0,
 nothing hangs (a timeout), and nothing is written outside the root."""
 
 import io
@@ -64,6 +64,10 @@ def _hostile(src: Path) -> dict[str, str]:
     (src / "exif.jpg").write_bytes(_img(size=(104, 88), fmt="JPEG", exif=exif))
     (src / "copy.jpg").write_bytes(good)
     (src / "text.jpg").write_bytes(b"not an image at all\n" * 20)
+    (src / "photo.avif").write_bytes(_img(size=(109, 93), fmt="AVIF"))  # Pillow decodes it: listed and read
+    files["photo.avif"] = "accepted"
+    (src / "notes.txt").write_text("not an image, and not read: counted as skipped\n")
+    (src / "LICENSE").write_text("no ending\n")
     os.mkfifo(src / "fifo.jpg")
     files["fifo.jpg"] = "quarantined"
     os.symlink("/nonexistent/target.jpg", src / "dangling.jpg")
@@ -73,10 +77,13 @@ def _hostile(src: Path) -> dict[str, str]:
     with tarfile.open(src / "evil.tar", "w") as tar:
         for name, data in (("../escape.jpg", _img(size=(105, 89), fmt="JPEG")),
                            ("/abs/path.jpg", _img(size=(106, 90), fmt="JPEG")),
-                           ("ok.jpg", _img(size=(107, 91), fmt="JPEG"))):
+                           ("ok.jpg", _img(size=(107, 91), fmt="JPEG")), ("ok.json", b"{}")):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("link.jpg")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
     files.update({"evil.tar/../escape.jpg": "accepted", "evil.tar//abs/path.jpg": "accepted",
                   "evil.tar/ok.jpg": "accepted"})
     with tarfile.open(src / "cut.tar", "w") as tar:
@@ -132,4 +139,7 @@ def test_a_hostile_corpus_is_accounted_for_and_mined(tmp_path):
     assert pair == {"accepted", "duplicate"}
     assert got == expected
     assert marker["quarantined"].get("not_a_file") == 1 and marker["quarantined"].get("too_large") == 1
+    # what is listed but never read is counted, with its reason
+    assert marker["skipped"] == {"file .txt": 1, "file (no ending)": 1, "not a regular file (a link to a folder?)": 1,
+                                 "tar member .json": 1, "tar member not a regular file": 1}
     assert (root / "shards" / "mined-general_editing" / "_SUCCESS.json").exists()  # mined through to shards

@@ -177,3 +177,24 @@ def test_a_local_file_with_a_hash_in_its_name_is_an_image_like_any_other(tmp_pat
     member = member_uri(str(tmp_path / "src" / "t.tar"), "in#tar.jpg")
     with fsspec.open(member, "rb") as f:  # the member URI is fsspec's own chained form
         assert f.read() == odd.read_bytes()
+
+
+def test_default_extensions_are_every_format_pillow_decodes():
+    from mining.decode import pillow_extensions
+    from tasks.ingest import image_extensions
+
+    exts = set(image_extensions(IngestConfig()))
+    assert exts == set(pillow_extensions())
+    assert {"jpg", "jpeg", "png", "webp", "gif", "tif", "bmp", "avif", "jp2", "tga", "qoi", "psd"} <= exts
+    assert not exts & {"h5", "hdf", "bufr", "grib", "wmf", "mpg", "txt", "json"}  # stubs, video, text
+    assert image_extensions(IngestConfig(extensions=["png"])) == ["png"]
+
+
+def test_another_worker_count_or_partition_size_reuses_the_catalog(demo_corpus, tmp_path):
+    corpus, _ = demo_corpus
+    root = str(tmp_path / "root")
+    first = ingest(str(corpus / "photos"), root, IngestConfig(workers=1))
+    again = ingest(str(corpus / "photos"), root, IngestConfig(workers=2, chunk_size=3, partition_files=5))
+    assert again.skipped_existing and again.to_dict() == first.to_dict()
+    with pytest.raises(RuntimeError, match="already holds a catalog"):  # what decides the content still counts
+        ingest(str(corpus / "photos"), root, IngestConfig(workers=1, min_side=8))
