@@ -18,7 +18,7 @@ from typing import Iterator
 
 import pyarrow.parquet as pq
 
-from tasks.storage import fs_path, is_local
+from tasks.storage import arrow_fs, fs_path, is_local
 
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -52,8 +52,7 @@ def _qualify(fs, path: str) -> str:
 def _read_list(uri: str) -> list[str]:
     fs, path = fs_path(uri)
     if path.endswith(".parquet"):
-        with fs.open(path, "rb") as f:
-            table = pq.read_table(f)
+        table = pq.read_table(path, filesystem=arrow_fs(fs))  # never a Python file: see test_layers
         if "uri" not in table.column_names:
             raise ValueError(f"{uri}: a URI list in parquet needs a 'uri' column; it has {table.column_names}")
         return [u for u in table.column("uri").to_pylist() if u]
