@@ -103,10 +103,11 @@ class AceTrainer:
         eps = torch.randn(inp.x0.shape, generator=gen).to(self.device, inp.x0.dtype)
         x_t = noisy(inp.x0, eps, sigma)
         guidance = torch.ones(b, device=self.device) if self.transformer.config.guidance_embeds else None
+        net = model or self.model
         with self.autocast:
-            pred = (model or self.model)(hidden_states=torch.cat([x_t, inp.cond], dim=-1), timestep=sigma, guidance=guidance,
-                              pooled_projections=pooled, encoder_hidden_states=embeds, txt_ids=txt_ids,
-                              img_ids=inp.img_ids.to(self.device), return_dict=False)[0]
+            pred = net(hidden_states=torch.cat([x_t, inp.cond], dim=-1), timestep=sigma, guidance=guidance,
+                       pooled_projections=pooled, encoder_hidden_states=embeds, txt_ids=txt_ids,
+                       img_ids=inp.img_ids.to(self.device), return_dict=False)[0]
         per_token = token_mse(pred, velocity_target(inp.x0, eps))  # (b, L)
         is_target = inp.is_target.to(self.device)[None].expand_as(per_token)
         l_ref, l_tar = split_loss(per_token, is_target)
