@@ -74,7 +74,15 @@ def band_histogram(pairs_dir: str, band: tuple[float, float], title: str, key: s
 
 
 def training_summary(metrics: list[dict], title: str, key: str) -> None:
+    """The metrics of every logged step; with a held-out split, also the eval loss per task per checkpoint
+    (`<key>-eval`, the table the live view kept up to date during the run)."""
     keep = ("step", "loss", "l_ref", "l_tar", "lr", "samples_per_s", "tokens_per_s", "gpu_mem_gb")
     table = [{k: (round(m[k], 5) if isinstance(m.get(k), float) else m.get(k)) for k in keep if k in m}
              for m in metrics]
     create_table_artifact(table, key=artifact_key(key), description=title)
+    evals = [{"step": m["step"], "loss": m["eval_loss"]} for m in metrics if m.get("eval_loss")]
+    if evals:
+        from flows.live import eval_rows
+
+        create_table_artifact(eval_rows(evals), key=artifact_key(f"{key}-eval"),
+                              description=f"{title}: held-out loss per task at each checkpoint")

@@ -1,8 +1,9 @@
-"""Training on a shard set: the optional encode job, then the Ray Train run."""
+"""Training on a shard set: the optional encode job, then the Ray Train run, watched live (flows/live.py)."""
 
 from __future__ import annotations
 
 from flows.encode import encode_shard_set
+from flows.live import live_view
 from schemas.config import RunConfig
 from tasks.ray_pool import ensure_ray, stop_ray
 from tasks.shards import shard_uris
@@ -15,7 +16,7 @@ def train_on_shards(cfg: RunConfig, shard_uri: str) -> TrainResult:
     try:
         if cfg.train.precompute:
             urls = shard_uris(encode_shard_set(shard_uri, cfg.train, base_folder(cfg.train, cfg.root)))
-        return run_training(cfg.train, urls, cfg.root)
+        return run_training(cfg.train, urls, cfg.root, watch=live_view(cfg.train.run_name))
     finally:
         if started:
             stop_ray()

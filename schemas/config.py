@@ -145,6 +145,15 @@ class TrainConfig(_Config):
                                                "proj_mlp share lora_A), as released; False: one per diffusers linear")
     run_name: str = Field("ace-train", pattern=r"^[A-Za-z0-9_.-]+$", description="a re-run with the same name "
                                                                                  "resumes from its latest checkpoint")
+    eval_fraction: float = Field(0.0, ge=0, lt=1, description="share of samples held out of training by a hash "
+                                 "of (seed, key); 0: no held-out split, no eval at checkpoints")
+    eval_samples: int = Field(4, ge=1, description="held-out samples per task whose loss is measured at each "
+                                                   "checkpoint (the first found in shard order)")
+    eval_draws: int = Field(4, ge=1, description="fixed noise draws per held-out sample in its eval loss")
+    eval_images: int = Field(4, ge=0, description="held-out samples inferred into the grid saved at each checkpoint")
+    eval_infer_steps: int = Field(4, ge=1, description="denoising steps of the checkpoint grid's inference")
+    ui_every: int = Field(10, ge=1, description="steps between updates of the live progress file the Prefect UI "
+                                                "follows (also at checkpoints and at the end)")
 
     @field_validator("task_weights", "repainting_scales")
     @classmethod

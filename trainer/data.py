@@ -37,8 +37,20 @@ def _unit_interval(seed: int, epoch: int, key: str) -> float:
     return int.from_bytes(h[:8], "big") / 2**64
 
 
+def held_out(key: str, cfg: TrainConfig) -> bool:
+    """The held-out split: a sample is evaluated, never trained on, when a hash of (seed, key) falls under
+    `eval_fraction` (the same in every epoch, on every worker and after a resume)."""
+    if cfg.eval_fraction <= 0:
+        return False
+    h = hashlib.sha256(f"held-out|{cfg.seed}|{key}".encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2**64 < cfg.eval_fraction
+
+
 def keep_sample(task: str, key: str, cfg: TrainConfig, epoch: int) -> bool:
-    """Stage 1: 0-ref tasks only. Stage 2: every task, kept with probability weight / max weight."""
+    """Held-out samples never. Stage 1: 0-ref tasks only. Stage 2: every task, kept with probability
+    weight / max weight."""
+    if held_out(key, cfg):
+        return False
     if cfg.stage == 1:
         return task in _ZERO_REF
     weights = cfg.task_weights
@@ -101,6 +113,22 @@ def iter_examples(urls: list[str], cfg: TrainConfig, rank: int = 0, world: int =
         if produced == 0:
             raise ValueError(f"no sample of these shards is trainable in stage {cfg.stage} "
                              f"(stage 1 takes 0-ref tasks only)")
+
+
+def iter_held_out(urls: list[str], cfg: TrainConfig) -> Iterator[dict]:
+    """The held-out samples the run's stage would train on, as raw shard members, at most `eval_samples` per
+    task, in shard order; one pass over the shards, holding nothing but what it yields."""
+    taken: dict[str, int] = {}
+    for url in urls:
+        for raw in iter_tar_samples(url):
+            task, key = _task_and_key(raw)
+            if not held_out(key, cfg) or (cfg.stage == 1 and task not in _ZERO_REF):
+                continue
+            if cfg.stage == 2 and cfg.task_weights.get(task, 1.0) <= 0:
+                continue
+            if taken.get(task, 0) < cfg.eval_samples:
+                taken[task] = taken.get(task, 0) + 1
+                yield raw
 
 
 def layout_key(example: Example) -> tuple:

@@ -2,10 +2,12 @@
 
 Checkpoints go to <root>/checkpoints/<run_name>/ every `checkpoint_every` steps (and at the end); a crash
 is retried once from the latest checkpoint, and a re-run with the same run name resumes from it. Rank 0
-writes every logged step to metrics/step-NNNNNNN.json beside the checkpoints (one file per step: object
-stores cannot append; a step retried after a crash overwrites its file), merged into metrics.jsonl at the
-end; exports land in <root>/checkpoints/exports/<run_name>/. The root is any fsspec URI: Ray Train writes
-checkpoints through the same filesystem (s3:// included), exports are written locally and uploaded.
+writes every logged step (and every checkpoint step) to metrics/step-NNNNNNN.json beside the checkpoints (one
+file per step: object stores cannot append; a step retried after a crash overwrites its file), merged into
+metrics.jsonl at the end; it rewrites live.json every `ui_every` steps for a watcher (trainer/live.py) and,
+with a held-out split, evaluates each checkpoint into eval/ (trainer/evaluate.py); exports land in
+<root>/checkpoints/exports/<run_name>/. The root is any fsspec URI: Ray Train writes checkpoints through the
+same filesystem (s3:// included), exports are written locally and uploaded.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import ray
 import ray.train
@@ -26,6 +30,8 @@ from schemas.config import TrainConfig
 from schemas import io as storage
 from trainer.components import TINY_NAME, build_tiny_pipeline, save_pipeline
 from trainer.data import iter_batches, iter_examples
+from trainer.evaluate import CheckpointEval
+from trainer.live import LiveLog
 from trainer.train import AceTrainer
 
 
@@ -71,15 +77,28 @@ def _loop(config: dict) -> None:
     batches = iter_batches(iter_examples(config["urls"], cfg, rank, world, start=trainer.examples_seen),
                            cfg.batch_size, start=trainer.examples_seen)
     metrics_dir = config["metrics_dir"]
+    run_dir = storage.parent(metrics_dir)
+    live = LiveLog(run_dir, cfg.max_steps) if rank == 0 else None
+    evaluate = _checkpoint_eval(cfg, config["urls"], run_dir, rank, world)
     while trainer.step_no < cfg.max_steps:
         batch, position = next(batches)  # one layout (aspect bucket) per batch
         m = trainer.train_step(batch)
         trainer.examples_seen = position  # the stream position, which is what a resume starts from
         m["world_size"] = world
         step = trainer.step_no
-        if rank == 0 and (step % cfg.log_every == 0 or step == cfg.max_steps):
+        at_checkpoint = step % cfg.checkpoint_every == 0 or step == cfg.max_steps
+        if evaluate is not None and at_checkpoint:  # rank 0 only, on the unwrapped transformer
+            record = evaluate(trainer, step)
+            if record is not None:
+                m["eval_loss"] = record["loss"]
+                live.add_eval(record)
+        if rank == 0 and (step % cfg.log_every == 0 or at_checkpoint):
             storage.atomic_write_bytes(storage.join(metrics_dir, f"step-{step:07d}.json"), json.dumps(m).encode())
-        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+        if live is not None:
+            live.add_metrics(m)
+            if step % cfg.ui_every == 0 or at_checkpoint:
+                live.write(step)
+        if at_checkpoint:
             with tempfile.TemporaryDirectory() as d:
                 if rank == 0:
                     trainer.save_state(d)
@@ -88,7 +107,18 @@ def _loop(config: dict) -> None:
             ray.train.report(m)
 
 
-def run_training(cfg: TrainConfig, shard_urls: list[str], root: str | Path, export: bool = True) -> TrainResult:
+def _checkpoint_eval(cfg: TrainConfig, urls: list[str], run_dir: str, rank: int, world: int) -> CheckpointEval | None:
+    if rank != 0 or cfg.eval_fraction <= 0:
+        return None
+    if cfg.fsdp and world > 1:
+        print("eval: skipped under FSDP with several workers (rank 0 holds only shards of the model)")
+        return None
+    return CheckpointEval(cfg, urls, run_dir)
+
+
+def run_training(cfg: TrainConfig, shard_urls: list[str], root: str | Path, export: bool = True,
+                 watch: Callable[[str], AbstractContextManager] | None = None) -> TrainResult:
+    """Train, then export. `watch(run_dir)`: a context held while Ray trains (the live UI publisher)."""
     root = storage.absolute(str(root))
     ckpts = storage.join(root, "checkpoints")
     run_dir = storage.join(ckpts, cfg.run_name)
@@ -101,7 +131,8 @@ def run_training(cfg: TrainConfig, shard_urls: list[str], root: str | Path, expo
         raise ValueError("no shards to train on")
     if not ray.is_initialized():  # the entry point owns Ray (flows/training.py starts it)
         raise RuntimeError("Ray is not running: start it first (tasks.ray_pool.ensure_ray)")
-    result = _fit(cfg, shard_urls, base, ckpts, run_dir)
+    with watch(run_dir) if watch is not None else nullcontext():
+        result = _fit(cfg, shard_urls, base, ckpts, run_dir)
     ckpt_uri = _uri(fs, result.checkpoint.path)
     metrics = _merge_metrics(run_dir)
     with result.checkpoint.as_directory() as local_ckpt:

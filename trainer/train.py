@@ -83,7 +83,8 @@ class AceTrainer:
     def _vae_generator(self, step: int) -> torch.Generator:
         return torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step * 1_009 + self.rank + 500_009)
 
-    def loss(self, examples: list[Example], step: int) -> dict[str, torch.Tensor]:
+    def loss(self, examples: list[Example], step: int, model=None) -> dict[str, torch.Tensor]:
+        """`model`: what runs the forward pass (default the possibly DDP-wrapped training model)."""
         cfg = self.cfg
         if all(ex.encoded is not None for ex in examples):  # precomputed: no encoder runs
             inp = collate([ex.encoded.inputs for ex in examples])
@@ -102,10 +103,11 @@ class AceTrainer:
         eps = torch.randn(inp.x0.shape, generator=gen).to(self.device, inp.x0.dtype)
         x_t = noisy(inp.x0, eps, sigma)
         guidance = torch.ones(b, device=self.device) if self.transformer.config.guidance_embeds else None
+        net = model or self.model
         with self.autocast:
-            pred = self.model(hidden_states=torch.cat([x_t, inp.cond], dim=-1), timestep=sigma, guidance=guidance,
-                              pooled_projections=pooled, encoder_hidden_states=embeds, txt_ids=txt_ids,
-                              img_ids=inp.img_ids.to(self.device), return_dict=False)[0]
+            pred = net(hidden_states=torch.cat([x_t, inp.cond], dim=-1), timestep=sigma, guidance=guidance,
+                       pooled_projections=pooled, encoder_hidden_states=embeds, txt_ids=txt_ids,
+                       img_ids=inp.img_ids.to(self.device), return_dict=False)[0]
         per_token = token_mse(pred, velocity_target(inp.x0, eps))  # (b, L)
         is_target = inp.is_target.to(self.device)[None].expand_as(per_token)
         l_ref, l_tar = split_loss(per_token, is_target)
@@ -119,8 +121,10 @@ class AceTrainer:
 
     @torch.no_grad()
     def eval_loss(self, examples: list[Example], seeds: range = range(4)) -> float:
-        """Mean loss of each example over fixed noise draws (the steps `seeds`), without updating."""
-        losses = [float(self.loss([ex], 10_000_000 + s)["loss"]) for ex in examples for s in seeds]
+        """Mean loss of each example over fixed noise draws (the steps `seeds`), without updating. Runs the
+        unwrapped transformer: one rank alone may call it under DDP (no collective in its forward)."""
+        losses = [float(self.loss([ex], 10_000_000 + s, model=self.transformer)["loss"])
+                  for ex in examples for s in seeds]
         return sum(losses) / len(losses)
 
     def train_step(self, examples: list[Example]) -> dict[str, float]:

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import torch
 from PIL import Image
@@ -39,6 +41,25 @@ def test_demo_flow_mines_packs_and_trains(tmp_path, prefect_results):
     pipe.load_lora_weights(t["exports"]["diffusers_lora"])
     tuned = np.asarray(pipe(**kw, generator=torch.Generator().manual_seed(0)).images[0], np.int16)
     assert np.abs(tuned - base).max() > 0
+    # seen in the UI: progress, recent metrics, held-out loss per checkpoint and the grid of the last one
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    def latest(key):
+        arts = get_client(sync_client=True).read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), sort=ArtifactSort.UPDATED_DESC, limit=1)
+        assert arts, f"no artifact {key}"
+        return arts[0].data
+
+    assert latest("train-demo-progress") == 100.0
+    assert [r["step"] for r in json.loads(latest("train-demo-metrics"))][-1] == 4
+    evals = [m for m in t["metrics"] if "eval_loss" in m]
+    assert [m["step"] for m in evals] == [2, 4] and set(evals[0]["eval_loss"]) == {"general_editing"}
+    assert [r["step"] for r in json.loads(latest("train-demo-eval"))] == [2, 4]
+    assert "step 4" in latest("train-demo-grid") and "data:image/jpeg;base64," in latest("train-demo-grid")
+    grid = Image.open(tmp_path / "root" / "checkpoints" / "demo" / "eval" / "step-0000004.png")
+    assert grid.width % 4 == 0 and grid.height >= 16
 
 
 def test_a_second_demo_rewrites_nothing_and_a_foreign_folder_is_refused(tmp_path, prefect_results):
