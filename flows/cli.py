@@ -214,27 +214,42 @@ def train_pair_classifier_cmd(
 
 
 @app.command()
-def train(shard_uri: str = typer.Argument(..., help="a complete shard set (its manifest lists the shards)"),
+def train(shard_uris: list[str] = typer.Argument(..., help="one or more complete shard sets (each manifest lists "
+                                                          "its shards): one mixture over all of them"),
           root: Optional[str] = typer.Option(None, help="where checkpoints/ and exports go (default from config)"),
           config: Optional[Path] = ConfigOpt,
           steps: Optional[int] = typer.Option(None, help="train.max_steps"),
           workers: Optional[int] = typer.Option(None, help="train.num_workers (Ray Train workers)"),
-          run_name: Optional[str] = typer.Option(None, help="train.run_name; the same name resumes"),
+          run_name: Optional[str] = typer.Option(None, help="train.run_name; unset: named by the shards and "
+                                                             "settings (the same resume, new ones start anew)"),
+          stage: Optional[int] = typer.Option(None, help="train.stage: 1 (0-ref tasks) or 2 (all tasks)"),
+          init_from: Optional[str] = typer.Option(None, help="train.init_from: a checkpoint folder, or a run folder "
+                                                              "<root>/checkpoints/<run> (its latest checkpoint)"),
+          stages: Optional[str] = typer.Option(None, help="e.g. 1,2: stage 1, then stage 2 from its weights"),
           precompute: bool = typer.Option(False, help="encode latents and text embeddings into side shards first")
           ) -> None:
-    """Fine-tune ACE++ (LCU++ on FLUX.1-Fill) on a shard set with Ray Train; checkpoints, resume, exports."""
+    """Fine-tune ACE++ (LCU++ on FLUX.1-Fill) on shard sets with Ray Train; checkpoints, resume, exports."""
     from flows.pipelines import train_flow
+    from trainer.runs import resolve_init
 
     cfg = _config(config, root=root, **{"train.max_steps": steps, "train.num_workers": workers,
-                                        "train.run_name": run_name, "train.precompute": precompute or None})
+                                        "train.run_name": run_name, "train.precompute": precompute or None,
+                                        "train.stage": stage, "train.init_from": storage.absolute(init_from)})
     try:
-        res = train_flow(shard_uri=shard_uri, root=cfg.root, config=cfg.model_dump(mode="json"))
+        stage_list = [int(x) for x in stages.split(",")] if stages else None
+        if stage_list and any(x not in (1, 2) for x in stage_list):
+            raise ValueError(f"--stages takes 1 and 2, got {stages}")
+        if cfg.train.init_from:  # before any flow or Ray starts
+            resolve_init(cfg.train.init_from, cfg.train)
+        res = train_flow(shard_uris=shard_uris, root=cfg.root, config=cfg.model_dump(mode="json"), stages=stage_list)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         _fail("training failed:", e, 1)
-    first, last = res["metrics"][0], res["metrics"][-1]
-    out.print(f"run {cfg.train.run_name}: step {res['step']}; loss {first['loss']:.4f} (step {first['step']}) -> "
-              f"{last['loss']:.4f} (step {last['step']}); {last['samples_per_s']:.2f} samples/s, "
-              f"{last['tokens_per_s']:.0f} tokens/s")
+    head = f"run {res['run_name']}: step {res['step']}"
+    if res["metrics"]:
+        first, last = res["metrics"][0], res["metrics"][-1]
+        head += (f"; loss {first['loss']:.4f} (step {first['step']}) -> {last['loss']:.4f} (step {last['step']}); "
+                 f"{last['samples_per_s']:.2f} samples/s, {last['tokens_per_s']:.0f} tokens/s")
+    out.print(head)
     out.print(f"checkpoint: {res['checkpoint']}\nmetrics:    {storage.join(res['run_dir'], 'metrics.jsonl')}")
     for kind, path in res["exports"].items():
         out.print(f"export {kind}: {path}")

@@ -22,7 +22,7 @@ from tasks.ingest import load_catalog
 DEMO_SHARD_PREFIX = "demo"
 # a few steps of the toy model: enough to show checkpoints, metrics and both exports
 DEMO_TRAIN = TrainConfig(base="tiny", max_steps=4, checkpoint_every=2, max_tokens=256, lora_rank=8,
-                         max_sequence_length=64, num_workers=1, run_name="demo", eval_fraction=0.2, eval_samples=2,
+                         max_sequence_length=64, num_workers=1, eval_fraction=0.2, eval_samples=2,
                          eval_images=2, eval_draws=2, eval_infer_steps=4, ui_every=1)
 DEMO_SHARDS = ShardConfig(maxcount=32)
 
@@ -111,5 +111,5 @@ def demo_flow(out: str = "demo_out", config: dict[str, Any] | None = None, train
                                    "sets mixing families": rec.impure_sets}, "demo-families")
     result = {"corpus": corpus, "mined": mined, "recovery": rec.__dict__}
     if train:
-        result["training"] = train_flow(shard_uri=mined[preset]["shards"]["uri"], root=cfg.root, config=params)
+        result["training"] = train_flow(shard_uris=[mined[preset]["shards"]["uri"]], root=cfg.root, config=params)
     return result

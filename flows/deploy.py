@@ -3,8 +3,9 @@
 `deployments(...)` builds the two deployments prefect.yaml also declares: `aceforge-mine/mine` on a cron
 schedule over a configured source (the schedule inactive unless asked: the deployment itself is never
 paused, so `prefect deployment schedule resume` turns it on), and `aceforge-train/train`, triggered by
-every `aceforge.shards.landed` event whose resource is `aceforge.shards.<name>` (the demo announces
-`aceforge.demo.shards.<name>`, which deployed training ignores), with the event's shard URI and root.
+every `aceforge.shards.landed` event whose resource is `aceforge.shards.<prefix>` (the demo announces
+`aceforge.demo.shards.<prefix>`, which deployed training ignores): one training run over every shard set of
+the mining run (the event's `shard_uris`, passed as a list), under the event's root.
 
 Entrypoints are module paths (`flows.pipelines.mine_flow`): a file path would put `flows/` first on
 sys.path, where a module named like one of our packages would shadow it.
@@ -31,11 +32,19 @@ POOL = "aceforge-local"
 DEPLOYMENTS = ("aceforge-mine/mine", "aceforge-train/train")
 
 
+# A list passes through an event trigger as JSON: the template renders the payload's list with `tojson`, and
+# the `json` kind parses that text back into a list (a bare "{{ ... }}" would be a string on servers that do
+# not upgrade single-expression templates themselves).
+SHARD_URIS_PARAMETER = {"__prefect_kind": "json",
+                        "value": {"__prefect_kind": "jinja", "template": "{{ event.payload.shard_uris | tojson }}"}}
+
+
 def landed_trigger() -> DeploymentEventTrigger:
-    """Training on every landed shard set, beside its shards: the event names the root it landed under."""
+    """One training run per mining run that landed shards, over every set of that run, beside its shards:
+    the event names the root it landed under."""
     return DeploymentEventTrigger(
         name="train-when-shards-land", expect={SHARDS_LANDED}, match={"prefect.resource.id": f"{LANDED_RESOURCE}.*"},
-        parameters={"shard_uri": "{{ event.payload.shard_uri }}", "root": "{{ event.payload.root }}"})
+        parameters={"shard_uris": SHARD_URIS_PARAMETER, "root": "{{ event.payload.root }}"})
 
 
 def deployments(source: str | None, root: str | None, config: dict | None = None, schedule_active: bool = False,
@@ -47,7 +56,7 @@ def deployments(source: str | None, root: str | None, config: dict | None = None
         description="Mine pairs from the configured source on a schedule", tags=["aceforge", "mining"], **common)
     train = train_flow.to_deployment(
         name="train", triggers=[landed_trigger()], parameters={"root": absolute(root), "config": config or {}},
-        description="Fine-tune ACE++ when a shard set lands", tags=["aceforge", "training"], **common)
+        description="Fine-tune ACE++ when a mining run lands shards", tags=["aceforge", "training"], **common)
     return [mine, train]
 
 

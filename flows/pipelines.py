@@ -102,8 +102,9 @@ def _stages(run, cfg: RunConfig, source: str | None, writer: dict[str, Any] | No
     return summary
 
 
-def _announcer(cfg: RunConfig, landed_resource: str) -> Announce:
-    """Artifacts per stage in the UI, and `aceforge.shards.landed` when a shard set lands in this run."""
+def _announcer(cfg: RunConfig, landed: list[dict]) -> Announce:
+    """Artifacts per stage in the UI; every shard set the run packs goes into `landed` (with whether it landed
+    in this run), for the one `aceforge.shards.landed` event at the end of the run."""
     catalog: dict = {}
 
     def announce(stage: Stage, rep: StageReport, ran_now: bool) -> None:
@@ -131,15 +132,27 @@ def _announcer(cfg: RunConfig, landed_resource: str) -> Announce:
                 catalog.update({r.id: r for r in load_catalog(cfg.root)})
             pair_report(load_instructed(rep.outputs[0]), catalog, f"sampled pairs: {name}", f"pairs-report-{name}",
                         seed=cfg.mining.seed)
-        elif isinstance(stage, PackStage) and ran_now:
-            name = stage.params["shard_name"]
-            emit_event(SHARDS_LANDED, resource={"prefect.resource.id": f"{landed_resource}.{name}",
-                                                "prefect.resource.name": name},
-                       payload={"shard_uri": storage.absolute(c["uri"]), "root": storage.absolute(cfg.root),
-                                "manifest": storage.absolute(storage.join(c["uri"], "manifest.parquet")),
-                                "samples": c["samples"], "shards": c["shards"], "counts_by_task": c["counts_by_task"]})
+        elif isinstance(stage, PackStage):
+            landed.append({"name": stage.params["shard_name"], "uri": storage.absolute(c["uri"]),
+                           "manifest": storage.absolute(storage.join(c["uri"], "manifest.parquet")),
+                           "samples": c["samples"], "shards": c["shards"], "counts_by_task": c["counts_by_task"],
+                           "landed_now": ran_now})
 
     return announce
+
+
+def landed_event(root: str, sets: list[dict], resource: str) -> dict | None:
+    """The one `aceforge.shards.landed` event of a mining run, as emit_event's arguments: every shard set of
+    the run (`shard_uris`, `manifests`, `sets`), when at least one of them landed in it; else None."""
+    if not any(s["landed_now"] for s in sets):
+        return None
+    names = [s["name"] for s in sets]
+    return {"event": SHARDS_LANDED,
+            "resource": {"prefect.resource.id": resource, "prefect.resource.name": ", ".join(names)},
+            "payload": {"shard_uris": [s["uri"] for s in sets], "manifests": [s["manifest"] for s in sets],
+                        "root": storage.absolute(root), "landed_now": [s["name"] for s in sets if s["landed_now"]],
+                        "samples": sum(s["samples"] for s in sets), "shards": sum(s["shards"] for s in sets),
+                        "sets": sets}}
 
 
 @flow(name="aceforge-mine", log_prints=True)
@@ -148,27 +161,34 @@ def mine_flow(source: str | None = None, root: str | None = None, config: dict[s
               landed_resource: str = LANDED_RESOURCE) -> dict:
     """Mine pairs from `source` (or an already ingested catalog) into shard sets under <root>/shards.
 
-    `writer` overrides the configured instruction backend (the demo passes its known transformations);
-    `landed_resource` prefixes the resource of each `aceforge.shards.landed` event (deployed training
-    listens to `aceforge.shards.*` only). Each stage is a subflow; its units run on Ray."""
+    `writer` overrides the configured instruction backend (the demo passes its known transformations). When
+    the run completes and at least one shard set landed in it, one `aceforge.shards.landed` event carries
+    every shard set of the run, resource `<landed_resource>.<shard_prefix>` (deployed training listens to
+    `aceforge.shards.*` only). Each stage is a subflow; its units run on Ray."""
     cfg = run_config(config, root)
     executor = PrefectRayExecutor(cfg.orchestration.units_in_flight, cfg.orchestration.embed_actors)
+    landed: list[dict] = []
     try:
-        return run_mining(executor, cfg, source, writer, shard_prefix, _announcer(cfg, landed_resource))
+        summary = run_mining(executor, cfg, source, writer, shard_prefix, _announcer(cfg, landed))
     finally:
         executor.close()
+    event = landed_event(cfg.root, landed, f"{landed_resource}.{shard_prefix}")
+    if event is not None:
+        emit_event(**event)
+    return summary
 
 
 @task(name="train", task_run_name="train-{run_name}", retries=0, persist_result=True,
       cache_policy=gated(lambda i: [RunLayout(i["root"]).exports(i["run_name"])]))
-def train_unit(shard_uri: str, root: str, train: dict, run_name: str) -> dict:
+def train_unit(shard_uris: list[str], root: str, train: dict, run_name: str) -> dict:
     """The Ray Train job: Ray retries a crashed worker group from its checkpoint; Prefect does not retry."""
     from flows.training import train_on_shards
     from schemas.config import TrainConfig
 
-    res = train_on_shards(RunConfig(root=root, train=TrainConfig(**train)), shard_uri)
+    res = train_on_shards(RunConfig(root=root, train=TrainConfig(**{**train, "run_name": run_name})), shard_uris)
     return {"run_dir": str(res.run_dir), "checkpoint": str(res.checkpoint), "step": res.step,
-            "metrics": res.metrics, "exports": {k: str(v) for k, v in res.exports.items()}}
+            "metrics": res.metrics, "exports": {k: str(v) for k, v in res.exports.items()},
+            "run_name": run_name}
 
 
 def root_of_shards(shard_uri: str) -> str:
@@ -180,12 +200,37 @@ def root_of_shards(shard_uri: str) -> str:
     return root
 
 
+def _root_of_sets(shard_uris: list[str]) -> str:
+    roots = {storage.absolute(root_of_shards(u)) for u in shard_uris}
+    if len(roots) != 1:
+        raise ValueError(f"these shard sets lie under {len(roots)} roots ({', '.join(sorted(roots))}): pass root")
+    return roots.pop()
+
+
 @flow(name="aceforge-train", log_prints=True)
-def train_flow(shard_uri: str, root: str | None = None, config: dict[str, Any] | None = None) -> dict:
-    """Fine-tune ACE++ on a complete shard set (the deployment triggered when shards land). Without a root
-    (an event that names none) checkpoints go beside the shards: <root>/shards/<name> -> <root>."""
-    cfg = run_config(config, root or root_of_shards(shard_uri))
-    result = call(train_unit, shard_uri, cfg.root, cfg.train.model_dump(), cfg.train.run_name)
-    training_summary(result["metrics"], f"training metrics: {cfg.train.run_name}", f"train-{cfg.train.run_name}")
-    print(f"trained to step {result['step']}; exports: {result['exports']}")
+def train_flow(shard_uris: list[str], root: str | None = None, config: dict[str, Any] | None = None,
+               stages: list[int] | None = None) -> dict:
+    """Fine-tune ACE++ on one mixture of complete shard sets (the deployment triggered when a mining run
+    lands shards). Without a root (an event that names none) checkpoints go beside the shards:
+    <root>/shards/<name> -> <root>. The run is named by what it trains on unless train.run_name is set.
+
+    `stages` (e.g. [1, 2]) runs each stage in turn, each after the first starting from the previous one's
+    final weights (`train.init_from`); left out, the one stage `train.stage` names."""
+    from flows.training import plan_training
+
+    if isinstance(shard_uris, str):
+        shard_uris = [shard_uris]
+    cfg = run_config(config, root or _root_of_sets(shard_uris))
+    if stages and cfg.train.run_name:
+        raise ConfigError("train.run_name names one run, `stages` makes one per stage: leave run_name unset")
+    result: dict = {}
+    for i, stage in enumerate(stages or [cfg.train.stage]):
+        train = cfg.train.model_copy(update={"stage": stage})
+        if i:  # the next stage from the previous one's last checkpoint: fresh optimiser, step 0
+            train = train.model_copy(update={"init_from": result["run_dir"]})
+        plan = plan_training(cfg.model_copy(update={"train": train}), shard_uris)
+        name = plan.cfg.train.run_name
+        result = call(train_unit, plan.shard_sets, cfg.root, plan.cfg.train.model_dump(), name)
+        training_summary(result["metrics"], f"training metrics: {name}", f"train-{name}")
+        print(f"run {name} (stage {stage}): step {result['step']}; exports: {result['exports']}")
     return result

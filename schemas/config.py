@@ -143,8 +143,13 @@ class TrainConfig(_Config):
     vae_sample: bool = Field(True, description="VAE latents sampled from the posterior (released); False: its mean")
     lora_fused: bool = Field(True, description="one LoRA per fused BFL linear (q/k/v and a single block's "
                                                "proj_mlp share lora_A), as released; False: one per diffusers linear")
-    run_name: str = Field("ace-train", pattern=r"^[A-Za-z0-9_.-]+$", description="a re-run with the same name "
-                                                                                 "resumes from its latest checkpoint")
+    run_name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$", description="None: derived from what the run "
+                                 "trains on (s<stage>-<12 hex>: the shard sets' manifests, the settings that change "
+                                 "the result, init_from), so the same data resumes and new data starts a new run; "
+                                 "a name given here is refused when its folder holds a run of other data")
+    init_from: str | None = Field(None, description="start from these weights with a fresh optimiser at step 0 "
+                                  "(stage 2 from stage 1): a checkpoint folder, or a run folder "
+                                  "<root>/checkpoints/<run> (its latest checkpoint)")
     eval_fraction: float = Field(0.0, ge=0, lt=1, description="share of samples held out of training by a hash "
                                  "of (seed, key); 0: no held-out split, no eval at checkpoints")
     eval_samples: int = Field(4, ge=1, description="held-out samples per task whose loss is measured at each "

@@ -341,3 +341,10 @@ def read_manifest(uri: str) -> list[ShardManifestRow]:
 
 def shard_uris(uri: str) -> list[str]:
     return [storage.join(uri, row.shard) for row in read_manifest(uri)]
+
+
+def manifest_digest(uri: str) -> str:
+    """The sha256 of a complete set's manifest rows (shard names, sample and byte counts, each tar's sha256):
+    the same shards give the same digest wherever the set lies and whichever pyarrow wrote the manifest."""
+    rows = [row.model_dump(mode="json") for row in read_manifest(uri)]
+    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()

@@ -1,8 +1,11 @@
 """Training data: AceSamples from WebDataset shards -> panels, filtered by stage, weighted by task.
 
+Several shard sets train as one mixture: each worker takes its share of every set and interleaves the sets
+sample by sample in proportion to their sizes (from the manifests), so every stretch of the stream holds
+each set at its share and every set ends with the epoch; task weights then decide which samples are kept.
 Deterministic: the n-th example a worker sees depends only on (seed, epoch, n), so a resumed run can skip
-exactly the examples it already trained on. Workers split shards when there are enough of them, else
-samples (every worker reads every shard and keeps its share).
+exactly the examples it already trained on. Within each set, workers split shards when there are enough of
+them, else samples (every worker reads every shard of that set and keeps its share).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -82,27 +85,92 @@ def _task_and_key(raw: dict) -> tuple[str, str]:
 _ZERO_REF = frozenset(zero_ref_tasks())
 
 
-def _raw_samples(urls: list[str], rank: int, world: int) -> Iterator[dict]:
-    by_shard = len(urls) >= world
-    mine = urls[rank::world] if by_shard else urls
+@dataclass(frozen=True)
+class ShardSet:
+    """One shard set to train on: its shards' URLs and, from its manifest, each shard's sample count (None:
+    unknown, the sets then alternate one for one)."""
+
+    urls: tuple[str, ...]
+    samples: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        if self.samples is not None and len(self.samples) != len(self.urls):
+            raise ValueError(f"{len(self.urls)} shards but {len(self.samples)} sample counts")
+
+    def plain(self) -> dict:
+        return {"urls": list(self.urls), "samples": None if self.samples is None else list(self.samples)}
+
+
+def as_sets(data: Iterable[Any]) -> list[ShardSet]:
+    """A flat URL list (one set), or ShardSets, or their plain() dicts (as they cross to Ray workers)."""
+    data = list(data)
+    if all(isinstance(d, str) for d in data):
+        return [ShardSet(tuple(data))] if data else []
+    out = []
+    for d in data:
+        if isinstance(d, ShardSet):
+            out.append(d)
+        elif isinstance(d, dict):
+            out.append(ShardSet(tuple(d["urls"]), None if d.get("samples") is None else tuple(d["samples"])))
+        else:
+            out.append(ShardSet(tuple(d)))
+    return out
+
+
+def _share(s: ShardSet, rank: int, world: int) -> tuple[list[str], bool, int | None]:
+    """This worker's shards of a set, whether it owns them whole (else every `world`-th sample), and how many
+    samples that is (None when the manifest's counts are unknown)."""
+    by_shard = len(s.urls) >= world
+    urls = list(s.urls[rank::world] if by_shard else s.urls)
+    if s.samples is None:
+        return urls, by_shard, None
+    if by_shard:
+        return urls, by_shard, sum(s.samples[rank::world])
+    total = sum(s.samples)
+    return urls, by_shard, max(0, -(-(total - rank) // world))  # i < total with i % world == rank
+
+
+def _set_samples(urls: list[str], by_shard: bool, rank: int, world: int) -> Iterator[dict]:
     # any fsspec URI (local, s3://, gs://): the tar is streamed once, members grouped as webdataset does
     i = 0
-    for url in mine:
+    for url in urls:
         for raw in iter_tar_samples(url):
             if by_shard or i % world == rank:
                 yield raw
             i += 1
 
 
-def iter_examples(urls: list[str], cfg: TrainConfig, rank: int = 0, world: int = 1,
+def _raw_samples(sets: list[ShardSet], rank: int, world: int) -> Iterator[dict]:
+    """One epoch of this worker's raw samples: the sets interleaved in proportion to their sizes (the set
+    whose share so far, (taken + 1/2) / size, is smallest goes next; ties to the earlier set). A set that ends
+    early drops out; one that runs long finishes after the others."""
+    shares = [_share(s, rank, world) for s in sets]
+    streams = [_set_samples(urls, by_shard, rank, world) for urls, by_shard, _ in shares]
+    sizes = [max(1, n) if n is not None else 1 for _, _, n in shares]
+    taken = [0] * len(streams)
+    live = list(range(len(streams)))
+    while live:
+        j = min(live, key=lambda k: ((taken[k] + 0.5) / sizes[k], k))
+        try:
+            raw = next(streams[j])
+        except StopIteration:
+            live.remove(j)
+            continue
+        taken[j] += 1
+        yield raw
+
+
+def iter_examples(urls: Iterable[Any], cfg: TrainConfig, rank: int = 0, world: int = 1,
                   start: int = 0) -> Iterator[Example]:
-    """Examples forever (epoch after epoch), skipping the first `start` (resume)."""
-    if not urls:
+    """Examples forever (epoch after epoch), skipping the first `start` (resume). `urls`: one set's shard
+    URLs, or several sets (ShardSet, or lists of URLs) trained on as one mixture."""
+    sets = [s for s in as_sets(urls) if s.urls]
+    if not sets:
         raise ValueError("no shards to train on")
     n = 0
     for epoch in range(1_000_000):
         produced = 0
-        for raw in _raw_samples(urls, rank, world):
+        for raw in _raw_samples(sets, rank, world):
             task, key = _task_and_key(raw)
             if not keep_sample(task, key, cfg, epoch):
                 continue

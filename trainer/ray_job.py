@@ -1,9 +1,11 @@
 """The Ray Train job: TorchTrainer over AceTrainer workers, checkpoints, resume, exports.
 
 Checkpoints go to <root>/checkpoints/<run_name>/ every `checkpoint_every` steps (and at the end); a crash
-is retried once from the latest checkpoint, and a re-run with the same run name resumes from it. Rank 0
-writes every logged step (and every checkpoint step) to metrics/step-NNNNNNN.json beside the checkpoints (one
-file per step: object stores cannot append; a step retried after a crash overwrites its file), merged into
+is retried once from the latest checkpoint, and a re-run with the same run name resumes from it (the run
+folder's identity.json must match: trainer/runs.py); a run already at `max_steps` returns at once. A run
+with `init_from` starts from that checkpoint's weights, with a fresh optimiser at step 0. Rank 0 writes
+every logged step (and every checkpoint step) to metrics/step-NNNNNNN.json beside the checkpoints (one file
+per step: object stores cannot append; a step retried after a crash overwrites its file), merged into
 metrics.jsonl at the end; it rewrites live.json every `ui_every` steps for a watcher (trainer/live.py) and,
 with a held-out split, evaluates each checkpoint into eval/ (trainer/evaluate.py); exports land in
 <root>/checkpoints/exports/<run_name>/. The root is any fsspec URI: Ray Train writes checkpoints through the
@@ -12,6 +14,7 @@ same filesystem (s3:// included), exports are written locally and uploaded.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -29,10 +32,14 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig as 
 from schemas.config import TrainConfig
 from schemas import io as storage
 from trainer.components import TINY_NAME, build_tiny_pipeline, save_pipeline
-from trainer.data import iter_batches, iter_examples
+from trainer.data import ShardSet, as_sets, iter_batches, iter_examples
 from trainer.evaluate import CheckpointEval
 from trainer.live import LiveLog
+from trainer.runs import (Checkpoint as SavedCheckpoint, claim_run_dir, derived_name, latest_checkpoint, local_folder, resolve_init,
+                          run_identity)
 from trainer.train import AceTrainer
+
+EXPORT_MARKER = "export.json"
 
 
 @dataclass
@@ -74,12 +81,15 @@ def _loop(config: dict) -> None:
     if ckpt is not None:
         with ckpt.as_directory() as d:
             trainer.load_state(d)
+    elif config.get("init"):  # a new run from another run's weights: fresh optimiser, step 0
+        with local_folder(config["init"]) as d:
+            trainer.init_weights(d)
     batches = iter_batches(iter_examples(config["urls"], cfg, rank, world, start=trainer.examples_seen),
                            cfg.batch_size, start=trainer.examples_seen)
     metrics_dir = config["metrics_dir"]
     run_dir = storage.parent(metrics_dir)
     live = LiveLog(run_dir, cfg.max_steps) if rank == 0 else None
-    evaluate = _checkpoint_eval(cfg, config["urls"], run_dir, rank, world)
+    evaluate = _checkpoint_eval(cfg, [u for s in as_sets(config["urls"]) for u in s.urls], run_dir, rank, world)
     while trainer.step_no < cfg.max_steps:
         batch, position = next(batches)  # one layout (aspect bucket) per batch
         m = trainer.train_step(batch)
@@ -116,30 +126,59 @@ def _checkpoint_eval(cfg: TrainConfig, urls: list[str], run_dir: str, rank: int,
     return CheckpointEval(cfg, urls, run_dir)
 
 
-def run_training(cfg: TrainConfig, shard_urls: list[str], root: str | Path, export: bool = True,
+def run_training(cfg: TrainConfig, shard_urls, root: str | Path, export: bool = True,
+                 identity: dict | None = None,
                  watch: Callable[[str], AbstractContextManager] | None = None) -> TrainResult:
-    """Train, then export. `watch(run_dir)`: a context held while Ray trains (the live UI publisher)."""
+    """Train on `shard_urls` (one set's shard URLs, or several ShardSets: one mixture), then export.
+    `identity` (from trainer.runs.run_identity over the sets' manifest digests) names the run when
+    train.run_name is unset; without one, the run's identity is derived from the shard URLs themselves.
+    `watch(run_dir)`: a context held while Ray trains (the live UI publisher)."""
     root = storage.absolute(str(root))
+    # Ray workers run in other directories: local shard paths must be absolute
+    sets = [ShardSet(tuple(storage.absolute(u) for u in s.urls), s.samples) for s in as_sets(shard_urls)]
+    if not any(s.urls for s in sets):
+        raise ValueError("no shards to train on")
+    init = resolve_init(cfg.init_from, cfg) if cfg.init_from else None
+    if identity is None:
+        identity = run_identity(cfg, [hashlib.sha256("\n".join(s.urls).encode()).hexdigest() for s in sets], init)
+    cfg = cfg.model_copy(update={"run_name": cfg.run_name or derived_name(identity)})
     ckpts = storage.join(root, "checkpoints")
     run_dir = storage.join(ckpts, cfg.run_name)
     fs, run_path = storage.fs_path(run_dir)
     fs.makedirs(run_path, exist_ok=True)
+    claim_run_dir(run_dir, identity, [u for s in sets for u in s.urls])
     base = base_folder(cfg, root)
-    # Ray workers run in other directories: local shard paths must be absolute
-    shard_urls = [storage.absolute(u) for u in shard_urls]
-    if not shard_urls:
-        raise ValueError("no shards to train on")
-    if not ray.is_initialized():  # the entry point owns Ray (flows/training.py starts it)
-        raise RuntimeError("Ray is not running: start it first (tasks.ray_pool.ensure_ray)")
-    with watch(run_dir) if watch is not None else nullcontext():
-        result = _fit(cfg, shard_urls, base, ckpts, run_dir)
-    ckpt_uri = _uri(fs, result.checkpoint.path)
+    latest = latest_checkpoint(run_dir)
+    if latest is not None and latest.step >= cfg.max_steps:  # finished: nothing to train, no Ray Train run
+        ckpt = latest
+    else:
+        if not ray.is_initialized():  # the entry point owns Ray (flows/training.py starts it)
+            raise RuntimeError("Ray is not running: start it first (tasks.ray_pool.ensure_ray)")
+        with watch(run_dir) if watch is not None else nullcontext():
+            result = _fit(cfg, sets, base, ckpts, run_dir, init.checkpoint.uri if init else None)
+        uri = _uri(fs, result.checkpoint.path)
+        with result.checkpoint.as_directory() as local_ckpt:
+            ckpt = SavedCheckpoint(uri, json.loads((Path(local_ckpt) / "state.json").read_text()))
     metrics = _merge_metrics(run_dir)
-    with result.checkpoint.as_directory() as local_ckpt:
-        step = json.loads((Path(local_ckpt) / "state.json").read_text())["step"]
-        exports = export_checkpoint(cfg, base, Path(local_ckpt), storage.join(ckpts, "exports", cfg.run_name)) \
-            if export else {}
-    return TrainResult(run_dir, ckpt_uri, step, metrics, exports)
+    exports = _exports(cfg, base, ckpt, storage.join(ckpts, "exports", cfg.run_name)) if export else {}
+    return TrainResult(run_dir, ckpt.uri, ckpt.step, metrics, exports)
+
+
+def _exports(cfg: TrainConfig, base: Path, ckpt: SavedCheckpoint, out_uri: str) -> dict[str, str]:
+    """The checkpoint's exports; those already made from this very checkpoint (their marker says so) are
+    kept."""
+    marker = storage.join(out_uri, EXPORT_MARKER)
+    fs, path = storage.fs_path(marker)
+    if fs.exists(path):
+        with fs.open(path, "rb") as f:
+            done = json.loads(f.read())
+        if done.get("checkpoint") == ckpt.uri:
+            return done["exports"]
+    with local_folder(ckpt.uri) as local_ckpt:
+        made = export_checkpoint(cfg, base, local_ckpt, out_uri)
+    storage.atomic_write_bytes(marker, json.dumps({"checkpoint": ckpt.uri, "step": ckpt.step,
+                                                   "exports": made}).encode())
+    return made
 
 
 def _uri(fs, path: str) -> str:
@@ -163,7 +202,7 @@ def _merge_metrics(run_dir: str) -> list[dict]:
     return recs
 
 
-def _fit(cfg: TrainConfig, shard_urls: list[str], base: Path, ckpts: str, run_dir: str):
+def _fit(cfg: TrainConfig, sets: list[ShardSet], base: Path, ckpts: str, run_dir: str, init: str | None):
     use_gpu = cfg.use_gpu == "yes" or (cfg.use_gpu == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
     resources = {"CPU": cfg.cpus_per_worker} | ({"GPU": 1} if use_gpu else {})
     fs, path = storage.fs_path(ckpts)
@@ -171,8 +210,8 @@ def _fit(cfg: TrainConfig, shard_urls: list[str], base: Path, ckpts: str, run_di
         {"storage_path": path, "storage_filesystem": storage.arrow_fs(fs)}
     trainer = ray.train.torch.TorchTrainer(
         _loop,
-        train_loop_config={"train": cfg.model_dump(), "base": str(base), "urls": shard_urls,
-                           "metrics_dir": storage.join(run_dir, "metrics")},
+        train_loop_config={"train": cfg.model_dump(), "base": str(base), "urls": [s.plain() for s in sets],
+                           "metrics_dir": storage.join(run_dir, "metrics"), "init": init},
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=RayRunConfig(name=cfg.run_name, failure_config=FailureConfig(max_failures=1),
                                 checkpoint_config=CheckpointConfig(num_to_keep=3), **where),

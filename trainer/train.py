@@ -23,10 +23,9 @@ from trainer.data import Example
 from trainer.flow import logit_normal_sigmas, noisy, split_loss, token_mse, velocity_target
 from trainer.lcu import LcuInputs, build_inputs, collate
 from trainer.lora import add_lora
+from trainer.runs import STATE_META, STATE_WEIGHTS, check_compatible
 
-STATE_WEIGHTS = "trainable.safetensors"
 STATE_OPT = "optimizer.pt"
-STATE_META = "state.json"
 
 
 def _device(cfg: TrainConfig) -> torch.device:
@@ -152,24 +151,37 @@ class AceTrainer:
         torch.save({"opt": self.opt.state_dict(), "sched": self.sched.state_dict()}, folder / STATE_OPT)
         (folder / STATE_META).write_text(json.dumps({"step": self.step_no, "examples_seen": self.examples_seen,
                                                      "mode": self.cfg.mode, "form": self.cfg.form,
-                                                     "lora_fused": self.cfg.lora_fused}))
+                                                     "lora_fused": self.cfg.lora_fused,
+                                                     "lora_rank": self.cfg.lora_rank, "stage": self.cfg.stage}))
 
     def load_state(self, folder: str | Path) -> None:
+        """Resume: the weights, the optimiser and schedule, the step and the stream position."""
         folder = Path(folder)
-        meta = json.loads((folder / STATE_META).read_text())
-        if meta["mode"] != self.cfg.mode:
-            raise ValueError(f"checkpoint {folder} is {meta['mode']} training, the config asks for {self.cfg.mode}")
-        if self.cfg.mode == "lora" and meta.get("lora_fused", False) != self.cfg.lora_fused:
-            raise ValueError(f"checkpoint {folder} has lora_fused={meta.get('lora_fused', False)}, the config asks "
-                             f"for {self.cfg.lora_fused}")
-        weights = load_file(str(folder / STATE_WEIGHTS))
-        missing = set(self.trainable) - set(weights)
-        if missing:
-            raise ValueError(f"checkpoint {folder} lacks {len(missing)} trainable tensors, e.g. {sorted(missing)[0]}")
-        with torch.no_grad():
-            for n, p in self.trainable.items():
-                p.copy_(weights[n].to(p.device, p.dtype))
+        meta = self._load_weights(folder, "checkpoint")
         state = torch.load(folder / STATE_OPT, map_location=self.device, weights_only=True)
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
         self.step_no, self.examples_seen = meta["step"], meta["examples_seen"]
+
+    def init_weights(self, folder: str | Path) -> None:
+        """Start from another run's weights (stage 2 from stage 1): its trainable tensors only; the optimiser
+        and schedule stay fresh and the step and stream position stay 0."""
+        self._load_weights(Path(folder), "init_from")
+        self.step_no, self.examples_seen = 0, 0
+
+    def _load_weights(self, folder: Path, what: str) -> dict:
+        meta = json.loads((folder / STATE_META).read_text())
+        check_compatible(meta, self.cfg, f"{what} {folder}")
+        weights = load_file(str(folder / STATE_WEIGHTS))
+        missing = set(self.trainable) - set(weights)
+        if missing:
+            raise ValueError(f"{what} {folder} lacks {len(missing)} trainable tensors, e.g. {sorted(missing)[0]}")
+        for n, p in self.trainable.items():
+            if tuple(weights[n].shape) != tuple(p.shape):
+                raise ValueError(f"{what} {folder}: {n} has shape {tuple(weights[n].shape)}, the model here "
+                                 f"{tuple(p.shape)} (another lora_rank or base model?)")
+        with torch.no_grad():
+            for n, p in self.trainable.items():
+                p.copy_(weights[n].to(p.device, p.dtype))
+        return meta
+

@@ -149,3 +149,25 @@ def test_mine_then_train_classifier_from_labels(demo_corpus, tmp_path, prefect_r
     res = runner.invoke(app, ["train-pair-classifier", str(tmp_path / "bad.parquet"), "--out", str(out),
                               "--root", root], env={"ACEFORGE_MODELS": str(tmp_path / "models")})
     assert res.exit_code == 1 and "no embedding" in res.output
+
+
+def test_train_refuses_a_bad_init_from_in_one_line_before_anything_starts(tmp_path):
+    import json
+
+    ck = tmp_path / "stage1" / "checkpoint_2025-01-01_00-00-00.000000"
+    ck.mkdir(parents=True)
+    (ck / "trainable.safetensors").write_bytes(b"")
+    (ck / "state.json").write_text(json.dumps({"step": 5, "examples_seen": 5, "mode": "lora", "lora_fused": True,
+                                               "lora_rank": 16}))
+    cases = [(str(tmp_path / "nowhere"), [], "does not exist"),
+             (str(tmp_path), [], "is neither a checkpoint folder (state.json) nor a run folder"),
+             (str(tmp_path / "stage1"), [], "has lora_rank=16, the config asks for 64"),
+             (str(ck), ["-c", str(tmp_path / "full.yaml")], "is lora training, the config asks for full")]
+    (tmp_path / "full.yaml").write_text("train:\n  mode: full\n")
+    for uri, extra, says in cases:
+        res = runner.invoke(app, ["train", str(tmp_path / "set-a"), str(tmp_path / "set-b"), "--stage", "2",
+                                  "--init-from", uri, "--root", str(tmp_path / "r"), *extra])
+        lines = res.output.strip().splitlines()
+        assert res.exit_code == 1 and len(lines) == 1 and lines[0].startswith("training failed: init_from ")
+        assert says in lines[0], res.output
+    assert not (tmp_path / "r").exists()

@@ -23,7 +23,7 @@ BIN = Path(sys.executable).parent
 PRESET = "general_editing"
 CFG = {"shards": {"maxcount": 32}, "mining": {"clusters_per_batch": 1, "k": 3},
        "train": {"base": "tiny", "max_steps": 2, "checkpoint_every": 2, "max_tokens": 256, "lora_rank": 8,
-                 "max_sequence_length": 64, "num_workers": 1, "run_name": "deployed"}}
+                 "max_sequence_length": 64, "num_workers": 1}}
 
 
 def _free_port() -> int:
@@ -168,11 +168,11 @@ def test_worker_runs_the_cron_schedule_the_trigger_and_a_retry(server, demo_corp
 
     # the landed event started training, beside the shards, and it completed
     trained = wait(lambda: server.runs(train["id"]), 60, "a triggered training run")[0]
-    assert trained["parameters"]["shard_uri"] == str(shard_set)
+    assert trained["parameters"]["shard_uris"] == [str(shard_set)]
     assert trained["parameters"]["root"] == str(root)
     done = final(server, trained["id"], 400)
     assert done["state_type"] == "COMPLETED", done["state"]
-    assert list((root / "checkpoints" / "exports" / "deployed").iterdir())
+    assert list((root / "checkpoints" / "exports").glob("s1-*/comfyui_lora.safetensors"))
 
     # a run whose mining batch fails is retried with `prefect flow-run retry`: only unfinished units run
     root2 = tmp_path / "root2"
@@ -244,7 +244,7 @@ def test_serve_schedule_resumes_and_demo_events_do_not_train(server, tmp_path):
 
     def emit(resource: str, shard_uri: str) -> None:
         code = ("from prefect.events import emit_event; emit_event('aceforge.shards.landed', "
-                f"resource={{'prefect.resource.id': {resource!r}}}, payload={{'shard_uri': {shard_uri!r}, "
+                f"resource={{'prefect.resource.id': {resource!r}}}, payload={{'shard_uris': [{shard_uri!r}], "
                 f"'root': {str(root)!r}}})")
         subprocess.run([sys.executable, "-c", code], env=server.env, cwd=REPO, check=True, timeout=60)
 
@@ -253,7 +253,7 @@ def test_serve_schedule_resumes_and_demo_events_do_not_train(server, tmp_path):
     emit("aceforge.shards.mined-x", real_uri)
     runs = wait(lambda: server.runs(train["id"]), 90, "a triggered training run")
     time.sleep(5)  # the demo event was emitted first: had it matched, its run would be here by now
-    assert [r["parameters"]["shard_uri"] for r in server.runs(train["id"])] == [real_uri]
+    assert [r["parameters"]["shard_uris"] for r in server.runs(train["id"])] == [[real_uri]]
     assert runs[0]["parameters"]["root"] == str(root)
 
     # undeploy removes both deployments and the trigger's automation
@@ -282,7 +282,9 @@ def test_prefect_yaml_declares_both_deployments_with_module_entrypoints():
     trig = deps["train"]["triggers"][0]
     assert trig["expect"] == ["aceforge.shards.landed"]
     assert trig["match"] == {"prefect.resource.id": "aceforge.shards.*"}
-    assert trig["parameters"] == {"shard_uri": "{{ event.payload.shard_uri }}", "root": "{{ event.payload.root }}"}
+    assert trig["parameters"]["root"] == "{{ event.payload.root }}" and set(trig["parameters"]) == {"shard_uris", "root"}
+    from flows.deploy import landed_trigger
+    assert trig["parameters"] == landed_trigger().parameters  # the file and `aceforge deploy` agree
     for d in deps.values():
         assert ":" not in d["entrypoint"] and d["work_pool"]["name"] == "aceforge-local"
 
@@ -329,3 +331,36 @@ def test_server_on_another_port_tells_the_ui_its_api_and_stops_on_sigterm(tmp_pa
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def _render(parameters: dict, payload: dict) -> dict:
+    """A deployment trigger's parameters as the server renders them for an event (Prefect's own code)."""
+    import asyncio
+    import uuid
+    from datetime import datetime, timezone
+
+    from prefect.server.events.actions import RunDeployment
+    from prefect.server.events.schemas.automations import Automation, EventTrigger, TriggeredAction
+    from prefect.server.events.schemas.events import ReceivedEvent
+
+    now = datetime.now(timezone.utc)
+    action = RunDeployment(source="selected", deployment_id=uuid.uuid4(), parameters=parameters)
+    automation = Automation(name="t", trigger=EventTrigger(expect={"aceforge.shards.landed"}, posture="Reactive"),
+                            actions=[action])
+    event = ReceivedEvent(occurred=now, event="aceforge.shards.landed", payload=payload,
+                          resource={"prefect.resource.id": "aceforge.shards.mined"}, id=uuid.uuid4())
+    fired = TriggeredAction(automation=automation, triggered=now, triggering_labels={}, triggering_event=event,
+                            action=action)
+    return asyncio.run(action.render_parameters(fired))
+
+
+def test_the_trigger_passes_every_shard_set_of_the_event_as_a_list():
+    from flows.deploy import landed_trigger
+
+    payload = {"shard_uris": ["/r/shards/mined-general_editing", "/r/shards/mined-object_editing"], "root": "/r"}
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    declared = [d["triggers"][0]["parameters"] for d in spec["deployments"] if d["name"] == "train"]
+    for params in [landed_trigger().parameters, *declared]:
+        assert _render(params, payload) == {"shard_uris": payload["shard_uris"], "root": "/r"}
+    assert _render(landed_trigger().parameters, {**payload, "shard_uris": ["/r/shards/one"]})["shard_uris"] == \
+        ["/r/shards/one"]

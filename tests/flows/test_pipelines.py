@@ -131,3 +131,30 @@ def test_every_image_of_a_multi_partition_corpus_is_embedded(tmp_path, prefect_r
     assert (marker["partitions"], marker["images"], marker["embedded"]) == (6, 6000, 6000)
     assert ids == catalog and x.shape[0] == 6000  # every image, in catalog order
     assert [r.id for r in catalog_slice(cfg.root, 2500, 3500)] == catalog[2500:3500]
+
+
+def test_one_mining_run_of_two_presets_lands_one_event_with_every_set(ingested, monkeypatch, prefect_results):
+    import flows.pipelines as pipelines
+
+    _, root = ingested
+    sent = []
+    real = pipelines.emit_event
+
+    def recorded(**kwargs):  # the real emit, and a note of what it sent
+        sent.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(pipelines, "emit_event", recorded)
+    config = {**MINING, "mining": {**MINING["mining"], "presets": ["general_editing", "object_editing"]}}
+    res = mine_flow(root=root, config=config)
+    (event,) = sent
+    sets = [res[p]["shards"]["uri"] for p in ("general_editing", "object_editing")]
+    assert all(res[p]["shards"]["landed_now"] for p in ("general_editing", "object_editing"))
+    assert event["event"] == "aceforge.shards.landed" and event["resource"]["prefect.resource.id"] == "aceforge.shards.mined"
+    payload = event["payload"]
+    assert payload["shard_uris"] == [storage.absolute(u) for u in sets] and payload["root"] == storage.absolute(root)
+    assert payload["manifests"] == [storage.join(storage.absolute(u), "manifest.parquet") for u in sets]
+    assert payload["samples"] == sum(r.samples for u in sets for r in read_manifest(u)) > 0
+    sent.clear()
+    mine_flow(root=root, config=config)  # nothing lands again: no event
+    assert sent == []

@@ -54,3 +54,31 @@ def test_fewer_shards_than_workers_split_by_sample(urls):
     whole = _keys(iter_examples(one, cfg), 3)
     r0, r1 = _keys(iter_examples(one, cfg, 0, 2), 2), _keys(iter_examples(one, cfg, 1, 2), 1)
     assert r0 == [whole[0], whole[2]] and r1 == [whole[1]]
+
+
+def _set(tmp_path, name, n, maxcount):
+    from trainer.data import ShardSet
+
+    rng = np.random.default_rng(len(name) + n)
+    samples = [make_sample(i, rng, key=f"{name}-{i:02d}") for i in range(n)]
+    write_shard_set(samples, str(tmp_path / name), ShardConfig(maxcount=maxcount))
+    from tasks.shards import read_manifest
+    rows = read_manifest(str(tmp_path / name))
+    return ShardSet(tuple(shard_uris(str(tmp_path / name))), tuple(r.samples for r in rows))
+
+
+def test_two_sets_train_as_one_interleaved_mixture_that_resumes_exactly(tmp_path):
+    a, b = _set(tmp_path, "a", 6, 3), _set(tmp_path, "b", 3, 3)  # 2 shards of 3, 1 shard of 3
+    cfg = TrainConfig(stage=2, max_tokens=24)
+    epoch = _keys(iter_examples([a, b], cfg), 9)
+    assert sorted(epoch) == sorted([f"a-{i:02d}" for i in range(6)] + [f"b-{i:02d}" for i in range(3)])
+    assert {k[0] for k in epoch[:2]} == {"a", "b"}  # both sets from the start, not one set after the other
+    for n in range(1, 10):  # every prefix holds set b at its share (3 of 9), within one sample
+        assert abs(sum(k[0] == "b" for k in epoch[:n]) - n / 3) <= 1, epoch
+    stream = _keys(iter_examples([a, b], cfg), 14)
+    assert stream[:9] == epoch and stream[9:] == epoch[:5]  # the next epoch repeats the mixture
+    assert _keys(iter_examples([a, b], cfg, start=4), 10) == stream[4:14]  # resume: the same examples
+    # two workers: each takes its share of every set; together one epoch, without overlap
+    parts = [_keys(iter_examples([a, b], cfg, rank=r, world=2), n) for r, n in ((0, 5), (1, 4))]
+    assert not set(parts[0]) & set(parts[1]) and sorted(parts[0] + parts[1]) == sorted(epoch)
+    assert {k[0] for k in parts[0][:2]} == {"a", "b"}

@@ -146,3 +146,54 @@ def test_batch_of_two_on_mixed_aspects_trains_within_buckets(tiny_base):
         m = tr.train_step(b)
         assert np.isfinite(m["loss"])
     assert tr.step_no == 2
+
+
+def test_stage_two_starts_at_stage_one_weights_with_a_fresh_optimiser_at_step_0(tiny_base, tmp_path):
+    folder, _ = tiny_base
+    ex = _examples(4)
+    one = AceTrainer(_cfg(stage=1), folder)
+    one.setup()
+    for step in range(3):
+        one.train_step([ex[step]])
+    one.save_state(tmp_path / "stage1")
+    # what stage 1's final weights give on the batch and noise of step 0
+    expected = float(one.loss([ex[3]], 0)["loss"].detach())
+    fresh = AceTrainer(_cfg(stage=2), folder)
+    fresh.setup()
+    assert float(fresh.loss([ex[3]], 0)["loss"].detach()) != expected  # the base alone gives another loss
+    two = AceTrainer(_cfg(stage=2), folder)
+    two.setup()
+    two.init_weights(tmp_path / "stage1")
+    assert (two.step_no, two.examples_seen) == (0, 0) and not two.opt.state  # no moments carried over
+    assert two.sched.get_last_lr()[0] == two.cfg.lr  # the schedule starts again (no warmup: the full lr)
+    m = two.train_step([ex[3]])
+    assert m["step"] == 1 and m["loss"] == expected
+
+
+def test_init_from_that_does_not_fit_is_refused_in_one_line(tiny_base, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from trainer.runs import resolve_init
+
+    folder, _ = tiny_base
+    tr = AceTrainer(_cfg(lora_rank=4), folder)
+    tr.setup()
+    ck = tmp_path / "run" / "checkpoint_2025-01-01_00-00-00.000000"
+    tr.save_state(ck)
+    cases = {str(tmp_path / "nowhere"): (_cfg(lora_rank=4), "does not exist"),
+             str(tmp_path): (_cfg(lora_rank=4), "neither a checkpoint folder"),
+             str(ck): (_cfg(lora_rank=4, mode="full"), "is lora training, the config asks for full"),
+             str(tmp_path / "run"): (_cfg(lora_rank=4, lora_fused=False), "lora_fused=True"),
+             str(ck) + "/": (_cfg(lora_rank=8), "lora_rank=4, the config asks for 8")}
+    for uri, (cfg, says) in cases.items():
+        with pytest.raises(ValueError, match=says) as info:
+            resolve_init(uri, cfg)
+        assert "\n" not in str(info.value)
+    assert resolve_init(str(tmp_path / "run"), _cfg(lora_rank=4)).checkpoint.uri == str(ck)
+    weights = load_file(str(ck / "trainable.safetensors"))
+    dropped = sorted(weights)[0]
+    save_file({k: v for k, v in weights.items() if k != dropped}, str(ck / "trainable.safetensors"))
+    other = AceTrainer(_cfg(lora_rank=4), folder)
+    other.setup()
+    with pytest.raises(ValueError, match=f"lacks 1 trainable tensors, e.g. {dropped}"):
+        other.init_weights(ck)

@@ -1,0 +1,175 @@
+"""What a training run is: its identity, its folder's record of it, its checkpoints, and `init_from`.
+
+A run is named by what it trains on unless `train.run_name` names it: the digests of its shard sets'
+manifests, the training settings that change the weights it ends with, and the weights it starts from
+(`init_from`). `identity.json` in the run folder records that identity; a run folder that holds another
+identity is refused, never resumed, so a name cannot silently continue on other data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from schemas import io as storage
+from schemas.config import TrainConfig
+
+IDENTITY_FILE = "identity.json"
+STATE_META = "state.json"
+STATE_WEIGHTS = "trainable.safetensors"
+CHECKPOINT_PREFIX = "checkpoint_"  # Ray Train names each checkpoint folder checkpoint_<timestamp>
+
+# TrainConfig fields left out of a run's identity: they do not change the weights a run ends with (where and
+# how it runs, how often it reports or saves) or they continue the same run (max_steps: a longer run resumes
+# the shorter one; the name itself). num_workers is left out too, so a run can continue on more or fewer
+# workers; each worker's share of the data is then cut anew, so the data order after such a resume is not
+# the one an uninterrupted run would have seen.
+NOT_IN_IDENTITY = frozenset({"run_name", "max_steps", "checkpoint_every", "log_every", "num_workers",
+                             "cpus_per_worker", "use_gpu", "fsdp", "gradient_checkpointing", "init_from",
+                             # what is measured and shown at checkpoints (eval_fraction is in: it decides
+                             # which samples train)
+                             "eval_samples", "eval_draws", "eval_images", "eval_infer_steps", "ui_every"})
+
+
+def check_compatible(meta: dict, cfg: TrainConfig, what: str) -> None:
+    """A checkpoint's state.json against the config that would load it: mode, LoRA fusion and rank."""
+    if meta["mode"] != cfg.mode:
+        raise ValueError(f"{what} is {meta['mode']} training, the config asks for {cfg.mode}")
+    if cfg.mode == "lora" and meta.get("lora_fused", False) != cfg.lora_fused:
+        raise ValueError(f"{what} has lora_fused={meta.get('lora_fused', False)}, the config asks "
+                         f"for {cfg.lora_fused}")
+    if cfg.mode == "lora" and meta.get("lora_rank", cfg.lora_rank) != cfg.lora_rank:
+        raise ValueError(f"{what} has lora_rank={meta['lora_rank']}, the config asks for {cfg.lora_rank}")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    uri: str
+    meta: dict  # its state.json
+
+    @property
+    def step(self) -> int:
+        return int(self.meta["step"])
+
+
+def _read_json(uri: str) -> dict | None:
+    fs, path = storage.fs_path(uri)
+    if not fs.exists(path):
+        return None
+    with fs.open(path, "rb") as f:
+        return json.loads(f.read())
+
+
+def _uri(fs, path: str, like: str) -> str:
+    """`path` as listed by `fs`, with the scheme of `like` put back for a remote filesystem."""
+    if "://" not in like or "://" in path:
+        return path
+    return f"{like.split('://', 1)[0]}://{path}"
+
+
+def checkpoints(run_dir: str) -> list[Checkpoint]:
+    """The run's complete checkpoints (those with a state.json), oldest first (by step, then name)."""
+    fs, path = storage.fs_path(run_dir)
+    if not fs.exists(path):
+        return []
+    found = []
+    for p in fs.ls(path, detail=False):
+        if p.rstrip("/").rsplit("/", 1)[-1].startswith(CHECKPOINT_PREFIX):
+            uri = _uri(fs, p, run_dir)
+            meta = _read_json(storage.join(uri, STATE_META))
+            if meta is not None:
+                found.append(Checkpoint(uri, meta))
+    return sorted(found, key=lambda c: (c.step, c.uri))
+
+
+def latest_checkpoint(run_dir: str) -> Checkpoint | None:
+    found = checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+@dataclass(frozen=True)
+class InitSource:
+    """The weights a run starts from: a checkpoint, and the identity of the run that wrote it (if recorded)."""
+
+    checkpoint: Checkpoint
+    run_identity: str | None
+
+    def identity(self) -> dict:
+        """Content, not location: the writing run's identity and the step, when the run recorded one."""
+        if self.run_identity:
+            return {"run": self.run_identity, "step": self.checkpoint.step}
+        return {"checkpoint": self.checkpoint.uri, "step": self.checkpoint.step}
+
+
+def resolve_init(uri: str, cfg: TrainConfig) -> InitSource:
+    """`init_from` -> the checkpoint it means (a checkpoint folder, or a run folder's latest checkpoint),
+    checked against the config; a one-line ValueError when it is missing or does not fit."""
+    uri = storage.absolute(uri.rstrip("/")) or uri
+    if not storage.exists(uri):
+        raise ValueError(f"init_from {uri} does not exist")
+    meta = _read_json(storage.join(uri, STATE_META))
+    if meta is not None:
+        ckpt, run_dir = Checkpoint(uri, meta), storage.parent(uri)
+    else:
+        ckpt, run_dir = latest_checkpoint(uri), uri
+        if ckpt is None:
+            raise ValueError(f"init_from {uri} is neither a checkpoint folder ({STATE_META}) nor a run folder "
+                             f"holding one ({CHECKPOINT_PREFIX}*)")
+    if not storage.exists(storage.join(ckpt.uri, STATE_WEIGHTS)):
+        raise ValueError(f"init_from {ckpt.uri} has no {STATE_WEIGHTS}")
+    check_compatible(ckpt.meta, cfg, f"init_from {ckpt.uri}")
+    recorded = _read_json(storage.join(run_dir, IDENTITY_FILE))
+    return InitSource(ckpt, recorded["hash"] if recorded else None)
+
+
+def run_identity(cfg: TrainConfig, set_digests: list[str], init: InitSource | None = None) -> dict:
+    """What a run trains on: its shard sets (manifest digests, in the order trained), the settings that change
+    its result (every TrainConfig field but NOT_IN_IDENTITY) and its initial weights. `hash` is their
+    sha256."""
+    train = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in NOT_IN_IDENTITY}
+    body = {"version": 1, "shard_sets": list(set_digests), "train": train,
+            "init_from": init.identity() if init else None}
+    return {"hash": hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest(), **body}
+
+
+def derived_name(identity: dict) -> str:
+    return f"s{identity['train']['stage']}-{identity['hash'][:12]}"
+
+
+def claim_run_dir(run_dir: str, identity: dict, sources: list[str] | None = None) -> None:
+    """Record `identity` in a new run folder, accept a folder that records the same, refuse any other (a
+    different identity, or checkpoints without a recorded identity) in one line."""
+    rec_uri = storage.join(run_dir, IDENTITY_FILE)
+    recorded = _read_json(rec_uri)
+    name = run_dir.rstrip("/").rsplit("/", 1)[-1]
+    if recorded is not None:
+        if recorded.get("hash") != identity["hash"]:
+            raise ValueError(f"run {name} already holds a run of other shards or settings (identity "
+                             f"{recorded.get('hash', '?')[:12]}, this one {identity['hash'][:12]}): leave "
+                             f"train.run_name unset to get a run of its own, or choose another name")
+        return
+    if checkpoints(run_dir):
+        raise ValueError(f"run {name} has checkpoints but no {IDENTITY_FILE} (written before run identities "
+                         f"were recorded): choose another train.run_name, or move {run_dir} away")
+    storage.atomic_write_bytes(rec_uri, json.dumps({**identity, "sources": sources or []}, indent=1).encode())
+
+
+@contextmanager
+def local_folder(uri: str) -> Iterator[Path]:
+    """A checkpoint folder on the local disk: itself, or a temporary copy of a remote one."""
+    fs, path = storage.fs_path(uri)
+    if storage.is_local(fs):
+        yield Path(path)
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="aceforge-init-"))
+    try:
+        fs.get(path.rstrip("/") + "/", str(tmp / "ckpt") + "/", recursive=True)
+        yield tmp / "ckpt"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
