@@ -52,13 +52,14 @@ def test_demo_flow_mines_packs_and_trains(tmp_path, prefect_results):
         assert arts, f"no artifact {key}"
         return arts[0].data
 
-    assert latest("train-demo-progress") == 100.0
-    assert [r["step"] for r in json.loads(latest("train-demo-metrics"))][-1] == 4
+    run = t["run_dir"].rstrip("/").rsplit("/", 1)[-1]  # named by what it trained on: s1-<12 hex>
+    assert run.startswith("s1-") and latest(f"train-{run}-progress") == 100.0
+    assert [r["step"] for r in json.loads(latest(f"train-{run}-metrics"))][-1] == 4
     evals = [m for m in t["metrics"] if "eval_loss" in m]
     assert [m["step"] for m in evals] == [2, 4] and set(evals[0]["eval_loss"]) == {"general_editing"}
-    assert [r["step"] for r in json.loads(latest("train-demo-eval"))] == [2, 4]
-    assert "step 4" in latest("train-demo-grid") and "data:image/jpeg;base64," in latest("train-demo-grid")
-    grid = Image.open(tmp_path / "root" / "checkpoints" / "demo" / "eval" / "step-0000004.png")
+    assert [r["step"] for r in json.loads(latest(f"train-{run}-eval"))] == [2, 4]
+    assert "step 4" in latest(f"train-{run}-grid") and "data:image/jpeg;base64," in latest(f"train-{run}-grid")
+    grid = Image.open(tmp_path / "root" / "checkpoints" / run / "eval" / "step-0000004.png")
     assert grid.width % 4 == 0 and grid.height >= 16
 
 
