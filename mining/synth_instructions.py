@@ -1,0 +1,52 @@
+"""Instructions for synthesized samples: several phrasings per task, chosen by a seeded hash of the sample.
+
+`{object_name}` is filled with a generic wording (no label model runs yet, and a specific name is never
+invented); `{side}` with the outpainting side. Every instruction names its input as `{image}`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+TEMPLATER = ("synth-templates", "1")
+GENERIC_OBJECT = ("the marked object", "the object in the masked region", "the highlighted object")
+
+TEMPLATES: dict[str, tuple[str, ...]] = {
+    "object_removal": (
+        "Remove {object_name} from {image}.",
+        "Erase {object_name} in {image} and fill in the background.",
+        "Delete {object_name} from {image}, keeping everything else unchanged.",
+        "Take {object_name} out of {image}.",
+    ),
+    "object_addition": (
+        "Add an object to {image} inside the masked region.",
+        "Place a fitting object in the masked area of {image}.",
+        "Insert something that belongs in the scene into the marked region of {image}.",
+        "Fill the masked region of {image} with a plausible object.",
+    ),
+    "inpainting": (
+        "Fill in the masked regions of {image}.",
+        "Repaint the missing parts of {image} so they blend with the rest.",
+        "Restore the masked areas of {image}.",
+        "Complete {image} where it is masked out.",
+    ),
+    "outpainting": (
+        "Extend {image} to the {side}.",
+        "Outpaint {image} on the {side} side.",
+        "Continue the scene of {image} beyond its {side} edge.",
+        "Expand the canvas of {image} towards the {side} and fill it in.",
+    ),
+}
+
+
+def _pick(options: tuple[str, ...], key: str, seed: int, salt: str) -> str:
+    h = int.from_bytes(hashlib.sha256(f"{seed}|{salt}|{key}".encode()).digest()[:8], "big")
+    return options[h % len(options)]
+
+
+def synth_instruction(task: str, key: str, seed: int, side: str | None = None) -> str:
+    """The instruction of sample `key` for `task` (deterministic in key and seed)."""
+    template = _pick(TEMPLATES[task], key, seed, task)
+    fields = {"image": "{image}", "object_name": _pick(GENERIC_OBJECT, key, seed, "object"),
+              "side": side or ""}
+    return template.format(**fields)
