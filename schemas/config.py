@@ -215,6 +215,8 @@ class SynthesisConfig(_Config):
                              "object_addition, inpainting, outpainting; empty: no synthesis")
     max_images: int | None = Field(None, ge=1, description="synthesize from the first N catalog images only; "
                                                            "None: all")
+    fraction: float = Field(1.0, gt=0, le=1, description="share of catalog images synthesized from, chosen by "
+                            "their id (deterministic; each new image is chosen or not on its own)")
     max_side: int = Field(768, ge=32, description="images are downscaled so their longer side is at most this "
                                                  "(the sample's source is that image)")
     partition_size: int = Field(64, ge=1, description="catalog images per unit of synthesis work")
