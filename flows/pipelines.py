@@ -14,6 +14,7 @@ from prefect import flow, task
 from prefect.events import emit_event
 
 from flows.artifacts import band_histogram, counts_table, pair_report, training_summary
+from flows.synthesis import announce_synthesis, run_synthesis
 from schemas.config import ConfigError, RunConfig, parse_config
 from tasks import storage
 from tasks.cache import call, gated
@@ -99,6 +100,8 @@ def _stages(run, cfg: RunConfig, source: str | None, writer: dict[str, Any] | No
         summary[name]["instructions"] = run(InstructStage(cfg, preset=name, writer=writer)).counts
         pack = PackStage(cfg, preset=name, shard_name=f"{shard_prefix}-{name}")
         summary[name]["shards"] = {**run(pack).counts, "landed_now": ran_now[pack.label]}
+    if cfg.synthesis.tasks:
+        summary["synthesis"] = run_synthesis(run, cfg, shard_prefix, ran_now)
     return summary
 
 
@@ -108,6 +111,8 @@ def _announcer(cfg: RunConfig, landed_resource: str) -> Announce:
 
     def announce(stage: Stage, rep: StageReport, ran_now: bool) -> None:
         c = rep.counts
+        if announce_synthesis(cfg, stage, rep):
+            return
         if isinstance(stage, IngestStage):
             counts_table("ingest", {"seen": c["seen"], "accepted": c["accepted"], "duplicates": c["duplicates"],
                                     **{f"quarantined: {r}": n for r, n in c["quarantined"].items()},
