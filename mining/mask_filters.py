@@ -42,15 +42,16 @@ class FilterResult:
 
 def mask_stats(mask: np.ndarray) -> MaskStats | None:
     """None for an empty mask."""
-    ys, xs = np.nonzero(mask)
-    if len(ys) == 0:
+    area = int(np.count_nonzero(mask))
+    if area == 0:
         return None
     h, w = mask.shape
-    x0, x1, y0, y1 = int(xs.min()), int(xs.max()) + 1, int(ys.min()), int(ys.max()) + 1
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    x0, x1, y0, y1 = int(cols[0]), int(cols[-1]) + 1, int(rows[0]), int(rows[-1]) + 1
     bw, bh = x1 - x0, y1 - y0
     frame = np.count_nonzero(mask[0]) + np.count_nonzero(mask[-1]) + np.count_nonzero(mask[1:-1, 0]) \
         + np.count_nonzero(mask[1:-1, -1])
-    return MaskStats(area_frac=len(ys) / (h * w), box=(x0, y0, x1, y1), box_fill=len(ys) / (bw * bh),
+    return MaskStats(area_frac=area / (h * w), box=(x0, y0, x1, y1), box_fill=area / (bw * bh),
                      aspect=max(bw, bh) / min(bw, bh), border_frac=frame / max(1, 2 * (h + w) - 4))
 
 
