@@ -50,5 +50,5 @@ def announce_synthesis(cfg: RunConfig, stage: Stage, rep: StageReport) -> bool:
         marker = storage.read_marker(rep.outputs[0]) or {}
         parts = marker.get("parts") or []
         records = storage.read_parquet(storage.join(rep.outputs[0], parts[0], RECORDS)).to_pylist() if parts else []
-        synth_report(records, f"sampled samples: {stage.label}", f"{stage.label}-report", seed=cfg.synthesis.seed)
+        synth_report(records, f"sampled records: {stage.label}", f"{stage.label}-report", seed=cfg.synthesis.seed)
     return True

@@ -30,8 +30,7 @@ REGION_SCHEMA = pa.schema([
 
 def segmenter_for(cfg):
     s = cfg.synthesis
-    return make_segmenter(s.segmenter, cfg.models_dir, s.sam_variant, points_per_side=s.sam_points_per_side) \
-        if s.segmenter != "regions" else make_segmenter("regions", cfg.models_dir)
+    return make_segmenter(s.segmenter, cfg.models_dir, s.sam_variant, points_per_side=s.sam_points_per_side)
 
 
 class SegmentStage(PartStage):
