@@ -8,7 +8,7 @@ import numpy as np
 from schemas.config import VerifyConfig
 
 VERIFIER = ("synth-verify", "1")
-REASONS = ("outside_changed", "unchanged", "seam")
+REASONS = ("outside_changed", "unchanged", "seam", "refound")
 
 
 def _grad(image: np.ndarray) -> np.ndarray:
@@ -48,3 +48,14 @@ def verify_removal(source: np.ndarray, result: np.ndarray, mask: np.ndarray,
     if s["seam_ratio"] > cfg.max_seam_ratio:
         return "seam", s
     return None, s
+
+
+def refound_iou(regions, mask: np.ndarray) -> float:
+    """The best IoU between the removed object's mask and the regions a segmenter finds in the result."""
+    area = np.count_nonzero(mask)
+    best = 0.0
+    for r in regions:
+        inter = np.count_nonzero(r.mask & mask)
+        if inter:
+            best = max(best, inter / (area + np.count_nonzero(r.mask) - inter))
+    return best

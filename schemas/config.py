@@ -208,6 +208,9 @@ class VerifyConfig(_Config):
     min_change: float = Field(6.0, ge=0, description="mean absolute change inside the mask (0-255) at least this")
     max_seam_ratio: float = Field(2.5, gt=0, description="gradient on the mask border in the result / the "
                                                         "source image's mean gradient, at most this")
+    refind_iou: float | None = Field(None, gt=0, le=1, description="segment the result again and drop it when a "
+                                     "region overlaps the removed object's mask with IoU above this; None: not "
+                                     "checked (it costs a second segmentation per sample)")
 
 
 class SynthesisConfig(_Config):

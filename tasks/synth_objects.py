@@ -16,10 +16,10 @@ import pyarrow.compute as pc
 
 from mining.inpaint import dilate, make_inpainter
 from mining.synth_instructions import TEMPLATER, synth_instruction
-from mining.synth_verify import VERIFIER, verify_removal
+from mining.synth_verify import VERIFIER, refound_iou, verify_removal
 from schemas.records import Generator
 from tasks import storage
-from tasks.segment import REGIONS, SegmentStage
+from tasks.segment import REGIONS, SegmentStage, segmenter_for
 from tasks.stage import Resources, UnitReport
 from tasks.synth_parts import (FILTER_GENERATOR, PartStage, check_sum, count_reasons, digest, load_source, png,
                                unpng, write_records)
@@ -36,6 +36,7 @@ class ObjectsStage(PartStage):
         super().__init__(cfg, **params)
         self.inpainter = make_inpainter(cfg.synthesis.inpainter, cfg.models_dir)  # cheap: config only
         self.segments = SegmentStage(cfg)
+        self.refinder = segmenter_for(cfg) if cfg.synthesis.verify.refind_iou is not None else None
 
     def inputs(self) -> list[str]:
         return [self.segments.out]
@@ -52,6 +53,8 @@ class ObjectsStage(PartStage):
 
     def setup(self) -> None:
         self.inpainter.setup()
+        if self.refinder is not None:
+            self.refinder.setup()
 
     def _segment_part(self, k: int) -> str:
         m = storage.read_marker(self.segments.out)
@@ -72,7 +75,7 @@ class ObjectsStage(PartStage):
         done = storage.read_marker(part)
         if done is not None:
             return UnitReport(stage=self.label, unit=k, counts=done["counts"])
-        self.inpainter.setup()
+        self.setup()
         s = self.cfg.synthesis
         table = storage.read_parquet(storage.join(self._segment_part(k), REGIONS))
         meta = table.schema.metadata or {}
@@ -100,9 +103,13 @@ class ObjectsStage(PartStage):
                 continue
             source_png = png(img)
             for row in cands[: s.objects_per_image]:
-                mask = dilate(unpng(row["mask_png"]) > 0, s.dilate_px)
+                obj = unpng(row["mask_png"]) > 0
+                mask = dilate(obj, s.dilate_px)
                 result = self.inpainter(img, mask)
                 reason, scores = verify_removal(img, result, mask, s.verify)
+                if reason is None and self.refinder is not None:
+                    scores["refound_iou"] = refound_iou(self.refinder(result), obj)
+                    reason = "refound" if scores["refound_iou"] > s.verify.refind_iou else None
                 if reason is not None:
                     dropped[reason] += 1
                     continue

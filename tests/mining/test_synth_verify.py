@@ -27,3 +27,14 @@ def test_a_smooth_fill_passes_and_each_failure_has_its_reason():
     seam[mask] = (0, 0, 0)  # a hard black patch: the border's gradient far above the image's own
     reason, scores = verify_removal(img, seam, mask, cfg)
     assert reason == "seam" and scores["seam_ratio"] > cfg.max_seam_ratio
+
+
+def test_refound_iou_is_the_best_overlap_with_the_removed_mask():
+    from mining.segment import Region
+    from mining.synth_verify import refound_iou
+
+    _, mask = _scene()
+    shifted = np.roll(mask, 10, axis=1)
+    assert refound_iou([Region(mask.copy(), 1.0), Region(~mask, 1.0)], mask) == 1.0
+    assert abs(refound_iou([Region(shifted, 1.0)], mask) - 30 * 30 / (30 * 50)) < 1e-9
+    assert refound_iou([], mask) == 0.0

@@ -113,6 +113,17 @@ def test_counts_that_do_not_reconcile_stop_the_stage_before_its_marker(corpus):
     assert storage.read_marker(stage.out) is None
 
 
+def test_a_removal_the_segmenter_finds_again_is_dropped_and_counted(corpus):
+    _, cfg = corpus
+    strict = cfg.model_copy(update={"synthesis": cfg.synthesis.model_copy(
+        update={"tasks": ["object_removal"], "verify": cfg.synthesis.verify.model_copy(update={"refind_iou": 0.05})})})
+    ex = LocalExecutor()
+    ex.run(SegmentStage(strict))
+    c = ex.run(ObjectsStage(strict)).counts
+    assert c["dropped"].get("refound", 0) > 0  # smooth cv2 fills are found again as regions at this threshold
+    assert c["candidates"] == c["samples"] + sum(c["dropped"].values())
+
+
 def test_unknown_synthesis_task_is_a_config_error():
     from schemas.config import ConfigError, parse_config
 
