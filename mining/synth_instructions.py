@@ -1,7 +1,7 @@
 """Instructions for synthesized samples: several phrasings per task, chosen by a seeded hash of the sample.
 
 `{object_name}` is filled with a generic wording (no label model runs yet, and a specific name is never
-invented); `{side}` with the outpainting side. Every instruction names its input as `{image}`.
+invented); `{side}` with the outpainting side. Every instruction names its inputs (`{image}`, or `{image1}`, `{image2}`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,18 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "Place a fitting object in the masked area of {image}.",
         "Insert something that belongs in the scene into the marked region of {image}.",
         "Fill the masked region of {image} with a plausible object.",
+    ),
+    "layer_decouple": (
+        "Isolate the unmasked object of {image} on a white background.",
+        "Cut out the object left unmasked in {image} and put it on plain white.",
+        "Replace the masked background of {image} with white, keeping the object.",
+        "Extract the object of {image} onto a white layer.",
+    ),
+    "layer_fusion": (
+        "Place the object from {image2} into the masked region of {image1}.",
+        "Composite the subject of {image2} into {image1} where it is masked.",
+        "Insert the object shown on white in {image2} into the masked area of {image1}.",
+        "Blend the object of {image2} into the scene of {image1} inside the mask.",
     ),
     "inpainting": (
         "Fill in the masked regions of {image}.",
@@ -47,6 +59,6 @@ def _pick(options: tuple[str, ...], key: str, seed: int, salt: str) -> str:
 def synth_instruction(task: str, key: str, seed: int, side: str | None = None) -> str:
     """The instruction of sample `key` for `task` (deterministic in key and seed)."""
     template = _pick(TEMPLATES[task], key, seed, task)
-    fields = {"image": "{image}", "object_name": _pick(GENERIC_OBJECT, key, seed, "object"),
+    fields = {"image": "{image}", "image1": "{image1}", "image2": "{image2}", "object_name": _pick(GENERIC_OBJECT, key, seed, "object"),
               "side": side or ""}
     return template.format(**fields)

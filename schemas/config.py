@@ -183,7 +183,7 @@ class OrchestrationConfig(_Config):
     embed_actors: int = Field(2, ge=1, description="embedder actors on Ray (each loads its model once)")
 
 
-SYNTH_TASKS = ("object_removal", "object_addition", "inpainting", "outpainting")
+SYNTH_TASKS = ("object_removal", "object_addition", "layer_decouple", "layer_fusion", "inpainting", "outpainting")
 
 
 class MaskFilterConfig(_Config):
@@ -215,7 +215,7 @@ class VerifyConfig(_Config):
 
 class SynthesisConfig(_Config):
     tasks: list[str] = Field(default_factory=list, description="synthesis tasks to run: object_removal, "
-                             "object_addition, inpainting, outpainting; empty: no synthesis")
+                             "object_addition, layer_decouple, layer_fusion, inpainting, outpainting; empty: none")
     max_images: int | None = Field(None, ge=1, description="synthesize from the first N catalog images only; "
                                                            "None: all")
     fraction: float = Field(1.0, gt=0, le=1, description="share of catalog images synthesized from, chosen by "

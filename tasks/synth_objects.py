@@ -4,7 +4,8 @@ One unit per segmentation part (the same catalog rows); a model stage (each work
 once). Per image the best-scored kept masks (up to `synthesis.objects_per_image`) are dilated and
 inpainted; outside the dilated mask the result is the source's pixels. Every candidate mask ends as a
 record or a drop with a reason: candidates = samples + dropped by reason. A record is a removal
-(edit = source, target = object removed); packing also gives its reverse, the addition.
+(edit = source, target = object removed); packing also gives its reverse (the addition) and the layer
+tasks (decouple: the object on white; fusion: object + background -> the source).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tasks.stage import Resources, UnitReport
 from tasks.synth_parts import (FILTER_GENERATOR, PartStage, check_sum, count_reasons, digest, load_source, png,
                                unpng, write_records)
 
-OBJECT_TASKS = ("object_removal", "object_addition")
+OBJECT_TASKS = ("object_removal", "object_addition", "layer_decouple", "layer_fusion")
 
 
 class ObjectsStage(PartStage):
@@ -116,6 +117,7 @@ class ObjectsStage(PartStage):
                 sid = digest([rec.id, row["region"], settings], 20)
                 rows.append({"sample_id": sid, "kind": "object", "source_id": rec.id, "edit_png": source_png,
                              "target_png": png(result), "mask_png": png((mask * 255).astype("uint8")),
+                             "object_png": png((obj * 255).astype("uint8")),
                              "instructions": json.dumps({t: synth_instruction(t, sid, s.seed) for t in tasks}),
                              "generators": json.dumps([[g.name, g.version] for g in gens]),
                              "scores": json.dumps({"segment_score": row["score"], "area_frac": row["area_frac"],

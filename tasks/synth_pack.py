@@ -1,8 +1,9 @@
 """Pack the synthesized samples into one shard set: <root>/shards/<prefix>-<synthesis.shard_name>/ (one unit).
 
-Object records give `object_removal` (edit = source, target = object removed) and `object_addition` (the
-exact reverse, same mask); repaint records give `inpainting` and `outpainting`. Only the configured tasks
-are packed. The samples written per task must equal what the records promise, or no marker is written.
+Object records give `object_removal` (edit = source, target = object removed), `object_addition` (the
+exact reverse, same mask), `layer_decouple` and `layer_fusion`; repaint records give `inpainting` and
+`outpainting`. Only the configured tasks are packed. The samples written per task must equal what the
+records promise, or no marker is written.
 """
 
 from __future__ import annotations
@@ -11,29 +12,54 @@ import json
 from collections import Counter
 from typing import Iterator
 
+import numpy as np
+
 from schemas.records import AceSample, ConditionUnit, Generator, Lineage, Role
 from tasks import storage
 from tasks.shards import write_shard_set
 from tasks.stage import Resources, SingleUnitStage, StageReport, UnitReport
 from tasks.synth_objects import OBJECT_TASKS, ObjectsStage
-from tasks.synth_parts import iter_records
+from tasks.synth_parts import iter_records, png, unpng
 from tasks.synth_repaint import REPAINT_TASKS, RepaintStage
 
 
+def on_white(source_png: bytes, object_png: bytes) -> bytes:
+    """The object's pixels on a white canvas of the source's size."""
+    src, obj = unpng(source_png), unpng(object_png) > 0
+    out = np.full_like(src, 255)
+    out[obj] = src[obj]
+    return png(out)
+
+
 def record_samples(rec: dict, tasks: list[str]) -> Iterator[AceSample]:
-    """The AceSamples one synthesis record gives for `tasks`."""
+    """The AceSamples one synthesis record gives for `tasks`. An object record (edit = source, target =
+    object removed, mask = the dilated object, object = its own mask) gives: object_removal; object_addition
+    (the reverse); layer_decouple (source -> the object on white, the mask over everything but the object);
+    layer_fusion (background with the mask + the object on white as a reference -> the source)."""
     instructions = json.loads(rec["instructions"])
     lineage = Lineage(source_ids=[rec["source_id"]],
                       generators=[Generator(name=n, version=v) for n, v in json.loads(rec["generators"])],
                       scores=json.loads(rec["scores"]))
+    subject = None
     for task in tasks:
         if task not in instructions:
             continue
-        edit, target = (rec["target_png"], rec["edit_png"]) if task == "object_addition" \
-            else (rec["edit_png"], rec["target_png"])
-        yield AceSample(key=f"{task}-{rec['sample_id']}", task=task, instruction=instructions[task],
-                        units=[ConditionUnit(role=Role.EDIT, image=edit, image_ext="png", mask=rec["mask_png"])],
-                        target=ConditionUnit(role=Role.TARGET, image=target, image_ext="png"), lineage=lineage)
+        units = [ConditionUnit(role=Role.EDIT, image=rec["edit_png"], mask=rec["mask_png"])]
+        target = rec["target_png"]
+        if task == "object_addition":
+            units, target = [ConditionUnit(role=Role.EDIT, image=rec["target_png"], mask=rec["mask_png"])], \
+                rec["edit_png"]
+        elif task in ("layer_decouple", "layer_fusion"):
+            subject = subject or on_white(rec["edit_png"], rec["object_png"])
+            if task == "layer_decouple":
+                background = png(np.where(unpng(rec["object_png"]) > 0, 0, 255).astype(np.uint8))
+                units, target = [ConditionUnit(role=Role.EDIT, image=rec["edit_png"], mask=background)], subject
+            else:
+                units = [ConditionUnit(role=Role.EDIT, image=rec["target_png"], mask=rec["mask_png"]),
+                         ConditionUnit(role=Role.REFERENCE, image=subject)]
+                target = rec["edit_png"]
+        yield AceSample(key=f"{task}-{rec['sample_id']}", task=task, instruction=instructions[task], units=units,
+                        target=ConditionUnit(role=Role.TARGET, image=target), lineage=lineage)
 
 
 class SynthPackStage(SingleUnitStage):

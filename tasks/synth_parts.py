@@ -34,6 +34,7 @@ RECORDS = "records.parquet"
 RECORD_SCHEMA = pa.schema([
     ("sample_id", pa.string()), ("kind", pa.string()), ("source_id", pa.string()),
     ("edit_png", pa.binary()), ("target_png", pa.binary()), ("mask_png", pa.binary()),
+    ("object_png", pa.binary()),  # object records: the object's own (undilated) mask, for the layer tasks
     ("instructions", pa.string()),  # json {task: instruction}
     ("generators", pa.string()),  # json [[name, version], ...]
     ("scores", pa.string()),  # json {name: value}

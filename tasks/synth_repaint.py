@@ -85,6 +85,7 @@ class RepaintStage(PartStage):
                 sid = digest([rec.id, task, self.settings()], 20)
                 rows.append({"sample_id": sid, "kind": task, "source_id": rec.id, "edit_png": png(edit),
                              "target_png": target, "mask_png": png((mask * 255).astype(np.uint8)),
+                             "object_png": None,
                              "instructions": json.dumps({task: synth_instruction(task, sid, s.seed, side=side)}),
                              "generators": gens, "scores": json.dumps({**scores, **({"side_" + side: 1.0}
                                                                                    if side else {})})})

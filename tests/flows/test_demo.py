@@ -34,6 +34,7 @@ def test_demo_flow_mines_packs_and_trains(tmp_path, prefect_results):
     syn = res["mined"]["synthesis"]
     by_task = syn["shards"]["counts_by_task"]
     assert by_task["object_removal"] == by_task["object_addition"] == syn["objects"]["samples"] > 0
+    assert by_task["layer_decouple"] == by_task["layer_fusion"] == syn["objects"]["samples"]
     assert by_task["inpainting"] == by_task["outpainting"] == syn["repaint"]["read"] == syn["segment"]["images"] > 20
     for s in read_shard_set(syn["shards"]["uri"]):
         edit, target = (np.asarray(Image.open(io.BytesIO(u.image)).convert("RGB")) for u in (s.units[0], s.target))

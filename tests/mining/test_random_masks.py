@@ -25,5 +25,7 @@ def test_outpaint_masks_are_a_band_on_their_side():
 def test_instructions_vary_by_sample_name_their_image_and_repeat():
     for task in TEMPLATES:
         got = {synth_instruction(task, f"k{i}", 0, side="left") for i in range(40)}
-        assert len(got) > 1 and all("{image}" in g and "{" not in g.replace("{image}", "") for g in got)
+        names = ("{image1}", "{image2}") if task == "layer_fusion" else ("{image}",)
+        rest = [g.replace(names[0], "").replace(names[-1], "") for g in got]
+        assert len(got) > 1 and all(n in g for g in got for n in names) and all("{" not in r for r in rest)
     assert synth_instruction("outpainting", "k", 3, side="top") == synth_instruction("outpainting", "k", 3, side="top")

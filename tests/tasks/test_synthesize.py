@@ -58,16 +58,21 @@ def test_every_sample_keeps_the_source_outside_its_mask_and_counts_reconcile(cor
     n_obj = obj.counts["samples"]
     assert n_obj > 0 and rep.counts["samples"] == {"inpainting": 4, "outpainting": 4}
     assert pack.counts["counts_by_task"] == {"object_removal": n_obj, "object_addition": n_obj, "inpainting": 4,
-                                             "outpainting": 4}
+                                             "outpainting": 4, "layer_decouple": n_obj, "layer_fusion": n_obj}
     by_key = {}
     for s in read_shard_set(pack.counts["uri"]):
         edit, target, mask = _arr(s.units[0].image), _arr(s.target.image), _arr(s.units[0].mask) > 0
         assert edit.shape[:2] == mask.shape and mask.any() and not mask.all()
         assert np.array_equal(edit[~mask], target[~mask]), s.key  # outside the mask: the source's pixels
         assert not np.array_equal(edit[mask], target[mask]), s.key  # inside: something to do
-        assert "{image}" in s.instruction and len(s.lineage.source_ids) == 1
+        assert ("{image}" in s.instruction) != ("{image2}" in s.instruction) and len(s.lineage.source_ids) == 1
         gens = [g.name for g in s.lineage.generators]
-        if s.task.startswith("object_"):
+        if s.task == "layer_decouple":  # the object kept, everything else white
+            assert (target[mask] == 255).all()
+        if s.task == "layer_fusion":  # background + the object on white -> the source
+            assert [u.role.value for u in s.units] == ["edit", "reference"] and s.units[1].mask is None
+            assert np.array_equal(_arr(s.units[1].image), by_key[s.key.replace("fusion", "decouple")][1])
+        if not s.task.endswith("painting"):
             assert gens[:3] == ["regions-felzenszwalb", "ace-b52-mask-filters", "cv2-inpaint-telea"]
             assert s.lineage.scores["inside_change"] >= cfg.synthesis.verify.min_change
         else:
