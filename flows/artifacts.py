@@ -86,3 +86,35 @@ def training_summary(metrics: list[dict], title: str, key: str) -> None:
 
         create_table_artifact(eval_rows(evals), key=artifact_key(f"{key}-eval"),
                               description=f"{title}: held-out loss per task at each checkpoint")
+
+
+def _thumb_bytes(data: bytes) -> str:
+    im = Image.open(io.BytesIO(data))
+    im = im.convert("RGB") if im.mode != "L" else im
+    im.thumbnail((THUMB, THUMB), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG" if im.mode == "L" else "JPEG", quality=80)
+    return f"data:image/{'png' if im.mode == 'L' else 'jpeg'};base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def synth_report(records: list[dict], title: str, key: str, n: int = 8, seed: int = 0) -> None:
+    """Sampled synthesis records: edit image (the source, for a removal), mask and target thumbnails side
+    by side, the instructions, scores and generators."""
+    if not records:
+        create_markdown_artifact(f"## {title}\n\nNo samples.", key=artifact_key(key), description=title)
+        return
+    import json
+
+    rng = np.random.default_rng(seed)
+    pick = sorted(rng.choice(len(records), min(n, len(records)), replace=False).tolist())
+    lines = [f"## {title}", "", f"{len(pick)} of {len(records)} records of the first part, sampled with seed {seed}. "
+             "An object record is a removal (edit = source, target = object removed); its addition sample is the "
+             "reverse.", "", "| edit | mask | target | instructions | scores | made by |", "|---|---|---|---|---|---|"]
+    for i in pick:
+        r = records[i]
+        ins = "<br>".join(f"{t}: {v}" for t, v in json.loads(r["instructions"]).items()).replace("|", "\\|")
+        scores = ", ".join(f"{k} {v:.3f}" for k, v in json.loads(r["scores"]).items())
+        gens = ", ".join(f"{a}:{b}" for a, b in json.loads(r["generators"]))
+        lines.append(f"| ![edit]({_thumb_bytes(r['edit_png'])}) | ![mask]({_thumb_bytes(r['mask_png'])}) | "
+                     f"![target]({_thumb_bytes(r['target_png'])}) | {ins} | {scores} | {gens} |")
+    create_markdown_artifact("\n".join(lines), key=artifact_key(key), description=title)

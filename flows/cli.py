@@ -158,6 +158,17 @@ def _print_flow_mining(summary: dict) -> None:
             s = stage["shards"]
             out.print(f"  shard set: {s['uri']}  ({s['shards']} shards, {s['samples']} samples, "
                       f"{s['bytes'] / 2**20:.1f} MiB, tasks {s['counts_by_task']})")
+    syn = summary.get("synthesis")
+    if syn:
+        if "segment" in syn:
+            c, o = syn["segment"], syn["objects"]
+            out.print(f"synthesis: {c['segmented']} images segmented, {c['regions']} regions, {c['kept']} kept "
+                      f"(dropped {c['dropped']}); {o['samples']} object removals (dropped {o['dropped']})")
+        if "repaint" in syn:
+            out.print(f"synthesis: repainting {syn['repaint']['samples']} (dropped {syn['repaint']['dropped']})")
+        s = syn["shards"]
+        out.print(f"  synthesis shard set: {s['uri']}  ({s['shards']} shards, {s['samples']} samples, "
+                  f"{s['bytes'] / 2**20:.1f} MiB, tasks {s['counts_by_task']})")
 
 
 @app.command()

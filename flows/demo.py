@@ -1,5 +1,6 @@
 """The demo flow on the embedded default: build the demo corpus, then the mining flow over it (ingest,
-embed, cluster, band union-find, known-transformation instructions, shards), then the training flow: a few
+embed, cluster, band union-find, known-transformation instructions, shards; synthesis: object removal and
+addition, repainting, outpainting on a third of the images), then the training flow: a few
 Ray Train steps of the toy FLUX.1-Fill model with checkpoints and both LoRA exports.
 """
 
@@ -14,7 +15,7 @@ from prefect import flow, task
 
 from flows.artifacts import counts_table
 from flows.pipelines import DEMO_LANDED_RESOURCE, mine_flow, run_config, train_flow
-from schemas.config import DemoConfig, ShardConfig, TrainConfig
+from schemas.config import SYNTH_TASKS, DemoConfig, ShardConfig, SynthesisConfig, TrainConfig
 from tasks import storage
 from tasks.demo_corpus import build_demo_corpus, current_corpus, family_member_ids
 from tasks.ingest import load_catalog
@@ -25,6 +26,9 @@ DEMO_TRAIN = TrainConfig(base="tiny", max_steps=4, checkpoint_every=2, max_token
                          max_sequence_length=64, num_workers=1, eval_fraction=0.2, eval_samples=2,
                          eval_images=2, eval_draws=2, eval_infer_steps=4, ui_every=1)
 DEMO_SHARDS = ShardConfig(maxcount=32)
+# every synthesis task on a third of the catalog (a few dozen images, chosen by id), with the offline
+# segmenter and inpainter unless SAM / big-lama are in the models directory
+DEMO_SYNTHESIS = SynthesisConfig(tasks=list(SYNTH_TASKS), fraction=0.35, partition_size=60)
 
 
 @dataclass
@@ -56,7 +60,8 @@ def family_recovery(corpus: Path, root: str, preset: str) -> FamilyRecovery:
 
 
 def demo_config(out: Path, config: dict[str, Any] | None) -> dict[str, Any]:
-    base = {"root": str(out / "root"), "shards": DEMO_SHARDS.model_dump(), "train": DEMO_TRAIN.model_dump()}
+    base = {"root": str(out / "root"), "shards": DEMO_SHARDS.model_dump(), "train": DEMO_TRAIN.model_dump(),
+            "synthesis": DEMO_SYNTHESIS.model_dump()}
     return {**base, **(config or {})}
 
 

@@ -14,6 +14,8 @@ from prefect import flow, task
 from prefect.events import emit_event
 
 from flows.artifacts import band_histogram, counts_table, pair_report, training_summary
+from flows.synthesis import announce_synthesis, run_synthesis
+from tasks.synth_pack import SynthPackStage
 from schemas.config import ConfigError, RunConfig, parse_config
 from tasks import storage
 from tasks.cache import call, gated
@@ -99,6 +101,8 @@ def _stages(run, cfg: RunConfig, source: str | None, writer: dict[str, Any] | No
         summary[name]["instructions"] = run(InstructStage(cfg, preset=name, writer=writer)).counts
         pack = PackStage(cfg, preset=name, shard_name=f"{shard_prefix}-{name}")
         summary[name]["shards"] = {**run(pack).counts, "landed_now": ran_now[pack.label]}
+    if cfg.synthesis.tasks:
+        summary["synthesis"] = run_synthesis(run, cfg, shard_prefix, ran_now)
     return summary
 
 
@@ -109,6 +113,13 @@ def _announcer(cfg: RunConfig, landed: list[dict]) -> Announce:
 
     def announce(stage: Stage, rep: StageReport, ran_now: bool) -> None:
         c = rep.counts
+        if isinstance(stage, (PackStage, SynthPackStage)):  # mined and synthesized sets: one event, one run
+            landed.append({"name": stage.params["shard_name"], "uri": storage.absolute(c["uri"]),
+                           "manifest": storage.absolute(storage.join(c["uri"], "manifest.parquet")),
+                           "samples": c["samples"], "shards": c["shards"], "counts_by_task": c["counts_by_task"],
+                           "landed_now": ran_now})
+        if announce_synthesis(cfg, stage, rep):
+            return
         if isinstance(stage, IngestStage):
             counts_table("ingest", {"seen": c["seen"], "accepted": c["accepted"], "duplicates": c["duplicates"],
                                     **{f"quarantined: {r}": n for r, n in c["quarantined"].items()},
@@ -132,11 +143,6 @@ def _announcer(cfg: RunConfig, landed: list[dict]) -> Announce:
                 catalog.update({r.id: r for r in load_catalog(cfg.root)})
             pair_report(load_instructed(rep.outputs[0]), catalog, f"sampled pairs: {name}", f"pairs-report-{name}",
                         seed=cfg.mining.seed)
-        elif isinstance(stage, PackStage):
-            landed.append({"name": stage.params["shard_name"], "uri": storage.absolute(c["uri"]),
-                           "manifest": storage.absolute(storage.join(c["uri"], "manifest.parquet")),
-                           "samples": c["samples"], "shards": c["shards"], "counts_by_task": c["counts_by_task"],
-                           "landed_now": ran_now})
 
     return announce
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from mining.embedders import SIGLIP_FILES, OfflineEmbedder, siglip_dir
 from mining.face import face_model_paths
+from mining.inpaint import LAMA_MD5, Cv2Inpainter, lama_path
+from mining.segment import SAM_CHECKPOINTS, RegionProposer, sam_path
 from schemas.config import RunConfig
 
 
@@ -30,6 +32,14 @@ def model_status(cfg: RunConfig) -> list[ModelStatus]:
         ModelStatus("ArcFace-compatible face model", "misaligned facial-editing pairs (0.8-0.9 band)", face,
                     all(p.is_file() for p in face), "facial preset unavailable (clear error)"),
     ]
+    variant = cfg.synthesis.sam_variant
+    sam = sam_path(models, variant)
+    out.append(ModelStatus(f"SAM {variant} (segment-anything, md5 {SAM_CHECKPOINTS[variant][1]})",
+                           "object masks for removal / addition synthesis", (sam,), sam.is_file(),
+                           f"offline region proposer '{RegionProposer.name}' (recorded in lineage)"))
+    lama = lama_path(models)
+    out.append(ModelStatus(f"big-lama TorchScript (md5 {LAMA_MD5})", "inpainting for object removal synthesis",
+                           (lama,), lama.is_file(), f"'{Cv2Inpainter.name}' (recorded in lineage)"))
     if cfg.mining.pair_classifier:
         cls = models / cfg.mining.pair_classifier
         out.append(ModelStatus("pair classifier", "second-level pair check (Table 4 bounds)", (cls,),

@@ -197,6 +197,80 @@ class OrchestrationConfig(_Config):
     embed_actors: int = Field(2, ge=1, description="embedder actors on Ray (each loads its model once)")
 
 
+SYNTH_TASKS = ("object_removal", "object_addition", "layer_decouple", "layer_fusion", "inpainting", "outpainting")
+
+
+class MaskFilterConfig(_Config):
+    """ACE App. B.5.2: which segmenter masks are object-like enough to remove."""
+
+    min_area_frac: float = Field(0.01, ge=0, le=1, description="mask area / image area at least this")
+    max_area_frac: float = Field(0.25, ge=0, le=1, description="at most this (larger: background, or too much "
+                                                               "to fill convincingly)")
+    min_box_fill: float = Field(0.35, ge=0, le=1, description="mask area / its bounding box area at least this "
+                                                              "(drops thin, scattered masks)")
+    max_aspect: float = Field(4.0, ge=1, description="longer / shorter side of the bounding box at most this")
+    min_side_px: int = Field(12, ge=1, description="shorter side of the bounding box at least this many pixels")
+    max_border_frac: float = Field(0.02, ge=0, le=1, description="share of the image's outer frame the mask may "
+                                                                 "cover (objects cut by the frame are dropped)")
+    max_overlap: float = Field(0.2, ge=0, le=1, description="overlap with a mask already kept (intersection / "
+                                                           "the smaller area) at most this")
+    min_score: float = Field(0.0, ge=0, le=1, description="segmenter score (SAM's predicted IoU; the proposer's "
+                                                         "contrast) at least this")
+
+
+class VerifyConfig(_Config):
+    min_change: float = Field(6.0, ge=0, description="mean absolute change inside the mask (0-255) at least this")
+    max_seam_ratio: float = Field(2.5, gt=0, description="gradient on the mask border in the result / the "
+                                                        "source image's mean gradient, at most this")
+    refind_iou: float | None = Field(None, gt=0, le=1, description="segment the result again and drop it when a "
+                                     "region overlaps the removed object's mask with IoU above this; None: not "
+                                     "checked (it costs a second segmentation per sample)")
+
+
+class SynthesisConfig(_Config):
+    tasks: list[str] = Field(default_factory=list, description="synthesis tasks to run: object_removal, "
+                             "object_addition, layer_decouple, layer_fusion, inpainting, outpainting; empty: none")
+    max_images: int | None = Field(None, ge=1, description="synthesize from the first N catalog images only; "
+                                                           "None: all")
+    fraction: float = Field(1.0, gt=0, le=1, description="share of catalog images synthesized from, chosen by "
+                            "their id (deterministic; each new image is chosen or not on its own)")
+    max_side: int = Field(768, ge=32, description="images are downscaled so their longer side is at most this "
+                                                 "(the sample's source is that image)")
+    partition_size: int = Field(64, ge=1, description="catalog images per unit of synthesis work")
+    segmenter: str = Field("auto", pattern="^(auto|sam|regions)$", description="auto: SAM when its checkpoint is "
+                           "in models_dir/sam, else the offline region proposer (named in lineage)")
+    sam_variant: str = Field("vit_b", pattern="^(vit_b|vit_l|vit_h)$", description="which SAM checkpoint")
+    sam_points_per_side: int = Field(32, ge=1, description="SAM automatic generator's point grid")
+    inpainter: str = Field("auto", pattern="^(auto|lama|cv2)$", description="auto: big-lama when models_dir/"
+                           "lama/big-lama.pt is present, else cv2.inpaint (named in lineage)")
+    objects_per_image: int = Field(2, ge=1, description="object removals per image at most (best-scored masks)")
+    dilate_px: int = Field(7, ge=0, description="object masks grow by this many pixels before inpainting")
+    repaint_area: tuple[float, float] = Field((0.05, 0.35), description="area fraction range of random "
+                                              "repainting masks (strokes and boxes)")
+    outpaint_extent: tuple[float, float] = Field((0.15, 0.4), description="fraction of the width or height "
+                                                 "outpainting masks cover")
+    seed: int = Field(0, description="seeds random masks and instruction phrasings")
+    shard_name: str = Field("synthesis", pattern=r"^[A-Za-z0-9_-]+$",
+                            description="the shard set: <root>/shards/<prefix>-<shard_name>")
+    filters: MaskFilterConfig = Field(default_factory=MaskFilterConfig)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+
+    @field_validator("tasks")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        bad = [t for t in v if t not in SYNTH_TASKS]
+        if bad:
+            raise ValueError(f"unknown synthesis task {bad[0]!r}; synthesis makes: {', '.join(SYNTH_TASKS)}")
+        return list(dict.fromkeys(v))
+
+    @field_validator("repaint_area", "outpaint_extent")
+    @classmethod
+    def _range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1] < 1:
+            raise ValueError(f"need 0 < low <= high < 1, got {v}")
+        return v
+
+
 class RunConfig(_Config):
     root: str = Field("demo_out/root", description="fsspec URI where every stage writes")
     models_dir: str = Field(
@@ -209,6 +283,7 @@ class RunConfig(_Config):
     train: TrainConfig = Field(default_factory=TrainConfig)
     demo: DemoConfig = Field(default_factory=DemoConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
+    synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig)
 
     @field_validator("root")
     @classmethod

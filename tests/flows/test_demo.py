@@ -1,3 +1,4 @@
+import io
 import json
 
 import numpy as np
@@ -30,6 +31,16 @@ def test_demo_flow_mines_packs_and_trains(tmp_path, prefect_results):
     pairs_dir = storage.join(str(tmp_path / "root"), "pairs", "general_editing", "instructed")
     unpacked = [p for p in load_instructed(pairs_dir) if not p.instruction]
     assert len(unpacked) == counts.get("without_instruction", 0)
+    # synthesis: object removal and its reverse, repainting, outpainting; the outside of every mask untouched
+    syn = res["mined"]["synthesis"]
+    by_task = syn["shards"]["counts_by_task"]
+    assert by_task["object_removal"] == by_task["object_addition"] == syn["objects"]["samples"] > 0
+    assert by_task["layer_decouple"] == by_task["layer_fusion"] == syn["objects"]["samples"]
+    assert by_task["inpainting"] == by_task["outpainting"] == syn["repaint"]["read"] == syn["segment"]["images"] > 20
+    for s in read_shard_set(syn["shards"]["uri"]):
+        edit, target = (np.asarray(Image.open(io.BytesIO(u.image)).convert("RGB")) for u in (s.units[0], s.target))
+        keep = np.asarray(Image.open(io.BytesIO(s.units[0].mask))) == 0
+        assert np.array_equal(edit[keep], target[keep]) and not keep.all(), s.key
     # training: a few Ray Train steps, checkpoints, and a LoRA that loads into FluxFillPipeline
     t = res["training"]
     assert t["step"] == DEMO_TRAIN.max_steps and [m["step"] for m in t["metrics"]] == [1, 2, 3, 4]

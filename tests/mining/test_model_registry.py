@@ -16,3 +16,15 @@ def test_presence_follows_the_files(tmp_path):
     named = RunConfig(models_dir=str(tmp_path), mining=MiningConfig(pair_classifier="pc/general.safetensors"))
     cls = next(m for m in model_status(named) if m.name == "pair classifier")
     assert cls.files == (tmp_path / "pc" / "general.safetensors",) and not cls.present
+
+
+def test_synthesis_models_are_listed_with_their_fallbacks(tmp_path):
+    from mining.inpaint import lama_path
+
+    cfg = RunConfig(models_dir=str(tmp_path))
+    status = {m.name.split(" (")[0]: m for m in model_status(cfg)}
+    assert not status["SAM vit_b"].present and "regions-felzenszwalb" in status["SAM vit_b"].fallback
+    assert "cv2-inpaint-telea" in status["big-lama TorchScript"].fallback
+    lama_path(tmp_path).parent.mkdir(parents=True)
+    lama_path(tmp_path).write_bytes(b"x")
+    assert {m.name.split(" (")[0]: m.present for m in model_status(cfg)}["big-lama TorchScript"]

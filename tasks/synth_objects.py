@@ -1,0 +1,133 @@
+"""Object removal pairs: inpaint the kept masks of each segmented image, verify: <root>/synth/objects/.
+
+One unit per segmentation part (the same catalog rows); a model stage (each worker loads the inpainter
+once). Per image the best-scored kept masks (up to `synthesis.objects_per_image`) are dilated and
+inpainted; outside the dilated mask the result is the source's pixels. Every candidate mask ends as a
+record or a drop with a reason: candidates = samples + dropped by reason. A record is a removal
+(edit = source, target = object removed); packing also gives its reverse (the addition) and the layer
+tasks (decouple: the object on white; fusion: object + background -> the source).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pyarrow.compute as pc
+
+from mining.inpaint import dilate, make_inpainter
+from mining.synth_instructions import TEMPLATER, synth_instruction
+from mining.synth_verify import VERIFIER, refound_iou, verify_removal
+from schemas.records import Generator
+from tasks import storage
+from tasks.segment import REGIONS, SegmentStage, segmenter_for
+from tasks.stage import Resources, UnitReport
+from tasks.synth_parts import (FILTER_GENERATOR, PartStage, check_sum, count_reasons, digest, load_source, png,
+                               unpng, write_records)
+
+OBJECT_TASKS = ("object_removal", "object_addition", "layer_decouple", "layer_fusion")
+
+
+class ObjectsStage(PartStage):
+    name = "synth-objects"
+    kind = "objects"
+    model = True
+
+    def __init__(self, cfg, **params):
+        super().__init__(cfg, **params)
+        self.inpainter = make_inpainter(cfg.synthesis.inpainter, cfg.models_dir)  # cheap: config only
+        self.segments = SegmentStage(cfg)
+        self.refinder = segmenter_for(cfg) if cfg.synthesis.verify.refind_iou is not None else None
+
+    def inputs(self) -> list[str]:
+        return [self.segments.out]
+
+    def settings(self) -> dict:
+        s = self.cfg.synthesis
+        return {"inpainter": [self.inpainter.name, self.inpainter.version], "dilate_px": s.dilate_px,
+                "objects_per_image": s.objects_per_image, "verify": s.verify.model_dump(), "seed": s.seed,
+                "tasks": [t for t in s.tasks if t in OBJECT_TASKS], "segments": self.segments.settings()}
+
+    def worker_resources(self) -> Resources:
+        r = self.inpainter.resources()
+        return Resources(cpus=r.cpus, gpus=r.gpus)
+
+    def setup(self) -> None:
+        self.inpainter.setup()
+        if self.refinder is not None:
+            self.refinder.setup()
+
+    def _segment_part(self, k: int) -> str:
+        m = storage.read_marker(self.segments.out)
+        if m is None:
+            raise FileNotFoundError(f"no complete segmentation under {self.segments.out}")
+        return storage.join(self.segments.out, m["parts"][k])
+
+    def _ranges(self):
+        return self.segments._ranges()
+
+    def unit_key(self, k: int) -> str:
+        return self._segment_part(k).rsplit("/", 1)[-1]
+
+    def run(self, k: int) -> UnitReport:
+        from tasks.ingest import catalog_slice
+
+        part = self.parts()[k]
+        done = storage.read_marker(part)
+        if done is not None:
+            return UnitReport(stage=self.label, unit=k, counts=done["counts"])
+        self.setup()
+        s = self.cfg.synthesis
+        table = storage.read_parquet(storage.join(self._segment_part(k), REGIONS))
+        meta = table.schema.metadata or {}
+        seg_gen = Generator(name=meta[b"segmenter"].decode(), version=meta[b"segmenter_version"].decode())
+        kept = table.filter(pc.field("kept")).to_pylist()
+        del table
+        gens = [seg_gen, FILTER_GENERATOR, Generator(name=self.inpainter.name, version=self.inpainter.version),
+                Generator(name=VERIFIER[0], version=VERIFIER[1]), Generator(name=TEMPLATER[0], version=TEMPLATER[1])]
+        by_image: dict[str, list[dict]] = {}
+        for row in kept:
+            by_image.setdefault(row["image_id"], []).append(row)
+        lo, hi = self._ranges()[k]
+        dropped: Counter[str] = Counter()
+        rows: list[dict] = []
+        tasks = [t for t in s.tasks if t in OBJECT_TASKS]
+        settings = self.settings()
+        for rec in catalog_slice(self.cfg.root, lo, hi):
+            cands = sorted(by_image.pop(rec.id, []), key=lambda r: (-r["score"], r["region"]))
+            if not cands:
+                continue
+            dropped["over_per_image_cap"] += max(0, len(cands) - s.objects_per_image)
+            img, why = load_source(rec, self.cfg)
+            if img is None:
+                dropped[why] += min(len(cands), s.objects_per_image)
+                continue
+            source_png = png(img)
+            for row in cands[: s.objects_per_image]:
+                obj = unpng(row["mask_png"]) > 0
+                mask = dilate(obj, s.dilate_px)
+                result = self.inpainter(img, mask)
+                reason, scores = verify_removal(img, result, mask, s.verify)
+                if reason is None and self.refinder is not None:
+                    scores["refound_iou"] = refound_iou(self.refinder(result), obj)
+                    reason = "refound" if scores["refound_iou"] > s.verify.refind_iou else None
+                if reason is not None:
+                    dropped[reason] += 1
+                    continue
+                sid = digest([rec.id, row["region"], settings], 20)
+                rows.append({"sample_id": sid, "kind": "object", "source_id": rec.id, "edit_png": source_png,
+                             "target_png": png(result), "mask_png": png((mask * 255).astype("uint8")),
+                             "object_png": png((obj * 255).astype("uint8")),
+                             "instructions": json.dumps({t: synth_instruction(t, sid, s.seed) for t in tasks}),
+                             "generators": json.dumps([[g.name, g.version] for g in gens]),
+                             "scores": json.dumps({"segment_score": row["score"], "area_frac": row["area_frac"],
+                                                   "box_fill": row["box_fill"], **scores})})
+        if by_image:
+            raise RuntimeError(f"{self.label}: masks of images outside this unit's catalog rows: {sorted(by_image)[:3]}")
+        counts = {"candidates": len(kept), "samples": len(rows), "dropped": count_reasons(dropped)}
+        self.reconcile(counts)
+        write_records(part, rows, counts)
+        return UnitReport(stage=self.label, unit=k, counts=counts)
+
+    def reconcile(self, c: dict) -> None:
+        check_sum(self.label, c["candidates"], c["samples"] + sum(c["dropped"].values()), "candidate masks")

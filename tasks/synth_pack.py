@@ -1,0 +1,128 @@
+"""Pack the synthesized samples into one shard set: <root>/shards/<prefix>-<synthesis.shard_name>/ (one unit).
+
+Object records give `object_removal` (edit = source, target = object removed), `object_addition` (the
+exact reverse, same mask), `layer_decouple` and `layer_fusion`; repaint records give `inpainting` and
+`outpainting`. Only the configured tasks are packed. The samples written per task must equal what the
+records promise, or no marker is written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Iterator
+
+import numpy as np
+
+from schemas.records import AceSample, ConditionUnit, Generator, Lineage, Role
+from tasks import storage
+from tasks.shards import write_shard_set
+from tasks.stage import Resources, SingleUnitStage, StageReport, UnitReport
+from tasks.synth_objects import OBJECT_TASKS, ObjectsStage
+from tasks.synth_parts import iter_records, png, unpng
+from tasks.synth_repaint import REPAINT_TASKS, RepaintStage
+
+
+def on_white(source_png: bytes, object_png: bytes) -> bytes:
+    """The object's pixels on a white canvas of the source's size."""
+    src, obj = unpng(source_png), unpng(object_png) > 0
+    out = np.full_like(src, 255)
+    out[obj] = src[obj]
+    return png(out)
+
+
+def record_samples(rec: dict, tasks: list[str]) -> Iterator[AceSample]:
+    """The AceSamples one synthesis record gives for `tasks`. An object record (edit = source, target =
+    object removed, mask = the dilated object, object = its own mask) gives: object_removal; object_addition
+    (the reverse); layer_decouple (source -> the object on white, the mask over everything but the object);
+    layer_fusion (background with the mask + the object on white as a reference -> the source)."""
+    instructions = json.loads(rec["instructions"])
+    lineage = Lineage(source_ids=[rec["source_id"]],
+                      generators=[Generator(name=n, version=v) for n, v in json.loads(rec["generators"])],
+                      scores=json.loads(rec["scores"]))
+    subject = None
+    for task in tasks:
+        if task not in instructions:
+            continue
+        units = [ConditionUnit(role=Role.EDIT, image=rec["edit_png"], mask=rec["mask_png"])]
+        target = rec["target_png"]
+        if task == "object_addition":
+            units, target = [ConditionUnit(role=Role.EDIT, image=rec["target_png"], mask=rec["mask_png"])], \
+                rec["edit_png"]
+        elif task in ("layer_decouple", "layer_fusion"):
+            subject = subject or on_white(rec["edit_png"], rec["object_png"])
+            if task == "layer_decouple":
+                background = png(np.where(unpng(rec["object_png"]) > 0, 0, 255).astype(np.uint8))
+                units, target = [ConditionUnit(role=Role.EDIT, image=rec["edit_png"], mask=background)], subject
+            else:
+                units = [ConditionUnit(role=Role.EDIT, image=rec["target_png"], mask=rec["mask_png"]),
+                         ConditionUnit(role=Role.REFERENCE, image=subject)]
+                target = rec["edit_png"]
+        yield AceSample(key=f"{task}-{rec['sample_id']}", task=task, instruction=instructions[task], units=units,
+                        target=ConditionUnit(role=Role.TARGET, image=target), lineage=lineage)
+
+
+class SynthPackStage(SingleUnitStage):
+    name = "pack"
+    resources = Resources(cpus=1.0)
+
+    @property
+    def label(self) -> str:
+        return f"pack-{self.params['shard_name']}"
+
+    @property
+    def out(self) -> str:
+        return self.layout.shards(self.params["shard_name"])
+
+    def _sources(self) -> list[tuple[str, list[str]]]:
+        tasks = self.cfg.synthesis.tasks
+        out = []
+        if any(t in OBJECT_TASKS for t in tasks):
+            out.append((self.layout.synth(ObjectsStage.kind), [t for t in tasks if t in OBJECT_TASKS]))
+        if any(t in REPAINT_TASKS for t in tasks):
+            out.append((self.layout.synth(RepaintStage.kind), [t for t in tasks if t in REPAINT_TASKS]))
+        return out
+
+    def inputs(self) -> list[str]:
+        return [d for d, _ in self._sources()]
+
+    def settings(self) -> dict:
+        return {"shards": self.cfg.shards.model_dump(mode="json"), "tasks": self.cfg.synthesis.tasks}
+
+    def expected(self) -> dict[str, int]:
+        """Samples per task the finished synthesis stages promise."""
+        want: Counter[str] = Counter()
+        for d, tasks in self._sources():
+            c = storage.read_marker(d)["counts"]
+            for t in tasks:
+                want[t] += c["samples"] if t in OBJECT_TASKS else c["samples"].get(t, 0)
+        return dict(want)
+
+    def _samples(self, want: dict[str, int]) -> Iterator[AceSample]:
+        got: Counter[str] = Counter()
+        for d, tasks in self._sources():
+            for rec in iter_records(d):
+                for sample in record_samples(rec, tasks):
+                    got[sample.task] += 1
+                    yield sample
+        if {t: n for t, n in got.items() if n} != {t: n for t, n in want.items() if n}:
+            raise RuntimeError(f"{self.label}: packed {dict(got)} samples per task, the synthesis stages "
+                               f"promise {want}: no marker written")
+
+    def run(self, k: int) -> UnitReport:
+        for d in self.inputs():
+            if storage.read_marker(d) is None:
+                raise FileNotFoundError(f"no complete synthesis under {d}")
+        rep = write_shard_set(self._samples(self.expected()), self.out, self.cfg.shards, extend=True)
+        self.stamp(self.out)
+        return UnitReport(stage=self.label, unit=k, counts={"samples": rep.samples, "shards": rep.shards,
+                                                            "kept_shards": rep.resumed_shards})
+
+    def report(self) -> StageReport | None:
+        m = self.current(storage.read_marker(self.out))
+        if m is None:
+            return None
+        return StageReport(stage=self.label, units=1, outputs=[self.out],
+                           counts={"uri": self.out, "shards": m["shards"], "samples": m["samples"],
+                                   "bytes": m["bytes"], "counts_by_task": m["counts_by_task"],
+                                   "kept_shards": m.get("kept_shards", 0)})

@@ -1,0 +1,136 @@
+import io
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from schemas.config import SYNTH_TASKS, RunConfig
+from tasks import storage
+from tasks.executors import LocalExecutor
+from tasks.ingest import ingest
+from tasks.segment import SegmentStage
+from tasks.shard_reader import read_shard_set
+from tasks.synth_objects import ObjectsStage
+from tasks.synth_pack import SynthPackStage
+from tasks.synth_repaint import RepaintStage
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "immunohistochemistry")
+
+
+def _save(name: str, folder) -> None:
+    im = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+    im.thumbnail((128, 128))
+    im.save(folder / f"{name}.png")
+
+
+def _stages(cfg):
+    return [SegmentStage(cfg), ObjectsStage(cfg), RepaintStage(cfg), SynthPackStage(cfg, shard_name="synth")]
+
+
+def _run(cfg):
+    ex = LocalExecutor()
+    return [ex.run(s) for s in _stages(cfg)]
+
+
+def _arr(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in PHOTOS[:4]:
+        _save(name, src)
+    cfg = RunConfig(root=str(tmp_path / "root"), models_dir=str(tmp_path / "models"),
+                    synthesis={"tasks": list(SYNTH_TASKS), "partition_size": 2, "max_side": 128})
+    ingest(str(src), cfg.root, cfg.ingest)
+    return src, cfg
+
+
+def test_every_sample_keeps_the_source_outside_its_mask_and_counts_reconcile(corpus):
+    _, cfg = corpus
+    seg, obj, rep, pack = _run(cfg)
+    c = seg.counts
+    assert c["images"] == c["segmented"] == 4 and c["regions"] == c["kept"] + sum(c["dropped"].values())
+    assert obj.counts["candidates"] == obj.counts["samples"] + sum(obj.counts["dropped"].values())
+    n_obj = obj.counts["samples"]
+    assert n_obj > 0 and rep.counts["samples"] == {"inpainting": 4, "outpainting": 4}
+    assert pack.counts["counts_by_task"] == {"object_removal": n_obj, "object_addition": n_obj, "inpainting": 4,
+                                             "outpainting": 4, "layer_decouple": n_obj, "layer_fusion": n_obj}
+    by_key = {}
+    for s in read_shard_set(pack.counts["uri"]):
+        edit, target, mask = _arr(s.units[0].image), _arr(s.target.image), _arr(s.units[0].mask) > 0
+        assert edit.shape[:2] == mask.shape and mask.any() and not mask.all()
+        assert np.array_equal(edit[~mask], target[~mask]), s.key  # outside the mask: the source's pixels
+        assert not np.array_equal(edit[mask], target[mask]), s.key  # inside: something to do
+        assert ("{image}" in s.instruction) != ("{image2}" in s.instruction) and len(s.lineage.source_ids) == 1
+        gens = [g.name for g in s.lineage.generators]
+        if s.task == "layer_decouple":  # the object kept, everything else white
+            assert (target[mask] == 255).all()
+        if s.task == "layer_fusion":  # background + the object on white -> the source
+            assert [u.role.value for u in s.units] == ["edit", "reference"] and s.units[1].mask is None
+            assert np.array_equal(_arr(s.units[1].image), by_key[s.key.replace("fusion", "decouple")][1])
+        if not s.task.endswith("painting"):
+            assert gens[:3] == ["regions-felzenszwalb", "ace-b52-mask-filters", "cv2-inpaint-telea"]
+            assert s.lineage.scores["inside_change"] >= cfg.synthesis.verify.min_change
+        else:
+            assert (edit[mask] == 0).all()  # blanked: the answer is not in the edit image
+        by_key[s.key] = (edit, target, mask)
+    for key, (edit, target, mask) in by_key.items():  # addition is the exact reverse of removal
+        if key.startswith("object_removal-"):
+            a_edit, a_target, a_mask = by_key[key.replace("object_removal-", "object_addition-")]
+            assert np.array_equal(a_edit, target) and np.array_equal(a_target, edit) and np.array_equal(a_mask, mask)
+
+
+def test_a_rerun_rewrites_nothing_and_new_images_add_only_new_parts(corpus):
+    src, cfg = corpus
+    first = _run(cfg)
+    root = storage.fs_path(cfg.root)[1]
+    from pathlib import Path
+
+    files = lambda: {p: p.stat().st_mtime_ns for p in Path(root).rglob("*") if p.is_file()}  # noqa: E731
+    before = files()
+    assert [r.counts for r in _run(cfg)] == [r.counts for r in first] and files() == before
+    for name in PHOTOS[4:]:
+        _save(name, src)
+    ingest(str(src), cfg.root, cfg.ingest)  # a new generation of two images
+    grown = _run(cfg)
+    assert grown[0].counts["images"] == 6 and grown[0].units == 3
+    after = files()
+    old_parts = [p for p in before if "/synth/" in str(p) and "/part-" in str(p)]
+    assert old_parts and all(after.get(p) == before[p] for p in old_parts)  # finished parts untouched
+    assert grown[3].counts["counts_by_task"]["inpainting"] == 6
+
+
+def test_counts_that_do_not_reconcile_stop_the_stage_before_its_marker(corpus):
+    _, cfg = corpus
+    _run(cfg)
+    stage = ObjectsStage(cfg)
+    part = stage.parts()[0]
+    marker = storage.read_marker(part)
+    marker["counts"]["samples"] += 1
+    storage.write_marker(part, marker)
+    storage.fs_path(stage.final_outputs()[0])[0].rm(storage.fs_path(stage.final_outputs()[0])[1])
+    with pytest.raises(RuntimeError, match="candidate masks do not reconcile"):
+        stage.finalize(stage.plan())
+    assert storage.read_marker(stage.out) is None
+
+
+def test_a_removal_the_segmenter_finds_again_is_dropped_and_counted(corpus):
+    _, cfg = corpus
+    strict = cfg.model_copy(update={"synthesis": cfg.synthesis.model_copy(
+        update={"tasks": ["object_removal"], "verify": cfg.synthesis.verify.model_copy(update={"refind_iou": 0.05})})})
+    ex = LocalExecutor()
+    ex.run(SegmentStage(strict))
+    c = ex.run(ObjectsStage(strict)).counts
+    assert c["dropped"].get("refound", 0) > 0  # smooth cv2 fills are found again as regions at this threshold
+    assert c["candidates"] == c["samples"] + sum(c["dropped"].values())
+
+
+def test_unknown_synthesis_task_is_a_config_error():
+    from schemas.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match="unknown synthesis task 'object_swap'"):
+        parse_config({"synthesis": {"tasks": ["object_swap"]}})
