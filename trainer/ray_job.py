@@ -156,6 +156,7 @@ def run_training(cfg: TrainConfig, shard_urls, root: str | Path, export: bool = 
             raise RuntimeError("Ray is not running: start it first (tasks.ray_pool.ensure_ray)")
         with watch(run_dir) if watch is not None else nullcontext():
             result = _fit(cfg, sets, base, ckpts, run_dir, init.checkpoint.uri if init else None)
+        fs.invalidate_cache()  # Ray's workers wrote the checkpoints: an object store's cached listings are stale
         uri = _uri(fs, result.checkpoint.path)
         with result.checkpoint.as_directory() as local_ckpt:
             ckpt = SavedCheckpoint(uri, json.loads((Path(local_ckpt) / "state.json").read_text()))
