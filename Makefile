@@ -7,7 +7,7 @@ OUT ?= demo_out
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-slow test-all bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/aceforge demo --out $(OUT)
 
+# the default (CI): every test but the slow end-to-end ones marked `slow`; test-slow runs those, test-all both
 test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not gpu and not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m "slow and not gpu"
+
+test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not gpu"
 
 bench: $(STAMP)

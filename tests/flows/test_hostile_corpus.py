@@ -11,7 +11,6 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from tasks.demo_corpus import _bomb_png, generate_variants
@@ -108,7 +107,6 @@ def _name(uri: str, src: Path) -> str:
     return str(Path(uri).relative_to(src))
 
 
-@pytest.mark.slow
 def test_a_hostile_corpus_is_accounted_for_and_mined(tmp_path):
     from tasks.ingest import load_catalog, load_quarantine
 

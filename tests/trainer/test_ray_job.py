@@ -57,7 +57,6 @@ def test_two_worker_run_checkpoints_resumes_and_exports(ray_local, tmp_path):
     assert live["step"] == 6 and [e["step"] for e in live["evals"]] == [2, 4, 6]  # earlier evals kept on resume
 
 
-@pytest.mark.slow
 def test_a_damaged_shard_fails_the_run_in_one_line_naming_it(ray_local, tmp_path):
     from trainer.ray_job import run_training
 
