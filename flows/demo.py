@@ -116,5 +116,8 @@ def demo_flow(out: str = "demo_out", config: dict[str, Any] | None = None, train
                                    "sets mixing families": rec.impure_sets}, "demo-families")
     result = {"corpus": corpus, "mined": mined, "recovery": rec.__dict__}
     if train:
-        result["training"] = train_flow(shard_uris=[mined[preset]["shards"]["uri"]], root=cfg.root, config=params)
+        sets = [mined[p]["shards"]["uri"] for p in cfg.mining.presets if "shards" in mined[p]]
+        if "synthesis" in mined:  # the mined and the synthesized sets train as one mixture
+            sets.append(mined["synthesis"]["shards"]["uri"])
+        result["training"] = train_flow(shard_uris=sets, root=cfg.root, config=params)
     return result

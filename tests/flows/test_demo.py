@@ -67,7 +67,9 @@ def test_demo_flow_mines_packs_and_trains(tmp_path, prefect_results):
     assert run.startswith("s1-") and latest(f"train-{run}-progress") == 100.0
     assert [r["step"] for r in json.loads(latest(f"train-{run}-metrics"))][-1] == 4
     evals = [m for m in t["metrics"] if "eval_loss" in m]
-    assert [m["step"] for m in evals] == [2, 4] and set(evals[0]["eval_loss"]) == {"general_editing"}
+    # one mixture of the mined and synthesized sets: stage 1 evaluates every 0-ref task of both
+    assert [m["step"] for m in evals] == [2, 4] and set(evals[0]["eval_loss"]) == {
+        "general_editing", "object_removal", "object_addition", "layer_decouple", "inpainting", "outpainting"}
     assert [r["step"] for r in json.loads(latest(f"train-{run}-eval"))] == [2, 4]
     assert "step 4" in latest(f"train-{run}-grid") and "data:image/jpeg;base64," in latest(f"train-{run}-grid")
     grid = Image.open(tmp_path / "root" / "checkpoints" / run / "eval" / "step-0000004.png")
