@@ -42,9 +42,11 @@ class ShardConfig(_Config):
     maxcount: int = Field(1000, ge=1, description="samples per shard at most")
     maxsize: int = Field(1 << 30, ge=1 << 10, description="bytes per shard at most (before the tar closes)")
     prefix: str = Field("shard", pattern=r"^[A-Za-z0-9_-]+$", description="shard file names: <prefix>-000000.tar")
-    image_ext: str = Field("png", pattern="^(png|jpg|webp)$", description="the one extension of every image field "
-                           "in a set (masks are always png): an image stored otherwise is re-encoded; png is "
-                           "lossless, jpg / webp re-encode other formats at jpeg_quality")
+    image_ext: str = Field("auto", pattern="^(auto|png|jpg|webp)$", description="the one extension of every image "
+                           "field in a set (masks are always png; synthesized sets always png); auto: the format "
+                           "of the set's first image. An image stored otherwise is re-encoded: as png losslessly, "
+                           "as jpg / webp at jpeg_quality (lossy). A JPEG photo corpus stays JPEG, its bytes kept; "
+                           "png keeps every pixel of every source (~8x larger shards for photos)")
     jpeg_quality: int = Field(95, ge=1, le=100, description="quality of images re-encoded as jpg or webp")
 
 

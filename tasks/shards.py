@@ -128,7 +128,8 @@ class _Writer:
         name = _tar_name(self.cfg.prefix, self.index)
         stats = {"shard": name, "samples": len(self.keys), "bytes": self.stream.nbytes,
                  "sha256": self.stream.sha.hexdigest(), "counts_by_task": dict(sorted(self.tasks.items())),
-                 "keys": self.keys, "fingerprints": self.prints, "fields": sorted(self.fields)}
+                 "keys": self.keys, "fingerprints": self.prints, "fields": sorted(self.fields),
+                 "image_ext": self.cfg.image_ext}
         final = f"{self.path}/{name}"
         if self.local:
             os.replace(fname, final)
@@ -230,10 +231,25 @@ def write_card(out_uri: str, fields: list[str], counts_by_task: dict[str, int], 
                                ("---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n" + body).encode())
 
 
-def sample_fingerprint(sample: AceSample) -> str:
-    """What a sample says besides its pixels (task, instruction, caption, where its images came from): a
-    kept shard must match this too, not only the keys (a new instruction keeps the key)."""
+def _resolve_ext(cfg: ShardConfig, done: list[dict], it):
+    """`image_ext: auto` made concrete: the extension the finished shards were written with, else the first
+    sample's target's (the input is peeked, not consumed)."""
+    if cfg.image_ext != "auto":
+        return cfg, it
+    if done and done[0].get("image_ext"):
+        return cfg.model_copy(update={"image_ext": done[0]["image_ext"]}), it
+    first = next(it, None)
+    if first is None:
+        return cfg.model_copy(update={"image_ext": "png"}), iter(())
+    return cfg.model_copy(update={"image_ext": first.target.image_ext}), itertools.chain([first], it)
+
+
+def sample_fingerprint(sample: AceSample, cfg: ShardConfig | None = None) -> str:
+    """What a sample says besides its pixels (task, instruction, caption, where its images came from), of the
+    sample as given (before any re-encoding) and the set's image extension: a kept shard must match this too,
+    not only the keys (a new instruction keeps the key)."""
     data = [sample.key, sample.task, sample.instruction, sample.caption, sample.lineage.model_dump(mode="json"),
+            cfg.image_ext if cfg is not None else None,
             [(u.role.value, u.image_ext, hashlib.sha256(u.image).hexdigest()[:16]) for u in sample.units],
             hashlib.sha256(sample.target.image).hexdigest()[:16]]
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -265,7 +281,8 @@ def write_shard_set(samples: Iterable[AceSample], out_uri: str, cfg: ShardConfig
     storage.remove_stale_tmp(out_uri)
     done = _load_done(out_uri, cfg.prefix)
 
-    it = (one_extension(s, cfg) for s in samples)
+    it = iter(samples)  # converted to the set's extension only when written: a replay decodes nothing
+    cfg, it = _resolve_ext(cfg, done, it)
     seen_keys: set[str] = set()
     for j, stats in enumerate(done):  # replay the finished shards' samples without re-encoding them
         replayed: list[AceSample] = []
@@ -273,7 +290,7 @@ def write_shard_set(samples: Iterable[AceSample], out_uri: str, cfg: ShardConfig
         for n, expected in enumerate(stats["keys"]):
             sample = next(it, None)
             key = sanitize_key(sample.key) if sample is not None else None
-            same = key == expected and (prints is None or sample_fingerprint(sample) == prints[n])
+            same = key == expected and (prints is None or sample_fingerprint(sample, cfg) == prints[n])
             if not same:
                 if not extend:
                     raise ShardInputChanged(
@@ -303,11 +320,11 @@ def write_shard_set(samples: Iterable[AceSample], out_uri: str, cfg: ShardConfig
     writer = _Writer(out_uri, cfg, start=len(done))
     try:
         for sample in it:
-            raw = encode_sample(sample)
+            raw = encode_sample(one_extension(sample, cfg))
             if raw["__key__"] in seen_keys:
                 raise ValueError(f"duplicate sample key {raw['__key__']!r} (from {sample.key!r}) in {out_uri}")
             seen_keys.add(raw["__key__"])
-            writer.write(raw, sample.task, sample_fingerprint(sample))
+            writer.write(raw, sample.task, sample_fingerprint(sample, cfg))
             if progress:
                 progress(1)
     except BaseException:

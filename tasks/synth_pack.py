@@ -87,7 +87,12 @@ class SynthPackStage(SingleUnitStage):
         return [d for d, _ in self._sources()]
 
     def settings(self) -> dict:
-        return {"shards": self.cfg.shards.model_dump(mode="json"), "tasks": self.cfg.synthesis.tasks}
+        return {"shards": self._shard_config().model_dump(mode="json"), "tasks": self.cfg.synthesis.tasks}
+
+    def _shard_config(self):
+        """Always png: a synthesized sample keeps its source's pixels outside the mask exactly, which a lossy
+        re-encoding of the edit image and the target would break."""
+        return self.cfg.shards.model_copy(update={"image_ext": "png"})
 
     def expected(self) -> dict[str, int]:
         """Samples per task the finished synthesis stages promise."""
@@ -113,7 +118,7 @@ class SynthPackStage(SingleUnitStage):
         for d in self.inputs():
             if storage.read_marker(d) is None:
                 raise FileNotFoundError(f"no complete synthesis under {d}")
-        rep = write_shard_set(self._samples(self.expected()), self.out, self.cfg.shards, extend=True)
+        rep = write_shard_set(self._samples(self.expected()), self.out, self._shard_config(), extend=True)
         self.stamp(self.out)
         return UnitReport(stage=self.label, unit=k, counts={"samples": rep.samples, "shards": rep.shards,
                                                             "kept_shards": rep.resumed_shards})

@@ -270,7 +270,7 @@ def _pixels(data: bytes) -> np.ndarray:
 def test_every_image_field_has_one_extension_and_the_same_pixels(samples, tmp_path):
     mixed = _with_jpg_and_webp(samples)
     uri = str(tmp_path / "set")
-    write_shard_set(mixed, uri, ShardConfig(maxcount=4))
+    write_shard_set(mixed, uri, ShardConfig(maxcount=4, image_ext="png"))
     names = [n for s in shard_uris(uri) for n in tarfile.open(s).getnames()]
     exts = {n.split(".", 1)[1] for n in names}
     assert exts == {"json", "txt", "in0.png", "in1.png", "in0.mask.png", "target.png"}
@@ -283,11 +283,17 @@ def test_every_image_field_has_one_extension_and_the_same_pixels(samples, tmp_pa
     assert storage.read_marker(uri)["fields"] == sorted(exts)
 
 
-def test_jpg_sets_store_every_image_as_jpeg(samples, tmp_path):
+def test_jpg_sets_store_every_image_as_jpeg_and_keep_jpeg_bytes(samples, tmp_path):
+    mixed = _with_jpg_and_webp(samples)
     uri = str(tmp_path / "set")
-    write_shard_set(_with_jpg_and_webp(samples), uri, ShardConfig(maxcount=4, image_ext="jpg"))
+    write_shard_set(mixed, uri, ShardConfig(maxcount=4, image_ext="jpg"))
     names = [n for s in shard_uris(uri) for n in tarfile.open(s).getnames()]
     assert {n.split(".", 1)[1] for n in names} == {"json", "txt", "in0.jpg", "in1.jpg", "in0.mask.png", "target.jpg"}
+    back = {s.key: s for s in read_shard_set(uri)}
+    assert back["sample-0004"].target.image == mixed[4].target.image  # a JPEG keeps its bytes
+    assert back["sample-0002"].units[0].mask == mixed[2].units[0].mask  # masks stay png, untouched
+    a, b = _pixels(back["sample-0000"].target.image), _pixels(mixed[0].target.image)
+    assert a.shape == b.shape and not np.array_equal(a, b)  # a png re-encoded as JPEG (of random noise: lossy)
 
 
 def test_hugging_face_datasets_reads_every_sample_intact(samples, tmp_path, monkeypatch):
@@ -297,7 +303,7 @@ def test_hugging_face_datasets_reads_every_sample_intact(samples, tmp_path, monk
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
     mixed = _with_jpg_and_webp(samples)
     uri = str(tmp_path / "set")
-    write_shard_set(mixed, uri, ShardConfig(maxcount=4))
+    write_shard_set(mixed, uri, ShardConfig(maxcount=4, image_ext="png"))  # lossless: pixels compare exactly
     ds = datasets.load_dataset(uri, split="train")
     assert len(ds) == len(mixed)
     rows = {r["__key__"]: r for r in ds.cast_column("target.png", datasets.Image(decode=False))
@@ -313,3 +319,15 @@ def test_hugging_face_datasets_reads_every_sample_intact(samples, tmp_path, monk
         if has_ref:
             assert np.array_equal(_pixels(r["in1.png"]["bytes"]), _pixels(s.units[1].image))
         assert (r["in0.mask.png"]["bytes"] if r["in0.mask.png"] else None) == s.units[0].mask
+
+
+def test_auto_takes_the_first_images_format_and_keeps_it_on_resume(samples, tmp_path):
+    mixed = _with_jpg_and_webp(samples)
+    uri = str(tmp_path / "set")
+    write_shard_set(mixed, uri, ShardConfig(maxcount=4))  # auto: the first target is png
+    names = {n.split(".", 1)[1] for s in shard_uris(uri) for n in tarfile.open(s).getnames()}
+    assert {"target.png", "in0.png"} <= names and not any(n.endswith((".jpg", ".webp")) for n in names)
+    assert storage.read_marker(uri)["config"]["image_ext"] == "png"
+    jpeg_first = [mixed[4], *mixed[:4], *mixed[5:]]  # a JPEG target first: the set is JPEG
+    write_shard_set(jpeg_first, str(tmp_path / "jpg"), ShardConfig(maxcount=4))
+    assert storage.read_marker(str(tmp_path / "jpg"))["config"]["image_ext"] == "jpg"
