@@ -94,5 +94,6 @@ def filter_masks(regions: list[Region], cfg: MaskFilterConfig) -> FilterResult:
             out.kept.append((r, s))  # type: ignore[arg-type]
         else:
             out.dropped.append((r, s, reason))
-    assert out.candidates == len(regions)
+    if out.candidates != len(regions):  # every region kept or dropped with a reason, never lost
+        raise RuntimeError(f"mask filters: {len(regions)} regions in, {out.candidates} accounted for")
     return out

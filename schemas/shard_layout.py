@@ -97,3 +97,10 @@ def decode_sample(raw: dict[str, Any]) -> AceSample:
         units=[unit(m) for m in meta["units"]], target=unit(meta["target"]),
         lineage=Lineage.model_validate(meta["lineage"]),
     )
+
+
+def sample_group(key: str, source_ids: list[str] | None) -> str:
+    """What the held-out split is drawn over: the images a sample is made from (its lineage's source ids),
+    so the samples of one source (a removal and its reverse addition, the inpainting and outpainting of one
+    photo) are held out together, never one trained while the other is evaluated; the key without them."""
+    return "|".join(sorted(source_ids)) if source_ids else key

@@ -150,8 +150,16 @@ def ingest_hash(cfg: IngestConfig) -> str:
     return config_hash(cfg.model_copy(update={k: IngestConfig.model_fields[k].default for k in _HOW_NOT_WHAT}))
 
 
+_OLD_DEFAULT_EXTENSIONS = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]  # before Pillow's list
+
+
 def _same_config(recorded: str | None, cfg: IngestConfig) -> bool:
-    return recorded in (ingest_hash(cfg), config_hash(cfg))  # the whole config: catalogs planned before
+    """Whether a catalog's recorded settings hash is this config's: today's hash, or one a catalog made by an
+    earlier version recorded (the whole config; the fixed extension list that was the default)."""
+    forms = [cfg]
+    if cfg.extensions is None:
+        forms.append(cfg.model_copy(update={"extensions": _OLD_DEFAULT_EXTENSIONS}))
+    return recorded in {h for c in forms for h in (ingest_hash(c), config_hash(c))}
 
 
 def _fingerprint(source: str, cfg: IngestConfig) -> dict:

@@ -79,14 +79,16 @@ class SegmentStage(PartStage):
         skipped: Counter[str] = Counter()
         dropped: Counter[str] = Counter()
         rows: list[dict] = []
-        segmented = kept = 0
+        segmented = kept = proposed = 0
         for rec in recs:
             img, reason = load_source(rec, self.cfg)
             if img is None:
                 skipped[reason] += 1
                 continue
             segmented += 1
-            res = filter_masks(self.segmenter(img), self.cfg.synthesis.filters)
+            regions = self.segmenter(img)
+            proposed += len(regions)  # what the segmenter gave: every one must be a row, kept or dropped
+            res = filter_masks(regions, self.cfg.synthesis.filters)
             for i, (r, st) in enumerate(res.kept):
                 rows.append({"image_id": rec.id, "region": i, "score": r.score, "area_frac": st.area_frac,
                              "box_fill": st.box_fill, "box": list(st.box), "kept": True, "reason": None,
@@ -98,8 +100,9 @@ class SegmentStage(PartStage):
             kept += len(res.kept)
             dropped.update(res.drops)
         counts = {"images": len(recs), "segmented": segmented, "skipped": count_reasons(skipped),
-                  "regions": kept + sum(dropped.values()), "kept": kept, "dropped": count_reasons(dropped)}
+                  "regions": proposed, "kept": kept, "dropped": count_reasons(dropped)}
         self.reconcile(counts)
+        check_sum(self.label, proposed, len(rows), "regions written")
         table = pa.Table.from_pylist(rows, schema=REGION_SCHEMA).replace_schema_metadata(
             {b"segmenter": self.segmenter.name.encode(), b"segmenter_version": self.segmenter.version.encode()})
         storage.atomic_write_parquet(storage.join(part, REGIONS), table)

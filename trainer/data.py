@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from schemas.config import TrainConfig
-from schemas.shard_layout import decode_sample
+from schemas.shard_layout import decode_sample, sample_group
 from schemas.taxonomy import zero_ref_tasks
 from schemas.io import iter_tar_samples
 from trainer.encode import ENCODED_EXT, Encoded, decode_encoded, encoded_meta
@@ -41,18 +41,19 @@ def _unit_interval(seed: int, epoch: int, key: str) -> float:
 
 
 def held_out(key: str, cfg: TrainConfig) -> bool:
-    """The held-out split: a sample is evaluated, never trained on, when a hash of (seed, key) falls under
-    `eval_fraction` (the same in every epoch, on every worker and after a resume)."""
+    """The held-out split: a sample is evaluated, never trained on, when a hash of (seed, group) falls under
+    `eval_fraction` (the same in every epoch, on every worker and after a resume); `key` is the sample's
+    group (sample_group)."""
     if cfg.eval_fraction <= 0:
         return False
     h = hashlib.sha256(f"held-out|{cfg.seed}|{key}".encode()).digest()
     return int.from_bytes(h[:8], "big") / 2**64 < cfg.eval_fraction
 
 
-def keep_sample(task: str, key: str, cfg: TrainConfig, epoch: int) -> bool:
+def keep_sample(task: str, key: str, cfg: TrainConfig, epoch: int, group: str | None = None) -> bool:
     """Held-out samples never. Stage 1: 0-ref tasks only. Stage 2: every task, kept with probability
     weight / max weight."""
-    if held_out(key, cfg):
+    if held_out(group or key, cfg):
         return False
     if cfg.stage == 1:
         return task in _ZERO_REF
@@ -74,12 +75,13 @@ def _example(raw: dict, cfg: TrainConfig) -> Example:
     return Example(sample.key, sample.task, sample.instruction, panels)
 
 
-def _task_and_key(raw: dict) -> tuple[str, str]:
+def _task_and_key(raw: dict) -> tuple[str, str, str]:
+    """(task, key, held-out group) of a raw sample: the group is sample_group of its key and sources."""
     if ENCODED_EXT in raw:
         meta = encoded_meta(raw[ENCODED_EXT])
-        return meta["task"], meta["key"]
+        return meta["task"], meta["key"], meta.get("group") or meta["key"]
     meta = json.loads(raw["json"])
-    return meta["task"], meta["key"]
+    return meta["task"], meta["key"], sample_group(meta["key"], (meta.get("lineage") or {}).get("source_ids"))
 
 
 _ZERO_REF = frozenset(zero_ref_tasks())
@@ -112,8 +114,10 @@ def as_sets(data: Iterable[Any]) -> list[ShardSet]:
             out.append(d)
         elif isinstance(d, dict):
             out.append(ShardSet(tuple(d["urls"]), None if d.get("samples") is None else tuple(d["samples"])))
-        else:
+        elif isinstance(d, (list, tuple)) and all(isinstance(u, str) for u in d):
             out.append(ShardSet(tuple(d)))
+        else:
+            raise TypeError(f"a shard set is a list of shard URLs, a ShardSet or its plain() dict, not {d!r}")
     return out
 
 
@@ -146,7 +150,8 @@ def _raw_samples(sets: list[ShardSet], rank: int, world: int) -> Iterator[dict]:
     early drops out; one that runs long finishes after the others."""
     shares = [_share(s, rank, world) for s in sets]
     streams = [_set_samples(urls, by_shard, rank, world) for urls, by_shard, _ in shares]
-    sizes = [max(1, n) if n is not None else 1 for _, _, n in shares]
+    known = all(n is not None for _, _, n in shares)  # any size unknown: every set alternates one for one
+    sizes = [max(1, n) if known else 1 for _, _, n in shares]
     taken = [0] * len(streams)
     live = list(range(len(streams)))
     while live:
@@ -171,8 +176,8 @@ def iter_examples(urls: Iterable[Any], cfg: TrainConfig, rank: int = 0, world: i
     for epoch in range(1_000_000):
         produced = 0
         for raw in _raw_samples(sets, rank, world):
-            task, key = _task_and_key(raw)
-            if not keep_sample(task, key, cfg, epoch):
+            task, key, group = _task_and_key(raw)
+            if not keep_sample(task, key, cfg, epoch, group):
                 continue
             produced += 1
             if n >= start:  # examples before `start` are skipped without decoding their images
@@ -189,8 +194,8 @@ def iter_held_out(urls: list[str], cfg: TrainConfig) -> Iterator[dict]:
     taken: dict[str, int] = {}
     for url in urls:
         for raw in iter_tar_samples(url):
-            task, key = _task_and_key(raw)
-            if not held_out(key, cfg) or (cfg.stage == 1 and task not in _ZERO_REF):
+            task, _, group = _task_and_key(raw)
+            if not held_out(group, cfg) or (cfg.stage == 1 and task not in _ZERO_REF):
                 continue
             if cfg.stage == 2 and cfg.task_weights.get(task, 1.0) <= 0:
                 continue

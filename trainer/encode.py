@@ -18,7 +18,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from schemas.config import TrainConfig
-from schemas.shard_layout import decode_sample
+from schemas.shard_layout import decode_sample, sample_group
 from trainer.lcu import LcuInputs, build_inputs
 from trainer.panels import panel_options, sample_panels
 
@@ -53,6 +53,7 @@ def encode_sample_bytes(pipe, raw: dict, cfg: TrainConfig, base_name: str) -> by
     tensors = {"x0": inp.x0[0], "cond": inp.cond[0], "img_ids": inp.img_ids, "is_target": inp.is_target.to(torch.uint8),
                "prompt_embeds": embeds[0], "pooled": pooled[0], "txt_ids": txt_ids}
     meta = {"key": sample.key, "task": sample.task, "instruction": sample.instruction, "form": cfg.form,
+            "group": sample_group(sample.key, sample.lineage.source_ids),
             "max_tokens": str(cfg.max_tokens), "base": base_name, "layout": cfg.maskless_layout,
             "repainting_scale": str(scale), "ref_scale_pad": str(cfg.ref_scale_pad), "vae_sample": str(cfg.vae_sample)}
     return st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=meta)

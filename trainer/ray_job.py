@@ -98,7 +98,11 @@ def _loop(config: dict) -> None:
         step = trainer.step_no
         at_checkpoint = step % cfg.checkpoint_every == 0 or step == cfg.max_steps
         if evaluate is not None and at_checkpoint:  # rank 0 only, on the unwrapped transformer
-            record = evaluate(trainer, step)
+            try:
+                record = evaluate(trainer, step)
+            except Exception as e:  # a failed evaluation must not cost the checkpoint or the run
+                print(f"eval at step {step} failed, training goes on: {type(e).__name__}: {e}")
+                record = None
             if record is not None:
                 m["eval_loss"] = record["loss"]
                 live.add_eval(record)
@@ -175,6 +179,7 @@ def _exports(cfg: TrainConfig, base: Path, ckpt: SavedCheckpoint, out_uri: str) 
             done = json.loads(f.read())
         if done.get("checkpoint") == ckpt.uri:
             return done["exports"]
+        fs.rm(path)  # exports of another checkpoint are about to be overwritten: no marker may vouch for them
     with local_folder(ckpt.uri) as local_ckpt:
         made = export_checkpoint(cfg, base, local_ckpt, out_uri)
     storage.atomic_write_bytes(marker, json.dumps({"checkpoint": ckpt.uri, "step": ckpt.step,

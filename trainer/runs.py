@@ -25,13 +25,12 @@ STATE_META = "state.json"
 STATE_WEIGHTS = "trainable.safetensors"
 CHECKPOINT_PREFIX = "checkpoint_"  # Ray Train names each checkpoint folder checkpoint_<timestamp>
 
-# TrainConfig fields left out of a run's identity: they do not change the weights a run ends with (where and
-# how it runs, how often it reports or saves) or they continue the same run (max_steps: a longer run resumes
-# the shorter one; the name itself). num_workers is left out too, so a run can continue on more or fewer
-# workers; each worker's share of the data is then cut anew, so the data order after such a resume is not
-# the one an uninterrupted run would have seen.
-NOT_IN_IDENTITY = frozenset({"run_name", "max_steps", "checkpoint_every", "log_every", "num_workers",
-                             "cpus_per_worker", "use_gpu", "fsdp", "gradient_checkpointing", "init_from",
+# TrainConfig fields left out of a run's identity: they do not change the weights a run ends with (where it
+# runs, how often it reports, saves or evaluates; the name itself). max_steps is in (the cosine schedule is
+# cut to it: a longer run is another run, not a continuation of a finished one), and so is num_workers
+# (batch_size is per worker: the global batch and each worker's share of the data follow it).
+NOT_IN_IDENTITY = frozenset({"run_name", "checkpoint_every", "log_every", "cpus_per_worker", "use_gpu", "fsdp",
+                             "gradient_checkpointing", "init_from",
                              # what is measured and shown at checkpoints (eval_fraction is in: it decides
                              # which samples train)
                              "eval_samples", "eval_draws", "eval_images", "eval_infer_steps", "ui_every"})

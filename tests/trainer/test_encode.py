@@ -16,7 +16,7 @@ def test_encoded_blob_round_trips_inputs_embeddings_and_metadata(tiny_base):
     data = encode_sample_bytes(pipe, encode_sample(sample), cfg, folder.name)
     meta = encoded_meta(data)
     assert meta == {"key": sample.key, "task": sample.task, "instruction": sample.instruction, "form": "canvas",
-                    "max_tokens": "24", "base": folder.name, "layout": "in_place", "repainting_scale": "0.5",
+                    "group": "src3|tgt3", "max_tokens": "24", "base": folder.name, "layout": "in_place", "repainting_scale": "0.5",
                     "ref_scale_pad": "True", "vae_sample": "False"}
     meta2, enc = decode_encoded(data)
     ref = build_inputs(sample_panels(sample, 24, "canvas"), "canvas", pipe.vae, 0.5)

@@ -79,4 +79,24 @@ def test_held_out_samples_never_train_and_are_capped_per_task(held_out_set):
     assert not any(held_out(f"k{i}", TrainConfig()) for i in range(1000))  # off by default
     frac = sum(held_out(f"k{i}", TrainConfig(eval_fraction=0.1)) for i in range(4000)) / 4000
     assert 0.08 < frac < 0.12
-    assert held_out("k7", TrainConfig(eval_fraction=0.5)) == held_out("k7", TrainConfig(eval_fraction=0.5))
+
+
+def test_samples_made_from_one_source_are_held_out_together(tmp_path):
+    """A removal and its reverse addition share their source: one must not train while the other is held out
+    (the addition's input is the removal's target)."""
+    from schemas.records import Lineage
+    from trainer.data import iter_held_out
+
+    rng = np.random.default_rng(1)
+    samples = [_sample(i, rng).model_copy(update={"key": f"{task}-{i:03d}", "task": task,
+                                                  "lineage": Lineage(source_ids=[f"img{i}"])})
+               for i in range(10) for task in ("object_removal", "object_addition")]
+    write_shard_set(samples, str(tmp_path / "set"), ShardConfig(maxcount=8))
+    urls = shard_uris(str(tmp_path / "set"))
+    cfg = TrainConfig(eval_fraction=0.4, eval_samples=10, max_tokens=16)
+    held = {json.loads(r["json"])["key"] for r in iter_held_out(urls, cfg)}
+    stream = iter_examples(urls, cfg)
+    trained = {next(stream).key for _ in range(len(samples) - len(held))}  # one epoch
+    assert held and trained and len(held) + len(trained) == len(samples)
+    source = lambda key: key.rsplit("-", 1)[1]  # noqa: E731
+    assert not {source(k) for k in held} & {source(k) for k in trained}
