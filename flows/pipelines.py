@@ -8,6 +8,8 @@ thumbnails, band histograms, progress and training metrics are artifacts of the 
 
 from __future__ import annotations
 
+import json
+
 from typing import Any, Callable
 
 from prefect import flow, task
@@ -18,6 +20,7 @@ from flows.synthesis import announce_synthesis, run_synthesis
 from tasks.synth_pack import SynthPackStage
 from schemas.config import ConfigError, RunConfig, parse_config
 from tasks import storage
+from tasks.shards import manifest_digest
 from tasks.cache import call, gated
 from tasks.cluster import KMeansStage
 from tasks.embed import EmbedStage
@@ -178,10 +181,28 @@ def mine_flow(source: str | None = None, root: str | None = None, config: dict[s
         summary = run_mining(executor, cfg, source, writer, shard_prefix, _announcer(cfg, landed))
     finally:
         executor.close()
-    event = landed_event(cfg.root, landed, f"{landed_resource}.{shard_prefix}")
+    resource = f"{landed_resource}.{shard_prefix}"
+    record, digests = _announced(cfg.root, resource), {s["uri"]: manifest_digest(s["uri"]) for s in landed}
+    for s in landed:  # packed by an earlier run that failed before announcing them: they land now
+        s["landed_now"] = s["landed_now"] or record.get(s["uri"]) != digests[s["uri"]]
+    event = landed_event(cfg.root, landed, resource)
     if event is not None:
         emit_event(**event)
+        storage.atomic_write_bytes(_announced_uri(cfg.root, resource), json.dumps(digests).encode())
     return summary
+
+
+def _announced_uri(root: str, resource: str) -> str:
+    return storage.join(root, "shards", f"_announced-{resource}.json")
+
+
+def _announced(root: str, resource: str) -> dict[str, str]:
+    """{shard set URI: manifest digest} of the sets the last event of `resource` carried ({} before any)."""
+    fs, path = storage.fs_path(_announced_uri(root, resource))
+    if not fs.exists(path):
+        return {}
+    with fs.open(path, "rb") as f:
+        return json.loads(f.read())
 
 
 @task(name="train", task_run_name="train-{run_name}", retries=0, persist_result=True,

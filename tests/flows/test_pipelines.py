@@ -161,3 +161,10 @@ def test_one_mining_run_of_two_presets_lands_one_event_with_every_set(ingested, 
     sent.clear()
     mine_flow(root=root, config=config)  # nothing lands again: no event
     assert sent == []
+    # a run that packed the sets and then failed before announcing them (no record of the event): its
+    # retry, which packs nothing, still announces every set
+    (record,) = [p for p in os.listdir(os.path.join(root, "shards")) if p.startswith("_announced-")]
+    os.remove(os.path.join(root, "shards", record))
+    mine_flow(root=root, config=config)
+    (again,) = sent
+    assert again["payload"]["shard_uris"] == payload["shard_uris"]
