@@ -33,7 +33,11 @@ def test_two_worker_run_checkpoints_resumes_and_exports(ray_local, tmp_path):
     cfg = TrainConfig(lora_rank=4, max_steps=4, checkpoint_every=2, max_tokens=24, max_sequence_length=32,
                       num_workers=2, cpus_per_worker=0.5, use_gpu="no", gradient_checkpointing=True,
                       run_name="t1", eval_fraction=0.3, eval_draws=1, eval_infer_steps=1)
-    # held out at this seed and fraction: sample-0001 (no mask) and sample-0004; each worker keeps two to train
+    from schemas.shard_layout import sample_group
+    from trainer.data import held_out
+
+    held = [s.key for s in samples if held_out(sample_group(s.key, s.lineage.source_ids), cfg)]
+    assert 1 <= len(held) <= 4  # some held out, the rest split between the two workers
     first = run_training(cfg, urls, tmp_path / "root")
     assert first.step == 4 and [m["step"] for m in first.metrics] == [1, 2, 3, 4]
     assert all(m["world_size"] == 2 and np.isfinite(m["loss"]) for m in first.metrics)
@@ -42,14 +46,20 @@ def test_two_worker_run_checkpoints_resumes_and_exports(ray_local, tmp_path):
     run = Path(first.run_dir)
     for step in (2, 4):
         rec = json.loads((run / "eval" / f"step-{step:07d}.json").read_text())
-        assert rec["samples"] == {"general_editing": 2} and rec["grid_keys"] == ["sample-0001", "sample-0004"]
+        assert rec["samples"] == {"general_editing": min(len(held), cfg.eval_samples)}
+        assert rec["grid_keys"] == held[:cfg.eval_images]
         w, h = Image.open(run / "eval" / f"step-{step:07d}.png").size
-        assert w % 4 == 0 and h % 2 == 0 and w // 4 >= 16 and h // 2 >= 16  # 4 columns, 2 rows of one panel size
+        rows = len(rec["grid_keys"])  # 4 columns, a row per sample, of one panel size
+        assert w % 4 == 0 and h % rows == 0 and w // 4 >= 16 and h // rows >= 16
     assert json.loads((run / "live.json").read_text())["step"] == 4
     assert Path(first.checkpoint, "trainable.safetensors").is_file()
     assert Path(first.exports["diffusers_lora"], "pytorch_lora_weights.safetensors").is_file()
     assert Path(first.exports["comfyui_lora"]).is_file()
-    again = run_training(cfg.model_copy(update={"max_steps": 6}), urls, tmp_path / "root", export=False)
+    # continued to 6 steps under the first run's identity (a longer max_steps is otherwise a new run): Ray
+    # Train restores the step-4 checkpoint on both workers
+    identity = json.loads((run / "identity.json").read_text())
+    again = run_training(cfg.model_copy(update={"max_steps": 6}), urls, tmp_path / "root", export=False,
+                         identity=identity)
     assert again.step == 6
     steps = [json.loads(ln)["step"] for ln in Path(again.run_dir, "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]  # resumed at 4: steps 1-4 were not trained again
