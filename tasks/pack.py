@@ -45,10 +45,15 @@ class PackStage(SingleUnitStage):
                                                             "kept_shards": rep.resumed_shards})
 
     def report(self) -> StageReport | None:
-        m = self.current(storage.read_marker(self.out))
-        if m is None:
-            return None
-        return StageReport(stage=self.label, units=1, outputs=[self.out],
-                           counts={"uri": self.out, "shards": m["shards"], "samples": m["samples"],
-                                   "bytes": m["bytes"], "counts_by_task": m["counts_by_task"],
-                                   "kept_shards": m.get("kept_shards", 0)})
+        return shard_set_report(self, self.out)
+
+
+def shard_set_report(stage, out: str) -> StageReport | None:
+    """The report of a stage whose one output is the shard set `out`, from the set's marker (None while the
+    set is incomplete or of other settings)."""
+    m = stage.current(storage.read_marker(out))
+    if m is None:
+        return None
+    return StageReport(stage=stage.label, units=1, outputs=[out],
+                       counts={"uri": out, "shards": m["shards"], "samples": m["samples"], "bytes": m["bytes"],
+                               "counts_by_task": m["counts_by_task"], "kept_shards": m.get("kept_shards", 0)})

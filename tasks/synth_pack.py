@@ -16,6 +16,7 @@ import numpy as np
 
 from schemas.records import AceSample, ConditionUnit, Generator, Lineage, Role
 from tasks import storage
+from tasks.pack import shard_set_report
 from tasks.shards import write_shard_set
 from tasks.stage import Resources, SingleUnitStage, StageReport, UnitReport
 from tasks.synth_objects import OBJECT_TASKS, ObjectsStage
@@ -124,10 +125,4 @@ class SynthPackStage(SingleUnitStage):
                                                             "kept_shards": rep.resumed_shards})
 
     def report(self) -> StageReport | None:
-        m = self.current(storage.read_marker(self.out))
-        if m is None:
-            return None
-        return StageReport(stage=self.label, units=1, outputs=[self.out],
-                           counts={"uri": self.out, "shards": m["shards"], "samples": m["samples"],
-                                   "bytes": m["bytes"], "counts_by_task": m["counts_by_task"],
-                                   "kept_shards": m.get("kept_shards", 0)})
+        return shard_set_report(self, self.out)
