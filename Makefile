@@ -14,6 +14,12 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml requirements.lock | $(BIN)/python
 	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
+	@fc-list 2>/dev/null | grep -qi "wqy-microhei" || { \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get install -y -q fonts-wqy-microhei >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q fonts-wqy-microhei >/dev/null 2>&1)) || \
+	    echo "could not install fonts-wqy-microhei: Chinese text rendering needs it"; \
+	  else echo "install the Debian package fonts-wqy-microhei (a CJK font): Chinese text rendering needs it"; fi; }
 	touch $(STAMP)
 
 install: $(STAMP)
