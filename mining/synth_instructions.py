@@ -1,7 +1,8 @@
 """Instructions for synthesized samples: several phrasings per task, chosen by a seeded hash of the sample.
 
-`{object_name}` is filled with a generic wording (no label model runs yet, and a specific name is never
-invented); `{side}` with the outpainting side. Every instruction names its inputs (`{image}`, or `{image1}`, `{image2}`).
+`{object_name}` is "the <label>" when a model named the object (mining/object_names.py), else a generic
+wording (a specific name is never invented); object addition and text-guided inpainting, which need the name
+in their wording, have their own templates for a named object. `{side}` is the outpainting side. Every instruction names its inputs (`{image}`, or `{image1}`, `{image2}`).
 """
 
 from __future__ import annotations
@@ -51,14 +52,41 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
 }
 
 
+# tasks whose wording needs a named object: used instead of TEMPLATES when a label is known
+NAMED_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "object_addition": (
+        "Add {a_name} to {image} inside the masked region.",
+        "Place {a_name} in the masked area of {image}.",
+        "Insert {a_name} into the marked region of {image}.",
+        "Put {a_name} where {image} is masked, matching the scene.",
+    ),
+    "inpainting_text_guided": (
+        "Fill the masked region of {image} with {a_name}.",
+        "Paint {a_name} into the masked area of {image}.",
+        "Complete the masked part of {image}: it shows {a_name}.",
+        "Repaint the marked region of {image} as {a_name} that fits the scene.",
+    ),
+}
+
+
+def article(label: str) -> str:
+    return ("an " if label[:1].lower() in "aeiou" else "a ") + label
+
+
 def _pick(options: tuple[str, ...], key: str, seed: int, salt: str) -> str:
     h = int.from_bytes(hashlib.sha256(f"{seed}|{salt}|{key}".encode()).digest()[:8], "big")
     return options[h % len(options)]
 
 
-def synth_instruction(task: str, key: str, seed: int, side: str | None = None) -> str:
-    """The instruction of sample `key` for `task` (deterministic in key and seed)."""
-    template = _pick(TEMPLATES[task], key, seed, task)
-    fields = {"image": "{image}", "image1": "{image1}", "image2": "{image2}", "object_name": _pick(GENERIC_OBJECT, key, seed, "object"),
-              "side": side or ""}
+def synth_instruction(task: str, key: str, seed: int, side: str | None = None, object_name: str | None = None) -> str:
+    """The instruction of sample `key` for `task` (deterministic in key, seed and the object's name)."""
+    if object_name is not None and task in NAMED_TEMPLATES:
+        template = _pick(NAMED_TEMPLATES[task], key, seed, task)
+    elif task in TEMPLATES:
+        template = _pick(TEMPLATES[task], key, seed, task)
+    else:
+        raise ValueError(f"no templates for {task!r}" + (" without an object name" if task in NAMED_TEMPLATES else ""))
+    name = f"the {object_name}" if object_name is not None else _pick(GENERIC_OBJECT, key, seed, "object")
+    fields = {"image": "{image}", "image1": "{image1}", "image2": "{image2}", "object_name": name,
+              "a_name": article(object_name) if object_name is not None else "", "side": side or ""}
     return template.format(**fields)

@@ -199,7 +199,8 @@ class OrchestrationConfig(_Config):
     embed_actors: int = Field(2, ge=1, description="embedder actors on Ray (each loads its model once)")
 
 
-SYNTH_TASKS = ("object_removal", "object_addition", "layer_decouple", "layer_fusion", "inpainting", "outpainting")
+SYNTH_TASKS = ("object_removal", "object_addition", "layer_decouple", "layer_fusion", "inpainting_text_guided",
+               "inpainting", "outpainting")
 
 
 class MaskFilterConfig(_Config):
@@ -245,6 +246,11 @@ class SynthesisConfig(_Config):
     sam_points_per_side: int = Field(32, ge=1, description="SAM automatic generator's point grid")
     inpainter: str = Field("auto", pattern="^(auto|lama|cv2)$", description="auto: big-lama when models_dir/"
                            "lama/big-lama.pt is present, else cv2.inpaint (named in lineage)")
+    object_namer: str = Field("auto", pattern="^(auto|siglip|generic)$", description="names for {object_name}: "
+                              "auto: SigLIP zero-shot over a label vocabulary when its files are in models_dir/siglip, "
+                              "else generic wording (named in lineage); inpainting_text_guided needs a name")
+    object_name_threshold: float = Field(0.3, gt=0, le=1, description="a label is used when its probability "
+                                         "reaches this; below it the object stays unnamed")
     objects_per_image: int = Field(2, ge=1, description="object removals per image at most (best-scored masks)")
     dilate_px: int = Field(7, ge=0, description="object masks grow by this many pixels before inpainting")
     repaint_area: tuple[float, float] = Field((0.05, 0.35), description="area fraction range of random "

@@ -58,6 +58,8 @@ class Lineage(_Record):
     source_ids: list[str] = Field(default_factory=list, description="ImageRecord ids the sample is made from")
     generators: list[Generator] = Field(default_factory=list, description="every model or algorithm that made it")
     scores: dict[str, float] = Field(default_factory=dict, description="every filter score, by filter name")
+    labels: dict[str, str] = Field(default_factory=dict, description="names a model gave the content "
+                                   "(e.g. object_name), each scored in `scores`")
 
 
 class PairRecord(_Record):

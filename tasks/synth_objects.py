@@ -5,7 +5,9 @@ once). Per image the best-scored kept masks (up to `synthesis.objects_per_image`
 inpainted; outside the dilated mask the result is the source's pixels. Every candidate mask ends as a
 record or a drop with a reason: candidates = samples + dropped by reason. A record is a removal
 (edit = source, target = object removed); packing also gives its reverse (the addition) and the layer
-tasks (decouple: the object on white; fusion: object + background -> the source).
+tasks (decouple: the object on white; fusion: object + background -> the source). A kept object is named
+by the object namer (SigLIP zero-shot, or unnamed: generic wording); a named one also gives a text-guided
+inpainting sample ("fill the masked region with a <label>").
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections import Counter
 import pyarrow.compute as pc
 
 from mining.inpaint import dilate, make_inpainter
+from mining.object_names import make_namer, object_crop
 from mining.synth_instructions import TEMPLATER, synth_instruction
 from mining.synth_verify import VERIFIER, refound_iou, verify_removal
 from schemas.records import Generator
@@ -25,7 +28,7 @@ from tasks.stage import Resources, UnitReport
 from tasks.synth_parts import (FILTER_GENERATOR, PartStage, check_sum, count_reasons, digest, load_source, png,
                                unpng, write_records)
 
-OBJECT_TASKS = ("object_removal", "object_addition", "layer_decouple", "layer_fusion")
+OBJECT_TASKS = ("object_removal", "object_addition", "layer_decouple", "layer_fusion", "inpainting_text_guided")
 
 
 class ObjectsStage(PartStage):
@@ -36,6 +39,7 @@ class ObjectsStage(PartStage):
     def __init__(self, cfg, **params):
         super().__init__(cfg, **params)
         self.inpainter = make_inpainter(cfg.synthesis.inpainter, cfg.models_dir)  # cheap: config only
+        self.namer = make_namer(cfg.synthesis.object_namer, cfg.models_dir, cfg.synthesis.object_name_threshold)
         self.segments = SegmentStage(cfg)
         self.refinder = segmenter_for(cfg) if cfg.synthesis.verify.refind_iou is not None else None
 
@@ -45,6 +49,7 @@ class ObjectsStage(PartStage):
     def settings(self) -> dict:
         s = self.cfg.synthesis
         return {"inpainter": [self.inpainter.name, self.inpainter.version], "dilate_px": s.dilate_px,
+                "namer": [self.namer.name, getattr(self.namer, "threshold", None)],
                 "objects_per_image": s.objects_per_image, "verify": s.verify.model_dump(), "seed": s.seed,
                 "tasks": [t for t in s.tasks if t in OBJECT_TASKS], "segments": self.segments.settings()}
 
@@ -54,6 +59,7 @@ class ObjectsStage(PartStage):
 
     def setup(self) -> None:
         self.inpainter.setup()
+        self.namer.setup()
         if self.refinder is not None:
             self.refinder.setup()
 
@@ -84,13 +90,15 @@ class ObjectsStage(PartStage):
         kept = table.filter(pc.field("kept")).to_pylist()
         del table
         gens = [seg_gen, FILTER_GENERATOR, Generator(name=self.inpainter.name, version=self.inpainter.version),
-                Generator(name=VERIFIER[0], version=VERIFIER[1]), Generator(name=TEMPLATER[0], version=TEMPLATER[1])]
+                Generator(name=VERIFIER[0], version=VERIFIER[1]), Generator(name=self.namer.name, version=self.namer.version),
+                Generator(name=TEMPLATER[0], version=TEMPLATER[1])]
         by_image: dict[str, list[dict]] = {}
         for row in kept:
             by_image.setdefault(row["image_id"], []).append(row)
         lo, hi = self._ranges()[k]
         dropped: Counter[str] = Counter()
         rows: list[dict] = []
+        named = 0
         tasks = [t for t in s.tasks if t in OBJECT_TASKS]
         settings = self.settings()
         for rec in catalog_slice(self.cfg.root, lo, hi):
@@ -103,6 +111,7 @@ class ObjectsStage(PartStage):
                 dropped[why] += min(len(cands), s.objects_per_image)
                 continue
             source_png = png(img)
+            kept_here: list[tuple[dict, object, object, object, dict]] = []
             for row in cands[: s.objects_per_image]:
                 obj = unpng(row["mask_png"]) > 0
                 mask = dilate(obj, s.dilate_px)
@@ -114,20 +123,30 @@ class ObjectsStage(PartStage):
                 if reason is not None:
                     dropped[reason] += 1
                     continue
+                kept_here.append((row, obj, mask, result, scores))
+            names = self.namer([object_crop(img, obj) for _, obj, _, _, _ in kept_here]) if kept_here else []
+            for (row, obj, mask, result, scores), (label, prob) in zip(kept_here, names):
                 sid = digest([rec.id, row["region"], settings], 20)
+                todo = [t for t in tasks if label is not None or t != "inpainting_text_guided"]
+                named += label is not None
                 rows.append({"sample_id": sid, "kind": "object", "source_id": rec.id, "edit_png": source_png,
                              "target_png": png(result), "mask_png": png((mask * 255).astype("uint8")),
                              "object_png": png((obj * 255).astype("uint8")),
-                             "instructions": json.dumps({t: synth_instruction(t, sid, s.seed) for t in tasks}),
+                             "instructions": json.dumps({t: synth_instruction(t, sid, s.seed, object_name=label)
+                                                         for t in todo}),
                              "generators": json.dumps([[g.name, g.version] for g in gens]),
                              "scores": json.dumps({"segment_score": row["score"], "area_frac": row["area_frac"],
-                                                   "box_fill": row["box_fill"], **scores})})
+                                                   "box_fill": row["box_fill"], **scores,
+                                                   **({"object_name_prob": prob} if prob is not None else {})}),
+                             "labels": json.dumps({"object_name": label}) if label is not None else None})
         if by_image:
             raise RuntimeError(f"{self.label}: masks of images outside this unit's catalog rows: {sorted(by_image)[:3]}")
-        counts = {"candidates": len(kept), "samples": len(rows), "dropped": count_reasons(dropped)}
+        counts = {"candidates": len(kept), "samples": len(rows), "named": named, "dropped": count_reasons(dropped)}
         self.reconcile(counts)
         write_records(part, rows, counts)
         return UnitReport(stage=self.label, unit=k, counts=counts)
 
     def reconcile(self, c: dict) -> None:
         check_sum(self.label, c["candidates"], c["samples"] + sum(c["dropped"].values()), "candidate masks")
+        if not 0 <= c.get("named", 0) <= c["samples"]:
+            raise RuntimeError(f"{self.label}: {c.get('named')} named objects among {c['samples']} samples")

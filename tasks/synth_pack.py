@@ -36,11 +36,12 @@ def record_samples(rec: dict, tasks: list[str]) -> Iterator[AceSample]:
     """The AceSamples one synthesis record gives for `tasks`. An object record (edit = source, target =
     object removed, mask = the dilated object, object = its own mask) gives: object_removal; object_addition
     (the reverse); layer_decouple (source -> the object on white, the mask over everything but the object);
-    layer_fusion (background with the mask + the object on white as a reference -> the source)."""
+    layer_fusion (background with the mask + the object on white as a reference -> the source);
+    inpainting_text_guided, for a named object only (the source with the mask blanked -> the source)."""
     instructions = json.loads(rec["instructions"])
     lineage = Lineage(source_ids=[rec["source_id"]],
                       generators=[Generator(name=n, version=v) for n, v in json.loads(rec["generators"])],
-                      scores=json.loads(rec["scores"]))
+                      scores=json.loads(rec["scores"]), labels=json.loads(rec.get("labels") or "{}"))
     subject = None
     for task in tasks:
         if task not in instructions:
@@ -50,6 +51,11 @@ def record_samples(rec: dict, tasks: list[str]) -> Iterator[AceSample]:
         if task == "object_addition":
             units, target = [ConditionUnit(role=Role.EDIT, image=rec["target_png"], mask=rec["mask_png"])], \
                 rec["edit_png"]
+        elif task == "inpainting_text_guided":  # the named object's region blanked -> the source
+            src, m = unpng(rec["edit_png"]), unpng(rec["mask_png"]) > 0
+            units = [ConditionUnit(role=Role.EDIT, image=png(np.where(m[..., None], 0, src).astype(np.uint8)),
+                                   mask=rec["mask_png"])]
+            target = rec["edit_png"]
         elif task in ("layer_decouple", "layer_fusion"):
             subject = subject or on_white(rec["edit_png"], rec["object_png"])
             if task == "layer_decouple":
@@ -101,7 +107,10 @@ class SynthPackStage(SingleUnitStage):
         for d, tasks in self._sources():
             c = storage.read_marker(d)["counts"]
             for t in tasks:
-                want[t] += c["samples"] if t in OBJECT_TASKS else c["samples"].get(t, 0)
+                if t == "inpainting_text_guided":
+                    want[t] += c.get("named", 0)  # only named objects have a caption
+                else:
+                    want[t] += c["samples"] if t in OBJECT_TASKS else c["samples"].get(t, 0)
         return dict(want)
 
     def _samples(self, want: dict[str, int]) -> Iterator[AceSample]:

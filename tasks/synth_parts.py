@@ -38,6 +38,7 @@ RECORD_SCHEMA = pa.schema([
     ("instructions", pa.string()),  # json {task: instruction}
     ("generators", pa.string()),  # json [[name, version], ...]
     ("scores", pa.string()),  # json {name: value}
+    ("labels", pa.string()),  # json {what: name} a model gave (object_name), or null
 ])
 FILTER_GENERATOR = Generator(name="ace-b52-mask-filters", version="1")
 _PART = re.compile(r"part-\d{5}-[0-9a-f]{8}")

@@ -134,3 +134,27 @@ def test_unknown_synthesis_task_is_a_config_error():
 
     with pytest.raises(ConfigError, match="unknown synthesis task 'object_swap'"):
         parse_config({"synthesis": {"tasks": ["object_swap"]}})
+
+
+def test_named_objects_give_text_guided_inpainting_with_the_label_in_lineage(corpus):
+    from tests.mining.test_object_names import save_tiny_siglip
+
+    _, cfg = corpus
+    save_tiny_siglip(cfg.models_dir, "ViT-B-16-SigLIP")  # random weights: the labels mean nothing, the plumbing does
+    named = cfg.model_copy(update={"synthesis": cfg.synthesis.model_copy(update={"object_name_threshold": 1e-6})})
+    _, obj, _, pack = _run(named)
+    n = obj.counts["samples"]
+    assert n > 0 and obj.counts["named"] == n  # every probability clears a threshold this low
+    assert pack.counts["counts_by_task"]["inpainting_text_guided"] == n
+    seen = 0
+    for s in read_shard_set(pack.counts["uri"]):
+        gens = {g.name for g in s.lineage.generators}
+        if s.task in ("object_removal", "inpainting_text_guided"):
+            label = s.lineage.labels["object_name"]
+            assert "object-names:siglip:ViT-B-16-SigLIP" in gens and 0 < s.lineage.scores["object_name_prob"] <= 1
+            assert label in s.instruction
+        if s.task == "inpainting_text_guided":
+            edit, target, mask = _arr(s.units[0].image), _arr(s.target.image), _arr(s.units[0].mask) > 0
+            assert (edit[mask] == 0).all() and np.array_equal(edit[~mask], target[~mask])
+            seen += 1
+    assert seen == n
