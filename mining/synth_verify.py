@@ -8,7 +8,7 @@ import numpy as np
 from schemas.config import VerifyConfig
 
 VERIFIER = ("synth-verify", "1")
-REASONS = ("outside_changed", "unchanged", "seam", "refound")
+REASONS = ("outside_changed", "unchanged", "seam", "refound", "artefact")
 
 
 def _grad(image: np.ndarray) -> np.ndarray:

@@ -228,6 +228,10 @@ class VerifyConfig(_Config):
     refind_iou: float | None = Field(None, gt=0, le=1, description="segment the result again and drop it when a "
                                      "region overlaps the removed object's mask with IoU above this; None: not "
                                      "checked (it costs a second segmentation per sample)")
+    artefact_classifier: str | None = Field(None, description="a trained artefact head under models_dir/"
+                                            "artefact_classifier (on SigLIP features of the result); None: none runs")
+    max_artefact_prob: float = Field(0.5, gt=0, le=1, description="results the artefact classifier scores above "
+                                     "this are dropped (reason: artefact)")
 
 
 class SynthesisConfig(_Config):

@@ -17,6 +17,7 @@ from collections import Counter
 
 import pyarrow.compute as pc
 
+from mining.artefacts import ArtefactClassifier
 from mining.inpaint import dilate, make_inpainter
 from mining.object_names import make_namer, object_crop
 from mining.synth_instructions import TEMPLATER, synth_instruction
@@ -42,6 +43,8 @@ class ObjectsStage(PartStage):
         self.namer = make_namer(cfg.synthesis.object_namer, cfg.models_dir, cfg.synthesis.object_name_threshold)
         self.segments = SegmentStage(cfg)
         self.refinder = segmenter_for(cfg) if cfg.synthesis.verify.refind_iou is not None else None
+        name = cfg.synthesis.verify.artefact_classifier
+        self.artefacts = ArtefactClassifier(cfg.models_dir, name) if name else None
 
     def inputs(self) -> list[str]:
         return [self.segments.out]
@@ -60,6 +63,8 @@ class ObjectsStage(PartStage):
     def setup(self) -> None:
         self.inpainter.setup()
         self.namer.setup()
+        if self.artefacts is not None:
+            self.artefacts.setup()
         if self.refinder is not None:
             self.refinder.setup()
 
@@ -90,7 +95,9 @@ class ObjectsStage(PartStage):
         kept = table.filter(pc.field("kept")).to_pylist()
         del table
         gens = [seg_gen, FILTER_GENERATOR, Generator(name=self.inpainter.name, version=self.inpainter.version),
-                Generator(name=VERIFIER[0], version=VERIFIER[1]), Generator(name=self.namer.name, version=self.namer.version),
+                Generator(name=VERIFIER[0], version=VERIFIER[1]),
+                *([Generator(name=self.artefacts.name, version=self.artefacts.version)] if self.artefacts else []),
+                Generator(name=self.namer.name, version=self.namer.version),
                 Generator(name=TEMPLATER[0], version=TEMPLATER[1])]
         by_image: dict[str, list[dict]] = {}
         for row in kept:
@@ -120,6 +127,9 @@ class ObjectsStage(PartStage):
                 if reason is None and self.refinder is not None:
                     scores["refound_iou"] = refound_iou(self.refinder(result), obj)
                     reason = "refound" if scores["refound_iou"] > s.verify.refind_iou else None
+                if reason is None and self.artefacts is not None:
+                    scores["artefact_prob"] = float(self.artefacts([result])[0])
+                    reason = "artefact" if scores["artefact_prob"] > s.verify.max_artefact_prob else None
                 if reason is not None:
                     dropped[reason] += 1
                     continue

@@ -1,6 +1,7 @@
 import io
 
 import numpy as np
+import torch
 import pytest
 import skimage.data
 from PIL import Image
@@ -158,3 +159,22 @@ def test_named_objects_give_text_guided_inpainting_with_the_label_in_lineage(cor
             assert (edit[mask] == 0).all() and np.array_equal(edit[~mask], target[~mask])
             seen += 1
     assert seen == n
+
+
+def test_the_artefact_classifier_drops_what_it_flags_with_a_reason(corpus):
+    from mining.artefacts import ArtefactHead, artefact_path, save_artefact_head
+    from tests.mining.test_object_names import save_tiny_siglip
+
+    _, cfg = corpus
+    save_tiny_siglip(cfg.models_dir, "ViT-B-16-SigLIP")
+    head = ArtefactHead(32)
+    with torch.no_grad():  # a head that flags everything: every candidate that passes the other checks goes
+        head.net[2].bias.fill_(50.0)
+    save_artefact_head(head, artefact_path(cfg.models_dir, "all.safetensors"), "siglip:ViT-B-16-SigLIP")
+    flagged = cfg.model_copy(update={"synthesis": cfg.synthesis.model_copy(update={
+        "tasks": ["object_removal"], "verify": cfg.synthesis.verify.model_copy(update={"artefact_classifier": "all.safetensors"})})})
+    ex = LocalExecutor()
+    ex.run(SegmentStage(flagged))
+    c = ex.run(ObjectsStage(flagged)).counts
+    assert c["samples"] == 0 and c["dropped"].get("artefact", 0) > 0
+    assert c["candidates"] == sum(c["dropped"].values())
