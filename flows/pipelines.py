@@ -30,7 +30,7 @@ from tasks.instruct import InstructStage, load_instructed
 from tasks.mine_pairs import MineStage
 from tasks.layout import RunLayout
 from tasks.lock import RootLock
-from tasks.pack import PackStage
+from tasks.pack import PackStage, packs_groups
 from tasks.stage import Stage, StageReport
 
 SHARDS_LANDED = "aceforge.shards.landed"
@@ -98,6 +98,10 @@ def _stages(run, cfg: RunConfig, source: str | None, writer: dict[str, Any] | No
     for name in cfg.mining.presets:
         mined = run(MineStage(cfg, preset=name)).counts
         summary[name] = {"mined": {k: v for k, v in mined.items() if k != "band"}}
+        if packs_groups(name):  # series: the groups of each set, with template instructions (no pair writer)
+            pack = PackStage(cfg, preset=name, shard_name=f"{shard_prefix}-{name}")
+            summary[name]["shards"] = {**run(pack).counts, "landed_now": ran_now[pack.label]}
+            continue
         if writer is None:
             print(f"{name}: mining.instructions.backend is none; pairs stay in pairs/, unpacked")
             continue

@@ -181,6 +181,24 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
 }
 FALLBACK_TEMPLATES = ("Edit {image} into a related image.",)
 
+# groups of one union-find set: {refs} lists the inputs' indicators ("{image1}, {image2} and {image3}")
+GROUP_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "series_generation": ("Generate one more image of the series {refs}.",
+                          "Continue the series shown in {refs} with a new image of the same subject.",
+                          "Given {refs}, create another picture that belongs to the same set.",
+                          "Make a new image consistent with {refs}: same subject, a new view."),
+}
+GROUP_TEMPLATER = ("group-templates", "1")
+
+
+def group_instruction(task: str, key: str, n_inputs: int) -> str:
+    """The instruction of a group sample with `n_inputs` references, chosen by a hash of its key."""
+    options = GROUP_TEMPLATES[task]
+    refs = [f"{{image{i}}}" for i in range(1, n_inputs + 1)]
+    listed = refs[0] if n_inputs == 1 else ", ".join(refs[:-1]) + " and " + refs[-1]
+    k = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") % len(options)
+    return options[k].format(refs=listed)
+
 
 class TemplateInstructionWriter:
     """A fixed generic instruction per task, chosen by a hash of the pair id (deterministic)."""

@@ -19,7 +19,8 @@ from mining.instructions import (ChatInstructionWriter, InstructionError, Instru
                                  TemplateInstructionWriter)
 from schemas.arrow import PAIR_SCHEMA, from_table, to_table
 from schemas.config import IngestConfig, InstructionConfig
-from schemas.records import AceSample, ConditionUnit, Generator, PairRecord, Role
+from schemas.records import AceSample, ConditionUnit, Generator, Lineage, PairRecord, Role
+from schemas.taxonomy import Family, task_spec
 from tasks import storage
 from tasks.sources import read_uri
 from tasks.stage import Resources, SingleUnitStage, StageReport, UnitReport
@@ -123,17 +124,52 @@ def load_instructed(uri: str) -> list[PairRecord]:
 
 def pair_samples(pairs: Iterable[PairRecord], catalog: Mapping,
                  ingest_cfg: IngestConfig | None = None) -> Iterator[AceSample]:
-    """One AceSample per pair that has an instruction: edit = source, target = target. `catalog` maps image
+    """One AceSample per pair that has an instruction: edit = source, target = target (for a reference
+    generation task the source is the `reference` unit and nothing is edited in place). `catalog` maps image
     ids to catalog records or URIs."""
     ingest_cfg = ingest_cfg or IngestConfig()
     for p in pairs:
         if not p.instruction:
             continue
         src, tgt = _image(catalog[p.source_id], ingest_cfg), _image(catalog[p.target_id], ingest_cfg)
+        role = Role.REFERENCE if task_spec(p.task).family is Family.REFERENCE_GENERATION else Role.EDIT
         yield AceSample(key=f"{p.task}-{p.pair_id}", task=p.task, instruction=p.instruction,
-                        units=[ConditionUnit(role=Role.EDIT, image=src[0], image_ext=src[1])],
+                        units=[ConditionUnit(role=role, image=src[0], image_ext=src[1])],
                         target=ConditionUnit(role=Role.TARGET, image=tgt[0], image_ext=tgt[1]),
                         lineage=p.lineage)
+
+
+def iter_groups(uri: str, batch_rows: int = 1024) -> Iterator[dict]:
+    """The rows of a groups.parquet (cluster, set_id, input_ids, target_id), a batch in memory at a time."""
+    for batch in storage.parquet_file(uri).iter_batches(batch_size=batch_rows):
+        yield from batch.to_pylist()
+
+
+def group_ids(uri: str) -> set[str]:
+    """Every image id a groups.parquet names."""
+    t = storage.parquet_file(uri).read(columns=["input_ids", "target_id"])
+    return set(pc.list_flatten(t.column("input_ids")).to_pylist()) | set(t.column("target_id").to_pylist())
+
+
+def group_samples(groups: Iterable[dict], catalog: Mapping, task: str, generators: list[Generator],
+                  ingest_cfg: IngestConfig | None = None) -> Iterator[AceSample]:
+    """One AceSample per group of one union-find set: its 3-8 inputs as `reference` units ({image1}...
+    {imageN} in the instruction, in order), its target as the target; no edit image (ACE B.8)."""
+    import hashlib
+
+    from mining.instructions import GROUP_TEMPLATER, group_instruction
+
+    ingest_cfg = ingest_cfg or IngestConfig()
+    gens = [*generators, Generator(name=GROUP_TEMPLATER[0], version=GROUP_TEMPLATER[1])]
+    for g in groups:
+        ids = [*g["input_ids"], g["target_id"]]
+        key = hashlib.sha256("|".join(ids).encode()).hexdigest()[:20]
+        images = [_image(catalog[i], ingest_cfg) for i in ids]
+        yield AceSample(key=f"{task}-{key}", task=task, instruction=group_instruction(task, key, len(ids) - 1),
+                        units=[ConditionUnit(role=Role.REFERENCE, image=b, image_ext=e) for b, e in images[:-1]],
+                        target=ConditionUnit(role=Role.TARGET, image=images[-1][0], image_ext=images[-1][1]),
+                        lineage=Lineage(source_ids=ids, generators=gens,
+                                        scores={"cluster": float(g["cluster"]), "set_id": float(g["set_id"])}))
 
 
 def pair_ids_and_images(uri: str, instructed_only: bool = False) -> tuple[set[str], set[str]]:

@@ -6,7 +6,8 @@ kept and only the rest are written (the pairs keep their order: tasks/instruct.p
 from __future__ import annotations
 
 from tasks import storage
-from tasks.instruct import iter_pair_batches, pair_ids_and_images, pair_samples
+from schemas.records import Generator
+from tasks.instruct import group_ids, group_samples, iter_groups, iter_pair_batches, pair_ids_and_images, pair_samples
 from tasks.shards import write_shard_set
 from tasks.stage import Resources, SingleUnitStage, StageReport, UnitReport
 
@@ -23,7 +24,14 @@ class PackStage(SingleUnitStage):
     def out(self) -> str:
         return self.layout.shards(self.params["shard_name"])
 
+    @property
+    def groups(self) -> bool:
+        """Group presets (series generation) pack the union-find groups of their sets, not pairs."""
+        return packs_groups(self.params["preset"])
+
     def inputs(self) -> list[str]:
+        if self.groups:
+            return [self.layout.pairs(self.params["preset"])]
         return [self.layout.instructed(self.params["preset"])]
 
     def settings(self) -> dict:
@@ -32,6 +40,8 @@ class PackStage(SingleUnitStage):
     def run(self, k: int) -> UnitReport:
         from tasks.ingest import catalog_uris
 
+        if self.groups:
+            return self._run_groups(k)
         instructed = self.layout.instructed(self.params["preset"])
         if storage.read_marker(instructed) is None:
             raise FileNotFoundError(f"no complete instructed pairs under {instructed}")
@@ -44,8 +54,39 @@ class PackStage(SingleUnitStage):
         return UnitReport(stage=self.label, unit=k, counts={"samples": rep.samples, "shards": rep.shards,
                                                             "kept_shards": rep.resumed_shards})
 
+    def _run_groups(self, k: int) -> UnitReport:
+        from mining.presets import preset
+        from tasks.ingest import catalog_uris
+        from tasks.mine_pairs import BAND_GENERATOR, MineStage
+
+        mined = self.layout.pairs(self.params["preset"])
+        marker = storage.read_marker(mined)
+        if marker is None:
+            raise FileNotFoundError(f"no complete pair mining under {mined}")
+        groups_file = storage.join(mined, "groups.parquet")
+        uris = catalog_uris(self.cfg.root, group_ids(groups_file))
+        task = preset(self.params["preset"]).task
+        emb = storage.read_marker(MineStage(self.cfg, preset=self.params["preset"])._inputs()[0])
+        if emb is None:
+            raise FileNotFoundError(f"{self.label}: the embeddings the groups were mined from are incomplete")
+        gens = [Generator(name=emb["embedder"], version=emb["version"]), BAND_GENERATOR]
+        samples = group_samples(iter_groups(groups_file), uris, task, gens, self.cfg.ingest)
+        rep = write_shard_set(samples, self.out, self.cfg.shards, extend=True)
+        want = marker["counts"]["groups"]
+        if rep.samples != want:
+            raise RuntimeError(f"{self.label}: packed {rep.samples} groups, mining found {want}")
+        self.stamp(self.out)
+        return UnitReport(stage=self.label, unit=k, counts={"samples": rep.samples, "shards": rep.shards,
+                                                            "kept_shards": rep.resumed_shards})
+
     def report(self) -> StageReport | None:
         return shard_set_report(self, self.out)
+
+
+def packs_groups(preset_name: str) -> bool:
+    from mining.presets import preset
+
+    return preset(preset_name).task == "series_generation"
 
 
 def shard_set_report(stage, out: str) -> StageReport | None:
