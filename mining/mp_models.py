@@ -28,7 +28,7 @@ from mining.mp_pose import (DETECT_SIZE, LANDMARK_SIZE, decode_detections, detec
 from mining.openpose import draw_openpose
 from mining.segment import ChecksumError, Region
 
-__all__ = ["MP_VERSION", "MP_FILES", "mediapipe_dir", "fetch", "check_files", "SelfieSegmenter", "person_region",
+__all__ = ["MP_VERSION", "MP_FILES", "mediapipe_dir", "mp_model_files", "fetch", "check_files", "SelfieSegmenter", "person_region", "PersonSegmenter",
            "PoseEstimator", "draw_openpose", "to_openpose18"]
 
 MP_VERSION = "0.10.21"
@@ -48,6 +48,10 @@ FETCH_HINT = "python -m mining.mp_models fetch --models {models}"
 
 def mediapipe_dir(models_dir: str | Path) -> Path:
     return Path(models_dir) / "mediapipe"
+
+
+def mp_model_files(models_dir: str | Path, names: tuple[str, ...] | None = None) -> tuple[Path, ...]:
+    return tuple(mediapipe_dir(models_dir) / n for n in (names or tuple(MP_FILES)))
 
 
 def _sha256(data_or_path: bytes | Path) -> str:
@@ -182,6 +186,28 @@ def person_region(prob: np.ndarray, threshold: float = 0.5, min_area_frac: float
     if mask.mean() < min_area_frac:
         return None
     return Region(mask=mask, score=float(prob[mask].mean()))
+
+
+class PersonSegmenter:
+    """The selfie segmenter as a `mining.segment.Segmenter`: at most one Region, the people in the image."""
+
+    name = SelfieSegmenter.name
+
+    def __init__(self, models_dir: str | Path | None = None, threads: int = 1, threshold: float = 0.5,
+                 min_area_frac: float = 0.01):
+        self.selfie = SelfieSegmenter(models_dir, threads)
+        self.version = self.selfie.version
+        self.threshold, self.min_area_frac = threshold, min_area_frac
+
+    def resources(self) -> Resources:
+        return self.selfie.resources()
+
+    def setup(self) -> None:
+        self.selfie.setup()
+
+    def __call__(self, image: np.ndarray) -> list[Region]:
+        region = person_region(self.selfie(image), self.threshold, self.min_area_frac)
+        return [] if region is None else [region]
 
 
 class PoseEstimator:

@@ -168,3 +168,14 @@ def test_fetch_rejects_a_wheel_with_other_bytes(tmp_path):
         zf.writestr("mediapipe/__init__.py", "")
     with pytest.raises(ValueError, match="no mediapipe/modules"):
         fetch(tmp_path / "models", wheel)
+
+
+def test_person_segmenter_speaks_the_segmenter_protocol(mp_models, astronaut_face):
+    from mining.mp_models import PersonSegmenter
+
+    img, (l, t, r, b) = astronaut_face
+    seg = PersonSegmenter(mp_models)
+    (region,) = seg(img)
+    assert region.mask.dtype == bool and region.mask[t:b, l:r].mean() > 0.8 and not region.mask[:20, :20].any()
+    assert seg(np.ascontiguousarray(np.repeat(data.brick()[:96, :96, None], 3, axis=2))) == []
+    assert seg.name == "mediapipe-selfie-segmentation" and seg.version == SelfieSegmenter(mp_models).version
