@@ -141,11 +141,12 @@ def _roi_matrix(roi: Roi, size: int) -> np.ndarray:
 
 
 def roi_crop(rgb: np.ndarray, roi: Roi, size: int) -> np.ndarray:
+    """The ROI warped to size x size; outside the image the edge pixels repeat (MediaPipe's default there)."""
     import cv2
 
     m = _roi_matrix(roi, size)
     return cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                          borderMode=cv2.BORDER_REPLICATE)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
