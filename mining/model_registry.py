@@ -9,6 +9,7 @@ from pathlib import Path
 from mining.embedders import SIGLIP_FILES, OfflineEmbedder, siglip_dir
 from mining.face import face_model_paths
 from mining.inpaint import LAMA_MD5, Cv2Inpainter, lama_path
+from mining.mp_models import MP_VERSION, mp_model_files
 from mining.segment import SAM_CHECKPOINTS, RegionProposer, sam_path
 from schemas.config import RunConfig
 
@@ -40,6 +41,7 @@ def model_status(cfg: RunConfig) -> list[ModelStatus]:
     lama = lama_path(models)
     out.append(ModelStatus(f"big-lama TorchScript (md5 {LAMA_MD5})", "inpainting for object removal synthesis",
                            (lama,), lama.is_file(), f"'{Cv2Inpainter.name}' (recorded in lineage)"))
+    out.extend(_mediapipe_status(models))
     if cfg.mining.pair_classifier:
         cls = models / cfg.mining.pair_classifier
         out.append(ModelStatus("pair classifier", "second-level pair check (Table 4 bounds)", (cls,),
@@ -48,4 +50,17 @@ def model_status(cfg: RunConfig) -> list[ModelStatus]:
         out.append(ModelStatus("pair classifier", "second-level pair check (Table 4 bounds)",
                                (models / "pair_classifier" / "<name>.safetensors",), False,
                                "pass-through: pairs keep no classifier score, lineage says none ran"))
+    return out
+
+
+def _mediapipe_status(models: Path) -> list[ModelStatus]:
+    fix = "none: the stages using it report it missing (fetch: python -m mining.mp_models fetch)"
+    out = []
+    for label, purpose, names in (
+            ("MediaPipe selfie segmentation", "person masks for object synthesis", ("selfie_segmentation.tflite",)),
+            ("MediaPipe BlazePose full", "OpenPose-18 pose maps for controllable generation",
+             ("pose_detection.tflite", "pose_landmark_full.tflite"))):
+        files = mp_model_files(models, names)
+        out.append(ModelStatus(f"{label} (tflite from mediapipe {MP_VERSION}, sha256 pinned)", purpose, files,
+                               all(p.is_file() for p in files), fix))
     return out

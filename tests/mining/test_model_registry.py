@@ -28,3 +28,17 @@ def test_synthesis_models_are_listed_with_their_fallbacks(tmp_path):
     lama_path(tmp_path).parent.mkdir(parents=True)
     lama_path(tmp_path).write_bytes(b"x")
     assert {m.name.split(" (")[0]: m.present for m in model_status(cfg)}["big-lama TorchScript"]
+
+
+def test_mediapipe_models_are_listed(tmp_path):
+    from mining.mp_models import mediapipe_dir
+
+    cfg = RunConfig(models_dir=str(tmp_path))
+    status = {m.name.split(" (")[0]: m for m in model_status(cfg)}
+    pose, selfie = status["MediaPipe BlazePose full"], status["MediaPipe selfie segmentation"]
+    assert not pose.present and not selfie.present and "mining.mp_models fetch" in pose.fallback
+    assert [p.name for p in pose.files] == ["pose_detection.tflite", "pose_landmark_full.tflite"]
+    mediapipe_dir(tmp_path).mkdir(parents=True)
+    (mediapipe_dir(tmp_path) / "selfie_segmentation.tflite").write_bytes(b"x")
+    status = {m.name.split(" (")[0]: m.present for m in model_status(cfg)}
+    assert status["MediaPipe selfie segmentation"] and not status["MediaPipe BlazePose full"]
