@@ -214,6 +214,29 @@ class RegionProposer:
                        r.score) for r in regs]
 
 
+class WithPeople:
+    """A segmenter's regions plus the person mask of MediaPipe's selfie segmentation (the region proposer
+    knows no classes; people are the objects a photo corpus shows most). Both names go into lineage."""
+
+    def __init__(self, primary: Segmenter, people: Segmenter):
+        self.primary, self.people = primary, people
+        self.name = f"{primary.name}+{people.name}"
+
+    @property
+    def version(self) -> str:
+        return f"{self.primary.version}+{self.people.version}"
+
+    def resources(self) -> Resources:
+        return self.primary.resources()
+
+    def setup(self) -> None:
+        self.primary.setup()
+        self.people.setup()
+
+    def __call__(self, image: np.ndarray) -> list[Region]:
+        return [*self.people(image), *self.primary(image)]
+
+
 def make_segmenter(kind: str, models_dir: str | Path, variant: str = "vit_b", **sam_options) -> Segmenter:
     """'sam', 'regions' (the offline proposer), or 'auto' (SAM when its checkpoint is present)."""
     if kind == "regions":

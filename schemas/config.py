@@ -246,6 +246,9 @@ class SynthesisConfig(_Config):
     partition_size: int = Field(64, ge=1, description="catalog images per unit of synthesis work")
     segmenter: str = Field("auto", pattern="^(auto|sam|regions)$", description="auto: SAM when its checkpoint is "
                            "in models_dir/sam, else the offline region proposer (named in lineage)")
+    people: str = Field("auto", pattern="^(auto|on|off)$", description="add MediaPipe's selfie-segmentation "
+                        "person mask to the segmenter's regions; auto: when models_dir/mediapipe has it (fetched "
+                        "at install); on: a clear error without it")
     sam_variant: str = Field("vit_b", pattern="^(vit_b|vit_l|vit_h)$", description="which SAM checkpoint")
     sam_points_per_side: int = Field(32, ge=1, description="SAM automatic generator's point grid")
     inpainter: str = Field("auto", pattern="^(auto|lama|cv2)$", description="auto: big-lama when models_dir/"

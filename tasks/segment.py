@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from mining.decode import encode_mask
 from mining.mask_filters import filter_masks
-from mining.segment import make_segmenter
+from mining.segment import WithPeople, make_segmenter
 from schemas.records import Generator
 from tasks import storage
 from tasks.stage import Resources, UnitReport
@@ -29,8 +29,16 @@ REGION_SCHEMA = pa.schema([
 
 
 def segmenter_for(cfg):
+    """The configured segmenter; with `synthesis.people` (auto: when MediaPipe's files are present) the
+    selfie segmenter's person mask joins its regions."""
+    from mining.mp_models import PersonSegmenter, mediapipe_dir
+
     s = cfg.synthesis
-    return make_segmenter(s.segmenter, cfg.models_dir, s.sam_variant, points_per_side=s.sam_points_per_side)
+    seg = make_segmenter(s.segmenter, cfg.models_dir, s.sam_variant, points_per_side=s.sam_points_per_side)
+    if s.people == "off" or (s.people == "auto" and not (mediapipe_dir(cfg.models_dir) /
+                                                          "selfie_segmentation.tflite").is_file()):
+        return seg
+    return WithPeople(seg, PersonSegmenter(cfg.models_dir))
 
 
 class SegmentStage(PartStage):

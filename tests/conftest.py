@@ -88,3 +88,25 @@ def embedded(demo_corpus, tmp_path_factory):
     ingest(str(corpus), root)
     emb_uri = embed_catalog(load_catalog(root), root, OfflineEmbedder(), partition_size=40)
     return root, emb_uri
+
+
+@pytest.fixture(scope="session")
+def mp_models(tmp_path_factory):
+    """A models directory with MediaPipe's files: the repository's (fetched at install), else fetched now."""
+    import os
+    from pathlib import Path
+
+    from mining.mp_models import ChecksumError, MissingModelError, check_files, fetch
+
+    here = Path(os.environ.get("ACEFORGE_MODELS", Path(__file__).resolve().parents[1] / "models"))
+    try:
+        check_files(here)
+        return here
+    except (MissingModelError, ChecksumError):
+        pass
+    models = tmp_path_factory.mktemp("models")
+    try:
+        fetch(models, os.environ.get("ACEFORGE_MEDIAPIPE_WHEEL"))
+    except Exception as e:  # noqa: BLE001 - any failure to get them fails the tests, naming the fix
+        pytest.fail(f"MediaPipe models absent and not fetchable ({e}); run `python -m mining.mp_models fetch`")
+    return models

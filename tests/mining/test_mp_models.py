@@ -23,22 +23,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
-def mp_models(tmp_path_factory) -> Path:
-    here = Path(os.environ.get("ACEFORGE_MODELS", REPO / "models"))
-    try:
-        check_files(here)
-        return here
-    except (MissingModelError, ChecksumError):
-        pass
-    models = tmp_path_factory.mktemp("models")
-    try:
-        fetch(models, os.environ.get("ACEFORGE_MEDIAPIPE_WHEEL"))
-    except Exception as e:  # noqa: BLE001 - any failure to get them fails the tests, naming the fix
-        pytest.fail(f"MediaPipe models absent and not fetchable ({e}); run `python -m mining.mp_models fetch`")
-    return models
-
-
-@pytest.fixture(scope="session")
 def astronaut_face():
     """The photo and its face box (left, top, right, bottom) from dlib's HOG detector, a model of its own."""
     import dlib

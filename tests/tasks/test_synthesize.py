@@ -178,3 +178,35 @@ def test_the_artefact_classifier_drops_what_it_flags_with_a_reason(corpus):
     c = ex.run(ObjectsStage(flagged)).counts
     assert c["samples"] == 0 and c["dropped"].get("artefact", 0) > 0
     assert c["candidates"] == sum(c["dropped"].values())
+
+
+def test_with_mediapipe_present_the_person_mask_joins_the_regions(corpus, mp_models):
+    import shutil
+
+    import pyarrow.compute as pc
+
+    from mining.mp_models import mediapipe_dir
+    from tasks.ingest import load_catalog
+    from tasks.segment import REGIONS
+
+    _, cfg = corpus
+    shutil.copytree(mediapipe_dir(mp_models), mediapipe_dir(cfg.models_dir))
+    seg = LocalExecutor().run(SegmentStage(cfg))
+    stage = SegmentStage(cfg)
+    assert stage.segmenter.name == "regions-felzenszwalb+mediapipe-selfie-segmentation"
+    astronaut = next(r.id for r in load_catalog(cfg.root) if r.uri.endswith("astronaut.png"))
+    marker = storage.read_marker(stage.out)
+    tables = [storage.read_parquet(storage.join(stage.out, p, REGIONS)) for p in marker["parts"]]
+    rows = [r for t in tables for r in t.filter(pc.field("image_id") == astronaut).to_pylist()]
+    assert seg.counts["regions"] == seg.counts["kept"] + sum(seg.counts["dropped"].values())
+    from mining.mp_models import PersonSegmenter
+    from tasks.synth_parts import load_source
+
+    rec = next(r for r in load_catalog(cfg.root) if r.id == astronaut)
+    person = PersonSegmenter(cfg.models_dir)(load_source(rec, cfg)[0])  # the model run on its own
+    assert len(person) == 1
+    want = (round(person[0].score, 6), round(float(person[0].mask.mean()), 6))
+    assert want in {(round(r["score"], 6), round(r["area_frac"], 6)) for r in rows}  # the person is a region
+    assert tables[0].schema.metadata[b"segmenter"].decode() == "regions-felzenszwalb+mediapipe-selfie-segmentation"
+    off = cfg.model_copy(update={"synthesis": cfg.synthesis.model_copy(update={"people": "off"})})
+    assert SegmentStage(off).segmenter.name == "regions-felzenszwalb"
