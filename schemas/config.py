@@ -218,7 +218,7 @@ class FaceConfig(_Config):
                                       "cosine, the measured equivalent of ArcFace 0.8-0.9")
     aligned_min: float = Field(0.903, description="aligned pairs: same person at least this (dlib's 0.6 L2 "
                                "distance at the median descriptor norm)")
-    aligned_max_shift: float = Field(0.08, ge=0, description="aligned pairs: mean landmark offset / image "
+    aligned_max_shift: float = Field(0.02, ge=0, description="aligned pairs: mean landmark offset / image "
                                      "diagonal at most this (same framing)")
     max_pairs_per_set: int = Field(50, ge=1, description="misaligned pairs per union-find set at most")
     max_pairs_per_face: int = Field(4, ge=1, description="aligned pairs per face at most")
