@@ -15,7 +15,7 @@ from prefect import flow, task
 
 from flows.artifacts import counts_table
 from flows.pipelines import DEMO_LANDED_RESOURCE, mine_flow, run_config, train_flow
-from schemas.config import SYNTH_TASKS, DemoConfig, ShardConfig, SynthesisConfig, TrainConfig
+from schemas.config import FACE_TASKS, SYNTH_TASKS, DemoConfig, ShardConfig, SynthesisConfig, TrainConfig
 from tasks import storage
 from tasks.demo_corpus import build_demo_corpus, current_corpus, family_member_ids
 from tasks.ingest import load_catalog
@@ -28,7 +28,7 @@ DEMO_TRAIN = TrainConfig(base="tiny", max_steps=4, checkpoint_every=2, max_token
 DEMO_SHARDS = ShardConfig(maxcount=32)
 # every synthesis task on a third of the catalog (a few dozen images, chosen by id), with the offline
 # segmenter and inpainter unless SAM / big-lama are in the models directory
-DEMO_SYNTHESIS = SynthesisConfig(tasks=list(SYNTH_TASKS), fraction=0.35, partition_size=60)
+DEMO_SYNTHESIS = SynthesisConfig(tasks=list(SYNTH_TASKS) + list(FACE_TASKS), fraction=0.35, partition_size=60)
 
 
 @dataclass

@@ -15,6 +15,8 @@ from tasks.synth_objects import OBJECT_TASKS, ObjectsStage
 from tasks.synth_pack import SynthPackStage
 from tasks.synth_parts import RECORDS
 from tasks.synth_repaint import REPAINT_TASKS, RepaintStage
+from schemas.config import FACE_TASKS
+from tasks.synth_faces import FacePairsStage, FacesStage, face_report
 
 
 def run_synthesis(run: Callable[[Stage], StageReport], cfg: RunConfig, shard_prefix: str,
@@ -26,6 +28,9 @@ def run_synthesis(run: Callable[[Stage], StageReport], cfg: RunConfig, shard_pre
         out["objects"] = run(ObjectsStage(cfg)).counts
     if any(t in REPAINT_TASKS for t in tasks):
         out["repaint"] = run(RepaintStage(cfg)).counts
+    if any(t in FACE_TASKS for t in tasks):
+        out["faces"] = run(FacesStage(cfg)).counts
+        out["face_pairs"] = run(FacePairsStage(cfg)).counts
     pack = SynthPackStage(cfg, shard_name=f"{shard_prefix}-{cfg.synthesis.shard_name}")
     out["shards"] = {**run(pack).counts, "landed_now": ran_now[pack.label]}
     return out
@@ -43,6 +48,10 @@ def _flat(prefix: str, d: dict) -> dict[str, Any]:
 
 def announce_synthesis(cfg: RunConfig, stage: Stage, rep: StageReport) -> bool:
     """Count tables and a report of sampled records with thumbnails; False for a stage not of this group."""
+    if isinstance(stage, (FacesStage, FacePairsStage)):
+        counts_table(stage.label, _flat("", rep.counts), f"{stage.label}-counts")
+        face_report(stage, rep, cfg.synthesis.seed)
+        return True
     if not isinstance(stage, (SegmentStage, ObjectsStage, RepaintStage, SynthPackStage)):
         return False
     counts_table(stage.label, _flat("", rep.counts), f"{stage.label}-counts")

@@ -201,6 +201,39 @@ class OrchestrationConfig(_Config):
 
 SYNTH_TASKS = ("object_removal", "object_addition", "layer_decouple", "layer_fusion", "inpainting_text_guided",
                "inpainting", "outpainting")
+FACE_TASKS = ("facial_editing", "facial_editing_misaligned")  # synthesis.faces: dlib faces + face pairs
+
+
+class FaceConfig(_Config):
+    """Facial editing (ACE B.4.1) on dlib's offline face models; similarities are cosines of unit dlib
+    descriptors (README "Face similarity band": the measured table and how the band was set)."""
+
+    fraction: float = Field(1.0, gt=0, le=1, description="share of catalog images searched for faces, by id "
+                            "(faces are rare: synthesis.fraction does not apply)")
+    min_score: float = Field(0.5, description="HOG detection score counted as a face")
+    min_face_px: int = Field(48, ge=8, description="shorter side of the face box at least this (too_small)")
+    max_roll_deg: float = Field(30.0, ge=0, description="eye-line angle from horizontal at most this (pose)")
+    max_yaw: float = Field(0.35, ge=0, description="nose offset along the eye line / eye distance (pose)")
+    min_sharpness: float = Field(15.0, ge=0, description="Laplacian variance of the aligned chip (blurry)")
+    band: tuple[float, float] = Field((0.933, 0.982), description="misaligned pairs: union-find band on dlib "
+                                      "cosine, the measured equivalent of ArcFace 0.8-0.9")
+    aligned_min: float = Field(0.903, description="aligned pairs: same person at least this (dlib's 0.6 L2 "
+                               "distance at the median descriptor norm)")
+    aligned_max_shift: float = Field(0.02, ge=0, description="aligned pairs: mean landmark offset / image "
+                                     "diagonal at most this (same framing)")
+    max_pairs_per_set: int = Field(50, ge=1, description="misaligned pairs per union-find set at most")
+    max_pairs_per_face: int = Field(4, ge=1, description="aligned pairs per face at most")
+    erased_reference: bool = Field(True, description="also a face-erased reference sample per face pair "
+                                   "(ACE B.8.2; task reference_generation)")
+    erase_grow: float = Field(0.25, ge=0, description="the erased region: face box + landmarks, grown by this "
+                              "x box side")
+
+    @field_validator("band")
+    @classmethod
+    def _band(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= v[0] <= v[1] <= 1:
+            raise ValueError(f"need 0 <= lo <= hi <= 1, got {v}")
+        return v
 
 
 class MaskFilterConfig(_Config):
@@ -269,13 +302,15 @@ class SynthesisConfig(_Config):
                             description="the shard set: <root>/shards/<prefix>-<shard_name>")
     filters: MaskFilterConfig = Field(default_factory=MaskFilterConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    faces: FaceConfig = Field(default_factory=FaceConfig)
 
     @field_validator("tasks")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
-        bad = [t for t in v if t not in SYNTH_TASKS]
+        bad = [t for t in v if t not in SYNTH_TASKS + FACE_TASKS]
         if bad:
-            raise ValueError(f"unknown synthesis task {bad[0]!r}; synthesis makes: {', '.join(SYNTH_TASKS)}")
+            raise ValueError(f"unknown synthesis task {bad[0]!r}; synthesis makes: "
+                             f"{', '.join(SYNTH_TASKS + FACE_TASKS)}")
         return list(dict.fromkeys(v))
 
     @field_validator("repaint_area", "outpaint_extent")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from mining.transforms import apply
 from schemas.config import DemoConfig
@@ -184,10 +184,12 @@ def build_demo_corpus(out_dir: str | Path, cfg: DemoConfig | None = None) -> dic
 
     shutil.copyfile(out / "photos/astronaut/base.png", out / "photos/astronaut_copy.png")
     expected["photos/astronaut_copy.png"] = {"outcome": "duplicate", "of": "photos/astronaut/base.png"}
+    faces = face_photos(out)
+    expected.update({rel: {"outcome": "accepted"} for rel in faces})
     expected.update(_odd_files(out, cfg.max_side))
     expected.update(_bad_files(out, (out / "photos/coffee/hflip.jpg").read_bytes(),
                                (out / "photos/coffee/base.png").read_bytes()))
-    gt = {"families": families, "expected": dict(sorted(expected.items())), "seed": cfg.seed,
+    gt = {"families": families, "faces": faces, "expected": dict(sorted(expected.items())), "seed": cfg.seed,
           "config": cfg.model_dump(mode="json")}
     (out / GROUND_TRUTH).write_text(json.dumps(gt, indent=1))
     return gt
@@ -236,3 +238,44 @@ def generate_variants(out: str | Path, n: int, seed: int = 0, start: int = 0) ->
         written.append(out / f"{i:06d}.jpg")
         written[-1].write_bytes(buf.getvalue())
     return written
+
+
+# Facial editing inputs: who each face is and how it was made. Different photos of one person do not ship
+# offline, so heavy edits of one photo (re-framed, low resolution, grey) stand in for them.
+FACE_EDITS: dict[str, Callable[[Image.Image], Image.Image]] = {
+    "base": lambda im: im,
+    "grey": lambda im: ImageOps.grayscale(im).convert("RGB"),
+    "warm": lambda im: Image.merge("RGB", [c.point(lambda v, f=f: min(255, int(v * f))) for c, f in
+                                           zip(im.split(), (1.15, 1.0, 0.85))]),
+    "reframed_lowres": lambda im: im.crop((12, 6, im.width - 20, im.height - 18)).resize(
+        (im.width // 2, im.height // 2), Image.Resampling.BILINEAR).resize(im.size, Image.Resampling.BICUBIC),
+    "tilted_lowres": lambda im: im.rotate(10, resample=Image.Resampling.BICUBIC).resize(
+        (im.width // 2, im.height // 2), Image.Resampling.BILINEAR).resize(im.size, Image.Resampling.BICUBIC),
+    "zoom": lambda im: im.crop((20, 10, im.width - 20, im.height - 30)).resize(im.size, Image.Resampling.BICUBIC),
+}
+
+
+def _face_sources() -> dict[str, Image.Image]:
+    import skimage.data
+
+    out = {"astronaut": Image.fromarray(skimage.data.astronaut()).crop((100, 0, 340, 240)).resize(
+        (160, 160), Image.Resampling.LANCZOS)}
+    lfw = skimage.data.lfw_subset()
+    for i in (0, 5):  # two LFW faces (25 px), upscaled and padded so the detector finds them
+        g = Image.fromarray((lfw[i] * 255).astype(np.uint8)).resize((100, 100), Image.Resampling.BICUBIC)
+        out[f"lfw{i}"] = Image.fromarray(np.pad(np.stack([np.asarray(g)] * 3, -1), ((30, 30), (30, 30), (0, 0)),
+                                                mode="edge"))
+    return out
+
+
+def face_photos(out: Path) -> dict[str, dict[str, str]]:
+    """Small face photos under faces/: {file: {person, edit}}; the astronaut under every edit, two other
+    people under a few."""
+    made: dict[str, dict[str, str]] = {}
+    for person, im in _face_sources().items():
+        edits = FACE_EDITS if person == "astronaut" else ("base", "zoom", "warm")
+        for edit in edits:
+            rel = f"faces/{person}/{edit}.png"
+            _save(FACE_EDITS[edit](im), out / rel)
+            made[rel] = {"person": person, "edit": edit}
+    return made

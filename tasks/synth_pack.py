@@ -22,6 +22,7 @@ from tasks.stage import Resources, SingleUnitStage, StageReport, UnitReport
 from tasks.synth_objects import OBJECT_TASKS, ObjectsStage
 from tasks.synth_parts import iter_records, png, unpng
 from tasks.synth_repaint import REPAINT_TASKS, RepaintStage
+from tasks.synth_faces import FACE_PAIRS_DIR, face_samples, face_sources
 
 
 def on_white(source_png: bytes, object_png: bytes) -> bytes:
@@ -88,6 +89,7 @@ class SynthPackStage(SingleUnitStage):
             out.append((self.layout.synth(ObjectsStage.kind), [t for t in tasks if t in OBJECT_TASKS]))
         if any(t in REPAINT_TASKS for t in tasks):
             out.append((self.layout.synth(RepaintStage.kind), [t for t in tasks if t in REPAINT_TASKS]))
+        out += face_sources(self.cfg, self.layout)
         return out
 
     def inputs(self) -> list[str]:
@@ -117,7 +119,7 @@ class SynthPackStage(SingleUnitStage):
         got: Counter[str] = Counter()
         for d, tasks in self._sources():
             for rec in iter_records(d):
-                for sample in record_samples(rec, tasks):
+                for sample in (face_samples(rec) if d.endswith(FACE_PAIRS_DIR) else record_samples(rec, tasks)):
                     got[sample.task] += 1
                     yield sample
         if {t: n for t, n in got.items() if n} != {t: n for t, n in want.items() if n}:

@@ -1,0 +1,83 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from schemas.config import RunConfig
+from tasks.demo_corpus import face_photos
+from tasks.executors import LocalExecutor
+from tasks.ingest import ingest
+from tasks.shard_reader import read_shard_set
+from tasks.synth_faces import FacePairsStage, FacesStage
+from tasks.synth_pack import SynthPackStage
+
+
+def _arr(b):
+    return np.asarray(Image.open(io.BytesIO(b)))
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("faces")
+    made = face_photos(tmp / "src")
+    Image.new("RGB", (96, 80), (40, 90, 160)).save(tmp / "src" / "sky.png")  # no face
+    cfg = RunConfig(root=str(tmp / "root"), models_dir=str(tmp / "models"),
+                    synthesis={"tasks": ["facial_editing", "facial_editing_misaligned"], "partition_size": 5,
+                               "max_side": 160})
+    ingest(str(tmp / "src"), cfg.root, cfg.ingest)
+    ex = LocalExecutor()
+    reps = [ex.run(s) for s in (FacesStage(cfg), FacePairsStage(cfg), SynthPackStage(cfg, shard_name="faces"))]
+    return cfg, made, reps
+
+
+def test_faces_and_pairs_reconcile_with_reasons(packed):
+    cfg, made, (faces, pairs, pack) = packed
+    c = faces.counts
+    assert c["images"] == len(made) + 1
+    assert c["images"] == c["faces"] + sum(c["skipped"].values()) + sum(c["dropped"].values())
+    assert c["dropped"]["no_face"] >= 1 and c["dropped"].get("blurry", 0) >= 1  # the sky; upscaled LFW faces
+    p = pairs.counts
+    assert p["faces"] == c["faces"]
+    assert p["aligned"]["samples"] > 0 and p["misaligned"]["samples"] > 0
+    assert p["erased"]["samples"] == p["aligned"]["samples"] + p["misaligned"]["samples"]
+    assert pack.counts["counts_by_task"] == {t: n for t, n in p["samples"].items() if n}
+
+
+def test_packed_pairs_are_one_person_and_erased_references_hide_the_face(packed):
+    cfg, made, (_, _, pack) = packed
+    from tasks.ingest import load_catalog
+
+    person = {}
+    for rec in load_catalog(cfg.root):
+        rel = rec.uri.split("/src/", 1)[1]
+        person[rec.id] = made.get(rel, {}).get("person")
+    tasks = set()
+    for s in read_shard_set(pack.counts["uri"]):
+        tasks.add(s.task)
+        a, b = s.lineage.source_ids
+        assert person[a] == person[b] == "astronaut", s.key  # other people and the blurry faces never pair
+        target = _arr(s.target.image)
+        if s.task == "reference_generation":
+            assert [u.role.value for u in s.units] == ["edit", "reference"]
+            edit, mask = _arr(s.units[0].image), _arr(s.units[0].mask) > 0
+            assert mask.any() and not mask.all() and (edit[mask] == 0).all()
+            assert np.array_equal(edit[~mask], target[~mask])
+            assert _arr(s.units[1].image).shape == (150, 150, 3)
+            assert "face-erased-reference" in [g.name for g in s.lineage.generators]
+        else:
+            edit = _arr(s.units[0].image)
+            lo = cfg.synthesis.faces.band[0] if s.task.endswith("misaligned") else cfg.synthesis.faces.aligned_min
+            assert s.lineage.scores["face_cosine"] >= lo
+            if s.task == "facial_editing":
+                assert edit.shape == target.shape
+            assert not np.array_equal(edit, target)
+    assert tasks == {"facial_editing", "facial_editing_misaligned", "reference_generation"}
+
+
+def test_rerun_executes_nothing_and_a_changed_band_reruns_pairs_only(packed):
+    cfg, _, (faces, pairs, _) = packed
+    assert FacesStage(cfg).complete() and FacePairsStage(cfg).complete()
+    narrow = cfg.model_copy(deep=True)
+    narrow.synthesis.faces.band = (0.99, 0.995)
+    assert FacesStage(narrow).complete() and not FacePairsStage(narrow).complete()
