@@ -2,7 +2,8 @@
 
 Object records give `object_removal` (edit = source, target = object removed), `object_addition` (the
 exact reverse, same mask), `layer_decouple` and `layer_fusion`; repaint records give `inpainting` and
-`outpainting`. Only the configured tasks are packed. The samples written per task must equal what the
+`outpainting`; text records (stored as removals: edit = with text, target = without) give `text_removal`
+and `text_addition` (the exact reverse). Only the configured tasks are packed. The samples written per task must equal what the
 records promise, or no marker is written.
 """
 
@@ -22,6 +23,7 @@ from tasks.stage import Resources, SingleUnitStage, StageReport, UnitReport
 from tasks.synth_objects import OBJECT_TASKS, ObjectsStage
 from tasks.synth_parts import iter_records, png, unpng
 from tasks.synth_repaint import REPAINT_TASKS, RepaintStage
+from tasks.synth_text import TEXT_TASKS, TextStage
 
 
 def on_white(source_png: bytes, object_png: bytes) -> bytes:
@@ -47,7 +49,7 @@ def record_samples(rec: dict, tasks: list[str]) -> Iterator[AceSample]:
             continue
         units = [ConditionUnit(role=Role.EDIT, image=rec["edit_png"], mask=rec["mask_png"])]
         target = rec["target_png"]
-        if task == "object_addition":
+        if task in ("object_addition", "text_addition"):  # the exact reverse of the stored removal
             units, target = [ConditionUnit(role=Role.EDIT, image=rec["target_png"], mask=rec["mask_png"])], \
                 rec["edit_png"]
         elif task in ("layer_decouple", "layer_fusion"):
@@ -82,6 +84,8 @@ class SynthPackStage(SingleUnitStage):
             out.append((self.layout.synth(ObjectsStage.kind), [t for t in tasks if t in OBJECT_TASKS]))
         if any(t in REPAINT_TASKS for t in tasks):
             out.append((self.layout.synth(RepaintStage.kind), [t for t in tasks if t in REPAINT_TASKS]))
+        if any(t in TEXT_TASKS for t in tasks):  # text records are removals: each gives both tasks
+            out.append((self.layout.synth(TextStage.kind), [t for t in tasks if t in TEXT_TASKS]))
         return out
 
     def inputs(self) -> list[str]:
@@ -101,7 +105,10 @@ class SynthPackStage(SingleUnitStage):
         for d, tasks in self._sources():
             c = storage.read_marker(d)["counts"]
             for t in tasks:
-                want[t] += c["samples"] if t in OBJECT_TASKS else c["samples"].get(t, 0)
+                if t in TEXT_TASKS:
+                    want[t] += sum(c["samples"].values())
+                else:
+                    want[t] += c["samples"] if t in OBJECT_TASKS else c["samples"].get(t, 0)
         return dict(want)
 
     def _samples(self, want: dict[str, int]) -> Iterator[AceSample]:
