@@ -36,7 +36,16 @@ class TextHit:
 
 
 def _reading_order(hits: list[TextHit]) -> list[TextHit]:
-    return sorted(hits, key=lambda h: (round(float(h.box[:, 1].mean()) / 8), float(h.box[:, 0].min())))
+    """Lines top to bottom (a hit whose centre lies within half a line height of a line's first hit joins
+    it), each line left to right."""
+    lines: list[list[TextHit]] = []
+    for h in sorted(hits, key=lambda h: float(h.box[:, 1].mean())):
+        cy, half = float(h.box[:, 1].mean()), float(np.ptp(h.box[:, 1])) / 2
+        if lines and abs(cy - float(lines[-1][0].box[:, 1].mean())) <= max(half, 1.0):
+            lines[-1].append(h)
+        else:
+            lines.append([h])
+    return [h for line in lines for h in sorted(line, key=lambda h: float(h.box[:, 0].min()))]
 
 
 def _is_text(text: str, score: float, min_score: float, min_chars: int) -> bool:

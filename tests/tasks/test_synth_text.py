@@ -48,8 +48,9 @@ def ocr():
     return r
 
 
-@pytest.fixture
-def cfg(tmp_path):
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("text")
     src = tmp_path / "src"
     src.mkdir()
     for name in PLAIN:
@@ -68,8 +69,14 @@ def _run(cfg):
     return ex.run(TextStage(cfg)), ex.run(SynthPackStage(cfg, shard_name="text"))
 
 
-def test_text_pairs_end_to_end_every_text_free_image_has_no_ocr_detection(cfg, ocr):
-    text, pack = _run(cfg)
+@pytest.fixture(scope="module")
+def ran(cfg):
+    return _run(cfg)
+
+
+@pytest.mark.slow  # one OCR run of the stage on 6 images (~25 s on 2 cores), shared
+def test_text_pairs_end_to_end_every_text_free_image_has_no_ocr_detection(cfg, ran, ocr):
+    text, pack = ran
     c = text.counts
     assert c["images"] == 6 and c["with_text"] >= 2 and c["without_text"] >= 2  # the captions are read
     assert c["with_text"] == c["samples"]["text_removal"] + sum(
@@ -88,9 +95,9 @@ def test_text_pairs_end_to_end_every_text_free_image_has_no_ocr_detection(cfg, o
         assert '"' in s.instruction or s.task == "text_removal"  # an addition names its content
         assert np.array_equal(edit[~mask], target[~mask]), s.key  # only the text's region differs
         assert s.lineage.generators[0].name == "rapidocr-ppocrv6"
-        without, with_text = (target, edit) if s.task == "text_removal" else (edit, target)
-        assert ocr(without) == [], s.key  # the image without text: OCR finds nothing
-        assert ocr(with_text), s.key  # the one with text: OCR finds some
+        if s.task == "text_removal":  # (an addition is its exact reverse, checked below)
+            assert ocr(target) == [], s.key  # the image without text: OCR finds nothing
+            assert ocr(edit), s.key  # the one with text: OCR finds some
         by_key[s.key] = (edit, target)
         if "readback_ned" in s.lineage.scores:  # rendered: the instruction names content, colour, position
             assert s.lineage.scores["readback_ned"] <= cfg.synthesis.text.max_ned
@@ -100,8 +107,9 @@ def test_text_pairs_end_to_end_every_text_free_image_has_no_ocr_detection(cfg, o
             assert np.array_equal(a_edit, target) and np.array_equal(a_target, edit)
 
 
-def test_rendered_text_reads_back_and_the_instruction_names_it(cfg):
-    text, pack = _run(cfg)
+@pytest.mark.slow  # one OCR run of the stage on 6 images (~25 s on 2 cores), shared
+def test_rendered_text_reads_back_and_the_instruction_names_it(ran):
+    text, pack = ran
     rendered = [s for s in read_shard_set(pack.counts["uri"])
                 if s.task == "text_addition" and "readback_ned" in s.lineage.scores]
     assert rendered
@@ -111,8 +119,9 @@ def test_rendered_text_reads_back_and_the_instruction_names_it(cfg):
         assert any(w in s.instruction for w in ("top", "bottom", "left", "right", "center"))
 
 
-def test_a_rerun_rewrites_nothing(cfg):
-    first = _run(cfg)
+@pytest.mark.slow  # one OCR run of the stage on 6 images (~25 s on 2 cores), shared
+def test_a_rerun_rewrites_nothing(cfg, ran):
+    first = ran
     root = storage.fs_path(cfg.root)[1]
     files = lambda: {p: p.stat().st_mtime_ns for p in Path(root).rglob("*") if p.is_file()}  # noqa: E731
     before = files()
@@ -120,9 +129,9 @@ def test_a_rerun_rewrites_nothing(cfg):
     assert [r.counts for r in again] == [r.counts for r in first] and files() == before
 
 
-def test_counts_that_do_not_reconcile_stop_the_stage(cfg):
+@pytest.mark.slow  # one OCR run of the stage on 6 images (~25 s on 2 cores), shared
+def test_counts_that_do_not_reconcile_stop_the_stage(cfg, ran):
     stage = TextStage(cfg)
-    LocalExecutor().run(stage)
     part = stage.parts()[0]
     marker = storage.read_marker(part)
     marker["counts"]["with_text"] += 1
@@ -131,6 +140,7 @@ def test_counts_that_do_not_reconcile_stop_the_stage(cfg):
     fs.rm(path)
     with pytest.raises(RuntimeError, match="do not reconcile"):
         stage.finalize(stage.plan())
+    assert storage.read_marker(stage.out) is None
 
 
 def test_max_images_cuts_the_units(cfg):
