@@ -57,6 +57,8 @@ class DemoConfig(_Config):
         default_factory=lambda: ["crop", "hflip", "color", "recompress", "rotate", "brighten"],
         description="known transformations applied to every base photo",
     )
+    text_photos: bool = Field(True, description="add photos with a sign or caption (English, Chinese) for "
+                              "the text-removal synthesis")
 
 
 class InstructionConfig(_Config):
