@@ -170,7 +170,8 @@ _KNOWN = {
            "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf", "/Library/Fonts/Arial.ttf",
            "C:/Windows/Fonts/arial.ttf"),
     "zh": ("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc", "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
-           "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc", "/usr/share/fonts/noto-cjk/NotoSansCJK-Regular.ttc"),
+           "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+           "/usr/share/fonts/noto-cjk/NotoSansCJK-Regular.ttc"),
 }
 _FC_QUERY = {"en": ("DejaVu Sans", ":lang=en"), "zh": ("WenQuanYi Micro Hei", ":lang=zh-cn")}
 

@@ -18,8 +18,9 @@ WORDS_EN = ("open", "sale", "coffee", "welcome", "exit", "garden", "music", "hot
             "park", "happy", "ocean", "tickets", "street", "studio", "lunch", "travel")
 PHRASES_ZH = ("欢迎光临", "新年快乐", "咖啡", "书店", "出口", "花园", "音乐", "火车站", "图书馆", "市场", "夏天",
               "大海", "早餐", "博物馆", "春天", "你好", "旅行", "学习", "公园", "天气很好")
-COLOURS = {"white": (255, 255, 255), "black": (0, 0, 0), "red": (220, 30, 30), "yellow": (250, 220, 40),
-           "blue": (30, 80, 220), "green": (30, 160, 60), "orange": (245, 140, 20), "purple": (140, 50, 180)}
+COLOURS = {"white": (255, 255, 255), "black": (0, 0, 0), "red": (220, 30, 30),
+           "yellow": (250, 220, 40), "blue": (30, 80, 220), "green": (30, 160, 60), "orange": (245, 140, 20),
+           "purple": (140, 50, 180)}
 # a 3x3 grid of named positions: (row, column) -> words an instruction uses
 POSITIONS = {(0, 0): "top left", (0, 1): "top", (0, 2): "top right", (1, 0): "left", (1, 1): "center",
              (1, 2): "right", (2, 0): "bottom left", (2, 1): "bottom", (2, 2): "bottom right"}

@@ -2,9 +2,9 @@
 
 Object records give `object_removal` (edit = source, target = object removed), `object_addition` (the
 exact reverse, same mask), `layer_decouple` and `layer_fusion`; repaint records give `inpainting` and
-`outpainting`; text records (stored as removals: edit = with text, target = without) give `text_removal`
-and `text_addition` (the exact reverse). Only the configured tasks are packed. The samples written per task must equal what the
-records promise, or no marker is written.
+`outpainting`; text records (stored as removals: edit = with text, target = without) give
+`text_removal` and `text_addition` (the exact reverse). Only the configured tasks are packed. The
+samples written per task must equal what the records promise, or no marker is written.
 """
 
 from __future__ import annotations

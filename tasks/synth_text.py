@@ -114,7 +114,8 @@ class TextStage(PartStage):
             else:
                 rows.append(row)
                 samples[kind] += 1
-        counts = {"images": len(recs), "read": len(recs) - sum(skipped.values()), "skipped": count_reasons(skipped),
+        counts = {"images": len(recs), "read": len(recs) - sum(skipped.values()),
+                  "skipped": count_reasons(skipped),
                   "with_text": found["with_text"], "without_text": found["without_text"],
                   "samples": {k: samples[k] for k in RECORD_KINDS}, "dropped": count_reasons(dropped)}
         self.reconcile(counts)
@@ -126,7 +127,8 @@ class TextStage(PartStage):
         s = self.cfg.synthesis
         sid = digest([rec.id, kind, self.settings()], 20)
         ys, xs = np.nonzero(mask)
-        position = position or grid_position((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1), mask.shape)
+        box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        position = position or grid_position(box, mask.shape)
         gens = [[self.ocr.name, self.ocr.version], *extra_gens, list(VERIFIER), list(TEXT_TEMPLATER)]
         return {"sample_id": sid, "kind": kind, "source_id": rec.id, "edit_png": png(with_text),
                 "target_png": png(without), "mask_png": png((mask * 255).astype(np.uint8)), "object_png": None,
@@ -170,7 +172,8 @@ class TextStage(PartStage):
         rgb = COLOURS[info.colour]
         scores = {"readback_ned": ned, "font_px": float(info.size), "mask_frac": float(mask.mean()),
                   "script_zh": float(info.script == "zh"), "colour_r": float(rgb[0]), "colour_g": float(rgb[1]),
-                  "colour_b": float(rgb[2]), **{f"box_{n}": float(v) for n, v in zip(("x0", "y0", "x1", "y1"), info.box)}}
+                  "colour_b": float(rgb[2]),
+                  **{f"box_{n}": float(v) for n, v in zip(("x0", "y0", "x1", "y1"), info.box)}}
         gen = [RENDERER[0], f"{RENDERER[1]}:{info.font}"]
         return self._row(rec, "text_render", out, img, mask, info.content, info.colour, [gen], scores,
                          info.position), ""
