@@ -29,6 +29,9 @@ DEMO_SHARDS = ShardConfig(maxcount=32)
 # every synthesis task on a third of the catalog (a few dozen images, chosen by id), with the offline
 # segmenter and inpainter unless SAM / big-lama are in the models directory
 DEMO_SYNTHESIS = SynthesisConfig(tasks=list(SYNTH_TASKS) + list(FACE_TASKS), fraction=0.35, partition_size=60)
+# OCR costs ~0.5 s per image and up to three runs per image here: the text stage reads the first dozen
+# catalog rows (the captioned photos sort first), every one of them
+DEMO_SYNTHESIS.text = DEMO_SYNTHESIS.text.model_copy(update={"fraction": 1.0, "max_images": 12})
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The `synthesize` stage group of the mining flow: segmentation and object removal, random-mask
-repainting and outpainting, and their shard set; each stage a subflow. Enabled per task by
-`synthesis.tasks` (empty by default)."""
+repainting and outpainting, OCR-verified text removal and rendering, and their shard set; each stage a
+subflow. Enabled per task by `synthesis.tasks` (empty by default)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from tasks.synth_parts import RECORDS
 from tasks.synth_repaint import REPAINT_TASKS, RepaintStage
 from schemas.config import FACE_TASKS
 from tasks.synth_faces import FacePairsStage, FacesStage, face_report
+from tasks.synth_text import TEXT_TASKS, TextStage
 
 
 def run_synthesis(run: Callable[[Stage], StageReport], cfg: RunConfig, shard_prefix: str,
@@ -31,6 +32,8 @@ def run_synthesis(run: Callable[[Stage], StageReport], cfg: RunConfig, shard_pre
     if any(t in FACE_TASKS for t in tasks):
         out["faces"] = run(FacesStage(cfg)).counts
         out["face_pairs"] = run(FacePairsStage(cfg)).counts
+    if any(t in TEXT_TASKS for t in tasks):
+        out["text"] = run(TextStage(cfg)).counts
     pack = SynthPackStage(cfg, shard_name=f"{shard_prefix}-{cfg.synthesis.shard_name}")
     out["shards"] = {**run(pack).counts, "landed_now": ran_now[pack.label]}
     return out
@@ -52,10 +55,10 @@ def announce_synthesis(cfg: RunConfig, stage: Stage, rep: StageReport) -> bool:
         counts_table(stage.label, _flat("", rep.counts), f"{stage.label}-counts")
         face_report(stage, rep, cfg.synthesis.seed)
         return True
-    if not isinstance(stage, (SegmentStage, ObjectsStage, RepaintStage, SynthPackStage)):
+    if not isinstance(stage, (SegmentStage, ObjectsStage, RepaintStage, TextStage, SynthPackStage)):
         return False
     counts_table(stage.label, _flat("", rep.counts), f"{stage.label}-counts")
-    if isinstance(stage, (ObjectsStage, RepaintStage)):
+    if isinstance(stage, (ObjectsStage, RepaintStage, TextStage)):
         marker = storage.read_marker(rep.outputs[0]) or {}
         parts = marker.get("parts") or []
         records = storage.read_parquet(storage.join(rep.outputs[0], parts[0], RECORDS)).to_pylist() if parts else []

@@ -57,6 +57,8 @@ class DemoConfig(_Config):
         default_factory=lambda: ["crop", "hflip", "color", "recompress", "rotate", "brighten"],
         description="known transformations applied to every base photo",
     )
+    text_photos: bool = Field(True, description="add photos with a sign or caption (English, Chinese) for "
+                              "the text-removal synthesis")
 
 
 class InstructionConfig(_Config):
@@ -201,6 +203,8 @@ class OrchestrationConfig(_Config):
 
 SYNTH_TASKS = ("object_removal", "object_addition", "layer_decouple", "layer_fusion", "inpainting_text_guided",
                "inpainting", "outpainting")
+TEXT_TASKS = ("text_removal", "text_addition")
+SYNTH_TASKS = SYNTH_TASKS + TEXT_TASKS
 FACE_TASKS = ("facial_editing", "facial_editing_misaligned")  # synthesis.faces: dlib faces + face pairs
 
 
@@ -267,6 +271,34 @@ class VerifyConfig(_Config):
                                      "this are dropped (reason: artefact)")
 
 
+class TextSynthConfig(_Config):
+    """ACE App. B.5.1: text removal (OCR finds text) and text rendering (OCR finds none), both OCR-verified."""
+
+    ocr: str = Field("rapidocr", pattern="^(rapidocr|paddleocr)$", description="OCR backend: rapidocr (PP-OCR "
+                     "ONNX models inside its wheel) or paddleocr (models_dir/paddleocr/det and rec)")
+    min_score: float = Field(0.5, ge=0, le=1, description="OCR detections scored below this are not text")
+    min_chars: int = Field(2, ge=1, description="OCR detections of fewer characters are not text (single glyphs "
+                           "read off texture are the detector's usual false positives)")
+    scripts: list[str] = Field(default_factory=lambda: ["en", "zh"], description="scripts rendered (en, zh), "
+                               "one drawn per image")
+    dilate_px: int = Field(4, ge=0, description="OCR boxes grow by this many pixels before inpainting")
+    max_ned: float = Field(0.1, ge=0, le=1, description="rendered text must read back within this normalised "
+                           "edit distance")
+    min_font_px: int = Field(14, ge=6, description="rendered text is at least this many pixels tall")
+    fraction: float | None = Field(None, gt=0, le=1, description="share of catalog images read (by id); None: "
+                                   "synthesis.fraction")
+    max_images: int | None = Field(None, ge=1, description="read only the first N catalog rows (OCR costs "
+                                   "0.2-2 s per image on CPU); None: synthesis.max_images")
+
+    @field_validator("scripts")
+    @classmethod
+    def _scripts(cls, v: list[str]) -> list[str]:
+        bad = [x for x in v if x not in ("en", "zh")]
+        if bad or not v:
+            raise ValueError(f"text scripts must be en and/or zh, got {v}")
+        return list(dict.fromkeys(v))
+
+
 class SynthesisConfig(_Config):
     tasks: list[str] = Field(default_factory=list, description="synthesis tasks to run: object_removal, "
                              "object_addition, layer_decouple, layer_fusion, inpainting, outpainting; empty: none")
@@ -303,6 +335,7 @@ class SynthesisConfig(_Config):
     filters: MaskFilterConfig = Field(default_factory=MaskFilterConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     faces: FaceConfig = Field(default_factory=FaceConfig)
+    text: TextSynthConfig = Field(default_factory=TextSynthConfig)
 
     @field_validator("tasks")
     @classmethod

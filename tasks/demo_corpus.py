@@ -132,6 +132,34 @@ def _bad_files(out: Path, sample_jpeg: bytes, sample_png: bytes) -> dict[str, di
     return gt
 
 
+# photos with a sign or caption (English and Chinese): real candidates for text removal. Kept out of the
+# families, on photos no family uses, and named to sort first in the catalog (the demo's OCR budget is
+# its first rows)
+TEXT_PHOTOS = (("colorwheel", "en", "OPEN DAILY"), ("clock", "zh", "欢迎光临"), ("cell", "en", "LAB NOTES"),
+               ("microaneurysms", "zh", "图书馆"), ("horse", "en", "FARM SHOP"), ("coins", "zh", "市场"))
+
+
+def _text_photos(out: Path, max_side: int) -> dict[str, dict[str, Any]]:
+    from PIL import ImageDraw, ImageFont
+
+    from mining.ocr import find_font
+
+    gt = {}
+    for i, (name, script, text) in enumerate(TEXT_PHOTOS):
+        im = _photo(_skimage(name), max_side)
+        if name == "coins":  # a family photo: mirrored and cropped so it clusters apart from its family
+            im = im.transpose(Image.Transpose.FLIP_TOP_BOTTOM).crop((0, 0, im.width * 2 // 3, im.height))
+        font = ImageFont.truetype(find_font(script), max(16, im.height // 9))
+        x0, y0, x1, y1 = font.getbbox(text)
+        left, top = (im.width - (x1 - x0)) // 2, (im.height // 8 if i % 2 else im.height * 5 // 7)
+        ImageDraw.Draw(im).rectangle((left - 8, top - 6, left + x1 - x0 + 8, top + y1 - y0 + 6), fill=(245, 240, 225))
+        ImageDraw.Draw(im).text((left - x0, top - y0), text, font=font, fill=(20, 30, 90))
+        rel = f"captions/{name}.png"
+        _save(im, out / rel)
+        gt[rel] = {"outcome": "accepted", "text": text, "script": script}
+    return gt
+
+
 OWNER = ".aceforge-demo-corpus"  # written first: this folder was made by build_demo_corpus
 
 
@@ -187,6 +215,8 @@ def build_demo_corpus(out_dir: str | Path, cfg: DemoConfig | None = None) -> dic
     faces = face_photos(out)
     expected.update({rel: {"outcome": "accepted"} for rel in faces})
     expected.update(_odd_files(out, cfg.max_side))
+    if cfg.text_photos:
+        expected.update(_text_photos(out, cfg.max_side))
     expected.update(_bad_files(out, (out / "photos/coffee/hflip.jpg").read_bytes(),
                                (out / "photos/coffee/base.png").read_bytes()))
     gt = {"families": families, "faces": faces, "expected": dict(sorted(expected.items())), "seed": cfg.seed,

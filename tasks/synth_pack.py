@@ -2,8 +2,9 @@
 
 Object records give `object_removal` (edit = source, target = object removed), `object_addition` (the
 exact reverse, same mask), `layer_decouple` and `layer_fusion`; repaint records give `inpainting` and
-`outpainting`. Only the configured tasks are packed. The samples written per task must equal what the
-records promise, or no marker is written.
+`outpainting`; text records (stored as removals: edit = with text, target = without) give
+`text_removal` and `text_addition` (the exact reverse). Only the configured tasks are packed. The
+samples written per task must equal what the records promise, or no marker is written.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tasks.synth_objects import OBJECT_TASKS, ObjectsStage
 from tasks.synth_parts import iter_records, png, unpng
 from tasks.synth_repaint import REPAINT_TASKS, RepaintStage
 from tasks.synth_faces import FACE_PAIRS_DIR, face_samples, face_sources
+from tasks.synth_text import TEXT_TASKS, TextStage
 
 
 def on_white(source_png: bytes, object_png: bytes) -> bytes:
@@ -49,7 +51,7 @@ def record_samples(rec: dict, tasks: list[str]) -> Iterator[AceSample]:
             continue
         units = [ConditionUnit(role=Role.EDIT, image=rec["edit_png"], mask=rec["mask_png"])]
         target = rec["target_png"]
-        if task == "object_addition":
+        if task in ("object_addition", "text_addition"):  # the exact reverse of the stored removal
             units, target = [ConditionUnit(role=Role.EDIT, image=rec["target_png"], mask=rec["mask_png"])], \
                 rec["edit_png"]
         elif task == "inpainting_text_guided":  # the named object's region blanked -> the source
@@ -90,6 +92,8 @@ class SynthPackStage(SingleUnitStage):
         if any(t in REPAINT_TASKS for t in tasks):
             out.append((self.layout.synth(RepaintStage.kind), [t for t in tasks if t in REPAINT_TASKS]))
         out += face_sources(self.cfg, self.layout)
+        if any(t in TEXT_TASKS for t in tasks):  # text records are removals: each gives both tasks
+            out.append((self.layout.synth(TextStage.kind), [t for t in tasks if t in TEXT_TASKS]))
         return out
 
     def inputs(self) -> list[str]:
@@ -111,6 +115,8 @@ class SynthPackStage(SingleUnitStage):
             for t in tasks:
                 if t == "inpainting_text_guided":
                     want[t] += c.get("named", 0)  # only named objects have a caption
+                elif t in TEXT_TASKS:
+                    want[t] += sum(c["samples"].values())
                 else:
                     want[t] += c["samples"] if t in OBJECT_TASKS else c["samples"].get(t, 0)
         return dict(want)
