@@ -15,6 +15,7 @@ from tasks.synth_objects import OBJECT_TASKS, ObjectsStage
 from tasks.synth_pack import SynthPackStage
 from tasks.synth_parts import RECORDS
 from tasks.synth_repaint import REPAINT_TASKS, RepaintStage
+from tasks.synth_maps import MAP_TASKS, MapsStage
 
 
 def run_synthesis(run: Callable[[Stage], StageReport], cfg: RunConfig, shard_prefix: str,
@@ -26,6 +27,8 @@ def run_synthesis(run: Callable[[Stage], StageReport], cfg: RunConfig, shard_pre
         out["objects"] = run(ObjectsStage(cfg)).counts
     if any(t in REPAINT_TASKS for t in tasks):
         out["repaint"] = run(RepaintStage(cfg)).counts
+    if any(t in MAP_TASKS for t in tasks):
+        out["maps"] = run(MapsStage(cfg)).counts
     pack = SynthPackStage(cfg, shard_name=f"{shard_prefix}-{cfg.synthesis.shard_name}")
     out["shards"] = {**run(pack).counts, "landed_now": ran_now[pack.label]}
     return out
@@ -43,10 +46,10 @@ def _flat(prefix: str, d: dict) -> dict[str, Any]:
 
 def announce_synthesis(cfg: RunConfig, stage: Stage, rep: StageReport) -> bool:
     """Count tables and a report of sampled records with thumbnails; False for a stage not of this group."""
-    if not isinstance(stage, (SegmentStage, ObjectsStage, RepaintStage, SynthPackStage)):
+    if not isinstance(stage, (SegmentStage, ObjectsStage, RepaintStage, MapsStage, SynthPackStage)):
         return False
     counts_table(stage.label, _flat("", rep.counts), f"{stage.label}-counts")
-    if isinstance(stage, (ObjectsStage, RepaintStage)):
+    if isinstance(stage, (ObjectsStage, RepaintStage, MapsStage)):
         marker = storage.read_marker(rep.outputs[0]) or {}
         parts = marker.get("parts") or []
         records = storage.read_parquet(storage.join(rep.outputs[0], parts[0], RECORDS)).to_pylist() if parts else []

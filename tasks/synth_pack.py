@@ -22,6 +22,7 @@ from tasks.stage import Resources, SingleUnitStage, StageReport, UnitReport
 from tasks.synth_objects import OBJECT_TASKS, ObjectsStage
 from tasks.synth_parts import iter_records, png, unpng
 from tasks.synth_repaint import REPAINT_TASKS, RepaintStage
+from tasks.synth_maps import MAP_TASKS, MapsStage, expected_samples, map_record_samples
 
 
 def on_white(source_png: bytes, object_png: bytes) -> bytes:
@@ -37,6 +38,9 @@ def record_samples(rec: dict, tasks: list[str]) -> Iterator[AceSample]:
     object removed, mask = the dilated object, object = its own mask) gives: object_removal; object_addition
     (the reverse); layer_decouple (source -> the object on white, the mask over everything but the object);
     layer_fusion (background with the mask + the object on white as a reference -> the source)."""
+    if rec["kind"].startswith(("map:", "multi:")):  # condition maps and restoration: tasks/synth_maps.py
+        yield from map_record_samples(rec, tasks)
+        return
     instructions = json.loads(rec["instructions"])
     lineage = Lineage(source_ids=[rec["source_id"]],
                       generators=[Generator(name=n, version=v) for n, v in json.loads(rec["generators"])],
@@ -82,6 +86,8 @@ class SynthPackStage(SingleUnitStage):
             out.append((self.layout.synth(ObjectsStage.kind), [t for t in tasks if t in OBJECT_TASKS]))
         if any(t in REPAINT_TASKS for t in tasks):
             out.append((self.layout.synth(RepaintStage.kind), [t for t in tasks if t in REPAINT_TASKS]))
+        if any(t in MAP_TASKS for t in tasks):
+            out.append((self.layout.synth(MapsStage.kind), [t for t in tasks if t in MAP_TASKS]))
         return out
 
     def inputs(self) -> list[str]:
@@ -101,6 +107,9 @@ class SynthPackStage(SingleUnitStage):
         for d, tasks in self._sources():
             c = storage.read_marker(d)["counts"]
             for t in tasks:
+                if t in MAP_TASKS:
+                    want[t] += expected_samples(c, t)
+                    continue
                 want[t] += c["samples"] if t in OBJECT_TASKS else c["samples"].get(t, 0)
         return dict(want)
 
