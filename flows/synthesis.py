@@ -49,7 +49,12 @@ def announce_synthesis(cfg: RunConfig, stage: Stage, rep: StageReport) -> bool:
     if not isinstance(stage, (SegmentStage, ObjectsStage, RepaintStage, MapsStage, SynthPackStage)):
         return False
     counts_table(stage.label, _flat("", rep.counts), f"{stage.label}-counts")
-    if isinstance(stage, (ObjectsStage, RepaintStage, MapsStage)):
+    if isinstance(stage, MapsStage):  # one record per map kind, both directions
+        from flows.maps_report import maps_report
+
+        maps_report(rep.outputs[0], f"condition maps and restoration: {stage.label}", f"{stage.label}-report")
+        return True
+    if isinstance(stage, (ObjectsStage, RepaintStage)):
         marker = storage.read_marker(rep.outputs[0]) or {}
         parts = marker.get("parts") or []
         records = storage.read_parquet(storage.join(rep.outputs[0], parts[0], RECORDS)).to_pylist() if parts else []

@@ -18,6 +18,7 @@ no_person). Counts reconcile per map kind: images read = samples + dropped by re
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from typing import Any, Callable, Iterator
 
@@ -53,11 +54,11 @@ def pose_backend(cfg) -> tuple[Callable[[np.ndarray], list], Callable[[int, int,
         from mining.mp_models import PoseEstimator, draw_openpose
     except ImportError as e:
         raise PoseAbsent(f"mining.mp_models unavailable: {e}") from None
-    est = PoseEstimator(cfg.models_dir)
     try:
+        est = PoseEstimator(cfg.models_dir)
         est.setup()
-    except (OSError, ImportError, ValueError) as e:
-        raise PoseAbsent(f"pose model files: {e}") from None
+    except (OSError, ImportError, ValueError, TypeError, RuntimeError) as e:
+        raise PoseAbsent(f"pose estimator did not load: {type(e).__name__}: {e}") from None
     return est, draw_openpose, Generator(name=est.name, version=est.version)
 
 
@@ -113,7 +114,8 @@ class MapsStage(PartStage):
         if "pose" in used:
             try:
                 self._pose = pose_backend(self.cfg)
-            except PoseAbsent:
+            except PoseAbsent as e:
+                logging.getLogger(__name__).warning("pose samples dropped (pose_model_absent): %s", e)
                 self._pose = None
         self._ready = True
 
@@ -284,7 +286,8 @@ def expected_samples(counts: dict, task: str) -> int:
 
 def map_record_samples(rec: dict, tasks: list[str]) -> Iterator[AceSample]:
     """analysis_<map>: source -> map (or the map inside the mask); control_<map>: the reverse; control_multi:
-    one input per segment group (that group's map, black elsewhere; mask = the group) -> the source."""
+    one input per segment group (that group's map, mid-gray elsewhere) -> the source, every mask all-white
+    (the whole target is generated; the record's mask keeps the exact groups)."""
     instructions = json.loads(rec["instructions"])
     lineage = Lineage(source_ids=[rec["source_id"]],
                       generators=[Generator(name=n, version=v) for n, v in json.loads(rec["generators"])],
@@ -298,8 +301,8 @@ def map_record_samples(rec: dict, tasks: list[str]) -> Iterator[AceSample]:
             for i, g in enumerate(sorted(v for v in np.unique(groups).tolist() if v)):
                 sel = groups == g
                 units.append(ConditionUnit(role=Role.EDIT if i == 0 else Role.REFERENCE,
-                                           image=png(np.where(sel[..., None], composite, 0).astype(np.uint8)),
-                                           mask=png((sel * 255).astype(np.uint8))))
+                                           image=png(np.where(sel[..., None], composite, 128).astype(np.uint8)),
+                                           mask=png(np.full(sel.shape, 255, np.uint8))))
             target = rec["target_png"]
         elif task.startswith("analysis_"):
             units, target = [ConditionUnit(role=Role.EDIT, image=rec["edit_png"], mask=rec["mask_png"])], rec["target_png"]

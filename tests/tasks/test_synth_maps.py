@@ -13,6 +13,7 @@ from tasks.shard_reader import read_shard_set
 from tasks import synth_maps
 from tasks.synth_maps import MapsStage
 from tasks.synth_pack import SynthPackStage
+from tasks.synth_parts import iter_records
 
 PHOTOS = ("astronaut", "chelsea", "coffee")
 MAPS = ("segmentation", "depth", "pose", "mosaic", "degradation", "grayscale", "canny", "contour", "doodle",
@@ -93,8 +94,8 @@ def test_maps_end_to_end_counts_reconcile_and_samples_read_back(corpus):
         assert edit.shape == target.shape, s.key
         if s.task == "control_multi":
             assert len(s.units) >= 2 and "{image2}" in s.instruction
-            union = sum((_arr(u.mask) > 0).astype(int) for u in s.units)
-            assert (union == 1).all()  # the groups partition the image
+            assert all((_arr(u.mask) == 255).all() for u in s.units)  # the whole target is generated
+            assert not np.array_equal(edit, target) and not np.array_equal(edit, _arr(s.units[1].image))
             continue
         mask = _arr(s.units[0].mask) > 0
         if not mask.all():
@@ -111,12 +112,29 @@ def test_maps_end_to_end_counts_reconcile_and_samples_read_back(corpus):
         if s.task.endswith("scribble"):
             assert "scribble-classical-softedge" in names
     assert regional > 0
+    recs = [r for r in iter_records(maps.outputs[0]) if r["kind"].startswith("multi:")]
+    for r in recs:  # the groups of a multi-condition record partition the image, each with its map
+        groups = _arr(r["mask_png"])
+        k = len(r["kind"].split(":")[1].split("+"))
+        assert set(np.unique(groups).tolist()) == set(range(1, k + 1))
+
+
+def test_maps_report_shows_every_kind_in_both_directions(corpus, monkeypatch):
+    import flows.maps_report as mr
+
+    seen = {}
+    monkeypatch.setattr(mr, "create_markdown_artifact", lambda text, key, description: seen.update(text=text))
+    maps, _ = _run(corpus)
+    mr.maps_report(maps.outputs[0], "maps", "maps-test-report")
+    rows = [line for line in seen["text"].splitlines() if line.startswith("| map:") or line.startswith("| multi:")]
+    assert len(rows) == len(maps.counts["samples"])  # one row per kind that has samples
+    assert all(row.count("data:image/") == 3 for row in rows)
+    assert "analysis_canny:" in seen["text"] and "control_canny:" in seen["text"]
+    assert "control_degradation:" in seen["text"] and "depth_model_absent" in seen["text"]
 
 
 def test_rerun_is_deterministic(corpus, tmp_path):
     maps, _ = _run(corpus)
-    from tasks.synth_parts import iter_records
-
     first = {r["sample_id"]: (r["edit_png"], r["target_png"], r["mask_png"]) for r in iter_records(maps.outputs[0])}
     cfg2 = corpus.model_copy(update={"root": str(tmp_path / "root2")})
     ingest(str(tmp_path / "src"), cfg2.root, cfg2.ingest)
