@@ -18,6 +18,7 @@ from tasks.synth_repaint import REPAINT_TASKS, RepaintStage
 from schemas.config import FACE_TASKS
 from tasks.synth_faces import FacePairsStage, FacesStage, face_report
 from tasks.synth_text import TEXT_TASKS, TextStage
+from tasks.synth_maps import MAP_TASKS, MapsStage
 
 
 def run_synthesis(run: Callable[[Stage], StageReport], cfg: RunConfig, shard_prefix: str,
@@ -34,6 +35,8 @@ def run_synthesis(run: Callable[[Stage], StageReport], cfg: RunConfig, shard_pre
         out["face_pairs"] = run(FacePairsStage(cfg)).counts
     if any(t in TEXT_TASKS for t in tasks):
         out["text"] = run(TextStage(cfg)).counts
+    if any(t in MAP_TASKS for t in tasks):
+        out["maps"] = run(MapsStage(cfg)).counts
     pack = SynthPackStage(cfg, shard_name=f"{shard_prefix}-{cfg.synthesis.shard_name}")
     out["shards"] = {**run(pack).counts, "landed_now": ran_now[pack.label]}
     return out
@@ -55,9 +58,14 @@ def announce_synthesis(cfg: RunConfig, stage: Stage, rep: StageReport) -> bool:
         counts_table(stage.label, _flat("", rep.counts), f"{stage.label}-counts")
         face_report(stage, rep, cfg.synthesis.seed)
         return True
-    if not isinstance(stage, (SegmentStage, ObjectsStage, RepaintStage, TextStage, SynthPackStage)):
+    if not isinstance(stage, (SegmentStage, ObjectsStage, RepaintStage, TextStage, MapsStage, SynthPackStage)):
         return False
     counts_table(stage.label, _flat("", rep.counts), f"{stage.label}-counts")
+    if isinstance(stage, MapsStage):  # one record per map kind, both directions
+        from flows.maps_report import maps_report
+
+        maps_report(rep.outputs[0], f"condition maps and restoration: {stage.label}", f"{stage.label}-report")
+        return True
     if isinstance(stage, (ObjectsStage, RepaintStage, TextStage)):
         marker = storage.read_marker(rep.outputs[0]) or {}
         parts = marker.get("parts") or []

@@ -13,6 +13,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from schemas.taxonomy import TASKS as _TASKS
+from schemas.taxonomy import Family as _Family
+
 
 class ConfigError(ValueError):
     pass
@@ -205,6 +208,10 @@ SYNTH_TASKS = ("object_removal", "object_addition", "layer_decouple", "layer_fus
                "inpainting", "outpainting")
 TEXT_TASKS = ("text_removal", "text_addition")
 SYNTH_TASKS = SYNTH_TASKS + TEXT_TASKS
+# condition maps and restoration (tasks/synth_maps.py): every analysis_<map>, control_<map>, control_multi
+MAP_TASKS = tuple(n for n, t in _TASKS.items() if t.family in (_Family.LOW_LEVEL_ANALYSIS,
+                                                               _Family.CONTROLLABLE_GENERATION))
+SYNTH_TASKS = SYNTH_TASKS + MAP_TASKS
 FACE_TASKS = ("facial_editing", "facial_editing_misaligned")  # synthesis.faces: dlib faces + face pairs
 
 
@@ -299,6 +306,82 @@ class TextSynthConfig(_Config):
         return list(dict.fromkeys(v))
 
 
+def _ordered(v: tuple[float, float]) -> tuple[float, float]:
+    if not v[0] <= v[1]:
+        raise ValueError(f"need low <= high, got {v}")
+    return v
+
+
+class DegradationConfig(_Config):
+    """Restoration pairs: a random subset of the operations, in random order, each strength drawn in its range."""
+
+    ops: list[str] = Field(default_factory=lambda: ["noise", "blur", "jpeg", "resize"],
+                           description="operations that may be drawn: noise, blur, jpeg, resize (down-up)")
+    p_op: float = Field(0.5, gt=0, le=1, description="chance each operation is drawn (at least one always is)")
+    noise_sigma: tuple[float, float] = Field((3.0, 25.0), description="gaussian noise std range (0-255 units)")
+    poisson_scale: tuple[float, float] = Field((0.5, 4.0), description="poisson noise: levels per photon range")
+    blur_sigma: tuple[float, float] = Field((0.6, 3.0), description="gaussian blur std range per axis, px")
+    jpeg_quality: tuple[int, int] = Field((15, 60), description="JPEG quality range")
+    down_factor: tuple[float, float] = Field((1.5, 4.0), description="down-up scaling factor range")
+
+    @field_validator("ops")
+    @classmethod
+    def _ops(cls, v: list[str]) -> list[str]:
+        bad = [o for o in v if o not in ("noise", "blur", "jpeg", "resize")]
+        if bad or not v:
+            raise ValueError(f"ops must be a non-empty subset of noise, blur, jpeg, resize; got {v}")
+        return list(dict.fromkeys(v))
+
+    @field_validator("noise_sigma", "poisson_scale", "blur_sigma", "jpeg_quality", "down_factor")
+    @classmethod
+    def _range(cls, v):
+        return _ordered(v)
+
+
+class MapsConfig(_Config):
+    """Condition maps (ACE B.2) and restoration pairs: tasks/synth_maps.py."""
+
+    regional_share: float = Field(0.3, ge=0, le=1, description="share of map samples made inside a mask only "
+                                  "(the source's pixels outside)")
+    regional_area: tuple[float, float] = Field((0.1, 0.6), description="area fraction range of regional masks")
+    canny: tuple[int, int] = Field((100, 200), description="cv2.Canny hysteresis thresholds")
+    mosaic_block: tuple[float, float] = Field((0.02, 0.06), description="mosaic block side, fraction of the "
+                                              "shorter side")
+    multi_maps: tuple[int, int] = Field((2, 3), description="maps per control_multi sample (one per segment group)")
+    multi_from: list[str] = Field(default_factory=lambda: ["canny", "depth", "grayscale", "mosaic", "contour",
+                                                           "scribble", "doodle", "segmentation"],
+                                  description="maps a control_multi sample draws from (absent models left out)")
+    depth_model: str = Field("depth-anything-v2-small", description="folder under models_dir/depth (DPT or "
+                             "Depth-Anything, safetensors)")
+    depth_sha256: str | None = Field(None, description="pinned sha256 of its model.safetensors; None: recorded, "
+                                     "not checked")
+    depth_input_size: int | None = Field(None, ge=14, description="square model input side; None: the model's")
+    degradation: DegradationConfig = Field(default_factory=DegradationConfig)
+
+    @field_validator("regional_area")
+    @classmethod
+    def _area(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1] < 1:
+            raise ValueError(f"need 0 < low <= high < 1, got {v}")
+        return v
+
+    @field_validator("multi_maps")
+    @classmethod
+    def _multi(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not 2 <= v[0] <= v[1] <= 8:
+            raise ValueError(f"need 2 <= low <= high <= 8, got {v}")
+        return v
+
+    @field_validator("multi_from")
+    @classmethod
+    def _maps(cls, v: list[str]) -> list[str]:
+        ok = ("segmentation", "depth", "pose", "mosaic", "grayscale", "canny", "contour", "doodle", "scribble")
+        bad = [m for m in v if m not in ok]
+        if bad or len(set(v)) < 2:
+            raise ValueError(f"multi_from needs at least two of {', '.join(ok)}; got {v}")
+        return list(dict.fromkeys(v))
+
+
 class SynthesisConfig(_Config):
     tasks: list[str] = Field(default_factory=list, description="synthesis tasks to run: object_removal, "
                              "object_addition, layer_decouple, layer_fusion, inpainting, outpainting; empty: none")
@@ -336,6 +419,7 @@ class SynthesisConfig(_Config):
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     faces: FaceConfig = Field(default_factory=FaceConfig)
     text: TextSynthConfig = Field(default_factory=TextSynthConfig)
+    maps: MapsConfig = Field(default_factory=MapsConfig)
 
     @field_validator("tasks")
     @classmethod

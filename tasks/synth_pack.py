@@ -25,6 +25,7 @@ from tasks.synth_parts import iter_records, png, unpng
 from tasks.synth_repaint import REPAINT_TASKS, RepaintStage
 from tasks.synth_faces import FACE_PAIRS_DIR, face_samples, face_sources
 from tasks.synth_text import TEXT_TASKS, TextStage
+from tasks.synth_maps import MAP_TASKS, MapsStage, expected_samples, map_record_samples
 
 
 def on_white(source_png: bytes, object_png: bytes) -> bytes:
@@ -41,6 +42,9 @@ def record_samples(rec: dict, tasks: list[str]) -> Iterator[AceSample]:
     (the reverse); layer_decouple (source -> the object on white, the mask over everything but the object);
     layer_fusion (background with the mask + the object on white as a reference -> the source);
     inpainting_text_guided, for a named object only (the source with the mask blanked -> the source)."""
+    if rec["kind"].startswith(("map:", "multi:")):  # condition maps and restoration: tasks/synth_maps.py
+        yield from map_record_samples(rec, tasks)
+        return
     instructions = json.loads(rec["instructions"])
     lineage = Lineage(source_ids=[rec["source_id"]],
                       generators=[Generator(name=n, version=v) for n, v in json.loads(rec["generators"])],
@@ -94,6 +98,8 @@ class SynthPackStage(SingleUnitStage):
         out += face_sources(self.cfg, self.layout)
         if any(t in TEXT_TASKS for t in tasks):  # text records are removals: each gives both tasks
             out.append((self.layout.synth(TextStage.kind), [t for t in tasks if t in TEXT_TASKS]))
+        if any(t in MAP_TASKS for t in tasks):
+            out.append((self.layout.synth(MapsStage.kind), [t for t in tasks if t in MAP_TASKS]))
         return out
 
     def inputs(self) -> list[str]:
@@ -113,7 +119,9 @@ class SynthPackStage(SingleUnitStage):
         for d, tasks in self._sources():
             c = storage.read_marker(d)["counts"]
             for t in tasks:
-                if t == "inpainting_text_guided":
+                if t in MAP_TASKS:
+                    want[t] += expected_samples(c, t)
+                elif t == "inpainting_text_guided":
                     want[t] += c.get("named", 0)  # only named objects have a caption
                 elif t in TEXT_TASKS:
                     want[t] += sum(c["samples"].values())
