@@ -15,7 +15,7 @@ from prefect import flow, task
 
 from flows.artifacts import counts_table
 from flows.pipelines import DEMO_LANDED_RESOURCE, mine_flow, run_config, train_flow
-from schemas.config import FACE_TASKS, SYNTH_TASKS, DemoConfig, ShardConfig, SynthesisConfig, TrainConfig
+from schemas.config import FACE_TASKS, SYNTH_TASKS, DemoConfig, MiningConfig, ShardConfig, SynthesisConfig, TrainConfig
 from tasks import storage
 from tasks.demo_corpus import build_demo_corpus, current_corpus, family_member_ids
 from tasks.ingest import load_catalog
@@ -26,6 +26,8 @@ DEMO_TRAIN = TrainConfig(base="tiny", max_steps=4, checkpoint_every=2, max_token
                          max_sequence_length=64, num_workers=1, eval_fraction=0.2, eval_samples=2,
                          eval_images=2, eval_draws=2, eval_infer_steps=4, ui_every=1)
 DEMO_SHARDS = ShardConfig(maxcount=32)
+# the demo corpus is about 120 images: one cluster (n/50 would cut it in two and split families)
+DEMO_MINING = MiningConfig(k=1)
 # every synthesis task on a third of the catalog (a few dozen images, chosen by id), with the offline
 # segmenter and inpainter unless SAM / big-lama are in the models directory
 DEMO_SYNTHESIS = SynthesisConfig(tasks=list(SYNTH_TASKS) + list(FACE_TASKS), fraction=0.35, partition_size=60)
@@ -47,6 +49,16 @@ def _family_ids(corpus: Path, root: str) -> dict[str, str]:
             for _, rid in members if rid}
 
 
+def _group_ids(corpus: Path, root: str) -> dict[str, str]:
+    """catalog id -> 'face:<person>' for the face photos (edited copies of one photo of a person: a set of
+    them is pure, though they are not families with known instructions)."""
+    from tasks.demo_corpus import load_ground_truth
+
+    corpus = Path(corpus).resolve()
+    person = {str(corpus / f): m["person"] for f, m in load_ground_truth(corpus).get("faces", {}).items()}
+    return {r.id: f"face:{person[p]}" for r in load_catalog(root) if (p := str(Path(r.uri).resolve())) in person}
+
+
 def family_recovery(corpus: Path, root: str, preset: str) -> FamilyRecovery:
     fam_of = _family_ids(corpus, root)
     sets = storage.read_parquet(storage.join(root, "pairs", preset, "sets.parquet")).to_pylist()
@@ -58,12 +70,14 @@ def family_recovery(corpus: Path, root: str, preset: str) -> FamilyRecovery:
         fam_members[fam].add(rid)
     found = {frozenset(m) for m in members.values()}
     recovered = sum(frozenset(m) in found for m in fam_members.values())
-    impure = sum(len({fam_of.get(i, i) for i in m}) > 1 for m in members.values())
+    label = {**_group_ids(corpus, root), **fam_of}
+    impure = sum(len({label.get(i, i) for i in m}) > 1 for m in members.values())
     return FamilyRecovery(len(fam_members), recovered, impure)
 
 
 def demo_config(out: Path, config: dict[str, Any] | None) -> dict[str, Any]:
     base = {"root": str(out / "root"), "shards": DEMO_SHARDS.model_dump(), "train": DEMO_TRAIN.model_dump(),
+            "mining": DEMO_MINING.model_dump(mode="json"),
             "synthesis": DEMO_SYNTHESIS.model_dump()}
     return {**base, **(config or {})}
 

@@ -134,7 +134,9 @@ class TextStage(PartStage):
                 "target_png": png(without), "mask_png": png((mask * 255).astype(np.uint8)), "object_png": None,
                 "instructions": json.dumps({t: text_instruction(t, sid, s.seed, content, position, colour)
                                             for t in self.tasks()}, ensure_ascii=False),
-                "generators": json.dumps(gens), "scores": json.dumps(scores, ensure_ascii=False)}
+                "generators": json.dumps(gens), "scores": json.dumps(scores, ensure_ascii=False),
+                "labels": json.dumps({"text": content, "position": position, **({"colour": colour} if colour else {})},
+                                     ensure_ascii=False)}
 
     def _removal(self, rec, img: np.ndarray, hits) -> tuple[dict | None, str]:
         s = self.cfg.synthesis

@@ -37,10 +37,26 @@ def test_demo_flow_mines_packs_and_trains(tmp_path, prefect_results):
     assert by_task["object_removal"] == by_task["object_addition"] == syn["objects"]["samples"] > 0
     assert by_task["layer_decouple"] == by_task["layer_fusion"] == syn["objects"]["samples"]
     assert by_task["inpainting"] == by_task["outpainting"] == syn["repaint"]["read"] == syn["segment"]["images"] > 20
+    from mining.ocr import make_ocr
+    from schemas.config import FACE_TASKS, MAP_TASKS
+
+    from flows.demo import DEMO_SYNTHESIS
+
+    t = DEMO_SYNTHESIS.text
+    ocr = make_ocr(t.ocr, "models", t.min_score, t.min_chars)  # as the demo ran it
+    text_removals = 0
     for s in read_shard_set(syn["shards"]["uri"]):
         edit, target = (np.asarray(Image.open(io.BytesIO(u.image)).convert("RGB")) for u in (s.units[0], s.target))
+        if s.units[0].mask is None:  # a whole-image change: a global map, restoration, or a pair of two photos
+            assert s.task in MAP_TASKS or s.task in FACE_TASKS, s.key
+            assert s.task in FACE_TASKS or edit.shape == target.shape, s.key  # a map has its source's size
+            continue
         keep = np.asarray(Image.open(io.BytesIO(s.units[0].mask))) == 0
         assert np.array_equal(edit[keep], target[keep]) and not keep.all(), s.key
+        if s.task == "text_removal":  # every text-removed image of the demo: OCR finds no text in it
+            assert ocr(target) == [], s.key
+            text_removals += 1
+    assert text_removals == by_task["text_removal"] > 0
     # training: a few Ray Train steps, checkpoints, and a LoRA that loads into FluxFillPipeline
     t = res["training"]
     assert t["step"] == DEMO_TRAIN.max_steps and [m["step"] for m in t["metrics"]] == [1, 2, 3, 4]
@@ -68,8 +84,15 @@ def test_demo_flow_mines_packs_and_trains(tmp_path, prefect_results):
     assert [r["step"] for r in json.loads(latest(f"train-{run}-metrics"))][-1] == 4
     evals = [m for m in t["metrics"] if "eval_loss" in m]
     # one mixture of the mined and synthesized sets: stage 1 evaluates every 0-ref task of both
-    assert [m["step"] for m in evals] == [2, 4] and set(evals[0]["eval_loss"]) == {
-        "general_editing", "object_removal", "object_addition", "layer_decouple", "inpainting", "outpainting"}
+    from schemas.shard_layout import sample_group
+    from schemas.taxonomy import zero_ref_tasks
+    from trainer.data import held_out
+
+    trained = [shards["uri"], syn["shards"]["uri"]]  # the mixture the demo trained on
+    want = {s.task for uri in trained for s in read_shard_set(uri)
+            if s.task in zero_ref_tasks() and held_out(sample_group(s.key, s.lineage.source_ids), DEMO_TRAIN)}
+    assert {"general_editing", "object_removal", "inpainting", "text_removal", "control_canny"} <= want
+    assert [m["step"] for m in evals] == [2, 4] and set(evals[0]["eval_loss"]) == want
     assert [r["step"] for r in json.loads(latest(f"train-{run}-eval"))] == [2, 4]
     assert "step 4" in latest(f"train-{run}-grid") and "data:image/jpeg;base64," in latest(f"train-{run}-grid")
     grid = Image.open(tmp_path / "root" / "checkpoints" / run / "eval" / "step-0000004.png")

@@ -95,6 +95,9 @@ def test_text_pairs_end_to_end_every_text_free_image_has_no_ocr_detection(cfg, r
         assert '"' in s.instruction or s.task == "text_removal"  # an addition names its content
         assert np.array_equal(edit[~mask], target[~mask]), s.key  # only the text's region differs
         assert s.lineage.generators[0].name == "rapidocr-ppocrv6"
+        assert s.lineage.labels["text"] and s.lineage.labels["position"]  # what the text and its place were
+        if s.task == "text_addition":
+            assert s.lineage.labels["text"] in s.instruction
         if s.task == "text_removal":  # (an addition is its exact reverse, checked below)
             assert ocr(target) == [], s.key  # the image without text: OCR finds nothing
             assert ocr(edit), s.key  # the one with text: OCR finds some
