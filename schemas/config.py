@@ -413,6 +413,9 @@ class SynthesisConfig(_Config):
     outpaint_extent: tuple[float, float] = Field((0.15, 0.4), description="fraction of the width or height "
                                                  "outpainting masks cover")
     seed: int = Field(0, description="seeds random masks and instruction phrasings")
+    chat_instructions: bool = Field(False, description="rewrite each single-input sample's templated instruction "
+                                    "with the chat endpoint of mining.instructions (base_url, model, ...), from the "
+                                    "sample's edit and target images; the template stays when it gives none")
     shard_name: str = Field("synthesis", pattern=r"^[A-Za-z0-9_-]+$",
                             description="the shard set: <root>/shards/<prefix>-<shard_name>")
     filters: MaskFilterConfig = Field(default_factory=MaskFilterConfig)

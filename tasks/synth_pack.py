@@ -106,7 +106,23 @@ class SynthPackStage(SingleUnitStage):
         return [d for d, _ in self._sources()]
 
     def settings(self) -> dict:
-        return {"shards": self._shard_config().model_dump(mode="json"), "tasks": self.cfg.synthesis.tasks}
+        out = {"shards": self._shard_config().model_dump(mode="json"), "tasks": self.cfg.synthesis.tasks}
+        if self.cfg.synthesis.chat_instructions:
+            ic = self.cfg.mining.instructions
+            out["chat"] = [ic.base_url, ic.model]
+        return out
+
+    def _chat(self):
+        """The chat writer of mining.instructions, when synthesis.chat_instructions asks for it."""
+        if not self.cfg.synthesis.chat_instructions:
+            return None
+        from mining.instructions import ChatInstructionWriter
+
+        ic = self.cfg.mining.instructions
+        if not ic.model:
+            raise ValueError("synthesis.chat_instructions needs mining.instructions.model (and base_url)")
+        return ChatInstructionWriter(ic.base_url, ic.model, storage.join(self.cfg.root, "cache", "instructions"),
+                                     api_key_env=ic.api_key_env, timeout_s=ic.timeout_s, retries=ic.retries)
 
     def _shard_config(self):
         """Always png: a synthesized sample keeps its source's pixels outside the mask exactly, which a lossy
@@ -131,23 +147,57 @@ class SynthPackStage(SingleUnitStage):
 
     def _samples(self, want: dict[str, int]) -> Iterator[AceSample]:
         got: Counter[str] = Counter()
+        chat = self._chat()
         for d, tasks in self._sources():
             for rec in iter_records(d):
                 for sample in (face_samples(rec) if d.endswith(FACE_PAIRS_DIR) else record_samples(rec, tasks)):
                     got[sample.task] += 1
-                    yield sample
+                    yield sample if chat is None else chat_instruction(sample, chat, self.instruction_counts)
         if {t: n for t, n in got.items() if n} != {t: n for t, n in want.items() if n}:
             raise RuntimeError(f"{self.label}: packed {dict(got)} samples per task, the synthesis stages "
                                f"promise {want}: no marker written")
 
+    instruction_counts: Counter[str]
+
     def run(self, k: int) -> UnitReport:
+        self.instruction_counts = Counter()
         for d in self.inputs():
             if storage.read_marker(d) is None:
                 raise FileNotFoundError(f"no complete synthesis under {d}")
         rep = write_shard_set(self._samples(self.expected()), self.out, self._shard_config(), extend=True)
         self.stamp(self.out)
-        return UnitReport(stage=self.label, unit=k, counts={"samples": rep.samples, "shards": rep.shards,
-                                                            "kept_shards": rep.resumed_shards})
+        counts = {"samples": rep.samples, "shards": rep.shards, "kept_shards": rep.resumed_shards}
+        if self.instruction_counts:
+            counts["instructions"] = dict(self.instruction_counts)
+            print(f"{self.label}: instructions {dict(self.instruction_counts)}")
+        return UnitReport(stage=self.label, unit=k, counts=counts)
 
     def report(self) -> StageReport | None:
         return shard_set_report(self, self.out)
+
+
+def chat_instruction(sample: AceSample, writer, counts: Counter) -> AceSample:
+    """The sample with the chat endpoint's instruction for its edit image -> target (single-input samples;
+    lineage gains the writer), or unchanged (a multi-input sample, no instruction, or an endpoint error):
+    every sample is counted under `chat`, `template_multi_input`, `template_no_reply` or `template_error`."""
+    from mining.instructions import InstructionError
+    from schemas.records import PairRecord
+
+    if len(sample.units) != 1:
+        counts["template_multi_input"] += 1
+        return sample
+    src = sample.lineage.source_ids[0] if sample.lineage.source_ids else sample.key
+    pair = PairRecord(pair_id=sample.key, source_id=src, target_id=src, task=sample.task, similarity=0.0)
+    try:
+        ins = writer.write(pair, sample.units[0].image, sample.target.image, sample.units[0].image_ext,
+                           sample.target.image_ext)
+    except InstructionError:
+        counts["template_error"] += 1
+        return sample
+    if ins is None:
+        counts["template_no_reply"] += 1
+        return sample
+    counts["chat"] += 1
+    gens = [*sample.lineage.generators, Generator(name=writer.name.rsplit(":", 1)[0], version=writer.name.rsplit(":", 1)[-1])]
+    return sample.model_copy(update={"instruction": ins.instruction, "caption": ins.caption,
+                                     "lineage": sample.lineage.model_copy(update={"generators": gens})})

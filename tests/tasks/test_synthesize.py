@@ -211,3 +211,34 @@ def test_with_mediapipe_present_the_person_mask_joins_the_regions(corpus, mp_mod
     assert tables[0].schema.metadata[b"segmenter"].decode() == "regions-felzenszwalb+mediapipe-selfie-segmentation"
     off = cfg.model_copy(update={"synthesis": cfg.synthesis.model_copy(update={"people": "off"})})
     assert SegmentStage(off).segmenter.name == "regions-felzenszwalb"
+
+
+def test_chat_instructions_rewrite_single_input_samples_and_keep_the_template_otherwise(corpus):
+    from tests.mining.test_instructions import Stub
+
+    _, cfg = corpus
+    stub = Stub([("ok", {"instruction": None}), ("status", 400)])  # then "x {image}" for every other request
+    try:
+        chat = cfg.model_copy(update={
+            "synthesis": cfg.synthesis.model_copy(update={"tasks": ["inpainting", "outpainting"],
+                                                          "chat_instructions": True}),
+            "mining": cfg.mining.model_copy(update={"instructions": cfg.mining.instructions.model_copy(
+                update={"backend": "chat", "base_url": stub.url, "model": "vlm", "retries": 0})})})
+        ex = LocalExecutor()
+        ex.run(RepaintStage(chat))
+        pack = SynthPackStage(chat, shard_name="synth-chat")
+        unit = pack.run(0)
+        samples = list(read_shard_set(pack.out))
+    finally:
+        stub.close()
+    assert unit.counts["instructions"] == {"template_no_reply": 1, "template_error": 1, "chat": 6}
+    by_writer = {"chat": 0, "template": 0}
+    for s in samples:
+        gens = [g.name for g in s.lineage.generators]
+        if s.instruction == "x {image}":
+            assert gens[-1] == "chat"  # the writer is in its lineage
+            by_writer["chat"] += 1
+        else:  # the template, and no chat writer in its lineage
+            assert "chat" not in gens and "{image}" in s.instruction
+            by_writer["template"] += 1
+    assert by_writer == {"chat": 6, "template": 2} and len(stub.requests) == 8
