@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from flows.artifacts import counts_table, synth_report
+from flows.chain_synthesis import announce_chain_synthesis, run_chain_synthesis
 from schemas.config import RunConfig
 from tasks import storage
 from tasks.segment import SegmentStage
@@ -21,13 +22,15 @@ def run_synthesis(run: Callable[[Stage], StageReport], cfg: RunConfig, shard_pre
                   ran_now: dict[str, bool]) -> dict[str, Any]:
     tasks = cfg.synthesis.tasks
     out: dict[str, Any] = {}
-    if any(t in OBJECT_TASKS for t in tasks):
+    if any(t in OBJECT_TASKS for t in tasks) or "long_context" in tasks:
         out["segment"] = run(SegmentStage(cfg)).counts
         out["objects"] = run(ObjectsStage(cfg)).counts
     if any(t in REPAINT_TASKS for t in tasks):
         out["repaint"] = run(RepaintStage(cfg)).counts
     pack = SynthPackStage(cfg, shard_name=f"{shard_prefix}-{cfg.synthesis.shard_name}")
-    out["shards"] = {**run(pack).counts, "landed_now": ran_now[pack.label]}
+    if pack.inputs():
+        out["shards"] = {**run(pack).counts, "landed_now": ran_now[pack.label]}
+    out.update(run_chain_synthesis(run, cfg, shard_prefix, ran_now))
     return out
 
 
@@ -43,6 +46,8 @@ def _flat(prefix: str, d: dict) -> dict[str, Any]:
 
 def announce_synthesis(cfg: RunConfig, stage: Stage, rep: StageReport) -> bool:
     """Count tables and a report of sampled records with thumbnails; False for a stage not of this group."""
+    if announce_chain_synthesis(cfg, stage, rep):
+        return True
     if not isinstance(stage, (SegmentStage, ObjectsStage, RepaintStage, SynthPackStage)):
         return False
     counts_table(stage.label, _flat("", rep.counts), f"{stage.label}-counts")

@@ -15,8 +15,9 @@ from tasks import storage
 from tasks.chain_records import chain_samples, iter_chain_records
 from tasks.pack import shard_set_report
 from tasks.shards import write_shard_set
-from tasks.stage import Resources, SingleUnitStage, StageReport, UnitReport
+from tasks.stage import Resources, StageReport, UnitReport
 from tasks.synth_chains import LongContextStage, MultiTurnStage
+from tasks.synth_pack import SynthPackStage
 from tasks.synth_style import STYLE_TASKS, StyleStage
 
 
@@ -33,7 +34,10 @@ def chain_stages(cfg) -> list:
     return out
 
 
-class ChainPackStage(SingleUnitStage):
+class ChainPackStage(SynthPackStage):
+    """A synthesized shard set like SynthPackStage's (announced and landed with the run's other sets), over
+    the chain records."""
+
     name = "pack-chains"
     resources = Resources(cpus=1.0)
 
