@@ -214,11 +214,13 @@ class StyleConfig(_Config):
     extractor: str = Field("auto", pattern="^(auto|randconv|vgg16)$", description="auto: VGG16 Gram features "
                            "when models_dir/style/vgg16.safetensors is present and pinned, else fixed-seed random-conv "
                            "Gram features (named in lineage)")
-    threshold: float = Field(0.8, gt=0, le=1, description="style-feature cosine that joins two images (set on the "
+    threshold: float = Field(0.85, gt=0, le=1, description="style-feature cosine that joins two images (set on the "
                              "offline features; ACE's 0.65 is on CSD features)")
     partition_size: int = Field(512, ge=2, description="catalog images per unit: the union-find runs inside one "
                                 "unit (style cuts across content clusters, so units are catalog slices)")
-    min_set: int = Field(3, ge=2, description="the largest style set must hold at least this many images")
+    min_set: int = Field(3, ge=2, description="a style set must hold at least this many images")
+    max_sets_tried: int = Field(8, ge=1, description="style sets tried per unit, largest first, for one the "
+                                "stylisation bank renders (a probe image's best stylisation reaches min_match)")
     contents_per_unit: int = Field(8, ge=1, description="content images restyled per unit at most (seeded choice)")
     min_match: float = Field(0.7, gt=0, le=1, description="a rendered target's style cosine to its set's mean "
                              "feature at least this (else dropped: no_style_match)")

@@ -149,7 +149,7 @@ def style_family(out: Path, max_side: int) -> dict[str, dict[str, Any]]:
         h, w = a.shape[0] // 2, a.shape[1] // 2
         y, x = (quarter // 2) * h, (quarter % 2) * w
         im = Image.fromarray(a[y:y + h, x:x + w]).convert("RGB")
-        im.thumbnail((min(max_side, 192),) * 2, Image.Resampling.LANCZOS)
+        im.thumbnail((min(max_side, 96),) * 2, Image.Resampling.LANCZOS)  # small: one palette texture
         rel = f"styles/{STYLE_FAMILY_STYLE}/{name}-q{quarter}.png"
         _save(Image.fromarray(stylize(STYLE_FAMILY_STYLE, np.asarray(im))), out / rel)
         gt[rel] = {"outcome": "accepted", "style": STYLE_FAMILY_STYLE}

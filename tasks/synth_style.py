@@ -21,7 +21,6 @@ import numpy as np
 
 from mining.band import band_edges, disjoint_sets
 from mining.chain_instructions import CHAIN_TEMPLATER, style_instruction
-from mining.presets import largest_set
 from mining.style import make_style_extractor
 from mining.stylize import STYLES, STYLIZER, stylize
 from tasks import storage
@@ -85,6 +84,28 @@ class StyleStage(PartStage):
         name = list(outs)[best]
         return name, outs[name], float(sims[best])
 
+    def _renderable_set(self, sets: list[np.ndarray], x: np.ndarray, recs: list, k: int):
+        """(members, unit centre, sets tried): the largest set (of at least `style.min_set`) whose style the
+        bank renders: its best stylisation of a probe image outside the set reaches `style.min_match`.
+        ACE keeps the largest set outright; here the largest may be a style no bank operation can make
+        (plain photographs), and its pairs would all be dropped."""
+        st = self.cfg.synthesis.style
+        tried = 0
+        for members in sorted((m for m in sets if len(m) >= st.min_set), key=lambda m: (-len(m), int(m[0]))):
+            if tried >= st.max_sets_tried:
+                break
+            tried += 1
+            outside = np.setdiff1d(np.arange(len(x)), members)
+            if len(outside) == 0:
+                continue
+            centre = x[members].mean(0)
+            centre = centre / (np.linalg.norm(centre) + 1e-8)
+            probe = int(outside[np.random.default_rng([self.cfg.synthesis.seed, k, int(members[0])]).integers(len(outside))])
+            img, _ = load_source(recs[probe], self.cfg)
+            if img is not None and self._match(img, centre)[2] >= st.min_match:
+                return members, centre, tried
+        return np.zeros(0, np.int64), None, tried
+
     def run(self, k: int) -> UnitReport:
         from tasks.ingest import catalog_slice
 
@@ -106,21 +127,18 @@ class StyleStage(PartStage):
             ids.append(rec)
             feats.append(self.extractor([img])[0])
         x = np.stack(feats).astype(np.float32) if feats else np.zeros((0, 1), np.float32)
-        sets = largest_set(disjoint_sets(len(x), band_edges(x, st.threshold, 1.0))) if len(x) > 1 else []
-        members = sets[0] if sets and len(sets[0]) >= st.min_set else np.zeros(0, np.int64)
+        sets = disjoint_sets(len(x), band_edges(x, st.threshold, 1.0)) if len(x) > 1 else []
+        members, centre, tried = self._renderable_set(sets, x, ids, k)
         others = np.setdiff1d(np.arange(len(x)), members)
         dropped: Counter[str] = Counter()
         rows: list[dict] = []
         if len(members) == 0:
-            dropped["no_style_set"] += len(others)
+            dropped["no_renderable_style_set"] += len(others)
             chosen = np.zeros(0, np.int64)
         else:
             rng = np.random.default_rng([s.seed, k, len(x)])
             chosen = np.sort(rng.permutation(others)[: st.contents_per_unit])
             dropped["over_unit_cap"] += len(others) - len(chosen)
-        centre = x[members].mean(0) if len(members) else None
-        if centre is not None:
-            centre = centre / (np.linalg.norm(centre) + 1e-8)
         settings = self.settings()
         for c in chosen.tolist():
             content, why = load_source(ids[c], self.cfg)
@@ -148,7 +166,7 @@ class StyleStage(PartStage):
                                                "style_set_size": float(len(members))}),
                          "labels": json.dumps({"style": style})})
         counts = {"images": len(recs), "read": len(ids), "skipped": count_reasons(skipped),
-                  "style_set": int(len(members)), "contents": int(len(others)), "pairs": len(rows),
+                  "style_sets": len(sets), "style_sets_tried": tried, "style_set": int(len(members)), "contents": int(len(others)), "pairs": len(rows),
                   "dropped": count_reasons(dropped)}
         self.reconcile(counts)
         write_chain_records(part, rows, counts)
