@@ -3,7 +3,8 @@
 A style feature is the Gram statistics of a conv net's activations at a few layers: per layer the channel
 covariance of the activations over all positions, its upper triangle signed-square-rooted and L2-normed,
 the layers concatenated, beside palette and texture statistics (`image_stats`: gradient histogram, colour
-entropy and count, flat share, saturation), each block unit-normed, then the whole L2-normed again. Two extractors give it:
+entropy and count, flat share, saturation), each block unit-normed, then the whole L2-normed again.
+Two extractors give it:
 
 - `RandConvStyle` ("style-gram-randconv", the offline default): a small conv net whose filters come from a
   fixed seed. Gram statistics of random filters are a known texture / style descriptor; no weights needed.

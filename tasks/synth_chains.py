@@ -28,10 +28,8 @@ import pyarrow.compute as pc
 
 from mining.band import UnionFind
 from mining.chain_instructions import CHAIN_TEMPLATER, chain_instruction
-from mining.inpaint import make_inpainter
 from mining.synth_instructions import synth_instruction
 from mining.synth_verify import VERIFIER, verify_removal
-from schemas.records import Generator
 from tasks import storage
 from tasks.chain_records import CHAIN_SCHEMA, CHAINS, write_chain_records
 from tasks.stage import Resources, SingleUnitStage, StageReport, UnitReport

@@ -1,15 +1,18 @@
 """Style pairs (ACE B.4.2): <root>/synth/style/.
 
 Units are catalog slices of `synthesis.style.partition_size` images, not K-means clusters: the clusters group
-images by content (SigLIP), and one style cuts across contents, so a cluster would split a style family. Per
-unit: style features of every image (only the vectors are held), band union-find at `style.threshold`, the
-largest set (at least `style.min_set` images) is the unit's style. Up to `style.contents_per_unit` images
-outside the set (seeded) are restyled: ACE renders them with a style model conditioned on a set member; no
-such model runs offline, so the target is the classical stylisation of the bank (mining/stylize.py) whose
-output is nearest in style to the set's mean feature, kept only when that cosine reaches `style.min_match`
-(the bank operation and the match are in lineage). A kept content gives `style_transfer_reference`
-(content + a set member as the style reference -> the target) and `style_editing` (content -> target, the
-style named). Counts: contents = pairs + dropped by reason; images = read + skipped by reason.
+images by content (SigLIP), and one style cuts across contents, so a cluster would split a style family; every
+image is read (`synthesis.fraction` does not apply: a family is found only when seen whole). Per unit: style
+features of every image (only the vectors are held), band union-find at `style.threshold`; the unit's style
+is its largest set (at least `style.min_set` images) that the stylisation bank can render. ACE keeps the
+largest set outright and renders content in its style with a generative model; no such model runs offline,
+and a corpus' largest set is often plain photographs, which no bank operation makes, so sets are tried
+largest first (up to `style.max_sets_tried`). Up to `style.contents_per_unit` images outside the set
+(seeded) are restyled: the target is the classical stylisation of the bank (mining/stylize.py) whose output
+is nearest in style to the set's mean feature, kept only when that cosine reaches `style.min_match` (the
+bank operation and the match are in lineage). A kept content gives `style_transfer_reference` (content + a
+set member as the style reference -> the target) and `style_editing` (content -> target, the style named).
+Counts: contents = pairs + dropped by reason; images = read + skipped by reason; read = set + contents.
 """
 
 from __future__ import annotations
@@ -67,9 +70,8 @@ class StyleStage(PartStage):
             from tasks.ingest import catalog_generations
 
             cap = self.cfg.synthesis.max_images
-            self._range_cache = [(lo, min(hi, cap) if cap else hi) for lo, hi in
-                                 partition_ranges(catalog_generations(self.cfg.root), self.cfg.synthesis.style.partition_size)
-                                 if cap is None or lo < cap]
+            ranges = partition_ranges(catalog_generations(self.cfg.root), self.cfg.synthesis.style.partition_size)
+            self._range_cache = [(lo, min(hi, cap) if cap else hi) for lo, hi in ranges if cap is None or lo < cap]
         return self._range_cache
 
     def unit_key(self, k: int) -> str:
@@ -100,7 +102,8 @@ class StyleStage(PartStage):
                 continue
             centre = x[members].mean(0)
             centre = centre / (np.linalg.norm(centre) + 1e-8)
-            probe = int(outside[np.random.default_rng([self.cfg.synthesis.seed, k, int(members[0])]).integers(len(outside))])
+            rng = np.random.default_rng([self.cfg.synthesis.seed, k, int(members[0])])
+            probe = int(outside[rng.integers(len(outside))])
             img, _ = load_source(recs[probe], self.cfg)
             if img is not None and self._match(img, centre)[2] >= st.min_match:
                 return members, centre, tried
@@ -166,7 +169,8 @@ class StyleStage(PartStage):
                                                "style_set_size": float(len(members))}),
                          "labels": json.dumps({"style": style})})
         counts = {"images": len(recs), "read": len(ids), "skipped": count_reasons(skipped),
-                  "style_sets": len(sets), "style_sets_tried": tried, "style_set": int(len(members)), "contents": int(len(others)), "pairs": len(rows),
+                  "style_sets": len(sets), "style_sets_tried": tried, "style_set": int(len(members)),
+                  "contents": int(len(others)), "pairs": len(rows),
                   "dropped": count_reasons(dropped)}
         self.reconcile(counts)
         write_chain_records(part, rows, counts)
