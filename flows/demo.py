@@ -34,6 +34,8 @@ DEMO_SYNTHESIS = SynthesisConfig(tasks=list(SYNTH_TASKS) + list(FACE_TASKS), fra
 # OCR costs ~0.5 s per image and up to three runs per image here: the text stage reads the first dozen
 # catalog rows (the captioned photos sort first), every one of them
 DEMO_SYNTHESIS.text = DEMO_SYNTHESIS.text.model_copy(update={"fraction": 1.0, "max_images": 12})
+# the demo corpus with its style family (style pairs need one)
+DEMO_CORPUS = DemoConfig(style_family=True)
 
 
 @dataclass
@@ -78,7 +80,7 @@ def family_recovery(corpus: Path, root: str, preset: str) -> FamilyRecovery:
 def demo_config(out: Path, config: dict[str, Any] | None) -> dict[str, Any]:
     base = {"root": str(out / "root"), "shards": DEMO_SHARDS.model_dump(), "train": DEMO_TRAIN.model_dump(),
             "mining": DEMO_MINING.model_dump(mode="json"),
-            "synthesis": DEMO_SYNTHESIS.model_dump()}
+            "synthesis": DEMO_SYNTHESIS.model_dump(), "demo": DEMO_CORPUS.model_dump()}
     return {**base, **(config or {})}
 
 
@@ -136,5 +138,7 @@ def demo_flow(out: str = "demo_out", config: dict[str, Any] | None = None, train
         sets = [mined[p]["shards"]["uri"] for p in cfg.mining.presets if "shards" in mined[p]]
         if "synthesis" in mined:  # the mined and the synthesized sets train as one mixture
             sets.append(mined["synthesis"]["shards"]["uri"])
+            if "chain_shards" in mined["synthesis"]:  # style pairs and chains: their own set, the same mixture
+                sets.append(mined["synthesis"]["chain_shards"]["uri"])
         result["training"] = train_flow(shard_uris=sets, root=cfg.root, config=params)
     return result

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from flows.artifacts import counts_table, synth_report
+from flows.chain_synthesis import announce_chain_synthesis, run_chain_synthesis
 from schemas.config import RunConfig
 from tasks import storage
 from tasks.segment import SegmentStage
@@ -25,7 +26,7 @@ def run_synthesis(run: Callable[[Stage], StageReport], cfg: RunConfig, shard_pre
                   ran_now: dict[str, bool]) -> dict[str, Any]:
     tasks = cfg.synthesis.tasks
     out: dict[str, Any] = {}
-    if any(t in OBJECT_TASKS for t in tasks):
+    if any(t in OBJECT_TASKS for t in tasks) or "long_context" in tasks:
         out["segment"] = run(SegmentStage(cfg)).counts
         out["objects"] = run(ObjectsStage(cfg)).counts
     if any(t in REPAINT_TASKS for t in tasks):
@@ -38,7 +39,9 @@ def run_synthesis(run: Callable[[Stage], StageReport], cfg: RunConfig, shard_pre
     if any(t in MAP_TASKS for t in tasks):
         out["maps"] = run(MapsStage(cfg)).counts
     pack = SynthPackStage(cfg, shard_name=f"{shard_prefix}-{cfg.synthesis.shard_name}")
-    out["shards"] = {**run(pack).counts, "landed_now": ran_now[pack.label]}
+    if pack.inputs():
+        out["shards"] = {**run(pack).counts, "landed_now": ran_now[pack.label]}
+    out.update(run_chain_synthesis(run, cfg, shard_prefix, ran_now))
     return out
 
 
@@ -57,6 +60,8 @@ def announce_synthesis(cfg: RunConfig, stage: Stage, rep: StageReport) -> bool:
     if isinstance(stage, (FacesStage, FacePairsStage)):
         counts_table(stage.label, _flat("", rep.counts), f"{stage.label}-counts")
         face_report(stage, rep, cfg.synthesis.seed)
+        return True
+    if announce_chain_synthesis(cfg, stage, rep):
         return True
     if not isinstance(stage, (SegmentStage, ObjectsStage, RepaintStage, TextStage, MapsStage, SynthPackStage)):
         return False

@@ -42,6 +42,7 @@ def model_status(cfg: RunConfig) -> list[ModelStatus]:
     out.append(ModelStatus(f"big-lama TorchScript (md5 {LAMA_MD5})", "inpainting for object removal synthesis",
                            (lama,), lama.is_file(), f"'{Cv2Inpainter.name}' (recorded in lineage)"))
     out.extend(_mediapipe_status(models))
+    out.append(_style_status(models))
     if cfg.mining.pair_classifier:
         cls = models / cfg.mining.pair_classifier
         out.append(ModelStatus("pair classifier", "second-level pair check (Table 4 bounds)", (cls,),
@@ -64,3 +65,12 @@ def _mediapipe_status(models: Path) -> list[ModelStatus]:
         out.append(ModelStatus(f"{label} (tflite from mediapipe {MP_VERSION}, sha256 pinned)", purpose, files,
                                all(p.is_file() for p in files), fix))
     return out
+
+
+def _style_status(models: Path) -> ModelStatus:
+    from mining.style import VGG_SHA256, RandConvStyle, vgg_path
+
+    path = vgg_path(models)
+    return ModelStatus("VGG16 features (torchvision, safetensors, sha256 pinned)", "style features for style pairs",
+                       (path,), path.is_file() and VGG_SHA256 is not None,
+                       f"'{RandConvStyle.name}' (fixed-seed random conv Gram statistics, recorded in lineage)")

@@ -62,6 +62,8 @@ class DemoConfig(_Config):
     )
     text_photos: bool = Field(True, description="add photos with a sign or caption (English, Chinese) for "
                               "the text-removal synthesis")
+    style_family: bool = Field(False, description="add a style family (several photos through one classical "
+                               "stylisation) for the style pairs")
 
 
 class InstructionConfig(_Config):
@@ -245,6 +247,35 @@ class FaceConfig(_Config):
         if not 0 <= v[0] <= v[1] <= 1:
             raise ValueError(f"need 0 <= lo <= hi <= 1, got {v}")
         return v
+# style pairs (ACE B.4.2) and multi-turn / long-context chains (ACE B.9): their own stages and shard set
+CHAIN_TASKS = ("style_editing", "style_transfer_reference", "long_context", "multi_turn")
+SYNTH_TASKS = SYNTH_TASKS + CHAIN_TASKS
+
+
+class StyleConfig(_Config):
+    """Style pairs: style features, union-find at `threshold`, the largest set; content + reference -> target."""
+
+    extractor: str = Field("auto", pattern="^(auto|randconv|vgg16)$", description="auto: VGG16 Gram features "
+                           "when models_dir/style/vgg16.safetensors is present and pinned, else fixed-seed random-conv "
+                           "Gram features (named in lineage)")
+    threshold: float = Field(0.85, gt=0, le=1, description="style-feature cosine that joins two images (set on the "
+                             "offline features; ACE's 0.65 is on CSD features)")
+    partition_size: int = Field(512, ge=2, description="catalog images per unit: the union-find runs inside one "
+                                "unit (style cuts across content clusters, so units are catalog slices)")
+    min_set: int = Field(3, ge=2, description="a style set must hold at least this many images")
+    max_sets_tried: int = Field(8, ge=1, description="style sets tried per unit, largest first, for one the "
+                                "stylisation bank renders (a probe image's best stylisation reaches min_match)")
+    contents_per_unit: int = Field(8, ge=1, description="content images restyled per unit at most (seeded choice)")
+    min_match: float = Field(0.7, gt=0, le=1, description="a rendered target's style cosine to its set's mean "
+                             "feature at least this (else dropped: no_style_match)")
+
+
+class ChainConfig(_Config):
+    """Multi-turn (over one mined set) and long-context (over one image) chains."""
+
+    max_turns: int = Field(4, ge=2, le=16, description="turns per chain at most (the inputs of its last sample)")
+    preset: str = Field("general_editing", description="multi_turn chains the instructed pairs of this preset")
+    pair_batch_rows: int = Field(4096, ge=1, description="instructed pairs read per batch (id columns only)")
 
 
 class MaskFilterConfig(_Config):
@@ -423,6 +454,8 @@ class SynthesisConfig(_Config):
     faces: FaceConfig = Field(default_factory=FaceConfig)
     text: TextSynthConfig = Field(default_factory=TextSynthConfig)
     maps: MapsConfig = Field(default_factory=MapsConfig)
+    style: StyleConfig = Field(default_factory=StyleConfig)
+    chains: ChainConfig = Field(default_factory=ChainConfig)
 
     @field_validator("tasks")
     @classmethod

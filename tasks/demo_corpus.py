@@ -160,6 +160,30 @@ def _text_photos(out: Path, max_side: int) -> dict[str, dict[str, Any]]:
     return gt
 
 
+# the style family: quarter crops of photos rendered through one classical stylisation, so the style
+# union-find (tasks/synth_style.py) has a real family to find; the photos are its content images
+STYLE_FAMILY = (("china", 0), ("china", 3), ("flower", 0), ("flower", 3), ("motorcycle", 0), ("ihc", 3))
+STYLE_FAMILY_STYLE = "poster"
+
+
+def style_family(out: Path, max_side: int) -> dict[str, dict[str, Any]]:
+    """styles/<style>/<photo>-q<k>.png (quarter k of the photo, stylised) for STYLE_FAMILY; returns their
+    expected outcomes."""
+    from mining.stylize import stylize
+
+    gt = {}
+    for name, quarter in STYLE_FAMILY:
+        a = BASE_PHOTOS[name]()
+        h, w = a.shape[0] // 2, a.shape[1] // 2
+        y, x = (quarter // 2) * h, (quarter % 2) * w
+        im = Image.fromarray(a[y:y + h, x:x + w]).convert("RGB")
+        im.thumbnail((min(max_side, 96),) * 2, Image.Resampling.LANCZOS)  # small: one palette texture
+        rel = f"styles/{STYLE_FAMILY_STYLE}/{name}-q{quarter}.png"
+        _save(Image.fromarray(stylize(STYLE_FAMILY_STYLE, np.asarray(im))), out / rel)
+        gt[rel] = {"outcome": "accepted", "style": STYLE_FAMILY_STYLE}
+    return gt
+
+
 OWNER = ".aceforge-demo-corpus"  # written first: this folder was made by build_demo_corpus
 
 
@@ -217,6 +241,8 @@ def build_demo_corpus(out_dir: str | Path, cfg: DemoConfig | None = None) -> dic
     expected.update(_odd_files(out, cfg.max_side))
     if cfg.text_photos:
         expected.update(_text_photos(out, cfg.max_side))
+    if cfg.style_family:
+        expected.update(style_family(out, cfg.max_side))
     expected.update(_bad_files(out, (out / "photos/coffee/hflip.jpg").read_bytes(),
                                (out / "photos/coffee/base.png").read_bytes()))
     gt = {"families": families, "faces": faces, "expected": dict(sorted(expected.items())), "seed": cfg.seed,

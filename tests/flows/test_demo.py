@@ -88,7 +88,7 @@ def test_demo_flow_mines_packs_and_trains(tmp_path, prefect_results):
     from schemas.taxonomy import zero_ref_tasks
     from trainer.data import held_out
 
-    trained = [shards["uri"], syn["shards"]["uri"]]  # the mixture the demo trained on
+    trained = [shards["uri"], syn["shards"]["uri"], syn["chain_shards"]["uri"]]  # the mixture the demo trained on
     want = {s.task for uri in trained for s in read_shard_set(uri)
             if s.task in zero_ref_tasks() and held_out(sample_group(s.key, s.lineage.source_ids), DEMO_TRAIN)}
     assert {"general_editing", "object_removal", "inpainting", "text_removal", "control_canny"} <= want
