@@ -136,9 +136,9 @@ def demo_flow(out: str = "demo_out", config: dict[str, Any] | None = None, train
     result = {"corpus": corpus, "mined": mined, "recovery": rec.__dict__}
     if train:
         sets = [mined[p]["shards"]["uri"] for p in cfg.mining.presets if "shards" in mined[p]]
-        if "synthesis" in mined:  # the mined and the synthesized sets train as one mixture
+        if "shards" in mined.get("synthesis", {}):  # the mined and the synthesized sets train as one mixture
             sets.append(mined["synthesis"]["shards"]["uri"])
-            if "chain_shards" in mined["synthesis"]:  # style pairs and chains: their own set, the same mixture
-                sets.append(mined["synthesis"]["chain_shards"]["uri"])
+        if "chain_shards" in mined.get("synthesis", {}):  # style pairs and chains: their own set, the same mixture
+            sets.append(mined["synthesis"]["chain_shards"]["uri"])
         result["training"] = train_flow(shard_uris=sets, root=cfg.root, config=params)
     return result

@@ -89,7 +89,15 @@ class ArtefactClassifier:
         head = ArtefactHead(int(meta["dim"]), int(meta["hidden"]))
         head.load_state_dict(load_file(str(self.path)))
         self.head = head.eval()
-        self.version = f"{self.embedder.version}-{self.path.stat().st_size}"
+        self.version = f"{self.embedder.version}-{self.digest()[:12]}"
+
+    def digest(self) -> str | None:
+        """sha256 of the head file (None while it is absent): a retrained head is another classifier."""
+        import hashlib
+
+        if not self.path.is_file():
+            return None
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
 
     def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """P(artefact) per RGB uint8 image."""

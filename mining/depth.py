@@ -57,6 +57,19 @@ class DepthEstimator:
     def available(self) -> bool:
         return (self.folder / "config.json").is_file() and (self.folder / WEIGHTS).is_file()
 
+    def identity(self) -> str | None:
+        """What decides the depth maps, without loading: the pin, or the weights' first MiB and size when
+        unpinned (other weights under the same folder are another model); None when absent."""
+        if not self.available():
+            return None
+        if self.sha256:
+            return self.sha256
+        import hashlib
+
+        w = self.folder / WEIGHTS
+        with open(w, "rb") as f:
+            return f"{hashlib.sha256(f.read(1 << 20)).hexdigest()[:16]}-{w.stat().st_size}"
+
     def resources(self) -> Resources:
         import torch
 

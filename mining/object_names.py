@@ -58,6 +58,9 @@ class GenericNamer:
     def setup(self) -> None:
         pass
 
+    def identity(self) -> str:
+        return self.name
+
     def __call__(self, crops: Sequence[Image.Image]) -> list[tuple[str | None, float | None]]:
         return [(None, None)] * len(crops)
 
@@ -84,6 +87,17 @@ class SiglipNamer:
 
     def missing(self) -> list[Path]:
         return [self.folder / f for f in SIGLIP_FILES if not (self.folder / f).is_file()]
+
+    def identity(self) -> str:
+        """What decides the names, without loading the model: the weights (sha256 of their first MiB and their
+        size, as the embedder names its weights) and the vocabulary."""
+        w = self.folder / SIGLIP_FILES[1]
+        if w.is_file():
+            with open(w, "rb") as f:
+                weights = f"{hashlib.sha256(f.read(1 << 20)).hexdigest()[:16]}-{w.stat().st_size}"
+        else:
+            weights = "absent"
+        return f"{weights}-v{hashlib.sha256('|'.join(self.vocabulary).encode()).hexdigest()[:8]}"
 
     def setup(self) -> None:
         if self._model is not None:

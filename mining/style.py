@@ -103,7 +103,17 @@ class _GramExtractor:
             raise ValueError(f"style features need an RGB (h, w, 3) image, got shape {image.shape}")
         im = Image.fromarray(image)
         f = self.side / min(im.size)
-        im = im.resize((max(8, round(im.width * f)), max(8, round(im.height * f))), Image.Resampling.BILINEAR)
+        w, h = max(8, round(im.width * f)), max(8, round(im.height * f))
+        if max(w, h) > 4 * self.side:  # a strip: the centre of its long side (bounded work for any aspect)
+            cut = 4 * self.side / f
+            if im.width >= im.height:
+                x0 = (im.width - cut) / 2
+                im = im.crop((round(x0), 0, round(x0 + cut), im.height))
+            else:
+                y0 = (im.height - cut) / 2
+                im = im.crop((0, round(y0), im.width, round(y0 + cut)))
+            w, h = min(w, 4 * self.side), min(h, 4 * self.side)
+        im = im.resize((w, h), Image.Resampling.BILINEAR)
         small = np.asarray(im)
         x = torch.from_numpy(small.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
         with torch.no_grad():

@@ -258,6 +258,8 @@ class StyleConfig(_Config):
     extractor: str = Field("auto", pattern="^(auto|randconv|vgg16)$", description="auto: VGG16 Gram features "
                            "when models_dir/style/vgg16.safetensors is present and pinned, else fixed-seed random-conv "
                            "Gram features (named in lineage)")
+    vgg_sha256: str | None = Field(None, description="pinned sha256 of models_dir/style/vgg16.safetensors (the VGG16 "
+                                   "extractor refuses the file without it)")
     threshold: float = Field(0.85, gt=0, le=1, description="style-feature cosine that joins two images (set on the "
                              "offline features; ACE's 0.65 is on CSD features)")
     partition_size: int = Field(512, ge=2, description="catalog images per unit: the union-find runs inside one "

@@ -70,11 +70,17 @@ class PackStage(SingleUnitStage):
         if emb is None:
             raise FileNotFoundError(f"{self.label}: the embeddings the groups were mined from are incomplete")
         gens = [Generator(name=emb["embedder"], version=emb["version"]), BAND_GENERATOR]
-        samples = group_samples(iter_groups(groups_file), uris, task, gens, self.cfg.ingest)
-        rep = write_shard_set(samples, self.out, self.cfg.shards, extend=True)
         want = marker["counts"]["groups"]
-        if rep.samples != want:
-            raise RuntimeError(f"{self.label}: packed {rep.samples} groups, mining found {want}")
+
+        def checked():  # raises before the shard writer's marker when the groups packed are not the groups mined
+            n = 0
+            for s in group_samples(iter_groups(groups_file), uris, task, gens, self.cfg.ingest):
+                n += 1
+                yield s
+            if n != want:
+                raise RuntimeError(f"{self.label}: packed {n} groups, mining found {want}: no marker written")
+
+        rep = write_shard_set(checked(), self.out, self.cfg.shards, extend=True)
         self.stamp(self.out)
         return UnitReport(stage=self.label, unit=k, counts={"samples": rep.samples, "shards": rep.shards,
                                                             "kept_shards": rep.resumed_shards})

@@ -103,9 +103,19 @@ class MapsStage(PartStage):
     def settings(self) -> dict:
         s = self.cfg.synthesis
         return {"tasks": self.tasks(), "maps": s.maps.model_dump(mode="json"), "seed": s.seed,
-                "segmenter": [self.segmenter.name, self.segmenter.version], "depth": self.depth.available(),
+                "segmenter": [self.segmenter.name, self.segmenter.version], "depth": self.depth.identity(),
+                "pose": self._pose_identity(),
                 "max_side": s.max_side, "max_images": s.max_images, "fraction": s.fraction,
                 "partition_size": s.partition_size}
+
+    def _pose_identity(self) -> str | None:
+        """The pose model's files, present and pinned, or None (parts made without them name that)."""
+        from mining.mp_models import MP_FILES, mediapipe_dir
+
+        files = ("pose_detection.tflite", "pose_landmark_full.tflite")
+        if not all((mediapipe_dir(self.cfg.models_dir) / f).is_file() for f in files):
+            return None
+        return "+".join(MP_FILES[f][1][:12] for f in files)
 
     def worker_resources(self) -> Resources:
         r = self.depth.resources() if self.depth.available() and "depth" in self._used() else self.segmenter.resources()

@@ -52,7 +52,8 @@ class ObjectsStage(PartStage):
     def settings(self) -> dict:
         s = self.cfg.synthesis
         return {"inpainter": [self.inpainter.name, self.inpainter.version], "dilate_px": s.dilate_px,
-                "namer": [self.namer.name, getattr(self.namer, "threshold", None)],
+                "namer": [self.namer.name, getattr(self.namer, "threshold", None), self.namer.identity()],
+                "artefacts": self.artefacts.digest() if self.artefacts is not None else None,
                 "objects_per_image": s.objects_per_image, "verify": s.verify.model_dump(), "seed": s.seed,
                 "tasks": [t for t in s.tasks if t in OBJECT_TASKS], "segments": self.segments.settings()}
 

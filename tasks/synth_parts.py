@@ -41,6 +41,7 @@ RECORD_SCHEMA = pa.schema([
     ("labels", pa.string()),  # json {what: name} a model gave (object_name), or null
 ])
 FILTER_GENERATOR = Generator(name="ace-b52-mask-filters", version="1")
+MIN_WORK_SIDE = 16  # images whose shorter side is below this at the working size are skipped (too_thin)
 _PART = re.compile(r"part-\d{5}-[0-9a-f]{8}")
 
 
@@ -66,7 +67,8 @@ def selected(recs: list[ImageRecord], cfg: RunConfig) -> list[ImageRecord]:
 
 
 def load_source(rec: ImageRecord, cfg: RunConfig) -> tuple[np.ndarray | None, str]:
-    """(RGB uint8 array with the longer side at most `synthesis.max_side`, '') or (None, reason)."""
+    """(RGB uint8 array with the longer side at most `synthesis.max_side`, '') or (None, reason); an image
+    whose shorter side is then under MIN_WORK_SIDE pixels is skipped as `too_thin`."""
     from tasks.sources import read_uri
 
     try:
@@ -79,6 +81,8 @@ def load_source(rec: ImageRecord, cfg: RunConfig) -> tuple[np.ndarray | None, st
     if max(im.size) > side:
         f = side / max(im.size)
         im = im.resize((max(1, round(im.width * f)), max(1, round(im.height * f))), Image.Resampling.BOX)
+    if min(im.size) < MIN_WORK_SIDE:  # a strip: no model or map is meaningful on it
+        return None, "too_thin"
     return np.asarray(im.convert("RGB")), ""
 
 

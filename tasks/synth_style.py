@@ -44,7 +44,8 @@ class StyleStage(PartStage):
     def __init__(self, cfg, **params):
         super().__init__(cfg, **params)
         s = cfg.synthesis
-        self.extractor = make_style_extractor(s.style.extractor, cfg.models_dir, seed=s.seed)  # config only
+        self.extractor = make_style_extractor(s.style.extractor, cfg.models_dir, seed=s.seed,
+                                              sha256=s.style.vgg_sha256)  # config only
 
     def inputs(self) -> list[str]:
         return [self.layout.catalog]
