@@ -184,28 +184,38 @@ class FacePairsStage(SingleUnitStage):
         todo += [("facial_editing_misaligned", i, j, {"face_cosine": c}) for i, j, c in fp.misaligned
                  if "facial_editing_misaligned" in self.tasks()]
         gens = [list(model or ["dlib-faces", "unknown"]), list(PAIRER)]
-        rows, erased = [], Counter()
+        erased, samples = Counter(), Counter()
         reader = _PartReader(self.inputs()[0])
-        for task, i, j, scores in todo:
-            a, b = reader.row(*where[i]), reader.row(*where[j])
-            sid = digest([ids[i], ids[j], task, self.settings()], 20)
-            rows.append({"sample_id": sid, "kind": task, "source_id": ids[i], "target_id": ids[j],
-                         "edit_png": a["image_png"], "target_png": b["image_png"], "mask_png": None,
-                         "reference_png": None, "instructions": json.dumps({task: face_instruction(task, sid, s.seed)}),
-                         "generators": json.dumps(gens), "scores": json.dumps(scores)})
-            if f.erased_reference:
-                rec, why = erased_record(a, b, ids[i], ids[j], sid, scores, gens, f.erase_grow, s.seed)
-                erased[why or "samples"] += 1
-                if rec is not None:
-                    rows.append(rec)
-        samples = Counter(r["kind"] for r in rows)
-        counts = {"faces": len(x), "aligned": fp.aligned_counts, "misaligned": fp.misaligned_counts,
-                  "samples": {t: samples.get(t, 0) for t in PAIR_TASKS},
-                  "erased": {"pairs": len(todo) if f.erased_reference else 0, "samples": erased.pop("samples", 0),
-                             "dropped": count_reasons(erased)}}
-        self.reconcile(counts)
+        todo.sort(key=lambda t: (where[t[1]][0], where[t[2]][0]))  # pairs of the same two parts together
         part = storage.join(self.out, "pairs")
-        storage.atomic_write_parquet(storage.join(part, RECORDS), pa.Table.from_pylist(rows, schema=PAIR_SCHEMA))
+        rows: list[dict] = []
+        # memory: two faces parts and a batch of records (the records stream to the parquet file)
+        with storage.ParquetSink(storage.join(part, RECORDS), PAIR_SCHEMA, row_group_rows=32) as sink:
+            for task, i, j, scores in todo:
+                a, b = reader.row(*where[i]), reader.row(*where[j])
+                sid = digest([ids[i], ids[j], task, self.settings()], 20)
+                rows.append({"sample_id": sid, "kind": task, "source_id": ids[i], "target_id": ids[j],
+                             "edit_png": a["image_png"], "target_png": b["image_png"], "mask_png": None,
+                             "reference_png": None,
+                             "instructions": json.dumps({task: face_instruction(task, sid, s.seed)}),
+                             "generators": json.dumps(gens), "scores": json.dumps(scores)})
+                if f.erased_reference:
+                    rec, why = erased_record(a, b, ids[i], ids[j], sid, scores, gens, f.erase_grow, s.seed)
+                    erased[why or "samples"] += 1
+                    if rec is not None:
+                        rows.append(rec)
+                if len(rows) >= 32:
+                    samples.update(r["kind"] for r in rows)
+                    sink.write(pa.Table.from_pylist(rows, schema=PAIR_SCHEMA))
+                    rows = []
+            samples.update(r["kind"] for r in rows)
+            sink.write(pa.Table.from_pylist(rows, schema=PAIR_SCHEMA))
+            del rows
+            counts = {"faces": len(x), "aligned": fp.aligned_counts, "misaligned": fp.misaligned_counts,
+                      "samples": {t: samples.get(t, 0) for t in PAIR_TASKS},
+                      "erased": {"pairs": len(todo) if f.erased_reference else 0, "samples": erased.pop("samples", 0),
+                                 "dropped": count_reasons(erased)}}
+            self.reconcile(counts)  # inside the block: a failure leaves no records file and no marker
         storage.write_marker(part, {"counts": counts})
         storage.write_marker(self.out, {"counts": counts, "parts": ["pairs"], "units": 1})
         self.stamp(self.out)
@@ -228,16 +238,18 @@ class FacePairsStage(SingleUnitStage):
 
 
 class _PartReader:
-    """Rows of the faces parts, one part's table in memory at a time."""
+    """Rows of the faces parts, the two parts read last in memory (a pair's two faces may sit in two)."""
 
     def __init__(self, src: str):
-        self.src, self.name, self.rows = src, None, None
+        self.src = src
+        self.cache: dict[str, list[dict]] = {}
 
     def row(self, name: str, r: int) -> dict:
-        if name != self.name:
-            t = storage.read_parquet(storage.join(self.src, name, FACES))
-            self.name, self.rows = name, t.to_pylist()
-        return self.rows[r]
+        if name not in self.cache:
+            if len(self.cache) >= 2:
+                self.cache.pop(next(iter(self.cache)))
+            self.cache[name] = storage.read_parquet(storage.join(self.src, name, FACES)).to_pylist()
+        return self.cache[name][r]
 
 
 def erased_record(a: dict, b: dict, id_a: str, id_b: str, sid: str, scores: dict, gens: list, grow: float,
@@ -301,7 +313,8 @@ def face_report(stage, rep: StageReport, seed: int, n: int = 8) -> None:
                     "scores": json.dumps({"score": r["score"], "roll_deg": r["roll_deg"], "yaw": r["yaw"],
                                           "sharpness": r["sharpness"]})} for r in rows]
     else:
-        rows = storage.read_parquet(storage.join(rep.outputs[0], parts[0], RECORDS)).to_pylist()
+        first = next(storage.parquet_file(storage.join(rep.outputs[0], parts[0], RECORDS)).iter_batches(64), None)
+        rows = first.to_pylist() if first is not None else []  # the first 64 records: the report samples those
         blank = png(np.zeros((8, 8), np.uint8))
         records = [{**r, "mask_png": r["mask_png"] or blank} for r in rows]
     synth_report(records, f"sampled records: {stage.label}", f"{stage.label}-report", n=n, seed=seed)

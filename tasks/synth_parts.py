@@ -118,12 +118,13 @@ def write_records(part: str, rows: list[dict], counts: dict, meta: dict[str, str
 
 
 def iter_records(stage_dir: str):
-    """The records of a finished synthesis stage, part after part (one part in memory at a time)."""
+    """The records of a finished synthesis stage, part after part, in batches (one row group in memory)."""
     marker = storage.read_marker(stage_dir)
     if marker is None:
         raise FileNotFoundError(f"no complete synthesis under {stage_dir}")
     for name in marker["parts"]:
-        yield from storage.read_parquet(storage.join(stage_dir, name, RECORDS)).to_pylist()
+        for batch in storage.parquet_file(storage.join(stage_dir, name, RECORDS)).iter_batches(batch_size=32):
+            yield from batch.to_pylist()
 
 
 class PartStage(Stage):
