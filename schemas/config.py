@@ -234,6 +234,8 @@ class FaceConfig(_Config):
                                "distance at the median descriptor norm)")
     aligned_max_shift: float = Field(0.02, ge=0, description="aligned pairs: mean landmark offset / image "
                                      "diagonal at most this (same framing)")
+    aligned_min_change: float = Field(2.0, ge=0, description="aligned pairs: mean absolute pixel change (0-255) at "
+                                      "least this, else dropped as unchanged (a re-encoded copy is no edit)")
     max_pairs_per_set: int = Field(50, ge=1, description="misaligned pairs per union-find set at most")
     max_pairs_per_face: int = Field(4, ge=1, description="aligned pairs per face at most")
     erased_reference: bool = Field(True, description="also a face-erased reference sample per face pair "

@@ -185,6 +185,7 @@ class FacePairsStage(SingleUnitStage):
                  if "facial_editing_misaligned" in self.tasks()]
         gens = [list(model or ["dlib-faces", "unknown"]), list(PAIRER)]
         erased, samples = Counter(), Counter()
+        unchanged = 0
         reader = _PartReader(self.inputs()[0])
         todo.sort(key=lambda t: (where[t[1]][0], where[t[2]][0]))  # pairs of the same two parts together
         part = storage.join(self.out, "pairs")
@@ -193,6 +194,13 @@ class FacePairsStage(SingleUnitStage):
         with storage.ParquetSink(storage.join(part, RECORDS), PAIR_SCHEMA, row_group_rows=32) as sink:
             for task, i, j, scores in todo:
                 a, b = reader.row(*where[i]), reader.row(*where[j])
+                if task == "facial_editing":  # same framing: the pair must show a change (not a re-encoded copy)
+                    change = float(np.abs(unpng(a["image_png"]).astype(np.int16)
+                                          - unpng(b["image_png"]).astype(np.int16)).mean())
+                    if change < f.aligned_min_change:
+                        unchanged += 1
+                        continue
+                    scores = {**scores, "mean_abs_change": change}
                 sid = digest([ids[i], ids[j], task, self.settings()], 20)
                 rows.append({"sample_id": sid, "kind": task, "source_id": ids[i], "target_id": ids[j],
                              "edit_png": a["image_png"], "target_png": b["image_png"], "mask_png": None,
@@ -211,9 +219,14 @@ class FacePairsStage(SingleUnitStage):
             samples.update(r["kind"] for r in rows)
             sink.write(pa.Table.from_pylist(rows, schema=PAIR_SCHEMA))
             del rows
-            counts = {"faces": len(x), "aligned": fp.aligned_counts, "misaligned": fp.misaligned_counts,
+            aligned = fp.aligned_counts
+            if unchanged:
+                aligned = {**aligned, "samples": aligned["samples"] - unchanged,
+                           "dropped": {**aligned["dropped"], "unchanged": unchanged}}
+            counts = {"faces": len(x), "aligned": aligned, "misaligned": fp.misaligned_counts,
                       "samples": {t: samples.get(t, 0) for t in PAIR_TASKS},
-                      "erased": {"pairs": len(todo) if f.erased_reference else 0, "samples": erased.pop("samples", 0),
+                      "erased": {"pairs": len(todo) - unchanged if f.erased_reference else 0,
+                                 "samples": erased.pop("samples", 0),
                                  "dropped": count_reasons(erased)}}
             self.reconcile(counts)  # inside the block: a failure leaves no records file and no marker
         storage.write_marker(part, {"counts": counts})

@@ -22,6 +22,10 @@ def packed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("faces")
     made = face_photos(tmp / "src")
     Image.new("RGB", (96, 80), (40, 90, 160)).save(tmp / "src" / "sky.png")  # no face
+    base = np.asarray(Image.open(tmp / "src" / "faces" / "astronaut" / "base.png").convert("RGB")).copy()
+    base[0, :4] ^= 1  # a copy that differs in four pixels: the same framing and no edit
+    Image.fromarray(base).save(tmp / "src" / "faces" / "astronaut" / "copy.png")
+    made = {**made, "faces/astronaut/copy.png": {"person": "astronaut", "edit": "copy"}}
     cfg = RunConfig(root=str(tmp / "root"), models_dir=str(tmp / "models"),
                     synthesis={"tasks": ["facial_editing", "facial_editing_misaligned"], "partition_size": 5,
                                "max_side": 160})
@@ -41,6 +45,7 @@ def test_faces_and_pairs_reconcile_with_reasons(packed):
     assert p["faces"] == c["faces"]
     assert p["aligned"]["samples"] > 0 and p["misaligned"]["samples"] > 0
     assert p["erased"]["samples"] == p["aligned"]["samples"] + p["misaligned"]["samples"]
+    assert p["aligned"]["dropped"]["unchanged"] >= 1  # the copy and its original: no edit between them
     assert pack.counts["counts_by_task"] == {t: n for t, n in p["samples"].items() if n}
 
 
