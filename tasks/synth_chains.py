@@ -200,7 +200,9 @@ class MultiTurnStage(SingleUnitStage):
         return {min(q[0] for q in g): sorted(g) for g in groups.values()}
 
     def run(self, k: int) -> UnitReport:
-        from tasks.ingest import load_catalog
+        from types import SimpleNamespace
+
+        from tasks.ingest import catalog_uris
 
         if storage.read_marker(self.out) is not None:
             return UnitReport(stage=self.label, unit=k, counts=storage.read_marker(self.out)["counts"])
@@ -211,7 +213,8 @@ class MultiTurnStage(SingleUnitStage):
         s = self.cfg.synthesis
         groups = self._groups()
         needed = {i for g in groups.values() for _, a, b, _ in g for i in (a, b)}
-        catalog = {r.id: r for r in load_catalog(self.cfg.root) if r.id in needed}
+        # the catalog rows of these images only (id -> URI, read in batches), not the whole catalog
+        catalog = {i: SimpleNamespace(id=i, uri=u) for i, u in catalog_uris(self.cfg.root, needed).items()}
         gen = json.dumps([[f"instructed-pairs:{s.chains.preset}", "1"], list(CHAIN_TEMPLATER)])
         convs: Counter[str] = Counter()
         pair_fate: Counter[str] = Counter()
