@@ -63,6 +63,7 @@ class LongContextStage(PartStage):
 
     def setup(self) -> None:
         self.inpainter.setup()
+        self.objects.setup_checks()
 
     def _object_part(self, k: int) -> str:
         m = storage.read_marker(self.objects.out)
@@ -108,6 +109,8 @@ class LongContextStage(PartStage):
                 mask = unpng(rec["mask_png"]) > 0
                 result = self.inpainter(images[-1], mask)
                 reason, sc = verify_removal(images[-1], result, mask, s.verify)
+                if reason is None:  # the same further checks as the removals (refound object, artefacts)
+                    reason = self.objects.post_checks(result, unpng(rec["object_png"]) > 0, sc)
                 if reason is not None:
                     dropped[reason] += 1
                     dropped["after_failed_turn"] += len(recs) - t

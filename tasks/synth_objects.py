@@ -69,6 +69,27 @@ class ObjectsStage(PartStage):
         if self.refinder is not None:
             self.refinder.setup()
 
+    def setup_checks(self) -> None:
+        """Load what post_checks needs (for a stage that reuses this stage's checks)."""
+        if self.artefacts is not None:
+            self.artefacts.setup()
+        if self.refinder is not None:
+            self.refinder.setup()
+
+    def post_checks(self, result, obj, scores: dict) -> str | None:
+        """The configured checks after verify_removal: the segmenter must not find the object again
+        (`verify.refind_iou`), the artefact classifier must pass the result; their scores go into `scores`."""
+        v = self.cfg.synthesis.verify
+        if self.refinder is not None:
+            scores["refound_iou"] = refound_iou(self.refinder(result), obj)
+            if scores["refound_iou"] > v.refind_iou:
+                return "refound"
+        if self.artefacts is not None:
+            scores["artefact_prob"] = float(self.artefacts([result])[0])
+            if scores["artefact_prob"] > v.max_artefact_prob:
+                return "artefact"
+        return None
+
     def _segment_part(self, k: int) -> str:
         m = storage.read_marker(self.segments.out)
         if m is None:
@@ -125,12 +146,8 @@ class ObjectsStage(PartStage):
                 mask = dilate(obj, s.dilate_px)
                 result = self.inpainter(img, mask)
                 reason, scores = verify_removal(img, result, mask, s.verify)
-                if reason is None and self.refinder is not None:
-                    scores["refound_iou"] = refound_iou(self.refinder(result), obj)
-                    reason = "refound" if scores["refound_iou"] > s.verify.refind_iou else None
-                if reason is None and self.artefacts is not None:
-                    scores["artefact_prob"] = float(self.artefacts([result])[0])
-                    reason = "artefact" if scores["artefact_prob"] > s.verify.max_artefact_prob else None
+                if reason is None:
+                    reason = self.post_checks(result, obj, scores)
                 if reason is not None:
                     dropped[reason] += 1
                     continue

@@ -22,6 +22,7 @@ from collections import Counter
 
 import numpy as np
 
+from mining.artefacts import ArtefactClassifier
 from mining.inpaint import dilate, make_inpainter
 from mining.ocr import boxes_mask, make_ocr
 from mining.synth_verify import VERIFIER, verify_removal
@@ -46,6 +47,8 @@ class TextStage(PartStage):
         t = cfg.synthesis.text
         self.ocr = make_ocr(t.ocr, cfg.models_dir, t.min_score, t.min_chars)  # cheap: config only
         self.inpainter = make_inpainter(cfg.synthesis.inpainter, cfg.models_dir)
+        name = cfg.synthesis.verify.artefact_classifier
+        self.artefacts = ArtefactClassifier(cfg.models_dir, name) if name else None
 
     def inputs(self) -> list[str]:
         return [self.layout.catalog]
@@ -57,6 +60,7 @@ class TextStage(PartStage):
         s = self.cfg.synthesis
         return {"ocr": [self.ocr.name, self.ocr.version], "inpainter": [self.inpainter.name, self.inpainter.version],
                 "text": s.text.model_dump(), "verify": s.verify.model_dump(), "tasks": self.tasks(), "seed": s.seed,
+                "artefacts": self.artefacts.digest() if self.artefacts is not None else None,
                 "max_side": s.max_side, "max_images": s.max_images, "fraction": s.fraction,
                 "partition_size": s.partition_size}
 
@@ -67,6 +71,8 @@ class TextStage(PartStage):
     def setup(self) -> None:
         self.ocr.setup()
         self.inpainter.setup()
+        if self.artefacts is not None:
+            self.artefacts.setup()
 
     def _ranges(self) -> list[tuple[int, int]]:
         """The synthesis units, cut at `text.max_images` catalog rows (OCR is the CPU budget)."""
@@ -143,6 +149,9 @@ class TextStage(PartStage):
         mask = dilate(boxes_mask(hits, img.shape[:2]), s.text.dilate_px)
         result = self.inpainter(img, mask)
         reason, scores = verify_removal(img, result, mask, s.verify)
+        if reason is None and self.artefacts is not None:  # the removals' artefact check, when configured
+            scores["artefact_prob"] = float(self.artefacts([result])[0])
+            reason = "artefact" if scores["artefact_prob"] > s.verify.max_artefact_prob else None
         if reason is not None:
             return None, reason
         left = self.ocr(result)
