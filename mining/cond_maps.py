@@ -135,15 +135,16 @@ def _wobble(mask: np.ndarray, rng: np.random.Generator, amp: float) -> np.ndarra
     return cv2.remap(mask.astype(np.uint8), xs + dx, ys + dy, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE) > 0
 
 
-def scribble(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """White strokes on black: the strongest soft edges (top 8-14 %), thinned to one pixel and redrawn
-    with a random pen width, a slight wobble and small fragments dropped."""
+def scribble(img: np.ndarray, rng: np.random.Generator, edges: np.ndarray | None = None) -> np.ndarray:
+    """White strokes on black: the strongest soft edges (top 8-14 %; `edges`: a model's soft edges, else
+    the classical ones), thinned to one pixel and redrawn with a random pen width, a slight wobble and
+    small fragments dropped."""
     import cv2
     from skimage.morphology import skeletonize
 
     _check(img)
     h, w = img.shape[:2]
-    e = soft_edges(img)
+    e = soft_edges(img) if edges is None else edges.astype(np.float32)
     strong = e >= np.percentile(e, 100 - float(rng.uniform(8, 14)))
     thin = skeletonize(strong)
     n, lab, stats, _ = cv2.connectedComponentsWithStats(thin.astype(np.uint8), connectivity=8)
@@ -168,6 +169,20 @@ def doodle(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     labels = np.digitize(g, np.unique(np.percentile(g, np.linspace(0, 100, k + 1)[1:-1])))
     big = cv2.resize(labels.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
     lines = _wobble(_boundaries(big), rng, amp=min(h, w) / 60)
+    pen = max(2, round(min(h, w) / 64))
+    return _rgb(np.where(_thicken(lines, pen), 0, 255).astype(np.uint8))
+
+
+def hed_doodle(edges: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Black rough outlines on white from a model's soft edges (0-255): smoothed, the strong half kept,
+    thinned, wobbled and drawn with a thick pen (a doodle keeps the main shapes, not the detail)."""
+    import cv2
+    from skimage.morphology import skeletonize
+
+    h, w = edges.shape
+    k = max(3, (min(h, w) // 48) | 1)
+    strong = cv2.GaussianBlur(edges, (k, k), 0) >= 128
+    lines = _wobble(skeletonize(strong), rng, amp=min(h, w) / 60)
     pen = max(2, round(min(h, w) / 64))
     return _rgb(np.where(_thicken(lines, pen), 0, 255).astype(np.uint8))
 

@@ -390,6 +390,8 @@ class MapsConfig(_Config):
                              "Depth-Anything, safetensors)")
     depth_sha256: str | None = Field(None, description="pinned sha256 of its model.safetensors; None: recorded, "
                                      "not checked")
+    hed_sha256: str | None = Field(None, description="pinned sha256 of models_dir/hed/ControlNetHED.pth: scribble and "
+                                   "doodle maps come from HED edges when it is present (refused unpinned)")
     depth_input_size: int | None = Field(None, ge=14, description="square model input side; None: the model's")
     degradation: DegradationConfig = Field(default_factory=DegradationConfig)
 

@@ -27,6 +27,7 @@ import numpy as np
 from mining import cond_maps as cm
 from mining.degrade import DEGRADER, DegradeRanges, degrade, op_scores, restoration_verb
 from mining.depth import DepthEstimator
+from mining.hed import HedEdges
 from mining.map_instructions import MAP_TEMPLATER, map_instruction, multi_instruction
 from schemas.config import MAP_TASKS
 from schemas.records import AceSample, ConditionUnit, Generator, Lineage, Role
@@ -89,6 +90,7 @@ class MapsStage(PartStage):
         m = cfg.synthesis.maps
         self.segmenter = segmenter_for(cfg)  # cheap: config only
         self.depth = DepthEstimator(cfg.models_dir, m.depth_model, m.depth_sha256, m.depth_input_size)
+        self.hed = HedEdges(cfg.models_dir, m.hed_sha256)  # scribble / doodle from HED when its file is present
         self._pose: Any = None
 
     def tasks(self) -> list[str]:
@@ -104,7 +106,7 @@ class MapsStage(PartStage):
         s = self.cfg.synthesis
         return {"tasks": self.tasks(), "maps": s.maps.model_dump(mode="json"), "seed": s.seed,
                 "segmenter": [self.segmenter.name, self.segmenter.version], "depth": self.depth.identity(),
-                "pose": self._pose_identity(),
+                "pose": self._pose_identity(), "hed": self.hed.sha256 if self.hed.available() else None,
                 "max_side": s.max_side, "max_images": s.max_images, "fraction": s.fraction,
                 "partition_size": s.partition_size}
 
@@ -132,6 +134,8 @@ class MapsStage(PartStage):
         used = self._used()
         if "depth" in used and self.depth.available():
             self.depth.setup()
+        if used & {"scribble", "doodle"} and self.hed.available():
+            self.hed.setup()  # present but unpinned or altered: a clear error, never the fallback in silence
         if "pose" in used:
             try:
                 self._pose = pose_backend(self.cfg)
@@ -150,6 +154,11 @@ class MapsStage(PartStage):
             return cm.canny(img, low=m.canny[0], high=m.canny[1]), "", [_gen(name)], {}
         if name == "mosaic":
             return cm.mosaic(img, rng, m.mosaic_block), "", [_gen(name)], {}
+        if name in ("scribble", "doodle") and self.hed.available():
+            edges = self.hed(img)
+            out = cm.scribble(img, rng, edges=edges) if name == "scribble" else cm.hed_doodle(edges, rng)
+            return out, "", [Generator(name=f"{name}-hed", version="1"),
+                             Generator(name=self.hed.name, version=self.hed.version)], {}
         if name in cm.CLASSICAL_FNS:
             return cm.classical_map(name, img, rng), "", [_gen(name)], {}
         if name == "segmentation":

@@ -149,3 +149,34 @@ def test_only_configured_tasks_are_packed(tmp_path, corpus):
     maps, pack = _run(cfg)
     assert set(maps.counts["samples"]) == {"canny", "degradation"}
     assert pack.counts["counts_by_task"] == {"analysis_canny": 3, "control_degradation": 3}
+
+
+def test_with_hed_weights_pinned_scribble_and_doodle_come_from_hed(corpus):
+    import hashlib
+
+    import torch
+
+    from mining.hed import HedNet, hed_path
+
+    torch.manual_seed(0)
+    path = hed_path(corpus.models_dir)
+    path.parent.mkdir(parents=True)
+    torch.save(HedNet().state_dict(), path)
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    tasks = ["analysis_scribble", "control_doodle", "analysis_canny"]
+    cfg = corpus.model_copy(update={"synthesis": corpus.synthesis.model_copy(update={
+        "tasks": tasks, "maps": corpus.synthesis.maps.model_copy(update={"hed_sha256": sha})})})
+    maps, pack = _run(cfg)
+    assert maps.counts["samples"]["scribble"] == maps.counts["samples"]["doodle"] == 3
+    for s in read_shard_set(pack.counts["uri"]):
+        gens = [g.name for g in s.lineage.generators]
+        kind = s.task.split("_", 1)[1]
+        if kind in ("scribble", "doodle"):
+            assert gens[:2] == [f"{kind}-hed", "hed-controlnet-apache2"], gens
+        else:
+            assert "hed-controlnet-apache2" not in gens
+    unpinned = cfg.model_copy(update={"synthesis": cfg.synthesis.model_copy(update={
+        "maps": cfg.synthesis.maps.model_copy(update={"hed_sha256": None})})})
+    stage = MapsStage(unpinned)
+    with pytest.raises(Exception, match="pins no digest"):  # present but unpinned: refused, not a silent fallback
+        stage.run(0)
