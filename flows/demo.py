@@ -26,8 +26,9 @@ DEMO_TRAIN = TrainConfig(base="tiny", max_steps=4, checkpoint_every=2, max_token
                          max_sequence_length=64, num_workers=1, eval_fraction=0.2, eval_samples=2,
                          eval_images=2, eval_draws=2, eval_infer_steps=4, ui_every=1)
 DEMO_SHARDS = ShardConfig(maxcount=32)
-# the demo corpus is about 120 images: one cluster (n/50 would cut it in two and split families)
-DEMO_MINING = MiningConfig(k=1)
+# the demo corpus is about 120 images: one cluster (n/50 would cut it in two and split families); series
+# generation packs the groups of the same sets (3-8 references + a target)
+DEMO_MINING = MiningConfig(k=1, presets=["general_editing", "series_generation"])
 # every synthesis task on a third of the catalog (a few dozen images, chosen by id), with the offline
 # segmenter and inpainter unless SAM / big-lama are in the models directory
 DEMO_SYNTHESIS = SynthesisConfig(tasks=list(SYNTH_TASKS) + list(FACE_TASKS), fraction=0.35, partition_size=60)

@@ -57,6 +57,13 @@ def test_demo_flow_mines_packs_and_trains(tmp_path, prefect_results):
             assert ocr(target) == [], s.key
             text_removals += 1
     assert text_removals == by_task["text_removal"] > 0
+    # every kind of the synthesis group landed: maps both ways, restoration, faces, style and chains
+    for task in ("analysis_canny", "control_canny", "control_degradation", "control_multi", "analysis_pose",
+                 "facial_editing", "facial_editing_misaligned", "reference_generation", "text_addition"):
+        assert by_task.get(task, 0) > 0, task
+    chains = syn["chain_shards"]["counts_by_task"]
+    assert all(chains.get(t, 0) > 0 for t in ("style_editing", "style_transfer_reference", "long_context",
+                                              "multi_turn")), chains
     # training: a few Ray Train steps, checkpoints, and a LoRA that loads into FluxFillPipeline
     t = res["training"]
     assert t["step"] == DEMO_TRAIN.max_steps and [m["step"] for m in t["metrics"]] == [1, 2, 3, 4]
@@ -88,7 +95,10 @@ def test_demo_flow_mines_packs_and_trains(tmp_path, prefect_results):
     from schemas.taxonomy import zero_ref_tasks
     from trainer.data import held_out
 
-    trained = [shards["uri"], syn["shards"]["uri"], syn["chain_shards"]["uri"]]  # the mixture the demo trained on
+    series = res["mined"]["series_generation"]["shards"]
+    assert series["counts_by_task"] == {"series_generation": res["mined"]["series_generation"]["mined"]["groups"]}
+    assert series["samples"] > 0
+    trained = [shards["uri"], series["uri"], syn["shards"]["uri"], syn["chain_shards"]["uri"]]  # the mixture
     want = {s.task for uri in trained for s in read_shard_set(uri)
             if s.task in zero_ref_tasks() and held_out(sample_group(s.key, s.lineage.source_ids), DEMO_TRAIN)}
     assert {"general_editing", "object_removal", "inpainting", "text_removal", "control_canny"} <= want
