@@ -166,9 +166,27 @@ def _print_flow_mining(summary: dict) -> None:
                       f"(dropped {c['dropped']}); {o['samples']} object removals (dropped {o['dropped']})")
         if "repaint" in syn:
             out.print(f"synthesis: repainting {syn['repaint']['samples']} (dropped {syn['repaint']['dropped']})")
-        s = syn["shards"]
-        out.print(f"  synthesis shard set: {s['uri']}  ({s['shards']} shards, {s['samples']} samples, "
-                  f"{s['bytes'] / 2**20:.1f} MiB, tasks {s['counts_by_task']})")
+        if "text" in syn:
+            t = syn["text"]
+            out.print(f"synthesis: text from {t['read']} images ({t['with_text']} with text): {t['samples']} "
+                      f"(dropped {t['dropped']})")
+        if "maps" in syn:
+            m = syn["maps"]
+            out.print(f"synthesis: maps from {m['read']} images: {m['samples']} (dropped {m['dropped']})")
+        if "face_pairs" in syn:
+            f, p = syn["faces"], syn["face_pairs"]
+            out.print(f"synthesis: {f['faces']} faces in {f['images']} images (dropped {f['dropped']}); pairs "
+                      f"{p['samples']}")
+        for kind in ("style", "long_context", "multi_turn"):
+            if kind in syn:
+                c = syn[kind]
+                out.print(f"synthesis: {kind.replace('_', '-')} {c.get('samples', c.get('pairs'))} samples "
+                          f"(counts {c})")
+        for key, label in (("shards", "synthesis"), ("chain_shards", "chain")):
+            if key in syn:
+                s = syn[key]
+                out.print(f"  {label} shard set: {s['uri']}  ({s['shards']} shards, {s['samples']} samples, "
+                          f"{s['bytes'] / 2**20:.1f} MiB, tasks {s['counts_by_task']})")
 
 
 @app.command()
