@@ -1,25 +1,28 @@
 """The `synthesize` stage group of the mining flow: segmentation and object removal, random-mask
-repainting and outpainting, OCR-verified text removal and rendering, and their shard set; each stage a
-subflow. Enabled per task by `synthesis.tasks` (empty by default)."""
+repainting and outpainting, faces, OCR-verified text removal and rendering, condition maps and
+restoration, style and chains, and their shard sets; each stage a subflow with counts and thumbnails.
+Enabled per task by `synthesis.tasks` (empty by default)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable
+
+import numpy as np
 
 from flows.artifacts import counts_table, synth_report
 from flows.chain_synthesis import announce_chain_synthesis, run_chain_synthesis
-from schemas.config import RunConfig
+from schemas.config import FACE_TASKS, RunConfig
 from tasks import storage
 from tasks.segment import SegmentStage
 from tasks.stage import Stage, StageReport
+from tasks.synth_faces import FACES, FacePairsStage, FacesStage
+from tasks.synth_maps import MAP_TASKS, MapsStage
 from tasks.synth_objects import OBJECT_TASKS, ObjectsStage
 from tasks.synth_pack import SynthPackStage
-from tasks.synth_parts import RECORDS
+from tasks.synth_parts import RECORDS, png
 from tasks.synth_repaint import REPAINT_TASKS, RepaintStage
-from schemas.config import FACE_TASKS
-from tasks.synth_faces import FacePairsStage, FacesStage, face_report
 from tasks.synth_text import TEXT_TASKS, TextStage
-from tasks.synth_maps import MAP_TASKS, MapsStage
 
 
 def run_synthesis(run: Callable[[Stage], StageReport], cfg: RunConfig, shard_prefix: str,
@@ -77,3 +80,23 @@ def announce_synthesis(cfg: RunConfig, stage: Stage, rep: StageReport) -> bool:
         records = storage.read_parquet(storage.join(rep.outputs[0], parts[0], RECORDS)).to_pylist() if parts else []
         synth_report(records, f"sampled records: {stage.label}", f"{stage.label}-report", seed=cfg.synthesis.seed)
     return True
+
+
+def face_report(stage, rep: StageReport, seed: int, n: int = 8) -> None:
+    """UI thumbnails: aligned chips of the kept faces (faces stage) or sampled pair records (pair stage)."""
+    marker = storage.read_marker(rep.outputs[0]) or {}
+    parts = marker.get("parts") or []
+    if not parts:
+        return
+    if isinstance(stage, FacesStage):
+        rows = storage.read_parquet(storage.join(rep.outputs[0], parts[0], FACES)).to_pylist()[:64]
+        records = [{"edit_png": r["image_png"], "mask_png": r["chip_png"], "target_png": r["chip_png"],
+                    "instructions": json.dumps({"face": r["source_id"][:12]}), "generators": json.dumps([]),
+                    "scores": json.dumps({"score": r["score"], "roll_deg": r["roll_deg"], "yaw": r["yaw"],
+                                          "sharpness": r["sharpness"]})} for r in rows]
+    else:
+        first = next(storage.parquet_file(storage.join(rep.outputs[0], parts[0], RECORDS)).iter_batches(64), None)
+        rows = first.to_pylist() if first is not None else []  # the first 64 records: the report samples those
+        blank = png(np.zeros((8, 8), np.uint8))
+        records = [{**r, "mask_png": r["mask_png"] or blank} for r in rows]
+    synth_report(records, f"sampled records: {stage.label}", f"{stage.label}-report", n=n, seed=seed)

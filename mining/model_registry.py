@@ -42,7 +42,20 @@ def model_status(cfg: RunConfig) -> list[ModelStatus]:
     out.append(ModelStatus(f"big-lama TorchScript (md5 {LAMA_MD5})", "inpainting for object removal synthesis",
                            (lama,), lama.is_file(), f"'{Cv2Inpainter.name}' (recorded in lineage)"))
     out.extend(_mediapipe_status(models))
-    out.append(_style_status(models))
+    out.append(_style_status(models, cfg.synthesis.style.vgg_sha256))
+    m = cfg.synthesis.maps
+    from mining.depth import WEIGHTS, DepthEstimator, depth_dir
+    from mining.hed import HedEdges, hed_path
+
+    depth = (depth_dir(models, m.depth_model) / "config.json", depth_dir(models, m.depth_model) / WEIGHTS)
+    out.append(ModelStatus(f"depth {m.depth_model} (transformers, safetensors)", "depth maps (analysis / control)",
+                           depth, DepthEstimator(models, m.depth_model).available(),
+                           "none: depth samples dropped as depth_model_absent"))
+    hed = hed_path(models)
+    out.append(ModelStatus("HED (ControlNet annotators, sha256 pinned by synthesis.maps.hed_sha256)",
+                           "soft edges for scribble and doodle maps", (hed,),
+                           HedEdges(models, m.hed_sha256).available() and m.hed_sha256 is not None,
+                           "classical scribble / doodle stand-ins (named in lineage)"))
     if cfg.mining.pair_classifier:
         cls = models / cfg.mining.pair_classifier
         out.append(ModelStatus("pair classifier", "second-level pair check (Table 4 bounds)", (cls,),
@@ -67,10 +80,10 @@ def _mediapipe_status(models: Path) -> list[ModelStatus]:
     return out
 
 
-def _style_status(models: Path) -> ModelStatus:
+def _style_status(models: Path, sha256: str | None) -> ModelStatus:
     from mining.style import VGG_SHA256, RandConvStyle, vgg_path
 
     path = vgg_path(models)
     return ModelStatus("VGG16 features (torchvision, safetensors, sha256 pinned)", "style features for style pairs",
-                       (path,), path.is_file() and VGG_SHA256 is not None,
+                       (path,), path.is_file() and (sha256 or VGG_SHA256) is not None,
                        f"'{RandConvStyle.name}' (fixed-seed random conv Gram statistics, recorded in lineage)")

@@ -309,25 +309,3 @@ def face_sources(cfg, layout) -> list[tuple[str, list[str]]]:
     tasks = [t for t in cfg.synthesis.tasks if t in FACE_TASKS]
     return [(layout.synth(FacePairsStage.kind), tasks + (["reference_generation"]
                                                          if cfg.synthesis.faces.erased_reference else []))]
-
-
-def face_report(stage, rep: StageReport, seed: int, n: int = 8) -> None:
-    """UI thumbnails: aligned chips of the kept faces (faces stage) or sampled pair records (pair stage)."""
-    from flows.artifacts import synth_report
-
-    marker = storage.read_marker(rep.outputs[0]) or {}
-    parts = marker.get("parts") or []
-    if not parts:
-        return
-    if isinstance(stage, FacesStage):
-        rows = storage.read_parquet(storage.join(rep.outputs[0], parts[0], FACES)).to_pylist()[:64]
-        records = [{"edit_png": r["image_png"], "mask_png": r["chip_png"], "target_png": r["chip_png"],
-                    "instructions": json.dumps({"face": r["source_id"][:12]}), "generators": json.dumps([]),
-                    "scores": json.dumps({"score": r["score"], "roll_deg": r["roll_deg"], "yaw": r["yaw"],
-                                          "sharpness": r["sharpness"]})} for r in rows]
-    else:
-        first = next(storage.parquet_file(storage.join(rep.outputs[0], parts[0], RECORDS)).iter_batches(64), None)
-        rows = first.to_pylist() if first is not None else []  # the first 64 records: the report samples those
-        blank = png(np.zeros((8, 8), np.uint8))
-        records = [{**r, "mask_png": r["mask_png"] or blank} for r in rows]
-    synth_report(records, f"sampled records: {stage.label}", f"{stage.label}-report", n=n, seed=seed)

@@ -213,7 +213,7 @@ class MapsStage(PartStage):
         if done is not None:
             return UnitReport(stage=self.label, unit=k, counts=done["counts"])
         self.setup()
-        s, m = self.cfg.synthesis, self.cfg.synthesis.maps
+        s = self.cfg.synthesis
         lo, hi = self._ranges()[k]
         recs = selected(catalog_slice(self.cfg.root, lo, hi), self.cfg)
         kinds, tasks, settings = self.kinds(), self.tasks(), self.settings()

@@ -115,7 +115,11 @@ def test_models_lists_expected_files_and_presence(tmp_path):
     assert "open_clip_model.safetensors" in res.output and "arcface.pt" in res.output
     assert "offline-dct-hist" in res.output and "pass-through" in res.output
     assert "sam_vit_b_01ec64.pth" in res.output and "big-lama.pt" in res.output and "cv2-inpaint-telea" in res.output
-    assert res.output.count(": absent") == 5 and ": present" not in res.output
+    for name in ("selfie_segmentation.tflite", "pose_landmark_full.tflite", "vgg16.safetensors", "ControlNetHED.pth",
+                 "model.safetensors"):
+        assert name in res.output, name
+    # SigLIP, ArcFace, SAM, LaMa, MediaPipe x2, VGG16, depth, HED, the pair classifier: none in an empty folder
+    assert res.output.count(": absent") == 10 and ": present" not in res.output
 
 
 def test_mine_then_train_classifier_from_labels(demo_corpus, tmp_path, prefect_results):
