@@ -3,7 +3,9 @@
 Object records give `object_removal` (edit = source, target = object removed), `object_addition` (the
 exact reverse, same mask), `layer_decouple` and `layer_fusion`; repaint records give `inpainting` and
 `outpainting`; text records (stored as removals: edit = with text, target = without) give
-`text_removal` and `text_addition` (the exact reverse). Only the configured tasks are packed. The
+`text_removal` and `text_addition` (the exact reverse); map records the analysis / control tasks
+(tasks/synth_maps.py); face pair records the facial tasks and face-erased references
+(tasks/synth_faces.py). Only the configured tasks are packed. The
 samples written per task must equal what the records promise, or no marker is written.
 """
 
@@ -20,12 +22,12 @@ from tasks import storage
 from tasks.pack import shard_set_report
 from tasks.shards import write_shard_set
 from tasks.stage import Resources, SingleUnitStage, StageReport, UnitReport
+from tasks.synth_faces import FACE_PAIRS_DIR, face_samples, face_sources
+from tasks.synth_maps import MAP_TASKS, MapsStage, expected_samples, map_record_samples
 from tasks.synth_objects import OBJECT_TASKS, ObjectsStage
 from tasks.synth_parts import iter_records, png, unpng
 from tasks.synth_repaint import REPAINT_TASKS, RepaintStage
-from tasks.synth_faces import FACE_PAIRS_DIR, face_samples, face_sources
 from tasks.synth_text import TEXT_TASKS, TextStage
-from tasks.synth_maps import MAP_TASKS, MapsStage, expected_samples, map_record_samples
 
 
 def on_white(source_png: bytes, object_png: bytes) -> bytes:
