@@ -80,20 +80,21 @@ def steps(repeat: int) -> None:
 
 
 def stages() -> None:
-    from schemas.config import SYNTH_TASKS, RunConfig
+    from schemas.config import RunConfig
     from tasks.demo_corpus import build_demo_corpus
     from tasks.executors import LocalExecutor
     from tasks.ingest import ingest
     from tasks.segment import SegmentStage
-    from tasks.synth_objects import ObjectsStage
+    from tasks.synth_objects import OBJECT_TASKS, ObjectsStage
     from tasks.synth_pack import SynthPackStage
-    from tasks.synth_repaint import RepaintStage
+    from tasks.synth_repaint import REPAINT_TASKS, RepaintStage
 
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus"
         build_demo_corpus(corpus)
         cfg = RunConfig(root=str(Path(tmp) / "root"), models_dir=str(Path(tmp) / "models"),
-                        synthesis={"tasks": list(SYNTH_TASKS), "max_images": 36, "partition_size": 18})
+                        synthesis={"tasks": list(OBJECT_TASKS + REPAINT_TASKS), "max_images": 36,
+                                   "partition_size": 18})  # the stages of this bench only
         ingest(str(corpus), cfg.root, cfg.ingest)
         print("stages through the local executor, 36 catalog images:")
         ex = LocalExecutor()
