@@ -15,7 +15,8 @@ from prefect import flow, task
 
 from flows.artifacts import counts_table
 from flows.pipelines import DEMO_LANDED_RESOURCE, mine_flow, run_config, train_flow
-from schemas.config import FACE_TASKS, SYNTH_TASKS, DemoConfig, MiningConfig, ShardConfig, SynthesisConfig, TrainConfig
+from schemas.config import (FACE_TASKS, SYNTH_TASKS, DemoConfig, MiningConfig, ShardConfig, SynthesisConfig,
+                            TrainConfig)
 from tasks import storage
 from tasks.demo_corpus import build_demo_corpus, current_corpus, family_member_ids
 from tasks.ingest import load_catalog
@@ -31,10 +32,10 @@ DEMO_SHARDS = ShardConfig(maxcount=32)
 DEMO_MINING = MiningConfig(k=1, presets=["general_editing", "series_generation"])
 # every synthesis task on a third of the catalog (a few dozen images, chosen by id), with the offline
 # segmenter and inpainter unless SAM / big-lama are in the models directory
-DEMO_SYNTHESIS = SynthesisConfig(tasks=list(SYNTH_TASKS) + list(FACE_TASKS), fraction=0.35, partition_size=60)
 # OCR costs ~0.5 s per image and up to three runs per image here: the text stage reads the first dozen
 # catalog rows (the captioned photos sort first), every one of them
-DEMO_SYNTHESIS.text = DEMO_SYNTHESIS.text.model_copy(update={"fraction": 1.0, "max_images": 12})
+DEMO_SYNTHESIS = SynthesisConfig(tasks=list(SYNTH_TASKS) + list(FACE_TASKS), fraction=0.35, partition_size=60,
+                                 text={"fraction": 1.0, "max_images": 12})
 # the demo corpus with its style family (style pairs need one)
 DEMO_CORPUS = DemoConfig(style_family=True)
 
