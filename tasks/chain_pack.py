@@ -13,9 +13,6 @@ from typing import Iterator
 from schemas.records import AceSample
 from tasks import storage
 from tasks.chain_records import chain_samples, iter_chain_records
-from tasks.pack import shard_set_report
-from tasks.shards import write_shard_set
-from tasks.stage import Resources, StageReport, UnitReport
 from tasks.synth_chains import LongContextStage, MultiTurnStage
 from tasks.synth_pack import SynthPackStage
 from tasks.synth_style import STYLE_TASKS, StyleStage
@@ -35,20 +32,10 @@ def chain_stages(cfg) -> list:
 
 
 class ChainPackStage(SynthPackStage):
-    """A synthesized shard set like SynthPackStage's (announced and landed with the run's other sets), over
-    the chain records."""
+    """A synthesized shard set like SynthPackStage's (announced and landed with the run's other sets; its
+    label, folder, png shards, run and report), over the chain records."""
 
     name = "pack-chains"
-    resources = Resources(cpus=1.0)
-
-    @property
-    def label(self) -> str:
-        return f"pack-{self.params['shard_name']}"
-
-    @property
-    def out(self) -> str:
-        return self.layout.shards(self.params["shard_name"])
-
     def _sources(self) -> list[tuple[str, list[str]]]:
         tasks = self.cfg.synthesis.tasks
         out = []
@@ -58,16 +45,9 @@ class ChainPackStage(SynthPackStage):
             out.append((st.out, mine))
         return out
 
-    def inputs(self) -> list[str]:
-        return [d for d, _ in self._sources()]
-
     def settings(self) -> dict:
         return {"shards": self._shard_config().model_dump(mode="json"),
                 "tasks": [t for _, ts in self._sources() for t in ts]}
-
-    def _shard_config(self):
-        """png: the long-context samples keep their input's pixels outside the mask exactly."""
-        return self.cfg.shards.model_copy(update={"image_ext": "png"})
 
     def expected(self) -> dict[str, int]:
         want: Counter[str] = Counter()
@@ -87,15 +67,3 @@ class ChainPackStage(SynthPackStage):
         if {t: n for t, n in got.items() if n} != {t: n for t, n in want.items() if n}:
             raise RuntimeError(f"{self.label}: packed {dict(got)} samples per task, the stages promise {want}: "
                                "no marker written")
-
-    def run(self, k: int) -> UnitReport:
-        for d in self.inputs():
-            if storage.read_marker(d) is None:
-                raise FileNotFoundError(f"no complete synthesis under {d}")
-        rep = write_shard_set(self._samples(self.expected()), self.out, self._shard_config(), extend=True)
-        self.stamp(self.out)
-        return UnitReport(stage=self.label, unit=k, counts={"samples": rep.samples, "shards": rep.shards,
-                                                            "kept_shards": rep.resumed_shards})
-
-    def report(self) -> StageReport | None:
-        return shard_set_report(self, self.out)
