@@ -188,6 +188,7 @@ class FacePairsStage(SingleUnitStage):
         unchanged = 0
         reader = _PartReader(self.inputs()[0])
         todo.sort(key=lambda t: (where[t[1]][0], where[t[2]][0]))  # pairs of the same two parts together
+        settings = self.settings()
         part = storage.join(self.out, "pairs")
         rows: list[dict] = []
         # memory: two faces parts and a batch of records (the records stream to the parquet file)
@@ -201,7 +202,7 @@ class FacePairsStage(SingleUnitStage):
                         unchanged += 1
                         continue
                     scores = {**scores, "mean_abs_change": change}
-                sid = digest([ids[i], ids[j], task, self.settings()], 20)
+                sid = digest([ids[i], ids[j], task, settings], 20)
                 rows.append({"sample_id": sid, "kind": task, "source_id": ids[i], "target_id": ids[j],
                              "edit_png": a["image_png"], "target_png": b["image_png"], "mask_png": None,
                              "reference_png": None,

@@ -99,6 +99,7 @@ class TextStage(PartStage):
         if done is not None:
             return UnitReport(stage=self.label, unit=k, counts=done["counts"])
         self.setup()
+        self._unit_settings = self.settings()  # once per unit: every sample id digests it
         lo, hi = self._ranges()[k]
         recs = self._selected(catalog_slice(self.cfg.root, lo, hi))
         skipped: Counter[str] = Counter()
@@ -131,7 +132,7 @@ class TextStage(PartStage):
     def _row(self, rec, kind: str, with_text: np.ndarray, without: np.ndarray, mask: np.ndarray, content: str,
              colour: str | None, extra_gens: list, scores: dict, position: str | None = None) -> dict:
         s = self.cfg.synthesis
-        sid = digest([rec.id, kind, self.settings()], 20)
+        sid = digest([rec.id, kind, self._unit_settings], 20)
         ys, xs = np.nonzero(mask)
         box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
         position = position or grid_position(box, mask.shape)
