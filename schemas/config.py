@@ -480,6 +480,33 @@ class SynthesisConfig(_Config):
         return v
 
 
+class SupervisionConfig(_Config):
+    """Per-task checks that a sample teaches what its instruction says (mining/supervision.py): run on every
+    sample before it is packed (dropped and counted by task and reason) and by `aceforge shards audit`."""
+
+    enabled: bool = Field(True, description="run the checks when packing (audit runs them regardless)")
+    min_change: float = Field(1.0, ge=0, description="mean absolute difference (0-255) between each input and the "
+                              "target (inside the edit's mask when it has one) at least this (else no_change)")
+    min_colourfulness: float = Field(4.0, ge=0, description="grayscale / colourise: the colour image's "
+                                     "colourfulness (Hasler-Suesstrunk) at least this (else already_grey)")
+    min_map_content: dict[str, float] = Field(
+        default_factory=lambda: {"default": 0.01, "pose": 0.002, "canny": 0.005},
+        description="share of a map's pixels inside its mask that differ from its most common value, per map "
+                    "kind ('default' for the rest), at least this (else flat_region)")
+    group_min_inliers: int = Field(12, ge=4, description="series / reference / general editing: RANSAC "
+                                   "inliers of keypoint matches that make two images one subject")
+    group_min_cosine: float = Field(0.85, ge=-1, le=1, description="series / reference groups: every member's "
+                                    "embedding cosine to the target and to each other at least this")
+    text_min_score: float = Field(0.8, ge=0, le=1, description="text removal: OCR score of the named text "
+                                  "at least this, on both reads")
+    style_min_cosine: float = Field(0.8, ge=-1, le=1, description="style reference and target: style-feature "
+                                    "cosine at least this (else style_mismatch)")
+    smear_max_ratio: float = Field(3.0, gt=0, description="fill texture statistics against its ring: at most "
+                                   "this far apart (else smear)")
+    face_margin: float = Field(0.01, ge=0, description="aligned face pairs: cosine at least the identity "
+                               "threshold plus this (else face_margin)")
+
+
 class RunConfig(_Config):
     root: str = Field("demo_out/root", description="fsspec URI where every stage writes")
     models_dir: str = Field(
@@ -493,6 +520,7 @@ class RunConfig(_Config):
     demo: DemoConfig = Field(default_factory=DemoConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
     synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig)
+    supervision: SupervisionConfig = Field(default_factory=SupervisionConfig)
 
     @field_validator("root")
     @classmethod
