@@ -158,6 +158,7 @@ def _print_flow_mining(summary: dict) -> None:
             s = stage["shards"]
             out.print(f"  shard set: {s['uri']}  ({s['shards']} shards, {s['samples']} samples, "
                       f"{s['bytes'] / 2**20:.1f} MiB, tasks {s['counts_by_task']})")
+            _print_supervision(s)
     syn = summary.get("synthesis")
     if syn:
         if "segment" in syn:
@@ -187,6 +188,14 @@ def _print_flow_mining(summary: dict) -> None:
                 s = syn[key]
                 out.print(f"  {label} shard set: {s['uri']}  ({s['shards']} shards, {s['samples']} samples, "
                           f"{s['bytes'] / 2**20:.1f} MiB, tasks {s['counts_by_task']})")
+                _print_supervision(s)
+
+
+def _print_supervision(s: dict) -> None:
+    dropped = s.get("supervision_dropped") or {}
+    if dropped:
+        out.print("  supervision dropped: " + "; ".join(
+            f"{t} " + ", ".join(f"{r} {n}" for r, n in rs.items()) for t, rs in dropped.items()))
 
 
 @app.command()
@@ -447,6 +456,45 @@ def shards_verify(uri: str) -> None:
         out.print(f"[red]bad[/red] {where}: {why}")
     out.print(f"{rep.samples}/{rep.expected} samples intact" + ("" if rep.ok else " [red]FAILED[/red]"))
     raise typer.Exit(0 if rep.ok else 1)
+
+
+@shards_app.command("audit")
+def shards_audit(uri: str, config: Optional[Path] = ConfigOpt,
+                 show: int = typer.Option(10, help="failing samples listed (key, task, reason, scores)"),
+                 limit: Optional[int] = typer.Option(None, help="check only the first N samples")) -> None:
+    """Re-run the supervision checks over a packed set (any set, old ones included): per task, samples checked
+    and failing by reason. Exit 1 when any sample fails."""
+    from tasks.shard_reader import ShardReadError, read_shard_set
+    from tasks.shards import read_manifest
+    from tasks.supervise import audit
+
+    cfg = _config(config).supervision
+    try:
+        expected = sum(r.samples for r in read_manifest(uri))
+    except FileNotFoundError as e:
+        _fail("audit failed:", e, 1)
+    failures: list = []
+    with progress_bar("audit", total=min(expected, limit or expected)) as (_, advance):
+        def counted():
+            for s in read_shard_set(uri):
+                yield s
+                advance(1)
+        try:
+            tally = audit(counted(), cfg, failures, limit=limit)
+        except ShardReadError as e:
+            _fail("audit failed:", e, 1)
+    t = Table(title=f"supervision audit: {uri}")
+    for c in ("task", "checked", "failing", "by reason"):
+        t.add_column(c)
+    for task, n in sorted(tally.checked.items()):
+        bad = tally.failed.get(task, {})
+        t.add_row(task, str(n), str(sum(bad.values())), ", ".join(f"{r} {k}" for r, k in sorted(bad.items())) or "-")
+    out.print(t)
+    for key, task, why, scores in failures[:show]:
+        out.print(f"[red]{why}[/red] {task} {key} {scores}")
+    n_bad = tally.n_failed
+    out.print(f"{sum(tally.checked.values())} samples checked, {n_bad} failing" + (" [red]FAILED[/red]" if n_bad else ""))
+    raise typer.Exit(1 if n_bad else 0)
 
 
 @shards_app.command("export-ace")

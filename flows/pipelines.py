@@ -125,6 +125,9 @@ def _announcer(cfg: RunConfig, landed: list[dict]) -> Announce:
                            "manifest": storage.absolute(storage.join(c["uri"], "manifest.parquet")),
                            "samples": c["samples"], "shards": c["shards"], "counts_by_task": c["counts_by_task"],
                            "landed_now": ran_now})
+            counts_table(f"supervision: {stage.params['shard_name']}",  # samples dropped by the gate, per task
+                         {f"{t}: {r}": n for t, rs in (c.get("supervision_dropped") or {}).items() for r, n in rs.items()}
+                         or {"dropped": 0}, f"supervision-{stage.params['shard_name']}")
         if announce_synthesis(cfg, stage, rep):
             return
         if isinstance(stage, IngestStage):

@@ -275,20 +275,27 @@ def multi_condition(maps: Sequence[np.ndarray], groups: np.ndarray) -> np.ndarra
     return out
 
 
-def random_region(labels: np.ndarray, rng: np.random.Generator, area: tuple[float, float]) -> np.ndarray | None:
+def random_region(labels: np.ndarray, rng: np.random.Generator, area: tuple[float, float],
+                  box: bool = False, around: tuple[int, int] | None = None) -> np.ndarray | None:
     """A mask for a regional map: one segment whose area fraction is inside `area`, drawn at random; a
-    random box of such an area when no segment qualifies; None for an empty image."""
+    random box of such an area when no segment qualifies or `box` asks for one (a segmentation map is one
+    flat colour inside any one segment), centred near `around` (y, x) when given; None for an empty image."""
     h, w = labels.shape
     if h * w == 0:
         return None
-    values, sizes = np.unique(labels, return_counts=True)
-    frac = sizes / (h * w)
-    ok = [v for v, f in zip(values.tolist(), frac.tolist()) if v and area[0] <= f <= area[1]]
-    if ok:
-        return labels == ok[int(rng.integers(len(ok)))]
+    if not box and around is None:
+        values, sizes = np.unique(labels, return_counts=True)
+        frac = sizes / (h * w)
+        ok = [v for v, f in zip(values.tolist(), frac.tolist()) if v and area[0] <= f <= area[1]]
+        if ok:
+            return labels == ok[int(rng.integers(len(ok)))]
     a = float(rng.uniform(*area))
     bh, bw = max(1, round(h * np.sqrt(a))), max(1, round(w * np.sqrt(a)))
-    y0, x0 = int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1))
+    if around is None:
+        y0, x0 = int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1))
+    else:
+        y0 = int(np.clip(around[0] - bh // 2 + rng.integers(-bh // 4, bh // 4 + 1), 0, h - bh))
+        x0 = int(np.clip(around[1] - bw // 2 + rng.integers(-bw // 4, bw // 4 + 1), 0, w - bw))
     m = np.zeros((h, w), bool)
     m[y0:y0 + bh, x0:x0 + bw] = True
     return m

@@ -2,7 +2,7 @@
 
 Style records give `style_transfer_reference` (content as the edit input + a style reference) and
 `style_editing` (the content alone); long-context and multi-turn records give one sample each. The samples
-written per task must equal what the stages' markers promise, or no marker is written.
+reaching the supervision gate per task must equal what the stages' markers promise, or no marker is written.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from schemas.records import AceSample
 from tasks import storage
 from tasks.chain_records import chain_samples, iter_chain_records
 from tasks.synth_chains import LongContextStage, MultiTurnStage
+from tasks.supervise import settings as supervision_settings
 from tasks.synth_pack import SynthPackStage
 from tasks.synth_style import STYLE_TASKS, StyleStage
 
@@ -47,7 +48,12 @@ class ChainPackStage(SynthPackStage):
 
     def settings(self) -> dict:
         return {"shards": self._shard_config().model_dump(mode="json"),
-                "tasks": [t for _, ts in self._sources() for t in ts]}
+                "tasks": [t for _, ts in self._sources() for t in ts],
+                "supervision": supervision_settings(self.cfg.supervision)}
+
+    def _chat(self):
+        """Chains and style pairs keep their templated instructions."""
+        return None
 
     def expected(self) -> dict[str, int]:
         want: Counter[str] = Counter()
@@ -58,12 +64,6 @@ class ChainPackStage(SynthPackStage):
         return dict(want)
 
     def _samples(self, want: dict[str, int]) -> Iterator[AceSample]:
-        got: Counter[str] = Counter()
         for d, tasks in self._sources():
             for rec in iter_chain_records(d):
-                for sample in chain_samples(rec, tasks):
-                    got[sample.task] += 1
-                    yield sample
-        if {t: n for t, n in got.items() if n} != {t: n for t, n in want.items() if n}:
-            raise RuntimeError(f"{self.label}: packed {dict(got)} samples per task, the stages promise {want}: "
-                               "no marker written")
+                yield from chain_samples(rec, tasks)

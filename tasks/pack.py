@@ -1,7 +1,8 @@
 """Pack a preset's instructed pairs into a WebDataset shard set: <root>/shards/<name>/ (one unit).
 
 When the instructed pairs grew (new images landed), the finished shards whose samples are unchanged are
-kept and only the rest are written (the pairs keep their order: tasks/instruct.py)."""
+kept and only the rest are written (the pairs keep their order: tasks/instruct.py). Every sample passes the
+supervision gate (tasks/supervise.py) or is dropped and counted by task and reason in the set's marker."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from schemas.records import Generator
 from tasks.instruct import group_ids, group_samples, iter_groups, iter_pair_batches, pair_ids_and_images, pair_samples
 from tasks.shards import write_shard_set
 from tasks.stage import Resources, SingleUnitStage, StageReport, UnitReport
+from tasks.supervise import Gate, reconcile
+from tasks.supervise import settings as supervision_settings
 
 
 class PackStage(SingleUnitStage):
@@ -35,7 +38,8 @@ class PackStage(SingleUnitStage):
         return [self.layout.instructed(self.params["preset"])]
 
     def settings(self) -> dict:
-        return {"shards": self.cfg.shards.model_dump(mode="json"), "max_pixels": self.cfg.ingest.max_pixels}
+        return {"shards": self.cfg.shards.model_dump(mode="json"), "max_pixels": self.cfg.ingest.max_pixels,
+                "supervision": supervision_settings(self.cfg.supervision)}
 
     def run(self, k: int) -> UnitReport:
         from tasks.ingest import catalog_uris
@@ -49,10 +53,13 @@ class PackStage(SingleUnitStage):
         _, images = pair_ids_and_images(pairs_file, instructed_only=True)
         uris = catalog_uris(self.cfg.root, images)  # id -> URI of the images packed: no catalog records held
         pairs = (p for batch in iter_pair_batches(pairs_file) for p in batch)
-        rep = write_shard_set(pair_samples(pairs, uris, self.cfg.ingest), self.out, self.cfg.shards, extend=True)
+        gate = Gate(self.cfg.supervision)
+        rep = write_shard_set(gate(pair_samples(pairs, uris, self.cfg.ingest)), self.out, self.cfg.shards,
+                              extend=True, marker_extra=lambda: {"supervision": gate.summary()})
         self.stamp(self.out)
         return UnitReport(stage=self.label, unit=k, counts={"samples": rep.samples, "shards": rep.shards,
-                                                            "kept_shards": rep.resumed_shards})
+                                                            "kept_shards": rep.resumed_shards,
+                                                            "supervision_dropped": gate.tally.as_dict()["dropped"]})
 
     def _run_groups(self, k: int) -> UnitReport:
         from mining.presets import preset
@@ -72,18 +79,18 @@ class PackStage(SingleUnitStage):
         gens = [Generator(name=emb["embedder"], version=emb["version"]), BAND_GENERATOR]
         want = marker["counts"]["groups"]
 
-        def checked():  # raises before the shard writer's marker when the groups packed are not the groups mined
-            n = 0
-            for s in group_samples(iter_groups(groups_file), uris, task, gens, self.cfg.ingest):
-                n += 1
-                yield s
-            if n != want:
-                raise RuntimeError(f"{self.label}: packed {n} groups, mining found {want}: no marker written")
+        gate = Gate(self.cfg.supervision)
 
-        rep = write_shard_set(checked(), self.out, self.cfg.shards, extend=True)
+        def checked():  # raises before the shard writer's marker when the groups checked are not the groups mined
+            yield from gate(group_samples(iter_groups(groups_file), uris, task, gens, self.cfg.ingest))
+            reconcile(self.label, {task: want}, gate)
+
+        rep = write_shard_set(checked(), self.out, self.cfg.shards, extend=True,
+                              marker_extra=lambda: {"supervision": gate.summary()})
         self.stamp(self.out)
         return UnitReport(stage=self.label, unit=k, counts={"samples": rep.samples, "shards": rep.shards,
-                                                            "kept_shards": rep.resumed_shards})
+                                                            "kept_shards": rep.resumed_shards,
+                                                            "supervision_dropped": gate.tally.as_dict()["dropped"]})
 
     def report(self) -> StageReport | None:
         return shard_set_report(self, self.out)
@@ -103,4 +110,5 @@ def shard_set_report(stage, out: str) -> StageReport | None:
         return None
     return StageReport(stage=stage.label, units=1, outputs=[out],
                        counts={"uri": out, "shards": m["shards"], "samples": m["samples"], "bytes": m["bytes"],
-                               "counts_by_task": m["counts_by_task"], "kept_shards": m.get("kept_shards", 0)})
+                               "counts_by_task": m["counts_by_task"], "kept_shards": m.get("kept_shards", 0),
+                               "supervision_dropped": (m.get("supervision") or {}).get("dropped", {})})

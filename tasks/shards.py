@@ -266,11 +266,13 @@ def _drop_from(out_uri: str, prefix: str, index: int) -> None:
 
 
 def write_shard_set(samples: Iterable[AceSample], out_uri: str, cfg: ShardConfig | None = None, *,
-                    progress: Callable[[int], None] | None = None, extend: bool = False) -> ShardSetReport:
+                    progress: Callable[[int], None] | None = None, extend: bool = False,
+                    marker_extra: Callable[[], dict] | None = None) -> ShardSetReport:
     """Write `samples` as a shard set. Without `extend`, finished shards of an interrupted write are kept
     when the input replays their keys, and an input that changed is an error. With `extend` (a set whose
     input grew), the finished shards are kept up to the first one whose keys the input no longer replays,
-    that one and the ones after it are written again, and a last shard left short is reopened."""
+    that one and the ones after it are written again, and a last shard left short is reopened.
+    `marker_extra` is called once the input is exhausted; what it returns joins the set's marker."""
     cfg = cfg or ShardConfig()
     marker = storage.read_marker(out_uri)
     if marker is not None:
@@ -346,7 +348,8 @@ def write_shard_set(samples: Iterable[AceSample], out_uri: str, cfg: ShardConfig
     write_card(out_uri, fields, report.counts_by_task, report.samples)
     storage.write_marker(out_uri, {"shards": report.shards, "samples": report.samples, "bytes": report.bytes,
                                    "counts_by_task": report.counts_by_task, "config": cfg.model_dump(),
-                                   "kept_shards": len(done), "fields": fields})
+                                   "kept_shards": len(done), "fields": fields,
+                                   **(marker_extra() if marker_extra else {})})
     return report
 
 

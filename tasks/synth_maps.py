@@ -29,6 +29,7 @@ from mining.degrade import DEGRADER, DegradeRanges, degrade, op_scores, restorat
 from mining.depth import DepthEstimator
 from mining.hed import HedEdges
 from mining.map_instructions import MAP_TEMPLATER, map_instruction, multi_instruction
+from mining.supervision import colourfulness, map_content
 from schemas.config import MAP_TASKS
 from schemas.records import AceSample, ConditionUnit, Generator, Lineage, Role
 from tasks import storage
@@ -38,6 +39,7 @@ from tasks.synth_parts import (PartStage, check_sum, count_reasons, digest, load
                                write_records)
 
 KINDS = cm.MAP_NAMES + ("multi",)
+REGION_TRIES = 6  # random regions tried for a regional sample before one placed on the map's content
 
 
 def _png(a: np.ndarray) -> bytes:
@@ -105,6 +107,8 @@ class MapsStage(PartStage):
     def settings(self) -> dict:
         s = self.cfg.synthesis
         return {"tasks": self.tasks(), "maps": s.maps.model_dump(mode="json"), "seed": s.seed,
+                "regions": {"colour": self.cfg.supervision.min_colourfulness,
+                            "content": self.cfg.supervision.min_map_content},
                 "segmenter": [self.segmenter.name, self.segmenter.version], "depth": self.depth.identity(),
                 "pose": self._pose_identity(), "hed": self.hed.sha256 if self.hed.available() else None,
                 "max_side": s.max_side, "max_images": s.max_images, "fraction": s.fraction,
@@ -271,7 +275,7 @@ class MapsStage(PartStage):
         ops = scores.pop("ops", None)
         mask = None
         if rng.random() < m.regional_share:
-            mask = cm.random_region(labels, rng, m.regional_area)
+            mask = self._region(kind, img, cond, labels, rng)
         if mask is not None:
             target = cm.regional(img, cond, mask)
             gens = gens + [self._seg_gen()]
@@ -291,6 +295,38 @@ class MapsStage(PartStage):
                 "target_png": _png(target), "mask_png": _png((mask * 255).astype(np.uint8)), "object_png": None,
                 "instructions": json.dumps(instructions), "generators": json.dumps([[g.name, g.version] for g in gens]),
                 "scores": json.dumps(scores)}, ""
+
+    def _region(self, kind: str, img: np.ndarray, cond: np.ndarray, labels: np.ndarray,
+                rng: np.random.Generator) -> np.ndarray | None:
+        """A mask for a regional sample inside which the sample teaches something (the supervision gate's own
+        measures: map content, colour for grayscale): up to REGION_TRIES random regions (boxes for segmentation),
+        then one around a random pixel of the map's content; None (a global sample instead) when none has any."""
+        area = self.cfg.synthesis.maps.regional_area
+        sup = self.cfg.supervision
+        floor = sup.min_map_content.get(kind, sup.min_map_content.get("default", 0.0))
+
+        def teaches(mask: np.ndarray) -> bool:
+            if kind == "degradation":
+                return True
+            if kind == "grayscale":
+                return colourfulness(img, mask) >= sup.min_colourfulness
+            return map_content(cond, mask) >= floor
+
+        for _ in range(REGION_TRIES):
+            mask = cm.random_region(labels, rng, area, box=kind == "segmentation")
+            if mask is None or teaches(mask):
+                return mask
+        if kind in ("degradation", "grayscale"):
+            return None
+        flat = cond.reshape(-1, cond.shape[-1])
+        mode = np.bincount((flat[:, 0].astype(np.int64) << 16) | (flat[:, 1].astype(np.int64) << 8) | flat[:, 2]).argmax()
+        ys, xs = np.nonzero(((cond[..., 0].astype(np.int64) << 16) | (cond[..., 1].astype(np.int64) << 8)
+                             | cond[..., 2]) != mode)
+        if not len(ys):
+            return None
+        i = int(rng.integers(len(ys)))
+        mask = cm.random_region(labels, rng, area, around=(int(ys[i]), int(xs[i])))
+        return mask if mask is not None and teaches(mask) else None
 
     def _multi(self, image_id, sid, img, labels, rng, get, source_png):
         m = self.cfg.synthesis.maps

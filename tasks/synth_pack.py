@@ -5,8 +5,9 @@ exact reverse, same mask), `layer_decouple` and `layer_fusion`; repaint records 
 `outpainting`; text records (stored as removals: edit = with text, target = without) give
 `text_removal` and `text_addition` (the exact reverse); map records the analysis / control tasks
 (tasks/synth_maps.py); face pair records the facial tasks and face-erased references
-(tasks/synth_faces.py). Only the configured tasks are packed. The
-samples written per task must equal what the records promise, or no marker is written.
+(tasks/synth_faces.py). Only the configured tasks are packed. Every sample passes the supervision gate
+(tasks/supervise.py) or is dropped and counted by task and reason; the samples reaching the gate per task
+must equal what the records promise, or no marker is written.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from tasks.synth_maps import MAP_TASKS, MapsStage, expected_samples, map_record_
 from tasks.synth_objects import OBJECT_TASKS, ObjectsStage
 from tasks.synth_parts import iter_records, png, unpng
 from tasks.synth_repaint import REPAINT_TASKS, RepaintStage
+from tasks.supervise import Gate, reconcile
+from tasks.supervise import settings as supervision_settings
 from tasks.synth_text import TEXT_TASKS, TextStage
 
 
@@ -108,7 +111,8 @@ class SynthPackStage(SingleUnitStage):
         return [d for d, _ in self._sources()]
 
     def settings(self) -> dict:
-        out = {"shards": self._shard_config().model_dump(mode="json"), "tasks": self.cfg.synthesis.tasks}
+        out = {"shards": self._shard_config().model_dump(mode="json"), "tasks": self.cfg.synthesis.tasks,
+               "supervision": supervision_settings(self.cfg.supervision)}
         if self.cfg.synthesis.chat_instructions:
             ic = self.cfg.mining.instructions
             out["chat"] = [ic.base_url, ic.model]
@@ -148,27 +152,32 @@ class SynthPackStage(SingleUnitStage):
         return dict(want)
 
     def _samples(self, want: dict[str, int]) -> Iterator[AceSample]:
-        got: Counter[str] = Counter()
-        chat = self._chat()
         for d, tasks in self._sources():
             for rec in iter_records(d):
-                for sample in (face_samples(rec) if d.endswith(FACE_PAIRS_DIR) else record_samples(rec, tasks)):
-                    got[sample.task] += 1
-                    yield sample if chat is None else chat_instruction(sample, chat, self.instruction_counts)
-        if {t: n for t, n in got.items() if n} != {t: n for t, n in want.items() if n}:
-            raise RuntimeError(f"{self.label}: packed {dict(got)} samples per task, the synthesis stages "
-                               f"promise {want}: no marker written")
+                yield from (face_samples(rec) if d.endswith(FACE_PAIRS_DIR) else record_samples(rec, tasks))
 
     instruction_counts: Counter[str]
+
+    def _packed(self, gate: Gate) -> Iterator[AceSample]:
+        """The samples that pass the supervision gate, instructed by the chat endpoint when configured; raises
+        (before the shard writer's marker) unless every sample the stages promise reached the gate."""
+        want = self.expected()
+        chat = self._chat()
+        for sample in gate(self._samples(want)):
+            yield sample if chat is None else chat_instruction(sample, chat, self.instruction_counts)
+        reconcile(self.label, want, gate)
 
     def run(self, k: int) -> UnitReport:
         self.instruction_counts = Counter()
         for d in self.inputs():
             if storage.read_marker(d) is None:
                 raise FileNotFoundError(f"no complete synthesis under {d}")
-        rep = write_shard_set(self._samples(self.expected()), self.out, self._shard_config(), extend=True)
+        gate = Gate(self.cfg.supervision)
+        rep = write_shard_set(self._packed(gate), self.out, self._shard_config(), extend=True,
+                              marker_extra=lambda: {"supervision": gate.summary()})
         self.stamp(self.out)
-        counts = {"samples": rep.samples, "shards": rep.shards, "kept_shards": rep.resumed_shards}
+        counts = {"samples": rep.samples, "shards": rep.shards, "kept_shards": rep.resumed_shards,
+                  "supervision_dropped": gate.tally.as_dict()["dropped"]}
         if self.instruction_counts:
             counts["instructions"] = dict(self.instruction_counts)
             print(f"{self.label}: instructions {dict(self.instruction_counts)}")

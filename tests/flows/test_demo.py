@@ -6,10 +6,19 @@ import torch
 from PIL import Image
 
 from flows.demo import DEMO_TRAIN, demo_flow
+from schemas.config import RunConfig as _RunConfig
 from tasks import storage
 from tasks.instruct import load_instructed
 from tasks.shard_reader import read_shard_set
 from trainer.components import load_pipeline
+
+
+DemoRunConfig = _RunConfig()  # the demo runs the default supervision thresholds
+
+
+def dropped(shard_counts: dict) -> dict[str, int]:
+    """Samples the supervision gate dropped per task, from a shard set's report."""
+    return {t: sum(r.values()) for t, r in (shard_counts.get("supervision_dropped") or {}).items()}
 
 
 def test_demo_flow_mines_packs_and_trains(tmp_path, prefect_results):
@@ -24,7 +33,8 @@ def test_demo_flow_mines_packs_and_trains(tmp_path, prefect_results):
     shards = stage["shards"]
     assert shards["landed_now"] and shards["shards"] == -(-shards["samples"] // 16)
     samples = list(read_shard_set(shards["uri"]))
-    assert len(samples) == counts["with_instruction"] == shards["samples"] > 0
+    assert len(samples) + dropped(shards).get("general_editing", 0) == counts["with_instruction"]
+    assert len(samples) == shards["samples"] > 0
     for s in samples:
         gens = [g.name for g in s.lineage.generators]
         assert gens[0] == "offline-dct-hist" and gens[-1] == "known-transform" and "{image}" in s.instruction
@@ -34,9 +44,13 @@ def test_demo_flow_mines_packs_and_trains(tmp_path, prefect_results):
     # synthesis: object removal and its reverse, repainting, outpainting; the outside of every mask untouched
     syn = res["mined"]["synthesis"]
     by_task = syn["shards"]["counts_by_task"]
-    assert by_task["object_removal"] == by_task["object_addition"] == syn["objects"]["samples"] > 0
-    assert by_task["layer_decouple"] == by_task["layer_fusion"] == syn["objects"]["samples"]
-    assert by_task["inpainting"] == by_task["outpainting"] == syn["repaint"]["read"] == syn["segment"]["images"] > 20
+
+    def promised(task):  # what the synthesis stages made for the task: packed + dropped by the supervision gate
+        return by_task.get(task, 0) + dropped(syn["shards"]).get(task, 0)
+
+    assert promised("object_removal") == promised("object_addition") == syn["objects"]["samples"] > 0
+    assert promised("layer_decouple") == promised("layer_fusion") == syn["objects"]["samples"]
+    assert promised("inpainting") == promised("outpainting") == syn["repaint"]["read"] == syn["segment"]["images"] > 20
     from mining.ocr import make_ocr
     from schemas.config import FACE_TASKS, MAP_TASKS
 
@@ -64,6 +78,22 @@ def test_demo_flow_mines_packs_and_trains(tmp_path, prefect_results):
     chains = syn["chain_shards"]["counts_by_task"]
     assert all(chains.get(t, 0) > 0 for t in ("style_editing", "style_transfer_reference", "long_context",
                                               "multi_turn")), chains
+    # every packed sample of every set teaches a change (no input is its target) and passes the audit
+    from tasks.supervise import audit
+
+    sets = [shards["uri"], res["mined"]["series_generation"]["shards"]["uri"], syn["shards"]["uri"],
+            syn["chain_shards"]["uri"]]
+    for uri in sets:
+        n = 0
+        for s in read_shard_set(uri):
+            target = np.asarray(Image.open(io.BytesIO(s.target.image)).convert("RGB"))
+            for u in s.units:
+                x = np.asarray(Image.open(io.BytesIO(u.image)).convert("RGB"))
+                assert x.shape != target.shape or not np.array_equal(x, target), s.key
+            n += 1
+        failures: list = []
+        tally = audit(read_shard_set(uri), DemoRunConfig.supervision, failures)
+        assert sum(tally.checked.values()) == n > 0 and failures == [], (uri, failures[:5])
     # training: a few Ray Train steps, checkpoints, and a LoRA that loads into FluxFillPipeline
     t = res["training"]
     assert t["step"] == DEMO_TRAIN.max_steps and [m["step"] for m in t["metrics"]] == [1, 2, 3, 4]
@@ -96,7 +126,8 @@ def test_demo_flow_mines_packs_and_trains(tmp_path, prefect_results):
     from trainer.data import held_out
 
     series = res["mined"]["series_generation"]["shards"]
-    assert series["counts_by_task"] == {"series_generation": res["mined"]["series_generation"]["mined"]["groups"]}
+    assert series["counts_by_task"]["series_generation"] + dropped(series).get("series_generation", 0) == \
+        res["mined"]["series_generation"]["mined"]["groups"]
     assert series["samples"] > 0
     trained = [shards["uri"], series["uri"], syn["shards"]["uri"], syn["chain_shards"]["uri"]]  # the mixture
     want = {s.task for uri in trained for s in read_shard_set(uri)
