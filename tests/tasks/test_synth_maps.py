@@ -180,3 +180,29 @@ def test_with_hed_weights_pinned_scribble_and_doodle_come_from_hed(corpus):
     stage = MapsStage(unpinned)
     with pytest.raises(Exception, match="pins no digest"):  # present but unpinned: refused, not a silent fallback
         stage.run(0)
+
+
+def test_regional_masks_are_placed_where_the_map_teaches_something(tmp_path):
+    from mining import cond_maps as cm
+    from mining.supervision import colourfulness, map_content
+
+    stage = MapsStage(RunConfig(root=str(tmp_path / "root")))
+    photo = skimage.data.astronaut()[::2, ::2].copy()
+    labels = np.zeros(photo.shape[:2], np.int32)
+    labels[:, 128:] = 1
+    labels[60:200, 20:100] = 2  # segments of 17-50 %: a one-segment mask would be one flat colour
+    seg = cm.colour_labels(labels)
+    pose = np.zeros_like(photo)
+    pose[20:70, 200:204] = (0, 255, 0)  # a limb in one corner only
+    grey_half = photo.copy()
+    grey_half[:, :128] = photo[:, :128].mean(-1, keepdims=True).astype(np.uint8)
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        m = stage._region("segmentation", photo, seg, labels, rng)
+        assert m is not None and map_content(seg, m) > 0.01 and len(np.unique(labels[m])) > 1
+        m = stage._region("pose", photo, pose, labels, rng)
+        assert m is not None and map_content(pose, m) >= 0.002
+        m = stage._region("grayscale", grey_half, cm.grayscale(grey_half), labels, rng)
+        assert m is None or colourfulness(grey_half, m) >= 4.0
+    blank = np.zeros_like(photo)
+    assert stage._region("pose", photo, blank, labels, np.random.default_rng(0)) is None  # no content anywhere
