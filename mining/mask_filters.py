@@ -1,20 +1,23 @@
 """Mask filters for object removal (ACE App. B.5.2): keep the segmenter's masks that look like whole objects.
 
 Every mask ends as kept or dropped with exactly one reason (the first check it fails, in the order below);
-`FilterResult` reconciles: candidates = kept + sum of drops.
+`FilterResult` reconciles: candidates = kept + sum of drops. Given the image, a mask that passes the shape
+checks must also be object-like (mining/objectness.py, `min_objectness`; else not_object).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from mining.objectness import ObjectnessMaps, objectness
 from mining.segment import Region
 from schemas.config import MaskFilterConfig
 
-REASONS = ("empty", "low_score", "too_small", "area_low", "area_high", "box_fill", "aspect", "border", "overlap")
+REASONS = ("empty", "low_score", "too_small", "area_low", "area_high", "box_fill", "aspect", "border", "not_object",
+           "overlap")
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,7 @@ class MaskStats:
     box_fill: float
     aspect: float
     border_frac: float
+    objectness: float | None = None  # None: not computed (no image given, or min_objectness 0)
 
 
 @dataclass
@@ -76,13 +80,21 @@ def _reason(r: Region, s: MaskStats | None, cfg: MaskFilterConfig) -> str | None
     return None
 
 
-def filter_masks(regions: list[Region], cfg: MaskFilterConfig) -> FilterResult:
-    """The masks in order of score (best first): the shape checks, then overlap with the masks kept so far
-    (intersection over the smaller area)."""
+def filter_masks(regions: list[Region], cfg: MaskFilterConfig, image: np.ndarray | None = None) -> FilterResult:
+    """The masks in order of score (best first): the shape checks, objectness when `image` is given (RGB, the
+    masks' size), then overlap with the masks kept so far (intersection over the smaller area)."""
     out = FilterResult()
+    maps: ObjectnessMaps | None = None
     for r in sorted(regions, key=lambda r: -r.score):
         s = mask_stats(r.mask)
         reason = _reason(r, s, cfg)
+        if reason is None and image is not None and cfg.min_objectness > 0:
+            if r.mask.shape != image.shape[:2]:
+                raise ValueError(f"mask filters: a {r.mask.shape} mask on a {image.shape[:2]} image")
+            maps = maps or ObjectnessMaps.of(image)
+            s = replace(s, objectness=objectness(maps, r.mask)["objectness"])  # type: ignore[arg-type]
+            if s.objectness < cfg.min_objectness:
+                reason = "not_object"
         if reason is None:
             area = np.count_nonzero(r.mask)
             for k, _ in out.kept:

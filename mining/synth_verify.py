@@ -1,14 +1,15 @@
-"""Checks a synthesized removal must pass: the region changed, the outside did not, and there is no hard
-seam on the mask border. Each failure is one named reason; scores go into the sample's lineage."""
+"""Checks a synthesized removal must pass: the region changed, the outside did not, there is no hard
+seam on the mask border, and the fill shows no smear (mining/smear.py). Each failure is one named reason; scores go into the sample's lineage."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from mining.smear import smear_scores
 from schemas.config import VerifyConfig
 
-VERIFIER = ("synth-verify", "1")
-REASONS = ("outside_changed", "unchanged", "seam", "refound", "artefact")
+VERIFIER = ("synth-verify", "2")
+REASONS = ("outside_changed", "unchanged", "seam", "smear", "refound", "artefact")
 
 
 def _grad(image: np.ndarray) -> np.ndarray:
@@ -47,6 +48,9 @@ def verify_removal(source: np.ndarray, result: np.ndarray, mask: np.ndarray,
         return "unchanged", s
     if s["seam_ratio"] > cfg.max_seam_ratio:
         return "seam", s
+    s.update(smear_scores(result, mask))
+    if s["smear_ratio"] > cfg.max_smear_ratio:
+        return "smear", s
     return None, s
 
 

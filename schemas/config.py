@@ -298,12 +298,19 @@ class MaskFilterConfig(_Config):
                                                            "the smaller area) at most this")
     min_score: float = Field(0.0, ge=0, le=1, description="segmenter score (SAM's predicted IoU; the proposer's "
                                                          "contrast) at least this")
+    min_objectness: float = Field(0.2, ge=0, le=1, description="objectness (mining/objectness.py: colour and "
+                                  "texture contrast with a ring outside the mask x edge strength on its boundary "
+                                  "against the ring x solidity) at least this (else not_object); 0: not computed")
 
 
 class VerifyConfig(_Config):
     min_change: float = Field(6.0, ge=0, description="mean absolute change inside the mask (0-255) at least this")
     max_seam_ratio: float = Field(2.5, gt=0, description="gradient on the mask border in the result / the "
                                                         "source image's mean gradient, at most this")
+    max_smear_ratio: float = Field(3.0, gt=0, description="fill against its ring (mining/smear.py): ring / fill "
+                                   "fine detail times the square root of the fill's streak odds, at most this "
+                                   "(else smear); about 1 for the true background, 5-25 for cv2.inpaint on a "
+                                   "large hole in texture")
     refind_iou: float | None = Field(None, gt=0, le=1, description="segment the result again and drop it when a "
                                      "region overlaps the removed object's mask with IoU above this; None: not "
                                      "checked (it costs a second segmentation per sample)")
@@ -501,8 +508,9 @@ class SupervisionConfig(_Config):
                                   "at least this, on both reads")
     style_min_cosine: float = Field(0.8, ge=-1, le=1, description="style reference and target: style-feature "
                                     "cosine at least this (else style_mismatch)")
-    smear_max_ratio: float = Field(3.0, gt=0, description="fill texture statistics against its ring: at most "
-                                   "this far apart (else smear)")
+    smear_max_ratio: float = Field(3.0, gt=0, description="a removal's fill against its ring (mining/smear.py: "
+                                   "ring / fill fine detail x sqrt of the fill's streak odds) at most this (else "
+                                   "smear); the same statistic as synthesis.verify.max_smear_ratio")
     face_margin: float = Field(0.01, ge=0, description="aligned face pairs: cosine at least the identity "
                                "threshold plus this (else face_margin)")
 

@@ -25,6 +25,7 @@ REGION_SCHEMA = pa.schema([
     ("image_id", pa.string()), ("region", pa.int32()), ("score", pa.float32()), ("area_frac", pa.float32()),
     ("box_fill", pa.float32()), ("box", pa.list_(pa.int32())), ("kept", pa.bool_()), ("reason", pa.string()),
     ("mask_png", pa.binary()),  # kept masks only: full image size, 255 = the object
+    ("objectness", pa.float32()),  # mining/objectness.py; null where not computed (failed a shape check first)
 ])
 
 
@@ -96,15 +97,16 @@ class SegmentStage(PartStage):
             segmented += 1
             regions = self.segmenter(img)
             proposed += len(regions)  # what the segmenter gave: every one must be a row, kept or dropped
-            res = filter_masks(regions, self.cfg.synthesis.filters)
+            res = filter_masks(regions, self.cfg.synthesis.filters, img)
             for i, (r, st) in enumerate(res.kept):
                 rows.append({"image_id": rec.id, "region": i, "score": r.score, "area_frac": st.area_frac,
                              "box_fill": st.box_fill, "box": list(st.box), "kept": True, "reason": None,
-                             "mask_png": encode_mask(r.mask)})
+                             "mask_png": encode_mask(r.mask), "objectness": st.objectness})
             for j, (r, st, why) in enumerate(res.dropped):
                 rows.append({"image_id": rec.id, "region": len(res.kept) + j, "score": r.score,
                              "area_frac": st.area_frac if st else 0.0, "box_fill": st.box_fill if st else 0.0,
-                             "box": list(st.box) if st else None, "kept": False, "reason": why, "mask_png": None})
+                             "box": list(st.box) if st else None, "kept": False, "reason": why, "mask_png": None,
+                             "objectness": st.objectness if st else None})
             kept += len(res.kept)
             dropped.update(res.drops)
         counts = {"images": len(recs), "segmented": segmented, "skipped": count_reasons(skipped),

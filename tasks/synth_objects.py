@@ -165,6 +165,8 @@ class ObjectsStage(PartStage):
                              "generators": json.dumps([[g.name, g.version] for g in gens]),
                              "scores": json.dumps({"segment_score": row["score"], "area_frac": row["area_frac"],
                                                    "box_fill": row["box_fill"], **scores,
+                                                   **({"objectness": row["objectness"]}
+                                                      if row.get("objectness") is not None else {}),
                                                    **({"object_name_prob": prob} if prob is not None else {})}),
                              "labels": json.dumps({"object_name": label}) if label is not None else None})
         if by_image:

@@ -46,7 +46,10 @@ def corpus(tmp_path):
         _save(name, src)
     cfg = RunConfig(root=str(tmp_path / "root"), models_dir=str(tmp_path / "models"),
                     synthesis={"tasks": [t for t in SYNTH_TASKS if t not in TEXT_TASKS + MAP_TASKS],
-                               "partition_size": 2, "max_side": 128})  # the text and maps stages have their own tests
+                               "partition_size": 2, "max_side": 128,  # the text and maps stages have their own tests
+                               # cv2's fills of these thumbnails are smears (test_smear_and_not_object_drops_...);
+                               # the tests on this corpus need removals that pass
+                               "verify": {"max_smear_ratio": 1e6}})
     ingest(str(src), cfg.root, cfg.ingest)
     return src, cfg
 
@@ -118,6 +121,18 @@ def test_counts_that_do_not_reconcile_stop_the_stage_before_its_marker(corpus):
     with pytest.raises(RuntimeError, match="candidate masks do not reconcile"):
         stage.finalize(stage.plan())
     assert storage.read_marker(stage.out) is None
+
+
+def test_smear_and_not_object_drops_are_counted_and_reconcile(corpus):
+    _, cfg = corpus
+    default = cfg.model_copy(update={"synthesis": cfg.synthesis.model_copy(
+        update={"tasks": ["object_removal"], "verify": cfg.synthesis.verify.model_copy(update={"max_smear_ratio": 3.0})})})
+    ex = LocalExecutor()
+    seg = ex.run(SegmentStage(default)).counts
+    assert seg["dropped"].get("not_object", 0) > 0 and seg["regions"] == seg["kept"] + sum(seg["dropped"].values())
+    c = ex.run(ObjectsStage(default)).counts
+    assert c["dropped"].get("smear", 0) > 0  # Telea on holes this large, in texture
+    assert c["candidates"] == c["samples"] + sum(c["dropped"].values())
 
 
 def test_a_removal_the_segmenter_finds_again_is_dropped_and_counted(corpus):
