@@ -16,7 +16,8 @@ audited with today's checks. Each check returns None (passes) or one reason, plu
 - `smear`: a removal or repainting fill whose texture a person would reject (mining/smear.py);
 - `face_margin`: an aligned face pair too close to the identity threshold (mining/face_pairs.py).
 
-Checks are registered per task in CHECKS (task name or a `prefix*`), cheapest first; the first failure wins.
+Checks are listed per task in CHECKS (a task name, or a `prefix*` for the tasks without their own entry),
+cheapest first; the first failure wins.
 """
 
 from __future__ import annotations
@@ -151,53 +152,43 @@ def multi_maps_have_content(v: View, cfg: SupervisionConfig) -> Verdict:
     return ("flat_region" if least < floor else None), {"map_content": round(least, 5)}
 
 
-CHECKS: dict[str, list[Check]] = {
+# the domain checks are named "module:function" and imported on first use (OCR, keypoints, style nets)
+CHECKS: dict[str, list[Check | str]] = {
     "*": [no_change],
     "analysis_grayscale": [has_colour],
     "control_grayscale": [has_colour],
     "analysis_*": [map_has_content],
     "control_*": [map_has_content],
     "control_multi": [multi_maps_have_content],
+    "object_removal": ["mining.smear:fill_ok"],
+    "object_addition": ["mining.smear:fill_ok"],
+    "layer_fusion": ["mining.smear:fill_ok"],
 }
 # map tasks whose map is not a drawn structure: degradation keeps the photo, depth is smooth but not flat
 _NOT_A_MAP = ("analysis_degradation", "control_degradation", "analysis_grayscale", "control_grayscale")
 
 
+def _resolve(fn: Check | str) -> Check:
+    if isinstance(fn, str):
+        import importlib
+
+        module, _, name = fn.partition(":")
+        return getattr(importlib.import_module(module), name)
+    return fn
+
+
 def checks_for(task: str) -> list[Check]:
-    out = list(CHECKS["*"])
-    out += CHECKS.get(task, [])
+    """The checks of `task`, in order: the generic ones, its own (or its prefix's when it has none)."""
+    out = list(CHECKS["*"]) + list(CHECKS.get(task, []))
     for key, fns in CHECKS.items():
         if key.endswith("*") and key != "*" and task.startswith(key[:-1]) and task not in CHECKS:
             if key in ("analysis_*", "control_*") and task in _NOT_A_MAP:
                 continue
             out += fns
-    return out
-
-
-def register(task: str, fn: Check) -> None:
-    """Add a check for `task` (or a `prefix*`); used by the domain modules that own a check."""
-    CHECKS.setdefault(task, [])
-    if fn not in CHECKS[task]:
-        CHECKS[task].append(fn)
-
-
-def _domain_checks() -> None:
-    """Import the modules that register their own checks (each calls `register` at import)."""
-    import importlib
-
-    for mod in _DOMAIN_MODULES:
-        importlib.import_module(mod)
-
-
-_DOMAIN_MODULES: tuple[str, ...] = ()
-_loaded = False
+    return [_resolve(f) for f in out]
 
 
 def check_view(v: View, cfg: SupervisionConfig) -> Verdict:
-    global _loaded
-    if not _loaded:
-        _domain_checks()
-        _loaded = True
     scores: dict[str, float] = {}
     for fn in checks_for(v.task):
         why, s = fn(v, cfg)
