@@ -1,11 +1,13 @@
 """Face pairs from unit face descriptors (one face per image): aligned pairs, misaligned band pairs, instructions.
 
 Aligned (`facial_editing`): the same person (cosine >= `aligned_min`) in the same framing: images of one
-size whose five landmarks lie within `max_shift` x the image diagonal of each other on average, so the
-edit is local to the face. Misaligned (`facial_editing_misaligned`, ACE Table 4): union-find on band edges
-(lo <= s <= hi) over all faces, every set pair re-checked in the band, pairs per set capped; a pair already
-taken as aligned is not used twice. Counts reconcile: aligned candidates = samples + not_aligned +
-over_face_cap; band set pairs = samples + out_of_band + over_set_cap + taken_as_aligned.
+size whose five landmarks lie within `max_shift` x the image diagonal of each other on average, and at least
+`margin` above `aligned_min` (a pair just over the identity threshold may be two people: dropped as
+face_margin); the change is named by mining/face_change.py. Misaligned (`facial_editing_misaligned`, ACE
+Table 4): union-find on band edges (lo <= s <= hi) over all faces, every set pair re-checked in the band,
+pairs per set capped; a pair already
+taken as aligned is not used twice. Counts reconcile: aligned candidates = samples + face_margin +
+not_aligned + over_face_cap; band set pairs = samples + out_of_band + over_set_cap + taken_as_aligned.
 """
 
 from __future__ import annotations
@@ -13,13 +15,19 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mining.band import band_edges, disjoint_sets, pairs_from_sets
 
+if TYPE_CHECKING:
+    from mining.supervision import View
+    from schemas.config import SupervisionConfig
+
 PAIRER = ("face-pairs", "1")
 ERASER = ("face-erased-reference", "1")
+CHANGE_NAMER = ("face-change-kind", "1")  # mining/face_change.py: the aligned instruction names the change
 
 TEMPLATES: dict[str, tuple[str, ...]] = {
     "facial_editing": (
@@ -66,7 +74,7 @@ def landmark_shift(lm_a: np.ndarray, lm_b: np.ndarray, size_a: tuple[int, int], 
 
 def face_pairs(x: np.ndarray, landmarks: np.ndarray, sizes: np.ndarray, *, band: tuple[float, float],
                aligned_min: float, max_shift: float, max_pairs_per_face: int, max_pairs_per_set: int,
-               seed: int) -> FacePairs:
+               seed: int, margin: float = 0.0) -> FacePairs:
     """x: (n, 128) unit descriptors; landmarks: (n, 5, 2); sizes: (n, 2) image (h, w). Row indices out."""
     out = FacePairs()
     lo, hi = band
@@ -77,7 +85,9 @@ def face_pairs(x: np.ndarray, landmarks: np.ndarray, sizes: np.ndarray, *, band:
     drops: Counter[str] = Counter()
     for i, j, s in zip(*(cand.i.tolist(), cand.j.tolist(), cand.score.tolist())) if cand is not None else []:
         shift = landmark_shift(landmarks[i], landmarks[j], sizes[i], sizes[j])
-        if shift > max_shift:
+        if s < aligned_min + margin:
+            drops["face_margin"] += 1
+        elif shift > max_shift:
             drops["not_aligned"] += 1
         elif per_face[i] >= max_pairs_per_face or per_face[j] >= max_pairs_per_face:
             drops["over_face_cap"] += 1
@@ -106,3 +116,16 @@ def face_pairs(x: np.ndarray, landmarks: np.ndarray, sizes: np.ndarray, *, band:
                              "set_pairs": set_pairs, "samples": len(out.misaligned),
                              "dropped": {k: v for k, v in sorted(mdrops.items()) if v}}
     return out
+
+
+def face_pair_ok(v: View, cfg: SupervisionConfig) -> tuple[str | None, dict[str, float]]:
+    """facial_editing: the pair's face cosine (lineage score `face_cosine`) at least the identity threshold the
+    pair stage used (lineage `face_threshold`; FaceConfig's default for a set packed before it was recorded)
+    plus `cfg.face_margin`, else face_margin."""
+    from schemas.config import FaceConfig
+
+    cos = v.scores.get("face_cosine")
+    floor = v.scores.get("face_threshold", FaceConfig().aligned_min) + cfg.face_margin
+    if cos is None:
+        return "face_margin", {"face_floor": round(floor, 4)}
+    return ("face_margin" if cos < floor else None), {"face_cosine": round(cos, 4), "face_floor": round(floor, 4)}

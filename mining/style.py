@@ -16,18 +16,29 @@ is named in each sample's lineage and the threshold is `synthesis.style.threshol
 Measured on photos and a poster-style family (tests/mining/test_style.py): random-conv Gram statistics
 alone follow content (a family chains to every photo at any threshold that holds it together); with the
 statistics block at `gram_weight` 0.5 the family forms one set at 0.8 with no photo in it.
+
+`style_reference_ok` is the supervision check of `style_transfer_reference` (mining/supervision.py): each
+style reference's feature cosine to the target at least `supervision.style_min_cosine`, else `style_mismatch`.
+It always measures on the offline random-conv features of seed 0 (built once per process), whatever extractor
+made the set, so a packed set is audited on one scale. `style_editing` has no reference and its target is
+the named bank stylisation of its input itself: no style check applies beyond the generic `no_change`.
 """
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from mining.embedders import Resources
+
+if TYPE_CHECKING:
+    from mining.supervision import View
+    from schemas.config import SupervisionConfig
 
 VGG_SHA256 = None  # the digest of the converted torchvision VGG16 weights, pinned when they are fetched
 VGG_LAYERS = (3, 8, 15, 22)  # relu1_2, relu2_2, relu3_3, relu4_3 in torchvision's vgg16().features
@@ -220,3 +231,27 @@ def make_style_extractor(kind: str, models_dir: str | Path, seed: int = 0, sha25
     if kind in ("auto", "randconv"):
         return RandConvStyle(seed)
     raise ValueError(f"unknown style extractor {kind!r}; use auto, randconv or vgg16")
+
+
+_CHECK_EXTRACTOR: RandConvStyle | None = None
+
+
+def check_extractor() -> RandConvStyle:
+    """The supervision check's extractor: offline random-conv features of seed 0, built once per process."""
+    global _CHECK_EXTRACTOR
+    if _CHECK_EXTRACTOR is None:
+        ex = make_style_extractor("randconv", "", seed=0)
+        ex.setup()
+        _CHECK_EXTRACTOR = ex
+    return _CHECK_EXTRACTOR
+
+
+def style_reference_ok(v: View, cfg: SupervisionConfig) -> tuple[str | None, dict[str, float]]:
+    """style_transfer_reference: every reference (the inputs after the edit) shares the target's style:
+    feature cosine at least `cfg.style_min_cosine`, else style_mismatch."""
+    refs = v.inputs[1:]
+    if not refs:
+        return "style_mismatch", {"reference_style_cos": -1.0}
+    x = check_extractor()([v.target, *refs])
+    least = float((x[1:] @ x[0]).min())
+    return ("style_mismatch" if least < cfg.style_min_cosine else None), {"reference_style_cos": round(least, 4)}

@@ -32,6 +32,19 @@ def poster(image: np.ndarray) -> np.ndarray:
     return PALETTE[d.argmin(-1)]
 
 
+INK, PAPER = np.array([28, 28, 40], np.uint8), np.array([244, 236, 216], np.uint8)
+
+
+def ink(image: np.ndarray) -> np.ndarray:
+    """Two tones: dark ink where the grey image is darker than its 9 px neighbourhood mean, cream paper
+    elsewhere (adaptive threshold after a median blur)."""
+    import cv2
+
+    g = cv2.medianBlur(cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY), 3)
+    paper = cv2.adaptiveThreshold(g, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY, 9, 6) > 0
+    return np.where(paper[..., None], PAPER, INK)
+
+
 def watercolour(image: np.ndarray) -> np.ndarray:
     """cv2.stylization (edge-aware smoothing with flattened shading)."""
     import cv2
@@ -44,8 +57,9 @@ STYLES: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str]] = {
     "pencil": (pencil, "a colour pencil sketch"),
     "poster": (poster, "a flat poster with a warm seven-colour palette"),
     "watercolour": (watercolour, "a soft watercolour-like painting"),
+    "ink": (ink, "a two-tone black ink drawing on cream paper"),
 }
-STYLIZER = ("classical-stylize", "1")
+STYLIZER = ("classical-stylize", "2")
 
 
 def stylize(name: str, image: np.ndarray) -> np.ndarray:

@@ -22,7 +22,8 @@ import numpy as np
 import pyarrow as pa
 
 from mining.dlib_faces import DROP_REASONS, DlibFaces, Face, FaceFilter, face_region_mask
-from mining.face_pairs import ERASER, PAIRER, face_instruction, face_pairs
+from mining.face_change import change_instruction, change_kind
+from mining.face_pairs import CHANGE_NAMER, ERASER, PAIRER, face_instruction, face_pairs
 from schemas.config import FACE_TASKS
 from schemas.records import AceSample, ConditionUnit, Generator, Lineage, Role
 from tasks import storage
@@ -178,13 +179,14 @@ class FacePairsStage(SingleUnitStage):
         where, x, lms, sizes, ids, model = self._faces()
         x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         fp = face_pairs(x, lms, sizes, band=tuple(f.band), aligned_min=f.aligned_min, max_shift=f.aligned_max_shift,
-                        max_pairs_per_face=f.max_pairs_per_face, max_pairs_per_set=f.max_pairs_per_set, seed=s.seed)
-        todo = [("facial_editing", i, j, {"face_cosine": c, "landmark_shift": sh}) for i, j, c, sh in fp.aligned
-                if "facial_editing" in self.tasks()]
+                        max_pairs_per_face=f.max_pairs_per_face, max_pairs_per_set=f.max_pairs_per_set, seed=s.seed,
+                        margin=self.cfg.supervision.face_margin)
+        todo = [("facial_editing", i, j, {"face_cosine": c, "face_threshold": f.aligned_min, "landmark_shift": sh})
+                for i, j, c, sh in fp.aligned if "facial_editing" in self.tasks()]
         todo += [("facial_editing_misaligned", i, j, {"face_cosine": c}) for i, j, c in fp.misaligned
                  if "facial_editing_misaligned" in self.tasks()]
         gens = [list(model or ["dlib-faces", "unknown"]), list(PAIRER)]
-        erased, samples = Counter(), Counter()
+        erased, samples, kinds = Counter(), Counter(), Counter()
         unchanged = 0
         reader = _PartReader(self.inputs()[0])
         todo.sort(key=lambda t: (where[t[1]][0], where[t[2]][0]))  # pairs of the same two parts together
@@ -195,19 +197,24 @@ class FacePairsStage(SingleUnitStage):
         with storage.ParquetSink(storage.join(part, RECORDS), PAIR_SCHEMA, row_group_rows=32) as sink:
             for task, i, j, scores in todo:
                 a, b = reader.row(*where[i]), reader.row(*where[j])
+                sid = digest([ids[i], ids[j], task, settings], 20)
+                text = face_instruction(task, sid, s.seed)
                 if task == "facial_editing":  # same framing: the pair must show a change (not a re-encoded copy)
-                    change = float(np.abs(unpng(a["image_png"]).astype(np.int16)
-                                          - unpng(b["image_png"]).astype(np.int16)).mean())
+                    ia, ib = unpng(a["image_png"]), unpng(b["image_png"])
+                    change = float(np.abs(ia.astype(np.int16) - ib.astype(np.int16)).mean())
                     if change < f.aligned_min_change:
                         unchanged += 1
                         continue
-                    scores = {**scores, "mean_abs_change": change}
-                sid = digest([ids[i], ids[j], task, settings], 20)
+                    kind, measured = change_kind(ia, ib, face_region_mask(ia.shape[:2], _face(a), f.erase_grow))
+                    kinds[kind] += 1
+                    text = change_instruction(kind, sid, s.seed) or text
+                    scores = {**scores, "mean_abs_change": change, **measured}
                 rows.append({"sample_id": sid, "kind": task, "source_id": ids[i], "target_id": ids[j],
                              "edit_png": a["image_png"], "target_png": b["image_png"], "mask_png": None,
                              "reference_png": None,
-                             "instructions": json.dumps({task: face_instruction(task, sid, s.seed)}),
-                             "generators": json.dumps(gens), "scores": json.dumps(scores)})
+                             "instructions": json.dumps({task: text}),
+                             "generators": json.dumps(gens + [list(CHANGE_NAMER)] * (task == "facial_editing")),
+                             "scores": json.dumps(scores)})
                 if f.erased_reference:
                     rec, why = erased_record(a, b, ids[i], ids[j], sid, scores, gens, f.erase_grow, s.seed)
                     erased[why or "samples"] += 1
@@ -224,6 +231,7 @@ class FacePairsStage(SingleUnitStage):
             if unchanged:
                 aligned = {**aligned, "samples": aligned["samples"] - unchanged,
                            "dropped": {**aligned["dropped"], "unchanged": unchanged}}
+            aligned = {**aligned, "changes": dict(sorted(kinds.items()))}
             counts = {"faces": len(x), "aligned": aligned, "misaligned": fp.misaligned_counts,
                       "samples": {t: samples.get(t, 0) for t in PAIR_TASKS},
                       "erased": {"pairs": len(todo) - unchanged if f.erased_reference else 0,
@@ -238,6 +246,8 @@ class FacePairsStage(SingleUnitStage):
     def reconcile(self, c: dict) -> None:
         a, m, e = c["aligned"], c["misaligned"], c["erased"]
         check_sum(self.label, a["candidates"], a["samples"] + sum(a["dropped"].values()), "aligned candidates")
+        if "facial_editing" in self.tasks():
+            check_sum(self.label, a["samples"], sum(a.get("changes", {}).values()), "aligned samples by change")
         check_sum(self.label, m["set_pairs"], m["samples"] + sum(m["dropped"].values()), "band set pairs")
         check_sum(self.label, e["pairs"], e["samples"] + sum(e["dropped"].values()), "erased references")
         want = {"facial_editing": a["samples"] if "facial_editing" in self.tasks() else 0,
@@ -266,14 +276,19 @@ class _PartReader:
         return self.cache[name][r]
 
 
+def _face(row: dict) -> Face:
+    """The box and landmarks of a faces row (what the face region needs)."""
+    return Face(box=tuple(row["box"]), score=row["score"],
+                landmarks=np.asarray(row["landmarks"], np.float32).reshape(5, 2), chip=np.zeros((1, 1, 3), np.uint8),
+                descriptor=np.zeros(128, np.float32), raw_norm=row["raw_norm"])
+
+
 def erased_record(a: dict, b: dict, id_a: str, id_b: str, sid: str, scores: dict, gens: list, grow: float,
                   seed: int, max_frac: float = 0.6) -> tuple[dict | None, str | None]:
     """The face-erased reference of pair a -> b: b with its face region blanked (and masked), a's aligned face
     as the reference, b the target. None and a reason when the face region covers too much of b."""
     img = unpng(b["image_png"])
-    face = Face(box=tuple(b["box"]), score=b["score"], landmarks=np.asarray(b["landmarks"], np.float32).reshape(5, 2),
-                chip=np.zeros((1, 1, 3), np.uint8), descriptor=np.zeros(128, np.float32), raw_norm=b["raw_norm"])
-    mask = face_region_mask(img.shape[:2], face, grow)
+    mask = face_region_mask(img.shape[:2], _face(b), grow)
     if mask.mean() > max_frac:
         return None, "face_region_over_0.6"
     edit = img.copy()

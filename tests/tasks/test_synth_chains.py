@@ -140,7 +140,7 @@ def test_conversations_prefer_the_newest_image_and_use_every_pair_once():
     assert max(len(c) for c in convs) >= 2
 
 
-def test_style_pairs_come_from_the_largest_style_set_and_counts_reconcile(chains):
+def test_style_pairs_come_from_the_planted_style_set_and_counts_reconcile(chains):
     cfg, reps = chains
     c = reps["synth-style"].counts
     assert c["images"] == c["read"] + sum(c["skipped"].values()) and c["read"] == c["style_set"] + c["contents"]
@@ -150,7 +150,11 @@ def test_style_pairs_come_from_the_largest_style_set_and_counts_reconcile(chains
         content, ref = json.loads(rec["source_ids"])
         assert ref in family and content not in family  # the reference is a member of the style family
         assert json.loads(rec["labels"])["style"] == "poster"  # the bank style that made the family matches
-        assert json.loads(rec["scores"])["style_match"] >= cfg.synthesis.style.min_match
+        scores = json.loads(rec["scores"])
+        assert scores["style_match"] >= cfg.synthesis.style.min_match
+        assert scores["reference_target_style_cos"] >= cfg.supervision.style_min_cosine
+        assert scores["style_set_least_to_centre"] >= cfg.synthesis.style.threshold
+    assert c["style_sets_used"] >= 1 and c["style_set"] == len(family)  # the family, whole and alone
     by_task = reps["pack-chains"].counts["counts_by_task"]
     assert by_task["style_editing"] == by_task["style_transfer_reference"] == c["pairs"]
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mining.supervision import View
 from schemas.config import RunConfig
 from tasks.demo_corpus import face_photos
 from tasks.executors import LocalExecutor
@@ -86,3 +87,28 @@ def test_rerun_executes_nothing_and_a_changed_band_reruns_pairs_only(packed):
     narrow = cfg.model_copy(deep=True)
     narrow.synthesis.faces.band = (0.99, 0.995)
     assert FacesStage(narrow).complete() and not FacePairsStage(narrow).complete()
+
+
+def test_aligned_instructions_name_the_change_and_keep_the_identity_margin(packed):
+    cfg, made, (_, pairs, pack) = packed
+    from mining.face_pairs import face_pair_ok
+    from tasks.ingest import load_catalog
+
+    a = pairs.counts["aligned"]
+    assert sum(a["changes"].values()) == a["samples"]
+    edit = {rec.id: made.get(rec.uri.split("/src/", 1)[1], {}).get("edit") for rec in load_catalog(cfg.root)}
+    words = {("base", "warm"): "warm", ("base", "grey"): ("black-and-white", "greyscale"),
+             ("grey", "warm"): ("colourise", "natural colours")}
+    seen = 0
+    for s in read_shard_set(pack.counts["uri"]):
+        if s.task != "facial_editing":
+            continue
+        assert s.lineage.scores["face_threshold"] == cfg.synthesis.faces.aligned_min
+        assert face_pair_ok(View(task=s.task, instruction=s.instruction, inputs=[], masks=[], target=np.zeros(1),
+                                 scores=dict(s.lineage.scores)), cfg.supervision)[0] is None
+        want = words.get(tuple(edit[i] for i in s.lineage.source_ids))
+        if want is not None:  # a colour change over the whole photo: named, and not called a face edit
+            seen += 1
+            assert any(w in s.instruction.lower() for w in ((want,) if isinstance(want, str) else want)), s.instruction
+            assert "face" not in s.instruction.lower()
+    assert seen >= 2
