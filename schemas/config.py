@@ -255,21 +255,27 @@ SYNTH_TASKS = SYNTH_TASKS + CHAIN_TASKS
 
 
 class StyleConfig(_Config):
-    """Style pairs: style features, union-find at `threshold`, the largest set; content + reference -> target."""
+    """Style pairs: style features, tight sets at `threshold` (mining/style_sets.py), each set the bank
+    renders; content + reference -> target."""
 
     extractor: str = Field("auto", pattern="^(auto|randconv|vgg16)$", description="auto: VGG16 Gram features "
                            "when models_dir/style/vgg16.safetensors is present and pinned, else fixed-seed random-conv "
                            "Gram features (named in lineage)")
     vgg_sha256: str | None = Field(None, description="pinned sha256 of models_dir/style/vgg16.safetensors (the VGG16 "
                                    "extractor refuses the file without it)")
-    threshold: float = Field(0.85, gt=0, le=1, description="style-feature cosine that joins two images (set on the "
-                             "offline features; ACE's 0.65 is on CSD features)")
-    partition_size: int = Field(512, ge=2, description="catalog images per unit: the union-find runs inside one "
+    threshold: float = Field(0.85, gt=0, le=1, description="style-feature cosine of every set member to its set's "
+                             "centre and to the seed it grew from (set on the offline features; ACE's 0.65 is on "
+                             "CSD features)")
+    pair_min: float = Field(0.7, ge=-1, le=1, description="style-feature cosine of every two members of a set at "
+                            "least this (no chains: a set is one style throughout)")
+    partition_size: int = Field(512, ge=2, description="catalog images per unit: style sets are found inside one "
                                 "unit (style cuts across content clusters, so units are catalog slices)")
     min_set: int = Field(3, ge=2, description="a style set must hold at least this many images")
-    max_sets_tried: int = Field(8, ge=1, description="style sets tried per unit, largest first, for one the "
+    max_sets_tried: int = Field(8, ge=1, description="style sets tried per unit, best first, for ones the "
                                 "stylisation bank renders (a probe image's best stylisation reaches min_match)")
-    contents_per_unit: int = Field(8, ge=1, description="content images restyled per unit at most (seeded choice)")
+    max_style_sets: int = Field(4, ge=1, description="renderable style sets used per unit at most")
+    contents_per_unit: int = Field(32, ge=1, description="content images restyled per unit at most (seeded "
+                                   "choice, dealt in turn to the unit's style sets; the rest: over_unit_cap)")
     min_match: float = Field(0.7, gt=0, le=1, description="a rendered target's style cosine to its set's mean "
                              "feature at least this (else dropped: no_style_match)")
 
@@ -506,8 +512,9 @@ class SupervisionConfig(_Config):
                                     "embedding cosine to the target and to each other at least this")
     text_min_score: float = Field(0.8, ge=0, le=1, description="text removal: OCR score of the named text "
                                   "at least this, on both reads")
-    style_min_cosine: float = Field(0.8, ge=-1, le=1, description="style reference and target: style-feature "
-                                    "cosine at least this (else style_mismatch)")
+    style_min_cosine: float = Field(0.85, ge=-1, le=1, description="style reference and target: style-feature "
+                                    "cosine (offline random-conv features, seed 0) at least this (else "
+                                    "style_mismatch; the style stage picks its reference by it too)")
     smear_max_ratio: float = Field(3.0, gt=0, description="a removal's fill against its ring (mining/smear.py: "
                                    "ring / fill fine detail x sqrt of the fill's streak odds) at most this (else "
                                    "smear); the same statistic as synthesis.verify.max_smear_ratio")
