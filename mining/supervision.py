@@ -163,6 +163,8 @@ CHECKS: dict[str, list[Check | str]] = {
     "object_removal": ["mining.smear:fill_ok"],
     "object_addition": ["mining.smear:fill_ok"],
     "layer_fusion": ["mining.smear:fill_ok"],
+    "style_transfer_reference": ["mining.style:style_reference_ok"],
+    "facial_editing": ["mining.face_pairs:face_pair_ok"],
 }
 # map tasks whose map is not a drawn structure: degradation keeps the photo, depth is smooth but not flat
 _NOT_A_MAP = ("analysis_degradation", "control_degradation", "analysis_grayscale", "control_grayscale")

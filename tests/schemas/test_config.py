@@ -29,7 +29,7 @@ def test_unknown_nested_key_names_it_and_the_allowed_ones(tmp_path):
 def test_unknown_top_level_key(tmp_path):
     p = tmp_path / "run.yaml"
     p.write_text("rooot: x\n")
-    with pytest.raises(ConfigError, match=r"unknown key 'rooot'.*allowed here: demo, ingest, mining, models_dir, orchestration, root, shards, synthesis, train"):
+    with pytest.raises(ConfigError, match=r"unknown key 'rooot'.*allowed here: demo, ingest, mining, models_dir, orchestration, root, shards, supervision, synthesis, train"):
         load_config(p)
 
 
