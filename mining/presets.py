@@ -48,19 +48,6 @@ def preset(name: str) -> TaskPreset:
         raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}") from None
 
 
-def series_groups(members: np.ndarray, rng: np.random.Generator, min_inputs: int = 3,
-                  max_inputs: int = 8) -> list[tuple[np.ndarray, int]]:
-    """Split one set into (inputs, target) groups of 3-8 inputs + 1 target; leftovers too small are dropped."""
-    order = rng.permutation(members)
-    groups = []
-    pos = 0
-    while len(order) - pos >= min_inputs + 1:
-        n_in = int(rng.integers(min_inputs, min(max_inputs, len(order) - pos - 1) + 1))
-        groups.append((np.sort(order[pos : pos + n_in]), int(order[pos + n_in])))
-        pos += n_in + 1
-    return groups
-
-
 def largest_set(sets: list[np.ndarray]) -> list[np.ndarray]:
     """Style editing keeps only the largest set (ties: the one with the smallest first row)."""
     if not sets:

@@ -98,6 +98,9 @@ class MiningConfig(_Config):
     clusters_per_batch: int = Field(256, ge=1, description="clusters per unit of mining work (one task each)")
     presets: list[str] = Field(default_factory=lambda: ["general_editing"], description="task presets to mine")
     pair_classifier: str | None = Field(None, description="safetensors under models_dir; None: pass-through")
+    geometric_check: bool = Field(True, description="confirm series / reference group members and general-editing "
+                                  "pairs show one subject by keypoint matching (supervision.group_min_inliers); "
+                                  "embeddings that tell subjects apart (SigLIP) may switch it off")
     instructions: InstructionConfig = Field(default_factory=InstructionConfig)
 
     @model_validator(mode="after")
@@ -506,8 +509,10 @@ class SupervisionConfig(_Config):
         default_factory=lambda: {"default": 0.01, "pose": 0.002, "canny": 0.005},
         description="share of a map's pixels inside its mask that differ from its most common value, per map "
                     "kind ('default' for the rest), at least this (else flat_region)")
-    group_min_inliers: int = Field(12, ge=4, description="series / reference / general editing: RANSAC "
-                                   "inliers of keypoint matches that make two images one subject")
+    group_min_inliers: int = Field(8, ge=4, description="series / reference / general editing: RANSAC "
+                                   "inliers of keypoint matches that make two images one subject "
+                                   "(mining/geometric.py; different photos give 0-4, crops, flips, colour "
+                                   "and compression changes of one photo 10 and up)")
     group_min_cosine: float = Field(0.85, ge=-1, le=1, description="series / reference groups: every member's "
                                     "embedding cosine to the target and to each other at least this")
     text_min_score: float = Field(0.8, ge=0, le=1, description="text removal: OCR score of the named text "

@@ -7,6 +7,12 @@
     groups.parquet         cluster, set_id, input_ids, target_id   (series / reference presets)
     drops.json             counts by reason; then the marker
 
+Series / reference groups are tight (mining/groups.py): every input within the band of the target and of
+each other, and (mining.geometric_check) confirmed by keypoint geometry to show one subject; a target no tight
+group forms around is dropped (incoherent_group). General-editing pairs failing the geometric confirmation are
+dropped (incoherent_pair). Counts reconcile per batch: candidate pairs = pairs + classifier + incoherent_pair;
+members of the sets of a group preset = members grouped + incoherent_group + group_leftover.
+
 A batch whose marker exists is skipped; the merge runs when every batch is complete.
 """
 
@@ -25,13 +31,16 @@ import numpy as np
 import pyarrow as pa
 
 from mining.band import band_edges, disjoint_sets, pairs_from_sets
+from mining.geometric import Verifier
+from mining.groups import tight_groups
 from mining.pair_classifier import PairClassifier
-from mining.presets import TaskPreset, largest_set, series_groups
+from mining.presets import TaskPreset, largest_set
 from schemas.arrow import from_table, to_table
-from schemas.config import MiningConfig
+from schemas.config import MiningConfig, SupervisionConfig
 from schemas.records import Generator, Lineage, PairRecord
 from tasks import storage
 from tasks.layout import RunLayout
+from tasks.mine_geometry import GEOMETRIC_GENERATOR, PAIR_GEOMETRY_TASKS, catalog_verifier, reconcile, uses_geometry
 from tasks.stage import Resources, Stage, StageReport, UnitReport
 
 BAND_GENERATOR = Generator(name="band-union-find", version="1")
@@ -91,9 +100,11 @@ def check_inputs(preset: TaskPreset, embedder: Generator, classifier: PairClassi
 
 def mine_batch(ids: list[str], x: np.ndarray, cluster_of: np.ndarray, out: str, preset: TaskPreset,
                cfg: MiningConfig, embedder: Generator, band: tuple[float, float], classifier: PairClassifier,
-               progress: Callable[[int], None] | None = None) -> MineReport:
+               progress: Callable[[int], None] | None = None, verifier: Verifier | None = None) -> MineReport:
     """Band union-find over one batch's rows (grouped by cluster, `cluster_of` per row), re-checked pairs,
-    the second-level check; the batch's files and marker. Memory: the batch's rows."""
+    the second-level check, tight groups; the batch's files and marker. `verifier` (over these ids) confirms
+    groups and general-editing pairs by geometry; None: not confirmed. Memory: the batch's rows (and the
+    verifier's bounded caches)."""
     marker = storage.read_marker(out)
     if marker is not None:
         return MineReport(out, **marker["counts"])
@@ -102,7 +113,11 @@ def mine_batch(ids: list[str], x: np.ndarray, cluster_of: np.ndarray, out: str, 
     cluster_of = np.asarray(cluster_of, np.int64)
     if len(rows) and np.any(np.diff(cluster_of) < 0):
         raise ValueError(f"{out}: rows must be grouped by cluster")
+    if uses_geometry(preset, cfg) != (verifier is not None):
+        raise ValueError(f"{out}: preset {preset.name} with geometric_check={cfg.geometric_check} "
+                         f"{'needs' if verifier is None else 'takes no'} verifier")
     rep = MineReport(out)
+    set_members = 0
     drops: Counter[str] = Counter()
     tables: dict[str, dict[str, list]] = {
         "edges": {"cluster": [], "source_id": [], "target_id": [], "score": []},
@@ -135,11 +150,18 @@ def mine_batch(ids: list[str], x: np.ndarray, cluster_of: np.ndarray, out: str, 
             rng = np.random.default_rng([cfg.seed, c])
             g = tables["groups"]
             for s_idx, s in enumerate(sets):
-                for inputs, target in series_groups(members[s], rng):
+                rows_s = members[s]
+                same = None if verifier is None else \
+                    (lambda a, b, r=rows_s: verifier.same(ids[r[a]], ids[r[b]]))
+                sg = tight_groups(xc[s], lo, hi, rng, same)
+                set_members += len(s)
+                drops["incoherent_group"] += sg.incoherent
+                drops["group_leftover"] += sg.leftover
+                for inputs, target in sg.groups:
                     g["cluster"].append(c)
                     g["set_id"].append(s_idx)
-                    g["input_ids"].append([ids[k] for k in inputs])
-                    g["target_id"].append(ids[target])
+                    g["input_ids"].append([ids[k] for k in rows_s[inputs]])
+                    g["target_id"].append(ids[rows_s[target]])
         sp = pairs_from_sets(xc, sets, lo, hi, cfg.max_pairs_per_set, seed=cfg.seed + c)
         drops["set_pair_out_of_band"] += sp.out_of_band
         drops["set_pair_over_cap"] += sp.capped
@@ -153,16 +175,27 @@ def mine_batch(ids: list[str], x: np.ndarray, cluster_of: np.ndarray, out: str, 
     keep, cls_scores = classifier.keep(x[ci], x[cj], preset) if len(ci) else (np.zeros(0, bool), None)
     drops["classifier"] += int(np.count_nonzero(~keep))
     gens = [embedder, BAND_GENERATOR, Generator(name=classifier.name, version="1")]
+    pair_geometry = verifier is not None and preset.task in PAIR_GEOMETRY_TASKS
+    if pair_geometry:
+        gens.append(GEOMETRIC_GENERATOR)
+        drops["incoherent_pair"] += 0  # reported (as 0) whenever the check ran
     pairs = []
     for n in np.flatnonzero(keep):
         a, b = ids[ci[n]], ids[cj[n]]
         scores = {"band_cosine": float(cs[n])}
         if cls_scores is not None:
             scores["classifier"] = float(cls_scores[n])
+        if pair_geometry:
+            inliers = verifier.inliers(a, b)
+            if inliers < verifier.min_inliers:
+                drops["incoherent_pair"] += 1
+                continue
+            scores["geometric_inliers"] = float(inliers)
         pairs.append(PairRecord(pair_id=pair_id(a, b), source_id=a, target_id=b, task=preset.task,
                                 similarity=float(cs[n]), scores=scores,
                                 lineage=Lineage(source_ids=[a, b], generators=gens, scores=scores)))
     rep.pairs, rep.groups, rep.drops = len(pairs), len(tables["groups"]["target_id"]), dict(sorted(drops.items()))
+    reconcile(out, len(ci), rep.pairs, set_members, sum(len(i) + 1 for i in tables["groups"]["input_ids"]), drops)
     _write_tables(out, tables, pairs)
     storage.write_marker(out, {"counts": rep.counts(), "rows": len(ids)})
     return rep
@@ -222,9 +255,11 @@ def merge_batches(root: str, preset: TaskPreset, batches: list[str], band: tuple
 def mine_pairs(ids: list[str], x: np.ndarray, assignments: dict[str, int], root: str, preset: TaskPreset,
                cfg: MiningConfig, embedder: Generator, embedder_band: tuple[float, float],
                classifier: PairClassifier, features: str = "image",
-               progress: Callable[[int], None] | None = None) -> MineReport:
+               progress: Callable[[int], None] | None = None,
+               verifier_for: Callable[[list[str]], Verifier] | None = None) -> MineReport:
     """Every batch, then the merge, in this process, on vectors already in memory. `features` names what x
-    holds (image, face or style features); it must be what the preset is defined on."""
+    holds (image, face or style features); it must be what the preset is defined on. `verifier_for` gives
+    a batch's geometric verifier (default: over root's catalog, the default threshold)."""
     out = pairs_uri(root, preset)
     marker = storage.read_marker(out)
     if marker is not None:
@@ -235,12 +270,15 @@ def mine_pairs(ids: list[str], x: np.ndarray, assignments: dict[str, int], root:
     order = np.argsort(cl, kind="stable")
     k = int(cl.max()) + 1 if len(cl) else 0
     offsets = np.searchsorted(cl[order], np.arange(k + 1))
+    if uses_geometry(preset, cfg) and verifier_for is None:
+        verifier_for = catalog_verifier(root, SupervisionConfig().group_min_inliers)
     uris = []
     for b, (c0, c1) in enumerate(cluster_batches(k, cfg.clusters_per_batch)):
         rows = order[offsets[c0]:offsets[c1]]
         uris.append(batch_uri(root, preset, b))
-        mine_batch([ids[r] for r in rows], x[rows], cl[rows], uris[-1], preset, cfg, embedder, band, classifier,
-                   progress)
+        batch_ids = [ids[r] for r in rows]
+        ver = verifier_for(batch_ids) if uses_geometry(preset, cfg) and verifier_for else None
+        mine_batch(batch_ids, x[rows], cl[rows], uris[-1], preset, cfg, embedder, band, classifier, progress, ver)
     return merge_batches(root, preset, uris, band)
 
 
@@ -292,7 +330,9 @@ class MineStage(Stage):
                 "max_pairs_per_set": mc.max_pairs_per_set, "seed": mc.seed, "classifier": mc.pair_classifier,
                 "classifier_sha256": _file_digest(Path(self.cfg.models_dir) / mc.pair_classifier)
                 if mc.pair_classifier else None,
-                "clusters_per_batch": mc.clusters_per_batch}
+                "clusters_per_batch": mc.clusters_per_batch,
+                "geometric_min_inliers": self.cfg.supervision.group_min_inliers
+                if uses_geometry(self.preset, mc) else None}
 
     def _batches(self) -> list[str]:
         """The batch directories of the current clustering, named by their content (worked out once per
@@ -336,7 +376,10 @@ class MineStage(Stage):
         c0, c1 = cluster_batches(len(offsets) - 1, mc.clusters_per_batch)[k]
         ids, x, cluster_of = cluster_rows(cl_uri, c0, c1, offsets)
         band = resolve_band(preset, mc, tuple(marker["band"]))
-        rep = mine_batch(ids, x, cluster_of, self._batches()[k], preset, mc, gen, band, classifier)
+        verifier = catalog_verifier(self.cfg.root, self.cfg.supervision.group_min_inliers,
+                                    self.cfg.ingest.max_pixels)(ids) if uses_geometry(preset, mc) else None
+        rep = mine_batch(ids, x, cluster_of, self._batches()[k], preset, mc, gen, band, classifier,
+                         verifier=verifier)
         return UnitReport(stage=self.label, unit=k, counts=rep.counts())
 
     def final_outputs(self) -> list[str]:

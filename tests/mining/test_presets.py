@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mining.presets import PRESETS, largest_set, preset, series_groups
+from mining.presets import PRESETS, largest_set, preset
 from schemas.taxonomy import task_spec
 
 
@@ -18,20 +18,6 @@ def test_table_four_values():
     assert preset("text_editing").passes(0.0) and not preset("text_editing").passes(0.995)
     with pytest.raises(ValueError, match="known: general_editing"):
         preset("nope")
-
-
-def test_series_groups_take_three_to_eight_inputs_and_one_target():
-    members = np.arange(100, 140)
-    groups = series_groups(members, np.random.default_rng(0))
-    used = []
-    for inputs, target in groups:
-        assert 3 <= len(inputs) <= 8 and target not in inputs
-        used += [*inputs.tolist(), target]
-    assert len(used) == len(set(used)) and set(used) <= set(members.tolist())
-    assert len(members) - len(used) < 4  # only a remainder too small for a group is left
-    again = series_groups(members, np.random.default_rng(0))
-    assert all(np.array_equal(a[0], b[0]) and a[1] == b[1] for a, b in zip(groups, again))
-    assert series_groups(np.arange(3), np.random.default_rng(0)) == []
 
 
 def test_largest_set():
