@@ -165,6 +165,9 @@ CHECKS: dict[str, list[Check | str]] = {
     "layer_fusion": ["mining.smear:fill_ok"],
     "style_transfer_reference": ["mining.style:style_reference_ok"],
     "facial_editing": ["mining.face_pairs:face_pair_ok"],
+    "series_generation": ["mining.geometric:coherent_group"],
+    "reference_generation": ["mining.geometric:coherent_group"],
+    "general_editing": ["mining.geometric:coherent_pair"],
 }
 # map tasks whose map is not a drawn structure: degradation keeps the photo, depth is smooth but not flat
 _NOT_A_MAP = ("analysis_degradation", "control_degradation", "analysis_grayscale", "control_grayscale")
