@@ -343,6 +343,14 @@ class TextSynthConfig(_Config):
     max_ned: float = Field(0.1, ge=0, le=1, description="rendered text must read back within this normalised "
                            "edit distance")
     min_font_px: int = Field(14, ge=6, description="rendered text is at least this many pixels tall")
+    confirm_min_score: float = Field(0.8, ge=0, le=1, description="text removal: an OCR detection is confirmed "
+                                     "text with at least this recognition score (mining/text_confirm.py)")
+    confirm_max_ned: float = Field(0.34, ge=0, le=1, description="text removal: a second read around the "
+                                   "detection, rescaled, agrees with the first: the first's edit distance to its "
+                                   "closest part, over the first's length, at most this")
+    confirm_scales: list[float] = Field(default_factory=lambda: [2.0, 1.5], description="text removal: the "
+                                        "second read's upscales, tried in turn until one agrees (a downscale by "
+                                        "the factor where the text would get taller than 256 px)")
     fraction: float | None = Field(None, gt=0, le=1, description="share of catalog images read (by id); None: "
                                    "synthesis.fraction")
     max_images: int | None = Field(None, ge=1, description="read only the first N catalog rows (OCR costs "
@@ -516,7 +524,16 @@ class SupervisionConfig(_Config):
     group_min_cosine: float = Field(0.85, ge=-1, le=1, description="series / reference groups: every member's "
                                     "embedding cosine to the target and to each other at least this")
     text_min_score: float = Field(0.8, ge=0, le=1, description="text removal: OCR score of the named text "
-                                  "at least this, on both reads")
+                                  "at least this (mining/text_confirm.py)")
+    text_max_ned: float = Field(0.34, ge=0, le=1, description="text: a second read, rescaled, agrees with the "
+                                "first, and the text read agrees with the text the instruction names, within this "
+                                "normalised edit distance (else text_unconfirmed)")
+    text_confirm_scales: list[float] = Field(default_factory=lambda: [2.0, 1.5], description="text: the "
+                                             "second read's upscales, tried in turn until one agrees (a downscale "
+                                             "by the factor where the text would get taller than 256 px)")
+    text_left_min_score: float = Field(0.5, ge=0, le=1, description="text removal: a read of two glyphs or "
+                                       "more at this score inside the target's mask is text left (else "
+                                       "text_unconfirmed)")
     style_min_cosine: float = Field(0.85, ge=-1, le=1, description="style reference and target: style-feature "
                                     "cosine (offline random-conv features, seed 0) at least this (else "
                                     "style_mismatch; the style stage picks its reference by it too)")

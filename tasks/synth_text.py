@@ -1,8 +1,11 @@
 """OCR-verified text pairs (ACE App. B.5.1): <root>/synth/text/.
 
-Per image, OCR runs once. Text found: a removal candidate. The detected boxes, dilated, are inpainted; the
-result must pass the removal checks (mining/synth_verify.py) and OCR must find no text in it, else the
-candidate is dropped with the reason (`text_remains`, `unchanged`, `seam`, ...). No text found: a render
+Per image, OCR runs once. Text found: a removal candidate. Each detection is confirmed first (score,
+characters, a second read at another scale: mining/text_confirm.py); with none confirmed the image is
+dropped as `text_unconfirmed` (texture read as text). The confirmed boxes, dilated, are inpainted; the
+result must pass the removal checks (mining/synth_verify.py) and OCR must find no text in it (a read
+inside the mask, or a confirmed one elsewhere), else the candidate is dropped with the reason
+(`text_remains`, `unchanged`, `seam`, ...). No text found: a render
 candidate. English or Chinese text is drawn (content, font, size, colour and position recorded); OCR must
 read it back within `synthesis.text.max_ned`, else `readback_mismatch` (or `no_fit`: nothing fits).
 
@@ -26,6 +29,7 @@ from mining.artefacts import ArtefactClassifier
 from mining.inpaint import dilate, make_inpainter
 from mining.ocr import boxes_mask, make_ocr
 from mining.synth_verify import VERIFIER, verify_removal
+from mining.text_confirm import CONFIRMER, Rules, confirm_hit, confirm_hits, inside
 from mining.text_instructions import TEXT_TEMPLATER, grid_position, text_instruction
 from mining.text_render import COLOURS, RENDERER, render_text
 from schemas.config import TEXT_TASKS  # noqa: F401  (re-exported for the pack and the flow)
@@ -147,6 +151,10 @@ class TextStage(PartStage):
 
     def _removal(self, rec, img: np.ndarray, hits) -> tuple[dict | None, str]:
         s = self.cfg.synthesis
+        rules = Rules.of(s.text)
+        hits, _, confirmed = confirm_hits(self.ocr, img, hits, rules)
+        if not hits:
+            return None, "text_unconfirmed"
         mask = dilate(boxes_mask(hits, img.shape[:2]), s.text.dilate_px)
         result = self.inpainter(img, mask)
         reason, scores = verify_removal(img, result, mask, s.verify)
@@ -155,14 +163,13 @@ class TextStage(PartStage):
             reason = "artefact" if scores["artefact_prob"] > s.verify.max_artefact_prob else None
         if reason is not None:
             return None, reason
-        left = self.ocr(result)
-        if left:
+        if any(inside(h, mask) or confirm_hit(self.ocr, result, h, rules)[0] is None for h in self.ocr(result)):
             return None, "text_remains"
         scores.update({"ocr_boxes": float(len(hits)), "ocr_score_min": min(h.score for h in hits),
-                       "mask_frac": float(mask.mean()), "ocr_after": 0.0})
+                       "mask_frac": float(mask.mean()), "ocr_after": 0.0, **confirmed})
         content = " ".join(h.text for h in hits)
         return self._row(rec, "text_removal", img, result, mask, content, None,
-                         [[self.inpainter.name, self.inpainter.version]], scores), ""
+                         [[self.inpainter.name, self.inpainter.version], list(CONFIRMER)], scores), ""
 
     def _render(self, rec, img: np.ndarray, _hits) -> tuple[dict | None, str]:
         from mining.ocr import normalized_edit_distance

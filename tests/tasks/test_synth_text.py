@@ -7,6 +7,7 @@ import skimage.data
 from PIL import Image, ImageDraw, ImageFont
 
 from mining.ocr import RapidOcrReader, find_font, normalized_edit_distance
+from mining.text_confirm import Rules, confirm_hit, inside
 from schemas.config import RunConfig
 from tasks import storage
 from tasks.executors import LocalExecutor
@@ -100,8 +101,11 @@ def test_text_pairs_end_to_end_every_text_free_image_has_no_ocr_detection(cfg, r
         if s.task == "text_addition":
             assert s.lineage.labels["text"] in s.instruction
         if s.task == "text_removal":  # (an addition is its exact reverse, checked below)
-            assert ocr(target) == [], s.key  # the image without text: OCR finds nothing
+            # the image without text: OCR reads nothing in the mask, and nothing it confirms elsewhere
+            assert not [h for h in ocr(target) if inside(h, mask) or confirm_hit(ocr, target, h, Rules())[0] is None]
             assert ocr(edit), s.key  # the one with text: OCR finds some
+            if "readback_ned" not in s.lineage.scores:  # found text: confirmed by a second read
+                assert s.lineage.scores["reread_ned_max"] <= cfg.synthesis.text.confirm_max_ned
         by_key[s.key] = (edit, target)
         if "readback_ned" in s.lineage.scores:  # rendered: the instruction names content, colour, position
             assert s.lineage.scores["readback_ned"] <= cfg.synthesis.text.max_ned
@@ -154,3 +158,13 @@ def test_max_images_cuts_the_units(cfg):
         update={"text": cfg.synthesis.text.model_copy(update={"max_images": 4})})})
     stage = TextStage(capped)
     assert stage._ranges() == [(0, 3), (3, 4)]
+
+
+def test_texture_read_as_text_is_not_a_removal_candidate(cfg, ocr):
+    """The camera's tripod reads as '0000': the image is dropped as text_unconfirmed, before any inpainting."""
+    img = np.asarray(Image.fromarray(skimage.data.camera()).convert("RGB"))
+    hits = ocr(img)
+    assert hits and all(h.score >= cfg.synthesis.text.min_score for h in hits)
+    stage = TextStage(cfg)
+    stage.setup()
+    assert stage._removal(None, img, hits) == (None, "text_unconfirmed")
