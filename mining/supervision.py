@@ -168,6 +168,8 @@ CHECKS: dict[str, list[Check | str]] = {
     "series_generation": ["mining.geometric:coherent_group"],
     "reference_generation": ["mining.geometric:coherent_group"],
     "general_editing": ["mining.geometric:coherent_pair"],
+    "text_removal": ["mining.smear:fill_ok", "mining.text_confirm:text_removal_ok"],
+    "text_addition": ["mining.smear:fill_ok", "mining.text_confirm:text_addition_ok"],
 }
 # map tasks whose map is not a drawn structure: degradation keeps the photo, depth is smooth but not flat
 _NOT_A_MAP = ("analysis_degradation", "control_degradation", "analysis_grayscale", "control_grayscale")

@@ -521,8 +521,6 @@ class SupervisionConfig(_Config):
                                    "inliers of keypoint matches that make two images one subject "
                                    "(mining/geometric.py; different photos give 0-4, crops, flips, colour "
                                    "and compression changes of one photo 10 and up)")
-    group_min_cosine: float = Field(0.85, ge=-1, le=1, description="series / reference groups: every member's "
-                                    "embedding cosine to the target and to each other at least this")
     text_min_score: float = Field(0.8, ge=0, le=1, description="text removal: OCR score of the named text "
                                   "at least this (mining/text_confirm.py)")
     text_max_ned: float = Field(0.34, ge=0, le=1, description="text: a second read, rescaled, agrees with the "
