@@ -6,7 +6,9 @@ absolute change, the edit is a global colour/brightness cast and is named by wha
 warmer, cooler, brighter, darker, else "colours"); a grey photo that gains colour is "colourise".
 Otherwise the change left after the map is located: at
 least `face_ratio` times denser inside the face region than outside it, the edit is the face's; else a
-whole-photo edit no colour map makes (sharpness, resolution, retouching everywhere).
+whole-photo edit no one colour map makes, named by its strongest measured direction (more vivid or muted
+colours, brighter, darker, warmer, cooler), or UNNAMED when it has none: such a pair is dropped
+(`unnamed_change`), since no instruction can say what it does.
 """
 
 from __future__ import annotations
@@ -30,9 +32,12 @@ CHANGE_TEMPLATES: dict[str, tuple[str, ...]] = {
                 "Change the colour balance of {image} everywhere; nothing else changes."),
     "colourise": ("Colourise the black-and-white photo {image}, keeping everything else.",
                   "Give the greyscale {image} natural colours; nothing else changes."),
-    "photo": ("Edit the whole photo {image} into the target's look, keeping the person and the framing.",
-              "Retouch all of {image}, not only the face, keeping the person and the framing."),
+    "vivid": ("Make the colours of {image} more vivid, keeping the person and the framing.",
+              "Boost the colour saturation of the whole of {image}; nothing else changes."),
+    "muted": ("Make the colours of {image} more muted, keeping the person and the framing.",
+              "Desaturate the whole of {image} a little; nothing else changes."),
 }
+UNNAMED = "photo"  # a whole-photo change with no measured direction: no instruction can name it (dropped)
 
 
 def _pick(options: tuple[str, ...], key: str, seed: int) -> str:
@@ -77,9 +82,21 @@ def change_kind(a: np.ndarray, b: np.ndarray, face: np.ndarray, global_share: fl
         return "colours", scores
     if inside >= face_ratio * max(outside, 1e-6):
         return "face", scores
-    return "photo", scores
+    # not one colour map, not the face: name the strongest global direction that was measured, if any
+    shift = (fb - fa).mean(0)
+    warm, light = float(shift[0] - shift[2]), float(shift.mean())
+    scores.update({"change_warm_shift": round(warm, 3), "change_light_shift": round(light, 3)})
+    if sat_b >= 1.3 * sat_a and sat_b - sat_a >= cast:
+        return "vivid", scores
+    if sat_a >= 1.3 * sat_b and sat_a - sat_b >= cast:
+        return "muted", scores
+    if abs(light) >= cast and abs(light) >= abs(warm):
+        return ("brighter" if light > 0 else "darker"), scores
+    if abs(warm) >= cast:
+        return ("warmer" if warm > 0 else "cooler"), scores
+    return UNNAMED, scores
 
 
 def change_instruction(kind: str, key: str, seed: int) -> str | None:
-    """The instruction of a non-face change kind; None for 'face' (the face templates apply)."""
-    return None if kind == "face" else _pick(CHANGE_TEMPLATES[kind], key, seed)
+    """The instruction of a named change kind; None for 'face' (the face templates apply) and UNNAMED."""
+    return None if kind in ("face", UNNAMED) else _pick(CHANGE_TEMPLATES[kind], key, seed)

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from mining.dlib_faces import DROP_REASONS, DlibFaces, Face, FaceFilter, face_region_mask
-from mining.face_change import change_instruction, change_kind
+from mining.face_change import UNNAMED, change_instruction, change_kind
 from mining.face_pairs import CHANGE_NAMER, ERASER, PAIRER, face_instruction, face_pairs
 from schemas.config import FACE_TASKS
 from schemas.records import AceSample, ConditionUnit, Generator, Lineage, Role
@@ -187,7 +187,7 @@ class FacePairsStage(SingleUnitStage):
                  if "facial_editing_misaligned" in self.tasks()]
         gens = [list(model or ["dlib-faces", "unknown"]), list(PAIRER)]
         erased, samples, kinds = Counter(), Counter(), Counter()
-        unchanged = 0
+        unchanged = unnamed = 0
         reader = _PartReader(self.inputs()[0])
         todo.sort(key=lambda t: (where[t[1]][0], where[t[2]][0]))  # pairs of the same two parts together
         settings = self.settings()
@@ -207,6 +207,9 @@ class FacePairsStage(SingleUnitStage):
                         continue
                     kind, measured = change_kind(ia, ib, face_region_mask(ia.shape[:2], _face(a), f.erase_grow))
                     kinds[kind] += 1
+                    if kind == UNNAMED:  # no instruction can say what changed
+                        unnamed += 1
+                        continue
                     text = change_instruction(kind, sid, s.seed) or text
                     scores = {**scores, "mean_abs_change": change, **measured}
                 rows.append({"sample_id": sid, "kind": task, "source_id": ids[i], "target_id": ids[j],
@@ -228,9 +231,10 @@ class FacePairsStage(SingleUnitStage):
             sink.write(pa.Table.from_pylist(rows, schema=PAIR_SCHEMA))
             del rows
             aligned = fp.aligned_counts
-            if unchanged:
-                aligned = {**aligned, "samples": aligned["samples"] - unchanged,
-                           "dropped": {**aligned["dropped"], "unchanged": unchanged}}
+            for why, n in (("unchanged", unchanged), ("unnamed_change", unnamed)):
+                if n:
+                    aligned = {**aligned, "samples": aligned["samples"] - n,
+                               "dropped": {**aligned["dropped"], why: n}}
             aligned = {**aligned, "changes": dict(sorted(kinds.items()))}
             counts = {"faces": len(x), "aligned": aligned, "misaligned": fp.misaligned_counts,
                       "samples": {t: samples.get(t, 0) for t in PAIR_TASKS},

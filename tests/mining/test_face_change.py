@@ -77,3 +77,19 @@ def test_a_change_inside_the_face_region_is_a_face_edit(face):
     assert change_instruction(kind, "k", 0) is None  # the face templates apply
     b = blurred  # the same retouch over the whole photo
     assert change_kind(a, b, mask)[0] == "photo"
+
+
+def test_a_whole_photo_change_is_named_by_its_measured_direction_or_dropped_unnamed(face):
+    from mining.face_change import UNNAMED
+
+    im, mask = face
+    a = np.asarray(im)
+    shifted = np.roll(a, 3, axis=1)  # a reframing no colour map explains, no colour direction
+    assert change_kind(a, shifted, mask)[0] == UNNAMED and change_instruction(UNNAMED, "k", 0) is None
+    hsv = np.asarray(Image.fromarray(shifted).convert("HSV")).astype(np.int16)
+    hsv[..., 1] = np.clip(hsv[..., 1] * 2 + 20, 0, 255)
+    vivid = np.asarray(Image.fromarray(hsv.astype(np.uint8), "HSV").convert("RGB"))
+    kind, scores = change_kind(a, vivid, mask)
+    assert kind == "vivid" and scores["change_sat_after"] > 1.3 * scores["change_sat_before"], scores
+    assert "vivid" in change_instruction(kind, "k", 0)
+    assert change_kind(vivid, a, mask)[0] == "muted"
