@@ -90,22 +90,33 @@ def _thumb(a: np.ndarray, side: int = 64) -> np.ndarray:
     return cv2.resize(a, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
-def change(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """Mean absolute difference (0-255) of two RGB images: inside `mask` when given, on 64 px thumbnails when
-    their sizes differ."""
+CHANGED_LEVEL = 16  # a pixel whose largest channel difference exceeds this counts as changed
+
+
+def change(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, float]:
+    """(mean absolute difference 0-255, share of pixels changed by more than CHANGED_LEVEL) of two RGB images:
+    inside `mask` when given, on 64 px thumbnails when their sizes differ."""
     if a.shape != b.shape:
-        return float(np.abs(_thumb(a) - _thumb(b)).mean())
-    d = np.abs(a.astype(np.int16) - b.astype(np.int16))
-    if mask is not None and mask.shape == a.shape[:2] and mask.any():
-        d = d[mask]
-    return float(d.mean())
+        d = np.abs(_thumb(a) - _thumb(b))
+    else:
+        d = np.abs(a.astype(np.int16) - b.astype(np.int16))
+        if mask is not None and mask.shape == a.shape[:2] and mask.any():
+            d = d[mask]
+    return float(d.mean()), float((d.reshape(-1, 3).max(1) > CHANGED_LEVEL).mean())
 
 
 def no_change(v: View, cfg: SupervisionConfig) -> Verdict:
     """Every input must differ from the target: the edit inside its mask (where the task generates), a
-    reference anywhere (a series or reference target that repeats one of its inputs teaches copying)."""
-    least = min((change(x, v.target, v.mask if i == 0 else None) for i, x in enumerate(v.inputs)), default=255.0)
-    return ("no_change" if least < cfg.min_change else None), {"change": round(least, 3)}
+    reference anywhere (a series or reference target that repeats one of its inputs teaches copying). An input
+    differs when its mean difference reaches `min_change` or a `min_changed_share` of its pixels changed (a
+    local edit: an earlier turn of a chain differs from the last only inside the masks since)."""
+    least, share = 255.0, 1.0
+    for i, x in enumerate(v.inputs):
+        mean, changed = change(x, v.target, v.mask if i == 0 else None)
+        if mean < cfg.min_change and changed < cfg.min_changed_share:
+            return "no_change", {"change": round(mean, 3), "changed_share": round(changed, 5)}
+        least, share = min(least, mean), min(share, changed)
+    return None, {"change": round(least, 3), "changed_share": round(share, 5)}
 
 
 def colourfulness(rgb: np.ndarray, mask: np.ndarray | None = None) -> float:

@@ -510,7 +510,9 @@ class SupervisionConfig(_Config):
 
     enabled: bool = Field(True, description="run the checks when packing (audit runs them regardless)")
     min_change: float = Field(1.0, ge=0, description="mean absolute difference (0-255) between each input and the "
-                              "target (inside the edit's mask when it has one) at least this (else no_change)")
+                              "target (inside the edit's mask when it has one) at least this, or ...")
+    min_changed_share: float = Field(0.005, ge=0, le=1, description="... at least this share of its pixels "
+                                     "changed by more than 16 levels (a local edit), else no_change")
     min_colourfulness: float = Field(4.0, ge=0, description="grayscale / colourise: the colour image's "
                                      "colourfulness (Hasler-Suesstrunk) at least this (else already_grey)")
     min_map_content: dict[str, float] = Field(

@@ -129,3 +129,20 @@ def test_map_content_counts_the_share_off_the_mode():
     assert map_content(m) == pytest.approx(0.05)
     v = view(_sample("analysis_canny", m, m))
     assert map_has_content(v, SupervisionConfig(min_map_content={"default": 0.1}))[0] == "flat_region"
+
+
+def test_a_reference_changed_only_locally_still_differs_but_a_noisy_copy_does_not(photo):
+    rng = np.random.default_rng(1)
+    earlier = photo.copy()
+    patch = earlier[100:130, 100:130].astype(np.int16)
+    earlier[100:130, 100:130] = np.clip(patch + 40, 0, 255)  # what an earlier turn still shows: 1.4 % of the pixels
+    copy = np.clip(photo.astype(np.int16) + rng.integers(-1, 2, photo.shape), 0, 255).astype(np.uint8)
+    edit = np.ascontiguousarray(photo[::-1])
+    ok = AceSample(key="long_context-x", task="long_context", instruction="Turn 2 on {image2}.",
+                   units=[ConditionUnit(role=Role.REFERENCE, image=_png(earlier)),
+                          ConditionUnit(role=Role.EDIT, image=_png(edit))],
+                   target=ConditionUnit(role=Role.TARGET, image=_png(photo)))
+    why, scores = check(ok, CFG)
+    assert why is None and scores["change"] < CFG.min_change <= 255 and scores["changed_share"] > CFG.min_changed_share, scores
+    bad = ok.model_copy(update={"units": [ConditionUnit(role=Role.REFERENCE, image=_png(copy)), ok.units[1]]})
+    assert check(bad, CFG)[0] == "no_change"
