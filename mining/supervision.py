@@ -166,8 +166,8 @@ def multi_maps_have_content(v: View, cfg: SupervisionConfig) -> Verdict:
 # the domain checks are named "module:function" and imported on first use (OCR, keypoints, style nets)
 CHECKS: dict[str, list[Check | str]] = {
     "*": [no_change],
-    "analysis_grayscale": [has_colour],
-    "control_grayscale": [has_colour],
+    "analysis_grayscale": [has_colour, no_change],  # a grey source is named as such, not as an identity edit
+    "control_grayscale": [has_colour, no_change],
     "analysis_*": [map_has_content],
     "control_*": [map_has_content],
     "control_multi": [multi_maps_have_content],
@@ -196,8 +196,10 @@ def _resolve(fn: Check | str) -> Check:
 
 
 def checks_for(task: str) -> list[Check]:
-    """The checks of `task`, in order: the generic ones, its own (or its prefix's when it has none)."""
-    out = list(CHECKS["*"]) + list(CHECKS.get(task, []))
+    """The checks of `task`, in order: the generic ones (unless its own list places them), its own (or its
+    prefix's when it has none)."""
+    own = list(CHECKS.get(task, []))
+    out = [f for f in CHECKS["*"] if f not in own] + own
     for key, fns in CHECKS.items():
         if key.endswith("*") and key != "*" and task.startswith(key[:-1]) and task not in CHECKS:
             if key in ("analysis_*", "control_*") and task in _NOT_A_MAP:

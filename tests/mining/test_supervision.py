@@ -8,7 +8,7 @@ import skimage.data
 from PIL import Image
 
 from mining import cond_maps as cm
-from mining.supervision import check, checks_for, colourfulness, map_content, map_has_content, view
+from mining.supervision import change, check, checks_for, colourfulness, map_content, map_has_content, view
 from schemas.config import SupervisionConfig
 from schemas.records import AceSample, ConditionUnit, Role
 
@@ -44,9 +44,11 @@ def test_identity_edit_is_no_change_and_a_real_map_passes(photo, grey_photo):
     grey_map = cm.grayscale(grey_photo)
     assert np.array_equal(grey_map, grey_photo)  # the finding: a grey source's grayscale map is itself
     why, scores = check(_sample("analysis_grayscale", grey_photo, grey_map), CFG)
-    assert why == "no_change" and scores["change"] == 0.0
+    assert why == "already_grey" and scores["colourfulness"] == 0.0
     why, _ = check(_sample("control_grayscale", grey_map, grey_photo), CFG)
-    assert why == "no_change"
+    assert why == "already_grey"
+    why, scores = check(_sample("analysis_canny", grey_photo, grey_photo), CFG)  # any other task: no_change
+    assert why == "no_change" and scores["change"] == 0.0
     why, scores = check(_sample("analysis_grayscale", photo, cm.grayscale(photo)), CFG)
     assert why is None and scores["colourfulness"] > 20
 
@@ -55,7 +57,8 @@ def test_a_nearly_grey_source_is_already_grey_though_its_map_differs(grey_photo)
     rng = np.random.default_rng(0)
     tinted = np.clip(grey_photo.astype(np.int16) + rng.integers(-3, 4, grey_photo.shape), 0, 255).astype(np.uint8)
     why, scores = check(_sample("analysis_grayscale", tinted, cm.grayscale(tinted)), CFG)
-    assert scores["change"] >= CFG.min_change and why == "already_grey", scores
+    assert why == "already_grey", scores
+    assert change(tinted, cm.grayscale(tinted))[0] >= CFG.min_change  # no identity edit: grey all the same
     assert colourfulness(tinted) < CFG.min_colourfulness < colourfulness(skimage.data.coffee())
 
 

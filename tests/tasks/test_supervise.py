@@ -33,8 +33,8 @@ def test_the_gate_drops_and_counts_by_task_and_reason(samples, tmp_path):
     assert rep.samples == 2 and rep.counts_by_task == {"analysis_canny": 1, "analysis_grayscale": 1}
     sup = storage.read_marker(out)["supervision"]
     assert sup["checked"] == {"analysis_canny": 1, "analysis_grayscale": 2, "control_canny": 1}
-    assert sup["dropped"] == {"analysis_grayscale": {"no_change": 1}, "control_canny": {"flat_region": 1}}
-    assert sup["examples"]["analysis_grayscale:no_change"] == [samples[2].key]
+    assert sup["dropped"] == {"analysis_grayscale": {"already_grey": 1}, "control_canny": {"flat_region": 1}}
+    assert sup["examples"]["analysis_grayscale:already_grey"] == [samples[2].key]
     kept = list(read_shard_set(out))
     assert all(s.lineage.scores["supervision_change"] > 0 for s in kept)
     reconcile("pack", {"analysis_grayscale": 2, "analysis_canny": 1, "control_canny": 1}, gate)
@@ -51,7 +51,7 @@ def test_a_disabled_gate_passes_everything_and_audit_finds_the_bad_ones(samples,
     res = runner.invoke(app, ["shards", "audit", bad_set])
     assert res.exit_code == 1, res.output
     text = " ".join(res.output.split())
-    assert "no_change 1" in text and "flat_region 1" in text and "4 samples checked, 2 failing" in text
+    assert "already_grey 1" in text and "flat_region 1" in text and "4 samples checked, 2 failing" in text
     write_shard_set(Gate(SupervisionConfig())(samples), good_set, ShardConfig())
     res = runner.invoke(app, ["shards", "audit", good_set])
     assert res.exit_code == 0 and "2 samples checked, 0 failing" in " ".join(res.output.split()), res.output
