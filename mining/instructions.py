@@ -176,8 +176,8 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
                         "Turn {image} into a variation of the same scene."),
     "facial_editing": ("Edit the face in {image} to match another photo of the same person.",
                        "Change the expression or pose of the person in {image}."),
-    "reference_generation": ("Generate an image of the subject of {image} in a new scene.",
-                             "Show the subject of {image} in another setting."),
+    "reference_generation": ("Generate another image of the subject of {image}.",  # no claim of a new scene
+                             "Show the subject of {image} again, in another image of it."),
 }
 FALLBACK_TEMPLATES = ("Edit {image} into a related image.",)
 
