@@ -13,7 +13,7 @@ from schemas.config import IngestConfig, MiningConfig
 from schemas.records import Generator
 
 GEOMETRIC_GENERATOR = Generator(name="keypoint-ransac", version="1")
-PAIR_GEOMETRY_TASKS = ("general_editing",)  # pair presets whose pairs must show one subject
+PAIR_GEOMETRY_TASKS = ("general_editing", "reference_generation")  # pair presets whose pairs must show one subject
 
 
 def uses_geometry(preset: TaskPreset, cfg: MiningConfig) -> bool:
