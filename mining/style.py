@@ -18,7 +18,9 @@ alone follow content (a family chains to every photo at any threshold that holds
 statistics block at `gram_weight` 0.5 the family forms one set at 0.8 with no photo in it.
 
 `style_reference_ok` is the supervision check of `style_transfer_reference` (mining/supervision.py): each
-style reference's feature cosine to the target at least `supervision.style_min_cosine`, else `style_mismatch`.
+style reference's feature cosine to the target at least `supervision.style_min_cosine`, that cosine above the
+edit image's own by `supervision.style_min_margin`, and, when the sample names its bank style, the reference
+a fixed point of that style (mining/style_fixed.py), else `style_mismatch`.
 It always measures on the offline random-conv features of seed 0 (built once per process), whatever extractor
 made the set, so a packed set is audited on one scale. `style_editing` has no reference and its target is
 the named bank stylisation of its input itself: no style check applies beyond the generic `no_change`.
@@ -247,11 +249,26 @@ def check_extractor() -> RandConvStyle:
 
 
 def style_reference_ok(v: View, cfg: SupervisionConfig) -> tuple[str | None, dict[str, float]]:
-    """style_transfer_reference: every reference (the inputs after the edit) shares the target's style:
-    feature cosine at least `cfg.style_min_cosine`, else style_mismatch."""
+    """style_transfer_reference: every reference (the inputs after the edit) is in the target's style: feature
+    cosine to the target at least `cfg.style_min_cosine` and above the edit image's by `cfg.style_min_margin`
+    (a photo reference for a stylised photo is near it in features, but no nearer than the photo itself), and a
+    fixed point of the bank style the sample names in `labels["style"]`; else style_mismatch."""
+    from mining.style_fixed import in_style
+    from mining.stylize import STYLES
+
     refs = v.inputs[1:]
     if not refs:
         return "style_mismatch", {"reference_style_cos": -1.0}
-    x = check_extractor()([v.target, *refs])
-    least = float((x[1:] @ x[0]).min())
-    return ("style_mismatch" if least < cfg.style_min_cosine else None), {"reference_style_cos": round(least, 4)}
+    ex = check_extractor()
+    x = ex([v.target, v.inputs[0], *refs])
+    least = float((x[2:] @ x[0]).min())
+    edit = float(x[1] @ x[0])
+    scores = {"reference_style_cos": round(least, 4), "edit_style_cos": round(edit, 4),
+              "reference_style_margin": round(least - edit, 4)}
+    fail = least < cfg.style_min_cosine or least - edit < cfg.style_min_margin
+    style = v.labels.get("style")
+    if style in STYLES:
+        ok, worst = in_style(refs, style, ex, cfg.style_fixed_max_change, cfg.style_fixed_min_cosine)
+        scores.update({f"reference_{k}": round(w, 4) for k, w in worst.items()})
+        fail = fail or not ok.all()
+    return ("style_mismatch" if fail else None), scores

@@ -274,9 +274,14 @@ class StyleConfig(_Config):
     partition_size: int = Field(512, ge=2, description="catalog images per unit: style sets are found inside one "
                                 "unit (style cuts across content clusters, so units are catalog slices)")
     min_set: int = Field(3, ge=2, description="a style set must hold at least this many images")
-    max_sets_tried: int = Field(8, ge=1, description="style sets tried per unit, best first, for ones the "
-                                "stylisation bank renders (a probe image's best stylisation reaches min_match)")
-    max_style_sets: int = Field(4, ge=1, description="renderable style sets used per unit at most")
+    max_sets_tried: int = Field(8, ge=1, description="style sets tried per unit, best first, for ones already "
+                                "in a bank style (mining/style_fixed.py: re-rendering a member changes it little)")
+    probe_members: int = Field(8, ge=1, description="members of a tried set (seeded) re-rendered in each bank "
+                               "style to find the style the set is in")
+    min_in_style_share: float = Field(0.75, gt=0, le=1, description="a set is in a bank style when at least this "
+                                      "share of its probed members are fixed points of it (else the set is not "
+                                      "used: not_in_bank_style)")
+    max_style_sets: int = Field(4, ge=1, description="style sets in a bank style used per unit at most")
     contents_per_unit: int = Field(32, ge=1, description="content images restyled per unit at most (seeded "
                                    "choice, dealt in turn to the unit's style sets; the rest: over_unit_cap)")
     min_match: float = Field(0.7, gt=0, le=1, description="a rendered target's style cosine to its set's mean "
@@ -537,6 +542,17 @@ class SupervisionConfig(_Config):
     style_min_cosine: float = Field(0.85, ge=-1, le=1, description="style reference and target: style-feature "
                                     "cosine (offline random-conv features, seed 0) at least this (else "
                                     "style_mismatch; the style stage picks its reference by it too)")
+    style_min_margin: float = Field(0.45, ge=-2, le=2, description="style reference: its cosine to the target "
+                                    "minus the edit image's cosine to the target at least this (a reference no "
+                                    "nearer the target's style than the content teaches no style; measured: "
+                                    "family references >= 0.49, photo references <= 0.41 on poster and ink)")
+    style_fixed_max_change: float = Field(16.0, ge=0, le=255, description="a reference labelled with a bank style "
+                                          "is in it when re-rendering it changes it by at most this mean absolute "
+                                          "pixel value (0-255; poster / ink families 0-11; photos 18-190, but "
+                                          "7-16 under watercolour, which the cosine rejects)")
+    style_fixed_min_cosine: float = Field(0.95, ge=-1, le=1, description="a reference labelled with a bank "
+                                          "style: its re-rendering's style-feature cosine to it at least this "
+                                          "(poster / ink families >= 0.99; photos within the change above <= 0.93)")
     smear_max_ratio: float = Field(3.0, gt=0, description="a removal's fill against its ring (mining/smear.py: "
                                    "ring / fill fine detail x sqrt of the fill's streak odds) at most this (else "
                                    "smear); the same statistic as synthesis.verify.max_smear_ratio")

@@ -7,14 +7,20 @@ features of every image (only the vectors are held), then tight sets (mining/sty
 within `style.threshold` of its set's centre and `style.pair_min` of every other member; band union-find
 chained unrelated images into one mixed set). ACE keeps the largest set and renders content in its style with
 a generative model; no such model runs offline, and a corpus' best sets are often plain photographs or grey
-faces, which no bank operation makes, so sets are tried best first (up to `style.max_sets_tried`) and each
-whose style the bank renders (a probe image's best stylisation reaches `style.min_match` to the set's centre)
-is used, up to `style.max_style_sets`. Up to `style.contents_per_unit` images outside the used sets (seeded)
-are dealt in turn to them and restyled by the set's bank operation (mining/stylize.py), kept when the target's
-cosine to the set's centre reaches `style.min_match`; the style reference is a set member whose cosine to the
-target reaches `supervision.style_min_cosine` (seeded among them). A kept content gives
+faces, which no bank operation makes. The bank rendering nearest a set's centre is no evidence the set is in
+that style (a set of photos sits at cosine ~0.87 from pencil renderings of photos), so a set is used only when
+its members are already in a bank style: re-rendering `style.probe_members` of them (seeded) in it changes at
+least `style.min_in_style_share` of them little (mining/style_fixed.py, thresholds
+`supervision.style_fixed_*`). Sets are tried best first (up to `style.max_sets_tried`), up to
+`style.max_style_sets` used; the others count in `set_dropped` (not_in_bank_style, unreadable).
+Up to `style.contents_per_unit` images outside the used sets (seeded) are dealt in turn to them and restyled
+by the set's bank operation (mining/stylize.py), kept when the target's cosine to the set's centre reaches
+`style.min_match`; the style reference is a set member (seeded among them) whose cosine to the target
+reaches `supervision.style_min_cosine`, exceeds the content's by `supervision.style_min_margin`, and that
+is itself a fixed point of the style (else style_mismatch). A kept content gives
 `style_transfer_reference` (content + reference -> target) and `style_editing` (content -> target, the style
-named). Counts: contents = pairs + dropped by reason; images = read + skipped by reason; read = set + contents.
+named). Counts: contents = pairs + dropped by reason; images = read + skipped by reason; read = set + contents;
+style_sets_tried = style_sets_used + set_dropped.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import numpy as np
 
 from mining.chain_instructions import CHAIN_TEMPLATER, style_instruction
 from mining.style import make_style_extractor
+from mining.style_fixed import in_style, set_style
 from mining.style_sets import centre, set_stats, tight_sets
 from mining.stylize import STYLES, STYLIZER, stylize
 from tasks import storage
@@ -34,7 +41,7 @@ from tasks.stage import Resources, UnitReport
 from tasks.synth_parts import PartStage, check_sum, count_reasons, digest, load_source, png
 
 STYLE_TASKS = ("style_editing", "style_transfer_reference")
-STYLE_SETS = ("style-tight-sets", "1")
+STYLE_SETS = ("style-tight-sets", "2")
 
 
 class StyleStage(PartStage):
@@ -90,29 +97,44 @@ class StyleStage(PartStage):
         name = list(outs)[best]
         return name, outs[name], float(sims[best]), feats[best]
 
-    def _renderable_sets(self, sets: list[np.ndarray], x: np.ndarray, recs: list, k: int):
-        """[(members, centre, bank style)] of the sets (best first, at most `style.max_sets_tried` probed) whose
-        style the bank renders: its best stylisation of a probe image outside every set reaches
-        `style.min_match` to the set's centre; at most `style.max_style_sets`. And the number probed."""
-        st = self.cfg.synthesis.style
-        outside = np.setdiff1d(np.arange(len(x)), np.concatenate(sets)) if sets else np.arange(len(x))
-        used, tried = [], 0
+    def _styled_sets(self, sets: list[np.ndarray], x: np.ndarray, recs: list, k: int):
+        """[(members, centre, bank style)] of the sets (best first, at most `style.max_sets_tried`) whose probed
+        members are in a bank style, at most `style.max_style_sets`; the number tried and the others' fates."""
+        st, sup = self.cfg.synthesis.style, self.cfg.supervision
+        used, tried, fate = [], 0, Counter()
         for members in sets[: st.max_sets_tried]:
             if len(used) >= st.max_style_sets:
                 break
-            pool = outside if len(outside) else np.setdiff1d(np.arange(len(x)), members)
-            if len(pool) == 0:
-                continue
             tried += 1
-            c = centre(x[members])
             rng = np.random.default_rng([self.cfg.synthesis.seed, k, int(members[0])])
-            img, _ = load_source(recs[int(pool[rng.integers(len(pool))])], self.cfg)
+            probe = [load_source(recs[int(i)], self.cfg)[0] for i in rng.permutation(members)[: st.probe_members]]
+            probe = [im for im in probe if im is not None]
+            if len(probe) < min(len(members), st.probe_members):
+                fate["unreadable"] += 1
+                continue
+            style, _ = set_style(probe, self.extractor, sup.style_fixed_max_change, sup.style_fixed_min_cosine,
+                                 st.min_in_style_share)
+            if style is None:
+                fate["not_in_bank_style"] += 1
+                continue
+            used.append((members, centre(x[members]), style))
+        return used, tried, fate
+
+    def _reference(self, cands: np.ndarray, style: str, recs: list, key: int):
+        """The first of `cands` (seeded order) that is a fixed point of `style`: (index, image, worst scores),
+        or None. Verdicts are cached per unit."""
+        sup = self.cfg.supervision
+        for r in np.random.default_rng([self.cfg.synthesis.seed, key]).permutation(cands).tolist():
+            img, _ = load_source(recs[r], self.cfg)
             if img is None:
                 continue
-            name, _, match, _ = self._match(img, c)
-            if match >= st.min_match:
-                used.append((members, c, name))
-        return used, tried
+            if (r, style) not in self._fixed:
+                self._fixed[(r, style)] = in_style([img], style, self.extractor, sup.style_fixed_max_change,
+                                                   sup.style_fixed_min_cosine)
+            ok, worst = self._fixed[(r, style)]
+            if ok.all():
+                return r, img, worst
+        return None
 
     def run(self, k: int) -> UnitReport:
         from tasks.ingest import catalog_slice
@@ -123,7 +145,7 @@ class StyleStage(PartStage):
             return UnitReport(stage=self.label, unit=k, counts=done["counts"])
         self.setup()
         s, st = self.cfg.synthesis, self.cfg.synthesis.style
-        min_ref = self.cfg.supervision.style_min_cosine
+        sup = self.cfg.supervision
         lo, hi = self._ranges()[k]
         recs = catalog_slice(self.cfg.root, lo, hi)
         skipped: Counter[str] = Counter()
@@ -137,7 +159,8 @@ class StyleStage(PartStage):
             feats.append(self.extractor([img])[0])
         x = np.stack(feats).astype(np.float32) if feats else np.zeros((0, 1), np.float32)
         sets = tight_sets(x, st.threshold, st.pair_min, st.min_set, st.max_sets_tried)
-        used, tried = self._renderable_sets(sets, x, ids, k)
+        used, tried, set_fate = self._styled_sets(sets, x, ids, k)
+        self._fixed: dict = {}
         in_sets = np.concatenate([m for m, _, _ in used]) if used else np.zeros(0, np.int64)
         others = np.setdiff1d(np.arange(len(x)), in_sets)
         dropped: Counter[str] = Counter()
@@ -162,16 +185,12 @@ class StyleStage(PartStage):
                 dropped["no_style_match"] += 1
                 continue
             to_target = x[members] @ ft
-            ok = members[to_target >= min_ref]
-            if len(ok) == 0:
+            near = (to_target >= sup.style_min_cosine) & (to_target - x[c] @ ft >= sup.style_min_margin)
+            picked = self._reference(members[near], style, ids, int(ids[c].id[:15], 16)) if near.any() else None
+            if picked is None:
                 dropped["style_mismatch"] += 1
                 continue
-            rng = np.random.default_rng([s.seed, int(ids[c].id[:15], 16)])
-            r = int(ok[rng.integers(len(ok))])
-            ref, why = load_source(ids[r], self.cfg)
-            if ref is None:
-                dropped[why] += 1
-                continue
+            r, ref, fixed = picked
             sid = digest([ids[c].id, ids[r].id, settings], 20)
             tight = set_stats(x, members)
             rows.append({"sample_id": sid, "kind": "style", "source_ids": json.dumps([ids[c].id, ids[r].id]),
@@ -182,12 +201,16 @@ class StyleStage(PartStage):
                          "generators": json.dumps(gens),
                          "scores": json.dumps({"style_match": match, "reference_target_style_cos": float(x[r] @ ft),
                                                "content_reference_style_cos": float(x[c] @ x[r]),
+                                               "content_target_style_cos": float(x[c] @ ft),
+                                               "reference_fixed_change": fixed["fixed_change"],
+                                               "reference_fixed_cos": fixed["fixed_cos"],
                                                "style_set_size": float(len(members)),
                                                "style_set_least_to_centre": tight["least_to_centre"],
                                                "style_set_least_pair": tight["least_pair"]}),
                          "labels": json.dumps({"style": style})})
         counts = {"images": len(recs), "read": len(ids), "skipped": count_reasons(skipped),
                   "style_sets": len(sets), "style_sets_tried": tried, "style_sets_used": len(used),
+                  "set_dropped": count_reasons(set_fate),
                   "style_set": int(len(in_sets)), "contents": int(len(others)), "pairs": len(rows),
                   "dropped": count_reasons(dropped)}
         self.reconcile(counts)
@@ -196,5 +219,7 @@ class StyleStage(PartStage):
 
     def reconcile(self, c: dict) -> None:
         check_sum(self.label, c["images"], c["read"] + sum(c["skipped"].values()), "images")
+        check_sum(self.label, c["style_sets_tried"], c["style_sets_used"] + sum(c["set_dropped"].values()),
+                  "style sets tried")
         check_sum(self.label, c["read"], c["style_set"] + c["contents"], "images in and outside the style set")
         check_sum(self.label, c["contents"], c["pairs"] + sum(c["dropped"].values()), "content images")

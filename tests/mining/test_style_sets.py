@@ -1,5 +1,5 @@
-"""Tight style sets on a planted corpus (two style families, photos, faces, gradients) and the style
-reference check."""
+"""Tight style sets on a planted corpus (two style families, photos, faces, gradients), which bank style a set
+is in (fixed points), and the style reference check."""
 
 import numpy as np
 import pytest
@@ -9,6 +9,7 @@ from sklearn.datasets import load_sample_image
 
 from mining.band import band_edges, disjoint_sets
 from mining.style import check_extractor, style_reference_ok
+from mining.style_fixed import in_style, set_style
 from mining.style_sets import set_stats, tight_sets
 from mining.stylize import stylize
 from mining.supervision import View
@@ -88,9 +89,9 @@ def test_sets_are_disjoint_and_bounded():
     assert tight_sets(x[:2], 0.9, 0.9, 3, 8) == []
 
 
-def _view(content, ref, target):
+def _view(content, ref, target, style=None):
     return View(task="style_transfer_reference", instruction="Render {image1} in the style of {image2}.",
-                inputs=[content, ref], masks=[None, None], target=target)
+                inputs=[content, ref], masks=[None, None], target=target, labels={"style": style} if style else {})
 
 
 def test_a_reference_of_another_style_fails_and_one_of_the_family_passes(corpus):
@@ -103,10 +104,56 @@ def test_a_reference_of_another_style_fails_and_one_of_the_family_passes(corpus)
             ft = check_extractor()([target])[0]
             family = np.flatnonzero(labels == style)
             best = int(family[np.argmax(x[family] @ ft)])
-            why, scores = style_reference_ok(_view(content, imgs[best], target), cfg)
-            assert why is None and scores["reference_style_cos"] >= cfg.style_min_cosine, (style, name, scores)
+            for label in (None, style):
+                why, scores = style_reference_ok(_view(content, imgs[best], target, label), cfg)
+                assert why is None and scores["reference_style_cos"] >= cfg.style_min_cosine, (style, name, scores)
+                assert scores["reference_style_margin"] >= cfg.style_min_margin
             for kind in (other, "photo", "face", "gradient"):  # the nearest image of each other kind fails
                 pool = np.flatnonzero(labels == kind)
                 near = int(pool[np.argmax(x[pool] @ ft)])
-                why, scores = style_reference_ok(_view(content, imgs[near], target), cfg)
-                assert why == "style_mismatch", (style, name, kind, scores)
+                for label in (None, style):
+                    why, scores = style_reference_ok(_view(content, imgs[near], target, label), cfg)
+                    assert why == "style_mismatch", (style, name, kind, scores)
+
+
+def test_a_set_is_in_the_bank_style_its_members_are_fixed_points_of(corpus):
+    imgs, labels, _ = corpus
+    sup = SupervisionConfig()
+    args = (check_extractor(), sup.style_fixed_max_change, sup.style_fixed_min_cosine, StyleConfig().min_in_style_share)
+    for style in ("poster", "ink"):
+        fam = [imgs[i] for i in np.flatnonzero(labels == style)]
+        name, ok = set_style(fam, *args)
+        assert name == style and ok.all(), (style, name, ok)
+        mixed = fam[:2] + [imgs[i] for i in np.flatnonzero(labels == "photo")[:4]]  # a family minority: no style
+        assert set_style(mixed, *args)[0] is None
+    for kind in ("photo", "face", "gradient"):  # photos re-rendered in any bank style change: no style
+        name, ok = set_style([imgs[i] for i in np.flatnonzero(labels == kind)], *args)
+        assert name is None and not ok.any(), (kind, name)
+
+
+def test_a_photo_reference_for_a_stylised_photo_fails_though_its_features_are_near():
+    """The demo's failure: a pencil / poster rendering of a photo and a photo reference at style cosine >= the
+    minimum. The reference is no nearer the target than the content is, and no fixed point of the style."""
+    cfg = SupervisionConfig()
+    photos = {n: _photo(n) for n in PHOTOS}
+    near = 0
+    for style in ("pencil", "poster", "ink", "watercolour"):
+        for name in ("chelsea", "coffee", "retina"):
+            target = stylize(style, photos[name])
+            for other in PHOTOS:
+                if other == name:
+                    continue
+                why, scores = style_reference_ok(_view(photos[name], photos[other], target, style), cfg)
+                assert why == "style_mismatch", (style, name, other, scores)
+                assert (scores["reference_fixed_change"] > cfg.style_fixed_max_change
+                        or scores["reference_fixed_cos"] < cfg.style_fixed_min_cosine), (style, name, other, scores)
+                if scores["reference_style_cos"] >= cfg.style_min_cosine:  # the old check passed it
+                    near += 1
+                    assert scores["reference_style_margin"] < cfg.style_min_margin, (style, name, other, scores)
+    assert near >= 1  # the planted case the cosine alone lets through
+
+
+def test_in_style_measures_pixels_and_features():
+    poster = stylize("poster", _quarter("chelsea", 0))
+    ok, worst = in_style([poster, _photo("chelsea")], "poster", check_extractor(), 16.0, 0.95)
+    assert ok.tolist() == [True, False] and worst["fixed_change"] > 16.0

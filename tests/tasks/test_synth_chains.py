@@ -9,6 +9,8 @@ import pytest
 import skimage.data
 from PIL import Image
 
+from mining.style import style_reference_ok
+from mining.supervision import view
 from schemas.arrow import PAIR_SCHEMA, to_table
 from schemas.config import RunConfig
 from schemas.records import PairRecord, Role, instruction_indicators
@@ -20,6 +22,7 @@ from tasks.executors import LocalExecutor
 from tasks.ingest import ingest, load_catalog
 from tasks.segment import SegmentStage
 from tasks.shard_reader import read_shard_set
+from tasks.synth_style import StyleStage
 from tasks.synth_chains import LongContextStage, MultiTurnStage, conversations
 from tasks.synth_objects import ObjectsStage
 from tasks.synth_parts import iter_records
@@ -154,9 +157,38 @@ def test_style_pairs_come_from_the_planted_style_set_and_counts_reconcile(chains
         assert scores["style_match"] >= cfg.synthesis.style.min_match
         assert scores["reference_target_style_cos"] >= cfg.supervision.style_min_cosine
         assert scores["style_set_least_to_centre"] >= cfg.synthesis.style.threshold
+        sup = cfg.supervision  # the reference is itself a poster, nearer the target's style than the content
+        assert scores["reference_target_style_cos"] - scores["content_target_style_cos"] >= sup.style_min_margin
+        assert scores["reference_fixed_change"] <= sup.style_fixed_max_change
+        assert scores["reference_fixed_cos"] >= sup.style_fixed_min_cosine
     assert c["style_sets_used"] >= 1 and c["style_set"] == len(family)  # the family, whole and alone
+    assert c["style_sets_tried"] == c["style_sets_used"] + sum(c["set_dropped"].values())
     by_task = reps["pack-chains"].counts["counts_by_task"]
     assert by_task["style_editing"] == by_task["style_transfer_reference"] == c["pairs"]
+    for s in read_shard_set(reps["pack-chains"].counts["uri"]):  # every packed reference passes the check
+        if s.task == "style_transfer_reference":
+            why, scores = style_reference_ok(view(s), cfg.supervision)
+            assert why is None, scores
+
+
+def test_a_tight_set_of_photos_is_in_no_bank_style_and_gives_no_pairs(tmp_path):
+    """Edited copies of two photos form tight style sets (as in the demo corpus); the bank's nearest rendering
+    of them is near in features, but no member is a fixed point of any bank style, so no set is used."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("chelsea", "astronaut"):
+        im = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+        im.thumbnail((112, 112))
+        for k, v in enumerate([im, im.transpose(Image.Transpose.FLIP_LEFT_RIGHT), im.point(lambda p: min(255, p + 12)),
+                               im.crop((4, 4, im.width - 4, im.height - 4)), im.rotate(3)]):
+            v.save(src / f"{name}-{k}.png")
+    cfg = RunConfig(root=str(tmp_path / "root"), models_dir=str(tmp_path / "models"),
+                    synthesis={"tasks": ["style_editing", "style_transfer_reference"], "max_side": 112})
+    ingest(str(src), cfg.root, cfg.ingest)
+    c = LocalExecutor().run(StyleStage(cfg)).counts
+    assert c["style_sets"] >= 1 and c["style_sets_used"] == 0 and c["pairs"] == 0
+    assert c["set_dropped"] == {"not_in_bank_style": c["style_sets_tried"]}
+    assert c["dropped"] == {"no_renderable_style_set": c["contents"]} and c["contents"] == c["read"] == 10
 
 
 def test_counts_that_do_not_reconcile_stop_the_stage_before_its_marker(chains, tmp_path):
