@@ -480,7 +480,7 @@ def shards_audit(uri: str, config: Optional[Path] = ConfigOpt,
                 yield s
                 advance(1)
         try:
-            tally = audit(counted(), cfg, failures, limit=limit)
+            tally = audit(counted(), cfg, failures, limit=limit, keep=show)
         except ShardReadError as e:
             _fail("audit failed:", e, 1)
     t = Table(title=f"supervision audit: {uri}")

@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 
 from schemas.config import SupervisionConfig
-from schemas.records import AceSample
+from schemas.records import AceSample, Role
 
 CHECKER = ("supervision", "1")
 REASONS = ("no_change", "already_grey", "flat_region", "incoherent_group", "incoherent_pair", "text_unconfirmed",
@@ -57,25 +57,30 @@ class View:
     labels: dict[str, str] = field(default_factory=dict)
     generators: list[str] = field(default_factory=list)
     key: str = ""
+    edit_at: int = 0  # index of the edit unit among the inputs (a chain lists its earlier turns first)
 
     @property
     def edit(self) -> np.ndarray | None:
-        return self.inputs[0] if self.inputs else None
+        return self.inputs[self.edit_at] if self.inputs else None
 
     @property
     def mask(self) -> np.ndarray | None:
-        """The first input's mask; None when it has none or it covers everything."""
-        m = self.masks[0] if self.masks else None
+        """The edit unit's mask; None when it has none or it covers everything."""
+        return self.mask_of(self.edit_at)
+
+    def mask_of(self, i: int) -> np.ndarray | None:
+        m = self.masks[i] if i < len(self.masks) else None
         return None if m is None or m.all() else m
 
 
 def view(sample: AceSample) -> View:
+    roles = [u.role for u in sample.units]
     return View(task=sample.task, instruction=sample.instruction,
                 inputs=[_decode(u.image, "RGB") for u in sample.units],
                 masks=[None if u.mask is None else _decode(u.mask, "L") > 128 for u in sample.units],
                 target=_decode(sample.target.image, "RGB"), scores=dict(sample.lineage.scores),
                 labels=dict(sample.lineage.labels), generators=[g.name for g in sample.lineage.generators],
-                key=sample.key)
+                key=sample.key, edit_at=roles.index(Role.EDIT) if Role.EDIT in roles else 0)
 
 
 Verdict = tuple[str | None, dict[str, float]]
@@ -112,7 +117,7 @@ def no_change(v: View, cfg: SupervisionConfig) -> Verdict:
     local edit: an earlier turn of a chain differs from the last only inside the masks since)."""
     least, share = 255.0, 1.0
     for i, x in enumerate(v.inputs):
-        mean, changed = change(x, v.target, v.mask if i == 0 else None)
+        mean, changed = change(x, v.target, v.mask_of(i))
         if mean < cfg.min_change and changed < cfg.min_changed_share:
             return "no_change", {"change": round(mean, 3), "changed_share": round(changed, 5)}
         least, share = min(least, mean), min(share, changed)
@@ -214,6 +219,8 @@ def check_view(v: View, cfg: SupervisionConfig) -> Verdict:
         why, s = fn(v, cfg)
         scores.update(s)
         if why is not None:
+            if why not in REASONS:
+                raise ValueError(f"check {fn.__name__} returned {why!r}, not one of {REASONS}")
             return why, scores
     return None, scores
 

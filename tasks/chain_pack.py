@@ -63,7 +63,7 @@ class ChainPackStage(SynthPackStage):
                 want[t] += c["pairs"] if t in STYLE_TASKS else c["samples"]
         return dict(want)
 
-    def _samples(self, want: dict[str, int]) -> Iterator[AceSample]:
+    def _samples(self) -> Iterator[AceSample]:
         for d, tasks in self._sources():
             for rec in iter_chain_records(d):
                 yield from chain_samples(rec, tasks)

@@ -11,7 +11,7 @@ from schemas.records import Generator
 from tasks.instruct import group_ids, group_samples, iter_groups, iter_pair_batches, pair_ids_and_images, pair_samples
 from tasks.shards import write_shard_set
 from tasks.stage import Resources, SingleUnitStage, StageReport, UnitReport
-from tasks.supervise import Gate, reconcile
+from tasks.supervise import Gate, reconcile, supervision_dropped
 from tasks.supervise import settings as supervision_settings
 
 
@@ -42,24 +42,32 @@ class PackStage(SingleUnitStage):
                 "supervision": supervision_settings(self.cfg.supervision)}
 
     def run(self, k: int) -> UnitReport:
+        from mining.presets import preset
         from tasks.ingest import catalog_uris
 
         if self.groups:
             return self._run_groups(k)
         instructed = self.layout.instructed(self.params["preset"])
-        if storage.read_marker(instructed) is None:
+        done = storage.read_marker(instructed)
+        if done is None:
             raise FileNotFoundError(f"no complete instructed pairs under {instructed}")
         pairs_file = storage.join(instructed, "pairs.parquet")
         _, images = pair_ids_and_images(pairs_file, instructed_only=True)
         uris = catalog_uris(self.cfg.root, images)  # id -> URI of the images packed: no catalog records held
         pairs = (p for batch in iter_pair_batches(pairs_file) for p in batch)
         gate = Gate(self.cfg.supervision)
-        rep = write_shard_set(gate(pair_samples(pairs, uris, self.cfg.ingest)), self.out, self.cfg.shards,
-                              extend=True, marker_extra=lambda: {"supervision": gate.summary()})
+        task = preset(self.params["preset"]).task
+
+        def checked():  # every instructed pair reached the gate, or no marker is written
+            yield from gate(pair_samples(pairs, uris, self.cfg.ingest))
+            reconcile(self.label, {task: done["counts"]["with_instruction"]}, gate)
+
+        rep = write_shard_set(checked(), self.out, self.cfg.shards, extend=True,
+                              marker_extra=lambda: {"supervision": gate.summary()})
         self.stamp(self.out)
         return UnitReport(stage=self.label, unit=k, counts={"samples": rep.samples, "shards": rep.shards,
                                                             "kept_shards": rep.resumed_shards,
-                                                            "supervision_dropped": gate.tally.as_dict()["dropped"]})
+                                                            "supervision_dropped": supervision_dropped(self.out)})
 
     def _run_groups(self, k: int) -> UnitReport:
         from mining.presets import preset
@@ -90,7 +98,7 @@ class PackStage(SingleUnitStage):
         self.stamp(self.out)
         return UnitReport(stage=self.label, unit=k, counts={"samples": rep.samples, "shards": rep.shards,
                                                             "kept_shards": rep.resumed_shards,
-                                                            "supervision_dropped": gate.tally.as_dict()["dropped"]})
+                                                            "supervision_dropped": supervision_dropped(self.out)})
 
     def report(self) -> StageReport | None:
         return shard_set_report(self, self.out)

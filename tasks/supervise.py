@@ -56,18 +56,26 @@ def settings(cfg: SupervisionConfig) -> dict:
 
 
 def audit(samples: Iterable[AceSample], cfg: SupervisionConfig, failures: list | None = None,
-          limit: int | None = None) -> Tally:
-    """Run every check over `samples` (the gate's checks, whatever `cfg.enabled` says). Failing samples are
-    appended to `failures` as (key, task, reason, scores)."""
+          limit: int | None = None, keep: int | None = None) -> Tally:
+    """Run every check over `samples` (the gate's checks, whatever `cfg.enabled` says). The first `keep` (all
+    when None) failing samples are appended to `failures` as (key, task, reason, scores)."""
     tally = Tally()
     for n, s in enumerate(samples):
         if limit is not None and n >= limit:
             break
         why, scores = check_view(view(s), cfg)
         tally.add(s.task, why)
-        if why is not None and failures is not None:
+        if why is not None and failures is not None and (keep is None or len(failures) < keep):
             failures.append((s.key, s.task, why, scores))
     return tally
+
+
+def supervision_dropped(shard_set: str) -> dict:
+    """Samples the gate dropped per task and reason, from a finished set's marker (also when the set was
+    complete before this run and nothing was checked now)."""
+    from tasks import storage
+
+    return ((storage.read_marker(shard_set) or {}).get("supervision") or {}).get("dropped", {})
 
 
 def reconcile(label: str, promised: Counter | dict, gate: Gate) -> None:

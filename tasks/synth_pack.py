@@ -28,7 +28,7 @@ from tasks.synth_maps import MAP_TASKS, MapsStage, expected_samples, map_record_
 from tasks.synth_objects import OBJECT_TASKS, ObjectsStage
 from tasks.synth_parts import iter_records, png, unpng
 from tasks.synth_repaint import REPAINT_TASKS, RepaintStage
-from tasks.supervise import Gate, reconcile
+from tasks.supervise import Gate, reconcile, supervision_dropped
 from tasks.supervise import settings as supervision_settings
 from tasks.synth_text import TEXT_TASKS, TextStage
 
@@ -151,20 +151,24 @@ class SynthPackStage(SingleUnitStage):
                     want[t] += c["samples"] if t in OBJECT_TASKS else c["samples"].get(t, 0)
         return dict(want)
 
-    def _samples(self, want: dict[str, int]) -> Iterator[AceSample]:
+    def _samples(self) -> Iterator[AceSample]:
         for d, tasks in self._sources():
             for rec in iter_records(d):
                 yield from (face_samples(rec) if d.endswith(FACE_PAIRS_DIR) else record_samples(rec, tasks))
 
     instruction_counts: Counter[str]
 
-    def _packed(self, gate: Gate) -> Iterator[AceSample]:
-        """The samples that pass the supervision gate, instructed by the chat endpoint when configured; raises
-        (before the shard writer's marker) unless every sample the stages promise reached the gate."""
-        want = self.expected()
+    def _instructed(self) -> Iterator[AceSample]:
         chat = self._chat()
-        for sample in gate(self._samples(want)):
+        for sample in self._samples():
             yield sample if chat is None else chat_instruction(sample, chat, self.instruction_counts)
+
+    def _packed(self, gate: Gate) -> Iterator[AceSample]:
+        """The samples, instructed by the chat endpoint when configured, that pass the supervision gate (which
+        checks the instruction written); raises (before the shard writer's marker) unless every sample the
+        stages promise reached the gate."""
+        want = self.expected()
+        yield from gate(self._instructed())
         reconcile(self.label, want, gate)
 
     def run(self, k: int) -> UnitReport:
@@ -177,7 +181,7 @@ class SynthPackStage(SingleUnitStage):
                               marker_extra=lambda: {"supervision": gate.summary()})
         self.stamp(self.out)
         counts = {"samples": rep.samples, "shards": rep.shards, "kept_shards": rep.resumed_shards,
-                  "supervision_dropped": gate.tally.as_dict()["dropped"]}
+                  "supervision_dropped": supervision_dropped(self.out)}
         if self.instruction_counts:
             counts["instructions"] = dict(self.instruction_counts)
             print(f"{self.label}: instructions {dict(self.instruction_counts)}")

@@ -113,7 +113,8 @@ def test_pose_needs_a_skeleton_in_its_region(photo):
 
 def test_a_global_canny_map_of_a_flat_image_is_flat_and_of_a_photo_is_not(photo):
     flat = np.full_like(photo, 120)
-    assert check(_sample("control_canny", cm.canny(flat), flat), CFG)[0] in ("flat_region", "no_change")
+    why, scores = check(_sample("control_canny", cm.canny(flat), flat), CFG)  # black map -> grey image: a change
+    assert why == "flat_region" and scores["change"] > 100 and scores["map_content"] == 0.0
     why, scores = check(_sample("control_canny", cm.canny(photo), photo), CFG)
     assert why is None and scores["map_content"] > CFG.min_map_content["canny"]
 
@@ -149,3 +150,30 @@ def test_a_reference_changed_only_locally_still_differs_but_a_noisy_copy_does_no
     assert why is None and scores["change"] < CFG.min_change <= 255 and scores["changed_share"] > CFG.min_changed_share, scores
     bad = ok.model_copy(update={"units": [ConditionUnit(role=Role.REFERENCE, image=_png(copy)), ok.units[1]]})
     assert check(bad, CFG)[0] == "no_change"
+
+
+def test_the_edit_is_found_by_role_and_its_mask_applies_to_it_only(photo):
+    """A chain lists its earlier turns first: the mask belongs to the edit unit, wherever it stands."""
+    mask = np.zeros(photo.shape[:2], bool)
+    mask[100:140, 100:140] = True
+    target = photo.copy()
+    target[mask] = 255 - target[mask]
+    earlier = np.ascontiguousarray(photo[::-1])
+    s = AceSample(key="long_context-y", task="long_context", instruction="Now {image2}.",
+                  units=[ConditionUnit(role=Role.REFERENCE, image=_png(earlier)),
+                         ConditionUnit(role=Role.EDIT, image=_png(photo), mask=_png((mask * 255).astype(np.uint8)))],
+                  target=ConditionUnit(role=Role.TARGET, image=_png(target)))
+    v = view(s)
+    assert v.edit_at == 1 and v.mask is not None and v.mask.sum() == mask.sum()
+    why, scores = check(s, CFG)
+    assert why is None and scores["changed_share"] > 0.9  # inside the edit's mask nearly every pixel changed
+    same = s.model_copy(update={"target": ConditionUnit(role=Role.TARGET, image=_png(photo))})
+    assert check(same, CFG)[0] == "no_change"
+
+
+def test_a_check_that_returns_an_unknown_reason_is_an_error(photo, monkeypatch):
+    from mining import supervision
+
+    monkeypatch.setitem(supervision.CHECKS, "inpainting", [lambda v, cfg: ("looks_odd", {})])
+    with pytest.raises(ValueError, match="looks_odd"):
+        check(_sample("inpainting", photo, np.ascontiguousarray(photo[::-1])), CFG)
