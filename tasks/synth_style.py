@@ -31,7 +31,8 @@ from collections import Counter
 import numpy as np
 
 from mining.chain_instructions import CHAIN_TEMPLATER, style_instruction
-from mining.style import make_style_extractor
+from mining.style import check_extractor, make_style_extractor, style_reference_ok
+from mining.supervision import View
 from mining.style_fixed import in_style, set_style
 from mining.style_sets import centre, set_stats, tight_sets
 from mining.stylize import STYLES, STYLIZER, stylize
@@ -191,6 +192,12 @@ class StyleStage(PartStage):
                 dropped["style_mismatch"] += 1
                 continue
             r, ref, fixed = picked
+            if self.extractor.name != check_extractor().name or s.seed != 0:  # the gate's features differ: ask it
+                view = View(task="style_transfer_reference", instruction="", inputs=[content, ref], masks=[None, None],
+                            target=target, labels={"style": style})
+                if style_reference_ok(view, sup)[0] is not None:
+                    dropped["style_mismatch"] += 1
+                    continue
             sid = digest([ids[c].id, ids[r].id, settings], 20)
             tight = set_stats(x, members)
             rows.append({"sample_id": sid, "kind": "style", "source_ids": json.dumps([ids[c].id, ids[r].id]),
