@@ -62,7 +62,8 @@ def build_chains(tmp_path, **synthesis):
     cfg = RunConfig(root=str(tmp_path / "root"), models_dir=str(tmp_path / "models"),
                     synthesis={"tasks": TASKS, "partition_size": 4, "max_side": 112, "objects_per_image": 3,
                                # cv2's fills of these thumbnails are smears; chains need removals that pass
-                               "verify": {"max_smear_ratio": 1e6}, **synthesis})
+                               "verify": {"max_smear_ratio": 1e6}, **synthesis},
+                    supervision={"smear_max_ratio": 1e6})
     ingest(str(src), cfg.root, cfg.ingest)
     write_instructed(cfg, PAIRS)
     ex = LocalExecutor()

@@ -61,7 +61,8 @@ def cfg(tmp_path_factory):
     cfg = RunConfig(root=str(tmp_path / "root"), models_dir=str(tmp_path / "models"),
                     synthesis={"tasks": ["text_removal", "text_addition"], "partition_size": 3, "max_side": 144,
                                "inpainter": "cv2",  # its fills of these boxes are smears (tests/mining/test_smear.py);
-                               "verify": {"max_smear_ratio": 1e6}})  # these tests need removals that pass
+                               "verify": {"max_smear_ratio": 1e6}},
+                    supervision={"smear_max_ratio": 1e6})  # these tests need removals that pass
     ingest(str(src), cfg.root, cfg.ingest)
     return cfg
 

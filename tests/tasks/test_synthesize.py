@@ -49,7 +49,8 @@ def corpus(tmp_path):
                                "partition_size": 2, "max_side": 128,  # the text and maps stages have their own tests
                                # cv2's fills of these thumbnails are smears (test_smear_and_not_object_drops_...);
                                # the tests on this corpus need removals that pass
-                               "verify": {"max_smear_ratio": 1e6}})
+                               "verify": {"max_smear_ratio": 1e6}},
+                    supervision={"smear_max_ratio": 1e6})
     ingest(str(src), cfg.root, cfg.ingest)
     return src, cfg
 
