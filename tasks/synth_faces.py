@@ -206,10 +206,10 @@ class FacePairsStage(SingleUnitStage):
                         unchanged += 1
                         continue
                     kind, measured = change_kind(ia, ib, face_region_mask(ia.shape[:2], _face(a), f.erase_grow))
-                    kinds[kind] += 1
-                    if kind == UNNAMED:  # no instruction can say what changed
+                    if kind == UNNAMED:  # no instruction can say what changed: a drop, not a change kind
                         unnamed += 1
                         continue
+                    kinds[kind] += 1
                     text = change_instruction(kind, sid, s.seed) or text
                     scores = {**scores, "mean_abs_change": change, **measured}
                 rows.append({"sample_id": sid, "kind": task, "source_id": ids[i], "target_id": ids[j],
