@@ -238,7 +238,7 @@ class FacePairsStage(SingleUnitStage):
             aligned = {**aligned, "changes": dict(sorted(kinds.items()))}
             counts = {"faces": len(x), "aligned": aligned, "misaligned": fp.misaligned_counts,
                       "samples": {t: samples.get(t, 0) for t in PAIR_TASKS},
-                      "erased": {"pairs": len(todo) - unchanged if f.erased_reference else 0,
+                      "erased": {"pairs": len(todo) - unchanged - unnamed if f.erased_reference else 0,
                                  "samples": erased.pop("samples", 0),
                                  "dropped": count_reasons(erased)}}
             self.reconcile(counts)  # inside the block: a failure leaves no records file and no marker
