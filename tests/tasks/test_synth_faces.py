@@ -112,3 +112,19 @@ def test_aligned_instructions_name_the_change_and_keep_the_identity_margin(packe
             assert any(w in s.instruction.lower() for w in ((want,) if isinstance(want, str) else want)), s.instruction
             assert "face" not in s.instruction.lower()
     assert seen >= 2
+
+
+def test_an_aligned_pair_whose_change_has_no_name_is_dropped_and_every_count_reconciles(tmp_path):
+    src = tmp_path / "src"
+    face_photos(src)
+    base = np.asarray(Image.open(src / "faces" / "astronaut" / "base.png").convert("RGB"))
+    Image.fromarray(np.roll(base, 2, axis=1)).save(src / "faces" / "astronaut" / "shifted.png")  # a reframing only
+    cfg = RunConfig(root=str(tmp_path / "root"), models_dir=str(tmp_path / "models"),
+                    synthesis={"tasks": ["facial_editing"], "partition_size": 5, "max_side": 160})
+    ingest(str(src), cfg.root, cfg.ingest)
+    ex = LocalExecutor()
+    ex.run(FacesStage(cfg))
+    pairs = ex.run(FacePairsStage(cfg))  # raises when the aligned, change-kind or erased counts do not add up
+    a, e = pairs.counts["aligned"], pairs.counts["erased"]
+    assert a["dropped"].get("unnamed_change", 0) >= 1 and "photo" not in a["changes"], a
+    assert e["pairs"] == a["samples"] == e["samples"] + sum(e["dropped"].values()), (a, e)  # one per pair kept
