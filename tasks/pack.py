@@ -55,7 +55,7 @@ class PackStage(SingleUnitStage):
         _, images = pair_ids_and_images(pairs_file, instructed_only=True)
         uris = catalog_uris(self.cfg.root, images)  # id -> URI of the images packed: no catalog records held
         pairs = (p for batch in iter_pair_batches(pairs_file) for p in batch)
-        gate = Gate(self.cfg.supervision)
+        gate = Gate(self.cfg.supervision, self.cfg.shards)
         task = preset(self.params["preset"]).task
 
         def checked():  # every instructed pair reached the gate, or no marker is written
@@ -87,7 +87,7 @@ class PackStage(SingleUnitStage):
         gens = [Generator(name=emb["embedder"], version=emb["version"]), BAND_GENERATOR]
         want = marker["counts"]["groups"]
 
-        gate = Gate(self.cfg.supervision)
+        gate = Gate(self.cfg.supervision, self.cfg.shards)
 
         def checked():  # raises before the shard writer's marker when the groups checked are not the groups mined
             yield from gate(group_samples(iter_groups(groups_file), uris, task, gens, self.cfg.ingest))

@@ -12,20 +12,33 @@ from collections import Counter
 from typing import Iterable, Iterator
 
 from mining.supervision import CHECKER, Tally, check, check_view, view
-from schemas.config import SupervisionConfig
+from schemas.config import ShardConfig, SupervisionConfig
 from schemas.records import AceSample
 
 EXAMPLES = 5  # failing keys kept per task and reason in the marker, to look at
 
 
 class Gate:
-    def __init__(self, cfg: SupervisionConfig):
+    """`shards`: the set's shard config; each sample is checked as it will be written (in the set's one image
+    extension: a PNG source packed into a JPEG set is checked after its JPEG encoding) and yielded so."""
+
+    def __init__(self, cfg: SupervisionConfig, shards: ShardConfig | None = None):
         self.cfg = cfg
+        self.shards = shards
         self.tally = Tally()
         self.examples: dict[str, list[str]] = {}
 
+    def _as_written(self, s: AceSample) -> AceSample:
+        from tasks.shards import one_extension
+
+        if self.shards is None:
+            return s
+        if self.shards.image_ext == "auto":  # as the writer resolves it: the first sample's target's extension
+            self.shards = self.shards.model_copy(update={"image_ext": s.target.image_ext})
+        return one_extension(s, self.shards)
+
     def __call__(self, samples: Iterable[AceSample]) -> Iterator[AceSample]:
-        for s in samples:
+        for s in map(self._as_written, samples):
             if not self.cfg.enabled:
                 self.tally.add(s.task, None)
                 yield s

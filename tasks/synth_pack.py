@@ -176,7 +176,7 @@ class SynthPackStage(SingleUnitStage):
         for d in self.inputs():
             if storage.read_marker(d) is None:
                 raise FileNotFoundError(f"no complete synthesis under {d}")
-        gate = Gate(self.cfg.supervision)
+        gate = Gate(self.cfg.supervision, self._shard_config())
         rep = write_shard_set(self._packed(gate), self.out, self._shard_config(), extend=True,
                               marker_extra=lambda: {"supervision": gate.summary()})
         self.stamp(self.out)

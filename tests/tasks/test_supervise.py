@@ -57,3 +57,26 @@ def test_a_disabled_gate_passes_everything_and_audit_finds_the_bad_ones(samples,
     assert res.exit_code == 0 and "2 samples checked, 0 failing" in " ".join(res.output.split()), res.output
     res = runner.invoke(app, ["shards", "audit", str(tmp_path / "nothing")])
     assert res.exit_code == 1 and "not a complete shard set" in res.output
+
+
+def test_the_gate_checks_what_is_written_and_audit_agrees(samples, tmp_path):
+    """A PNG sample packed into a JPEG set is checked after its JPEG encoding: the audit of the set then sees
+    the same pixels the gate saw."""
+    from tasks.supervise import audit
+
+    jpg = ShardConfig(image_ext="jpg")
+    gate = Gate(SupervisionConfig(), jpg)
+    out = str(tmp_path / "jpg")
+    written = []
+
+    def keep(it):
+        for s in it:
+            written.append(s)
+            yield s
+
+    rep = write_shard_set(keep(gate(samples)), out, jpg)
+    assert rep.samples == len(written) == 2 and all(u.image_ext == "jpg" for s in written for u in s.units)
+    failures: list = []
+    tally = audit(read_shard_set(out), SupervisionConfig(), failures)
+    assert sum(tally.checked.values()) == 2 and failures == []
+    assert [s.key for s in read_shard_set(out)] == [s.key for s in written]
