@@ -69,8 +69,10 @@ def test_demo_flow_mines_packs_and_trains(tmp_path, prefect_results):
             continue
         keep = np.asarray(Image.open(io.BytesIO(s.units[0].mask))) == 0
         assert np.array_equal(edit[keep], target[keep]) and not keep.all(), s.key
-        if s.task == "text_removal":  # every text-removed image of the demo: OCR finds no text in it
-            assert ocr(target) == [], s.key
+        if s.task == "text_removal":  # every text-removed image of the demo: OCR reads nothing where the text was,
+            for hit in ocr(target):  # and nothing it is sure of elsewhere (texture read at a low score may stay)
+                cx, cy = np.asarray(hit.box).mean(0).astype(int)
+                assert keep[cy, cx] and hit.score < DemoRunConfig.supervision.text_min_score, (s.key, hit)
             text_removals += 1
     assert text_removals == by_task["text_removal"] > 0
     # every kind of the synthesis group landed: maps both ways, restoration, faces, style and chains
