@@ -60,7 +60,7 @@ class PackStage(SingleUnitStage):
 
         def checked():  # every instructed pair reached the gate, or no marker is written
             yield from gate(pair_samples(pairs, uris, self.cfg.ingest))
-            reconcile(self.label, {task: done["counts"]["with_instruction"]}, gate)
+            reconcile(self.label, {task: done["counts"].get("with_instruction", 0)}, gate)  # a Counter: absent = 0
 
         rep = write_shard_set(checked(), self.out, self.cfg.shards, extend=True,
                               marker_extra=lambda: {"supervision": gate.summary()})
