@@ -54,10 +54,6 @@ class Gate:
                                                               **{f"supervision_{k}": v for k, v in scores.items()}}})
             yield s.model_copy(update={"lineage": lineage})
 
-    def dropped(self) -> dict[str, int]:
-        """Samples dropped per task."""
-        return {t: sum(c.values()) for t, c in sorted(self.tally.failed.items())}
-
     def summary(self) -> dict:
         return {"checker": "/".join(CHECKER), "enabled": self.cfg.enabled, **self.tally.as_dict(),
                 "examples": self.examples}
