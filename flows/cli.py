@@ -498,17 +498,22 @@ def shards_audit(uri: str, config: Optional[Path] = ConfigOpt,
 
 
 @shards_app.command("export-ace")
-def shards_export_ace(uri: str, out_dir: Path) -> None:
+def shards_export_ace(uri: str, out_dir: Path,
+                      relative: bool = typer.Option(False, help="paths relative to OUT_DIR (then set the "
+                                                                "config's PATH_PREFIX to it); default absolute")
+                      ) -> None:
     """Export a shard set to the official ACE++ training list (`#;#`-joined) with images beside it."""
     from tasks.export_ace import export_ace_plus
 
     from tasks.shard_reader import ShardReadError
 
     try:
-        rep = export_ace_plus(uri, out_dir)
+        rep = export_ace_plus(uri, out_dir, relative=relative)
     except (ShardReadError, FileNotFoundError, ValueError) as e:
         _fail("export failed:", e, 1)
     out.print(f"{rep.written} samples -> {rep.list_path}; skipped {rep.skipped or 'none'}")
+    out.print(f'paths relative to {rep.path_prefix}: set TRAIN_DATA.PATH_PREFIX: "{rep.path_prefix}"' if relative
+              else 'absolute paths: the released config\'s PATH_PREFIX: "" reads them as shipped')
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@
 One line per sample and no header (the released reader takes every line as a sample), fields joined by `#;#`
 in the order of the released training configs' FIELDS (`FIELDS` below):
     edit_image #;# edit_mask #;# ref_image #;# target_image #;# prompt #;# data_type
-Paths are relative to the list file (the released PATH_PREFIX: the list's folder). An absent field is empty. A
+The released reader resolves each path with `osp_path(PATH_PREFIX, path)` against the trainer's working
+directory, and the released configs ship `PATH_PREFIX: ""`: so paths are absolute by default, and with
+`relative=True` relative to the list's folder, which must then be given as PATH_PREFIX (`ExportReport.path_prefix`).
+A folder path holding the separator or a line break cannot be written as an absolute row. An absent field is empty. A
 sample with no mask on its edit unit gets an all-255 mask (regenerate everywhere: instruction edits change the
 whole image). ACE++ takes one reference image, so samples with more are skipped and counted. data_type carries
 the aceforge task name.
@@ -32,6 +35,7 @@ class ExportReport:
     list_path: str
     written: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    path_prefix: str = ""  # the PATH_PREFIX the released config needs for these rows ("" : as shipped)
 
 
 def _full_mask(unit: ConditionUnit) -> bytes:
@@ -39,14 +43,14 @@ def _full_mask(unit: ConditionUnit) -> bytes:
     return encode_mask(Image.new("L", (w, h), 255))
 
 
-def _row(sample: AceSample, out: Path) -> list[str]:
+def _row(sample: AceSample, out: Path, base: str) -> list[str]:
     key = sanitize_key(sample.key)
     folder = out / "images" / key
     folder.mkdir(parents=True, exist_ok=True)
 
     def put(name: str, data: bytes) -> str:
         (folder / name).write_bytes(data)
-        return f"images/{key}/{name}"
+        return f"{base}images/{key}/{name}"
 
     edit = next((u for u in sample.units if u.role is Role.EDIT), None)
     ref = next((u for u in sample.units if u.role is Role.REFERENCE), None)
@@ -58,8 +62,14 @@ def _row(sample: AceSample, out: Path) -> list[str]:
     return [edit_path, mask_path, ref_path, target_path, prompt, sample.task]
 
 
-def export_ace_plus(shard_uri: str, out_dir: str | Path) -> ExportReport:
-    out = Path(out_dir)
+def export_ace_plus(shard_uri: str, out_dir: str | Path, relative: bool = False) -> ExportReport:
+    """Write `out_dir/train.csv` and `out_dir/images/`; rows hold absolute paths unless `relative`."""
+    out = Path(out_dir).resolve()
+    folder = out.as_posix() + "/"
+    if not relative and (SEP in folder or "\n" in folder or "\r" in folder):
+        raise ValueError(f"{out}: an absolute row cannot hold a folder path containing {SEP!r} or a line break; "
+                         f"choose another folder or export with relative paths")
+    base = "" if relative else folder
     out.mkdir(parents=True, exist_ok=True)
     list_path = out / "train.csv"
     tmp = list_path.with_suffix(".csv.tmp")
@@ -74,10 +84,10 @@ def export_ace_plus(shard_uri: str, out_dir: str | Path) -> ExportReport:
                 if SEP in sample.instruction:
                     skipped["separator_in_prompt"] += 1
                     continue
-                f.write(SEP.join(_row(sample, out)) + "\n")
+                f.write(SEP.join(_row(sample, out, base)) + "\n")
                 written += 1
     except BaseException:
         tmp.unlink(missing_ok=True)  # no half-written list left behind
         raise
     tmp.replace(list_path)
-    return ExportReport(str(list_path), written, dict(skipped))
+    return ExportReport(str(list_path), written, dict(skipped), str(out) if relative else "")
