@@ -339,8 +339,8 @@ def infer(image: Optional[Path] = typer.Option(None, help="the edit image; none:
         _fail("inference failed:", e, 1)
     except AssertionError:
         # diffusers' kohya converter asserts FLUX.1's real layer widths
-        out.print(f"[red]inference failed:[/red] {lora} did not convert onto this transformer; kohya/ComfyUI "
-                  f"files load only into a FLUX.1-size model: use the diffusers export for other sizes")
+        out.print(f"[red]inference failed:[/red] {lora} did not convert onto this transformer: diffusers' kohya "
+                  f"converter takes FLUX.1's widths only (aceforge's own kohya exports load at any width)")
         raise typer.Exit(1) from None
     out_path.parent.mkdir(parents=True, exist_ok=True)
     result.save(out_path)

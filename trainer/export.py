@@ -21,7 +21,8 @@ Parts with their own A (`fused=False`) need a block-diagonal up to stay exact:
 diffusers' kohya converter (`_convert_kohya_flux_lora_to_diffusers`) splits a dense up into the parts with
 the down copied to each, and a block-diagonal one back into the original per-part LoRAs. It splits
 `linear1` rows with FLUX.1's fixed widths (3072, 3072, 3072, 12288), so diffusers can load a kohya file
-only for transformers of FLUX.1's width; ComfyUI slices by the model's own shapes. BFL `img_mod.lin` /
+only for transformers of FLUX.1's width; ComfyUI slices by the model's own shapes, and so does
+`kohya_to_diffusers` here (what `aceforge infer --lora <kohya file>` uses, for any width). BFL `img_mod.lin` /
 `txt_mod.lin` / `modulation.lin` share diffusers' output order (shift, scale, gate, ...) for norm1 /
 norm1_context / norm.linear: no swap there (the converter swaps halves for `final_layer` only, which the
 recipe does not adapt). Files are bf16 by default (the training precision; half of fp32).
@@ -29,6 +30,7 @@ recipe does not adapt). Files are bf16 by default (the training precision; half 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -137,6 +139,56 @@ def export_kohya_lora(transformer, out_path: str | Path, adapter_name: str = "de
     save_file(tensors, str(tmp), metadata={"format": "pt", "ss_network_module": "networks.lora_flux"})
     tmp.replace(out_path)
     return out_path
+
+
+_KOHYA_KEY = re.compile(r"lora_unet_(double|single)_blocks_(\d+)_(\w+?)\.(lora_down\.weight|lora_up\.weight|alpha)")
+
+
+def is_kohya_state_dict(keys) -> bool:
+    """Every key one of the block-module keys this module writes (`lora_unet_{double|single}_blocks_...`)."""
+    keys = list(keys)
+    return bool(keys) and all(_KOHYA_KEY.fullmatch(k) for k in keys)
+
+
+def kohya_to_diffusers(state_dict: dict[str, torch.Tensor], transformer) -> dict[str, torch.Tensor]:
+    """The inverse of `kohya_state_dict` for `transformer`'s own widths: diffusers keys
+    (`transformer.<module>.lora_A.weight` / `lora_B.weight`), loadable with `load_lora_weights(dict)`.
+
+    A fused module's up rows are split by the parts' `out_features` (diffusers' converter assumes FLUX.1's);
+    each part gets the whole down, so dense and block-diagonal ups both stay exact, and kohya's alpha / rank is
+    folded into the up: the loaded adapter has scale 1 (diffusers' default alpha = rank). A key that names no
+    module of `transformer`, or whose shapes do not fit it, raises ValueError naming the key.
+    """
+    modules = dict(transformer.named_modules())
+    groups: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in state_dict.items():
+        m = _KOHYA_KEY.fullmatch(key)
+        if m is None:
+            raise ValueError(f"{key}: not a kohya FLUX block key this mapping knows")
+        groups.setdefault(key.rsplit(".", 2 if m.group(4) != "alpha" else 1)[0], {})[m.group(4)] = value
+    out: dict[str, torch.Tensor] = {}
+    for stem, parts in groups.items():
+        kind, idx, name, _ = _KOHYA_KEY.fullmatch(stem + ".alpha").groups()
+        prefix, table = (DOUBLE_PREFIX, KOHYA_DOUBLE) if kind == "double" else (SINGLE_PREFIX, KOHYA_SINGLE)
+        names = [f"{prefix}.{idx}.{s}" for s in table.get(name, ())]
+        if not names or any(n not in modules for n in names):
+            raise ValueError(f"{stem}: no such module in this transformer ({len(getattr(transformer, prefix))} "
+                             f"{kind} blocks; kohya names {sorted(table)})")
+        if "lora_down.weight" not in parts or "lora_up.weight" not in parts:
+            raise ValueError(f"{stem}: needs both lora_down.weight and lora_up.weight")
+        down, up = parts["lora_down.weight"].float(), parts["lora_up.weight"].float()
+        rank = down.shape[0]
+        if "alpha" in parts:
+            up = up * (float(parts["alpha"]) / rank)
+        bases = [modules[n].get_base_layer() if hasattr(modules[n], "get_base_layer") else modules[n] for n in names]
+        widths = [b.out_features for b in bases]
+        if up.shape != (sum(widths), rank) or any(down.shape[1] != b.in_features for b in bases):
+            raise ValueError(f"{stem}: up {tuple(up.shape)} / down {tuple(down.shape)} do not fit this "
+                             f"transformer's {'|'.join(table[name])} ({widths} x {bases[0].in_features})")
+        for n, rows in zip(names, torch.split(up, widths)):
+            out[f"transformer.{n}.lora_A.weight"] = down.clone()
+            out[f"transformer.{n}.lora_B.weight"] = rows.contiguous()
+    return out
 
 
 def merged_state_dict(transformer, adapter_name: str | None = "default") -> dict[str, torch.Tensor]:

@@ -134,6 +134,26 @@ class _NoInitImage:
         return getattr(self._inner, name)
 
 
+def load_lora(pipe, lora_dir_or_file: str | Path, adapter_name: str) -> None:
+    """Load a LoRA onto `pipe.transformer`: a kohya file of the block keys this project exports goes through its
+    own mapping (`kohya_to_diffusers`: any transformer width); anything else through diffusers' loader."""
+    from safetensors import safe_open
+
+    from trainer.export import is_kohya_state_dict, kohya_to_diffusers
+
+    path = Path(lora_dir_or_file)
+    if path.is_file() and path.suffix == ".safetensors":
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+        if is_kohya_state_dict(keys):
+            from safetensors.torch import load_file
+
+            pipe.load_lora_weights(kohya_to_diffusers(load_file(str(path)), pipe.transformer),
+                                   adapter_name=adapter_name)
+            return
+    pipe.load_lora_weights(str(path), adapter_name=adapter_name)
+
+
 @contextlib.contextmanager
 def _lora(pipe, lora_dir_or_file: str | Path | None):
     """Load a LoRA (diffusers folder / file, or kohya file) for one call; removed afterwards."""
@@ -141,7 +161,7 @@ def _lora(pipe, lora_dir_or_file: str | Path | None):
         yield
         return
     name = f"infer_{uuid.uuid4().hex[:8]}"
-    pipe.load_lora_weights(str(lora_dir_or_file), adapter_name=name)
+    load_lora(pipe, lora_dir_or_file, name)
     try:
         yield
     finally:

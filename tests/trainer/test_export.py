@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 
 from tests.trainer.test_lora import forward, randomize_lora, tiny_transformer
 from trainer.export import (KOHYA_DOUBLE, KOHYA_SINGLE, export_diffusers_lora, export_full, export_kohya_lora,
-                            kohya_state_dict)
+                            kohya_state_dict, merged_state_dict)
 from trainer.lora import add_lora, lora_delta, lora_layers, tie_fused_lora
 
 RANK, ALPHA = 4, 8.0  # scale alpha / rank = 2: exercises the scale folding
@@ -220,3 +220,43 @@ def test_export_full_round_trip(tmp_path):
     assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)
     # bit-equal weights; a from_pretrained model's forward differs from the in-memory one by float rounding
     torch.testing.assert_close(forward(reloaded), base, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["shared-A", "per-part-A"])
+def test_kohya_file_of_a_toy_width_loads_through_our_mapping(fused, tmp_path):
+    """diffusers' converter asserts FLUX.1's widths; `load_lora` maps the kohya file by the model's own shapes and
+    gives the diffusers export's weights and output."""
+    from trainer.infer import load_lora
+
+    t, base = _adapted(fused=fused, num_layers=1, num_single_layers=1)
+    adapted = forward(t)
+    export_diffusers_lora(t, tmp_path / "diffusers")
+    kohya = export_kohya_lora(t, tmp_path / "comfyui_lora.safetensors", dtype=torch.float32)
+    fresh = tiny_transformer(num_layers=1, num_single_layers=1)
+    pipe = _pipe_around(fresh)
+    with pytest.raises(AssertionError):  # the reason for our own mapping
+        pipe.load_lora_weights(str(kohya), adapter_name="converter")
+    pipe.load_lora_weights(tmp_path / "diffusers", adapter_name="diffusers")
+    load_lora(pipe, kohya, adapter_name="kohya")
+    via_diffusers, via_kohya = merged_state_dict(fresh, "diffusers"), merged_state_dict(fresh, "kohya")
+    assert via_diffusers.keys() == via_kohya.keys()
+    for k in via_diffusers:
+        torch.testing.assert_close(via_kohya[k], via_diffusers[k], rtol=0, atol=1e-5)
+    pipe.set_adapters("kohya")
+    from_kohya = forward(fresh)
+    pipe.set_adapters("diffusers")
+    assert (adapted - base).abs().max() > 1e-2
+    torch.testing.assert_close(forward(fresh), adapted, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(from_kohya, adapted, rtol=1e-4, atol=1e-5)
+
+
+def test_kohya_mapping_names_a_key_that_does_not_fit(tmp_path):
+    from trainer.export import kohya_to_diffusers
+
+    t, _ = _adapted(num_layers=1, num_single_layers=1)
+    sd = kohya_state_dict(t, dtype=torch.float32)
+    other = tiny_transformer(num_layers=1, num_single_layers=1, flux_width=True)
+    with pytest.raises(ValueError, match="lora_unet_double_blocks_0_img_attn_qkv"):
+        kohya_to_diffusers(sd, other)
+    with pytest.raises(ValueError, match="lora_unet_single_blocks_5_linear2"):
+        kohya_to_diffusers({**sd, "lora_unet_single_blocks_5_linear2.lora_down.weight": torch.zeros(4, 32)}, t)
