@@ -188,6 +188,8 @@ def _print_flow_mining(summary: dict) -> None:
                 s = syn[key]
                 out.print(f"  {label} shard set: {s['uri']}  ({s['shards']} shards, {s['samples']} samples, "
                           f"{s['bytes'] / 2**20:.1f} MiB, tasks {s['counts_by_task']})")
+                if s.get("instructions"):
+                    out.print(f"  instructions: {s['instructions']}")
                 _print_supervision(s)
 
 

@@ -74,8 +74,14 @@ class InstructionConfig(_Config):
     base_url: str = Field("http://127.0.0.1:8000/v1", description="chat endpoint root (.../v1)")
     model: str = Field("", description="model name the endpoint serves")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key, if any")
-    timeout_s: float = Field(60.0, gt=0, description="per request")
+    timeout_s: float = Field(60.0, gt=0, description="per socket operation (connect, each read)")
     retries: int = Field(3, ge=0, description="retries on 5xx, 429, timeouts and connection errors")
+    deadline_s: float = Field(90.0, gt=0, description="per instruction, retries included: the call is abandoned "
+                              "(its connection closed) and the template kept once this is spent")
+    breaker_failures: int = Field(5, ge=1, description="after this many failed calls in a row the endpoint is "
+                                  "not called again in the stage's unit (templates instead, counted)")
+    max_instruction_chars: int = Field(500, ge=1, description="a reply whose instruction or caption is longer "
+                                       "is refused (template instead, counted as chat_too_long), not cut")
 
 
 class MiningConfig(_Config):

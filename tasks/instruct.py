@@ -72,7 +72,7 @@ def instruct_pairs(pairs: Iterable[PairRecord] | Iterable[list[PairRecord]], wri
     else:
         batches = pairs  # type: ignore[assignment]
     counts: Counter[str] = Counter()
-    gen = Generator(name=writer.name.rsplit(":", 1)[0], version=writer.name.rsplit(":", 1)[-1])
+    gen = _generator(writer.name)
     key = writer_key or writer.name
     meta = {b"writer": key.encode()}
     with storage.ParquetSink(storage.join(out, "pairs.parquet"), PAIR_SCHEMA.with_metadata(meta)) as sink:
@@ -95,25 +95,34 @@ def instruct_pairs(pairs: Iterable[PairRecord] | Iterable[list[PairRecord]], wri
                     if writer.needs_images else ((b"", "png"), (b"", "png"))
                 try:
                     ins = writer.write(p, src[0], tgt[0], src[1], tgt[1])
-                except InstructionError:
-                    ins = None
-                    counts["writer_error"] += 1
+                except InstructionError:  # the endpoint failed (or its breaker is open): the template
+                    ins = FALLBACK.write(p)
+                    counts["chat_fallback"] += 1
                 if ins is None:
                     counts["without_instruction"] += 1
                     done.append(p)
                 else:
                     counts["with_instruction"] += 1
                     a, b = (p.target_id, p.source_id) if ins.swapped else (p.source_id, p.target_id)
+                    g = gen if ins.writer == writer.name else _generator(ins.writer)
                     lineage = p.lineage.model_copy(update={"source_ids": [a, b],
-                                                           "generators": [*p.lineage.generators, gen]})
+                                                           "generators": [*p.lineage.generators, g]})
                     done.append(p.model_copy(update={"source_id": a, "target_id": b, "instruction": ins.instruction,
                                                      "lineage": lineage}))
                 if progress:
                     progress(1)
             if done:
                 sink.write(to_table(done, PairRecord).replace_schema_metadata(meta))
+    counts.update(getattr(writer, "counts", {}))  # a chat writer's requests, failures by reason, breaker
     storage.write_marker(out, {"counts": dict(counts), "writer": writer.name})
     return out, dict(counts)
+
+
+FALLBACK = TemplateInstructionWriter()
+
+
+def _generator(name: str) -> Generator:
+    return Generator(name=name.rsplit(":", 1)[0], version=name.rsplit(":", 1)[-1])
 
 
 def load_instructed(uri: str) -> list[PairRecord]:
@@ -204,8 +213,7 @@ def make_writer(spec: dict, root: str) -> InstructionWriter:
     if spec["kind"] == "template":
         return TemplateInstructionWriter()
     ic = InstructionConfig(**{k: v for k, v in spec.items() if k != "kind"})
-    return ChatInstructionWriter(ic.base_url, ic.model, storage.join(root, "cache", "instructions"),
-                                 api_key_env=ic.api_key_env, timeout_s=ic.timeout_s, retries=ic.retries)
+    return ChatInstructionWriter.from_config(ic, storage.join(root, "cache", "instructions"))
 
 
 class InstructStage(SingleUnitStage):
@@ -238,8 +246,12 @@ class InstructStage(SingleUnitStage):
         mined, images = pair_ids_and_images(mined_file)
         writer = make_writer(self.params["writer"], self.cfg.root)
         uris = catalog_uris(self.cfg.root, images) if writer.needs_images else {}
-        _, counts = instruct_pairs(iter_pair_batches(mined_file), writer, uris, pairs_uri, self.cfg.ingest,
-                                   mined=mined, writer_key=json.dumps(self.params["writer"], sort_keys=True))
+        try:
+            _, counts = instruct_pairs(iter_pair_batches(mined_file), writer, uris, pairs_uri, self.cfg.ingest,
+                                       mined=mined, writer_key=json.dumps(self.params["writer"], sort_keys=True))
+        finally:
+            if isinstance(writer, ChatInstructionWriter):
+                writer.close()
         self.stamp(self.out)
         return UnitReport(stage=self.label, unit=k, counts=counts)
 

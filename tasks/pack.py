@@ -119,4 +119,5 @@ def shard_set_report(stage, out: str) -> StageReport | None:
     return StageReport(stage=stage.label, units=1, outputs=[out],
                        counts={"uri": out, "shards": m["shards"], "samples": m["samples"], "bytes": m["bytes"],
                                "counts_by_task": m["counts_by_task"], "kept_shards": m.get("kept_shards", 0),
-                               "supervision_dropped": (m.get("supervision") or {}).get("dropped", {})})
+                               "supervision_dropped": (m.get("supervision") or {}).get("dropped", {}),
+                               **({"instructions": m["instructions"]} if m.get("instructions") else {})})

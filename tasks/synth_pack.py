@@ -127,8 +127,7 @@ class SynthPackStage(SingleUnitStage):
         ic = self.cfg.mining.instructions
         if not ic.model:
             raise ValueError("synthesis.chat_instructions needs mining.instructions.model (and base_url)")
-        return ChatInstructionWriter(ic.base_url, ic.model, storage.join(self.cfg.root, "cache", "instructions"),
-                                     api_key_env=ic.api_key_env, timeout_s=ic.timeout_s, retries=ic.retries)
+        return ChatInstructionWriter.from_config(ic, storage.join(self.cfg.root, "cache", "instructions"))
 
     def _shard_config(self):
         """Always png: a synthesized sample keeps its source's pixels outside the mask exactly, which a lossy
@@ -160,8 +159,13 @@ class SynthPackStage(SingleUnitStage):
 
     def _instructed(self) -> Iterator[AceSample]:
         chat = self._chat()
-        for sample in self._samples():
-            yield sample if chat is None else chat_instruction(sample, chat, self.instruction_counts)
+        try:
+            for sample in self._samples():
+                yield sample if chat is None else chat_instruction(sample, chat, self.instruction_counts)
+        finally:
+            if chat is not None:
+                chat.close()
+                self.instruction_counts.update(chat.counts)
 
     def _packed(self, gate: Gate) -> Iterator[AceSample]:
         """The samples, instructed by the chat endpoint when configured, that pass the supervision gate (which
@@ -178,7 +182,8 @@ class SynthPackStage(SingleUnitStage):
                 raise FileNotFoundError(f"no complete synthesis under {d}")
         gate = Gate(self.cfg.supervision, self._shard_config())
         rep = write_shard_set(self._packed(gate), self.out, self._shard_config(), extend=True,
-                              marker_extra=lambda: {"supervision": gate.summary()})
+                              marker_extra=lambda: {"supervision": gate.summary(),
+                                                    "instructions": dict(self.instruction_counts)})
         self.stamp(self.out)
         counts = {"samples": rep.samples, "shards": rep.shards, "kept_shards": rep.resumed_shards,
                   "supervision_dropped": supervision_dropped(self.out)}
@@ -194,7 +199,8 @@ class SynthPackStage(SingleUnitStage):
 def chat_instruction(sample: AceSample, writer, counts: Counter) -> AceSample:
     """The sample with the chat endpoint's instruction for its edit image -> target (single-input samples;
     lineage gains the writer), or unchanged (a multi-input sample, no instruction, or an endpoint error):
-    every sample is counted under `chat`, `template_multi_input`, `template_no_reply` or `template_error`."""
+    every sample is counted under `chat`, `template_multi_input`, `template_no_reply` or `chat_fallback` (the
+    endpoint failed or its breaker is open)."""
     from mining.instructions import InstructionError
     from schemas.records import PairRecord
 
@@ -207,7 +213,7 @@ def chat_instruction(sample: AceSample, writer, counts: Counter) -> AceSample:
         ins = writer.write(pair, sample.units[0].image, sample.target.image, sample.units[0].image_ext,
                            sample.target.image_ext)
     except InstructionError:
-        counts["template_error"] += 1
+        counts["chat_fallback"] += 1
         return sample
     if ins is None:
         counts["template_no_reply"] += 1

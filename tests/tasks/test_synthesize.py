@@ -247,7 +247,9 @@ def test_chat_instructions_rewrite_single_input_samples_and_keep_the_template_ot
         samples = list(read_shard_set(pack.out))
     finally:
         stub.close()
-    assert unit.counts["instructions"] == {"template_no_reply": 1, "template_error": 1, "chat": 6}
+    assert unit.counts["instructions"] == {"template_no_reply": 1, "chat_fallback": 1, "chat": 6, "chat_requests": 8,
+                                          "chat_ok": 7, "chat_failed": 1, "chat_http_400": 1}
+    assert pack.report().counts["instructions"] == unit.counts["instructions"]  # in the marker: UI and CLI
     by_writer = {"chat": 0, "template": 0}
     for s in samples:
         gens = [g.name for g in s.lineage.generators]
