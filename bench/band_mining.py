@@ -1,8 +1,9 @@
 """Band mining against a bare blocked matmul over the same matrix, on the same BLAS.
 
-    python bench/band_mining.py [--n 50000] [--d 768] [--block 4096]
+    python bench/band_mining.py [--n 50000] [--d 768] [--block 4096] [--rounds 3]
 
-Each side runs in its own process so its peak RSS is its own:
+Each run is a fresh process (so its peak RSS is its own), the sides interleaved (baseline, aceforge, baseline,
+...) for --rounds rounds; the time ratio is the ratio of the sides' best runs (bench/_timing.py):
   baseline  - for every upper-triangle block pair: S = X[a:b] @ X[c:d].T, nothing else
   aceforge  - mining.band.band_edges (same blocks, band filter, duplicate count, edges with scores),
               then union-find and the per-set re-checked pairs
@@ -23,6 +24,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench._timing import Measured, interleave, ratio, report  # noqa: E402
 
 
 def data(n: int, d: int) -> np.ndarray:
@@ -36,7 +40,6 @@ def data(n: int, d: int) -> np.ndarray:
 
 
 def run_side(side: str, n: int, d: int, block: int) -> dict:
-    sys.path.insert(0, str(ROOT))
     x = data(n, d)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
@@ -66,24 +69,36 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=50_000)
     ap.add_argument("--d", type=int, default=768)
     ap.add_argument("--block", type=int, default=4096)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved runs of each side")
     ap.add_argument("--side", choices=["baseline", "aceforge"])
     args = ap.parse_args()
     if args.side:
         print(json.dumps(run_side(args.side, args.n, args.d, args.block)))
         return
-    res = {}
-    for side in ("baseline", "aceforge"):
-        cmd = [sys.executable, __file__, "--side", side, "--n", str(args.n), "--d", str(args.d),
+
+    def side(name: str):
+        cmd = [sys.executable, __file__, "--side", name, "--n", str(args.n), "--d", str(args.d),
                "--block", str(args.block)]
-        res[side] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+
+        def run() -> Measured:
+            out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+            out["peak_rss_mb_max"] = max(out["peak_rss_mb"], peaks.get(name, 0.0))
+            peaks[name] = out["peak_rss_mb_max"]
+            return Measured(out["seconds"], out)  # the child's own clock: process start-up not counted
+        return name, run
+
+    peaks: dict[str, float] = {}
+    t = interleave([side("baseline"), side("aceforge")], rounds=args.rounds)
     matrix_mb = args.n * args.d * 4 / 2**20
-    b, a = res["baseline"], res["aceforge"]
-    print(f"n={args.n} d={args.d} block={args.block}; matrix {matrix_mb:.0f} MiB (float32)")
-    print(f"{'baseline blocked matmul':<26} {b['seconds']:8.2f} s   peak RSS {b['peak_rss_mb']:7.0f} MiB")
-    print(f"{'aceforge band mining':<26} {a['seconds']:8.2f} s   peak RSS {a['peak_rss_mb']:7.0f} MiB   "
-          f"edges {a['edges']}, duplicates {a['duplicates']}, sets {a['sets']}, pairs {a['pairs']}")
-    print(f"time ratio {a['seconds'] / b['seconds']:.2f}x (target <= 1.3x); peak RSS {a['peak_rss_mb']:.0f} MiB vs "
-          f"budget 3 x matrix + 512 = {3 * matrix_mb + 512:.0f} MiB")
+    b, a = t["baseline"].result, t["aceforge"].result
+    print(f"n={args.n} d={args.d} block={args.block}; matrix {matrix_mb:.0f} MiB (float32); "
+          f"{args.rounds} interleaved rounds")
+    print("\n".join(report(t, "baseline", width=26, labels={"baseline": "baseline blocked matmul",
+                                                             "aceforge": "aceforge band mining"})))
+    print(f"peak RSS (max over runs): baseline {b['peak_rss_mb_max']:.0f} MiB, aceforge {a['peak_rss_mb_max']:.0f} "
+          f"MiB; edges {a['edges']}, duplicates {a['duplicates']}, sets {a['sets']}, pairs {a['pairs']}")
+    print(f"time ratio {ratio(t, 'aceforge', 'baseline'):.2f}x, of bests (target <= 1.3x); peak RSS "
+          f"{a['peak_rss_mb_max']:.0f} MiB vs budget 3 x matrix + 512 = {3 * matrix_mb + 512:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -1,27 +1,30 @@
 """Ingest throughput (images/s) against a bare PIL decode loop over the same files.
 
-    python bench/ingest_throughput.py [--images 600] [--workers 1 2]
+    python bench/ingest_throughput.py [--images 600] [--workers 1 2] [--rounds 3]
 
 Builds a corpus of distinct JPEG/PNG photos from the demo corpus (each copy re-encoded with a
 different quality so every file is a distinct image), then times:
   baseline  - one process: read bytes, PIL open + load + convert("RGB"); no hashing, no checks, no output
   aceforge  - tasks.ingest.ingest with N decode processes: hashing, checks, quarantine, dedup, parquet
+The baseline and each worker count run interleaved for --rounds rounds (each ingest into a fresh root);
+rates are of the best runs (bench/_timing.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from PIL import Image  # noqa: E402
 
+from bench._timing import Side, interleave, ratio, report  # noqa: E402
 from schemas.config import IngestConfig  # noqa: E402
 from tasks.demo_corpus import build_demo_corpus  # noqa: E402
 from tasks.ingest import ingest  # noqa: E402
@@ -45,33 +48,39 @@ def make_corpus(out: Path, n: int) -> list[Path]:
     return files
 
 
-def baseline(files: list[Path]) -> float:
-    t0 = time.perf_counter()
+def baseline(files: list[Path]) -> None:
     for f in files:
         with Image.open(io.BytesIO(f.read_bytes())) as im:
             im.convert("RGB").load()
-    return time.perf_counter() - t0
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=600)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved runs of each side")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         files = make_corpus(tmp_path, args.images)
         mb = sum(f.stat().st_size for f in files) / 2**20
         print(f"corpus: {len(files)} images, {mb:.1f} MiB, ~384 px long side, {os.cpu_count()} cores")
-        base = baseline(files)
-        print(f"{'baseline PIL decode, 1 process':<36} {len(files) / base:8.1f} images/s")
-        for w in args.workers:
-            t0 = time.perf_counter()
-            rep = ingest(str(tmp_path / "corpus"), str(tmp_path / f"root{w}"), IngestConfig(workers=w), force=True)
-            dt = time.perf_counter() - t0
-            assert rep.accepted == len(files), rep.to_dict()
-            print(f"{f'aceforge ingest, {w} process(es)':<36} {len(files) / dt:8.1f} images/s  "
-                  f"({base / dt:.2f}x the baseline's rate)")
+        runs = itertools.count()
+        fresh = lambda: str(tmp_path / f"root{next(runs)}")  # noqa: E731
+        sides = [Side("baseline", lambda: baseline(files))] + [
+            Side(f"w{w}", lambda root, w=w: ingest(str(tmp_path / "corpus"), root, IngestConfig(workers=w),
+                                                   force=True), setup=fresh) for w in args.workers]
+        t = interleave(sides, rounds=args.rounds)
+    labels = {"baseline": "baseline PIL decode, 1 process", **{f"w{w}": f"aceforge ingest, {w} process(es)"
+                                                               for w in args.workers}}
+    print(f"{args.rounds} interleaved rounds; rates of the best runs")
+    print("\n".join(report(t, "baseline", labels=labels)))
+    print(f"{labels['baseline']:<36} {len(files) / t['baseline'].best:8.1f} images/s")
+    for w in args.workers:
+        rep = t[f"w{w}"].result
+        assert rep.accepted == len(files), rep.to_dict()
+        print(f"{labels[f'w{w}']:<36} {len(files) / t[f'w{w}'].best:8.1f} images/s  "
+              f"({1 / ratio(t, f'w{w}', 'baseline'):.2f}x the baseline's rate)")
 
 
 if __name__ == "__main__":

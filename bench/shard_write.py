@@ -1,26 +1,28 @@
 """Shard writing throughput against raw tar writing of the same members.
 
-    python bench/shard_write.py [--samples 2000] [--maxcount 500]
+    python bench/shard_write.py [--samples 2000] [--maxcount 500] [--rounds 3]
 
 baseline  - tarfile writing the already-encoded members of every sample into one tar, no checks
 aceforge  - tasks.shards.write_shard_set: encode, ShardWriter, temp name + rename, sha256, stats,
             manifest and marker
+The sides run interleaved for --rounds rounds, each into a fresh path; rates are of the best runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import sys
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from bench._timing import Side, interleave, ratio, report  # noqa: E402
 from schemas.config import ShardConfig  # noqa: E402
 from schemas.shard_layout import encode_sample  # noqa: E402
 from tasks.shards import write_shard_set  # noqa: E402
@@ -42,25 +44,26 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", type=int, default=2000)
     ap.add_argument("--maxcount", type=int, default=500)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved runs of each side")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     samples = [make_sample(i, rng, with_mask=i % 2 == 0) for i in range(args.samples)]
-    base, ours = float("inf"), float("inf")
+    runs = itertools.count()
     with tempfile.TemporaryDirectory() as tmp:
         write_shard_set(samples[:2], str(Path(tmp) / "warm"))  # one-time imports (pyarrow pulls pandas)
-        for rep_i in range(args.repeats):  # best of N: the machine is shared and noisy
-            t0 = time.perf_counter()
-            raw_tar(samples, Path(tmp) / f"raw{rep_i}.tar")
-            base = min(base, time.perf_counter() - t0)
-            mb = (Path(tmp) / f"raw{rep_i}.tar").stat().st_size / 2**20
-            t0 = time.perf_counter()
-            rep = write_shard_set(samples, str(Path(tmp) / f"set{rep_i}"), ShardConfig(maxcount=args.maxcount))
-            ours = min(ours, time.perf_counter() - t0)
-    print(f"{args.samples} samples, {mb:.1f} MiB of tar, best of {args.repeats}")
+        fresh = lambda: Path(tmp) / f"run{next(runs)}"  # noqa: E731
+        t = interleave([Side("baseline", lambda p: raw_tar(samples, p.with_suffix(".tar")) or p, setup=fresh),
+                        Side("aceforge", lambda p: write_shard_set(samples, str(p),
+                                                                   ShardConfig(maxcount=args.maxcount)),
+                             setup=fresh)], rounds=args.rounds)
+        mb = t["baseline"].result.with_suffix(".tar").stat().st_size / 2**20
+    base, ours, rep = t["baseline"].best, t["aceforge"].best, t["aceforge"].result
+    print(f"{args.samples} samples, {mb:.1f} MiB of tar, {args.rounds} interleaved rounds, rates of the best runs")
+    print("\n".join(report(t, "baseline", width=28, labels={"baseline": "baseline raw tarfile",
+                                                             "aceforge": "aceforge write_shard_set"})))
     print(f"{'baseline raw tarfile':<28} {args.samples / base:9.0f} samples/s {mb / base:8.1f} MiB/s")
     print(f"{'aceforge write_shard_set':<28} {args.samples / ours:9.0f} samples/s {mb / ours:8.1f} MiB/s  "
-          f"({rep.shards} shards; {ours / base:.2f}x the baseline's time)")
+          f"({rep.shards} shards; {ratio(t, 'aceforge', 'baseline'):.2f}x the baseline's time)")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Condition-map and degradation throughput on the demo photos: images/s per map type, beside the bare
 library call each map is built on (the baseline), then the maps stage end to end.
 
-    python bench/synth_maps.py [--repeat 2]
+    python bench/synth_maps.py [--repeat 2] [--rounds 3]
 
-Per map (one process, one core, best of three runs): grayscale vs cv2.cvtColor; canny vs cv2.Canny on the
+Per map (one process, one core; map and baseline interleaved for --rounds rounds, rates of the best runs,
+bench/_timing.py): grayscale vs cv2.cvtColor; canny vs cv2.Canny on the
 luma; mosaic vs one cv2.resize down and one up; contour vs cv2.GaussianBlur; doodle vs cv2.medianBlur of
 its 64 px copy; scribble vs skimage skeletonize of a thresholded gradient; segmentation (region proposer +
 colouring) vs one raw felzenszwalb call; degradation vs one cv2.GaussianBlur. Depth and pose need model
@@ -23,6 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._timing import interleave, ratio  # noqa: E402
+
 
 def _photos() -> list[np.ndarray]:
     from tasks.demo_corpus import BASE_PHOTOS, _photo
@@ -34,16 +37,7 @@ def _rate(n: int, seconds: float) -> str:
     return f"{n / seconds:8.1f}/s" if seconds > 0 else "     inf"
 
 
-def _best(fn, tries: int = 3) -> float:
-    best = float("inf")
-    for _ in range(tries):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
-def maps(repeat: int) -> None:
+def maps(repeat: int, rounds: int) -> None:
     import cv2
     from skimage.morphology import skeletonize
     from skimage.segmentation import felzenszwalb
@@ -75,10 +69,12 @@ def maps(repeat: int) -> None:
         ("degradation", lambda: [degrade(im, rng(i)) for i, im in enumerate(images)],
          lambda: [cv2.GaussianBlur(im, (0, 0), 1.5) for im in images], "one cv2.GaussianBlur"),
     ]
-    print(f"{len(images)} demo photos (longer side 384); best of 3 runs each")
-    print(f"{'map':13} {'ours':>10} {'baseline':>10}  baseline is")
+    print(f"{len(images)} demo photos (longer side 384); {rounds} interleaved rounds each, rates of the best runs")
+    print(f"{'map':13} {'ours':>10} {'baseline':>10} {'time ratio':>10}  baseline is")
     for name, ours, base, what in cases:
-        print(f"{name:13} {_rate(len(images), _best(ours))} {_rate(len(images), _best(base))}  {what}")
+        t = interleave([("baseline", base), ("ours", ours)], rounds=rounds)
+        print(f"{name:13} {_rate(len(images), t['ours'].best)} {_rate(len(images), t['baseline'].best)} "
+              f"{ratio(t, 'ours', 'baseline'):9.2f}x  {what}")
 
 
 def stage() -> None:
@@ -104,6 +100,7 @@ def stage() -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=2, help="times the demo photos are processed")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved runs of each side")
     args = ap.parse_args()
-    maps(args.repeat)
+    maps(args.repeat, args.rounds)
     stage()

@@ -1,13 +1,14 @@
 """Object synthesis throughput with the offline models, on the demo photos: images/s per step, beside the
 bare library call on the same images.
 
-    python bench/synth_objects.py [--repeat 2]
+    python bench/synth_objects.py [--repeat 2] [--rounds 3]
 
 Steps (in this process, one core): segment (the region proposer: Felzenszwalb at three scales of a 256 px
 copy, holes filled, duplicates merged, contrast scored) vs one raw skimage `felzenszwalb` call at full
 size; filter (ACE B.5.2 checks on every region) vs counting each mask's pixels; inpaint (dilated mask,
 cv2 Telea, composited) vs raw `cv2.inpaint` on the same masks; verify (outside, change, seam) vs a bare
-outside-equality check (best of three runs each). Then the four stages end to end through the local executor (decoding, PNG
+outside-equality check (each step and its baseline interleaved for --rounds rounds, rates of the best runs,
+bench/_timing.py). Then the four stages end to end through the local executor (decoding, PNG
 encoding, parquet, markers) on the demo corpus' first 36 catalog images.
 """
 
@@ -23,6 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._timing import interleave  # noqa: E402
+
 
 def _photos() -> list[np.ndarray]:
     from tasks.demo_corpus import BASE_PHOTOS, _photo
@@ -34,17 +37,7 @@ def _rate(n: int, seconds: float) -> str:
     return f"{n / seconds:8.1f}/s" if seconds > 0 else "     inf"
 
 
-def _best(fn, tries: int = 3) -> tuple[float, object]:
-    """The fastest of `tries` runs (the machine is shared) and the last result."""
-    best, out = float("inf"), None
-    for _ in range(tries):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
-
-
-def steps(repeat: int) -> None:
+def steps(repeat: int, rounds: int) -> None:
     import cv2
     from skimage.segmentation import felzenszwalb
 
@@ -57,26 +50,35 @@ def steps(repeat: int) -> None:
     images = _photos() * repeat
     seg, inp = RegionProposer(), Cv2Inpainter()
     rows = []
-    t_seg, regions = _best(lambda: [seg(im) for im in images])
-    t_base, _ = _best(lambda: [felzenszwalb(im, scale=400, sigma=0.8, min_size=im.shape[0] * im.shape[1] // 400)
-                               for im in images])
+
+    def pair(ours, base) -> tuple[float, float, object]:
+        """(best of ours, best of the baseline, ours' last result), the two interleaved."""
+        t = interleave([("baseline", base), ("ours", ours)], rounds=rounds)
+        return t["ours"].best, t["baseline"].best, t["ours"].result
+
+    t_seg, t_base, regions = pair(lambda: [seg(im) for im in images],
+                                  lambda: [felzenszwalb(im, scale=400, sigma=0.8,
+                                                        min_size=im.shape[0] * im.shape[1] // 400) for im in images])
     rows.append(("segment", len(images), t_seg, t_base, "raw felzenszwalb, one scale"))
-    t_f, kept = _best(lambda: [filter_masks(r, MaskFilterConfig()) for r in regions])
-    t_base, _ = _best(lambda: [[np.count_nonzero(x.mask) for x in r] for r in regions])
+    t_f, t_base, kept = pair(lambda: [filter_masks(r, MaskFilterConfig()) for r in regions],
+                             lambda: [[np.count_nonzero(x.mask) for x in r] for r in regions])
     rows.append(("filter", len(images), t_f, t_base, "count each mask's pixels"))
     jobs = [(im, dilate(k.kept[0][0].mask, 7)) for im, k in zip(images, kept) if k.kept]
-    t_i, outs = _best(lambda: [inp(im, m) for im, m in jobs])
-    t_base, _ = _best(lambda: [cv2.inpaint(im, m.astype(np.uint8) * 255, 5, cv2.INPAINT_TELEA) for im, m in jobs])
+    t_i, t_base, outs = pair(lambda: [inp(im, m) for im, m in jobs],
+                             lambda: [cv2.inpaint(im, m.astype(np.uint8) * 255, 5, cv2.INPAINT_TELEA)
+                                      for im, m in jobs])
     rows.append(("inpaint", len(jobs), t_i, t_base, "raw cv2.inpaint"))
-    t_v, verdicts = _best(lambda: [verify_removal(im, o, m, VerifyConfig())[0] for (im, m), o in zip(jobs, outs)])
-    t_base, _ = _best(lambda: [np.array_equal(im[~m], o[~m]) for (im, m), o in zip(jobs, outs)])
+    t_v, t_base, verdicts = pair(lambda: [verify_removal(im, o, m, VerifyConfig())[0]
+                                          for (im, m), o in zip(jobs, outs)],
+                                 lambda: [np.array_equal(im[~m], o[~m]) for (im, m), o in zip(jobs, outs)])
     rows.append(("verify", len(jobs), t_v, t_base, "outside equality only"))
     print(f"{len(images)} demo photos (longer side 384), {sum(len(r) for r in regions)} regions, "
           f"{sum(len(k.kept) for k in kept)} kept, {len(jobs)} inpainted, {verdicts.count(None)} verified; "
-          "best of 3 runs each")
-    print(f"{'step':8} {'n':>4} {'ours':>10} {'baseline':>10}  baseline is")
+          f"{rounds} interleaved rounds each, rates of the best runs")
+    print(f"{'step':8} {'n':>4} {'ours':>10} {'baseline':>10} {'time ratio':>10}  baseline is")
     for name, n, ours, base, what in rows:
-        print(f"{name:8} {n:4d} {_rate(n, ours)} {_rate(n, base)}  {what}")
+        print(f"{name:8} {n:4d} {_rate(n, ours)} {_rate(n, base)} {ours / base if base else float('inf'):9.2f}x  "
+              f"{what}")
 
 
 def stages() -> None:
@@ -109,6 +111,7 @@ def stages() -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=2, help="times the 13 photos are processed")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved runs of each side")
     args = ap.parse_args()
-    steps(args.repeat)
+    steps(args.repeat, args.rounds)
     stages()
