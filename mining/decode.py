@@ -53,7 +53,7 @@ def _open(data: bytes) -> Image.Image:
             return Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise RejectedImage(QuarantineReason.NOT_AN_IMAGE,
-                            f"no image decoder recognises these bytes (they start with {data[:8]!r})") from None
+                            f"no image decoder recognises these {len(data)} bytes") from None  # never quoted
     except Image.DecompressionBombError as e:
         raise RejectedImage(QuarantineReason.TOO_LARGE, str(e)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:

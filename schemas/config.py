@@ -36,6 +36,9 @@ class IngestConfig(_Config):
         None, description="file endings that count as images when listing folders and tars; None: every format "
                           "the installed Pillow decodes (avif, jpeg2000, tga, ...); what is not listed is counted "
                           "as skipped, with its ending")
+    follow_symlinks_outside: bool = Field(
+        False, description="read links in a folder or glob source that lead outside it; off: such a link is "
+                           "quarantined as symlink_outside_source, unread (links within the source are followed)")
 
     def resolved_workers(self) -> int:
         return self.workers or (os.cpu_count() or 1)

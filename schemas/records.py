@@ -40,6 +40,8 @@ class QuarantineReason(str, Enum):
     UNSUPPORTED_MODE = "unsupported_mode"  # a pixel mode we cannot turn into RGB faithfully
     BAD_ARCHIVE = "bad_archive"  # a tar that cannot be read to its end; members before the fault are kept
     NOT_A_FILE = "not_a_file"  # a FIFO, socket or device in the source: never opened (it could block forever)
+    UNDECODABLE_NAME = "undecodable_name"  # a file or tar member name that is not valid UTF-8: never read
+    SYMLINK_OUTSIDE_SOURCE = "symlink_outside_source"  # a link out of a folder / glob source: never read
 
 
 class QuarantineRecord(_Record):

@@ -9,26 +9,21 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import multiprocessing as mp
-import tarfile
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Callable
 
 import pyarrow as pa
 
-from mining.decode import RejectedImage, decode_image, pillow_extensions
 from schemas.arrow import IMAGE_RECORD_SCHEMA, QUARANTINE_SCHEMA, from_table, to_table
-from schemas.config import IngestConfig, config_hash
-from schemas.records import ImageRecord, QuarantineReason, QuarantineRecord
+from schemas.config import IngestConfig
+from schemas.records import ImageRecord, QuarantineRecord
 from tasks import storage
+from tasks.ingest_units import (UNREADABLE_NAMES, Skips, examine, image_extensions, process_unit,  # noqa: F401
+                                run_units)
 from tasks.layout import RunLayout
-from tasks.sources import (NotAFile, WorkUnit, expand_source, iter_tar, member_uri, read_uri, split_member,
-                           work_units)
+from tasks.sources import WorkUnit, expand_source, work_units
 from tasks.stage import Resources, Stage, StageReport, UnitReport
-
-Result = ImageRecord | QuarantineRecord
 
 
 @dataclass
@@ -54,87 +49,17 @@ class IngestReport:
                 "quarantined": dict(sorted(self.quarantined.items())), "catalog_uri": self.catalog_uri,
                 "skipped": dict(sorted(self.skipped.items()))}
 
+    @classmethod
+    def from_counts(cls, counts: dict, catalog_uri: str = "") -> "IngestReport":
+        """The report of `to_dict`'s counts (a stage summary, a catalog marker)."""
+        return cls(counts.get("catalog_uri", catalog_uri), counts["seen"], counts["accepted"], counts["duplicates"],
+                   dict(counts.get("quarantined", {})), skipped=dict(counts.get("skipped", {})))
 
-def image_extensions(cfg: IngestConfig) -> list[str]:
-    """The endings ingest lists: the configured ones, or every format the installed Pillow decodes."""
-    return list(cfg.extensions) if cfg.extensions is not None else list(pillow_extensions())
-
-
-@dataclass
-class Skips:
-    """Tar members a unit did not read, by reason (kept beside the records of its partition)."""
-    counts: Counter
-
-
-def examine(uri: str, data: bytes, cfg: IngestConfig, source: str) -> Result:
-    """Decide one input: an ImageRecord or a QuarantineRecord with its reason."""
-    try:
-        dec = decode_image(data, max_pixels=cfg.max_pixels, min_side=cfg.min_side)
-    except RejectedImage as e:
-        return QuarantineRecord(uri=uri, reason=e.reason, detail=e.detail, source=source)
-    return ImageRecord(id=hashlib.sha256(data).hexdigest(), uri=uri, width=dec.width, height=dec.height,
-                       format=dec.format, mode=dec.mode, source=source, nbytes=len(data))
-
-
-def _quarantine(uri: str, reason: QuarantineReason, detail: str, source: str) -> QuarantineRecord:
-    return QuarantineRecord(uri=uri, reason=reason, detail=detail, source=source)
-
-
-def process_unit(unit: WorkUnit, cfg: IngestConfig, source: str) -> list[Result | Skips]:
-    out: list[Result | Skips] = []
-    if unit.kind == "files":
-        for uri in unit.uris:
-            try:
-                data = read_uri(uri, max_bytes=cfg.max_bytes)
-            except ValueError as e:
-                out.append(_quarantine(uri, QuarantineReason.TOO_MANY_BYTES, str(e), source))
-                continue
-            except NotAFile as e:
-                out.append(_quarantine(uri, QuarantineReason.NOT_A_FILE, str(e), source))
-                continue
-            except OSError as e:
-                out.append(_quarantine(uri, QuarantineReason.READ_ERROR, f"{type(e).__name__}: {e}", source))
-                continue
-            out.append(examine(uri, data, cfg, source))
-        return out
-    (tar_uri,) = unit.uris
-    last = "<start>"
-    skipped: Counter = Counter()
-    out.append(Skips(skipped))
-    try:
-        for m_uri, data, size in iter_tar(tar_uri, image_extensions(cfg), cfg.max_bytes, skipped):
-            last = m_uri
-            if data is None:
-                out.append(_quarantine(m_uri, QuarantineReason.TOO_MANY_BYTES,
-                                       f"{size} bytes > cap {cfg.max_bytes}", source))
-            else:
-                out.append(examine(m_uri, data, cfg, source))
-    except (tarfile.TarError, EOFError, OSError) as e:
-        after = split_member(last)[1] if split_member(last) else last
-        out.append(_quarantine(member_uri(tar_uri, f"<after {after}>"), QuarantineReason.BAD_ARCHIVE,
-                               f"{type(e).__name__}: {e}", source))
-    return out
-
-
-def _run_units(units: list[WorkUnit], cfg: IngestConfig, source: str,
-               progress: Callable[[int], None] | None) -> list[Result | Skips]:
-    results: list[Result | Skips] = []
-    workers = min(cfg.resolved_workers(), max(1, len(units)))
-    if workers <= 1:
-        for u in units:
-            results += process_unit(u, cfg, source)
-            if progress:
-                progress(len(u.uris) if u.kind == "files" else 1)
-        return results
-    # spawn: the parent may hold threads (progress bars, Ray) that fork would copy mid-state
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(process_unit, u, cfg, source): u for u in units}
-        for fut in as_completed(futures):
-            u = futures[fut]
-            results += fut.result()
-            if progress:
-                progress(len(u.uris) if u.kind == "files" else 1)
-    return results
+    def reconciliation(self) -> str:
+        """The one line that says whether the counts add up."""
+        status = "reconciled" if self.reconciles else "DO NOT RECONCILE"
+        return (f"seen {self.seen} = accepted {self.accepted} + duplicates {self.duplicates} "
+                f"+ quarantined {self.quarantined_total}: {status}")
 
 
 def catalog_uri(root: str) -> str:
@@ -142,6 +67,15 @@ def catalog_uri(root: str) -> str:
 
 
 _HOW_NOT_WHAT = {"workers", "chunk_size", "partition_files"}  # how ingest runs, not what it produces
+
+
+_LATER_FIELDS = ("follow_symlinks_outside",)  # added since: left out at their default, so older hashes hold
+
+
+def config_hash(cfg: IngestConfig) -> str:
+    """The whole config's hash (as schemas.config.config_hash), fields added later left out at their default."""
+    late = {k for k in _LATER_FIELDS if getattr(cfg, k) == IngestConfig.model_fields[k].default}
+    return hashlib.sha256(cfg.model_dump_json(exclude=late).encode()).hexdigest()[:16]
 
 
 def ingest_hash(cfg: IngestConfig) -> str:
@@ -177,9 +111,9 @@ def existing_catalog(source: str, root: str, cfg: IngestConfig) -> IngestReport 
     if fp.get("source") != source or not _same_config(fp.get("config"), cfg):
         raise RuntimeError(f"{cat} already holds a catalog of {marker.get('fingerprint')}; "
                            f"use another root or force=True to replace it")
-    c = marker["counts"]
-    return IngestReport(cat, c["seen"], c["accepted"], c["duplicates"], c["quarantined"], skipped_existing=True,
-                        skipped=c.get("skipped", {}))
+    report = IngestReport.from_counts(marker["counts"], cat)
+    report.catalog_uri, report.skipped_existing = cat, True
+    return report
 
 
 def existing_partitions(root: str) -> int:
@@ -221,7 +155,8 @@ def plan_ingest(source: str, root: str, cfg: IngestConfig, force: bool = False) 
     if force:
         _remove_catalog(root)  # marker or not (an interrupted run may have removed it): nothing is reused
     listing_skips: Counter = Counter()
-    files, tars = expand_source(source, image_extensions(cfg), listing_skips)
+    names: list[str] = []  # not valid UTF-8: quarantined unread, by their printable names
+    files, tars = expand_source(source, image_extensions(cfg), listing_skips, names)
     per = max(1, cfg.partition_files // cfg.chunk_size)
     fs, plan_path = storage.fs_path(RunLayout(root).ingest_plan)
     old = _plan(root) if fs.exists(plan_path) else None
@@ -231,16 +166,17 @@ def plan_ingest(source: str, root: str, cfg: IngestConfig, force: bool = False) 
     if old is not None:
         known = _planned_uris(old)
         files, tars = [f for f in files if f not in known], [t for t in tars if t not in known]
-        if not files and not tars:
+        names = [n for n in names if n not in known]
+        if not files and not tars and not names:
             if old.get("skipped", {}) != dict(listing_skips):  # only unreadable files came: count them
                 storage.atomic_write_bytes(RunLayout(root).ingest_plan,
                                            json.dumps({**old, "skipped": dict(listing_skips)}).encode())
             return len(old["partitions"])
-    units = work_units(files, tars, cfg.chunk_size)
+    units = work_units(files, tars, cfg.chunk_size) + ([WorkUnit(UNREADABLE_NAMES, tuple(names))] if names else [])
     new_parts = [[[u.kind, list(u.uris)] for u in units[i : i + per]] for i in range(0, len(units), per)]
     partitions = (old["partitions"] if old else []) + new_parts
     plan = {"source": source, "config": old["config"] if old else ingest_hash(cfg), "skipped": dict(listing_skips),
-            "inputs": (old["inputs"] if old else 0) + len(files) + len(tars),
+            "inputs": (old["inputs"] if old else 0) + len(files) + len(tars) + len(names),
             "generations": (old["generations"] if old else []) + [len(partitions)],
             "partitions": partitions}
     storage.atomic_write_bytes(RunLayout(root).ingest_plan, json.dumps(plan).encode())
@@ -261,8 +197,9 @@ def new_inputs(source: str, root: str, cfg: IngestConfig) -> int:
     if not fs.exists(path):
         return 0
     known = _planned_uris(_plan(root))
-    files, tars = expand_source(source, image_extensions(cfg))
-    return sum(1 for u in (*files, *tars) if u not in known)
+    names: list[str] = []
+    files, tars = expand_source(source, image_extensions(cfg), None, names)
+    return sum(1 for u in (*files, *tars, *names) if u not in known)
 
 
 def _part_uri(root: str, k: int, what: str) -> str:
@@ -277,7 +214,7 @@ def ingest_partition(root: str, k: int, cfg: IngestConfig, progress: Callable[[i
         return -1
     plan = _plan(root)
     units = [WorkUnit(kind, tuple(uris)) for kind, uris in plan["partitions"][k]]
-    results = _run_units(units, cfg, plan["source"], progress)
+    results = run_units(units, cfg, plan["source"], progress)
     skipped: Counter = Counter()
     for r in results:
         if isinstance(r, Skips):
@@ -392,6 +329,13 @@ def ingest(source: str, root: str, cfg: IngestConfig | None = None, *, force: bo
 
     IngestStage(RunConfig(root=root, ingest=cfg), source=source).stamp(catalog_uri(root))  # as the stage would
     return report
+
+
+def reconciliation_line(counts: dict | None, root: str) -> str | None:
+    """The reconciliation line of a run's ingest counts, else of the catalog under `root`; None without one."""
+    if counts is None:
+        counts = (storage.read_marker(catalog_uri(root)) or {}).get("counts")
+    return IngestReport.from_counts(counts, catalog_uri(root)).reconciliation() if counts else None
 
 
 def load_catalog(root: str) -> list[ImageRecord]:

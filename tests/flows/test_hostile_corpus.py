@@ -93,6 +93,19 @@ def _hostile(src: Path) -> dict[str, str]:
             tar.addfile(info, io.BytesIO(data))
     data = (src / "cut.tar").read_bytes()
     (src / "cut.tar").write_bytes(data[: len(data) // 2])
+    with open(os.fsencode(src) + b"/bad\xffname.jpg", "wb") as f:
+        f.write(_img(size=(110, 94), fmt="JPEG"))
+    files["bad\\xffname.jpg"] = "quarantined"  # its name is not UTF-8: named with \xff, never read
+    (src.parent / "outside.jpg").write_bytes(_img(size=(111, 95), fmt="JPEG"))
+    os.symlink(src.parent / "outside.jpg", src / "out-link.jpg")
+    files["out-link.jpg"] = "quarantined"  # a link out of the source: never read
+    with tarfile.open(src / "packed.tar.gz", "w:gz") as tar:  # members read by every stage through its index
+        for i in range(2):
+            data = _img(size=(112 + i, 96), fmt="JPEG")
+            info = tarfile.TarInfo(f"g{i}.jpg")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+            files[f"packed.tar.gz/g{i}.jpg"] = "accepted"
     for i in range(4):
         files[f"{i:06d}.jpg"] = "accepted"
     return files
@@ -116,6 +129,7 @@ def test_a_hostile_corpus_is_accounted_for_and_mined(tmp_path):
     done = subprocess.run([str(Path(sys.executable).parent / "aceforge"), "mine", str(src), "--root", str(root)],
                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert ": reconciled" in done.stdout and "seen " in done.stdout  # mine prints ingest's reconciliation line
     assert set(os.listdir(tmp_path)) == outside | {"root"}  # nothing beside the root
     assert not list(tmp_path.rglob("escape.jpg")) and not Path("/abs/path.jpg").exists()
 
@@ -137,6 +151,8 @@ def test_a_hostile_corpus_is_accounted_for_and_mined(tmp_path):
     assert pair == {"accepted", "duplicate"}
     assert got == expected
     assert marker["quarantined"].get("not_a_file") == 1 and marker["quarantined"].get("too_large") == 1
+    assert marker["quarantined"].get("undecodable_name") == 1
+    assert marker["quarantined"].get("symlink_outside_source") == 2  # out-link.jpg, dangling.jpg
     # what is listed but never read is counted, with its reason
     assert marker["skipped"] == {"file .txt": 1, "file (no ending)": 1, "not a regular file (a link to a folder?)": 1,
                                  "tar member .json": 1, "tar member not a regular file": 1}

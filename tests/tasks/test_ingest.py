@@ -198,3 +198,57 @@ def test_another_worker_count_or_partition_size_reuses_the_catalog(demo_corpus, 
     assert again.skipped_existing and again.to_dict() == first.to_dict()
     with pytest.raises(RuntimeError, match="already holds a catalog"):  # what decides the content still counts
         ingest(str(corpus / "photos"), root, IngestConfig(workers=1, min_side=8))
+
+
+def test_a_name_that_is_not_utf8_is_quarantined_and_the_rest_ingests(tmp_path):
+    """`bad\\xffname.jpg` used to fail ingest (a lone surrogate reached parquet) without naming the file, and
+    plan.json kept the name, so removing the file did not help."""
+    import json
+    import os
+
+    from tasks.demo_corpus import generate_variants
+
+    src = tmp_path / "src"
+    a, b, c = generate_variants(src, 3)
+    bad = os.fsencode(src) + b"/bad\xffname.jpg"
+    os.rename(os.fsencode(a), bad)
+    with tarfile.open(src / "t.tar", "w", format=tarfile.GNU_FORMAT) as tar:
+        tar.add(c, arcname=os.fsdecode(b"in\xfftar.jpg"))  # the member's name is the raw byte 0xff
+        tar.add(b, arcname="ok.jpg")  # a duplicate of b.jpg
+    root = str(tmp_path / "root")
+    report = ingest(str(src), root, IngestConfig(workers=1))
+    assert report.to_dict()["quarantined"] == {"undecodable_name": 2}
+    assert (report.seen, report.accepted, report.duplicates) == (5, 2, 1) and report.reconciles
+    uris = sorted(q.uri for q in load_quarantine(root))
+    assert uris[0].endswith("/bad\\xffname.jpg") and "in\\xfftar.jpg::" in uris[1]  # printable, byte named
+    for text in [(tmp_path / "root/catalog/plan.json").read_text(), json.dumps(storage.read_marker(f"{root}/catalog"))]:
+        assert "udcff" not in text.lower() and "\udcff" not in json.loads(text).__repr__()
+    os.remove(bad)
+    os.remove(src / "t.tar")
+    again = ingest(str(src), root, IngestConfig(workers=1))  # the name left in the plan is harmless
+    assert again.reconciles and again.accepted == 2
+
+
+def test_a_link_out_of_the_source_is_quarantined_unread_unless_configured(tmp_path):
+    """A link to a file outside a folder source (/etc/passwd) used to be read, its first bytes printed in the
+    quarantine detail."""
+    import os
+
+    from tasks.demo_corpus import generate_variants
+
+    src, outside = tmp_path / "src", tmp_path / "outside"
+    (real,) = generate_variants(src / "sub", 1)
+    outside.mkdir()
+    (outside / "secret.jpg").write_bytes(b"TOPSECRET: not an image at all")
+    os.symlink(outside / "secret.jpg", src / "link.jpg")
+    os.symlink(os.path.relpath(real, src), src / "inside.jpg")  # a link within the source is followed
+    root = str(tmp_path / "root")
+    report = ingest(str(src), root, IngestConfig(workers=1))
+    assert report.to_dict()["quarantined"] == {"symlink_outside_source": 1}
+    assert (report.accepted, report.duplicates) == (1, 1) and report.reconciles
+    (q,) = load_quarantine(root)
+    assert q.uri == str(src / "link.jpg") and "TOPSEC" not in q.detail
+    opened = ingest(str(src), str(tmp_path / "r2"), IngestConfig(workers=1, follow_symlinks_outside=True))
+    assert opened.to_dict()["quarantined"] == {"not_an_image": 1}
+    (q,) = load_quarantine(str(tmp_path / "r2"))
+    assert "TOPSEC" not in q.detail  # contents are never stored, not even the first bytes
