@@ -17,7 +17,8 @@ from rich.table import Table  # noqa: E402
 from flows.progress import progress_bar  # noqa: E402
 from schemas.config import ConfigError, RunConfig, load_config  # noqa: E402
 from tasks import storage  # noqa: E402
-from tasks.ingest import IngestReport, catalog_uri, ingest as run_ingest, load_quarantine  # noqa: E402
+from tasks.ingest import (IngestReport, catalog_uri, ingest as run_ingest, load_quarantine,  # noqa: E402
+                          reconciliation_line)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Mine instruction-editing pairs (ACE) into WebDataset shards and fine-tune ACE++.")
@@ -71,9 +72,7 @@ def _print_ingest(report: IngestReport, root: str, list_bad: int) -> None:
     for reason, n in sorted(report.skipped.items()):
         t.add_row(f"not read: {reason}", str(n))
     out.print(t)
-    status = "reconciled" if report.reconciles else "[red]DO NOT RECONCILE[/red]"
-    out.print(f"seen {report.seen} = accepted {report.accepted} + duplicates {report.duplicates} "
-              f"+ quarantined {report.quarantined_total}: {status}")
+    out.print(report.reconciliation(), markup=False)
     bad = load_quarantine(root)
     for q in bad[:list_bad]:
         out.print(f"  [yellow]{q.reason.value:>16}[/yellow]  {q.uri}  ({q.detail})")
@@ -215,6 +214,8 @@ def mine(source: Optional[str] = typer.Argument(None, help="ingest this first (e
         res = mine_flow(source=source, root=cfg.root, config=extra)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         _fail("mine failed:", e, 1)
+    if line := reconciliation_line(res.get("ingest"), cfg.root):
+        out.print(line, markup=False)
     _print_flow_mining(res)
     if not any("shards" in v for v in res.values() if isinstance(v, dict)):
         out.print("mining.instructions.backend is none: pairs stay in pairs/, unpacked")

@@ -70,6 +70,25 @@ def test_missing_source_is_a_clear_error(tmp_path):
     assert debug.output.strip().splitlines()[-1].startswith("ingest failed:")
 
 
+def test_mine_prints_the_ingest_reconciliation_line(tmp_path, monkeypatch):
+    """`aceforge mine` printed the mining summary only: the ingest counts were left to catalog/_SUCCESS.json."""
+    import flows.pipelines
+    from tasks import storage
+
+    counts = {"seen": 9, "accepted": 5, "duplicates": 1, "quarantined": {"corrupt": 2, "undecodable_name": 1},
+              "catalog_uri": str(tmp_path / "r" / "catalog"), "skipped": {}}
+    monkeypatch.setattr(flows.pipelines, "mine_flow", lambda **kw: {"root": kw["root"], "ingest": counts})
+    res = runner.invoke(app, ["mine", str(tmp_path / "src"), "--root", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    assert "seen 9 = accepted 5 + duplicates 1 + quarantined 3: reconciled" in " ".join(res.output.split())
+    # mining a catalog ingested earlier: its counts, from the catalog's marker
+    storage.write_marker(str(tmp_path / "r" / "catalog"), {"counts": {**counts, "seen": 8}})
+    monkeypatch.setattr(flows.pipelines, "mine_flow", lambda **kw: {"root": kw["root"]})
+    res = runner.invoke(app, ["mine", "--root", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    assert "seen 8 = accepted 5 + duplicates 1 + quarantined 3: DO NOT RECONCILE" in " ".join(res.output.split())
+
+
 def test_demo_end_to_end_then_verify_and_export(tmp_path, prefect_results):
     res = run_cli(["demo", "--out", str(tmp_path / "out"), "--no-train"])
     assert res.exit_code == 0, res.output
