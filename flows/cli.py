@@ -36,10 +36,18 @@ def _main(debug: bool = typer.Option(False, "--debug", help="print the full trac
 
 def _fail(what: str, e: BaseException, code: int) -> None:
     """End a command in one line naming what failed (the traceback too with --debug), exit `code`."""
+    from rich.markup import escape
+
+    from flows.preflight import one_line  # the root cause under Ray / Prefect wrappers, one line
+
     if DEBUG["on"]:
         out.print_exception()
-    out.print(f"[red]{what}[/red] {e}")
+    out.print(f"[red]{what}[/red] {escape(one_line(e))}")
     raise typer.Exit(code) from None
+
+
+def _warn(message: str) -> None:
+    out.print(f"warning: {message}", markup=False, style="yellow")
 
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML run config; defaults apply to keys it leaves out")
@@ -103,11 +111,13 @@ def ingest(source: str = typer.Argument(..., help="folder, glob, .txt/.parquet U
     """Ingest images into <root>/catalog: quarantine bad inputs with a reason, drop exact duplicates."""
     cfg = _config(config, root=root, **{"ingest.workers": workers})
     try:
+        from flows.preflight import preflight
         from tasks.lock import RootLock
 
+        preflight(cfg, models=False, warn=_warn)  # the root is writable, before any work
         with RootLock(cfg.root, f"aceforge ingest {source}"), progress_bar("ingest") as (total, advance):
             report = run_ingest(source, cfg.root, cfg.ingest, force=force, progress_total=total, progress=advance)
-    except (FileNotFoundError, RuntimeError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - one line naming the cause (--debug: the traceback)
         _fail("ingest failed:", e, 1)
     if report.skipped_existing:
         out.print("catalog already complete for this source and config: nothing to do (--force to redo)")
@@ -211,8 +221,11 @@ def mine(source: Optional[str] = typer.Argument(None, help="ingest this first (e
     cfg = _config(config, root=root)
     extra = _yaml.safe_load(config.read_text()) if config else {}
     try:
+        from flows.preflight import preflight
+
+        preflight(cfg, warn=_warn)  # models and storage, before the flow starts
         res = mine_flow(source=source, root=cfg.root, config=extra)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
+    except Exception as e:  # noqa: BLE001 - one line naming the cause (--debug: the traceback)
         _fail("mine failed:", e, 1)
     if line := reconciliation_line(res.get("ingest"), cfg.root):
         out.print(line, markup=False)
@@ -282,8 +295,11 @@ def train(shard_uris: list[str] = typer.Argument(..., help="one or more complete
             raise ValueError(f"--stages takes 1 and 2, got {stages}")
         if cfg.train.init_from:  # before any flow or Ray starts
             resolve_init(cfg.train.init_from, cfg.train)
+        from flows.preflight import preflight
+
+        preflight(cfg, models=False, warn=_warn)
         res = train_flow(shard_uris=shard_uris, root=cfg.root, config=cfg.model_dump(mode="json"), stages=stage_list)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
+    except Exception as e:  # noqa: BLE001 - one line naming the cause (--debug: the traceback)
         _fail("training failed:", e, 1)
     head = f"run {res['run_name']}: step {res['step']}"
     if res["metrics"]:

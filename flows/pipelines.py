@@ -84,6 +84,9 @@ def run_mining(executor, cfg: RunConfig, source: str | None = None, writer: dict
             announce(stage, rep, ran_now[stage.label])
         return rep
 
+    from flows.preflight import preflight
+
+    preflight(cfg, warn=lambda m: print(f"warning: {m}"))  # models and storage, before any stage writes
     with RootLock(cfg.root, f"a mining run of {source or cfg.root}"):  # one run per root at a time
         return _stages(run, cfg, source, writer, shard_prefix, ran_now)
 
@@ -159,7 +162,9 @@ def _announcer(cfg: RunConfig, landed: list[dict]) -> Announce:
 
 def landed_event(root: str, sets: list[dict], resource: str) -> dict | None:
     """The one `aceforge.shards.landed` event of a mining run, as emit_event's arguments: every shard set of
-    the run (`shard_uris`, `manifests`, `sets`), when at least one of them landed in it; else None."""
+    the run (`shard_uris`, `manifests`, `sets`), when at least one of them landed in it; else None. A set of
+    0 samples never lands: training on it can only fail."""
+    sets = [s for s in sets if s["samples"] > 0]
     if not any(s["landed_now"] for s in sets):
         return None
     names = [s["name"] for s in sets]
@@ -192,6 +197,9 @@ def mine_flow(source: str | None = None, root: str | None = None, config: dict[s
     record, digests = _announced(cfg.root, resource), {s["uri"]: manifest_digest(s["uri"]) for s in landed}
     for s in landed:  # packed by an earlier run that failed before announcing them: they land now
         s["landed_now"] = s["landed_now"] or record.get(s["uri"]) != digests[s["uri"]]
+    for s in landed:
+        if s["landed_now"] and not s["samples"]:
+            print(f"shard set {s['uri']} holds 0 samples: not announced (nothing to train on)")
     event = landed_event(cfg.root, landed, resource)
     if event is not None:
         emit_event(**event)

@@ -87,3 +87,17 @@ def _style_status(models: Path, sha256: str | None) -> ModelStatus:
     return ModelStatus("VGG16 features (torchvision, safetensors, sha256 pinned)", "style features for style pairs",
                        (path,), path.is_file() and (sha256 or VGG_SHA256) is not None,
                        f"'{RandConvStyle.name}' (fixed-seed random conv Gram statistics, recorded in lineage)")
+
+
+@dataclass(frozen=True)
+class PlannedModel:
+    """A file an enabled stage will load. `required`: the config chose this model by name (absent is an
+    error); else it is loaded only when present (absent: the stage's fallback). `digest`: the pinned
+    checksum (`algo` md5 or sha256) the file must match; None where nothing pins it."""
+    name: str
+    path: Path
+    required: bool
+    algo: str | None = None
+    digest: str | None = None
+    unpinned_error: str | None = None  # present but unpinned: the stage refuses it, with this reason
+

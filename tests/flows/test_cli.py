@@ -150,6 +150,7 @@ def test_mine_then_train_classifier_from_labels(demo_corpus, tmp_path, prefect_r
     corpus, gt = demo_corpus
     root = str(tmp_path / "root")
     assert runner.invoke(app, ["ingest", str(corpus / "photos"), "--root", root]).exit_code == 0
+    (tmp_path / "models").mkdir()  # empty: every model takes its offline fallback (an absent one is an error)
     res = run_cli(["mine", "--root", root], env={"ACEFORGE_MODELS": str(tmp_path / "models")})
     assert res.exit_code == 0, res.output
     assert "preset general_editing" in res.output and "shard set:" in res.output  # template instructions by default
