@@ -2,22 +2,40 @@
 watched live (flows/live.py).
 
 Several sets train as one mixture (trainer/data.py interleaves them). They are ordered by their manifests'
-digests, so the order they are given in changes neither the run nor its name.
+digests, so the order they are given in changes neither the run nor its name. The run reads the version of
+each set it is named after: each set is pinned before Ray trains (flows/snapshot.py) and identity.json records
+how. A stage no sample of the sets can train in is refused from their manifests, before Ray starts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from collections import Counter
+
 from flows.encode import encode_shard_set
 from flows.live import live_view
-from schemas.config import RunConfig
+from flows.snapshot import SNAPSHOT_DIR, pin_shard_set, release_snapshots
+from schemas.config import RunConfig, TrainConfig
 from tasks.ray_pool import ensure_ray, stop_ray
 from tasks.shards import manifest_digest, read_manifest
 from tasks import storage
-from trainer.data import ShardSet
+from trainer.data import ShardSet, untrainable
 from trainer.ray_job import TrainResult, base_folder, run_training
-from trainer.runs import derived_name, latest_checkpoint, resolve_init, run_identity
+from trainer.runs import claim_run_dir, derived_name, latest_checkpoint, record_sets, resolve_init, run_identity
+
+
+def check_trainable(train: TrainConfig, shard_sets: list[str], stages: list[int] | None = None) -> None:
+    """A one-line ValueError when no sample of these complete sets trains in one of `stages` (default
+    train.stage), from the tasks their manifests count: nothing is read but the manifests."""
+    counts: Counter[str] = Counter()
+    for uri in shard_sets:
+        for row in read_manifest(uri):
+            counts.update(row.counts_by_task)
+    for stage in stages or [train.stage]:
+        why = untrainable(train.model_copy(update={"stage": stage}), dict(counts))
+        if why:
+            raise ValueError(f"{', '.join(shard_sets)}: {why}")
 
 
 @dataclass
@@ -39,6 +57,7 @@ def plan_training(cfg: RunConfig, shard_sets: str | list[str]) -> TrainPlan:
         if d in digests:
             raise ValueError(f"{uri} holds the same shards as {digests[d]}: give each shard set once")
         digests[d] = uri
+    check_trainable(cfg.train, uris)
     order = sorted(digests)
     init = resolve_init(cfg.train.init_from, cfg.train) if cfg.train.init_from else None
     identity = run_identity(cfg.train, order, init)
@@ -51,20 +70,46 @@ def _shard_set(uri: str) -> ShardSet:
     return ShardSet(tuple(storage.join(uri, r.shard) for r in rows), tuple(r.samples for r in rows))
 
 
+def _pin(plan: TrainPlan, run_dir: str) -> list[ShardSet]:
+    """Claim the run folder, then pin each set at the version the run is named after (identity.json records
+    how); with `precompute`, encode what was pinned. The run then reads nothing the miner may replace."""
+    fs, path = storage.fs_path(run_dir)
+    fs.makedirs(path, exist_ok=True)
+    claim_run_dir(run_dir, plan.identity, plan.shard_sets)
+    into = storage.join(run_dir, SNAPSHOT_DIR)
+    pinned = [pin_shard_set(u, d, into) for u, d in zip(plan.shard_sets, plan.identity["shard_sets"])]
+    record_sets(run_dir, [record for _, record in pinned])
+    train = plan.cfg.train
+    if not train.precompute:
+        return [s for s, _ in pinned]
+    base = base_folder(train, plan.cfg.root)
+    sets = []
+    for _, record in pinned:  # a snapshot is a complete set: its side set is encoded beside it, in the run
+        if "snapshot" in record:
+            sets.append(_shard_set(encode_shard_set(record["snapshot"], train, base)))
+        else:
+            encoded = encode_shard_set(record["uri"], train, base)
+            sets.append(pin_shard_set(encoded, manifest_digest(encoded), into)[0])
+    return sets
+
+
 def train_on_shards(cfg: RunConfig, shard_sets: str | list[str]) -> TrainResult:
-    """One training run over one or several complete shard sets."""
+    """One training run over one or several complete shard sets, each read at the version the run is named
+    after; the snapshots go once the run reaches max_steps."""
     plan = plan_training(cfg, shard_sets)
     cfg = plan.cfg
-    done = latest_checkpoint(storage.join(storage.absolute(cfg.root), "checkpoints", cfg.train.run_name))
+    run_dir = storage.join(storage.absolute(cfg.root), "checkpoints", cfg.train.run_name)
+    done = latest_checkpoint(run_dir)
     finished = done is not None and done.step >= cfg.train.max_steps  # returns at once: no Ray, no encoding
     started = False if finished else ensure_ray()  # Ray starts here, not in trainer/: one owner of ray.init
     try:
-        uris = plan.shard_sets
-        if cfg.train.precompute and not finished:
-            base = base_folder(cfg.train, cfg.root)
-            uris = [encode_shard_set(u, cfg.train, base) for u in uris]
-        return run_training(cfg.train, [_shard_set(u) for u in uris], cfg.root, identity=plan.identity,
-                            watch=live_view(cfg.train.run_name))
+        sets = [_shard_set(u) for u in plan.shard_sets] if finished else _pin(plan, run_dir)
+        res = run_training(cfg.train, sets, cfg.root, identity=plan.identity, watch=live_view(cfg.train.run_name))
     finally:
         if started:
             stop_ray()
+    if res.step >= cfg.train.max_steps:
+        release_snapshots(res.run_dir)
+    if res.data is not None and res.data.read:
+        print(f"run {cfg.train.run_name} data (since it last started): {res.data.summary()}")
+    return res

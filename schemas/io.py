@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import tarfile
 import uuid
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -91,28 +91,32 @@ def key_and_field(name: str) -> tuple[str, str]:
     return prefix + key, ext
 
 
-def iter_tar_samples(shard_uri: str) -> Iterator[dict[str, Any]]:
-    """Raw samples ({'__key__', '<ext>': bytes}) of one tar, in order."""
+def iter_tar_samples(shard_uri: str, check: Callable[[Any], None] | None = None) -> Iterator[dict[str, Any]]:
+    """Raw samples ({'__key__', '<ext>': bytes}) of one tar, in order. `check(f)` sees the opened file before
+    a byte is read (an object store's file pins the version it opened: its size and ETag)."""
     fs, path = fs_path(shard_uri)
     current: dict[str, Any] | None = None
     last_key = "<none>"
     try:
-        with fs.open(path, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                key, ext = key_and_field(member.name)
-                fh = tar.extractfile(member)
-                data = fh.read() if fh is not None else b""
-                if len(data) != member.size:
-                    raise EOFError(f"{member.name}: {len(data)} of {member.size} bytes")
-                if current is not None and current["__key__"] != key:
-                    last_key = current["__key__"]
-                    yield current
-                    current = None
-                if current is None:
-                    current = {"__key__": key, "__url__": shard_uri}
-                current[ext] = data
+        with fs.open(path, "rb") as f:
+            if check is not None:
+                check(f)
+            with tarfile.open(fileobj=f, mode="r|") as tar:
+                for member in tar:
+                    if not member.isfile():
+                        continue
+                    key, ext = key_and_field(member.name)
+                    fh = tar.extractfile(member)
+                    data = fh.read() if fh is not None else b""
+                    if len(data) != member.size:
+                        raise EOFError(f"{member.name}: {len(data)} of {member.size} bytes")
+                    if current is not None and current["__key__"] != key:
+                        last_key = current["__key__"]
+                        yield current
+                        current = None
+                    if current is None:
+                        current = {"__key__": key, "__url__": shard_uri}
+                    current[ext] = data
     except (tarfile.TarError, EOFError, OSError) as e:
         raise ShardReadError(f"{shard_uri} is damaged after sample {last_key!r}: {type(e).__name__}: {e}") from None
     if current is not None:

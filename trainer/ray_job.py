@@ -8,8 +8,9 @@ every logged step (and every checkpoint step) to metrics/step-NNNNNNN.json besid
 per step: object stores cannot append; a step retried after a crash overwrites its file), merged into
 metrics.jsonl at the end; it rewrites live.json every `ui_every` steps for a watcher (trainer/live.py) and,
 with a held-out split, evaluates each checkpoint into eval/ (trainer/evaluate.py); exports land in
-<root>/checkpoints/exports/<run_name>/. The root is any fsspec URI: Ray Train writes checkpoints through the
-same filesystem (s3:// included), exports are written locally and uploaded.
+<root>/checkpoints/exports/<run_name>/. Every worker writes its data counts (trainer/counts.py) into
+<run>/data-counts/ at each checkpoint; the result carries their sum. The root is any fsspec URI: Ray Train
+writes checkpoints through the same filesystem (s3:// included), exports are written locally and uploaded.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig as 
 from schemas.config import TrainConfig
 from schemas import io as storage
 from trainer.components import TINY_NAME, build_tiny_pipeline, save_pipeline
-from trainer.data import ShardSet, as_sets, iter_batches, iter_examples
+from trainer.data import DataCounts, ShardSet, as_sets, iter_batches, iter_examples, merge_counts
 from trainer.evaluate import CheckpointEval
 from trainer.live import LiveLog
 from trainer.runs import (Checkpoint as SavedCheckpoint, claim_run_dir, derived_name, latest_checkpoint, local_folder, resolve_init,
@@ -49,6 +50,7 @@ class TrainResult:
     step: int
     metrics: list[dict]
     exports: dict[str, str]
+    data: DataCounts | None = None  # what the workers read since the run last (re)started, summed
 
 
 def base_folder(cfg: TrainConfig, root: str | Path) -> Path:
@@ -84,12 +86,13 @@ def _loop(config: dict) -> None:
     elif config.get("init"):  # a new run from another run's weights: fresh optimiser, step 0
         with local_folder(config["init"]) as d:
             trainer.init_weights(d)
-    batches = iter_batches(iter_examples(config["urls"], cfg, rank, world, start=trainer.examples_seen),
-                           cfg.batch_size, start=trainer.examples_seen)
+    counts = DataCounts()
+    batches = iter_batches(iter_examples(config["urls"], cfg, rank, world, start=trainer.examples_seen,
+                                         counts=counts), cfg.batch_size, start=trainer.examples_seen)
     metrics_dir = config["metrics_dir"]
     run_dir = storage.parent(metrics_dir)
     live = LiveLog(run_dir, cfg.max_steps) if rank == 0 else None
-    evaluate = _checkpoint_eval(cfg, [u for s in as_sets(config["urls"]) for u in s.urls], run_dir, rank, world)
+    evaluate = _checkpoint_eval(cfg, config["urls"], run_dir, rank, world)
     while trainer.step_no < cfg.max_steps:
         batch, position = next(batches)  # one layout (aspect bucket) per batch
         m = trainer.train_step(batch)
@@ -113,6 +116,7 @@ def _loop(config: dict) -> None:
             if step % cfg.ui_every == 0 or at_checkpoint:
                 live.write(step)
         if at_checkpoint:
+            counts.write(run_dir, rank)
             with tempfile.TemporaryDirectory() as d:
                 if rank == 0:
                     trainer.save_state(d)
@@ -121,7 +125,7 @@ def _loop(config: dict) -> None:
             ray.train.report(m)
 
 
-def _checkpoint_eval(cfg: TrainConfig, urls: list[str], run_dir: str, rank: int, world: int) -> CheckpointEval | None:
+def _checkpoint_eval(cfg: TrainConfig, urls: list, run_dir: str, rank: int, world: int) -> CheckpointEval | None:
     if rank != 0 or cfg.eval_fraction <= 0:
         return None
     if cfg.fsdp and world > 1:
@@ -139,7 +143,7 @@ def run_training(cfg: TrainConfig, shard_urls, root: str | Path, export: bool = 
     `watch(run_dir)`: a context held while Ray trains (the live UI publisher)."""
     root = storage.absolute(str(root))
     # Ray workers run in other directories: local shard paths must be absolute
-    sets = [ShardSet(tuple(storage.absolute(u) for u in s.urls), s.samples) for s in as_sets(shard_urls)]
+    sets = [ShardSet(tuple(storage.absolute(u) for u in s.urls), s.samples, s.versions) for s in as_sets(shard_urls)]
     if not any(s.urls for s in sets):
         raise ValueError("no shards to train on")
     init = resolve_init(cfg.init_from, cfg) if cfg.init_from else None
@@ -166,7 +170,7 @@ def run_training(cfg: TrainConfig, shard_urls, root: str | Path, export: bool = 
             ckpt = SavedCheckpoint(uri, json.loads((Path(local_ckpt) / "state.json").read_text()))
     metrics = _merge_metrics(run_dir)
     exports = _exports(cfg, base, ckpt, storage.join(ckpts, "exports", cfg.run_name)) if export else {}
-    return TrainResult(run_dir, ckpt.uri, ckpt.step, metrics, exports)
+    return TrainResult(run_dir, ckpt.uri, ckpt.step, metrics, exports, merge_counts(run_dir))
 
 
 def _exports(cfg: TrainConfig, base: Path, ckpt: SavedCheckpoint, out_uri: str) -> dict[str, str]:

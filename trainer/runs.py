@@ -159,6 +159,16 @@ def claim_run_dir(run_dir: str, identity: dict, sources: list[str] | None = None
     storage.atomic_write_bytes(rec_uri, json.dumps({**identity, "sources": sources or []}, indent=1).encode())
 
 
+def record_sets(run_dir: str, sets: list[dict]) -> None:
+    """Record in the run's identity.json (claimed before) how each shard set was pinned for the run (its
+    manifest digest, and its snapshot folder or its objects' versions: flows/snapshot.py)."""
+    uri = storage.join(run_dir, IDENTITY_FILE)
+    recorded = _read_json(uri)
+    if recorded is None:
+        raise ValueError(f"{run_dir} has no {IDENTITY_FILE} to record its shard sets in")
+    storage.atomic_write_bytes(uri, json.dumps({**recorded, "sets": sets}, indent=1).encode())
+
+
 @contextmanager
 def local_folder(uri: str) -> Iterator[Path]:
     """A checkpoint folder on the local disk: itself, or a temporary copy of a remote one."""

@@ -67,7 +67,11 @@ def test_new_shards_train_a_new_run_and_a_repeated_landing_trains_nothing(tmp_pa
     assert first.run_dir != second.run_dir
     for res in (first, second):
         assert res.step == 2 and [m["step"] for m in res.metrics] == [1, 2]
-        assert json.loads(Path(res.run_dir, "identity.json").read_text())["train"]["stage"] == 1
+        identity = json.loads(Path(res.run_dir, "identity.json").read_text())
+        assert identity["train"]["stage"] == 1
+        assert [s["manifest"] for s in identity["sets"]] == identity["shard_sets"]  # each set as pinned
+        assert not Path(res.run_dir, "data").exists()  # the snapshots go once the run is finished
+        assert res.data.read == res.data.kept + sum(res.data.skipped.values()) and res.data.kept >= 2
     ckpts = sorted(p.name for p in Path(first.run_dir).glob("checkpoint_*"))
     exported = Path(first.exports["comfyui_lora"]).stat().st_mtime_ns
     again = train_on_shards(cfg, [a])  # the same shards land again: the finished run, at once
@@ -77,3 +81,88 @@ def test_new_shards_train_a_new_run_and_a_repeated_landing_trains_nothing(tmp_pa
     assert Path(first.exports["comfyui_lora"]).stat().st_mtime_ns == exported  # nor exported again
     with pytest.raises(ValueError, match="already holds a run of other shards"):
         train_on_shards(RunConfig(root=str(root), train={**TRAIN, "run_name": Path(first.run_dir).name}), [b])
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_the_run_reads_the_version_it_was_named_after_while_a_mining_run_rewrites_the_set(tmp_path, monkeypatch):
+    """train_on_shards hands the trainer a snapshot: rewritten under the run (the way a mining re-run replaces
+    a set's tars), the set still yields, to the run, the samples of the manifest named in identity.json."""
+    import flows.training as training
+    from tasks.shards import manifest_digest
+    from tests.flows.test_snapshot import rewrite_set, write_set
+    from trainer.data import iter_examples
+    from schemas.config import TrainConfig
+
+    a = write_set(str(tmp_path / "root" / "shards" / "a"), "a")
+    digest = manifest_digest(a)
+    given = {}
+
+    def capture(cfg, sets, root, **kw):  # the Ray Train run, replaced by its data reader below
+        given["sets"] = sets
+        raise _Stop
+
+    monkeypatch.setattr(training, "ensure_ray", lambda: False)
+    monkeypatch.setattr(training, "run_training", capture)
+    cfg = RunConfig(root=str(tmp_path / "root"), train={**TRAIN, "stage": 2})
+    with pytest.raises(_Stop):
+        train_on_shards(cfg, a)
+    stream = iter_examples(given["sets"], TrainConfig(**{**TRAIN, "stage": 2}))
+    keys = [next(stream).key for _ in range(3)]
+    rewrite_set(a, "b")
+    assert manifest_digest(a) != digest
+    keys += [next(stream).key for _ in range(3)]
+    assert keys == [f"a-{i}" for i in range(6)]
+    run_dir = tmp_path / "root" / "checkpoints" / plan_training(cfg, a).cfg.train.run_name
+    assert not run_dir.exists()  # the new version names another run
+    (recorded,) = [p for p in (tmp_path / "root" / "checkpoints").iterdir()]
+    sets = json.loads((recorded / "identity.json").read_text())["sets"]
+    assert sets == [{"uri": a, "manifest": digest, "snapshot": str(recorded / "data" / digest[:16]), "copied": 0}]
+
+
+def _reference_only_set(folder: Path) -> str:
+    rng = np.random.default_rng(0)
+    uri = str(folder / "shards" / "refs")
+    write_shard_set([make_sample(i, rng, task="reference_generation", key=f"r-{i}") for i in range(3)], uri,
+                    ShardConfig(maxcount=2))
+    return uri
+
+
+def test_stage_one_on_a_set_without_zero_ref_tasks_is_refused_from_the_manifests(tmp_path):
+    from flows.training import check_trainable
+
+    uri = _reference_only_set(tmp_path)
+    cfg = RunConfig(root=str(tmp_path), train=TRAIN)
+    with pytest.raises(ValueError) as e:
+        check_trainable(cfg.train, [uri])
+    msg = str(e.value)
+    assert "\n" not in msg and uri in msg and "stage 1" in msg and "reference_generation (3)" in msg
+    with pytest.raises(ValueError, match="stage 1"):
+        plan_training(cfg, uri)  # the training flow's entry
+    check_trainable(cfg.train, [uri], stages=[2])  # stage 2 takes every task
+    with pytest.raises(ValueError, match="stage 1"):
+        check_trainable(cfg.train, [uri], stages=[1, 2])
+
+
+def test_the_cli_refuses_stage_one_without_zero_ref_tasks_before_ray_or_a_flow_starts(tmp_path, monkeypatch):
+    import ray
+    from typer.testing import CliRunner
+
+    import flows.pipelines
+    import tasks.ray_pool
+    from flows.cli import app
+
+    def forbidden(*a, **k):
+        raise AssertionError("started")
+
+    monkeypatch.setattr(ray, "init", forbidden)
+    monkeypatch.setattr(tasks.ray_pool, "ensure_ray", forbidden)
+    monkeypatch.setattr(flows.pipelines, "train_flow", forbidden)
+    uri = _reference_only_set(tmp_path)
+    res = CliRunner().invoke(app, ["train", uri, "--stage", "1", "--steps", "2"])
+    assert res.exit_code == 1, res.output
+    text = " ".join(res.output.split())
+    assert "no sample is trainable in stage 1" in text and "reference_generation (3)" in text
+    assert "started" not in text and "Traceback" not in res.output

@@ -82,3 +82,88 @@ def test_two_sets_train_as_one_interleaved_mixture_that_resumes_exactly(tmp_path
     parts = [_keys(iter_examples([a, b], cfg, rank=r, world=2), n) for r, n in ((0, 5), (1, 4))]
     assert not set(parts[0]) & set(parts[1]) and sorted(parts[0] + parts[1]) == sorted(epoch)
     assert {k[0] for k in parts[0][:2]} == {"a", "b"}
+
+
+def _planted(tmp_path, plant):
+    """A set of 3 samples written by the project's writer, plus a tar written with tarfile holding one sample
+    that `plant(raw)` altered."""
+    import io
+    import tarfile
+
+    from schemas.shard_layout import encode_sample
+
+    rng = np.random.default_rng(3)
+    uri = str(tmp_path / "set")
+    write_shard_set([make_sample(i, rng, key=f"ok-{i}") for i in range(3)], uri, ShardConfig(maxcount=3))
+    raw = encode_sample(make_sample(9, rng, key="odd-9"))
+    plant(raw)
+    tar_path = tmp_path / "planted.tar"
+    with tarfile.open(tar_path, "w") as tar:
+        for ext, data in raw.items():
+            if not ext.startswith("__"):
+                info = tarfile.TarInfo(f"{raw['__key__']}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return shard_uris(uri) + [str(tar_path)], str(tar_path)
+
+
+def _retask(raw, task="teleport_editing"):
+    import json
+
+    meta = json.loads(raw["json"])
+    meta["task"] = task
+    raw["json"] = json.dumps(meta).encode()
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_an_unknown_task_is_a_counted_skip_that_names_the_sample(tmp_path, stage, capsys):
+    from trainer.data import DataCounts
+
+    urls, tar = _planted(tmp_path, _retask)
+    counts = DataCounts()
+    keys = _keys(iter_examples(urls, TrainConfig(stage=stage, max_tokens=24), counts=counts), 7)
+    assert keys == ["ok-0", "ok-1", "ok-2"] * 2 + ["ok-0"]
+    reason = "unknown task 'teleport_editing'"
+    assert counts.skipped[reason] == 2  # once per epoch
+    assert counts.kept == 7 and sum(counts.skipped.values()) == 2  # nothing else skipped
+    assert counts.read == counts.kept + sum(counts.skipped.values())
+    assert counts.named[reason] == f"sample 'odd-9' of {tar}"
+    out = capsys.readouterr().out
+    assert out.count("teleport_editing") == 1 and "odd-9" in out and tar in out  # named once, then counted
+    assert reason in counts.summary()
+
+
+def test_held_out_samples_of_an_unknown_task_are_left_out(tmp_path):
+    import json
+
+    from trainer.data import iter_held_out
+
+    urls, _ = _planted(tmp_path, _retask)
+    cfg = TrainConfig(stage=2, max_tokens=24, eval_fraction=0.999, eval_samples=10)
+    assert [json.loads(r["json"])["key"] for r in iter_held_out(urls, cfg)] == ["ok-0", "ok-1", "ok-2"]
+
+
+def test_undecodable_image_bytes_fail_naming_the_sample_its_tar_and_member(tmp_path):
+    def garble(raw):
+        raw["in0.png"] = b"\x89PNG not really"
+
+    urls, tar = _planted(tmp_path, garble)
+    with pytest.raises(ValueError) as e:
+        _keys(iter_examples(urls, TrainConfig(stage=2, max_tokens=24)), 4)
+    msg = str(e.value)
+    assert "\n" not in msg and "BytesIO" not in msg
+    assert "'odd-9'" in msg and tar in msg and "odd-9.in0.png" in msg
+
+
+def test_the_run_data_counts_of_several_workers_merge_and_reconcile(tmp_path):
+    from trainer.data import DataCounts, merge_counts
+
+    a, b = DataCounts(), DataCounts()
+    a.add("held out")
+    a.keep(), a.keep(), b.keep()
+    b.add("unknown task 'x'", "sample 'k' of t.tar")
+    a.write(str(tmp_path), rank=0)
+    b.write(str(tmp_path), rank=1)
+    total = merge_counts(str(tmp_path))
+    assert (total.read, total.kept, dict(total.skipped)) == (5, 3, {"held out": 1, "unknown task 'x'": 1})
+    assert total.summary() == "5 samples read = 3 kept + 1 held out + 1 unknown task 'x'"
