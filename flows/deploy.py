@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron
 
 from flows.pipelines import LANDED_RESOURCE, SHARDS_LANDED, mine_flow, train_flow
+from tasks.lifeline import run_child
 from tasks.storage import absolute
 
 MINE_CRON = "0 3 * * *"
@@ -106,33 +106,6 @@ def apply_to_pool(source: str | None, root: str | None, config: dict | None = No
 
     asyncio.run(ensure())
     return [str(d.apply(work_pool_name=pool)) for d in deployments(source, root, config, schedule_active, cron)]
-
-
-def run_child(cmd: list[str], env: dict | None = None) -> int:
-    """Run `cmd` in its own session, forwarding SIGINT/SIGTERM; a child still alive 15 s after a signal gets
-    it again (a Prefect worker can ignore the first), then SIGKILL. Nothing is left orphaned."""
-    child = subprocess.Popen(cmd, env=env, start_new_session=True)
-
-    def forward(signum, frame):
-        for sig in (signum, signum, signal.SIGKILL):
-            if child.poll() is not None:
-                return
-            try:
-                os.killpg(child.pid, sig)
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                continue
-            except ProcessLookupError:
-                return
-
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        return child.wait()
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-        if child.poll() is None:
-            forward(signal.SIGTERM, None)
 
 
 def worker_command(pool: str = POOL) -> list[str]:
