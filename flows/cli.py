@@ -32,6 +32,9 @@ DEBUG = {"on": False}
 @app.callback()
 def _main(debug: bool = typer.Option(False, "--debug", help="print the full traceback of a failure")) -> None:
     DEBUG["on"] = debug
+    from tasks.lifeline import guard
+
+    guard()  # what this command starts (Prefect's temporary server, a local Ray) goes with it, even on kill -9
 
 
 def _fail(what: str, e: BaseException, code: int) -> None:
@@ -284,6 +287,7 @@ def train(shard_uris: list[str] = typer.Argument(..., help="one or more complete
           ) -> None:
     """Fine-tune ACE++ (LCU++ on FLUX.1-Fill) on shard sets with Ray Train; checkpoints, resume, exports."""
     from flows.pipelines import train_flow
+    from flows.training import check_trainable
     from trainer.runs import resolve_init
 
     cfg = _config(config, root=root, **{"train.max_steps": steps, "train.num_workers": workers,
@@ -295,6 +299,7 @@ def train(shard_uris: list[str] = typer.Argument(..., help="one or more complete
             raise ValueError(f"--stages takes 1 and 2, got {stages}")
         if cfg.train.init_from:  # before any flow or Ray starts
             resolve_init(cfg.train.init_from, cfg.train)
+        check_trainable(cfg.train, shard_uris, stage_list)  # from the manifests: no flow, no Ray
         from flows.preflight import preflight
 
         preflight(cfg, models=False, warn=_warn)
