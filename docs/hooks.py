@@ -47,7 +47,7 @@ def config_reference() -> str:
     from schemas.config import RunConfig
 
     out = ["# Configuration reference", "",
-           "Generated from the field descriptions of `schemas/config.py` when the docs are built. "
+           "Generated from the field descriptions of the models in `schemas/config/` when the docs are built. "
            "Every key is optional; YAML sections nest as shown by the dotted names. "
            "An unknown key is an error that names it and the keys allowed there.", ""]
 

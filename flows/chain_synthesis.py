@@ -11,7 +11,7 @@ import numpy as np
 from prefect.artifacts import create_markdown_artifact
 
 from flows.artifacts import _thumb_bytes, artifact_key, counts_table
-from schemas.config import CHAIN_TASKS, RunConfig
+from schemas.config import STYLE_AND_CHAIN_TASKS, RunConfig
 from tasks.chain_pack import ChainPackStage, chain_stages
 from tasks.chain_records import iter_chain_records
 from tasks.stage import Stage, StageReport
@@ -26,7 +26,7 @@ def chain_shard_name(cfg: RunConfig, shard_prefix: str) -> str:
 def run_chain_synthesis(run: Callable[[Stage], StageReport], cfg: RunConfig, shard_prefix: str,
                         ran_now: dict[str, bool]) -> dict[str, Any]:
     """Runs after the object removals (long_context chains them) and the instructed pairs (multi_turn)."""
-    if not any(t in CHAIN_TASKS for t in cfg.synthesis.tasks):
+    if not any(t in STYLE_AND_CHAIN_TASKS for t in cfg.synthesis.tasks):
         return {}
     out: dict[str, Any] = {}
     for stage in chain_stages(cfg):

@@ -36,7 +36,7 @@ from tasks.stage import Resources, SingleUnitStage, StageReport, UnitReport
 from tasks.synth_objects import ObjectsStage
 from tasks.synth_parts import RECORDS, PartStage, check_sum, count_reasons, digest, load_source, png, unpng
 
-CHAIN_TASKS = ("long_context", "multi_turn")
+CHAIN_STAGE_TASKS = ("long_context", "multi_turn")
 
 
 class LongContextStage(PartStage):

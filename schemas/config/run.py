@@ -1,0 +1,44 @@
+"""The whole run's config: one section per component."""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import Field, field_validator
+
+from schemas.config.base import _Config
+from schemas.config.corpus import DemoConfig, IngestConfig, ShardConfig
+from schemas.config.mining import MiningConfig
+from schemas.config.orchestration import OrchestrationConfig
+from schemas.config.supervision import SupervisionConfig
+from schemas.config.synthesis import SynthesisConfig
+from schemas.config.train import TrainConfig
+
+
+class RunConfig(_Config):
+    root: str = Field("demo_out/root", description="fsspec URI where every stage writes")
+    models_dir: str = Field(
+        default_factory=lambda: os.environ.get("ACEFORGE_MODELS", "models"),
+        description="folder holding model weights (env ACEFORGE_MODELS)",
+    )
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    shards: ShardConfig = Field(default_factory=ShardConfig)
+    mining: MiningConfig = Field(default_factory=MiningConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    demo: DemoConfig = Field(default_factory=DemoConfig)
+    orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
+    synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig)
+    supervision: SupervisionConfig = Field(default_factory=SupervisionConfig)
+
+    @field_validator("root")
+    @classmethod
+    def _root_filesystem(cls, v: str) -> str:
+        if "://" in v:
+            import fsspec
+
+            protocol = v.split("://", 1)[0]
+            try:
+                fsspec.get_filesystem_class(protocol)
+            except (ImportError, ValueError) as e:
+                raise ValueError(f"no filesystem for {protocol}:// here ({e})") from None
+        return v
