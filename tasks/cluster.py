@@ -260,15 +260,6 @@ def cluster_digests(uri: str) -> np.ndarray | None:
     return _read_npy(d) if storage.exists(d) else None
 
 
-def cluster_embeddings(ids: list[str], x: np.ndarray, root: str, emb_uri: str, cfg: MiningConfig) -> str:
-    """Cluster the complete embeddings at `emb_uri` (ids and x are what they hold; kept for callers that
-    loaded them already); a complete clustering is a no-op."""
-    out = clusters_uri(root, emb_uri)
-    if storage.read_marker(out) is None:
-        cluster_stream(emb_uri, out, cfg)
-    return out
-
-
 def load_assignments(uri: str) -> dict[str, int]:
     if storage.read_marker(uri) is None:
         raise FileNotFoundError(f"no complete clustering under {uri}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 
@@ -83,10 +83,6 @@ def embed_partition(records: list[ImageRecord], part_uri: str, embedder: ImageEm
     return len(ids)
 
 
-def partition_plan(catalog: list[ImageRecord], partition_size: int) -> list[list[ImageRecord]]:
-    return [catalog[i : i + partition_size] for i in range(0, len(catalog), partition_size)]
-
-
 def finalize_embeddings(out: str, n_parts: int, images: int, band: tuple[float, float]) -> str:
     """The marker, once every partition exists and embedded + skipped-with-reason = catalog rows."""
     skipped: Counter[str] = Counter()
@@ -109,24 +105,6 @@ def finalize_embeddings(out: str, n_parts: int, images: int, band: tuple[float, 
     storage.write_marker(out, {"embedder": name, "version": version, "dim": dim, "partitions": n_parts,
                                "images": images, "embedded": embedded, "skipped": dict(skipped), "band": list(band)})
     return out
-
-
-def embed_catalog(catalog: list[ImageRecord], root: str, embedder: ImageEmbedder, *, partition_size: int = 4096,
-                  ingest_cfg: IngestConfig | None = None, progress: Callable[[int], None] | None = None) -> str:
-    """Every partition, then the marker, in this process."""
-    ingest_cfg = ingest_cfg or IngestConfig()
-    out = embeddings_uri(root, embedder.name)
-    if storage.read_marker(out) is not None:
-        return out
-    fs, path = storage.fs_path(out)
-    fs.makedirs(path, exist_ok=True)
-    storage.remove_stale_tmp(out)
-    parts = partition_plan(catalog, partition_size)
-    for p, chunk in enumerate(parts):
-        embed_partition(chunk, storage.join(out, part_name(p)), embedder, ingest_cfg)
-        if progress:
-            progress(len(chunk))
-    return finalize_embeddings(out, len(parts), len(catalog), embedder.band)
 
 
 def load_embeddings(uri: str) -> tuple[list[str], np.ndarray, dict]:

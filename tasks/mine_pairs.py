@@ -36,7 +36,7 @@ from mining.groups import tight_groups
 from mining.pair_classifier import PairClassifier
 from mining.presets import TaskPreset, largest_set
 from schemas.arrow import from_table, to_table
-from schemas.config import MiningConfig, SupervisionConfig
+from schemas.config import MiningConfig
 from schemas.records import Generator, Lineage, PairRecord
 from tasks import storage
 from tasks.layout import RunLayout
@@ -250,36 +250,6 @@ def merge_batches(root: str, preset: TaskPreset, batches: list[str], band: tuple
     storage.write_marker(out, {"counts": rep.counts(), "band": list(band), "preset": preset.name,
                                "batches": n_batches})
     return rep
-
-
-def mine_pairs(ids: list[str], x: np.ndarray, assignments: dict[str, int], root: str, preset: TaskPreset,
-               cfg: MiningConfig, embedder: Generator, embedder_band: tuple[float, float],
-               classifier: PairClassifier, features: str = "image",
-               progress: Callable[[int], None] | None = None,
-               verifier_for: Callable[[list[str]], Verifier] | None = None) -> MineReport:
-    """Every batch, then the merge, in this process, on vectors already in memory. `features` names what x
-    holds (image, face or style features); it must be what the preset is defined on. `verifier_for` gives
-    a batch's geometric verifier (default: over root's catalog, the default threshold)."""
-    out = pairs_uri(root, preset)
-    marker = storage.read_marker(out)
-    if marker is not None:
-        return MineReport(out, **marker["counts"])
-    check_inputs(preset, embedder, classifier, features)
-    band = resolve_band(preset, cfg, embedder_band)
-    cl = np.array([assignments[i] for i in ids], np.int64)
-    order = np.argsort(cl, kind="stable")
-    k = int(cl.max()) + 1 if len(cl) else 0
-    offsets = np.searchsorted(cl[order], np.arange(k + 1))
-    if uses_geometry(preset, cfg) and verifier_for is None:
-        verifier_for = catalog_verifier(root, SupervisionConfig().group_min_inliers)
-    uris = []
-    for b, (c0, c1) in enumerate(cluster_batches(k, cfg.clusters_per_batch)):
-        rows = order[offsets[c0]:offsets[c1]]
-        uris.append(batch_uri(root, preset, b))
-        batch_ids = [ids[r] for r in rows]
-        ver = verifier_for(batch_ids) if uses_geometry(preset, cfg) and verifier_for else None
-        mine_batch(batch_ids, x[rows], cl[rows], uris[-1], preset, cfg, embedder, band, classifier, progress, ver)
-    return merge_batches(root, preset, uris, band)
 
 
 def load_pairs(uri: str) -> list[PairRecord]:

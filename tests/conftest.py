@@ -76,18 +76,31 @@ def prefect_results(tmp_path, monkeypatch, prefect_harness):
         yield tmp_path / "prefect-results"
 
 
+# the mining settings the `embedded` root was made with: the later stages find its embeddings by them
+EMBEDDED_MINING = {"embedder": "offline", "partition_size": 40}
+
+
 @pytest.fixture(scope="session")
 def embedded(demo_corpus, tmp_path_factory):
     """The demo corpus ingested and embedded with the offline embedder, partitions of 40."""
-    from mining.embedders import OfflineEmbedder
-    from tasks.embed import embed_catalog
-    from tasks.ingest import ingest, load_catalog
+    from schemas.config import RunConfig
+    from tasks.embed import EmbedStage
+    from tasks.executors import LocalExecutor
+    from tasks.ingest import ingest
 
     corpus, _ = demo_corpus
     root = str(tmp_path_factory.mktemp("mine") / "root")
     ingest(str(corpus), root)
-    emb_uri = embed_catalog(load_catalog(root), root, OfflineEmbedder(), partition_size=40)
-    return root, emb_uri
+    rep = LocalExecutor().run(EmbedStage(RunConfig(root=root, mining=EMBEDDED_MINING)))
+    return root, rep.outputs[0]
+
+
+def copy_embedded(embedded: tuple[str, str], root: str) -> str:
+    """`root`: a new run root holding the `embedded` catalog and embeddings, for the stages after them."""
+    import shutil
+
+    shutil.copytree(embedded[0], root)
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -1,25 +1,31 @@
 import numpy as np
 
-from schemas.config import MiningConfig
+from schemas.config import MiningConfig, RunConfig
 from tasks import storage
-from tasks.cluster import cluster_embeddings, clusters_uri, default_k, load_assignments
+from tasks.cluster import KMeansStage, clusters_uri, default_k, load_assignments
 from tasks.embed import load_embeddings
+from tasks.executors import LocalExecutor
+from tests.conftest import EMBEDDED_MINING, copy_embedded
 
 
-def test_every_id_is_assigned_and_a_rerun_is_a_noop(embedded, tmp_path):
-    _, emb_uri = embedded
-    ids, x, _ = load_embeddings(emb_uri)
-    root = str(tmp_path / "root")
-    uri = cluster_embeddings(ids, x, root, emb_uri, MiningConfig(k=4, seed=3))
-    assert uri == clusters_uri(root, emb_uri)
+def test_every_id_is_assigned_a_rerun_is_a_noop_and_new_settings_refit(embedded, tmp_path):
+    root = copy_embedded(embedded, str(tmp_path / "root"))
+    emb_uri = embedded[1].replace(embedded[0], root)
+    ids, _, _ = load_embeddings(emb_uri)
+    cfg = RunConfig(root=root, mining={**EMBEDDED_MINING, "k": 4, "seed": 3})
+    rep = LocalExecutor().run(KMeansStage(cfg))
+    uri = rep.outputs[0]
+    assert uri == clusters_uri(root, emb_uri) and rep.counts["policy"] == "fit"
     assignments = load_assignments(uri)
     assert set(assignments) == set(ids) and set(assignments.values()) <= set(range(4))
     marker = storage.read_marker(uri)
     assert marker["points"] == len(ids) and marker["k"] == 4
     before = (tmp_path / "root" / "clusters").stat().st_mtime_ns
-    assert cluster_embeddings(ids, x, root, emb_uri, MiningConfig(k=9)) == uri  # complete: kept as it is
-    assert load_assignments(uri) == assignments and storage.read_marker(uri)["k"] == 4
-    assert (tmp_path / "root" / "clusters").stat().st_mtime_ns == before
+    assert LocalExecutor().run(KMeansStage(cfg)) == rep  # complete: read back, nothing written
+    assert load_assignments(uri) == assignments and (tmp_path / "root" / "clusters").stat().st_mtime_ns == before
+    other = LocalExecutor().run(KMeansStage(RunConfig(root=root, mining={**EMBEDDED_MINING, "k": 9})))
+    assert other.counts["policy"] == "refit: the K-means settings changed"
+    assert storage.read_marker(uri)["requested_k"] == 9
 
 
 def test_default_k():

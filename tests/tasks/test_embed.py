@@ -1,8 +1,12 @@
+from pathlib import Path
+
 import numpy as np
 
-from mining.embedders import OfflineEmbedder
-from tasks.embed import embed_catalog, load_embeddings
+from schemas.config import RunConfig
+from tasks.embed import EmbedStage, load_embeddings
+from tasks.executors import LocalExecutor
 from tasks.ingest import load_catalog
+from tests.conftest import EMBEDDED_MINING
 
 
 def test_embeddings_are_partitioned_float16_with_their_embedder(embedded):
@@ -11,7 +15,12 @@ def test_embeddings_are_partitioned_float16_with_their_embedder(embedded):
     accepted = len(load_catalog(root))  # every accepted image of the demo corpus, embedded
     assert marker["embedder"] == "offline-dct-hist" and marker["partitions"] == 3 and len(ids) == accepted > 100
     assert np.allclose(np.linalg.norm(x, axis=1), 1, atol=1e-3)
-    assert embed_catalog(load_catalog(root), root, OfflineEmbedder()) == emb_uri  # complete: a no-op
+    parts = sorted((p.name, p.stat().st_mtime_ns) for p in Path(emb_uri).iterdir())
+    stage = EmbedStage(RunConfig(root=root, mining=EMBEDDED_MINING))
+    assert stage.complete()
+    again = LocalExecutor().run(stage)  # complete: read back, nothing written
+    assert again.outputs == [emb_uri] and again.counts["embedded"] == len(ids)
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in Path(emb_uri).iterdir()) == parts
 
 
 def test_counts_that_do_not_reconcile_stop_the_partition_and_the_marker(tmp_path):

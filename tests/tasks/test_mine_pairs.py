@@ -5,30 +5,32 @@ from mining.band import BandEdges, disjoint_sets
 from mining.embedders import OfflineEmbedder
 from mining.pair_classifier import PairClassifier, save_pair_classifier, train_pair_classifier
 from mining.presets import preset
-from schemas.config import MiningConfig
+from schemas.config import MiningConfig, RunConfig
 from schemas.records import Generator
 from tasks import storage
-from tasks.cluster import cluster_embeddings, load_assignments
+from tasks.cluster import KMeansStage
 from tasks.embed import load_embeddings
-from tasks.mine_geometry import catalog_verifier
-from tasks.mine_pairs import load_pairs, mine_pairs
+from tasks.executors import LocalExecutor
+from tasks.mine_pairs import MineReport, MineStage, load_pairs
+from tests.conftest import EMBEDDED_MINING, copy_embedded
 
 
-
-
-def _run(root, emb_uri, cfg, classifier=None, name="general_editing"):
-    ids, x, marker = load_embeddings(emb_uri)
-    cl = cluster_embeddings(ids, x, root, emb_uri, cfg)
-    catalog_root = emb_uri.rsplit("/embeddings/", 1)[0]  # the fixture's root: other roots hold no catalog
-    return mine_pairs(ids, x, load_assignments(cl), root, preset(name), cfg,
-                      Generator(name=marker["embedder"], version=marker["version"]), tuple(marker["band"]),
-                      classifier or PairClassifier(None), verifier_for=catalog_verifier(catalog_root, 8))
-
+def _run(root, emb_uri, cfg: MiningConfig, classifier=None, name="general_editing") -> MineReport:
+    """K-means and the mining of preset `name` through the local executor, on a copy at `root` of the embedded
+    fixture's root. `classifier`: a pair classifier's file."""
+    copy_embedded((emb_uri.rsplit("/embeddings/", 1)[0], emb_uri), root)
+    mining = MiningConfig(**{**cfg.model_dump(), **EMBEDDED_MINING,
+                             "pair_classifier": classifier.name if classifier else None})
+    run_cfg = RunConfig(root=root, mining=mining, **({"models_dir": str(classifier.parent)} if classifier else {}))
+    ex = LocalExecutor()
+    ex.run(KMeansStage(run_cfg))
+    rep = ex.run(MineStage(run_cfg, preset=name))
+    return MineReport(rep.outputs[0], **{k: v for k, v in rep.counts.items() if k != "band"})
 
 
 def test_pairs_are_in_band_deterministic_and_record_their_lineage(embedded, tmp_path):
-    root, emb_uri = embedded
-    rep = _run(root, emb_uri, MiningConfig(k=2))
+    _, emb_uri = embedded
+    rep = _run(str(tmp_path / "first"), emb_uri, MiningConfig(k=2))
     pairs = load_pairs(rep.uri)
     lo, hi = OfflineEmbedder.band
     assert rep.pairs == len(pairs) > 0 and rep.sets >= 10
@@ -41,9 +43,7 @@ def test_pairs_are_in_band_deterministic_and_record_their_lineage(embedded, tmp_
                                                           "keypoint-ransac"]
         assert "classifier" not in p.scores  # no classifier ran: no score
         assert p.scores["geometric_inliers"] >= 8
-    other_root = str(tmp_path / "again")
-    storage.fs_path(other_root)[0].makedirs(other_root, exist_ok=True)
-    again = load_pairs(_run(other_root, emb_uri, MiningConfig(k=2)).uri)
+    again = load_pairs(_run(str(tmp_path / "again"), emb_uri, MiningConfig(k=2)).uri)
     assert again == pairs
 
 
@@ -76,13 +76,13 @@ def test_classifier_scores_and_drops_are_recorded(embedded, tmp_path):
     head, _ = train_pair_classifier(x[a], x[b], y, epochs=50)
     path = tmp_path / "m" / "cls.safetensors"
     save_pair_classifier(head, path, "offline-dct-hist")
-    rep = _run(str(tmp_path / "r"), emb_uri, MiningConfig(k=1, geometric_check=False), classifier=PairClassifier(path))
+    rep = _run(str(tmp_path / "r"), emb_uri, MiningConfig(k=1, geometric_check=False), classifier=path)
     pairs = load_pairs(rep.uri)
     assert all(0.9 <= p.scores["classifier"] <= 1.0 for p in pairs)
     assert rep.drops["classifier"] + rep.pairs > 0
     save_pair_classifier(head, path, "siglip:ViT-B-16-SigLIP")
     with pytest.raises(ValueError, match="trained on siglip"):
-        _run(str(tmp_path / "r2"), emb_uri, MiningConfig(k=1, geometric_check=False), classifier=PairClassifier(path))
+        _run(str(tmp_path / "r2"), emb_uri, MiningConfig(k=1, geometric_check=False), classifier=path)
 
 
 def test_presets_on_other_features_are_refused(embedded, tmp_path):
