@@ -1,9 +1,9 @@
 """The config models dump, hash and describe themselves exactly as the committed snapshot says.
 
 Config hashes and stage versions are digests of model_dump output, so a change here re-runs stages.
-config_snapshot.json was written by the code before schemas/config became a package; when a field is added or
-changed on purpose, regenerate it with `python -m tests.schemas.test_config_snapshot > tests/schemas/config_snapshot.json`
-(with ACEFORGE_MODELS unset).
+config_snapshot.json was written by the code before schemas/config became a package. When a field is added or
+changed on purpose, regenerate it (ACEFORGE_MODELS unset):
+    python -m tests.schemas.test_config_snapshot > tests/schemas/config_snapshot.json
 """
 
 from __future__ import annotations
