@@ -21,6 +21,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mining.embedders import MissingModelError, SiglipEmbedder
+from mining.model_base import ModelWrapper
+from schemas.resources import Resources
 
 FORMAT = "aceforge-artefact-head-1"
 
@@ -62,7 +64,7 @@ def artefact_path(models_dir: str | Path, name: str) -> Path:
     return Path(models_dir) / "artefact_classifier" / name
 
 
-class ArtefactClassifier:
+class ArtefactClassifier(ModelWrapper):
     """The head at `<models_dir>/artefact_classifier/<name>` on the features of the SigLIP image tower."""
 
     def __init__(self, models_dir: str | Path, name: str, embedder: SiglipEmbedder | None = None):
@@ -71,6 +73,9 @@ class ArtefactClassifier:
         self.name = f"artefact-classifier:{Path(name).stem}"
         self.version = "unloaded"
         self.head: ArtefactHead | None = None
+
+    def resources(self) -> Resources:
+        return self.embedder.resources()
 
     def setup(self) -> None:
         if self.head is not None:

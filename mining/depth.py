@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mining.embedders import MissingModelError, Resources
+from mining.embedders import MissingModelError
+from mining.model_base import ModelWrapper
+from schemas.resources import Resources
 
 WEIGHTS = "model.safetensors"
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -40,9 +42,12 @@ def depth_available(models_dir: str | Path, name: str) -> bool:
     return (d / "config.json").is_file() and (d / WEIGHTS).is_file()
 
 
-class DepthEstimator:
+class DepthEstimator(ModelWrapper):
     """`name` is the folder under <models_dir>/depth; `sha256` pins model.safetensors (None: its digest
     is computed and recorded as the version, not checked)."""
+
+    RESOURCES = Resources(cpus=1.0)
+    GPU_RESOURCES = Resources(cpus=1.0, gpus=1.0)
 
     def __init__(self, models_dir: str | Path, name: str = "depth-anything-v2-small", sha256: str | None = None,
                  input_size: int | None = None, device: str = "auto"):
@@ -69,11 +74,6 @@ class DepthEstimator:
         w = self.folder / WEIGHTS
         with open(w, "rb") as f:
             return f"{hashlib.sha256(f.read(1 << 20)).hexdigest()[:16]}-{w.stat().st_size}"
-
-    def resources(self) -> Resources:
-        import torch
-
-        return Resources(cpus=1.0, gpus=1.0) if torch.cuda.is_available() else Resources(cpus=1.0)
 
     def setup(self) -> None:
         if self._model is not None:

@@ -26,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mining.embedders import MissingModelError, Resources
+from mining.embedders import MissingModelError
+from mining.model_base import ModelWrapper
+from schemas.resources import Resources
 
 LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
 DESCRIPTOR_FILE = "dlib_face_recognition_resnet_model_v1.dat"
@@ -126,10 +128,11 @@ def cosine_to_distance(cos: float | np.ndarray, norm_a: float, norm_b: float) ->
     return np.sqrt(np.maximum(norm_a**2 + norm_b**2 - 2 * norm_a * norm_b * np.asarray(cos), 0))
 
 
-class DlibFaces:
+class DlibFaces(ModelWrapper):
     """The house wrapper: cheap __init__, setup() loads the two models once per worker, __call__ per image."""
 
     name = "dlib-faces-hog5-resnet"
+    RESOURCES = Resources(cpus=1.0)
 
     def __init__(self, models_dir: str | Path | None = None, filt: FaceFilter | None = None, jitter: int = 0):
         self.models_dir = models_dir
@@ -137,9 +140,6 @@ class DlibFaces:
         self.jitter = jitter  # dlib's num_jitters for descriptors (0: one pass)
         self.version = "unloaded"
         self._detector = self._landmarks = self._encoder = None
-
-    def resources(self) -> Resources:
-        return Resources(cpus=1.0)
 
     def setup(self) -> None:
         if self._encoder is not None:

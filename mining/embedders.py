@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -17,11 +16,8 @@ import numpy as np
 from PIL import Image
 from scipy.fft import dctn
 
-
-@dataclass(frozen=True)
-class Resources:
-    cpus: float
-    gpus: float = 0.0
+from mining.model_base import ModelWrapper
+from schemas.resources import Resources
 
 
 class ImageEmbedder(Protocol):
@@ -51,11 +47,13 @@ def siglip_dir(models_dir: str | Path, model_name: str = SIGLIP_MODEL) -> Path:
     return Path(models_dir) / "siglip" / model_name
 
 
-class SiglipEmbedder:
+class SiglipEmbedder(ModelWrapper):
     """open_clip image tower, loaded with `local-dir:<models_dir>/siglip/<model>` (the layout of the
     `timm/ViT-B-16-SigLIP` repository: open_clip_config.json + open_clip_model.safetensors)."""
 
     band = (0.85, 0.98)  # ACE §3.1 / Table 4, for SigLIP features
+    RESOURCES = Resources(cpus=0.5)
+    GPU_RESOURCES = Resources(cpus=1.0, gpus=1.0)
 
     def __init__(self, models_dir: str | Path, model_name: str = SIGLIP_MODEL, device: str = "auto",
                  batch_size: int = 32):
@@ -68,11 +66,6 @@ class SiglipEmbedder:
         self.dim = 0
         self._visual = None
         self._preprocess = None
-
-    def resources(self) -> Resources:
-        import torch
-
-        return Resources(cpus=1.0, gpus=1.0) if torch.cuda.is_available() else Resources(cpus=0.5)
 
     def missing(self) -> list[Path]:
         return [self.folder / f for f in SIGLIP_FILES if not (self.folder / f).is_file()]
@@ -112,7 +105,7 @@ class SiglipEmbedder:
         return _l2(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
 
 
-class OfflineEmbedder:
+class OfflineEmbedder(ModelWrapper):
     """Hand-made global features for when no SigLIP weights are present (the demo, CI).
 
     Mirror-symmetric and anti-symmetric low-frequency DCT of the contrast-normalised grey image (central
@@ -127,12 +120,10 @@ class OfflineEmbedder:
     band = (0.80, 0.985)
     _K = 5
     _W = (1.0, 0.35, 0.6, 0.3)  # weights of the four parts
+    RESOURCES = Resources(cpus=0.5)
 
     def __init__(self) -> None:
         self.dim = 2 * (self._K * self._K - 1) + 24 + 48
-
-    def resources(self) -> Resources:
-        return Resources(cpus=0.5)
 
     def setup(self) -> None:
         return None

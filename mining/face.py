@@ -15,7 +15,9 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from mining.embedders import MissingModelError, Resources, _l2
+from mining.embedders import MissingModelError, _l2
+from mining.model_base import ModelWrapper
+from schemas.resources import Resources
 
 FACE_SIZE = 112
 
@@ -33,7 +35,10 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-class FaceEmbedder:
+class FaceEmbedder(ModelWrapper):
+    RESOURCES = Resources(cpus=0.5)
+    GPU_RESOURCES = Resources(cpus=1.0, gpus=0.25)
+
     def __init__(self, models_dir: str | Path, name: str = "arcface", device: str = "auto", batch_size: int = 64):
         self.model_path, self.sha_path = face_model_paths(models_dir, name)
         self.name = f"face:{name}"
@@ -41,11 +46,6 @@ class FaceEmbedder:
         self.device_pref = device
         self.batch_size = batch_size
         self._model = None
-
-    def resources(self) -> Resources:
-        import torch
-
-        return Resources(cpus=1.0, gpus=0.25) if torch.cuda.is_available() else Resources(cpus=0.5)
 
     def setup(self) -> None:
         import torch

@@ -18,7 +18,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mining.embedders import MissingModelError, Resources
+from mining.embedders import MissingModelError
+from mining.model_base import ModelWrapper
+from schemas.resources import Resources
 from mining.segment import ChecksumError
 
 HED_FILE = "ControlNetHED.pth"
@@ -69,10 +71,12 @@ def edges_from_sides(sides: list[torch.Tensor], h: int, w: int) -> torch.Tensor:
     return torch.stack(up).mean(0)[:, 0]
 
 
-class HedEdges:
+class HedEdges(ModelWrapper):
     """House pattern: cheap __init__, setup() checks and loads, __call__(rgb uint8) -> uint8 (H, W) edges."""
 
     name = "hed-controlnet-apache2"
+    RESOURCES = Resources(cpus=1.0)
+    GPU_RESOURCES = Resources(cpus=1.0, gpus=1.0)
 
     def __init__(self, models_dir: str | Path, sha256: str | None, device: str = "auto"):
         self.path = hed_path(models_dir)
@@ -83,9 +87,6 @@ class HedEdges:
 
     def available(self) -> bool:
         return self.path.is_file()
-
-    def resources(self) -> Resources:
-        return Resources(cpus=1.0, gpus=1.0) if torch.cuda.is_available() else Resources(cpus=1.0)
 
     def setup(self) -> None:
         if self._net is not None:

@@ -11,7 +11,9 @@ from typing import Protocol
 
 import numpy as np
 
-from mining.embedders import MissingModelError, Resources
+from mining.embedders import MissingModelError
+from mining.model_base import ModelWrapper
+from schemas.resources import Resources
 from mining.segment import check_md5
 
 LAMA_FILE = "big-lama.pt"
@@ -48,9 +50,12 @@ def lama_path(models_dir: str | Path) -> Path:
     return Path(models_dir) / "lama" / LAMA_FILE
 
 
-class LamaInpainter:
+class LamaInpainter(ModelWrapper):
     """big-lama as TorchScript: `model(image[1,3,H,W] in 0..1, mask[1,1,H,W] in {0,1}) -> [1,3,H,W] in 0..1`,
     H and W padded (symmetric) to a multiple of 8. The checksum is verified before the file is loaded."""
+
+    RESOURCES = Resources(cpus=0.5)
+    GPU_RESOURCES = Resources(cpus=1.0, gpus=1.0)
 
     def __init__(self, path: str | Path, md5: str = LAMA_MD5, device: str = "auto"):
         self.path = Path(path)
@@ -59,11 +64,6 @@ class LamaInpainter:
         self.name = "lama-big-lama"
         self.version = md5[:12]
         self._model = None
-
-    def resources(self) -> Resources:
-        import torch
-
-        return Resources(cpus=1.0, gpus=1.0) if torch.cuda.is_available() else Resources(cpus=0.5)
 
     def setup(self) -> None:
         if self._model is not None:
@@ -94,19 +94,17 @@ class LamaInpainter:
         return composite(image, filled, mask)
 
 
-class Cv2Inpainter:
+class Cv2Inpainter(ModelWrapper):
     """OpenCV's Telea inpainting: the offline fallback (fast, smooth fills; no texture synthesis)."""
 
     name = "cv2-inpaint-telea"
+    RESOURCES = Resources(cpus=0.5)
 
     def __init__(self, radius: int = 5):
         import cv2
 
         self.radius = radius
         self.version = f"{cv2.__version__}-r{radius}"
-
-    def resources(self) -> Resources:
-        return Resources(cpus=0.5)
 
     def setup(self) -> None:
         return None

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mining.embedders import MissingModelError, Resources
+from mining.embedders import MissingModelError
+from mining.model_base import ModelWrapper
+from schemas.resources import Resources
 from mining.mp_pose import (DETECT_SIZE, LANDMARK_SIZE, decode_detections, detection_roi, landmarks_from_outputs,
                             letterbox, roi_crop, to_openpose18, weighted_nms)
 from mining.openpose import draw_openpose
@@ -148,7 +150,7 @@ def _check_rgb(rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
-class SelfieSegmenter:
+class SelfieSegmenter(ModelWrapper):
     """MediaPipe selfie segmentation (general, 256x256 input): a person probability per pixel."""
 
     name = "mediapipe-selfie-segmentation"
@@ -188,7 +190,7 @@ def person_region(prob: np.ndarray, threshold: float = 0.5, min_area_frac: float
     return Region(mask=mask, score=float(prob[mask].mean()))
 
 
-class PersonSegmenter:
+class PersonSegmenter(ModelWrapper):
     """The selfie segmenter as a `mining.segment.Segmenter`: at most one Region, the people in the image."""
 
     name = SelfieSegmenter.name
@@ -210,7 +212,7 @@ class PersonSegmenter:
         return [] if region is None else [region]
 
 
-class PoseEstimator:
+class PoseEstimator(ModelWrapper):
     """BlazePose full (pose_detection + pose_landmark_full), one person, as OpenPose-18 joints in pixels."""
 
     name = "mediapipe-blazepose-full"

@@ -17,7 +17,9 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from mining.embedders import SIGLIP_FILES, SIGLIP_MODEL, MissingModelError, Resources, siglip_dir
+from mining.embedders import SIGLIP_FILES, SIGLIP_MODEL, MissingModelError, siglip_dir
+from mining.model_base import ModelWrapper
+from schemas.resources import Resources
 
 # everyday objects a photo corpus shows (COCO-like categories and a few scene elements), singular nouns
 VOCABULARY: tuple[str, ...] = (
@@ -47,13 +49,11 @@ def object_crop(image: np.ndarray, obj: np.ndarray, pad: float = 0.1) -> Image.I
     return Image.fromarray(crop)
 
 
-class GenericNamer:
+class GenericNamer(ModelWrapper):
     """No model: every object gets the templates' generic wording."""
 
     name, version = GENERIC
-
-    def resources(self) -> Resources:
-        return Resources(cpus=0.0)
+    RESOURCES = Resources(cpus=0.0)
 
     def setup(self) -> None:
         pass
@@ -65,8 +65,11 @@ class GenericNamer:
         return [(None, None)] * len(crops)
 
 
-class SiglipNamer:
+class SiglipNamer(ModelWrapper):
     """Zero-shot labels with both open_clip towers, loaded from `local-dir:<models_dir>/siglip/<model>`."""
+
+    RESOURCES = Resources(cpus=0.5)
+    GPU_RESOURCES = Resources(cpus=1.0, gpus=1.0)
 
     def __init__(self, models_dir: str | Path, model_name: str = SIGLIP_MODEL, threshold: float = 0.3,
                  vocabulary: Sequence[str] = VOCABULARY, device: str = "auto", batch_size: int = 32):
@@ -79,11 +82,6 @@ class SiglipNamer:
         self.name = f"object-names:siglip:{model_name}"
         self.version = "unloaded"
         self._model = None
-
-    def resources(self) -> Resources:
-        import torch
-
-        return Resources(cpus=1.0, gpus=1.0) if torch.cuda.is_available() else Resources(cpus=0.5)
 
     def missing(self) -> list[Path]:
         return [self.folder / f for f in SIGLIP_FILES if not (self.folder / f).is_file()]

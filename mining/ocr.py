@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mining.embedders import MissingModelError, Resources
+from mining.embedders import MissingModelError
+from mining.model_base import ModelWrapper
+from schemas.resources import Resources
 
 # the model files inside rapidocr 3.10's wheel (md5)
 RAPIDOCR_MODELS = {
@@ -54,7 +56,7 @@ def _is_text(text: str, score: float, min_score: float, min_chars: int) -> bool:
     return score >= min_score and len("".join(text.split())) >= min_chars
 
 
-class RapidOcrReader:
+class RapidOcrReader(ModelWrapper):
     """`reader(rgb uint8 HxWx3) -> [TextHit]` in reading order, hits that are not text (`_is_text`) left out."""
 
     def __init__(self, min_score: float = 0.5, threads: int = 1, min_chars: int = 2):
@@ -98,17 +100,16 @@ class RapidOcrReader:
         return _reading_order(hits)
 
 
-class PaddleOcrReader:
+class PaddleOcrReader(ModelWrapper):
     """paddleocr with local model folders (`det_dir`, `rec_dir`): optional, where paddleocr is installed."""
+
+    RESOURCES = Resources(cpus=1.0)
 
     def __init__(self, det_dir: str | Path, rec_dir: str | Path, min_score: float = 0.5, min_chars: int = 2):
         self.det_dir, self.rec_dir, self.min_score, self.min_chars = Path(det_dir), Path(rec_dir), min_score, min_chars
         self.name = "paddleocr"
         self.version = f"{_dist_version('paddleocr')}:{self.det_dir.name},{self.rec_dir.name}"
         self._engine = None
-
-    def resources(self) -> Resources:
-        return Resources(cpus=1.0)
 
     def setup(self) -> None:
         if self._engine is not None:

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mining.embedders import MissingModelError
+from mining.model_base import ModelWrapper
 from mining.presets import TaskPreset
 
 NO_CLASSIFIER = "pair-classifier:none"
@@ -74,7 +75,7 @@ def save_pair_classifier(head: PairHead, path: str | Path, embedder: str) -> Non
     tmp.replace(path)
 
 
-class PairClassifier:
+class PairClassifier(ModelWrapper):
     """A trained head (setup() loads it) or, when `path` is None, the pass-through check."""
 
     def __init__(self, path: str | Path | None):

@@ -15,7 +15,9 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from mining.embedders import MissingModelError, Resources
+from mining.embedders import MissingModelError
+from mining.model_base import ModelWrapper
+from schemas.resources import Resources
 
 
 @dataclass(frozen=True)
@@ -65,10 +67,13 @@ def sam_path(models_dir: str | Path, variant: str) -> Path:
     return Path(models_dir) / "sam" / SAM_CHECKPOINTS[variant][0]
 
 
-class SamSegmenter:
+class SamSegmenter(ModelWrapper):
     """segment-anything's `SamAutomaticMaskGenerator` over a checkpoint from the models directory, plus box
     and point prompts through `SamPredictor`. `build` makes the untrained architecture (default: the
     variant's builder from segment-anything); `md5` is the pinned checksum (default: the released file's)."""
+
+    RESOURCES = Resources(cpus=0.5)
+    GPU_RESOURCES = Resources(cpus=1.0, gpus=1.0)
 
     def __init__(self, checkpoint: str | Path, variant: str = "vit_b", md5: str | None = None,
                  build: Callable[[], object] | None = None, device: str = "auto", points_per_side: int = 32,
@@ -83,11 +88,6 @@ class SamSegmenter:
         self.name = f"sam-{variant}"
         self.version = self.md5[:12]
         self._model = None
-
-    def resources(self) -> Resources:
-        import torch
-
-        return Resources(cpus=1.0, gpus=1.0) if torch.cuda.is_available() else Resources(cpus=0.5)
 
     def setup(self) -> None:
         if self._model is not None:
@@ -138,13 +138,14 @@ class SamSegmenter:
         return out
 
 
-class RegionProposer:
+class RegionProposer(ModelWrapper):
     """The offline fallback: class-agnostic regions from graph-based segmentation (Felzenszwalb) at three
     scales of one downscaled image (fine segments, and coarser ones that merge them), holes filled,
     near-duplicates across scales merged away. Score: the region's mean Lab colour distance to a ring
     around it (an object stands out from its surroundings), scaled to [0, 1]. It knows no classes."""
 
     name = "regions-felzenszwalb"
+    RESOURCES = Resources(cpus=0.5)
     _SCALES = (150.0, 400.0, 1000.0)
 
     def __init__(self, work_side: int = 256):
@@ -152,9 +153,6 @@ class RegionProposer:
 
         self.work_side = work_side
         self.version = f"1+skimage{skimage.__version__}"
-
-    def resources(self) -> Resources:
-        return Resources(cpus=0.5)
 
     def setup(self) -> None:
         return None
@@ -214,7 +212,7 @@ class RegionProposer:
                        r.score) for r in regs]
 
 
-class WithPeople:
+class WithPeople(ModelWrapper):
     """A segmenter's regions plus the person mask of MediaPipe's selfie segmentation (the region proposer
     knows no classes; people are the objects a photo corpus shows most). Both names go into lineage."""
 

@@ -36,7 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mining.embedders import Resources
+from mining.model_base import ModelWrapper
+from schemas.resources import Resources
 
 if TYPE_CHECKING:
     from mining.supervision import View
@@ -83,7 +84,7 @@ def image_stats(image: np.ndarray) -> np.ndarray:
                            [entropy, 4 / np.log2(2 + exact), flat, sat.mean(), 2 * sat.std()]]).astype(np.float32)
 
 
-class _GramExtractor:
+class _GramExtractor(ModelWrapper):
     """Shared: resize, run the net, Gram vectors at the chosen layers + image statistics, normed."""
 
     name: str
@@ -91,13 +92,11 @@ class _GramExtractor:
     side = 128  # images are resized so the shorter side is this (style is a local statistic)
     gram_weight = 0.5  # the Gram block (unit norm) against the statistics block (unit norm)
     stats_centre = 0.3  # subtracted from the statistics (all in [0, 1]) so their cosine is not always high
+    RESOURCES = Resources(cpus=1.0)
 
     def __init__(self) -> None:
         self.net: nn.Module | None = None
         self.layers: tuple[int, ...] = ()
-
-    def resources(self) -> Resources:
-        return Resources(cpus=1.0)
 
     def _acts(self, x: torch.Tensor) -> list[torch.Tensor]:
         out = []

@@ -312,12 +312,8 @@ class KMeansStage(SingleUnitStage):
                 "growth": self.cfg.mining.recluster_growth}
 
     def run(self, k: int) -> UnitReport:
-        if self.report() is None:
-            m = cluster_stream(self.emb_uri, self.out, self.cfg.mining,
-                               progress=lambda msg: print(f"kmeans: {msg}"))
-            self.stamp(self.out)
-        else:
-            m = storage.read_marker(self.out)
+        m = cluster_stream(self.emb_uri, self.out, self.cfg.mining, progress=lambda msg: print(f"kmeans: {msg}"))
+        self.stamp(self.out)
         return UnitReport(stage=self.label, unit=k, counts={"points": m["points"], "policy": m["policy"]})
 
     def unit_done(self, k: int) -> bool:

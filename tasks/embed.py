@@ -21,7 +21,7 @@ from schemas.records import EmbeddingPartition, ImageRecord
 from tasks import storage
 from tasks.layout import RunLayout
 from tasks.sources import read_uri
-from tasks.stage import Resources, Stage, StageReport, UnitReport
+from tasks.stage import Stage, StageReport, UnitReport
 
 
 def embeddings_uri(root: str, embedder_name: str) -> str:
@@ -190,9 +190,8 @@ class EmbedStage(Stage):
         return {"embedder": self.embedder.name, "partition_size": self.cfg.mining.partition_size,
                 "max_pixels": self.cfg.ingest.max_pixels}
 
-    def worker_resources(self) -> Resources:
-        r = self.embedder.resources()
-        return Resources(cpus=r.cpus, gpus=r.gpus)
+    def worker_model(self):
+        return self.embedder
 
     def setup(self) -> None:
         self.embedder.setup()

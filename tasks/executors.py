@@ -7,10 +7,14 @@ unit's work runs on Ray with the stage's declared resources: a Ray task for plai
 worker processes), an actor per worker for model stages (weights loaded once in `setup`). At most
 `orchestration.units_in_flight` units are submitted at once; every thread waits on its own object refs.
 
-Both decide "done" the same way: a stage whose marker exists and is current (its version: its settings
-and its inputs' markers) is not planned again (its report is read back); a stale marker is removed and
-the stage plans again; a unit whose outputs exist is not run again. Prefect's cache is keyed on the
-unit's spec and served only while those outputs exist (tasks/cache.py).
+Both own the life cycle of a stage's units the same way, so a stage only computes:
+- a stage whose marker exists and is current (its version: its settings and its inputs' markers) is not
+  planned again (its report is read back); a stale marker is removed and the stage plans again;
+- a unit whose outputs exist (`unit_done`) is not run again, on the driver and again on its worker;
+- every worker (the local process, a Ray actor, a Ray worker process running tasks) calls the stage's
+  `setup()` once, before the first unit it runs, never when all its units are done (`Worker`);
+- each unit is timed, and the units' reports are summed into the stage report's `execution`.
+Prefect's cache is keyed on the unit's spec and served only while those outputs exist (tasks/cache.py).
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ import hashlib
 import itertools
 import json
 import threading
+import time
+import uuid
+from collections import OrderedDict
 from typing import Any, Callable
 
 from prefect import flow, task
@@ -26,9 +33,37 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 
 from tasks.cache import call, fresh, gated
-from tasks.stage import Stage, StageReport, UnitReport, build
+from tasks.stage import Execution, Stage, StageReport, UnitReport, build
 
 UNIT = dict(retries=2, retry_delay_seconds=[2, 10], persist_result=True)
+
+
+def skipped(stage: Stage, k: int) -> UnitReport:
+    return UnitReport(stage=stage.label, unit=k, skipped=True)
+
+
+class Worker:
+    """One worker's hold on a stage: `setup()` before the first unit it runs (again only after a setup that
+    raised), units whose outputs exist skipped without `run`, each unit timed. Not thread-safe: one per
+    process or actor, which run one unit at a time."""
+
+    def __init__(self, stage: Stage):
+        self.stage = stage
+        self.ready = False
+
+    def run(self, k: int) -> UnitReport:
+        stage = self.stage
+        if stage.unit_done(k):
+            return skipped(stage, k)
+        setup_s = None
+        if not self.ready:
+            t0 = time.perf_counter()
+            stage.setup()
+            self.ready = True
+            setup_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        rep = stage.run(k)
+        return rep.model_copy(update={"seconds": time.perf_counter() - t0, "setup_seconds": setup_s})
 
 
 class LocalExecutor:
@@ -41,16 +76,13 @@ class LocalExecutor:
             return done
         stage.invalidate()
         n = stage.plan()
-        ready = False
+        worker = Worker(stage)  # this process is the stage's one worker
+        units = []
         for k in range(n):
-            if not stage.unit_done(k):
-                if not ready:
-                    stage.setup()
-                    ready = True
-                stage.run(k)
+            units.append(worker.run(k))
             if self.progress:
                 self.progress(stage, k + 1, n)
-        return stage.finalize(n)
+        return stage.finalize(n).model_copy(update={"execution": Execution.of(units)})
 
     def close(self) -> None:
         pass
@@ -68,17 +100,28 @@ def _where() -> dict:
     return {"node": ctx.get_node_id(), "pid": os.getpid(), "resources": ctx.get_assigned_resources()}
 
 
-def _run_unit(spec: dict, k: int) -> dict:
-    return {**build(spec).run(k).model_dump(), "worker": _where()}
+_PROCESS_WORKERS: OrderedDict[str, Worker] = OrderedDict()
+_KEEP_WORKERS = 4  # stage runs whose worker a Ray worker process keeps (set up) between its tasks
+
+
+def _run_unit(spec: dict, k: int, run_id: str) -> dict:
+    """A plain stage's unit in a Ray worker process: Ray reuses the process for later tasks, which find the
+    stage built and set up for this run of it (`run_id`: one per RayWorkers)."""
+    worker = _PROCESS_WORKERS.get(run_id)
+    if worker is None:
+        worker = _PROCESS_WORKERS[run_id] = Worker(build(spec))
+        while len(_PROCESS_WORKERS) > _KEEP_WORKERS:
+            _PROCESS_WORKERS.popitem(last=False)
+    _PROCESS_WORKERS.move_to_end(run_id)
+    return {**worker.run(k).model_dump(), "worker": _where()}
 
 
 class _StageActor:
     def __init__(self, spec: dict):
-        self.stage = build(spec)
-        self.stage.setup()
+        self.worker = Worker(build(spec))
 
     def run(self, k: int) -> dict:
-        return {**self.stage.run(k).model_dump(), "worker": _where()}
+        return {**self.worker.run(k).model_dump(), "worker": _where()}
 
 
 class RayWorkers:
@@ -91,6 +134,7 @@ class RayWorkers:
 
         ensure_ray()
         self.spec = stage.spec()
+        self.run_id = uuid.uuid4().hex  # a worker process keeps a stage set up for this group only
         res = stage.worker_resources()
         opts: dict[str, Any] = {"num_cpus": res.cpus, "num_gpus": res.gpus}
         if res.memory_mb:
@@ -104,7 +148,7 @@ class RayWorkers:
         import ray
 
         if self.fn is not None:
-            return ray.get(self.fn.remote(self.spec, k))
+            return ray.get(self.fn.remote(self.spec, k, self.run_id))
         with self._lock:
             actor = self.actors[next(self._next) % len(self.actors)]
         return ray.get(actor.run.remote(k))
@@ -153,8 +197,8 @@ def plan_task(spec: dict, label: str, version: str) -> int:
       cache_policy=gated(lambda i: build(i["spec"]).unit_outputs(i["k"])))
 def unit_task(spec: dict, k: int, label: str) -> dict:
     stage = build(spec)
-    if stage.unit_done(k):  # finished by an earlier run whose result Prefect did not keep
-        return UnitReport(stage=stage.label, unit=k, counts={"skipped_existing": 1}).model_dump()
+    if stage.unit_done(k):  # finished by an earlier run whose result Prefect did not keep: no Ray call
+        return skipped(stage, k).model_dump()
     return _workers(spec).run(k)
 
 
@@ -164,9 +208,9 @@ def finalize_task(spec: dict, n: int, label: str, version: str) -> dict:
     return build(spec).finalize(n).model_dump()
 
 
-def _run_units(stage: Stage, n: int, in_flight: int) -> None:
+def _run_units(stage: Stage, n: int, in_flight: int) -> list[UnitReport]:
     """One task run per unit, at most `in_flight` submitted at a time, with a progress artifact; raises
-    the first unit error once its retries are spent."""
+    the first unit error once its retries are spent. The units' reports, in unit order."""
     spec = stage.spec()
     art = create_progress_artifact(0.0, description=f"{stage.label}: {n} units")
     todo = iter(range(n))
@@ -179,14 +223,19 @@ def _run_units(stage: Stage, n: int, in_flight: int) -> None:
     for k in itertools.islice(todo, in_flight):
         submit(k)
     done = 0
+    reports: dict[int, UnitReport] = {}
     while pending:
         finished = next(as_completed(list(pending)))
-        pending.pop(finished)
-        finished.result()
+        k = pending.pop(finished)
+        rep = UnitReport.model_validate(finished.result())
+        if finished.state.name == "Cached":  # an earlier run's result: nothing ran now
+            rep = UnitReport(stage=rep.stage, unit=k, counts=rep.counts, skipped=True)
+        reports[k] = rep
         done += 1
         update_progress_artifact(art, 100.0 * done / n)
         for k in itertools.islice(todo, 1):
             submit(k)
+    return [reports[k] for k in sorted(reports)]
 
 
 class PrefectRayExecutor:
@@ -214,12 +263,14 @@ class PrefectRayExecutor:
             ensure_ray()
         if stage.model and n:
             _workers(spec, min(self.model_actors, n))
+        units: list[UnitReport] = []
         try:
             if n:
-                _run_units(stage, n, self.units_in_flight)
+                units = _run_units(stage, n, self.units_in_flight)
         finally:
             _close_workers(spec)  # actors hold models and CPUs: give them back before the next stage
-        return StageReport.model_validate(call(finalize_task, spec, n, stage.label, version))
+        rep = StageReport.model_validate(call(finalize_task, spec, n, stage.label, version))
+        return rep.model_copy(update={"execution": Execution.of(units)})
 
     def close(self) -> None:
         from tasks.ray_pool import stop_ray

@@ -17,7 +17,7 @@ from mining.mask_filters import filter_masks
 from mining.segment import WithPeople, make_segmenter
 from schemas.records import Generator
 from tasks import storage
-from tasks.stage import Resources, UnitReport
+from tasks.stage import UnitReport
 from tasks.synth_parts import PartStage, check_sum, count_reasons, load_source, selected
 
 REGIONS = "regions.parquet"
@@ -65,9 +65,8 @@ class SegmentStage(PartStage):
                 "points_per_side": s.sam_points_per_side, "filters": s.filters.model_dump(),
                 "max_images": s.max_images, "fraction": s.fraction, "partition_size": s.partition_size}
 
-    def worker_resources(self) -> Resources:
-        r = self.segmenter.resources()
-        return Resources(cpus=r.cpus, gpus=r.gpus)
+    def worker_model(self):
+        return self.segmenter
 
     def setup(self) -> None:
         self.segmenter.setup()
@@ -79,10 +78,6 @@ class SegmentStage(PartStage):
         from tasks.ingest import catalog_slice
 
         part = self.parts()[k]
-        done = storage.read_marker(part)
-        if done is not None:
-            return UnitReport(stage=self.label, unit=k, counts=done["counts"])
-        self.segmenter.setup()
         lo, hi = self._ranges()[k]
         recs = selected(catalog_slice(self.cfg.root, lo, hi), self.cfg)
         skipped: Counter[str] = Counter()

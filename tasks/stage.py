@@ -7,9 +7,13 @@ A stage has a name, the resources one of its workers needs, and four steps:
     finalize(n)   -> StageReport     merges the units, reconciles counts, writes the stage marker last
     report()      -> StageReport|None  the finished stage's report, read from its marker (None: not done)
 
-Model stages set `model = True` and load weights in `setup()`, once per worker. A stage holds only its
-config and parameters (`spec()`), so a Ray worker or a Prefect task rebuilds it with `build(spec)`:
-paths travel, never payloads. Algorithms live in mining/ and trainer/; stages stay thin.
+The executor (tasks/executors.py) owns the life cycle around them: a stage whose report is current is not
+planned, a unit whose outputs exist (`unit_done`) is not run, `setup()` runs once per worker before its
+first unit, and each unit is timed. So `run(k)` only computes: it never checks its own outputs or loads
+models. Model stages set `model = True` (a worker is then a Ray actor) and name the wrapper whose
+`resources()` one worker holds (`worker_model`). A stage holds only its config and parameters (`spec()`),
+so a Ray worker or a Prefect task rebuilds it with `build(spec)`: paths travel, never payloads.
+Algorithms live in mining/ and trainer/; stages stay thin.
 """
 
 from __future__ import annotations
@@ -18,32 +22,68 @@ import hashlib
 import importlib
 import json
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, Field
 
 from schemas.config import RunConfig
+from schemas.resources import Resources
 from tasks import storage
 from tasks.layout import RunLayout
 
+if TYPE_CHECKING:
+    from mining.model_base import ModelWrapper
 
-class Resources(BaseModel):
-    cpus: float = Field(1.0, ge=0, description="CPUs one worker of the stage holds")
-    gpus: float = Field(0.0, ge=0, description="GPUs one worker holds (model stages on GPU nodes)")
-    memory_mb: int = Field(0, ge=0, description="memory one worker reserves on Ray; 0: no reservation")
+__all__ = ["Execution", "Resources", "SingleUnitStage", "Stage", "StageReport", "UnitReport", "build"]
 
 
 class UnitReport(BaseModel):
     stage: str
     unit: int
     counts: dict[str, Any] = Field(default_factory=dict)
+    skipped: bool = False  # its outputs existed: run(k) was not called
+    seconds: float | None = None  # wall time of run(k), measured by the executor
+    setup_seconds: float | None = None  # the worker's setup() ran before this unit (its first), and took this
+
+
+class Execution(BaseModel):
+    """What the executor saw of one run of a stage's units (not stored in any marker: timings vary)."""
+
+    units: int = 0
+    ran: int = 0
+    skipped: int = 0
+    setups: int = 0  # workers that called setup(): at most one per worker
+    seconds: float = 0.0  # run(k) wall time summed over the units that ran
+    slowest: float = 0.0
+    setup_seconds: float = 0.0
+    counts: dict[str, Any] = Field(default_factory=dict)  # the numeric counts of the units that ran, summed
+
+    @classmethod
+    def of(cls, units: list[UnitReport]) -> Execution:
+        ran = [u for u in units if not u.skipped]
+        counts: dict[str, Any] = {}
+        for u in ran:
+            _add_counts(counts, u.counts)
+        times = [u.seconds or 0.0 for u in ran]
+        setups = [u.setup_seconds for u in units if u.setup_seconds is not None]
+        return cls(units=len(units), ran=len(ran), skipped=len(units) - len(ran), setups=len(setups),
+                   seconds=sum(times), slowest=max(times, default=0.0), setup_seconds=sum(setups), counts=counts)
+
+
+def _add_counts(total: dict[str, Any], counts: dict[str, Any]) -> None:
+    for k, v in counts.items():
+        if isinstance(v, dict):
+            _add_counts(total.setdefault(k, {}), v)
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(total.get(k, 0), (int, float)):
+            total[k] = total.get(k, 0) + v
 
 
 class StageReport(BaseModel):
     stage: str
     units: int
     outputs: list[str]  # the stage's completed output directories
-    counts: dict[str, Any] = Field(default_factory=dict)
+    counts: dict[str, Any] = Field(default_factory=dict)  # from the stage's outputs (finalize / its marker)
+    execution: Execution | None = None  # this run's units; None when the stage was complete already
 
 
 class Stage(ABC):
@@ -70,12 +110,18 @@ class Stage(ABC):
         return {"stage": type(self).__module__ + ":" + type(self).__qualname__,
                 "config": self.cfg.model_dump(mode="json"), "params": self.params}
 
+    def worker_model(self) -> ModelWrapper | None:
+        """The model wrapper whose `resources()` one worker of this stage holds; None: `resources`."""
+        return None
+
     def worker_resources(self) -> Resources:
-        return self.resources
+        model = self.worker_model()
+        return self.resources if model is None else model.resources()
 
     # the four steps
     def setup(self) -> None:
-        """Load what every unit of this worker shares (model weights): once per worker."""
+        """Load what every unit of this worker shares (model weights). The executor calls it once per
+        worker, before the first unit that runs; never when every unit is done."""
 
     @abstractmethod
     def plan(self) -> int: ...

@@ -57,9 +57,8 @@ class LongContextStage(PartStage):
         s = self.cfg.synthesis
         return {"max_turns": s.chains.max_turns, "seed": s.seed, "objects": self.objects.settings()}
 
-    def worker_resources(self) -> Resources:
-        r = self.inpainter.resources()
-        return Resources(cpus=r.cpus, gpus=r.gpus)
+    def worker_model(self):
+        return self.inpainter
 
     def setup(self) -> None:
         self.inpainter.setup()
@@ -79,10 +78,6 @@ class LongContextStage(PartStage):
 
     def run(self, k: int) -> UnitReport:
         part = self.parts()[k]
-        done = storage.read_marker(part)
-        if done is not None:
-            return UnitReport(stage=self.label, unit=k, counts=done["counts"])
-        self.setup()
         s = self.cfg.synthesis
         table = storage.read_parquet(storage.join(self._object_part(k), RECORDS))
         by_source: dict[str, list[int]] = defaultdict(list)
@@ -207,8 +202,6 @@ class MultiTurnStage(SingleUnitStage):
 
         from tasks.ingest import catalog_uris
 
-        if storage.read_marker(self.out) is not None:
-            return UnitReport(stage=self.label, unit=k, counts=storage.read_marker(self.out)["counts"])
         if storage.read_marker(self.pairs_uri) is None:
             raise FileNotFoundError(f"multi_turn chains the instructed pairs of preset "
                                     f"'{self.cfg.synthesis.chains.preset}': none under {self.pairs_uri} (add the "

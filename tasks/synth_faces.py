@@ -75,6 +75,9 @@ class FacesStage(PartStage):
             "min_score", "min_face_px", "max_roll_deg", "max_yaw", "min_sharpness")}, "max_side": s.max_side,
             "max_images": s.max_images, "fraction": f.fraction, "partition_size": s.partition_size}
 
+    def worker_model(self):
+        return self.faces
+
     def setup(self) -> None:
         self.faces.setup()
 
@@ -85,10 +88,6 @@ class FacesStage(PartStage):
         from tasks.ingest import catalog_slice
 
         part = self.parts()[k]
-        done = storage.read_marker(part)
-        if done is not None:
-            return UnitReport(stage=self.label, unit=k, counts=done["counts"])
-        self.setup()
         lo, hi = self._ranges()[k]
         frac = self.cfg.synthesis.faces.fraction
         recs = selected(catalog_slice(self.cfg.root, lo, hi),

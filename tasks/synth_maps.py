@@ -32,9 +32,8 @@ from mining.map_instructions import MAP_TEMPLATER, map_instruction, multi_instru
 from mining.supervision import colourfulness, map_content
 from schemas.config import MAP_TASKS
 from schemas.records import AceSample, ConditionUnit, Generator, Lineage, Role
-from tasks import storage
 from tasks.segment import segmenter_for
-from tasks.stage import Resources, UnitReport
+from tasks.stage import UnitReport
 from tasks.synth_parts import (PartStage, check_sum, count_reasons, digest, load_source, selected, unpng,
                                write_records)
 
@@ -123,17 +122,14 @@ class MapsStage(PartStage):
             return None
         return "+".join(MP_FILES[f][1][:12] for f in files)
 
-    def worker_resources(self) -> Resources:
-        r = self.depth.resources() if self.depth.available() and "depth" in self._used() else self.segmenter.resources()
-        return Resources(cpus=r.cpus, gpus=r.gpus)
+    def worker_model(self):
+        return self.depth if self.depth.available() and "depth" in self._used() else self.segmenter
 
     def _used(self) -> set[str]:
         used = set(self.kinds()) - {"multi"}
         return used | (set(self.cfg.synthesis.maps.multi_from) if "multi" in self.kinds() else set())
 
     def setup(self) -> None:
-        if getattr(self, "_ready", False):
-            return
         self.segmenter.setup()
         used = self._used()
         if "depth" in used and self.depth.available():
@@ -146,7 +142,6 @@ class MapsStage(PartStage):
             except PoseAbsent as e:
                 logging.getLogger(__name__).warning("pose samples dropped (pose_model_absent): %s", e)
                 self._pose = None
-        self._ready = True
 
     def unit_key(self, k: int) -> str:
         return self.catalog_key(k)
@@ -213,10 +208,6 @@ class MapsStage(PartStage):
         from tasks.ingest import catalog_slice
 
         part = self.parts()[k]
-        done = storage.read_marker(part)
-        if done is not None:
-            return UnitReport(stage=self.label, unit=k, counts=done["counts"])
-        self.setup()
         s = self.cfg.synthesis
         lo, hi = self._ranges()[k]
         recs = selected(catalog_slice(self.cfg.root, lo, hi), self.cfg)

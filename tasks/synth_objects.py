@@ -25,7 +25,7 @@ from mining.synth_verify import VERIFIER, refound_iou, verify_removal
 from schemas.records import Generator
 from tasks import storage
 from tasks.segment import REGIONS, SegmentStage, segmenter_for
-from tasks.stage import Resources, UnitReport
+from tasks.stage import UnitReport
 from tasks.synth_parts import (FILTER_GENERATOR, PartStage, check_sum, count_reasons, digest, load_source, png,
                                unpng, write_records)
 
@@ -57,9 +57,8 @@ class ObjectsStage(PartStage):
                 "objects_per_image": s.objects_per_image, "verify": s.verify.model_dump(), "seed": s.seed,
                 "tasks": [t for t in s.tasks if t in OBJECT_TASKS], "segments": self.segments.settings()}
 
-    def worker_resources(self) -> Resources:
-        r = self.inpainter.resources()
-        return Resources(cpus=r.cpus, gpus=r.gpus)
+    def worker_model(self):
+        return self.inpainter
 
     def setup(self) -> None:
         self.inpainter.setup()
@@ -106,10 +105,6 @@ class ObjectsStage(PartStage):
         from tasks.ingest import catalog_slice
 
         part = self.parts()[k]
-        done = storage.read_marker(part)
-        if done is not None:
-            return UnitReport(stage=self.label, unit=k, counts=done["counts"])
-        self.setup()
         s = self.cfg.synthesis
         table = storage.read_parquet(storage.join(self._segment_part(k), REGIONS))
         meta = table.schema.metadata or {}

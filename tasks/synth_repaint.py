@@ -15,7 +15,6 @@ import numpy as np
 
 from mining.random_masks import outpaint_mask, repaint_mask
 from mining.synth_instructions import TEMPLATER, synth_instruction
-from tasks import storage
 from tasks.stage import Resources, UnitReport
 from tasks.synth_parts import (PartStage, check_sum, count_reasons, digest, load_source, png, selected,
                                write_records)
@@ -48,9 +47,6 @@ class RepaintStage(PartStage):
         from tasks.ingest import catalog_slice
 
         part = self.parts()[k]
-        done = storage.read_marker(part)
-        if done is not None:
-            return UnitReport(stage=self.label, unit=k, counts=done["counts"])
         s = self.cfg.synthesis
         lo, hi = self._ranges()[k]
         recs = selected(catalog_slice(self.cfg.root, lo, hi), self.cfg)

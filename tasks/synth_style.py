@@ -36,9 +36,8 @@ from mining.supervision import View
 from mining.style_fixed import in_style, set_style
 from mining.style_sets import centre, set_stats, tight_sets
 from mining.stylize import STYLES, STYLIZER, stylize
-from tasks import storage
 from tasks.chain_records import CHAINS, write_chain_records
-from tasks.stage import Resources, UnitReport
+from tasks.stage import UnitReport
 from tasks.synth_parts import PartStage, check_sum, count_reasons, digest, load_source, png
 
 STYLE_TASKS = ("style_editing", "style_transfer_reference")
@@ -68,9 +67,8 @@ class StyleStage(PartStage):
         return {"tasks": self.tasks(), "style": s.style.model_dump(), "seed": s.seed, "max_side": s.max_side,
                 "max_images": s.max_images, "extractor": [self.extractor.name, self.extractor.version]}
 
-    def worker_resources(self) -> Resources:
-        r = self.extractor.resources()
-        return Resources(cpus=r.cpus, gpus=r.gpus)
+    def worker_model(self):
+        return self.extractor
 
     def setup(self) -> None:
         self.extractor.setup()
@@ -141,10 +139,6 @@ class StyleStage(PartStage):
         from tasks.ingest import catalog_slice
 
         part = self.parts()[k]
-        done = storage.read_marker(part)
-        if done is not None:
-            return UnitReport(stage=self.label, unit=k, counts=done["counts"])
-        self.setup()
         s, st = self.cfg.synthesis, self.cfg.synthesis.style
         sup = self.cfg.supervision
         lo, hi = self._ranges()[k]

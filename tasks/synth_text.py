@@ -33,8 +33,7 @@ from mining.text_confirm import CONFIRMER, Rules, confirm_hit, confirm_hits, ins
 from mining.text_instructions import TEXT_TEMPLATER, grid_position, text_instruction
 from mining.text_render import COLOURS, RENDERER, render_text
 from schemas.config import TEXT_TASKS  # noqa: F401  (re-exported for the pack and the flow)
-from tasks import storage
-from tasks.stage import Resources, UnitReport
+from tasks.stage import UnitReport
 from tasks.synth_parts import (PartStage, check_sum, count_reasons, digest, load_source, png, selected,
                                synth_ranges, write_records)
 
@@ -68,9 +67,8 @@ class TextStage(PartStage):
                 "max_side": s.max_side, "max_images": s.max_images, "fraction": s.fraction,
                 "partition_size": s.partition_size}
 
-    def worker_resources(self) -> Resources:
-        r = self.ocr.resources()
-        return Resources(cpus=r.cpus, gpus=r.gpus)
+    def worker_model(self):
+        return self.ocr
 
     def setup(self) -> None:
         self.ocr.setup()
@@ -99,10 +97,6 @@ class TextStage(PartStage):
         from tasks.ingest import catalog_slice
 
         part = self.parts()[k]
-        done = storage.read_marker(part)
-        if done is not None:
-            return UnitReport(stage=self.label, unit=k, counts=done["counts"])
-        self.setup()
         self._unit_settings = self.settings()  # once per unit: every sample id digests it
         lo, hi = self._ranges()[k]
         recs = self._selected(catalog_slice(self.cfg.root, lo, hi))

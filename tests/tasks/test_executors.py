@@ -5,9 +5,94 @@ import pytest
 from flows.pipelines import run_mining
 from schemas.config import RunConfig
 from tasks.embed import EmbedStage
-from tasks.executors import LocalExecutor, RayWorkers
+from tasks.executors import LocalExecutor, RayWorkers, Worker
 from tasks.ingest import IngestStage
 from tasks.shards import read_manifest
+from tests.tasks.toy_stage import ToyModelStage, ToyStage, calls
+
+
+def test_the_local_executor_sets_up_once_times_each_unit_and_sums_their_counts(tmp_path):
+    cfg = RunConfig(root=str(tmp_path / "root"))
+    rep = LocalExecutor().run(ToyModelStage(cfg, n=4))
+    assert calls(cfg.root, "setup") == {os.getpid(): ["toy-model"]}  # one worker: one setup, before unit 0
+    assert calls(cfg.root, "run") == {os.getpid(): [f"toy-model:{k}" for k in range(4)]}
+    assert rep.counts == {"items": 10}  # what finalize read from the units' outputs
+    ex = rep.execution
+    assert (ex.units, ex.ran, ex.skipped, ex.setups) == (4, 4, 0, 1)
+    assert ex.counts == {"items": 10, "by": {"unit": 4}}  # the units' numeric counts, summed; text left out
+    assert ex.seconds >= ex.slowest > 0 and ex.setup_seconds >= 0
+
+
+def test_done_units_are_skipped_and_a_stage_whose_units_are_all_done_never_sets_up(tmp_path):
+    cfg = RunConfig(root=str(tmp_path / "root"))
+    stage = ToyStage(cfg, n=4)
+    first = LocalExecutor().run(stage)
+    (tmp_path / "root/toy/done.json").unlink()  # the stage is not complete: it plans and finalizes again
+    (tmp_path / "root/toy/units/unit-2.json").unlink()
+    again = LocalExecutor().run(ToyStage(cfg, n=4))
+    assert calls(cfg.root, "run")[os.getpid()] == [f"toy:{k}" for k in range(4)] + ["toy:2"]
+    assert calls(cfg.root, "setup")[os.getpid()] == ["toy", "toy"]  # a new worker set up for the unit it ran
+    assert (again.execution.ran, again.execution.skipped, again.execution.setups) == (1, 3, 1)
+    assert again.counts == first.counts == {"items": 10}  # skipped units count, from their outputs
+
+    (tmp_path / "root/toy/done.json").unlink()  # every unit done
+    last = LocalExecutor().run(ToyStage(cfg, n=4))
+    assert calls(cfg.root, "setup")[os.getpid()] == ["toy", "toy"] and len(calls(cfg.root, "run")[os.getpid()]) == 5
+    assert (last.execution.ran, last.execution.skipped, last.execution.setups) == (0, 4, 0)
+    assert last.counts == first.counts
+    assert LocalExecutor().run(ToyStage(cfg, n=4)).execution is None  # complete: read back from its marker
+
+
+def test_a_worker_whose_setup_failed_sets_up_again_before_its_next_unit(tmp_path):
+    class Flaky(ToyStage):
+        tries = 0
+
+        def setup(self) -> None:
+            type(self).tries += 1
+            if type(self).tries == 1:
+                raise OSError("weights not there yet")
+
+    worker = Worker(Flaky(RunConfig(root=str(tmp_path / "root")), n=2))
+    with pytest.raises(OSError):
+        worker.run(0)
+    assert not worker.stage.unit_done(0)
+    assert worker.run(0).setup_seconds is not None and worker.run(1).setup_seconds is None
+    assert Flaky.tries == 2
+
+
+@pytest.mark.slow
+def test_every_ray_worker_sets_up_once_and_skips_done_units(tmp_path):
+    """Actors for a model stage, Ray tasks in reused worker processes for a plain one: each worker process
+    calls setup() once, before its first unit; units already done are skipped without setup or run."""
+    import ray
+
+    cfg = RunConfig(root=str(tmp_path / "root"))
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        model = RayWorkers(ToyModelStage(cfg, n=6), actors=2)
+        got = [model.run(k) for k in range(6)]
+        model.close()
+        plain = RayWorkers(ToyStage(cfg, n=6), actors=1)
+        plain_got = [plain.run(k) for k in range(6)]
+        plain_again = [plain.run(k) for k in range(6)]  # the same group: every unit done
+        done = RayWorkers(ToyModelStage(cfg, n=6), actors=2)  # new actors over done units
+        done_got = [done.run(k) for k in range(6)]
+        done.close()
+    finally:
+        ray.shutdown()
+    setups = calls(cfg.root, "setup")
+    actor_pids = {g["worker"]["pid"] for g in got}
+    assert len(actor_pids) == 2 and os.getpid() not in actor_pids
+    assert {p: e for p, e in setups.items() if "toy-model" in e} == {p: ["toy-model"] for p in actor_pids}
+    task_pids = {g["worker"]["pid"] for g in plain_got}
+    assert {p: e for p, e in setups.items() if "toy" in e} == {p: ["toy"] for p in task_pids}
+    assert sum(g["setup_seconds"] is not None for g in got + plain_got) == len(actor_pids) + len(task_pids)
+    assert not any(g["skipped"] for g in got + plain_got) and all(g["seconds"] > 0 for g in got + plain_got)
+    assert all(g["skipped"] and g["setup_seconds"] is None for g in plain_again + done_got)
+    assert sorted(e for es in calls(cfg.root, "run").values() for e in es) == sorted(
+        [f"toy-model:{k}" for k in range(6)] + [f"toy:{k}" for k in range(6)])  # each unit ran once
 
 
 @pytest.mark.slow
@@ -89,3 +174,25 @@ def test_units_of_one_stage_run_on_both_nodes_of_a_two_node_cluster(demo_corpus,
     used = {g["worker"]["node"] for g in got}
     assert len(nodes) == 2 and used == nodes  # both nodes ran units of this stage
     assert LocalExecutor().run(stage).counts["seen"] == sum(g["counts"]["seen"] for g in got)
+
+
+@pytest.mark.slow
+def test_the_prefect_executor_reports_unit_timings_and_sets_up_once_per_actor(tmp_path, prefect_results):
+    from tasks.executors import PrefectRayExecutor
+
+    cfg = RunConfig(root=str(tmp_path / "root"))
+    ex = PrefectRayExecutor(units_in_flight=2, model_actors=2)
+    try:
+        rep = ex.run(ToyModelStage(cfg, n=4))
+        (tmp_path / "root/toy-model/done.json").unlink()  # every unit done: finalized again, nothing set up
+        again = ex.run(ToyModelStage(cfg, n=4))
+    finally:
+        ex.close()
+    setups = calls(cfg.root, "setup")
+    assert 1 <= len(setups) <= 2 and all(e == ["toy-model"] for e in setups.values())  # once per actor
+    assert os.getpid() not in setups
+    assert (rep.execution.units, rep.execution.ran, rep.execution.setups) == (4, 4, len(setups))
+    assert rep.execution.counts["items"] == rep.counts["items"] == 10 and rep.execution.seconds > 0
+    assert (again.execution.ran, again.execution.skipped, again.execution.setups) == (0, 4, 0)
+    assert again.counts == rep.counts
+    assert sum(len(e) for e in calls(cfg.root, "run").values()) == 4
