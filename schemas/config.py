@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from schemas.layout import DemoFiles
 from schemas.taxonomy import TASKS as _TASKS
 from schemas.taxonomy import Family as _Family
 
@@ -570,7 +571,7 @@ class SupervisionConfig(_Config):
 
 
 class RunConfig(_Config):
-    root: str = Field("demo_out/root", description="fsspec URI where every stage writes")
+    root: str = Field(DemoFiles("demo_out").root, description="fsspec URI where every stage writes")
     models_dir: str = Field(
         default_factory=lambda: os.environ.get("ACEFORGE_MODELS", "models"),
         description="folder holding model weights (env ACEFORGE_MODELS)",

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 
 from schemas.config import RunConfig
 from tasks import storage
-from tasks.layout import RunLayout
+from schemas.layout import RunLayout
 
 
 class Resources(BaseModel):

@@ -2,7 +2,7 @@ import numpy as np
 
 from schemas.config import MiningConfig
 from tasks import storage
-from tasks.cluster import cluster_embeddings, clusters_uri, default_k, load_assignments
+from tasks.cluster import cluster_embeddings, default_k, load_assignments
 from tasks.embed import load_embeddings
 
 
@@ -11,7 +11,7 @@ def test_every_id_is_assigned_and_a_rerun_is_a_noop(embedded, tmp_path):
     ids, x, _ = load_embeddings(emb_uri)
     root = str(tmp_path / "root")
     uri = cluster_embeddings(ids, x, root, emb_uri, MiningConfig(k=4, seed=3))
-    assert uri == clusters_uri(root, emb_uri)
+    assert uri == f"{root}/clusters/{emb_uri.rstrip('/').rsplit('/', 1)[-1]}"
     assignments = load_assignments(uri)
     assert set(assignments) == set(ids) and set(assignments.values()) <= set(range(4))
     marker = storage.read_marker(uri)
