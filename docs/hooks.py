@@ -73,34 +73,48 @@ def config_reference() -> str:
     return "\n".join(out) + "\n"
 
 
-def _example_args(fn) -> list:
+def _example_args(fn, bound: bool = True) -> list:
     args = []
-    for p in list(inspect.signature(fn).parameters.values())[1:]:
+    for p in list(inspect.signature(fn).parameters.values())[1 if bound else 0:]:
         hint = typing.get_type_hints(fn).get(p.name)
         args.append(0 if hint is int else p.name.upper())
     return args
 
 
-def layout_reference() -> str:
-    from tasks import layout as layout_module
-    from tasks.layout import RunLayout
-
-    out = ["# Run-root layout reference", "",
-           "Generated from `tasks/layout.py` when the docs are built: every path of a run's root, as the "
-           "layout module spells it (integers shown as 0, names in capitals).", "",
-           "```", (inspect.getdoc(layout_module) or "").strip(), "```", "",
-           "| name | path | what |", "|---|---|---|"]
-    lay = RunLayout("<root>")
-    for name, member in inspect.getmembers(RunLayout):
-        if name.startswith("_") or name == "root":
+def _layout_rows(cls, obj) -> list[str]:
+    """One row per path-giving member of a layout class: its name, an example path, its docstring's first line."""
+    rows = []
+    for name, member in inspect.getmembers(cls):
+        if name.startswith("_") or name in getattr(cls, "__dataclass_fields__", {}) or name in ("marker", "where"):
             continue
+        static = isinstance(inspect.getattr_static(cls, name), staticmethod)
         if isinstance(member, property):
-            path, doc = getattr(lay, name), inspect.getdoc(member.fget) or ""
-        elif inspect.isfunction(member) and name != "marker":
-            path, doc = getattr(lay, name)(*_example_args(member)), inspect.getdoc(member) or ""
+            path, doc = getattr(obj, name), inspect.getdoc(member.fget) or ""
+        elif inspect.isfunction(member):
+            path, doc = getattr(obj, name)(*_example_args(member, bound=not static)), inspect.getdoc(member) or ""
         else:
             continue
-        out.append(f"| `{name}` | `{path}` | {doc.splitlines()[0] if doc else ''} |")
+        rows.append(f"| `{name}` | `{path}` | {doc.splitlines()[0] if doc else ''} |")
+    return rows
+
+
+def layout_reference() -> str:
+    from schemas import layout as layout_module
+    from schemas.layout import FILE_SETS, RunLayout
+
+    out = ["# Run-root layout reference", "",
+           "Generated from `schemas/layout.py` when the docs are built: every path of a run's root, as the "
+           "layout module spells it (integers shown as 0, names in capitals).", "",
+           "```", (inspect.getdoc(layout_module) or "").strip(), "```", "",
+           "## `RunLayout`", "", "| name | path | what |", "|---|---|---|"]
+    lay = RunLayout("<root>")
+    out += _layout_rows(RunLayout, lay)
+    for cls in FILE_SETS:
+        where = getattr(lay, cls.where) if cls.where else "<out>"
+        if callable(where):
+            where = where(*_example_args(where, bound=False))
+        out += ["", f"## `{cls.__name__}`", "", (inspect.getdoc(cls) or "").splitlines()[0], "",
+                "| name | path | what |", "|---|---|---|", *_layout_rows(cls, cls(where))]
     return "\n".join(out) + "\n"
 
 

@@ -11,6 +11,7 @@ from PIL import Image
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from mining.decode import decode_image
+from schemas.layout import PairFiles
 from schemas.records import ImageRecord, PairRecord
 from tasks import storage
 from tasks.sources import read_uri
@@ -63,7 +64,7 @@ def pair_report(pairs: list[PairRecord], catalog: dict[str, ImageRecord], title:
 
 def band_histogram(pairs_dir: str, band: tuple[float, float], title: str, key: str, bins: int = 20) -> None:
     """Histogram of the stored in-band edge scores, as a text bar chart (the edges are what the band kept)."""
-    edges = storage.read_parquet(storage.join(pairs_dir, "edges.parquet"))
+    edges = storage.read_parquet(PairFiles(pairs_dir).table("edges"))
     scores = np.asarray(edges.column("score").to_numpy(zero_copy_only=False), np.float64) if len(edges) else np.zeros(0)
     lo, hi = band
     counts, cuts = np.histogram(scores, bins=bins, range=(lo, hi))

@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 from mining.embedders import make_embedder
 from mining.pair_classifier import save_pair_classifier, train_pair_classifier
 from schemas.config import RunConfig
-from tasks.embed import embeddings_uri, load_embeddings
+from schemas.layout import RunLayout
+from tasks.embed import load_embeddings
 
 
 def train_from_labels(cfg: RunConfig, labels_path: Path, out_path: Path, epochs: int = 200) -> dict:
@@ -19,7 +20,7 @@ def train_from_labels(cfg: RunConfig, labels_path: Path, out_path: Path, epochs:
     if not need <= set(table.column_names):
         raise ValueError(f"{labels_path} needs columns {sorted(need)}, has {table.column_names}")
     embedder = make_embedder(cfg.mining.embedder, cfg.models_dir)
-    ids, x, marker = load_embeddings(embeddings_uri(cfg.root, embedder.name))
+    ids, x, marker = load_embeddings(RunLayout(cfg.root).embeddings(embedder.name))
     row = {i: k for k, i in enumerate(ids)}
     src, tgt = table.column("source_id").to_pylist(), table.column("target_id").to_pylist()
     missing = [i for i in src + tgt if i not in row]

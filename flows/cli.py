@@ -16,8 +16,9 @@ from rich.table import Table  # noqa: E402
 
 from flows.progress import progress_bar  # noqa: E402
 from schemas.config import ConfigError, RunConfig, load_config  # noqa: E402
+from schemas.layout import CatalogFiles, DemoFiles, RunFiles, RunLayout  # noqa: E402
 from tasks import storage  # noqa: E402
-from tasks.ingest import (IngestReport, catalog_uri, ingest as run_ingest, load_quarantine,  # noqa: E402
+from tasks.ingest import (IngestReport, ingest as run_ingest, load_quarantine,  # noqa: E402
                           reconciliation_line)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -88,7 +89,7 @@ def _print_ingest(report: IngestReport, root: str, list_bad: int) -> None:
     for q in bad[:list_bad]:
         out.print(f"  [yellow]{q.reason.value:>16}[/yellow]  {q.uri}  ({q.detail})")
     if len(bad) > list_bad:
-        out.print(f"  ... {len(bad) - list_bad} more in {catalog_uri(root)}/quarantine/quarantine.parquet")
+        out.print(f"  ... {len(bad) - list_bad} more in {CatalogFiles(RunLayout(root).catalog).quarantine}")
 
 
 @app.command("demo-corpus")
@@ -101,7 +102,7 @@ def demo_corpus(directory: Path = typer.Argument(..., help="folder to (re)create
     gt = build_demo_corpus(directory, DemoConfig(seed=seed))
     n_fam = len(gt["families"])
     out.print(f"demo corpus: {len(gt['expected'])} files, {n_fam} families -> {directory}"
-              f" (ground truth: {directory / 'ground_truth.json'})")
+              f" (ground truth: {directory / DemoFiles.GROUND_TRUTH})")
 
 
 @app.command()
@@ -139,7 +140,7 @@ def demo(out_dir: Path = typer.Option(Path("demo_out"), "--out", help="where eve
     extra = _yaml.safe_load(config.read_text()) if config else None
     _config(config)  # fail early, with the key named, on a bad config file
     res = demo_flow(out=str(out_dir), config=extra, train=train)
-    root = str(out_dir.resolve() / "root") if not extra or "root" not in extra else extra["root"]
+    root = DemoFiles(str(out_dir.resolve())).root if not extra or "root" not in extra else extra["root"]
     ing = res["mined"]["ingest"]
     report = IngestReport(ing["catalog_uri"], ing["seen"], ing["accepted"], ing["duplicates"], ing["quarantined"])
     _print_ingest(report, root, list_bad=50)
@@ -154,7 +155,7 @@ def demo(out_dir: Path = typer.Option(Path("demo_out"), "--out", help="where eve
                   f"checkpoint {t['checkpoint']}")
         for kind, path in t["exports"].items():
             out.print(f"export {kind}: {path}")
-    out.print(f"corpus:    {res['corpus']}\ncatalog:   {catalog_uri(root)}")
+    out.print(f"corpus:    {res['corpus']}\ncatalog:   {RunLayout(root).catalog}")
 
 
 def _print_flow_mining(summary: dict) -> None:
@@ -312,7 +313,7 @@ def train(shard_uris: list[str] = typer.Argument(..., help="one or more complete
         head += (f"; loss {first['loss']:.4f} (step {first['step']}) -> {last['loss']:.4f} (step {last['step']}); "
                  f"{last['samples_per_s']:.2f} samples/s, {last['tokens_per_s']:.0f} tokens/s")
     out.print(head)
-    out.print(f"checkpoint: {res['checkpoint']}\nmetrics:    {storage.join(res['run_dir'], 'metrics.jsonl')}")
+    out.print(f"checkpoint: {res['checkpoint']}\nmetrics:    {RunFiles(res['run_dir']).metrics_log}")
     for kind, path in res["exports"].items():
         out.print(f"export {kind}: {path}")
 

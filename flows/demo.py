@@ -17,6 +17,7 @@ from flows.artifacts import counts_table
 from flows.pipelines import DEMO_LANDED_RESOURCE, mine_flow, run_config, train_flow
 from schemas.config import (FACE_TASKS, SYNTH_TASKS, DemoConfig, MiningConfig, ShardConfig, SynthesisConfig,
                             TrainConfig)
+from schemas.layout import DemoFiles, PairFiles, RunLayout
 from tasks import storage
 from tasks.demo_corpus import build_demo_corpus, current_corpus, family_member_ids
 from tasks.ingest import load_catalog
@@ -65,7 +66,7 @@ def _group_ids(corpus: Path, root: str) -> dict[str, str]:
 
 def family_recovery(corpus: Path, root: str, preset: str) -> FamilyRecovery:
     fam_of = _family_ids(corpus, root)
-    sets = storage.read_parquet(storage.join(root, "pairs", preset, "sets.parquet")).to_pylist()
+    sets = storage.read_parquet(PairFiles(RunLayout(root).pairs(preset)).table("sets")).to_pylist()
     members: dict[tuple[int, int], set[str]] = defaultdict(set)
     for row in sets:
         members[(row["cluster"], row["set_id"])].add(row["id"])
@@ -80,7 +81,7 @@ def family_recovery(corpus: Path, root: str, preset: str) -> FamilyRecovery:
 
 
 def demo_config(out: Path, config: dict[str, Any] | None) -> dict[str, Any]:
-    base = {"root": str(out / "root"), "shards": DEMO_SHARDS.model_dump(), "train": DEMO_TRAIN.model_dump(),
+    base = {"root": DemoFiles(str(out)).root, "shards": DEMO_SHARDS.model_dump(), "train": DEMO_TRAIN.model_dump(),
             "mining": DEMO_MINING.model_dump(mode="json"),
             "synthesis": DEMO_SYNTHESIS.model_dump(), "demo": DEMO_CORPUS.model_dump()}
     return {**base, **(config or {})}
@@ -107,10 +108,10 @@ def claim(folder: str, legacy: str | None = None) -> None:
 def corpus_unit(out: str, demo: dict, root: str) -> str:
     """The corpus, kept when it is already complete with this config; when it is (re)built, the demo root
     derived from an earlier corpus is replaced (it is the demo's own: `claim` checked)."""
-    corpus = Path(out) / "corpus"
+    corpus = Path(DemoFiles(out).corpus)
     if current_corpus(corpus, DemoConfig(**demo)) is None:
         fs, path = storage.fs_path(root)
-        if fs.exists(storage.join(path, "catalog")):
+        if fs.exists(RunLayout(path).catalog):
             claim(root)  # refuses a root the demo did not make: only the demo's own root is removed
             fs.rm(path, recursive=True)
             claim(root)
@@ -125,9 +126,9 @@ def demo_flow(out: str = "demo_out", config: dict[str, Any] | None = None, train
     out_path = Path(out).resolve()
     params = demo_config(out_path, config)
     cfg = run_config(params, None)
-    claim(str(out_path), legacy="corpus/ground_truth.json")
+    claim(str(out_path), legacy=f"{DemoFiles.CORPUS}/{DemoFiles.GROUND_TRUTH}")
     inside = Path(cfg.root).resolve().parent == out_path if "://" not in cfg.root else False
-    claim(cfg.root, legacy="catalog" if inside else None)
+    claim(cfg.root, legacy=RunLayout.CATALOG if inside else None)
     corpus = corpus_unit(str(out_path), cfg.demo.model_dump(), cfg.root)
     mined = mine_flow(source=corpus, root=cfg.root, config=params, writer={"kind": "demo", "corpus": corpus},
                       shard_prefix=DEMO_SHARD_PREFIX, landed_resource=DEMO_LANDED_RESOURCE)

@@ -20,15 +20,12 @@ import torch
 
 from schemas.arrow import to_table
 from schemas.config import TrainConfig
+from schemas.layout import ShardFiles
 from schemas.records import ShardManifestRow
 from tasks import storage
 from tasks.shard_reader import iter_tar_samples
 from tasks.shards import MANIFEST, TAR_MTIME, read_manifest
 from trainer.encode import ENCODED_EXT, encode_sample_bytes
-
-
-def encoded_uri(shard_uri: str, cfg: TrainConfig) -> str:
-    return f"{shard_uri.rstrip('/')}-encoded-{cfg.form}-{cfg.max_tokens}"
 
 
 def encode_shard(in_url: str, out_dir: str, name: str, cfg_dict: dict, base: str) -> dict:
@@ -71,7 +68,7 @@ def encode_shard_set(shard_uri: str, cfg: TrainConfig, base: Path) -> str:
     """Encode every shard of a complete shard set with Ray tasks; a complete side set is reused."""
     import ray
 
-    out = encoded_uri(shard_uri, cfg)
+    out = ShardFiles(shard_uri).encoded(cfg.form, cfg.max_tokens)
     if storage.read_marker(out) is not None:
         return out
     rows = read_manifest(shard_uri)

@@ -21,6 +21,7 @@ from PIL import Image
 
 from flows.artifacts import artifact_key
 from schemas import io as storage
+from schemas.layout import RunFiles
 from trainer.live import EVAL_DIR, read_live
 
 GRID_WIDTH = 1024  # the grid as shown in the UI; the full-size PNG stays in the run folder
@@ -152,7 +153,7 @@ class LiveWatcher:
         try:
             state = read_live(self.run_dir)
         except Exception as e:  # a half-visible object store listing, a network hiccup: next poll
-            self._failed(f"cannot read {storage.join(self.run_dir, 'live.json')}: {e}")
+            self._failed(f"cannot read {RunFiles(self.run_dir).live}: {e}")
             return
         if state is None:
             return

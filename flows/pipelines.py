@@ -28,7 +28,7 @@ from tasks.executors import PrefectRayExecutor
 from tasks.ingest import IngestStage, load_catalog
 from tasks.instruct import InstructStage, load_instructed
 from tasks.mine_pairs import MineStage
-from tasks.layout import RunLayout
+from schemas.layout import RunLayout, ShardFiles
 from tasks.lock import RootLock
 from tasks.pack import PackStage, packs_groups
 from tasks.stage import Stage, StageReport
@@ -125,7 +125,7 @@ def _announcer(cfg: RunConfig, landed: list[dict]) -> Announce:
         c = rep.counts
         if isinstance(stage, (PackStage, SynthPackStage)):  # mined and synthesized sets: one event, one run
             landed.append({"name": stage.params["shard_name"], "uri": storage.absolute(c["uri"]),
-                           "manifest": storage.absolute(storage.join(c["uri"], "manifest.parquet")),
+                           "manifest": storage.absolute(ShardFiles(c["uri"]).manifest),
                            "samples": c["samples"], "shards": c["shards"], "counts_by_task": c["counts_by_task"],
                            "landed_now": ran_now})
             counts_table(f"supervision: {stage.params['shard_name']}",  # samples dropped by the gate, per task
@@ -203,17 +203,13 @@ def mine_flow(source: str | None = None, root: str | None = None, config: dict[s
     event = landed_event(cfg.root, landed, resource)
     if event is not None:
         emit_event(**event)
-        storage.atomic_write_bytes(_announced_uri(cfg.root, resource), json.dumps(digests).encode())
+        storage.atomic_write_bytes(RunLayout(cfg.root).announced(resource), json.dumps(digests).encode())
     return summary
-
-
-def _announced_uri(root: str, resource: str) -> str:
-    return storage.join(root, "shards", f"_announced-{resource}.json")
 
 
 def _announced(root: str, resource: str) -> dict[str, str]:
     """{shard set URI: manifest digest} of the sets the last event of `resource` carried ({} before any)."""
-    fs, path = storage.fs_path(_announced_uri(root, resource))
+    fs, path = storage.fs_path(RunLayout(root).announced(resource))
     if not fs.exists(path):
         return {}
     with fs.open(path, "rb") as f:

@@ -18,11 +18,12 @@ import json
 import os
 import shutil
 
+from schemas.layout import RunFiles
 from tasks import storage
 from tasks.shards import MANIFEST, read_manifest
 from trainer.data import ShardSet, ShardSetChanged, object_version
 
-SNAPSHOT_DIR = "data"  # <run>/data/<digest[:16]>/
+SNAPSHOT_DIR = RunFiles.DATA  # <run>/data/<digest[:16]>/
 
 __all__ = ["SNAPSHOT_DIR", "ShardSetChanged", "pin_shard_set", "release_snapshots"]
 

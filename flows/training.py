@@ -17,6 +17,7 @@ from flows.encode import encode_shard_set
 from flows.live import live_view
 from flows.snapshot import SNAPSHOT_DIR, pin_shard_set, release_snapshots
 from schemas.config import RunConfig, TrainConfig
+from schemas.layout import RunLayout
 from tasks.ray_pool import ensure_ray, stop_ray
 from tasks.shards import manifest_digest, read_manifest
 from tasks import storage
@@ -98,7 +99,7 @@ def train_on_shards(cfg: RunConfig, shard_sets: str | list[str]) -> TrainResult:
     after; the snapshots go once the run reaches max_steps."""
     plan = plan_training(cfg, shard_sets)
     cfg = plan.cfg
-    run_dir = storage.join(storage.absolute(cfg.root), "checkpoints", cfg.train.run_name)
+    run_dir = RunLayout(storage.absolute(cfg.root)).checkpoints(cfg.train.run_name)
     done = latest_checkpoint(run_dir)
     finished = done is not None and done.step >= cfg.train.max_steps  # returns at once: no Ray, no encoding
     started = False if finished else ensure_ray()  # Ray starts here, not in trainer/: one owner of ray.init

@@ -25,6 +25,7 @@ from typing import Protocol
 import fsspec
 
 from mining import chat_http
+from schemas.layout import RunLayout
 from schemas.records import PairRecord
 
 USER_TEXT = "Source, then target."
@@ -132,7 +133,7 @@ class ChatInstructionWriter:
 
     def _cached(self, key: str) -> dict | None:
         """The cached reply, re-validated (an older version cached replies unchecked): a bad one is a miss."""
-        fs, path = fsspec.core.url_to_fs(f"{self.cache}/{key[:2]}/{key}.json")
+        fs, path = fsspec.core.url_to_fs(RunLayout.cached_reply(self.cache, key))
         if not fs.exists(path):
             return None
         with fs.open(path, "rb") as f:
@@ -144,7 +145,7 @@ class ChatInstructionWriter:
             return None
 
     def _store(self, key: str, reply: dict) -> None:
-        fs, path = fsspec.core.url_to_fs(f"{self.cache}/{key[:2]}/{key}.json")
+        fs, path = fsspec.core.url_to_fs(RunLayout.cached_reply(self.cache, key))
         fs.makedirs(fs._parent(path), exist_ok=True)
         tmp = f"{path}.tmp-{os.getpid()}"
         with fs.open(tmp, "wb") as f:

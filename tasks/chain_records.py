@@ -13,10 +13,11 @@ from typing import Iterator
 
 import pyarrow as pa
 
+from schemas.layout import SynthFiles
 from schemas.records import AceSample, ConditionUnit, Generator, Lineage, Role
 from tasks import storage
 
-CHAINS = "chains.parquet"
+CHAINS = SynthFiles.CHAINS
 CHAIN_SCHEMA = pa.schema([
     ("sample_id", pa.string()), ("kind", pa.string()),
     ("source_ids", pa.string()),  # json [catalog id, ...]: every image the record was made from

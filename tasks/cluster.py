@@ -32,15 +32,10 @@ import pyarrow as pa
 from mining.kmeans import assign, fit_centroids, gpu_available, sample_size, split_oversized
 from schemas.config import MiningConfig
 from tasks import storage
-from tasks.layout import RunLayout
+from schemas.layout import ClusterFiles, RunLayout
 from tasks.stage import Resources, SingleUnitStage, StageReport, UnitReport
 
 ASSIGN_SCHEMA = pa.schema([("id", pa.string()), ("cluster", pa.int64())])
-
-
-def clusters_uri(root: str, emb_uri: str) -> str:
-    """Clusters of the embeddings at `emb_uri` (named like its folder)."""
-    return RunLayout(root).clusters(emb_uri.rstrip("/").rsplit("/", 1)[-1])
 
 
 def default_k(n: int) -> int:
@@ -125,15 +120,15 @@ def cluster_stream(emb_uri: str, out: str, cfg: MiningConfig,
     if n == 0:
         raise ValueError(f"{emb_uri} holds no vectors: nothing to cluster")
     gpu = gpu_available()
-    fit = json.loads(_read_bytes(storage.join(out, "fit.json"))) if storage.exists(storage.join(out, "fit.json")) \
-        else None
+    files = ClusterFiles(out)
+    fit = json.loads(_read_bytes(files.fit)) if storage.exists(files.fit) else None
     labels = np.empty(n, np.int64)
     policy = "fit"
     if fit is not None and fit["settings"] == _settings(cfg) and fit["points"] <= n and \
-            storage.exists(storage.join(out, "assignments.parquet")):
+            storage.exists(files.assignments):
         # old rows keep their clusters; new rows go to the nearest existing centroid
-        centroids = _read_npy(storage.join(out, "centroids.npy"))
-        old = storage.read_parquet(storage.join(out, "assignments.parquet"))
+        centroids = _read_npy(files.centroids)
+        old = storage.read_parquet(files.assignments)
         prev = min(old.num_rows, n)  # more rows clustered than embedded now: caught by the id check below
         labels[:prev] = old.column("cluster").to_numpy()[:prev]
         old_ids = old.column("id")
@@ -183,15 +178,15 @@ def cluster_stream(emb_uri: str, out: str, cfg: MiningConfig,
         fit = {"settings": _settings(cfg), "points": n, "mean_cos": cos_sum / n, "epoch": epoch,
                "requested_k": k_req}
         log = []
-    fit_uri = storage.join(out, "fit.json")
+    fit_uri = files.fit
     if storage.exists(fit_uri):  # from here on the files change: without fit.json a crash means a refit
         storage.fs_path(fit_uri)[0].rm(storage.fs_path(fit_uri)[1])
     centroids, more = split_oversized(labels, centroids, lambda r: _gather(emb_uri, sizes, r), seed=cfg.seed + len(log),
                                       niter=cfg.kmeans_niter, max_cluster_size=cfg.max_cluster_size, gpu=gpu)
     log += more
     _write_layout(emb_uri, out, labels, len(centroids))
-    _write_npy(storage.join(out, "centroids.npy"), centroids)
-    storage.atomic_write_bytes(storage.join(out, "split_log.json"), json.dumps(log, indent=1).encode())
+    _write_npy(files.centroids, centroids)
+    storage.atomic_write_bytes(files.split_log, json.dumps(log, indent=1).encode())
     storage.atomic_write_bytes(fit_uri, json.dumps(fit, indent=1).encode())  # the fit's files are complete
     counts = np.bincount(labels, minlength=len(centroids))
     marker = {"k": int(len(centroids)), "requested_k": int(k_req), "points": n, "largest": int(counts.max()),
@@ -208,7 +203,7 @@ def _read_bytes(uri: str) -> bytes:
 
 
 def _read_log(out: str) -> list[dict]:
-    uri = storage.join(out, "split_log.json")
+    uri = ClusterFiles(out).split_log
     return json.loads(_read_bytes(uri)) if storage.exists(uri) else []
 
 
@@ -221,10 +216,11 @@ def _write_layout(emb_uri: str, out: str, labels: np.ndarray, k: int) -> None:
     nxt = offsets[:-1].copy()
     digest = np.zeros(k, np.uint64)  # per cluster: an order-free sum of its ids' leading 64 bits
     d = storage.read_marker(emb_uri)["dim"]
-    vec = _NpySink(storage.join(out, "vectors.npy"), (len(labels), d), np.float16)
-    ids_out = _NpySink(storage.join(out, "ids.npy"), (len(labels),), "S64")
+    files = ClusterFiles(out)
+    vec = _NpySink(files.vectors, (len(labels), d), np.float16)
+    ids_out = _NpySink(files.ids, (len(labels),), "S64")
     pos = 0
-    with storage.ParquetSink(storage.join(out, "assignments.parquet"), ASSIGN_SCHEMA) as asg:
+    with storage.ParquetSink(files.assignments, ASSIGN_SCHEMA) as asg:
         for ids, x in iter_partitions(emb_uri):
             lab = labels[pos:pos + len(ids)]
             asg.write(pa.table({"id": ids, "cluster": pa.array(lab, pa.int64())}, schema=ASSIGN_SCHEMA))
@@ -243,8 +239,8 @@ def _write_layout(emb_uri: str, out: str, labels: np.ndarray, k: int) -> None:
         raise RuntimeError(f"{out}: the by-cluster layout does not account for every row")
     vec.commit()
     ids_out.commit()
-    _write_npy(storage.join(out, "offsets.npy"), offsets)
-    _write_npy(storage.join(out, "cluster_digest.npy"), digest)
+    _write_npy(files.offsets, offsets)
+    _write_npy(files.digest, digest)
 
 
 def _id64(i: str) -> int:
@@ -256,19 +252,19 @@ def _id64(i: str) -> int:
 
 def cluster_digests(uri: str) -> np.ndarray | None:
     """Per cluster, a digest of its members' ids (None for a clustering written before it existed)."""
-    d = storage.join(uri, "cluster_digest.npy")
+    d = ClusterFiles(uri).digest
     return _read_npy(d) if storage.exists(d) else None
 
 
 def load_assignments(uri: str) -> dict[str, int]:
     if storage.read_marker(uri) is None:
         raise FileNotFoundError(f"no complete clustering under {uri}")
-    t = storage.read_parquet(storage.join(uri, "assignments.parquet"))
+    t = storage.read_parquet(ClusterFiles(uri).assignments)
     return dict(zip(t.column("id").to_pylist(), t.column("cluster").to_pylist()))
 
 
 def cluster_offsets(uri: str) -> np.ndarray:
-    return _read_npy(storage.join(uri, "offsets.npy"))
+    return _read_npy(ClusterFiles(uri).offsets)
 
 
 def cluster_rows(uri: str, c0: int, c1: int, offsets: np.ndarray | None = None) \
@@ -281,8 +277,8 @@ def cluster_rows(uri: str, c0: int, c1: int, offsets: np.ndarray | None = None) 
     lo, hi = int(offsets[c0]), int(offsets[c1])
     if hi == lo:
         return [], np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
-    ids = [b.decode() for b in read_rows(storage.join(uri, "ids.npy"), lo, hi)]
-    x = unit_rows(read_rows(storage.join(uri, "vectors.npy"), lo, hi))
+    ids = [b.decode() for b in read_rows(ClusterFiles(uri).ids, lo, hi)]
+    x = unit_rows(read_rows(ClusterFiles(uri).vectors, lo, hi))
     cluster_of = np.repeat(np.arange(c0, c1), np.diff(offsets[c0:c1 + 1]))
     return ids, x, cluster_of
 
@@ -302,7 +298,7 @@ class KMeansStage(SingleUnitStage):
 
     @property
     def out(self) -> str:
-        return clusters_uri(self.cfg.root, self.emb_uri)
+        return self.layout.clusters(self.emb_uri.rstrip("/").rsplit("/", 1)[-1])
 
     def inputs(self) -> list[str]:
         return [self.emb_uri]

@@ -20,8 +20,9 @@ from PIL import Image, ImageOps
 
 from mining.transforms import apply
 from schemas.config import DemoConfig
+from schemas.layout import DemoFiles
 
-GROUND_TRUTH = "ground_truth.json"
+GROUND_TRUTH = DemoFiles.GROUND_TRUTH
 
 
 def _skimage(name: str) -> Callable[[], np.ndarray]:

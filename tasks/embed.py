@@ -19,17 +19,9 @@ from schemas.arrow import embedding_from_table, embedding_to_table
 from schemas.config import IngestConfig
 from schemas.records import EmbeddingPartition, ImageRecord
 from tasks import storage
-from tasks.layout import RunLayout
+from schemas.layout import EmbeddingFiles, RunLayout
 from tasks.sources import read_uri
 from tasks.stage import Stage, StageReport, UnitReport
-
-
-def embeddings_uri(root: str, embedder_name: str) -> str:
-    return RunLayout(root).embeddings(embedder_name)
-
-
-def part_name(index: int) -> str:
-    return f"part-{index:05d}.parquet"
 
 
 def decode_records(records: list[ImageRecord], max_pixels: int) -> tuple[list[str], list, Counter]:
@@ -89,7 +81,7 @@ def finalize_embeddings(out: str, n_parts: int, images: int, band: tuple[float, 
     first = None
     embedded = 0
     for p in range(n_parts):
-        uri = storage.join(out, part_name(p))
+        uri = EmbeddingFiles(out).part(p)
         if not storage.exists(uri):
             raise RuntimeError(f"embedding partition {uri} is missing: run its unit first")
         table = storage.read_parquet(uri)
@@ -115,9 +107,9 @@ def load_embeddings(uri: str) -> tuple[list[str], np.ndarray, dict]:
     ids: list[str] = []
     vecs = []
     for p in range(marker["partitions"]):
-        part = embedding_from_table(storage.read_parquet(storage.join(uri, part_name(p))))
+        part = embedding_from_table(storage.read_parquet(EmbeddingFiles(uri).part(p)))
         if part.embedder != marker["embedder"]:
-            raise ValueError(f"{uri}/{part_name(p)} was made by {part.embedder}, not {marker['embedder']}")
+            raise ValueError(f"{EmbeddingFiles(uri).part(p)} was made by {part.embedder}, not {marker['embedder']}")
         ids += part.ids
         vecs.append(part.vectors.astype(np.float32))
     x = np.concatenate(vecs) if vecs else np.zeros((0, marker["dim"]), np.float32)
@@ -142,7 +134,7 @@ def partition_sizes(uri: str) -> list[int]:
     marker = storage.read_marker(uri)
     if marker is None:
         raise FileNotFoundError(f"no complete embeddings under {uri}")
-    return [storage.parquet_file(storage.join(uri, part_name(p))).metadata.num_rows
+    return [storage.parquet_file(EmbeddingFiles(uri).part(p)).metadata.num_rows
             for p in range(marker["partitions"])]
 
 
@@ -152,9 +144,9 @@ def iter_partitions(uri: str, start: int = 0) -> Iterator[tuple[list[str], np.nd
     if marker is None:
         raise FileNotFoundError(f"no complete embeddings under {uri}")
     for p in range(start, marker["partitions"]):
-        part = embedding_from_table(storage.read_parquet(storage.join(uri, part_name(p))))
+        part = embedding_from_table(storage.read_parquet(EmbeddingFiles(uri).part(p)))
         if part.embedder != marker["embedder"]:
-            raise ValueError(f"{uri}/{part_name(p)} was made by {part.embedder}, not {marker['embedder']}")
+            raise ValueError(f"{EmbeddingFiles(uri).part(p)} was made by {part.embedder}, not {marker['embedder']}")
         yield part.ids, unit_rows(part.vectors)
 
 
@@ -208,7 +200,7 @@ class EmbedStage(Stage):
         fs.makedirs(path, exist_ok=True)
         storage.remove_stale_tmp(self.out)
         ranges = self._ranges()
-        plan_uri = storage.join(self.out, "plan.json")
+        plan_uri = EmbeddingFiles(self.out).plan
         if storage.exists(plan_uri):
             with fs.open(storage.fs_path(plan_uri)[1], "rb") as f:
                 old = [tuple(r) for r in json.loads(f.read())["ranges"]]

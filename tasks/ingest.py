@@ -21,7 +21,7 @@ from schemas.records import ImageRecord, QuarantineRecord
 from tasks import storage
 from tasks.ingest_units import (UNREADABLE_NAMES, Skips, examine, image_extensions, process_unit,  # noqa: F401
                                 run_units)
-from tasks.layout import RunLayout
+from schemas.layout import CatalogFiles, RunLayout
 from tasks.sources import WorkUnit, expand_source, work_units
 from tasks.stage import Resources, Stage, StageReport, UnitReport
 
@@ -62,10 +62,6 @@ class IngestReport:
                 f"+ quarantined {self.quarantined_total}: {status}")
 
 
-def catalog_uri(root: str) -> str:
-    return RunLayout(root).catalog
-
-
 _HOW_NOT_WHAT = {"workers", "chunk_size", "partition_files"}  # how ingest runs, not what it produces
 
 
@@ -103,7 +99,7 @@ def _fingerprint(source: str, cfg: IngestConfig) -> dict:
 def existing_catalog(source: str, root: str, cfg: IngestConfig) -> IngestReport | None:
     """The report of a complete catalog of this source and config (whatever the source holds now); None
     when there is none; an error when the catalog there is of another source or config."""
-    cat = catalog_uri(root)
+    cat = RunLayout(root).catalog
     marker = storage.read_marker(cat)
     if marker is None:
         return None
@@ -120,8 +116,7 @@ def existing_partitions(root: str) -> int:
     return len(_plan(root)["partitions"])
 
 
-_PART_FILE = re.compile(r"part-\d{5}\.(images|quarantine)\.parquet(" + re.escape(storage.TMP_TAG) + r"\w+)?")
-_CATALOG_FILES = ("images.parquet", "duplicates.parquet", "quarantine/quarantine.parquet", "plan.json")
+_PART_FILE = re.compile(CatalogFiles.PART.pattern + "(" + re.escape(storage.TMP_TAG) + r"\w+)?")
 
 
 def _remove_partitions(root: str) -> None:
@@ -137,8 +132,9 @@ def _remove_partitions(root: str) -> None:
 def _remove_catalog(root: str) -> None:
     """Delete a catalog ingest wrote: its files and partitions, marker first; nothing else in the folder."""
     lay = RunLayout(root)
-    for rel in (storage.MARKER, *_CATALOG_FILES):
-        fs, path = storage.fs_path(storage.join(lay.catalog, rel))
+    cat = CatalogFiles(lay.catalog)
+    for uri in (lay.marker(lay.catalog), cat.images, cat.duplicates, cat.quarantine, cat.plan):
+        fs, path = storage.fs_path(uri)
         if fs.exists(path):
             fs.rm(path)
     _remove_partitions(root)
@@ -202,14 +198,10 @@ def new_inputs(source: str, root: str, cfg: IngestConfig) -> int:
     return sum(1 for u in (*files, *tars, *names) if u not in known)
 
 
-def _part_uri(root: str, k: int, what: str) -> str:
-    return RunLayout(root).ingest_part(k, what)
-
-
 def ingest_partition(root: str, k: int, cfg: IngestConfig, progress: Callable[[int], None] | None = None) -> int:
     """One unit of work: decode partition k's inputs (in parallel processes), write its records and its
     quarantine. Skipped when both files exist; returns the number of inputs seen."""
-    img_uri, bad_uri = _part_uri(root, k, "images"), _part_uri(root, k, "quarantine")
+    img_uri, bad_uri = RunLayout(root).ingest_part(k, "images"), RunLayout(root).ingest_part(k, "quarantine")
     if storage.exists(img_uri) and storage.exists(bad_uri):
         return -1
     plan = _plan(root)
@@ -231,7 +223,7 @@ SKIPPED_META = b"aceforge.skipped"  # a quarantine partition's footer: tar membe
 
 
 def partition_skips(root: str, k: int) -> Counter:
-    meta = storage.parquet_file(_part_uri(root, k, "quarantine")).schema_arrow.metadata or {}
+    meta = storage.parquet_file(RunLayout(root).ingest_part(k, "quarantine")).schema_arrow.metadata or {}
     return Counter(json.loads(meta.get(SKIPPED_META, b"{}")))
 
 
@@ -244,7 +236,7 @@ def finalize_ingest(root: str, n_partitions: int) -> IngestReport:
     recorded in duplicates.parquet. Rows of earlier generations keep their positions (embedding partitions
     are row ranges); a new generation's rows come after them. Counts reconcile, then the marker.
     Memory: one generation's records and the set of kept ids."""
-    cat = catalog_uri(root)
+    cat = RunLayout(root).catalog
     plan = _plan(root)
     if n_partitions != len(plan["partitions"]):
         raise RuntimeError(f"{cat}: asked to merge {n_partitions} partitions, the plan has {len(plan['partitions'])}")
@@ -254,13 +246,13 @@ def finalize_ingest(root: str, n_partitions: int) -> IngestReport:
     generations: list[dict] = []
     digest = hashlib.sha256()  # of the kept ids in order: a catalog ingested again with other content differs
     lo = 0
-    with storage.ParquetSink(storage.join(cat, "images.parquet"), IMAGE_RECORD_SCHEMA) as img_out, \
-            storage.ParquetSink(storage.join(cat, "quarantine", "quarantine.parquet"), QUARANTINE_SCHEMA) as bad_out, \
-            storage.ParquetSink(storage.join(cat, "duplicates.parquet"), _DUP_SCHEMA) as dup_out:
+    with storage.ParquetSink(CatalogFiles(cat).images, IMAGE_RECORD_SCHEMA) as img_out, \
+            storage.ParquetSink(CatalogFiles(cat).quarantine, QUARANTINE_SCHEMA) as bad_out, \
+            storage.ParquetSink(CatalogFiles(cat).duplicates, _DUP_SCHEMA) as dup_out:
         for hi in plan["generations"]:
-            imgs = pa.concat_tables([storage.read_parquet(_part_uri(root, k, "images")) for k in range(lo, hi)]
+            imgs = pa.concat_tables([storage.read_parquet(RunLayout(root).ingest_part(k, "images")) for k in range(lo, hi)]
                                     or [IMAGE_RECORD_SCHEMA.empty_table()]).sort_by("uri")
-            bad = pa.concat_tables([storage.read_parquet(_part_uri(root, k, "quarantine")) for k in range(lo, hi)]
+            bad = pa.concat_tables([storage.read_parquet(RunLayout(root).ingest_part(k, "quarantine")) for k in range(lo, hi)]
                                    or [QUARANTINE_SCHEMA.empty_table()]).sort_by("uri")
             keep, dups = [], []
             for row, (rid, uri) in enumerate(zip(imgs.column("id").to_pylist(), imgs.column("uri").to_pylist())):
@@ -295,14 +287,14 @@ def finalize_ingest(root: str, n_partitions: int) -> IngestReport:
 
 def ingest_partition_seen(root: str, k: int) -> int:
     """Records in partition k's two files (from their footers)."""
-    return sum(storage.parquet_file(_part_uri(root, k, w)).metadata.num_rows for w in ("images", "quarantine"))
+    return sum(storage.parquet_file(RunLayout(root).ingest_part(k, w)).metadata.num_rows for w in ("images", "quarantine"))
 
 
 def catalog_generations(root: str) -> list[dict]:
     """[{partitions, rows}] cumulative per ingest generation, from the catalog marker."""
-    marker = storage.read_marker(catalog_uri(root))
+    marker = storage.read_marker(RunLayout(root).catalog)
     if marker is None:
-        raise FileNotFoundError(f"no complete catalog under {catalog_uri(root)}: run `aceforge ingest` first")
+        raise FileNotFoundError(f"no complete catalog under {RunLayout(root).catalog}: run `aceforge ingest` first")
     return marker.get("generations") or [{"partitions": marker.get("partitions", 0),
                                           "rows": marker["counts"]["accepted"]}]
 
@@ -317,7 +309,7 @@ def ingest(source: str, root: str, cfg: IngestConfig | None = None, *, force: bo
     if done is not None and new_inputs(source, root, cfg) == 0:
         return done
     if done is not None:
-        fs, path = storage.fs_path(RunLayout.marker(catalog_uri(root)))
+        fs, path = storage.fs_path(RunLayout.marker(RunLayout(root).catalog))
         fs.rm(path)  # the catalog grows: merged again once the new partitions exist
     n = plan_ingest(source, root, cfg, force)
     if progress_total:
@@ -327,32 +319,32 @@ def ingest(source: str, root: str, cfg: IngestConfig | None = None, *, force: bo
     report = finalize_ingest(root, n)
     from schemas.config import RunConfig
 
-    IngestStage(RunConfig(root=root, ingest=cfg), source=source).stamp(catalog_uri(root))  # as the stage would
+    IngestStage(RunConfig(root=root, ingest=cfg), source=source).stamp(RunLayout(root).catalog)  # as the stage would
     return report
 
 
 def reconciliation_line(counts: dict | None, root: str) -> str | None:
     """The reconciliation line of a run's ingest counts, else of the catalog under `root`; None without one."""
     if counts is None:
-        counts = (storage.read_marker(catalog_uri(root)) or {}).get("counts")
-    return IngestReport.from_counts(counts, catalog_uri(root)).reconciliation() if counts else None
+        counts = (storage.read_marker(RunLayout(root).catalog) or {}).get("counts")
+    return IngestReport.from_counts(counts, RunLayout(root).catalog).reconciliation() if counts else None
 
 
 def load_catalog(root: str) -> list[ImageRecord]:
-    cat = catalog_uri(root)
+    cat = RunLayout(root).catalog
     if storage.read_marker(cat) is None:
         raise FileNotFoundError(f"no complete catalog under {cat}: run `aceforge ingest` first")
-    table = storage.read_parquet(storage.join(cat, "images.parquet"))
+    table = storage.read_parquet(CatalogFiles(cat).images)
     if table.schema.names != IMAGE_RECORD_SCHEMA.names:
-        raise ValueError(f"{cat}/images.parquet has columns {table.schema.names}, expected {IMAGE_RECORD_SCHEMA.names}")
+        raise ValueError(f"{CatalogFiles(cat).images} has columns {table.schema.names}, expected {IMAGE_RECORD_SCHEMA.names}")
     return from_table(table, ImageRecord)  # type: ignore[return-value]
 
 
 def _catalog_file(root: str):
-    cat = catalog_uri(root)
+    cat = RunLayout(root).catalog
     if storage.read_marker(cat) is None:
         raise FileNotFoundError(f"no complete catalog under {cat}: run `aceforge ingest` first")
-    return storage.parquet_file(storage.join(cat, "images.parquet"))
+    return storage.parquet_file(CatalogFiles(cat).images)
 
 
 def catalog_size(root: str) -> int:
@@ -382,12 +374,12 @@ def catalog_uris(root: str, ids: set[str], batch_rows: int = 65536) -> dict[str,
         out.update(zip(hit.column("id").to_pylist(), hit.column("uri").to_pylist()))
     if len(out) != len(ids):
         missing = sorted(ids - out.keys())
-        raise KeyError(f"{len(missing)} ids are not in the catalog under {catalog_uri(root)}, e.g. {missing[0]}")
+        raise KeyError(f"{len(missing)} ids are not in the catalog under {RunLayout(root).catalog}, e.g. {missing[0]}")
     return out
 
 
 def load_quarantine(root: str) -> list[QuarantineRecord]:
-    table = storage.read_parquet(storage.join(catalog_uri(root), "quarantine", "quarantine.parquet"))
+    table = storage.read_parquet(CatalogFiles(RunLayout(root).catalog).quarantine)
     assert table.schema.names == QUARANTINE_SCHEMA.names
     return from_table(table, QuarantineRecord)  # type: ignore[return-value]
 

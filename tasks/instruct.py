@@ -19,6 +19,7 @@ from mining.instructions import (ChatInstructionWriter, InstructionError, Instru
                                  TemplateInstructionWriter)
 from schemas.arrow import PAIR_SCHEMA, from_table, to_table
 from schemas.config import IngestConfig, InstructionConfig
+from schemas.layout import PairFiles, RunLayout
 from schemas.records import AceSample, ConditionUnit, Generator, Lineage, PairRecord, Role
 from schemas.taxonomy import Family, task_spec
 from tasks import storage
@@ -42,7 +43,7 @@ def _previous(out: str, writer: str, mined: set[str]) -> pa.Table | None:
     """The instructed pairs an earlier run of the same writer left in `out` (its marker removed because the
     mined pairs grew) that are still mined, in their order; None when there are none or another writer
     made them."""
-    uri = storage.join(out, "pairs.parquet")
+    uri = PairFiles(out).pairs
     if not storage.exists(uri):
         return None
     table = storage.read_parquet(uri)
@@ -61,7 +62,7 @@ def instruct_pairs(pairs: Iterable[PairRecord] | Iterable[list[PairRecord]], wri
     (`writer_key`: its whole spec; default its name) instructed keep their instruction and their order; new pairs come after them (so a shard set re-packed
     after new images landed keeps its finished shards)."""
     ingest_cfg = ingest_cfg or IngestConfig()
-    out = storage.join(pairs_uri, "instructed")
+    out = PairFiles(pairs_uri).instructed
     marker = storage.read_marker(out)
     if marker is not None:
         return out, marker["counts"]
@@ -75,7 +76,7 @@ def instruct_pairs(pairs: Iterable[PairRecord] | Iterable[list[PairRecord]], wri
     gen = _generator(writer.name)
     key = writer_key or writer.name
     meta = {b"writer": key.encode()}
-    with storage.ParquetSink(storage.join(out, "pairs.parquet"), PAIR_SCHEMA.with_metadata(meta)) as sink:
+    with storage.ParquetSink(PairFiles(out).pairs, PAIR_SCHEMA.with_metadata(meta)) as sink:
         prev = _previous(out, key, mined)
         reused: set[str] = set()
         if prev is not None and prev.num_rows:
@@ -128,7 +129,7 @@ def _generator(name: str) -> Generator:
 def load_instructed(uri: str) -> list[PairRecord]:
     if storage.read_marker(uri) is None:
         raise FileNotFoundError(f"no complete instructed pairs under {uri}")
-    return from_table(storage.read_parquet(storage.join(uri, "pairs.parquet")), PairRecord)  # type: ignore
+    return from_table(storage.read_parquet(PairFiles(uri).pairs), PairRecord)  # type: ignore
 
 
 def pair_samples(pairs: Iterable[PairRecord], catalog: Mapping,
@@ -213,7 +214,7 @@ def make_writer(spec: dict, root: str) -> InstructionWriter:
     if spec["kind"] == "template":
         return TemplateInstructionWriter()
     ic = InstructionConfig(**{k: v for k, v in spec.items() if k != "kind"})
-    return ChatInstructionWriter.from_config(ic, storage.join(root, "cache", "instructions"))
+    return ChatInstructionWriter.from_config(ic, RunLayout(root).instruction_cache)
 
 
 class InstructStage(SingleUnitStage):
@@ -240,7 +241,7 @@ class InstructStage(SingleUnitStage):
         from tasks.ingest import catalog_uris
 
         pairs_uri = self.layout.pairs(self.params["preset"])
-        mined_file = storage.join(pairs_uri, "pairs.parquet")
+        mined_file = PairFiles(pairs_uri).pairs
         if storage.read_marker(pairs_uri) is None:
             raise FileNotFoundError(f"no complete pair mining under {pairs_uri}")
         mined, images = pair_ids_and_images(mined_file)

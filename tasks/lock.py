@@ -17,9 +17,8 @@ import os
 import socket
 import time
 
+from schemas.layout import LOCK
 from tasks import storage
-
-LOCK = ".aceforge.lock"
 
 
 class RootBusy(RuntimeError):

@@ -39,12 +39,12 @@ from schemas.arrow import from_table, to_table
 from schemas.config import MiningConfig
 from schemas.records import Generator, Lineage, PairRecord
 from tasks import storage
-from tasks.layout import RunLayout
+from schemas.layout import MARKER, PAIR_TABLES, PairFiles, RunLayout
 from tasks.mine_geometry import GEOMETRIC_GENERATOR, PAIR_GEOMETRY_TASKS, catalog_verifier, reconcile, uses_geometry
 from tasks.stage import Resources, Stage, StageReport, UnitReport
 
 BAND_GENERATOR = Generator(name="band-union-find", version="1")
-_TABLES = ("edges", "sets", "pairs", "groups")
+_TABLES = PAIR_TABLES
 
 
 @dataclass
@@ -71,14 +71,6 @@ def resolve_band(preset: TaskPreset, cfg: MiningConfig, embedder_band: tuple[flo
         lo = cfg.band_lo if cfg.band_lo is not None else lo
         hi = cfg.band_hi if cfg.band_hi is not None else hi
     return lo, hi
-
-
-def pairs_uri(root: str, preset: TaskPreset) -> str:
-    return RunLayout(root).pairs(preset.name)
-
-
-def batch_uri(root: str, preset: TaskPreset, index: int) -> str:
-    return RunLayout(root).pair_batch(preset.name, index)
 
 
 def cluster_batches(k: int, clusters_per_batch: int) -> list[tuple[int, int]]:
@@ -207,23 +199,23 @@ def _write_tables(out: str, tables: dict[str, dict[str, list]], pairs: list[Pair
         for col in cols:
             tables[name].setdefault(col, [])
     edges = tables["edges"]
-    storage.atomic_write_parquet(storage.join(out, "edges.parquet"), pa.table(
+    storage.atomic_write_parquet(PairFiles(out).table("edges"), pa.table(
         {**edges, "score": pa.array(edges["score"], pa.float32())},
         schema=pa.schema([("cluster", pa.int64()), ("source_id", pa.string()), ("target_id", pa.string()),
                           ("score", pa.float32())])))
-    storage.atomic_write_parquet(storage.join(out, "sets.parquet"), pa.table(
+    storage.atomic_write_parquet(PairFiles(out).table("sets"), pa.table(
         tables["sets"], schema=pa.schema([("cluster", pa.int64()), ("set_id", pa.int64()), ("id", pa.string())])))
-    storage.atomic_write_parquet(storage.join(out, "groups.parquet"), pa.table(
+    storage.atomic_write_parquet(PairFiles(out).table("groups"), pa.table(
         tables["groups"], schema=pa.schema([("cluster", pa.int64()), ("set_id", pa.int64()),
                                             ("input_ids", pa.list_(pa.string())), ("target_id", pa.string())])))
-    storage.atomic_write_parquet(storage.join(out, "pairs.parquet"), to_table(pairs, PairRecord))
+    storage.atomic_write_parquet(PairFiles(out).pairs, to_table(pairs, PairRecord))
 
 
 def merge_batches(root: str, preset: TaskPreset, batches: list[str], band: tuple[float, float]) -> MineReport:
     """Concatenate the complete batches (their directories, in order) into the preset's tables, sum the
     counts, write the marker."""
     n_batches = len(batches)
-    out = pairs_uri(root, preset)
+    out = RunLayout(root).pairs(preset.name)
     marker = storage.read_marker(out)
     if marker is not None:
         return MineReport(out, **marker["counts"])
@@ -239,14 +231,14 @@ def merge_batches(root: str, preset: TaskPreset, batches: list[str], band: tuple
             setattr(rep, key, getattr(rep, key) + c[key])
         drops.update(c["drops"])
         for t in _TABLES:
-            parts[t].append(storage.read_parquet(storage.join(b, f"{t}.parquet")))
+            parts[t].append(storage.read_parquet(PairFiles(b).table(t)))
     rep.drops = dict(sorted(drops.items()))
     if n_batches == 0:
         _write_tables(out, {t: {} for t in _TABLES}, [])
     for t in _TABLES:
         if parts[t]:
-            storage.atomic_write_parquet(storage.join(out, f"{t}.parquet"), pa.concat_tables(parts[t]))
-    storage.atomic_write_bytes(storage.join(out, "drops.json"), json.dumps(rep.drops, indent=1).encode())
+            storage.atomic_write_parquet(PairFiles(out).table(t), pa.concat_tables(parts[t]))
+    storage.atomic_write_bytes(PairFiles(out).drops, json.dumps(rep.drops, indent=1).encode())
     storage.write_marker(out, {"counts": rep.counts(), "band": list(band), "preset": preset.name,
                                "batches": n_batches})
     return rep
@@ -255,7 +247,7 @@ def merge_batches(root: str, preset: TaskPreset, batches: list[str], band: tuple
 def load_pairs(uri: str) -> list[PairRecord]:
     if storage.read_marker(uri) is None:
         raise FileNotFoundError(f"no complete pair mining under {uri}")
-    return from_table(storage.read_parquet(storage.join(uri, "pairs.parquet")), PairRecord)  # type: ignore
+    return from_table(storage.read_parquet(PairFiles(uri).pairs), PairRecord)  # type: ignore
 
 
 class MineStage(Stage):
@@ -284,10 +276,9 @@ class MineStage(Stage):
 
     def _inputs(self) -> tuple[str, str]:
         from mining.embedders import make_embedder
-        from tasks.cluster import clusters_uri
 
         emb = self.layout.embeddings(make_embedder(self.cfg.mining.embedder, self.cfg.models_dir).name)
-        return emb, clusters_uri(self.cfg.root, emb)
+        return emb, self.layout.clusters(emb.rstrip("/").rsplit("/", 1)[-1])
 
     def inputs(self) -> list[str]:
         return [self._inputs()[1]]
@@ -380,7 +371,7 @@ class MineStage(Stage):
                                                   counts={**m["counts"], "band": m["band"]})
 
 
-_BATCH_FILES = {f"{t}.parquet" for t in _TABLES} | {storage.MARKER}
+_BATCH_FILES = {PairFiles.table_name(t) for t in _TABLES} | {MARKER}
 
 
 def _only_batch_files(fs, path: str) -> bool:
@@ -400,4 +391,4 @@ def _file_digest(path: Path) -> str | None:
     return h.hexdigest()
 
 
-_BATCH_DIR = re.compile(r"batch-\d{5}(-[0-9a-f]{8})?")
+_BATCH_DIR = PairFiles.BATCH

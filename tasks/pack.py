@@ -7,6 +7,7 @@ supervision gate (tasks/supervise.py) or is dropped and counted by task and reas
 from __future__ import annotations
 
 from tasks import storage
+from schemas.layout import PairFiles
 from schemas.records import Generator
 from tasks.instruct import group_ids, group_samples, iter_groups, iter_pair_batches, pair_ids_and_images, pair_samples
 from tasks.shards import write_shard_set
@@ -51,7 +52,7 @@ class PackStage(SingleUnitStage):
         done = storage.read_marker(instructed)
         if done is None:
             raise FileNotFoundError(f"no complete instructed pairs under {instructed}")
-        pairs_file = storage.join(instructed, "pairs.parquet")
+        pairs_file = PairFiles(instructed).pairs
         _, images = pair_ids_and_images(pairs_file, instructed_only=True)
         uris = catalog_uris(self.cfg.root, images)  # id -> URI of the images packed: no catalog records held
         pairs = (p for batch in iter_pair_batches(pairs_file) for p in batch)
@@ -78,7 +79,7 @@ class PackStage(SingleUnitStage):
         marker = storage.read_marker(mined)
         if marker is None:
             raise FileNotFoundError(f"no complete pair mining under {mined}")
-        groups_file = storage.join(mined, "groups.parquet")
+        groups_file = PairFiles(mined).table("groups")
         uris = catalog_uris(self.cfg.root, group_ids(groups_file))
         task = preset(self.params["preset"]).task
         emb = storage.read_marker(MineStage(self.cfg, preset=self.params["preset"])._inputs()[0])

@@ -15,12 +15,13 @@ import pyarrow as pa
 from mining.decode import encode_mask
 from mining.mask_filters import filter_masks
 from mining.segment import WithPeople, make_segmenter
+from schemas.layout import SynthFiles
 from schemas.records import Generator
 from tasks import storage
 from tasks.stage import UnitReport
 from tasks.synth_parts import PartStage, check_sum, count_reasons, load_source, selected
 
-REGIONS = "regions.parquet"
+REGIONS = SynthFiles.REGIONS
 REGION_SCHEMA = pa.schema([
     ("image_id", pa.string()), ("region", pa.int32()), ("score", pa.float32()), ("area_frac", pa.float32()),
     ("box_fill", pa.float32()), ("box", pa.list_(pa.int32())), ("kept", pa.bool_()), ("reason", pa.string()),

@@ -26,12 +26,13 @@ from PIL import Image
 from mining.decode import encode_image
 from schemas.arrow import from_table, to_table
 from schemas.config import ShardConfig
+from schemas.layout import ShardFiles
 from schemas.records import AceSample, ConditionUnit, ShardManifestRow
 from schemas.shard_layout import encode_sample, sanitize_key
 from tasks import storage
 
-MANIFEST = "manifest.parquet"
-CARD = "README.md"  # a dataset card whose features let `datasets.load_dataset(<set folder>)` read every field
+MANIFEST = ShardFiles.MANIFEST
+CARD = ShardFiles.CARD  # a dataset card whose features let `datasets.load_dataset(<set folder>)` read every field
 TAR_MTIME = 0  # fixed member mtime: the same samples give byte-identical tars
 
 
@@ -50,27 +51,19 @@ class ShardSetReport:
     resumed_shards: int = 0
 
 
-def _stats_name(prefix: str, index: int) -> str:
-    return f"{prefix}-{index:06d}.stats.json"
-
-
-def _tar_name(prefix: str, index: int) -> str:
-    return f"{prefix}-{index:06d}.tar"
-
-
 def _load_done(out_uri: str, prefix: str) -> list[dict]:
     """Stats of the finished shards 0..k-1 (contiguous); later or orphaned files are removed."""
     fs, path = storage.fs_path(out_uri)
     done: list[dict] = []
     while True:
-        stats_path = f"{path}/{_stats_name(prefix, len(done))}"
-        if not fs.exists(stats_path) or not fs.exists(f"{path}/{_tar_name(prefix, len(done))}"):
+        stats_path = f"{path}/{ShardFiles.stats_name(prefix, len(done))}"
+        if not fs.exists(stats_path) or not fs.exists(f"{path}/{ShardFiles.tar_name(prefix, len(done))}"):
             break
         with fs.open(stats_path, "rb") as f:
             done.append(json.loads(f.read()))
     for p in fs.ls(path, detail=False) if fs.exists(path) else []:  # an object store has no empty folders
         name = os.path.basename(p)
-        if name.startswith(f"{prefix}-") and (name.endswith(".tar") or name.endswith(".stats.json")):
+        if name.startswith(f"{prefix}-") and (name.endswith(ShardFiles.TAR) or name.endswith(ShardFiles.STATS)):
             if int(name[len(prefix) + 1 : len(prefix) + 7]) >= len(done):
                 fs.rm(p)  # a tar renamed but never given stats, or a shard after a gap
     return done
@@ -125,7 +118,7 @@ class _Writer:
         if self.aborted:
             os.remove(fname)
             return
-        name = _tar_name(self.cfg.prefix, self.index)
+        name = ShardFiles.tar_name(self.cfg.prefix, self.index)
         stats = {"shard": name, "samples": len(self.keys), "bytes": self.stream.nbytes,
                  "sha256": self.stream.sha.hexdigest(), "counts_by_task": dict(sorted(self.tasks.items())),
                  "keys": self.keys, "fingerprints": self.prints, "fields": sorted(self.fields),
@@ -138,7 +131,7 @@ class _Writer:
             self.fs.put_file(fname, remote_tmp)
             storage.finalize(self.fs, remote_tmp, final)
             os.remove(fname)
-        storage.atomic_write_bytes(storage.join(self._uri_dir(), _stats_name(self.cfg.prefix, self.index)),
+        storage.atomic_write_bytes(storage.join(self._uri_dir(), ShardFiles.stats_name(self.cfg.prefix, self.index)),
                                    json.dumps(stats).encode())
         self.finished.append(stats)
         self.index += 1
@@ -150,7 +143,7 @@ class _Writer:
 
     def write(self, raw: dict, task: str, fingerprint: str = "") -> None:
         if self.sink is None:
-            pattern = f"{self.staging}/{self.cfg.prefix}-%06d.tar{storage.TMP_TAG}{os.getpid()}"
+            pattern = f"{self.staging}/{ShardFiles.tar_pattern(self.cfg.prefix)}{storage.TMP_TAG}{os.getpid()}"
             self.sink = wds.ShardWriter(pattern, maxcount=self.cfg.maxcount, maxsize=self.cfg.maxsize,
                                         post=self._post, start_shard=self.start, verbose=0, opener=self._open,
                                         encoder=False, mtime=TAR_MTIME)
@@ -222,7 +215,7 @@ def write_card(out_uri: str, fields: list[str], counts_by_task: dict[str, int], 
 
     features = [{"name": "__key__", "dtype": "string"}, {"name": "__url__", "dtype": "string"}]
     features += [{"name": f, "dtype": dtype(f)} for f in fields]
-    header = {"configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "*.tar"}]}],
+    header = {"configs": [{"config_name": "default", "data_files": [{"split": "train", "path": ShardFiles.TAR_GLOB}]}],
               "dataset_info": {"features": features}}
     body = (f"# aceforge shard set\n\n{samples} samples in WebDataset tars; samples per task: "
             f"{json.dumps(counts_by_task)}.\nA field a sample does not have (a second input, a mask) reads as "
@@ -260,7 +253,7 @@ def _drop_from(out_uri: str, prefix: str, index: int) -> None:
     fs, path = storage.fs_path(out_uri)
     for p in fs.ls(path, detail=False) if fs.exists(path) else []:
         name = os.path.basename(p)
-        if name.startswith(f"{prefix}-") and (name.endswith(".tar") or name.endswith(".stats.json")):
+        if name.startswith(f"{prefix}-") and (name.endswith(ShardFiles.TAR) or name.endswith(ShardFiles.STATS)):
             if int(name[len(prefix) + 1 : len(prefix) + 7]) >= index:
                 fs.rm(p)
 

@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 from schemas.config import RunConfig
 from schemas.resources import Resources
 from tasks import storage
-from tasks.layout import RunLayout
+from schemas.layout import RunLayout
 
 if TYPE_CHECKING:
     from mining.model_base import ModelWrapper

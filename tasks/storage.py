@@ -15,8 +15,7 @@ import pyarrow.parquet as pq
 
 from schemas.io import (TMP_TAG, absolute, arrow_fs, atomic_write_bytes, exists, finalize, fs_path, is_local,  # noqa: F401
                         join, parent, tmp_name)
-
-MARKER = "_SUCCESS.json"
+from schemas.layout import MARKER  # noqa: F401  (what write_marker writes)
 
 
 def atomic_write_parquet(uri: str, table: pa.Table) -> None:

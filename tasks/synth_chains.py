@@ -30,6 +30,7 @@ from mining.band import UnionFind
 from mining.chain_instructions import CHAIN_TEMPLATER, chain_instruction
 from mining.synth_instructions import synth_instruction
 from mining.synth_verify import VERIFIER, verify_removal
+from schemas.layout import PairFiles
 from tasks import storage
 from tasks.chain_records import CHAIN_SCHEMA, CHAINS, write_chain_records
 from tasks.stage import Resources, SingleUnitStage, StageReport, UnitReport
@@ -179,7 +180,7 @@ class MultiTurnStage(SingleUnitStage):
 
     def _groups(self) -> dict[str, list[tuple[str, str, str, str]]]:
         """Instructed pairs by connected group (the id columns and the instruction only, batch by batch)."""
-        uri = storage.join(self.pairs_uri, "pairs.parquet")
+        uri = PairFiles(self.pairs_uri).pairs
         cols = ["pair_id", "source_id", "target_id", "instruction"]
         pairs, index = [], {}
         for batch in storage.parquet_file(uri).iter_batches(batch_size=self.cfg.synthesis.chains.pair_batch_rows,

@@ -25,13 +25,14 @@ from mining.dlib_faces import DROP_REASONS, DlibFaces, Face, FaceFilter, face_re
 from mining.face_change import UNNAMED, change_instruction, change_kind
 from mining.face_pairs import CHANGE_NAMER, ERASER, PAIRER, face_instruction, face_pairs
 from schemas.config import FACE_TASKS
+from schemas.layout import SynthFiles
 from schemas.records import AceSample, ConditionUnit, Generator, Lineage, Role
 from tasks import storage
 from tasks.stage import Resources, SingleUnitStage, StageReport, UnitReport
 from tasks.synth_parts import (RECORDS, PartStage, check_sum, count_reasons, digest, load_source, png, selected,
                                unpng)
 
-FACES = "faces.parquet"
+FACES = SynthFiles.FACES
 FACE_SCHEMA = pa.schema([
     ("source_id", pa.string()), ("image_png", pa.binary()), ("height", pa.int32()), ("width", pa.int32()),
     ("box", pa.list_(pa.int32(), 4)), ("score", pa.float32()), ("landmarks", pa.list_(pa.float32(), 10)),
@@ -190,7 +191,7 @@ class FacePairsStage(SingleUnitStage):
         reader = _PartReader(self.inputs()[0])
         todo.sort(key=lambda t: (where[t[1]][0], where[t[2]][0]))  # pairs of the same two parts together
         settings = self.settings()
-        part = storage.join(self.out, "pairs")
+        part = SynthFiles(self.out).face_pairs
         rows: list[dict] = []
         # memory: two faces parts and a batch of records (the records stream to the parquet file)
         with storage.ParquetSink(storage.join(part, RECORDS), PAIR_SCHEMA, row_group_rows=32) as sink:
@@ -242,7 +243,7 @@ class FacePairsStage(SingleUnitStage):
                                  "dropped": count_reasons(erased)}}
             self.reconcile(counts)  # inside the block: a failure leaves no records file and no marker
         storage.write_marker(part, {"counts": counts})
-        storage.write_marker(self.out, {"counts": counts, "parts": ["pairs"], "units": 1})
+        storage.write_marker(self.out, {"counts": counts, "parts": [SynthFiles.FACE_PAIRS], "units": 1})
         self.stamp(self.out)
         return UnitReport(stage=self.label, unit=k, counts=counts)
 
@@ -316,9 +317,6 @@ def face_samples(rec: dict) -> Iterator[AceSample]:
         units.append(ConditionUnit(role=Role.REFERENCE, image=rec["reference_png"]))
     yield AceSample(key=f"{task}-{rec['sample_id']}", task=task, instruction=json.loads(rec["instructions"])[task],
                     units=units, target=ConditionUnit(role=Role.TARGET, image=rec["target_png"]), lineage=lineage)
-
-
-FACE_PAIRS_DIR = "synth/" + FacePairsStage.kind
 
 
 def face_sources(cfg, layout) -> list[tuple[str, list[str]]]:

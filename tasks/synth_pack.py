@@ -23,7 +23,7 @@ from tasks import storage
 from tasks.pack import shard_set_report
 from tasks.shards import write_shard_set
 from tasks.stage import Resources, SingleUnitStage, StageReport, UnitReport
-from tasks.synth_faces import FACE_PAIRS_DIR, face_samples, face_sources
+from tasks.synth_faces import FacePairsStage, face_samples, face_sources
 from tasks.synth_maps import MAP_TASKS, MapsStage, expected_samples, map_record_samples
 from tasks.synth_objects import OBJECT_TASKS, ObjectsStage
 from tasks.synth_parts import iter_records, png, unpng
@@ -127,7 +127,7 @@ class SynthPackStage(SingleUnitStage):
         ic = self.cfg.mining.instructions
         if not ic.model:
             raise ValueError("synthesis.chat_instructions needs mining.instructions.model (and base_url)")
-        return ChatInstructionWriter.from_config(ic, storage.join(self.cfg.root, "cache", "instructions"))
+        return ChatInstructionWriter.from_config(ic, self.layout.instruction_cache)
 
     def _shard_config(self):
         """Always png: a synthesized sample keeps its source's pixels outside the mask exactly, which a lossy
@@ -153,7 +153,7 @@ class SynthPackStage(SingleUnitStage):
     def _samples(self) -> Iterator[AceSample]:
         for d, tasks in self._sources():
             for rec in iter_records(d):
-                yield from (face_samples(rec) if d.endswith(FACE_PAIRS_DIR) else record_samples(rec, tasks))
+                yield from (face_samples(rec) if d == self.layout.synth(FacePairsStage.kind) else record_samples(rec, tasks))
 
     instruction_counts: Counter[str]
 

@@ -25,11 +25,12 @@ from PIL import Image
 
 from mining.decode import RejectedImage, decode_image, encode_image
 from schemas.config import RunConfig
+from schemas.layout import SynthFiles
 from schemas.records import Generator, ImageRecord
 from tasks import storage
 from tasks.stage import Stage, StageReport
 
-RECORDS = "records.parquet"
+RECORDS = SynthFiles.RECORDS
 # one synthesized pair: edit (+ mask) -> target; object pairs also give the reverse (addition)
 RECORD_SCHEMA = pa.schema([
     ("sample_id", pa.string()), ("kind", pa.string()), ("source_id", pa.string()),

@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from schemas.config import RunConfig
-from tasks.layout import RunLayout
+from schemas.layout import FILE_SETS, RunLayout
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,9 +42,13 @@ def test_docs_build_strict_and_references_cover_the_code(tmp_path):
         assert section in by_section, f"no section for {section}"
         assert f"<code>{key}</code>" in by_section[section], f"{section}.{key} missing from the reference"
     layout_page = (tmp_path / "site" / "reference" / "layout" / "index.html").read_text()
-    public = [n for n in dir(RunLayout) if not n.startswith("_") and n not in ("root", "marker")]
-    for name in public:
-        assert f"<code>{name}</code>" in layout_page, name
+    for cls in (RunLayout, *FILE_SETS):
+        assert f"<code>{cls.__name__}</code>" in layout_page, cls.__name__
+        public = [n for n, m in vars(cls).items() if not n.startswith("_") and n != "marker"
+                  and (isinstance(m, (property, staticmethod)) or callable(m))]
+        assert public, cls.__name__
+        for name in public:
+            assert f"<code>{name}</code>" in layout_page, f"{cls.__name__}.{name}"
 
 
 def test_readme_links_point_at_docs_pages_that_exist():

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import torch
 
-TINY_NAME = "tiny-random-flux-fill"
+from schemas.layout import TINY_BASE
+
+TINY_NAME = TINY_BASE
 # The released training configs' T5 ADDED_IDENTIFIER list, in its order (token ids follow it).
 IDENTIFIERS = ("<img>", "{image}", "{caption}", "{mask}", "{ref_image}", "{image1}", "{image2}", "{image3}",
                "{image4}", "{image5}", "{image6}", "{image7}", "{image8}", "{image9}")

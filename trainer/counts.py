@@ -9,8 +9,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from schemas import io as storage
+from schemas.layout import RunFiles
 
-COUNTS_DIR = "data-counts"
+COUNTS_DIR = RunFiles.COUNTS
 
 
 @dataclass
@@ -50,7 +51,7 @@ class DataCounts:
                 "named": self.named}
 
     def write(self, run_dir: str, rank: int) -> None:
-        storage.atomic_write_bytes(storage.join(run_dir, COUNTS_DIR, f"rank-{rank:05d}.json"),
+        storage.atomic_write_bytes(storage.join(run_dir, COUNTS_DIR, RunFiles.count_name(rank)),
                                    json.dumps(self.plain()).encode())
 
 
@@ -59,7 +60,7 @@ def merge_counts(run_dir: str) -> DataCounts:
     total = DataCounts()
     fs, path = storage.fs_path(storage.join(run_dir, COUNTS_DIR))
     for p in sorted(fs.ls(path, detail=False)) if fs.exists(path) else []:
-        if p.endswith(".json"):
+        if p.endswith(RunFiles.JSON):
             with fs.open(p, "rb") as f:
                 d = json.loads(f.read())
             total.merge(DataCounts(d["read"], d["kept"], Counter(d["skipped"]), d.get("named", {})))

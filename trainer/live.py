@@ -13,9 +13,10 @@ import time
 from collections import deque
 
 from schemas import io as storage
+from schemas.layout import RunFiles
 
-LIVE = "live.json"
-EVAL_DIR = "eval"
+LIVE = RunFiles.LIVE
+EVAL_DIR = RunFiles.EVAL
 RECENT = 20  # metric records kept in the live file
 EVALS = 50  # checkpoint evaluations kept in the live file
 
@@ -52,7 +53,7 @@ def read_evals(run_dir: str, last: int = EVALS) -> list[dict]:
     fs, path = storage.fs_path(storage.join(run_dir, EVAL_DIR))
     if not fs.exists(path):
         return []
-    names = sorted(p for p in fs.ls(path, detail=False) if p.endswith(".json"))[-last:]
+    names = sorted(p for p in fs.ls(path, detail=False) if p.endswith(RunFiles.JSON))[-last:]
     out = []
     for p in names:
         with fs.open(p, "rb") as f:

@@ -32,6 +32,7 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig as 
 
 from schemas.config import TrainConfig
 from schemas import io as storage
+from schemas.layout import CheckpointFiles, ExportFiles, RunFiles, RunLayout
 from trainer.components import TINY_NAME, build_tiny_pipeline, save_pipeline
 from trainer.data import DataCounts, ShardSet, as_sets, iter_batches, iter_examples, merge_counts
 from trainer.evaluate import CheckpointEval
@@ -40,7 +41,7 @@ from trainer.runs import (Checkpoint as SavedCheckpoint, claim_run_dir, derived_
                           run_identity)
 from trainer.train import AceTrainer
 
-EXPORT_MARKER = "export.json"
+EXPORT_MARKER = ExportFiles.MARKER
 
 
 @dataclass
@@ -61,7 +62,7 @@ def base_folder(cfg: TrainConfig, root: str | Path) -> Path:
     root = str(root)
     local_root = Path(os.environ.get("ACEFORGE_CACHE", Path.home() / ".cache" / "aceforge")) if "://" in root \
         else Path(root)
-    folder = local_root / "models" / TINY_NAME
+    folder = Path(RunLayout(str(local_root)).models(TINY_NAME))
     if not (folder / "model_index.json").is_file():
         tmp = Path(tempfile.mkdtemp(dir=folder.parent if folder.parent.exists() else None))
         save_pipeline(build_tiny_pipeline(seed=cfg.seed), tmp / "pipe")
@@ -110,7 +111,7 @@ def _loop(config: dict) -> None:
                 m["eval_loss"] = record["loss"]
                 live.add_eval(record)
         if rank == 0 and (step % cfg.log_every == 0 or at_checkpoint):
-            storage.atomic_write_bytes(storage.join(metrics_dir, f"step-{step:07d}.json"), json.dumps(m).encode())
+            storage.atomic_write_bytes(storage.join(metrics_dir, RunFiles.metric_name(step)), json.dumps(m).encode())
         if live is not None:
             live.add_metrics(m)
             if step % cfg.ui_every == 0 or at_checkpoint:
@@ -150,7 +151,7 @@ def run_training(cfg: TrainConfig, shard_urls, root: str | Path, export: bool = 
     if identity is None:
         identity = run_identity(cfg, [hashlib.sha256("\n".join(s.urls).encode()).hexdigest() for s in sets], init)
     cfg = cfg.model_copy(update={"run_name": cfg.run_name or derived_name(identity)})
-    ckpts = storage.join(root, "checkpoints")
+    ckpts = RunLayout(root).checkpoints_dir
     run_dir = storage.join(ckpts, cfg.run_name)
     fs, run_path = storage.fs_path(run_dir)
     fs.makedirs(run_path, exist_ok=True)
@@ -167,9 +168,9 @@ def run_training(cfg: TrainConfig, shard_urls, root: str | Path, export: bool = 
         fs.invalidate_cache()  # Ray's workers wrote the checkpoints: an object store's cached listings are stale
         uri = _uri(fs, result.checkpoint.path)
         with result.checkpoint.as_directory() as local_ckpt:
-            ckpt = SavedCheckpoint(uri, json.loads((Path(local_ckpt) / "state.json").read_text()))
+            ckpt = SavedCheckpoint(uri, json.loads((Path(local_ckpt) / CheckpointFiles.STATE).read_text()))
     metrics = _merge_metrics(run_dir)
-    exports = _exports(cfg, base, ckpt, storage.join(ckpts, "exports", cfg.run_name)) if export else {}
+    exports = _exports(cfg, base, ckpt, RunLayout(root).exports(cfg.run_name)) if export else {}
     return TrainResult(run_dir, ckpt.uri, ckpt.step, metrics, exports, merge_counts(run_dir))
 
 
@@ -200,14 +201,14 @@ def _uri(fs, path: str) -> str:
 
 def _merge_metrics(run_dir: str) -> list[dict]:
     """The per-step metric files, in step order, also written as metrics.jsonl."""
-    fs, path = storage.fs_path(storage.join(run_dir, "metrics"))
+    fs, path = storage.fs_path(RunFiles(run_dir).metrics)
     recs = []
     for p in sorted(fs.ls(path, detail=False)) if fs.exists(path) else []:
-        if p.rsplit("/", 1)[-1].startswith("step-") and p.endswith(".json"):
+        if p.rsplit("/", 1)[-1].startswith("step-") and p.endswith(RunFiles.JSON):
             with fs.open(p, "rb") as f:
                 recs.append(json.loads(f.read()))
     recs.sort(key=lambda r: r["step"])
-    storage.atomic_write_bytes(storage.join(run_dir, "metrics.jsonl"),
+    storage.atomic_write_bytes(RunFiles(run_dir).metrics_log,
                                "".join(json.dumps(r) + "\n" for r in recs).encode())
     return recs
 
@@ -221,7 +222,7 @@ def _fit(cfg: TrainConfig, sets: list[ShardSet], base: Path, ckpts: str, run_dir
     trainer = ray.train.torch.TorchTrainer(
         _loop,
         train_loop_config={"train": cfg.model_dump(), "base": str(base), "urls": [s.plain() for s in sets],
-                           "metrics_dir": storage.join(run_dir, "metrics"), "init": init},
+                           "metrics_dir": RunFiles(run_dir).metrics, "init": init},
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=RayRunConfig(name=cfg.run_name, failure_config=FailureConfig(max_failures=1),
                                 checkpoint_config=CheckpointConfig(num_to_keep=3), **where),
@@ -258,12 +259,12 @@ def export_checkpoint(cfg: TrainConfig, base: Path, ckpt: Path, out_uri: str) ->
     out = Path(path) if local else Path(tempfile.mkdtemp(prefix="aceforge-export-"))
     out.mkdir(parents=True, exist_ok=True)
     if cfg.mode == "full":
-        export_full(trainer.transformer, out / "transformer", adapter_name=None)
-        made = {"diffusers_transformer": "transformer"}
+        export_full(trainer.transformer, out / ExportFiles.TRANSFORMER, adapter_name=None)
+        made = {"diffusers_transformer": ExportFiles.TRANSFORMER}
     else:
-        export_diffusers_lora(trainer.transformer, out / "diffusers")
-        export_kohya_lora(trainer.transformer, out / "comfyui_lora.safetensors")
-        made = {"diffusers_lora": "diffusers", "comfyui_lora": "comfyui_lora.safetensors"}
+        export_diffusers_lora(trainer.transformer, out / ExportFiles.DIFFUSERS)
+        export_kohya_lora(trainer.transformer, out / ExportFiles.COMFYUI)
+        made = {"diffusers_lora": ExportFiles.DIFFUSERS, "comfyui_lora": ExportFiles.COMFYUI}
     if not local:
         fs.makedirs(path, exist_ok=True)
         fs.put(str(out) + "/", path, recursive=True)

@@ -19,10 +19,11 @@ from typing import Iterator
 
 from schemas import io as storage
 from schemas.config import TrainConfig
+from schemas.layout import CheckpointFiles, RunFiles
 
-IDENTITY_FILE = "identity.json"
-STATE_META = "state.json"
-STATE_WEIGHTS = "trainable.safetensors"
+IDENTITY_FILE = RunFiles.IDENTITY
+STATE_META = CheckpointFiles.STATE
+STATE_WEIGHTS = CheckpointFiles.WEIGHTS
 CHECKPOINT_PREFIX = "checkpoint_"  # Ray Train names each checkpoint folder checkpoint_<timestamp>
 
 # TrainConfig fields left out of a run's identity: they do not change the weights a run ends with (where it

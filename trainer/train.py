@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from schemas.config import TrainConfig
+from schemas.layout import CheckpointFiles
 from trainer.components import load_pipeline
 from trainer.data import Example
 from trainer.flow import logit_normal_sigmas, noisy, split_loss, token_mse, velocity_target
@@ -25,7 +26,7 @@ from trainer.lcu import LcuInputs, build_inputs, collate
 from trainer.lora import add_lora
 from trainer.runs import STATE_META, STATE_WEIGHTS, check_compatible
 
-STATE_OPT = "optimizer.pt"
+STATE_OPT = CheckpointFiles.OPTIMIZER
 
 
 def _device(cfg: TrainConfig) -> torch.device:

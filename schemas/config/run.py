@@ -13,10 +13,11 @@ from schemas.config.orchestration import OrchestrationConfig
 from schemas.config.supervision import SupervisionConfig
 from schemas.config.synthesis import SynthesisConfig
 from schemas.config.train import TrainConfig
+from schemas.layout import DemoFiles
 
 
 class RunConfig(_Config):
-    root: str = Field("demo_out/root", description="fsspec URI where every stage writes")
+    root: str = Field(DemoFiles("demo_out").root, description="fsspec URI where every stage writes")
     models_dir: str = Field(
         default_factory=lambda: os.environ.get("ACEFORGE_MODELS", "models"),
         description="folder holding model weights (env ACEFORGE_MODELS)",

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from flows.encode import encode_shard_set, encoded_uri
+from flows.encode import encode_shard_set
+from schemas.layout import ShardFiles
 from schemas.config import ShardConfig, TrainConfig
 from tasks.shards import read_manifest, shard_uris, write_shard_set
 from tests.conftest import make_sample
@@ -29,7 +30,7 @@ def test_precomputed_inputs_give_the_same_loss_without_encoders(tmp_path):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         out = encode_shard_set(src, cfg, base)
-        assert out == encoded_uri(src, cfg)
+        assert out == ShardFiles(src).encoded(cfg.form, cfg.max_tokens)
         assert encode_shard_set(src, cfg, base) == out  # complete: reused
     finally:
         ray.shutdown()

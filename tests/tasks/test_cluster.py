@@ -2,7 +2,8 @@ import numpy as np
 
 from schemas.config import MiningConfig, RunConfig
 from tasks import storage
-from tasks.cluster import KMeansStage, clusters_uri, default_k, load_assignments
+from schemas.layout import RunLayout
+from tasks.cluster import KMeansStage, default_k, load_assignments
 from tasks.embed import load_embeddings
 from tasks.executors import LocalExecutor
 from tests.conftest import EMBEDDED_MINING, copy_embedded
@@ -15,7 +16,7 @@ def test_every_id_is_assigned_a_rerun_is_a_noop_and_new_settings_refit(embedded,
     cfg = RunConfig(root=root, mining={**EMBEDDED_MINING, "k": 4, "seed": 3})
     rep = LocalExecutor().run(KMeansStage(cfg))
     uri = rep.outputs[0]
-    assert uri == clusters_uri(root, emb_uri) and rep.counts["policy"] == "fit"
+    assert uri == RunLayout(root).clusters(emb_uri.rstrip('/').rsplit('/', 1)[-1]) and rep.counts["policy"] == "fit"
     assignments = load_assignments(uri)
     assert set(assignments) == set(ids) and set(assignments.values()) <= set(range(4))
     marker = storage.read_marker(uri)

@@ -27,13 +27,14 @@ def test_counts_that_do_not_reconcile_stop_the_partition_and_the_marker(tmp_path
     import numpy as np
     import pytest
 
-    from tasks.embed import finalize_embeddings, part_name, write_partition
+    from schemas.layout import EmbeddingFiles
+    from tasks.embed import finalize_embeddings, write_partition
 
     out = str(tmp_path / "emb")
     vecs = np.ones((2, 4), np.float32)
     with pytest.raises(RuntimeError, match="3 catalog rows in, 2 embedded"):
-        write_partition(f"{out}/{part_name(0)}", ["a", "b"], vecs, "e", "1", {}, 3)
-    write_partition(f"{out}/{part_name(0)}", ["a", "b"], vecs, "e", "1", {"corrupt": 1}, 3)
+        write_partition(EmbeddingFiles(out).part(0), ["a", "b"], vecs, "e", "1", {}, 3)
+    write_partition(EmbeddingFiles(out).part(0), ["a", "b"], vecs, "e", "1", {"corrupt": 1}, 3)
     with pytest.raises(RuntimeError, match="the catalog has 4 images"):
         finalize_embeddings(out, 1, 4, (0.8, 0.9))
     assert not (tmp_path / "emb" / "_SUCCESS.json").exists()
