@@ -302,6 +302,8 @@ class KMeansStage(SingleUnitStage):
 
     name = "kmeans"
     resources = Resources(cpus=1.0)
+    always, scope, key, config_section = True, "run", "clusters", "mining"
+    needs = ("embed",)
 
     @property
     def emb_uri(self) -> str:

@@ -194,6 +194,8 @@ class EmbedStage(Stage):
     name = "embed"
     unit_name = "partition"
     model = True
+    always, scope, key, config_section, ui_report = True, "run", "embeddings", "mining", "embed"
+    needs = ("ingest",)
 
     def __init__(self, cfg, **params):
         from mining.embedders import make_embedder

@@ -297,6 +297,16 @@ class MineStage(Stage):
     name = "mine"
     unit_name = "batch"
     resources = Resources(cpus=1.0)
+    always, scope, key, config_section, ui_report = True, "preset", "mined", "mining", "pairs"
+    needs = ("kmeans",)
+
+    def summary_entry(self, counts: dict, ran_now: bool) -> dict:
+        return {k: v for k, v in counts.items() if k != "band"}
+
+    @classmethod
+    def summary(cls, m: dict, group: dict, name: str) -> str:
+        return (f"preset {name}: {m['clusters']} clusters, {m['edges']} band edges, {m['sets']} sets, "
+                f"{m['pairs']} pairs, {m['groups']} groups; drops {m['drops']}")
 
     @property
     def label(self) -> str:
