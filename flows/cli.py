@@ -159,58 +159,10 @@ def demo(out_dir: Path = typer.Option(Path("demo_out"), "--out", help="where eve
 
 
 def _print_flow_mining(summary: dict) -> None:
-    for name, stage in summary.items():
-        if not isinstance(stage, dict) or "mined" not in stage:
-            continue
-        m = stage["mined"]
-        out.print(f"preset {name}: {m['clusters']} clusters, {m['edges']} band edges, {m['sets']} sets, "
-                  f"{m['pairs']} pairs, {m['groups']} groups; drops {m['drops']}")
-        if "instructions" in stage:
-            out.print(f"  instructions: {stage['instructions']}")
-        if "shards" in stage:
-            s = stage["shards"]
-            out.print(f"  shard set: {s['uri']}  ({s['shards']} shards, {s['samples']} samples, "
-                      f"{s['bytes'] / 2**20:.1f} MiB, tasks {s['counts_by_task']})")
-            _print_supervision(s)
-    syn = summary.get("synthesis")
-    if syn:
-        if "segment" in syn:
-            c, o = syn["segment"], syn["objects"]
-            out.print(f"synthesis: {c['segmented']} images segmented, {c['regions']} regions, {c['kept']} kept "
-                      f"(dropped {c['dropped']}); {o['samples']} object removals (dropped {o['dropped']})")
-        if "repaint" in syn:
-            out.print(f"synthesis: repainting {syn['repaint']['samples']} (dropped {syn['repaint']['dropped']})")
-        if "text" in syn:
-            t = syn["text"]
-            out.print(f"synthesis: text from {t['read']} images ({t['with_text']} with text): {t['samples']} "
-                      f"(dropped {t['dropped']})")
-        if "maps" in syn:
-            m = syn["maps"]
-            out.print(f"synthesis: maps from {m['read']} images: {m['samples']} (dropped {m['dropped']})")
-        if "face_pairs" in syn:
-            f, p = syn["faces"], syn["face_pairs"]
-            out.print(f"synthesis: {f['faces']} faces in {f['images']} images (dropped {f['dropped']}); pairs "
-                      f"{p['samples']}")
-        for kind in ("style", "long_context", "multi_turn"):
-            if kind in syn:
-                c = syn[kind]
-                out.print(f"synthesis: {kind.replace('_', '-')} {c.get('samples', c.get('pairs'))} samples "
-                          f"(counts {c})")
-        for key, label in (("shards", "synthesis"), ("chain_shards", "chain")):
-            if key in syn:
-                s = syn[key]
-                out.print(f"  {label} shard set: {s['uri']}  ({s['shards']} shards, {s['samples']} samples, "
-                          f"{s['bytes'] / 2**20:.1f} MiB, tasks {s['counts_by_task']})")
-                if s.get("instructions"):
-                    out.print(f"  instructions: {s['instructions']}")
-                _print_supervision(s)
+    from flows.reports import summary_lines
 
-
-def _print_supervision(s: dict) -> None:
-    dropped = s.get("supervision_dropped") or {}
-    if dropped:
-        out.print("  supervision dropped: " + "; ".join(
-            f"{t} " + ", ".join(f"{r} {n}" for r, n in rs.items()) for t, rs in dropped.items()))
+    for line in summary_lines(summary):
+        out.print(line)
 
 
 @app.command()
@@ -445,6 +397,18 @@ def status(limit: int = typer.Option(10, help="how many runs")) -> None:
 def show_config(config: Optional[Path] = ConfigOpt) -> None:
     """Print the effective configuration as YAML."""
     out.print(yaml.safe_dump(_config(config).model_dump(mode="json"), sort_keys=False))
+
+
+@app.command()
+def describe(config: Optional[Path] = ConfigOpt,
+             source: Optional[str] = typer.Option(None, help="the source a run would ingest first"),
+             root: Optional[str] = typer.Option(None, help="output root")) -> None:
+    """Print the stages a config enables, in run order: what each needs, its units, resources, outputs, tasks."""
+    from flows.pipelines import default_writer
+    from tasks.registry import Pipeline
+
+    cfg = _config(config, root=root)
+    out.print(Pipeline(cfg, source, default_writer(cfg)).describe(), markup=False)
 
 
 @shards_app.command("inspect")

@@ -15,22 +15,17 @@ from typing import Any, Callable
 from prefect import flow, task
 from prefect.events import emit_event
 
-from flows.artifacts import band_histogram, counts_table, pair_report, training_summary
-from flows.synthesis import announce_synthesis, run_synthesis
-from tasks.synth_pack import SynthPackStage
+from flows.artifacts import training_summary
+from flows.reports import ReportContext, announce_stage
+from flows.synthesis import run_synthesis
 from schemas.config import ConfigError, RunConfig, parse_config
 from tasks import storage
 from tasks.shards import manifest_digest
 from tasks.cache import call, gated
-from tasks.cluster import KMeansStage
-from tasks.embed import EmbedStage
 from tasks.executors import PrefectRayExecutor
-from tasks.ingest import IngestStage, load_catalog
-from tasks.instruct import InstructStage, load_instructed
-from tasks.mine_pairs import MineStage
-from schemas.layout import RunLayout, ShardFiles
+from schemas.layout import RunLayout
 from tasks.lock import RootLock
-from tasks.pack import PackStage, packs_groups
+from tasks.registry import Pipeline
 from tasks.stage import Stage, StageReport
 
 SHARDS_LANDED = "aceforge.shards.landed"
@@ -94,68 +89,25 @@ def run_mining(executor, cfg: RunConfig, source: str | None = None, writer: dict
 def _stages(run, cfg: RunConfig, source: str | None, writer: dict[str, Any] | None, shard_prefix: str,
             ran_now: dict[str, bool]) -> dict:
     summary: dict[str, Any] = {"root": cfg.root}
-    if source is not None:
-        summary["ingest"] = run(IngestStage(cfg, source=source)).counts
-    summary["embeddings"] = run(EmbedStage(cfg)).counts
-    summary["clusters"] = run(KMeansStage(cfg)).counts
-    for name in cfg.mining.presets:
-        mined = run(MineStage(cfg, preset=name)).counts
-        summary[name] = {"mined": {k: v for k, v in mined.items() if k != "band"}}
-        if packs_groups(name):  # series: the groups of each set, with template instructions (no pair writer)
-            pack = PackStage(cfg, preset=name, shard_name=f"{shard_prefix}-{name}")
-            summary[name]["shards"] = {**run(pack).counts, "landed_now": ran_now[pack.label]}
-            continue
-        if writer is None:
-            print(f"{name}: mining.instructions.backend is none; pairs stay in pairs/, unpacked")
-            continue
-        summary[name]["instructions"] = run(InstructStage(cfg, preset=name, writer=writer)).counts
-        pack = PackStage(cfg, preset=name, shard_name=f"{shard_prefix}-{name}")
-        summary[name]["shards"] = {**run(pack).counts, "landed_now": ran_now[pack.label]}
+    for (*where, key), stage in Pipeline(cfg, source, writer, shard_prefix).mining():
+        group = summary
+        for w in where:
+            group = group.setdefault(w, {})
+        counts = run(stage).counts
+        group[key] = stage.summary_entry(counts, ran_now[stage.label])
     if cfg.synthesis.tasks:
         summary["synthesis"] = run_synthesis(run, cfg, shard_prefix, ran_now)
     return summary
 
 
 def _announcer(cfg: RunConfig, landed: list[dict]) -> Announce:
-    """Artifacts per stage in the UI; every shard set the run packs goes into `landed` (with whether it landed
-    in this run), for the one `aceforge.shards.landed` event at the end of the run."""
-    catalog: dict = {}
+    """Artifacts per stage in the UI (the report each stage declares, flows/reports.py); every shard set the
+    run packs goes into `landed` (with whether it landed in this run), for the one `aceforge.shards.landed`
+    event at the end of the run."""
+    ctx = ReportContext(cfg, landed)
 
     def announce(stage: Stage, rep: StageReport, ran_now: bool) -> None:
-        c = rep.counts
-        if isinstance(stage, (PackStage, SynthPackStage)):  # mined and synthesized sets: one event, one run
-            landed.append({"name": stage.params["shard_name"], "uri": storage.absolute(c["uri"]),
-                           "manifest": storage.absolute(ShardFiles(c["uri"]).manifest),
-                           "samples": c["samples"], "shards": c["shards"], "counts_by_task": c["counts_by_task"],
-                           "landed_now": ran_now})
-            counts_table(f"supervision: {stage.params['shard_name']}",  # samples dropped by the gate, per task
-                         {f"{t}: {r}": n for t, rs in (c.get("supervision_dropped") or {}).items() for r, n in rs.items()}
-                         or {"dropped": 0}, f"supervision-{stage.params['shard_name']}")
-        if announce_synthesis(cfg, stage, rep):
-            return
-        if isinstance(stage, IngestStage):
-            counts_table("ingest", {"seen": c["seen"], "accepted": c["accepted"], "duplicates": c["duplicates"],
-                                    **{f"quarantined: {r}": n for r, n in c["quarantined"].items()},
-                                    **{f"not read: {r}": n for r, n in (c.get("skipped") or {}).items()}},
-                         "ingest-counts")
-        elif isinstance(stage, EmbedStage):
-            counts_table("embeddings", {"images": c["images"], "embedded": c["embedded"],
-                                        **{f"skipped: {r}": n for r, n in (c["skipped"] or {}).items()}},
-                         "embed-counts")
-        elif isinstance(stage, MineStage):
-            name = stage.params["preset"]
-            counts_table(f"pairs: {name}", {"clusters": c["clusters"], "band edges": c["edges"], "sets": c["sets"],
-                                            "pairs": c["pairs"], **{f"dropped: {r}": n for r, n in c["drops"].items()}},
-                         f"pairs-{name}")
-            band_histogram(rep.outputs[0], tuple(c["band"]), f"band similarities: {name}", f"band-{name}")
-        elif isinstance(stage, InstructStage):
-            name = stage.params["preset"]
-            counts_table(f"instructions: {name}", {k: v for k, v in c.items() if k != "writer"},
-                         f"instructions-{name}")
-            if not catalog:
-                catalog.update({r.id: r for r in load_catalog(cfg.root)})
-            pair_report(load_instructed(rep.outputs[0]), catalog, f"sampled pairs: {name}", f"pairs-report-{name}",
-                        seed=cfg.mining.seed)
+        announce_stage(ctx, stage, rep, ran_now)
 
     return announce
 

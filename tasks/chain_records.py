@@ -63,3 +63,8 @@ def chain_samples(rec: dict, tasks: list[str]) -> Iterator[AceSample]:
         mine = [u for u in units if u.role is Role.EDIT] if task == "style_editing" else units
         yield AceSample(key=f"{task}-{rec['sample_id']}", task=task, instruction=instructions[task], units=mine,
                         target=ConditionUnit(role=Role.TARGET, image=rec["target_png"]), lineage=lineage)
+
+
+def chain_line(cls, c: dict, group: dict, name: str) -> str:
+    """A style or chain stage in the command line's summary (its `summary`)."""
+    return f"synthesis: {cls.key.replace('_', '-')} {c.get('samples', c.get('pairs'))} samples (counts {c})"

@@ -32,7 +32,7 @@ import pyarrow as pa
 from mining.kmeans import assign, fit_centroids, gpu_available, sample_size, split_oversized
 from schemas.config import MiningConfig
 from tasks import storage
-from schemas.layout import ClusterFiles, RunLayout
+from schemas.layout import ClusterFiles
 from tasks.stage import Resources, SingleUnitStage, StageReport, UnitReport
 
 ASSIGN_SCHEMA = pa.schema([("id", pa.string()), ("cluster", pa.int64())])
@@ -289,6 +289,8 @@ class KMeansStage(SingleUnitStage):
 
     name = "kmeans"
     resources = Resources(cpus=1.0)
+    always, scope, key, config_section = True, "run", "clusters", "mining"
+    needs = ("embed",)
 
     @property
     def emb_uri(self) -> str:

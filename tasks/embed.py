@@ -19,7 +19,7 @@ from schemas.arrow import embedding_from_table, embedding_to_table
 from schemas.config import IngestConfig
 from schemas.records import EmbeddingPartition, ImageRecord
 from tasks import storage
-from schemas.layout import EmbeddingFiles, RunLayout
+from schemas.layout import EmbeddingFiles
 from tasks.sources import read_uri
 from tasks.stage import Stage, StageReport, UnitReport
 
@@ -164,6 +164,8 @@ class EmbedStage(Stage):
     name = "embed"
     unit_name = "partition"
     model = True
+    always, scope, key, config_section, ui_report = True, "run", "embeddings", "mining", "embed"
+    needs = ("ingest",)
 
     def __init__(self, cfg, **params):
         from mining.embedders import make_embedder

@@ -391,6 +391,7 @@ class IngestStage(Stage):
     name = "ingest"
     unit_name = "partition"
     resources = Resources(cpus=1.0)
+    always, scope, key, config_section, ui_report = True, "run", "ingest", "ingest", "ingest"
 
     @property
     def source(self) -> str:

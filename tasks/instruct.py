@@ -222,6 +222,13 @@ class InstructStage(SingleUnitStage):
 
     name = "instructions"
     resources = Resources(cpus=0.5)
+    always, scope, key, config_section, ui_report = True, "preset", "instructions", "mining.instructions", \
+        "instructions"
+    needs = ("mine",)
+
+    @classmethod
+    def summary(cls, counts: dict, group: dict, name: str) -> str:
+        return f"  instructions: {counts}"
 
     @property
     def label(self) -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -259,6 +258,16 @@ class MineStage(Stage):
     name = "mine"
     unit_name = "batch"
     resources = Resources(cpus=1.0)
+    always, scope, key, config_section, ui_report = True, "preset", "mined", "mining", "pairs"
+    needs = ("kmeans",)
+
+    def summary_entry(self, counts: dict, ran_now: bool) -> dict:
+        return {k: v for k, v in counts.items() if k != "band"}
+
+    @classmethod
+    def summary(cls, m: dict, group: dict, name: str) -> str:
+        return (f"preset {name}: {m['clusters']} clusters, {m['edges']} band edges, {m['sets']} sets, "
+                f"{m['pairs']} pairs, {m['groups']} groups; drops {m['drops']}")
 
     @property
     def label(self) -> str:

@@ -19,6 +19,15 @@ from tasks.supervise import settings as supervision_settings
 class PackStage(SingleUnitStage):
     name = "pack"
     resources = Resources(cpus=1.0)
+    always, scope, key, config_section, ui_report = True, "preset", "shards", "shards", "landed"
+    needs = ("instructions",)  # group presets: the mined groups only
+
+    def summary_entry(self, counts: dict, ran_now: bool) -> dict:
+        return {**counts, "landed_now": ran_now}
+
+    @classmethod
+    def summary(cls, s: dict, group: dict, name: str) -> str:
+        return shard_set_lines("shard set", s, instructions=False)
 
     @property
     def label(self) -> str:
@@ -122,3 +131,16 @@ def shard_set_report(stage, out: str) -> StageReport | None:
                                "counts_by_task": m["counts_by_task"], "kept_shards": m.get("kept_shards", 0),
                                "supervision_dropped": (m.get("supervision") or {}).get("dropped", {}),
                                **({"instructions": m["instructions"]} if m.get("instructions") else {})})
+
+
+def shard_set_lines(label: str, s: dict, instructions: bool = True) -> str:
+    """A packed shard set in the command line's summary: where, how big, its tasks, what the gate dropped."""
+    lines = [f"  {label}: {s['uri']}  ({s['shards']} shards, {s['samples']} samples, "
+             f"{s['bytes'] / 2**20:.1f} MiB, tasks {s['counts_by_task']})"]
+    if instructions and s.get("instructions"):
+        lines.append(f"  instructions: {s['instructions']}")
+    dropped = s.get("supervision_dropped") or {}
+    if dropped:
+        lines.append("  supervision dropped: " + "; ".join(
+            f"{t} " + ", ".join(f"{r} {n}" for r, n in rs.items()) for t, rs in dropped.items()))
+    return "\n".join(lines)

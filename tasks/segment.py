@@ -46,6 +46,7 @@ def segmenter_for(cfg):
 class SegmentStage(PartStage):
     name = "synth-segment"
     kind = "segments"
+    key, config_section, ui_report = "segment", "synthesis", "counts"
     table = REGIONS
     model = True
 

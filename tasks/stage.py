@@ -22,7 +22,7 @@ import hashlib
 import importlib
 import json
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 from pydantic import BaseModel, Field
 
@@ -93,10 +93,51 @@ class Stage(ABC):
     resources: ClassVar[Resources] = Resources()
     model: ClassVar[bool] = False
 
+    # what the registry (tasks/registry.py) reads; plain declarations, no behaviour
+    produces: ClassVar[tuple[str, ...]] = ()  # the ACE tasks whose records it makes (synthesis.tasks enable it)
+    needs: ClassVar[tuple[str, ...]] = ()  # names of the registered stages it reads
+    config_section: ClassVar[str] = ""  # dotted path of its RunConfig sub-model, e.g. "synthesis.text"
+    scope: ClassVar[str] = "synthesis"  # where its counts go in a run's summary: run, preset or synthesis
+    key: ClassVar[str] = ""  # its key there (its counts: summary[key], [preset][key] or ["synthesis"][key])
+    shard_set: ClassVar[str | None] = None  # a producer: which shard set ("synthesis", "chains") packs it
+    packs: ClassVar[str | None] = None  # a pack stage: the shard set whose producers it packs
+    ui_report: ClassVar[str | None] = None  # the UI report it gets (a name flows/reports.py dispatches on)
+    always: ClassVar[bool] = False  # runs whatever synthesis.tasks holds (the mining stages)
+
     def __init__(self, cfg: RunConfig, **params: Any):
         self.cfg = cfg
         self.params = params
         self.layout = RunLayout(cfg.root)
+
+    @classmethod
+    def wanted(cls, cfg: RunConfig) -> bool:
+        """Whether the config asks for it by itself (a configured task it produces)."""
+        return cls.always or any(t in cls.produces for t in cfg.synthesis.tasks)
+
+    # a producer, as its pack stage sees it
+    def packed_tasks(self) -> list[str]:
+        """The tasks its shard set packs from its records, in config order."""
+        return [t for t in self.cfg.synthesis.tasks if t in self.produces]
+
+    def samples(self, rec: dict, tasks: list[str]) -> Iterator[Any]:
+        """The AceSamples one of its records gives for `tasks`."""
+        raise NotImplementedError(f"{self.name} makes no samples")
+
+    @staticmethod
+    def expected(counts: dict[str, Any], task: str) -> int:
+        """Samples of `task` its finished marker's counts promise the pack stage."""
+        return counts["samples"].get(task, 0)
+
+    # its place in a run's summary and the command line's summary
+    def summary_entry(self, counts: dict[str, Any], ran_now: bool) -> dict[str, Any]:
+        """What the run summary holds for it."""
+        return counts
+
+    @classmethod
+    def summary(cls, counts: dict[str, Any], group: dict[str, Any], name: str) -> str | None:
+        """Its lines in the command line's summary (None: none); `group` holds it and its siblings' counts,
+        under `name` (a preset, or "synthesis")."""
+        return None
 
     # identity
     @property

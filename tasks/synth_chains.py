@@ -32,7 +32,7 @@ from mining.synth_instructions import synth_instruction
 from mining.synth_verify import VERIFIER, verify_removal
 from schemas.layout import PairFiles
 from tasks import storage
-from tasks.chain_records import CHAIN_SCHEMA, CHAINS, write_chain_records
+from tasks.chain_records import CHAIN_SCHEMA, CHAINS, chain_line, chain_samples, write_chain_records
 from tasks.stage import Resources, SingleUnitStage, StageReport, UnitReport
 from tasks.synth_objects import ObjectsStage
 from tasks.synth_parts import RECORDS, PartStage, check_sum, count_reasons, digest, load_source, png, unpng
@@ -43,6 +43,14 @@ CHAIN_STAGE_TASKS = ("long_context", "multi_turn")
 class LongContextStage(PartStage):
     name = "synth-long-context"
     kind = "long_context"
+    produces, needs, shard_set = ("long_context",), ("synth-objects",), "chains"
+    key, config_section, ui_report = "long_context", "synthesis.chains", "chains"
+    samples = staticmethod(chain_samples)
+    summary = classmethod(chain_line)
+
+    @staticmethod
+    def expected(counts: dict, task: str) -> int:
+        return counts["samples"]
     table = CHAINS
     model = True
 
@@ -162,6 +170,14 @@ def conversations(pairs: list[tuple[str, str, str, str]], max_turns: int,
 class MultiTurnStage(SingleUnitStage):
     name = "synth-multi-turn"
     resources = Resources(cpus=1.0)
+    produces, needs, shard_set = ("multi_turn",), ("instructions",), "chains"
+    key, config_section, ui_report = "multi_turn", "synthesis.chains", "chains"
+    samples = staticmethod(chain_samples)
+    summary = classmethod(chain_line)
+
+    @staticmethod
+    def expected(counts: dict, task: str) -> int:
+        return counts["samples"]
 
     @property
     def out(self) -> str:

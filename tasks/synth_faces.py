@@ -58,6 +58,7 @@ def faces_for(cfg) -> DlibFaces:
 class FacesStage(PartStage):
     name = "synth-faces"
     kind = "faces"
+    key, config_section, ui_report = "faces", "synthesis.faces", "faces"
     table = FACES
     model = True
     resources = Resources(cpus=1.0)
@@ -136,6 +137,21 @@ class FacePairsStage(SingleUnitStage):
     name = "synth-face-pairs"
     kind = "face_pairs"
     resources = Resources(cpus=1.0)
+    produces, needs, shard_set = PAIR_TASKS, ("synth-faces",), "synthesis"
+    key, config_section, ui_report = "face_pairs", "synthesis.faces", "face_pairs"
+
+    def packed_tasks(self) -> list[str]:
+        """The configured facial tasks, and the face-erased references when asked for (not a configured task)."""
+        tasks = [t for t in self.cfg.synthesis.tasks if t in FACE_TASKS]
+        return tasks + ["reference_generation"] if tasks and self.cfg.synthesis.faces.erased_reference else tasks
+
+    def samples(self, rec: dict, tasks: list[str]) -> Iterator[AceSample]:
+        return face_samples(rec)
+
+    @classmethod
+    def summary(cls, p: dict, group: dict, name: str) -> str:
+        f = group["faces"]
+        return f"synthesis: {f['faces']} faces in {f['images']} images (dropped {f['dropped']}); pairs {p['samples']}"
 
     @property
     def out(self) -> str:
@@ -317,12 +333,3 @@ def face_samples(rec: dict) -> Iterator[AceSample]:
         units.append(ConditionUnit(role=Role.REFERENCE, image=rec["reference_png"]))
     yield AceSample(key=f"{task}-{rec['sample_id']}", task=task, instruction=json.loads(rec["instructions"])[task],
                     units=units, target=ConditionUnit(role=Role.TARGET, image=rec["target_png"]), lineage=lineage)
-
-
-def face_sources(cfg, layout) -> list[tuple[str, list[str]]]:
-    """The pack's source entry for face pair records (the packed tasks), when a facial task is configured."""
-    if not any(t in FACE_TASKS for t in cfg.synthesis.tasks):
-        return []
-    tasks = [t for t in cfg.synthesis.tasks if t in FACE_TASKS]
-    return [(layout.synth(FacePairsStage.kind), tasks + (["reference_generation"]
-                                                         if cfg.synthesis.faces.erased_reference else []))]

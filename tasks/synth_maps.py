@@ -84,6 +84,19 @@ def map_kinds(tasks: list[str]) -> list[str]:
 class MapsStage(PartStage):
     name = "synth-maps"
     kind = "maps"
+    produces, shard_set = MAP_TASKS, "synthesis"
+    key, config_section, ui_report = "maps", "synthesis.maps", "maps"
+
+    def samples(self, rec: dict, tasks: list[str]) -> Iterator[AceSample]:
+        return map_record_samples(rec, tasks)
+
+    @staticmethod
+    def expected(counts: dict, task: str) -> int:
+        return expected_samples(counts, task)
+
+    @classmethod
+    def summary(cls, m: dict, group: dict, name: str) -> str:
+        return f"synthesis: maps from {m['read']} images: {m['samples']} (dropped {m['dropped']})"
     model = True
 
     def __init__(self, cfg, **params):

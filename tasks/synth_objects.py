@@ -35,6 +35,18 @@ OBJECT_TASKS = ("object_removal", "object_addition", "layer_decouple", "layer_fu
 class ObjectsStage(PartStage):
     name = "synth-objects"
     kind = "objects"
+    produces, needs, shard_set = OBJECT_TASKS, ("synth-segment",), "synthesis"
+    key, config_section, ui_report = "objects", "synthesis", "records"
+
+    @staticmethod
+    def expected(counts: dict, task: str) -> int:
+        return counts.get("named", 0) if task == "inpainting_text_guided" else counts["samples"]  # named: a caption
+
+    @classmethod
+    def summary(cls, o: dict, group: dict, name: str) -> str:
+        c = group["segment"]
+        return (f"synthesis: {c['segmented']} images segmented, {c['regions']} regions, {c['kept']} kept "
+                f"(dropped {c['dropped']}); {o['samples']} object removals (dropped {o['dropped']})")
     model = True
 
     def __init__(self, cfg, **params):

@@ -12,78 +12,35 @@ must equal what the records promise, or no marker is written.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from typing import Iterator
 
-import numpy as np
-
-from schemas.records import AceSample, ConditionUnit, Generator, Lineage, Role
+from schemas.records import AceSample, Generator
 from tasks import storage
-from tasks.pack import shard_set_report
+from tasks.pack import shard_set_lines, shard_set_report
 from tasks.shards import write_shard_set
-from tasks.stage import Resources, SingleUnitStage, StageReport, UnitReport
-from tasks.synth_faces import FacePairsStage, face_samples, face_sources
-from tasks.synth_maps import MAP_TASKS, MapsStage, expected_samples, map_record_samples
-from tasks.synth_objects import OBJECT_TASKS, ObjectsStage
-from tasks.synth_parts import iter_records, png, unpng
-from tasks.synth_repaint import REPAINT_TASKS, RepaintStage
+from tasks.stage import Resources, SingleUnitStage, Stage, StageReport, UnitReport
+from tasks.synth_parts import iter_records
 from tasks.supervise import Gate, reconcile, supervision_dropped
 from tasks.supervise import settings as supervision_settings
-from tasks.synth_text import TEXT_TASKS, TextStage
-
-
-def on_white(source_png: bytes, object_png: bytes) -> bytes:
-    """The object's pixels on a white canvas of the source's size."""
-    src, obj = unpng(source_png), unpng(object_png) > 0
-    out = np.full_like(src, 255)
-    out[obj] = src[obj]
-    return png(out)
-
-
-def record_samples(rec: dict, tasks: list[str]) -> Iterator[AceSample]:
-    """The AceSamples one synthesis record gives for `tasks`. An object record (edit = source, target =
-    object removed, mask = the dilated object, object = its own mask) gives: object_removal; object_addition
-    (the reverse); layer_decouple (source -> the object on white, the mask over everything but the object);
-    layer_fusion (background with the mask + the object on white as a reference -> the source);
-    inpainting_text_guided, for a named object only (the source with the mask blanked -> the source)."""
-    if rec["kind"].startswith(("map:", "multi:")):  # condition maps and restoration: tasks/synth_maps.py
-        yield from map_record_samples(rec, tasks)
-        return
-    instructions = json.loads(rec["instructions"])
-    lineage = Lineage(source_ids=[rec["source_id"]],
-                      generators=[Generator(name=n, version=v) for n, v in json.loads(rec["generators"])],
-                      scores=json.loads(rec["scores"]), labels=json.loads(rec.get("labels") or "{}"))
-    subject = None
-    for task in tasks:
-        if task not in instructions:
-            continue
-        units = [ConditionUnit(role=Role.EDIT, image=rec["edit_png"], mask=rec["mask_png"])]
-        target = rec["target_png"]
-        if task in ("object_addition", "text_addition"):  # the exact reverse of the stored removal
-            units, target = [ConditionUnit(role=Role.EDIT, image=rec["target_png"], mask=rec["mask_png"])], \
-                rec["edit_png"]
-        elif task == "inpainting_text_guided":  # the named object's region blanked -> the source
-            src, m = unpng(rec["edit_png"]), unpng(rec["mask_png"]) > 0
-            units = [ConditionUnit(role=Role.EDIT, image=png(np.where(m[..., None], 0, src).astype(np.uint8)),
-                                   mask=rec["mask_png"])]
-            target = rec["edit_png"]
-        elif task in ("layer_decouple", "layer_fusion"):
-            subject = subject or on_white(rec["edit_png"], rec["object_png"])
-            if task == "layer_decouple":
-                background = png(np.where(unpng(rec["object_png"]) > 0, 0, 255).astype(np.uint8))
-                units, target = [ConditionUnit(role=Role.EDIT, image=rec["edit_png"], mask=background)], subject
-            else:
-                units = [ConditionUnit(role=Role.EDIT, image=rec["target_png"], mask=rec["mask_png"]),
-                         ConditionUnit(role=Role.REFERENCE, image=subject)]
-                target = rec["edit_png"]
-        yield AceSample(key=f"{task}-{rec['sample_id']}", task=task, instruction=instructions[task], units=units,
-                        target=ConditionUnit(role=Role.TARGET, image=target), lineage=lineage)
 
 
 class SynthPackStage(SingleUnitStage):
-    name = "pack"
+    """Packs the records of the registered producers whose `shard_set` is `packs` (tasks/registry.py), in
+    registry order, each producer's tasks in config order."""
+
+    name = "pack-synthesis"
     resources = Resources(cpus=1.0)
+    packs, key, config_section, ui_report = "synthesis", "shards", "shards", "synth_landed"
+    title = "synthesis shard set"  # its line in the command line's summary
+    records = staticmethod(iter_records)  # a producer's records, from its output directory
+
+    def summary_entry(self, counts: dict, ran_now: bool) -> dict:
+        return {**counts, "landed_now": ran_now}
+
+    @classmethod
+    def summary(cls, s: dict, group: dict, name: str) -> str:
+        return shard_set_lines(cls.title, s)
 
     @property
     def label(self) -> str:
@@ -93,19 +50,15 @@ class SynthPackStage(SingleUnitStage):
     def out(self) -> str:
         return self.layout.shards(self.params["shard_name"])
 
+    def producers(self) -> list[tuple[Stage, list[str]]]:
+        """(producer, the tasks packed from its records) for each producer of this set with a task to pack."""
+        from tasks.registry import producers
+
+        stages = [cls(self.cfg) for cls in producers(self.packs)]
+        return [(st, tasks) for st in stages if (tasks := st.packed_tasks())]
+
     def _sources(self) -> list[tuple[str, list[str]]]:
-        tasks = self.cfg.synthesis.tasks
-        out = []
-        if any(t in OBJECT_TASKS for t in tasks):
-            out.append((self.layout.synth(ObjectsStage.kind), [t for t in tasks if t in OBJECT_TASKS]))
-        if any(t in REPAINT_TASKS for t in tasks):
-            out.append((self.layout.synth(RepaintStage.kind), [t for t in tasks if t in REPAINT_TASKS]))
-        out += face_sources(self.cfg, self.layout)
-        if any(t in TEXT_TASKS for t in tasks):  # text records are removals: each gives both tasks
-            out.append((self.layout.synth(TextStage.kind), [t for t in tasks if t in TEXT_TASKS]))
-        if any(t in MAP_TASKS for t in tasks):
-            out.append((self.layout.synth(MapsStage.kind), [t for t in tasks if t in MAP_TASKS]))
-        return out
+        return [(st.out, tasks) for st, tasks in self.producers()]
 
     def inputs(self) -> list[str]:
         return [d for d, _ in self._sources()]
@@ -137,23 +90,16 @@ class SynthPackStage(SingleUnitStage):
     def expected(self) -> dict[str, int]:
         """Samples per task the finished synthesis stages promise."""
         want: Counter[str] = Counter()
-        for d, tasks in self._sources():
-            c = storage.read_marker(d)["counts"]
+        for st, tasks in self.producers():
+            c = storage.read_marker(st.out)["counts"]
             for t in tasks:
-                if t in MAP_TASKS:
-                    want[t] += expected_samples(c, t)
-                elif t == "inpainting_text_guided":
-                    want[t] += c.get("named", 0)  # only named objects have a caption
-                elif t in TEXT_TASKS:
-                    want[t] += sum(c["samples"].values())
-                else:
-                    want[t] += c["samples"] if t in OBJECT_TASKS else c["samples"].get(t, 0)
+                want[t] += st.expected(c, t)
         return dict(want)
 
     def _samples(self) -> Iterator[AceSample]:
-        for d, tasks in self._sources():
-            for rec in iter_records(d):
-                yield from (face_samples(rec) if d == self.layout.synth(FacePairsStage.kind) else record_samples(rec, tasks))
+        for st, tasks in self.producers():
+            for rec in self.records(st.out):
+                yield from st.samples(rec, tasks)
 
     instruction_counts: Counter[str]
 

@@ -17,7 +17,7 @@ import json
 import re
 from abc import abstractmethod
 from collections import Counter
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -26,7 +26,7 @@ from PIL import Image
 from mining.decode import RejectedImage, decode_image, encode_image
 from schemas.config import RunConfig
 from schemas.layout import SynthFiles
-from schemas.records import Generator, ImageRecord
+from schemas.records import AceSample, ConditionUnit, Generator, ImageRecord, Lineage, Role
 from tasks import storage
 from tasks.stage import Stage, StageReport
 
@@ -128,6 +128,52 @@ def iter_records(stage_dir: str):
             yield from batch.to_pylist()
 
 
+def on_white(source_png: bytes, object_png: bytes) -> bytes:
+    """The object's pixels on a white canvas of the source's size."""
+    src, obj = unpng(source_png), unpng(object_png) > 0
+    out = np.full_like(src, 255)
+    out[obj] = src[obj]
+    return png(out)
+
+
+def record_samples(rec: dict, tasks: list[str]) -> Iterator[AceSample]:
+    """The AceSamples one synthesis record gives for `tasks`. An object record (edit = source, target =
+    object removed, mask = the dilated object, object = its own mask) gives: object_removal; object_addition
+    (the reverse); layer_decouple (source -> the object on white, the mask over everything but the object);
+    layer_fusion (background with the mask + the object on white as a reference -> the source);
+    inpainting_text_guided, for a named object only (the source with the mask blanked -> the source). Text
+    records (removals) give text_removal and text_addition (the reverse); repaint records their one task."""
+    instructions = json.loads(rec["instructions"])
+    lineage = Lineage(source_ids=[rec["source_id"]],
+                      generators=[Generator(name=n, version=v) for n, v in json.loads(rec["generators"])],
+                      scores=json.loads(rec["scores"]), labels=json.loads(rec.get("labels") or "{}"))
+    subject = None
+    for task in tasks:
+        if task not in instructions:
+            continue
+        units = [ConditionUnit(role=Role.EDIT, image=rec["edit_png"], mask=rec["mask_png"])]
+        target = rec["target_png"]
+        if task in ("object_addition", "text_addition"):  # the exact reverse of the stored removal
+            units, target = [ConditionUnit(role=Role.EDIT, image=rec["target_png"], mask=rec["mask_png"])], \
+                rec["edit_png"]
+        elif task == "inpainting_text_guided":  # the named object's region blanked -> the source
+            src, m = unpng(rec["edit_png"]), unpng(rec["mask_png"]) > 0
+            units = [ConditionUnit(role=Role.EDIT, image=png(np.where(m[..., None], 0, src).astype(np.uint8)),
+                                   mask=rec["mask_png"])]
+            target = rec["edit_png"]
+        elif task in ("layer_decouple", "layer_fusion"):
+            subject = subject or on_white(rec["edit_png"], rec["object_png"])
+            if task == "layer_decouple":
+                background = png(np.where(unpng(rec["object_png"]) > 0, 0, 255).astype(np.uint8))
+                units, target = [ConditionUnit(role=Role.EDIT, image=rec["edit_png"], mask=background)], subject
+            else:
+                units = [ConditionUnit(role=Role.EDIT, image=rec["target_png"], mask=rec["mask_png"]),
+                         ConditionUnit(role=Role.REFERENCE, image=subject)]
+                target = rec["edit_png"]
+        yield AceSample(key=f"{task}-{rec['sample_id']}", task=task, instruction=instructions[task], units=units,
+                        target=ConditionUnit(role=Role.TARGET, image=target), lineage=lineage)
+
+
 class PartStage(Stage):
     """A synthesis stage whose units are parts under <root>/synth/<kind>/."""
 
@@ -146,6 +192,9 @@ class PartStage(Stage):
     @abstractmethod
     def reconcile(self, counts: dict) -> None:
         """Raise when the merged counts do not add up."""
+
+    def samples(self, rec: dict, tasks: list[str]) -> Iterator[AceSample]:
+        return record_samples(rec, tasks)
 
     def _ranges(self) -> list[tuple[int, int]]:
         if getattr(self, "_range_cache", None) is None:

@@ -27,6 +27,12 @@ class RepaintStage(PartStage):
     name = "synth-repaint"
     kind = "repaint"
     resources = Resources(cpus=1.0)
+    produces, shard_set = REPAINT_TASKS, "synthesis"
+    key, config_section, ui_report = "repaint", "synthesis", "records"
+
+    @classmethod
+    def summary(cls, c: dict, group: dict, name: str) -> str:
+        return f"synthesis: repainting {c['samples']} (dropped {c['dropped']})"
 
     def inputs(self) -> list[str]:
         return [self.layout.catalog]

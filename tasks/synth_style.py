@@ -36,7 +36,7 @@ from mining.supervision import View
 from mining.style_fixed import in_style, set_style
 from mining.style_sets import centre, set_stats, tight_sets
 from mining.stylize import STYLES, STYLIZER, stylize
-from tasks.chain_records import CHAINS, write_chain_records
+from tasks.chain_records import CHAINS, chain_line, chain_samples, write_chain_records
 from tasks.stage import UnitReport
 from tasks.synth_parts import PartStage, check_sum, count_reasons, digest, load_source, png
 
@@ -47,6 +47,14 @@ STYLE_SETS = ("style-tight-sets", "2")
 class StyleStage(PartStage):
     name = "synth-style"
     kind = "style"
+    produces, shard_set = STYLE_TASKS, "chains"
+    key, config_section, ui_report = "style", "synthesis.style", "chains"
+    samples = staticmethod(chain_samples)
+    summary = classmethod(chain_line)
+
+    @staticmethod
+    def expected(counts: dict, task: str) -> int:
+        return counts["pairs"]
     table = CHAINS
     model = True
 

@@ -32,7 +32,7 @@ from mining.synth_verify import VERIFIER, verify_removal
 from mining.text_confirm import CONFIRMER, Rules, confirm_hit, confirm_hits, inside
 from mining.text_instructions import TEXT_TEMPLATER, grid_position, text_instruction
 from mining.text_render import COLOURS, RENDERER, render_text
-from schemas.config import TEXT_TASKS  # noqa: F401  (re-exported for the pack and the flow)
+from schemas.config import TEXT_TASKS
 from tasks.stage import UnitReport
 from tasks.synth_parts import (PartStage, check_sum, count_reasons, digest, load_source, png, selected,
                                synth_ranges, write_records)
@@ -43,6 +43,17 @@ RECORD_KINDS = ("text_removal", "text_render")
 class TextStage(PartStage):
     name = "synth-text"
     kind = "text"
+    produces, shard_set = TEXT_TASKS, "synthesis"
+    key, config_section, ui_report = "text", "synthesis.text", "records"
+
+    @staticmethod
+    def expected(counts: dict, task: str) -> int:
+        return sum(counts["samples"].values())  # a record is a removal: each gives both tasks
+
+    @classmethod
+    def summary(cls, t: dict, group: dict, name: str) -> str:
+        return (f"synthesis: text from {t['read']} images ({t['with_text']} with text): {t['samples']} "
+                f"(dropped {t['dropped']})")
     model = True
 
     def __init__(self, cfg, **params):

@@ -196,3 +196,38 @@ def test_train_refuses_a_bad_init_from_in_one_line_before_anything_starts(tmp_pa
         assert res.exit_code == 1 and len(lines) == 1 and lines[0].startswith("training failed: init_from ")
         assert says in lines[0], res.output
     assert not (tmp_path / "r").exists()
+
+
+def _described(res) -> list[str]:
+    """The stage kinds `aceforge describe` printed a block for (`<label>  [<kind>]` lines)."""
+    return [line.rsplit("[", 1)[1].rstrip("]") for line in res.output.splitlines() if line.endswith("]")]
+
+
+def test_describe_prints_every_stage_the_example_config_enables():
+    from schemas.config import load_config
+    from tasks.registry import enabled
+
+    res = runner.invoke(app, ["describe", "-c", "configs/example.yaml", "--source", "corpus/"])
+    assert res.exit_code == 0, res.output
+    want = [c.name for c in enabled(load_config("configs/example.yaml"))]
+    assert want[:3] == ["ingest", "embed", "kmeans"] and set(_described(res)) == set(want)
+    assert "units:     planned at run time" in res.output  # nothing ingested yet
+
+
+def test_describe_prints_every_stage_of_the_demo_with_its_tasks(tmp_path):
+    import yaml
+
+    from flows.demo import demo_config
+    from schemas.config import FACE_TASKS, SYNTH_TASKS
+    from tasks.registry import STAGES
+
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(demo_config(tmp_path / "out", None)))
+    res = runner.invoke(app, ["describe", "-c", str(path)])
+    assert res.exit_code == 0, res.output
+    kinds = _described(res)
+    assert set(kinds) == {c.name for c in STAGES} - {"ingest"}  # the demo enables every stage; no source given
+    assert kinds.count("mine") == 2 and kinds.count("instructions") == 1  # series_generation packs its groups
+    packed = {t for line in res.output.splitlines() if line.startswith("  tasks:")
+              for t in line.split(":", 1)[1].strip().split(", ")}
+    assert set(SYNTH_TASKS + FACE_TASKS) <= packed

@@ -82,6 +82,18 @@ def test_demo_flow_mines_packs_and_trains(tmp_path, prefect_results):
     chains = syn["chain_shards"]["counts_by_task"]
     assert all(chains.get(t, 0) > 0 for t in ("style_editing", "style_transfer_reference", "long_context",
                                               "multi_turn")), chains
+    # the registry declares what the demo packed: each task of a synthesized set has one registered producer
+    # of that set, which declares it and packs it under the demo's config
+    from flows.demo import demo_config
+    from tasks import registry
+
+    cfg = _RunConfig.model_validate(demo_config(tmp_path, {"shards": {"maxcount": 16}}))
+    for packs, packed in (("synthesis", by_task), ("chains", chains)):
+        makers = {t: c for c in registry.producers(packs) for t in c.produces}
+        assert set(packed) <= set(makers), (packs, set(packed) - set(makers))
+        for c in registry.producers(packs):
+            mine = {t for t in packed if makers[t] is c}
+            assert mine <= set(c.produces) & set(c(cfg).packed_tasks()), (c.name, mine)
     # every packed sample of every set teaches a change (no input is its target) and passes the audit
     from tasks.supervise import audit
 

@@ -1,0 +1,182 @@
+"""What each stage shows in the UI and on the command line, read from the registry (tasks/registry.py).
+
+UI: a stage's `ui_report` names its report in REPORTS (counts tables, thumbnails of sampled records, band
+histograms, and for a pack stage the shard set landed by the run). Command line: `summary_lines` calls each
+registered stage's `summary` on its counts in a run's summary.
+"""
+
+from __future__ import annotations
+
+import json
+from itertools import islice
+from typing import Any, Callable
+
+import numpy as np
+
+from flows.artifacts import band_histogram, counts_table, pair_report, synth_report
+from schemas.config import RunConfig
+from tasks import registry, storage
+from tasks.stage import Stage, StageReport
+from tasks.synth_parts import RECORDS, png
+
+
+class ReportContext:
+    """What a run's reports share: its config, the shard sets it packed (for the one landed event) and the
+    catalog (read once, for the pair reports)."""
+
+    def __init__(self, cfg: RunConfig, landed: list[dict]):
+        self.cfg, self.landed = cfg, landed
+        self.catalog: dict = {}
+
+
+Report = Callable[[ReportContext, Stage, StageReport, bool], None]
+
+
+def _flat(prefix: str, d: dict) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(f"{prefix}{k}: ", v) if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _counts(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool) -> None:
+    counts_table(stage.label, _flat("", rep.counts), f"{stage.label}-counts")
+
+
+def _landed(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool) -> None:
+    """A packed shard set: into the run's landed event, and a table of what the supervision gate dropped."""
+    c, name = rep.counts, stage.params["shard_name"]
+    ctx.landed.append({"name": name, "uri": storage.absolute(c["uri"]),
+                       "manifest": storage.absolute(storage.join(c["uri"], "manifest.parquet")),
+                       "samples": c["samples"], "shards": c["shards"], "counts_by_task": c["counts_by_task"],
+                       "landed_now": ran_now})
+    counts_table(f"supervision: {name}",  # samples dropped by the gate, per task
+                 {f"{t}: {r}": n for t, rs in (c.get("supervision_dropped") or {}).items() for r, n in rs.items()}
+                 or {"dropped": 0}, f"supervision-{name}")
+
+
+def _synth_landed(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool) -> None:
+    _landed(ctx, stage, rep, ran_now)
+    _counts(ctx, stage, rep, ran_now)
+
+
+def _ingest(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool) -> None:
+    c = rep.counts
+    counts_table("ingest", {"seen": c["seen"], "accepted": c["accepted"], "duplicates": c["duplicates"],
+                            **{f"quarantined: {r}": n for r, n in c["quarantined"].items()},
+                            **{f"not read: {r}": n for r, n in (c.get("skipped") or {}).items()}},
+                 "ingest-counts")
+
+
+def _embed(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool) -> None:
+    c = rep.counts
+    counts_table("embeddings", {"images": c["images"], "embedded": c["embedded"],
+                                **{f"skipped: {r}": n for r, n in (c["skipped"] or {}).items()}}, "embed-counts")
+
+
+def _pairs(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool) -> None:
+    c, name = rep.counts, stage.params["preset"]
+    counts_table(f"pairs: {name}", {"clusters": c["clusters"], "band edges": c["edges"], "sets": c["sets"],
+                                    "pairs": c["pairs"], **{f"dropped: {r}": n for r, n in c["drops"].items()}},
+                 f"pairs-{name}")
+    band_histogram(rep.outputs[0], tuple(c["band"]), f"band similarities: {name}", f"band-{name}")
+
+
+def _instructions(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool) -> None:
+    from tasks.ingest import load_catalog
+    from tasks.instruct import load_instructed
+
+    name = stage.params["preset"]
+    counts_table(f"instructions: {name}", {k: v for k, v in rep.counts.items() if k != "writer"},
+                 f"instructions-{name}")
+    if not ctx.catalog:
+        ctx.catalog.update({r.id: r for r in load_catalog(ctx.cfg.root)})
+    pair_report(load_instructed(rep.outputs[0]), ctx.catalog, f"sampled pairs: {name}", f"pairs-report-{name}",
+                seed=ctx.cfg.mining.seed)
+
+
+def _first_part(rep: StageReport) -> str | None:
+    parts = (storage.read_marker(rep.outputs[0]) or {}).get("parts") or []
+    return storage.join(rep.outputs[0], parts[0]) if parts else None
+
+
+def _records(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool) -> None:
+    """Sampled records of the stage's first part, with thumbnails."""
+    _counts(ctx, stage, rep, ran_now)
+    part = _first_part(rep)
+    records = storage.read_parquet(storage.join(part, RECORDS)).to_pylist() if part else []
+    synth_report(records, f"sampled records: {stage.label}", f"{stage.label}-report", seed=ctx.cfg.synthesis.seed)
+
+
+def _maps(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool) -> None:
+    """One record per map kind, both directions."""
+    from flows.maps_report import maps_report
+
+    _counts(ctx, stage, rep, ran_now)
+    maps_report(rep.outputs[0], f"condition maps and restoration: {stage.label}", f"{stage.label}-report")
+
+
+def _faces(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool, n: int = 8) -> None:
+    """Aligned chips of the kept faces."""
+    from tasks.synth_faces import FACES
+
+    _counts(ctx, stage, rep, ran_now)
+    part = _first_part(rep)
+    if part is None:
+        return
+    rows = storage.read_parquet(storage.join(part, FACES)).to_pylist()[:64]
+    records = [{"edit_png": r["image_png"], "mask_png": r["chip_png"], "target_png": r["chip_png"],
+                "instructions": json.dumps({"face": r["source_id"][:12]}), "generators": json.dumps([]),
+                "scores": json.dumps({"score": r["score"], "roll_deg": r["roll_deg"], "yaw": r["yaw"],
+                                      "sharpness": r["sharpness"]})} for r in rows]
+    synth_report(records, f"sampled records: {stage.label}", f"{stage.label}-report", n=n, seed=ctx.cfg.synthesis.seed)
+
+
+def _face_pairs(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool, n: int = 8) -> None:
+    """Sampled face pair records (of the first 64)."""
+    _counts(ctx, stage, rep, ran_now)
+    part = _first_part(rep)
+    if part is None:
+        return
+    first = next(storage.parquet_file(storage.join(part, RECORDS)).iter_batches(64), None)
+    rows = first.to_pylist() if first is not None else []
+    blank = png(np.zeros((8, 8), np.uint8))
+    records = [{**r, "mask_png": r["mask_png"] or blank} for r in rows]
+    synth_report(records, f"sampled records: {stage.label}", f"{stage.label}-report", n=n, seed=ctx.cfg.synthesis.seed)
+
+
+def _chains(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool) -> None:
+    from flows.chain_synthesis import chain_report
+    from tasks.chain_records import iter_chain_records
+
+    _counts(ctx, stage, rep, ran_now)
+    records = list(islice(iter_chain_records(rep.outputs[0]), 64))
+    chain_report(records, f"sampled records: {stage.label}", f"{stage.label}-report", seed=ctx.cfg.synthesis.seed)
+
+
+REPORTS: dict[str, Report] = {
+    "ingest": _ingest, "embed": _embed, "pairs": _pairs, "instructions": _instructions, "landed": _landed,
+    "counts": _counts, "records": _records, "maps": _maps, "faces": _faces, "face_pairs": _face_pairs,
+    "chains": _chains, "synth_landed": _synth_landed,
+}
+
+
+def announce_stage(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool) -> None:
+    """The UI report the stage declares (none for a stage whose `ui_report` is None)."""
+    if stage.ui_report is not None:
+        REPORTS[stage.ui_report](ctx, stage, rep, ran_now)
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """A run's summary (run_mining's) on the command line: each registered stage's `summary` of its counts,
+    per preset, then the synthesis stages, in registry order."""
+    lines: list[str] = []
+    for scope, groups in (("preset", [(k, v) for k, v in summary.items() if isinstance(v, dict) and "mined" in v]),
+                          ("synthesis", [("synthesis", summary["synthesis"])] if summary.get("synthesis") else [])):
+        for name, group in groups:
+            for cls in registry.STAGES:
+                if cls.scope == scope and cls.key in group:
+                    line = cls.summary(group[cls.key], group, name)
+                    if line:
+                        lines.append(line)
+    return lines
