@@ -15,6 +15,7 @@ import numpy as np
 
 from flows.artifacts import band_histogram, counts_table, pair_report, synth_report
 from schemas.config import RunConfig
+from schemas.layout import ShardFiles
 from tasks import registry, storage
 from tasks.stage import Stage, StageReport
 from tasks.synth_parts import RECORDS, png
@@ -47,7 +48,7 @@ def _landed(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool) -
     """A packed shard set: into the run's landed event, and a table of what the supervision gate dropped."""
     c, name = rep.counts, stage.params["shard_name"]
     ctx.landed.append({"name": name, "uri": storage.absolute(c["uri"]),
-                       "manifest": storage.absolute(storage.join(c["uri"], "manifest.parquet")),
+                       "manifest": storage.absolute(ShardFiles(c["uri"]).manifest),
                        "samples": c["samples"], "shards": c["shards"], "counts_by_task": c["counts_by_task"],
                        "landed_now": ran_now})
     counts_table(f"supervision: {name}",  # samples dropped by the gate, per task
