@@ -5,7 +5,7 @@
 Each run is a fresh process (so its peak RSS is its own), the sides interleaved (baseline, aceforge, baseline,
 ...) for --rounds rounds; the time ratio is the ratio of the sides' best runs (bench/_timing.py):
   baseline  - for every upper-triangle block pair: S = X[a:b] @ X[c:d].T, nothing else
-  aceforge  - mining.band.band_edges (same blocks, band filter, duplicate count, edges with scores),
+  aceforge  - mining.pairs.band.band_edges (same blocks, band filter, duplicate count, edges with scores),
               then union-find and the per-set re-checked pairs
 Data: unit vectors with planted groups (so there are edges and sets), float32.
 Targets from the clustering issue: time <= 1.3x the baseline, peak RSS <= 3x the matrix + 512 MB.
@@ -52,7 +52,7 @@ def run_side(side: str, n: int, d: int, block: int) -> dict:
                 acc += float(s[0, 0])
         out["checksum"] = acc
     else:
-        from mining.band import band_edges, disjoint_sets, pairs_from_sets
+        from mining.pairs.band import band_edges, disjoint_sets, pairs_from_sets
 
         e = band_edges(x, 0.85, 0.98, block=block)
         sets = disjoint_sets(n, e)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 def pick(uri: str, per_task: int, seed: int) -> tuple[dict[str, list], Counter]:
     """Per task, a uniform sample of `per_task` samples (reservoir, in one pass), and the count per task."""
-    from tasks.shard_reader import read_shard_set
+    from store.shard_reader import read_shard_set
 
     rng = random.Random(seed)
     seen: Counter = Counter()

@@ -19,7 +19,7 @@ import time
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from mining.dlib_faces import SAME_PERSON_DISTANCE, DlibFaces, FaceFilter, cosine_to_distance
+from mining.faces.dlib_faces import SAME_PERSON_DISTANCE, DlibFaces, FaceFilter, cosine_to_distance
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 

@@ -2,7 +2,7 @@
 
     python -m bench.faces [--repeat 3] [--rounds 3]
 
-Inputs: the demo face photos (tasks/demo_corpus.face_photos) and skimage's astronaut at 512 px. Bare: the
+Inputs: the demo face photos (stages/corpus/demo_corpus.face_photos) and skimage's astronaut at 512 px. Bare: the
 detector (upsample 1), shape_predictor, get_face_chip and compute_face_descriptor on each detection. Ours:
 DlibFaces.__call__ (the same calls plus the single-face filter, pose and sharpness). One process; the two
 run interleaved for --rounds rounds (each run: --repeat passes over the images), rates of the best runs.
@@ -21,13 +21,13 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._timing import interleave, ratio, report  # noqa: E402
-from mining.dlib_faces import DESCRIPTOR_FILE, LANDMARKS_FILE, DlibFaces, model_file  # noqa: E402
+from mining.faces.dlib_faces import DESCRIPTOR_FILE, LANDMARKS_FILE, DlibFaces, model_file  # noqa: E402
 
 
 def images() -> list[np.ndarray]:
     import skimage.data
 
-    from tasks.demo_corpus import face_photos
+    from stages.corpus.demo_corpus import face_photos
 
     with tempfile.TemporaryDirectory() as d:
         made = face_photos(Path(d))

@@ -31,7 +31,7 @@ def main() -> None:
     args = ap.parse_args()
     from flows.direct import run_mining
     from schemas.config import RunConfig
-    from tasks.demo_corpus import generate_variants
+    from stages.corpus.demo_corpus import generate_variants
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "folder"

@@ -5,7 +5,7 @@
 Builds a corpus of distinct JPEG/PNG photos from the demo corpus (each copy re-encoded with a
 different quality so every file is a distinct image), then times:
   baseline  - one process: read bytes, PIL open + load + convert("RGB"); no hashing, no checks, no output
-  aceforge  - tasks.ingest.ingest with N decode processes: hashing, checks, quarantine, dedup, parquet
+  aceforge  - stages.corpus.ingest.ingest with N decode processes: hashing, checks, quarantine, dedup, parquet
 The baseline and each worker count run interleaved for --rounds rounds (each ingest into a fresh root);
 rates are of the best runs (bench/_timing.py).
 """
@@ -26,8 +26,8 @@ from PIL import Image  # noqa: E402
 
 from bench._timing import Side, interleave, ratio, report  # noqa: E402
 from schemas.config import IngestConfig  # noqa: E402
-from tasks.demo_corpus import build_demo_corpus  # noqa: E402
-from tasks.ingest import ingest  # noqa: E402
+from stages.corpus.demo_corpus import build_demo_corpus  # noqa: E402
+from stages.corpus.ingest import ingest  # noqa: E402
 
 
 def make_corpus(out: Path, n: int) -> list[Path]:

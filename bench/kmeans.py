@@ -3,7 +3,7 @@
     python bench/kmeans.py [--n 100000] [--d 768] [--k 500] [--rounds 3]
 
 baseline  - faiss.Kmeans(spherical, max_points_per_centroid=256).train + index.search for all points
-aceforge  - mining.kmeans.spherical_kmeans: the same training, batched assignment, size-cap check
+aceforge  - mining.pairs.kmeans.spherical_kmeans: the same training, batched assignment, size-cap check
 The sides run interleaved for --rounds rounds; the ratio is of the best runs (bench/_timing.py).
 Target from the clustering issue: <= 1.1x raw faiss.
 """
@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._timing import interleave, ratio, report  # noqa: E402
-from mining.kmeans import spherical_kmeans  # noqa: E402
+from mining.pairs.kmeans import spherical_kmeans  # noqa: E402
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Per-image CPU latency of the MediaPipe selfie segmenter and BlazePose (one thread), on a 512x512 portrait.
 
-Needs the models fetched (`python -m mining.mp_models fetch`); ACEFORGE_MODELS picks the models directory.
+Needs the models fetched (`python -m mining.models.mediapipe fetch`); ACEFORGE_MODELS picks the models directory.
 """
 
 import os
@@ -10,7 +10,7 @@ import time
 import numpy as np
 from skimage import data
 
-from mining.mp_models import PoseEstimator, SelfieSegmenter
+from mining.models.mediapipe import PoseEstimator, SelfieSegmenter
 
 
 def main(repeats: int = 30) -> None:

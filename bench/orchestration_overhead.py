@@ -51,7 +51,7 @@ def main() -> None:
     args = ap.parse_args()
     from prefect.testing.utilities import prefect_test_harness
 
-    from tasks.demo_corpus import build_demo_corpus, generate_variants
+    from stages.corpus.demo_corpus import build_demo_corpus, generate_variants
 
     with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=120):
         corpus = str(Path(tmp) / "corpus")

@@ -60,7 +60,7 @@ STYLE_FAMILIES = {"watercolour": ("astronaut", "coffee", "rocket", "cat", "hubbl
 
 
 def _colour_photos() -> dict[str, Callable[[], np.ndarray]]:
-    from tasks.demo_corpus import BASE_PHOTOS
+    from stages.corpus.demo_corpus import BASE_PHOTOS
 
     colour = {k: v for k, v in BASE_PHOTOS.items() if k not in ("camera", "coins", "page")}
     return {**colour, **EXTRA_COLOUR, "hubble": _sk("hubble_deep_field"), "retina": _sk("retina")}
@@ -95,7 +95,7 @@ def _rescale(im: Image.Image, rng: np.random.Generator, lo: int = 256, hi: int =
 
 def text_images(out: Path, gt: dict, n: int, seed: int) -> None:
     """n crops of colour and grey photos with one rendered English or Chinese text (alternating)."""
-    from mining.text_render import render_text
+    from mining.text.render import render_text
 
     photos = {**_colour_photos(), **{k: GREY[k] for k in ("camera", "moon", "coins")}}
     names = sorted(photos)
@@ -147,7 +147,7 @@ def faces(out: Path, gt: dict, people: int) -> None:
     """LFW faces (25 px, upscaled and padded as the demo's), each under three edits of the demo's."""
     import skimage.data
 
-    from tasks.demo_corpus import FACE_EDITS
+    from stages.corpus.demo_corpus import FACE_EDITS
 
     lfw = skimage.data.lfw_subset()  # the first 100 are faces
     for i in np.linspace(10, 99, people).astype(int):
@@ -160,7 +160,7 @@ def faces(out: Path, gt: dict, people: int) -> None:
 
 def styles(out: Path, gt: dict, seed: int) -> None:
     """Two planted style families: a random quarter-ish crop of each photo through one stylisation."""
-    from mining.stylize import stylize
+    from mining.style.stylize import stylize
 
     photos = _colour_photos()
     for j, (style, names) in enumerate(STYLE_FAMILIES.items()):
@@ -191,8 +191,8 @@ def chains(out: Path, gt: dict, n_chains: int, steps: int, seed: int) -> None:
 
 def families(out: Path, gt: dict, n: int, seed: int) -> None:
     """The photos the demo leaves out (and the grey ones in colour-less RGB), each a base and known
-    transformations (mining/transforms.py) of it, rescaled: families with ground-truth instructions."""
-    from mining.transforms import TRANSFORMS, apply
+    transformations (mining/image/transforms.py) of it, rescaled: families with ground-truth instructions."""
+    from mining.image.transforms import TRANSFORMS, apply
 
     photos = {**EXTRA_COLOUR, "hubble": _sk("hubble_deep_field"), "retina": _sk("retina"),
               **{k: GREY[k] for k in ("camera", "moon", "clock", "cell")}}
@@ -212,7 +212,7 @@ def families(out: Path, gt: dict, n: int, seed: int) -> None:
 
 def jittered(out: Path, gt: dict, n: int, seed: int) -> None:
     """The demo photos under random crops, flips, colour jitter, rescales and JPEG quality."""
-    from tasks.demo_corpus import generate_variants
+    from stages.corpus.demo_corpus import generate_variants
 
     for p in generate_variants(out / "jitter", n, seed=seed):
         gt[str(p.relative_to(out))] = {"kind": "jitter"}
@@ -220,7 +220,7 @@ def jittered(out: Path, gt: dict, n: int, seed: int) -> None:
 
 def build(out: Path, n: int, seed: int) -> dict[str, Any]:
     from schemas.config import DemoConfig
-    from tasks.demo_corpus import build_demo_corpus
+    from stages.corpus.demo_corpus import build_demo_corpus
 
     if out.exists() and any(out.iterdir()):
         if not (out / MARKER).is_file():

@@ -3,7 +3,7 @@
     python bench/shard_write.py [--samples 2000] [--maxcount 500] [--rounds 3]
 
 baseline  - tarfile writing the already-encoded members of every sample into one tar, no checks
-aceforge  - tasks.shards.write_shard_set: encode, ShardWriter, temp name + rename, sha256, stats,
+aceforge  - store.shards.write_shard_set: encode, ShardWriter, temp name + rename, sha256, stats,
             manifest and marker
 The sides run interleaved for --rounds rounds, each into a fresh path; rates are of the best runs.
 """
@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 from bench._timing import Side, interleave, ratio, report  # noqa: E402
 from schemas.config import ShardConfig  # noqa: E402
 from schemas.shard_layout import encode_sample  # noqa: E402
-from tasks.shards import write_shard_set  # noqa: E402
+from store.shards import write_shard_set  # noqa: E402
 from tests.conftest import make_sample  # noqa: E402
 
 

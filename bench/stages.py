@@ -36,7 +36,7 @@ def _rss_mb() -> float:
 
 
 def _unit(spec: dict, k: int) -> tuple[float, float]:
-    from tasks.stage import build
+    from runtime.stage import build
 
     stage = build(spec)
     t0 = time.perf_counter()
@@ -59,13 +59,13 @@ def _fresh(fn, *args):
 
 def run_size(n: int, cache: Path, keep: bool) -> list[tuple]:
     from schemas.config import RunConfig
-    from tasks.cluster import KMeansStage
-    from tasks.demo_corpus import generate_variants
-    from tasks.embed import EmbedStage
-    from tasks.ingest import IngestStage
-    from tasks.instruct import InstructStage
-    from tasks.mine_pairs import MineStage
-    from tasks.pack import PackStage
+    from stages.corpus.cluster import KMeansStage
+    from stages.corpus.demo_corpus import generate_variants
+    from stages.corpus.embed import EmbedStage
+    from stages.corpus.ingest import IngestStage
+    from stages.pairs.instruct import InstructStage
+    from stages.pairs.mine import MineStage
+    from stages.pairs.pack import PackStage
 
     corpus = cache / f"corpus-{n}"
     if not (corpus / f"{n - 1:06d}.jpg").exists():

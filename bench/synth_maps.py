@@ -28,7 +28,7 @@ from bench._timing import interleave, ratio  # noqa: E402
 
 
 def _photos() -> list[np.ndarray]:
-    from tasks.demo_corpus import BASE_PHOTOS, _photo
+    from stages.corpus.demo_corpus import BASE_PHOTOS, _photo
 
     return [np.asarray(_photo(load, 384).convert("RGB")) for load in BASE_PHOTOS.values()]
 
@@ -42,9 +42,9 @@ def maps(repeat: int, rounds: int) -> None:
     from skimage.morphology import skeletonize
     from skimage.segmentation import felzenszwalb
 
-    from mining import cond_maps as cm
-    from mining.degrade import degrade
-    from mining.segment import RegionProposer
+    from mining.maps import cond_maps as cm
+    from mining.image.degrade import degrade
+    from mining.objects.segment import RegionProposer
 
     images = _photos() * repeat
     rng = lambda i: np.random.default_rng(i)  # noqa: E731
@@ -79,10 +79,10 @@ def maps(repeat: int, rounds: int) -> None:
 
 def stage() -> None:
     from schemas.config import MAP_TASKS, RunConfig
-    from tasks.demo_corpus import build_demo_corpus
-    from tasks.executors import LocalExecutor
-    from tasks.ingest import ingest
-    from tasks.synth_maps import MapsStage
+    from stages.corpus.demo_corpus import build_demo_corpus
+    from runtime.executors import LocalExecutor
+    from stages.corpus.ingest import ingest
+    from stages.synthesis.maps import MapsStage
 
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus"

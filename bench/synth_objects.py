@@ -28,7 +28,7 @@ from bench._timing import interleave  # noqa: E402
 
 
 def _photos() -> list[np.ndarray]:
-    from tasks.demo_corpus import BASE_PHOTOS, _photo
+    from stages.corpus.demo_corpus import BASE_PHOTOS, _photo
 
     return [np.asarray(_photo(load, 384).convert("RGB")) for load in BASE_PHOTOS.values()]
 
@@ -41,10 +41,10 @@ def steps(repeat: int, rounds: int) -> None:
     import cv2
     from skimage.segmentation import felzenszwalb
 
-    from mining.inpaint import Cv2Inpainter, dilate
-    from mining.mask_filters import filter_masks
-    from mining.segment import RegionProposer
-    from mining.synth_verify import verify_removal
+    from mining.objects.inpaint import Cv2Inpainter, dilate
+    from mining.objects.mask_filters import filter_masks
+    from mining.objects.segment import RegionProposer
+    from mining.objects.verify import verify_removal
     from schemas.config import MaskFilterConfig, VerifyConfig
 
     images = _photos() * repeat
@@ -83,13 +83,13 @@ def steps(repeat: int, rounds: int) -> None:
 
 def stages() -> None:
     from schemas.config import RunConfig
-    from tasks.demo_corpus import build_demo_corpus
-    from tasks.executors import LocalExecutor
-    from tasks.ingest import ingest
-    from tasks.segment import SegmentStage
-    from tasks.synth_objects import OBJECT_TASKS, ObjectsStage
-    from tasks.synth_pack import SynthPackStage
-    from tasks.synth_repaint import REPAINT_TASKS, RepaintStage
+    from stages.corpus.demo_corpus import build_demo_corpus
+    from runtime.executors import LocalExecutor
+    from stages.corpus.ingest import ingest
+    from stages.synthesis.segment import SegmentStage
+    from stages.synthesis.objects import OBJECT_TASKS, ObjectsStage
+    from stages.synthesis.pack import SynthPackStage
+    from stages.synthesis.repaint import REPAINT_TASKS, RepaintStage
 
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus"

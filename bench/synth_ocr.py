@@ -54,14 +54,14 @@ def main() -> None:
     from rapidocr import RapidOCR
 
     from flows.demo import DEMO_SYNTHESIS
-    from mining.ocr import RapidOcrReader
+    from mining.text.ocr import RapidOcrReader
     from schemas.config import RunConfig
-    from tasks.demo_corpus import build_demo_corpus
-    from tasks.executors import LocalExecutor
-    from tasks.ingest import ingest
-    from tasks.shard_reader import read_shard_set
-    from tasks.synth_pack import SynthPackStage
-    from tasks.synth_text import TextStage
+    from stages.corpus.demo_corpus import build_demo_corpus
+    from runtime.executors import LocalExecutor
+    from stages.corpus.ingest import ingest
+    from store.shard_reader import read_shard_set
+    from stages.synthesis.pack import SynthPackStage
+    from stages.synthesis.text import TextStage
 
     out = Path(a.out or tempfile.mkdtemp(prefix="bench-ocr-"))
     corpus = out / "corpus"

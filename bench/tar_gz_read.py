@@ -4,7 +4,7 @@ raw sequential tarfile pass over the same file, side by side.
     python bench/tar_gz_read.py --images 2000
 
 baseline  - `tarfile.open(mode="r|gz")`, every member's bytes read in one pass (no random access at all)
-ours      - `tasks.sources.read_uri` of every member, the index built by the first read (caches cleared
+ours      - `store.sources.read_uri` of every member, the index built by the first read (caches cleared
             before each run): in catalog order (by URI) and shuffled
 scan      - (--scan N) what a member read cost before the gzip index: a decompression from the tar's start
             up to the member, for N members in shuffled order; its time per member is printed
@@ -33,8 +33,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--scan", type=int, default=0, help="also time N member reads by a scan from the start")
     args = ap.parse_args()
-    from tasks import sources
-    from tasks.demo_corpus import generate_variants
+    from store import sources
+    from stages.corpus.demo_corpus import generate_variants
 
     with tempfile.TemporaryDirectory() as tmp:
         files = generate_variants(Path(tmp) / "img", args.images)

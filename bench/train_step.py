@@ -32,7 +32,7 @@ PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
 def cpu_bench(args) -> None:
     from schemas.config import ShardConfig, TrainConfig
-    from tasks.shards import shard_uris, write_shard_set
+    from store.shards import shard_uris, write_shard_set
     from tests.conftest import make_sample
     from trainer.components import build_tiny_pipeline, save_pipeline
     from trainer.data import iter_examples

@@ -10,11 +10,11 @@ import numpy as np
 from PIL import Image
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from mining.decode import decode_image
+from mining.image.decode import decode_image
 from schemas.layout import PairFiles
 from schemas.records import ImageRecord, PairRecord
-from tasks import storage
-from tasks.sources import read_uri
+from store import storage
+from store.sources import read_uri
 
 THUMB = 160
 

@@ -11,7 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.artifacts import _thumb_bytes, artifact_key
 from schemas.config import RunConfig
-from tasks.stage import Stage, StageReport
+from runtime.stage import Stage, StageReport
 
 
 def run_chain_synthesis(run: Callable[[Stage], StageReport], cfg: RunConfig, shard_prefix: str,

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from mining.embedders import make_embedder
-from mining.pair_classifier import save_pair_classifier, train_pair_classifier
+from mining.models.embedders import make_embedder
+from mining.pairs.classifier import save_pair_classifier, train_pair_classifier
 from schemas.config import RunConfig
 from schemas.layout import RunLayout
-from tasks.embed import load_embeddings
+from stages.corpus.embed import load_embeddings
 
 
 def train_from_labels(cfg: RunConfig, labels_path: Path, out_path: Path, epochs: int = 200) -> dict:

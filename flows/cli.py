@@ -17,8 +17,8 @@ from rich.table import Table  # noqa: E402
 from flows.progress import progress_bar  # noqa: E402
 from schemas.config import ConfigError, RunConfig, load_config  # noqa: E402
 from schemas.layout import CatalogFiles, DemoFiles, RunFiles, RunLayout  # noqa: E402
-from tasks import storage  # noqa: E402
-from tasks.ingest import (IngestReport, ingest as run_ingest, load_quarantine,  # noqa: E402
+from store import storage  # noqa: E402
+from stages.corpus.ingest import (IngestReport, ingest as run_ingest, load_quarantine,  # noqa: E402
                           reconciliation_line)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -33,7 +33,7 @@ DEBUG = {"on": False}
 @app.callback()
 def _main(debug: bool = typer.Option(False, "--debug", help="print the full traceback of a failure")) -> None:
     DEBUG["on"] = debug
-    from tasks.lifeline import guard
+    from runtime.lifeline import guard
 
     guard()  # what this command starts (Prefect's temporary server, a local Ray) goes with it, even on kill -9
 
@@ -58,7 +58,7 @@ ConfigOpt = typer.Option(None, "--config", "-c", help="YAML run config; defaults
 
 
 def _config(path: Optional[Path], **overrides) -> RunConfig:
-    from mining.presets import check_presets
+    from mining.pairs.presets import check_presets
 
     try:
         cfg = load_config(path, overrides={k: v for k, v in overrides.items() if v is not None})
@@ -97,7 +97,7 @@ def demo_corpus(directory: Path = typer.Argument(..., help="folder to (re)create
                 seed: int = typer.Option(0, help="seed of the transformation parameters")) -> None:
     """Build the offline demo corpus: real photos, known transformations, odd and bad files."""
     from schemas.config import DemoConfig
-    from tasks.demo_corpus import build_demo_corpus
+    from stages.corpus.demo_corpus import build_demo_corpus
 
     gt = build_demo_corpus(directory, DemoConfig(seed=seed))
     n_fam = len(gt["families"])
@@ -116,7 +116,7 @@ def ingest(source: str = typer.Argument(..., help="folder, glob, .txt/.parquet U
     cfg = _config(config, root=root, **{"ingest.workers": workers})
     try:
         from flows.preflight import preflight
-        from tasks.lock import RootLock
+        from runtime.lock import RootLock
 
         preflight(cfg, models=False, warn=_warn)  # the root is writable, before any work
         with RootLock(cfg.root, f"aceforge ingest {source}"), progress_bar("ingest") as (total, advance):
@@ -193,7 +193,7 @@ def mine(source: Optional[str] = typer.Argument(None, help="ingest this first (e
 @app.command()
 def models(config: Optional[Path] = ConfigOpt) -> None:
     """List every model the pipeline can use, the file it expects, and whether it is present."""
-    from mining.model_registry import model_status
+    from mining.models.registry import model_status
 
     cfg = _config(config)
     out.print(f"models directory: {Path(cfg.models_dir).resolve()}  (config models_dir or env ACEFORGE_MODELS)")
@@ -405,7 +405,7 @@ def describe(config: Optional[Path] = ConfigOpt,
              root: Optional[str] = typer.Option(None, help="output root")) -> None:
     """Print the stages a config enables, in run order: what each needs, its units, resources, outputs, tasks."""
     from flows.pipelines import default_writer
-    from tasks.registry import Pipeline
+    from stages.registry import Pipeline
 
     cfg = _config(config, root=root)
     out.print(Pipeline(cfg, source, default_writer(cfg)).describe(), markup=False)
@@ -414,7 +414,7 @@ def describe(config: Optional[Path] = ConfigOpt,
 @shards_app.command("inspect")
 def shards_inspect(uri: str) -> None:
     """Print a shard set's manifest."""
-    from tasks.shards import read_manifest
+    from store.shards import read_manifest
 
     t = Table(title=uri)
     for c in ("shard", "samples", "bytes", "sha256", "tasks"):
@@ -432,8 +432,8 @@ def shards_inspect(uri: str) -> None:
 @shards_app.command("verify")
 def shards_verify(uri: str) -> None:
     """Check every shard's checksum, parse every sample and decode every image and mask."""
-    from tasks.shard_reader import verify_shard_set
-    from tasks.shards import read_manifest
+    from store.shard_reader import verify_shard_set
+    from store.shards import read_manifest
 
     try:
         expected = sum(r.samples for r in read_manifest(uri))
@@ -453,9 +453,9 @@ def shards_audit(uri: str, config: Optional[Path] = ConfigOpt,
                  limit: Optional[int] = typer.Option(None, help="check only the first N samples")) -> None:
     """Re-run the supervision checks over a packed set (any set, old ones included): per task, samples checked
     and failing by reason. Exit 1 when any sample fails."""
-    from tasks.shard_reader import ShardReadError, read_shard_set
-    from tasks.shards import read_manifest
-    from tasks.supervise import audit
+    from store.shard_reader import ShardReadError, read_shard_set
+    from store.shards import read_manifest
+    from stages.supervise import audit
 
     cfg = _config(config).supervision
     try:
@@ -492,9 +492,9 @@ def shards_export_ace(uri: str, out_dir: Path,
                                                                 "config's PATH_PREFIX to it); default absolute")
                       ) -> None:
     """Export a shard set to the official ACE++ training list (`#;#`-joined) with images beside it."""
-    from tasks.export_ace import export_ace_plus
+    from store.export_ace import export_ace_plus
 
-    from tasks.shard_reader import ShardReadError
+    from store.shard_reader import ShardReadError
 
     try:
         rep = export_ace_plus(uri, out_dir, relative=relative)

@@ -18,9 +18,9 @@ from flows.pipelines import DEMO_LANDED_RESOURCE, mine_flow, run_config, train_f
 from schemas.config import (FACE_TASKS, SYNTH_TASKS, DemoConfig, MiningConfig, ShardConfig, SynthesisConfig,
                             TrainConfig)
 from schemas.layout import DemoFiles, PairFiles, RunLayout
-from tasks import storage
-from tasks.demo_corpus import build_demo_corpus, current_corpus, family_member_ids
-from tasks.ingest import load_catalog
+from store import storage
+from stages.corpus.demo_corpus import build_demo_corpus, current_corpus, family_member_ids
+from stages.corpus.ingest import load_catalog
 
 DEMO_SHARD_PREFIX = "demo"
 # a few steps of the toy model: enough to show checkpoints, metrics and both exports
@@ -57,7 +57,7 @@ def _family_ids(corpus: Path, root: str) -> dict[str, str]:
 def _group_ids(corpus: Path, root: str) -> dict[str, str]:
     """catalog id -> 'face:<person>' for the face photos (edited copies of one photo of a person: a set of
     them is pure, though they are not families with known instructions)."""
-    from tasks.demo_corpus import load_ground_truth
+    from stages.corpus.demo_corpus import load_ground_truth
 
     corpus = Path(corpus).resolve()
     person = {str(corpus / f): m["person"] for f, m in load_ground_truth(corpus).get("faces", {}).items()}

@@ -24,8 +24,8 @@ from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron
 
 from flows.pipelines import LANDED_RESOURCE, SHARDS_LANDED, mine_flow, train_flow
-from tasks.lifeline import run_child
-from tasks.storage import absolute
+from runtime.lifeline import run_child
+from store.storage import absolute
 
 MINE_CRON = "0 3 * * *"
 POOL = "aceforge-local"

@@ -9,7 +9,7 @@ from typing import Any
 
 from flows.pipelines import run_mining as _run_mining
 from schemas.config import RunConfig
-from tasks.executors import LocalExecutor
+from runtime.executors import LocalExecutor
 
 
 def run_mining(cfg: RunConfig, source: str | None = None, writer: dict[str, Any] | None = None,

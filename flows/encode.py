@@ -22,9 +22,9 @@ from schemas.arrow import to_table
 from schemas.config import TrainConfig
 from schemas.layout import ShardFiles
 from schemas.records import ShardManifestRow
-from tasks import storage
-from tasks.shard_reader import iter_tar_samples
-from tasks.shards import MANIFEST, TAR_MTIME, read_manifest
+from store import storage
+from store.shard_reader import iter_tar_samples
+from store.shards import MANIFEST, TAR_MTIME, read_manifest
 from trainer.encode import ENCODED_EXT, encode_sample_bytes
 
 

@@ -9,8 +9,8 @@ import json
 from prefect.artifacts import create_markdown_artifact
 
 from flows.artifacts import _thumb_bytes, artifact_key
-from tasks import storage
-from tasks.synth_parts import RECORDS
+from store import storage
+from stages.synthesis.parts import RECORDS
 
 
 def maps_report(out_dir: str, title: str, key: str) -> None:

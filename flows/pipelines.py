@@ -1,7 +1,7 @@
 """Prefect flows: `aceforge-mine` (the mining stage list on the Prefect-over-Ray executor), `aceforge-train`
 (a Ray Train run on a shard set) and `aceforge-demo` (flows/demo.py: both, on the demo corpus).
 
-The stage list is `run_mining`, run by either executor (tasks/executors.py): flows/direct.py runs it in one
+The stage list is `run_mining`, run by either executor (runtime/executors.py): flows/direct.py runs it in one
 process. In the UI each stage is a subflow with one task run per unit; counts, pair reports with
 thumbnails, band histograms, progress and training metrics are artifacts of the run.
 """
@@ -19,14 +19,14 @@ from flows.artifacts import training_summary
 from flows.reports import ReportContext, announce_stage
 from flows.synthesis import run_synthesis
 from schemas.config import ConfigError, RunConfig, parse_config
-from tasks import storage
-from tasks.shards import manifest_digest
-from tasks.cache import call, gated
-from tasks.executors import PrefectRayExecutor
+from store import storage
+from store.shards import manifest_digest
+from runtime.cache import call, gated
+from runtime.executors import PrefectRayExecutor
 from schemas.layout import RunLayout
-from tasks.lock import RootLock
-from tasks.registry import Pipeline
-from tasks.stage import Stage, StageReport
+from runtime.lock import RootLock
+from stages.registry import Pipeline
+from runtime.stage import Stage, StageReport
 
 SHARDS_LANDED = "aceforge.shards.landed"
 LANDED_RESOURCE = "aceforge.shards"  # event resource: aceforge.shards.<name>; deployed training listens to these
@@ -43,7 +43,7 @@ def run_config(config: dict[str, Any] | None, root: str | None) -> RunConfig:
 def check_run_config(cfg: RunConfig) -> RunConfig:
     """What the config models cannot check on their own, before any work starts: the presets exist and the
     flow computes their features."""
-    from mining.presets import check_presets
+    from mining.pairs.presets import check_presets
 
     try:
         check_presets(cfg.mining.presets)

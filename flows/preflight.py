@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-from mining.model_registry import PlannedModel
+from mining.models.registry import PlannedModel
 from schemas.config import RunConfig
 
 PROBE_DEADLINE_S = 10.0
@@ -41,13 +41,13 @@ class PreflightError(RuntimeError):
 
 def planned_models(cfg: RunConfig) -> list[PlannedModel]:
     """Every model file the stages `cfg` enables will look up, with its pin (the loaders' own constants)."""
-    from mining.embedders import SIGLIP_FILES, siglip_dir
-    from mining.inpaint import LAMA_MD5, lama_path
-    from mining.mp_models import MP_FILES, mp_model_files
-    from mining.segment import SAM_CHECKPOINTS, sam_path
+    from mining.models.embedders import SIGLIP_FILES, siglip_dir
+    from mining.objects.inpaint import LAMA_MD5, lama_path
+    from mining.models.mediapipe import MP_FILES, mp_model_files
+    from mining.objects.segment import SAM_CHECKPOINTS, sam_path
     from schemas.config import FACE_TASKS, MAP_TASKS, TEXT_TASKS
-    from tasks.synth_maps import map_kinds
-    from tasks.synth_objects import OBJECT_TASKS
+    from stages.synthesis.maps import map_kinds
+    from stages.synthesis.objects import OBJECT_TASKS
 
     models, s = Path(cfg.models_dir), cfg.synthesis
     tasks = set(s.tasks)
@@ -64,7 +64,7 @@ def planned_models(cfg: RunConfig) -> list[PlannedModel]:
         if s.inpainter != "cv2":
             out.append(PlannedModel("big-lama", lama_path(models), s.inpainter == "lama", "md5", LAMA_MD5))
         if s.verify.artefact_classifier:
-            from mining.artefacts import artefact_path
+            from mining.models.artefacts import artefact_path
 
             out.append(PlannedModel("artefact classifier", artefact_path(models, s.verify.artefact_classifier), True))
 
@@ -88,8 +88,8 @@ def planned_models(cfg: RunConfig) -> list[PlannedModel]:
         if s.text.ocr == "paddleocr":
             out.extend(PlannedModel(f"PaddleOCR {k}", models / "paddleocr" / k, True) for k in ("det", "rec"))
     if maps:
-        from mining.depth import WEIGHTS, depth_dir
-        from mining.hed import hed_path
+        from mining.maps.depth import WEIGHTS, depth_dir
+        from mining.maps.hed import hed_path
 
         kinds = set(map_kinds(sorted(tasks & set(MAP_TASKS))))
         used = (kinds - {"multi"}) | (set(s.maps.multi_from) if "multi" in kinds else set())
@@ -102,12 +102,12 @@ def planned_models(cfg: RunConfig) -> list[PlannedModel]:
         if "pose" in used:
             mediapipe(("pose_detection.tflite", "pose_landmark_full.tflite"), False)
     if tasks & set(FACE_TASKS):
-        from mining.dlib_faces import DESCRIPTOR_FILE, LANDMARKS_FILE, PINNED_SHA256
+        from mining.faces.dlib_faces import DESCRIPTOR_FILE, LANDMARKS_FILE, PINNED_SHA256
 
         out.extend(PlannedModel(f"dlib {n}", models / "dlib" / n, False, "sha256", PINNED_SHA256[n])
                    for n in (LANDMARKS_FILE, DESCRIPTOR_FILE))
     if tasks & {"style_editing", "style_transfer_reference"} and s.style.extractor != "randconv":
-        from mining.style import VGG_SHA256, vgg_path
+        from mining.style.features import VGG_SHA256, vgg_path
 
         pin = s.style.vgg_sha256 or VGG_SHA256
         if s.style.extractor == "vgg16" or pin is not None:  # auto without a pin never reads the file

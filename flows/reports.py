@@ -1,4 +1,4 @@
-"""What each stage shows in the UI and on the command line, read from the registry (tasks/registry.py).
+"""What each stage shows in the UI and on the command line, read from the registry (stages/registry.py).
 
 UI: a stage's `ui_report` names its report in REPORTS (counts tables, thumbnails of sampled records, band
 histograms, and for a pack stage the shard set landed by the run). Command line: `summary_lines` calls each
@@ -16,9 +16,10 @@ import numpy as np
 from flows.artifacts import band_histogram, counts_table, pair_report, synth_report
 from schemas.config import RunConfig
 from schemas.layout import ShardFiles
-from tasks import registry, storage
-from tasks.stage import Stage, StageReport
-from tasks.synth_parts import RECORDS, png
+from stages import registry
+from store import storage
+from runtime.stage import Stage, StageReport
+from stages.synthesis.parts import RECORDS, png
 
 
 class ReportContext:
@@ -84,8 +85,8 @@ def _pairs(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool) ->
 
 
 def _instructions(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool) -> None:
-    from tasks.ingest import load_catalog
-    from tasks.instruct import load_instructed
+    from stages.corpus.ingest import load_catalog
+    from stages.pairs.instruct import load_instructed
 
     name = stage.params["preset"]
     counts_table(f"instructions: {name}", {k: v for k, v in rep.counts.items() if k != "writer"},
@@ -119,7 +120,7 @@ def _maps(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool) -> 
 
 def _faces(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool, n: int = 8) -> None:
     """Aligned chips of the kept faces."""
-    from tasks.synth_faces import FACES
+    from stages.synthesis.faces import FACES
 
     _counts(ctx, stage, rep, ran_now)
     part = _first_part(rep)
@@ -148,7 +149,7 @@ def _face_pairs(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: boo
 
 def _chains(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool) -> None:
     from flows.chain_synthesis import chain_report
-    from tasks.chain_records import iter_chain_records
+    from stages.synthesis.chain_records import iter_chain_records
 
     _counts(ctx, stage, rep, ran_now)
     records = list(islice(iter_chain_records(rep.outputs[0]), 64))

@@ -27,7 +27,7 @@ MASK_ALPHA = 0.45
 
 
 def _font(size: int = FONT_PX) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    from mining.ocr import MissingFontError, find_font
+    from mining.text.ocr import MissingFontError, find_font
 
     for script in ("zh", "en"):
         try:

@@ -3,7 +3,7 @@
 A local set is snapshotted into <run>/data/<digest>/ as a complete shard set of its own: each tar of the
 manifest hard-linked (no byte copied; a copy where a link fails: another filesystem, or tars this user may
 not link), then the manifest and, last, the marker. This relies on the shard writer replacing a tar by
-rename, never rewriting one in place (tasks/shards.py), so a linked tar keeps its bytes when a mining run
+rename, never rewriting one in place (store/shards.py), so a linked tar keeps its bytes when a mining run
 rewrites the set. A remote set (s3://...) is pinned by each object's size and ETag, checked when the trainer
 opens the tar (trainer/data.py): a tar replaced since is refused by name, never read.
 
@@ -19,8 +19,8 @@ import os
 import shutil
 
 from schemas.layout import RunFiles
-from tasks import storage
-from tasks.shards import MANIFEST, read_manifest
+from store import storage
+from store.shards import MANIFEST, read_manifest
 from trainer.data import ShardSet, ShardSetChanged, object_version
 
 SNAPSHOT_DIR = RunFiles.DATA  # <run>/data/<digest[:16]>/

@@ -2,15 +2,15 @@
 repainting and outpainting, faces, OCR-verified text removal and rendering, condition maps and
 restoration, style and chains, and their shard sets; each stage a subflow with counts and thumbnails
 (flows/reports.py). Enabled per task by `synthesis.tasks` (empty by default); which stages run, in which
-order, is the registry's (tasks/registry.py)."""
+order, is the registry's (stages/registry.py)."""
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
 from schemas.config import RunConfig
-from tasks.registry import Pipeline
-from tasks.stage import Stage, StageReport
+from stages.registry import Pipeline
+from runtime.stage import Stage, StageReport
 
 
 def run_synthesis(run: Callable[[Stage], StageReport], cfg: RunConfig, shard_prefix: str,

@@ -18,9 +18,9 @@ from flows.live import live_view
 from flows.snapshot import SNAPSHOT_DIR, pin_shard_set, release_snapshots
 from schemas.config import RunConfig, TrainConfig
 from schemas.layout import RunLayout
-from tasks.ray_pool import ensure_ray, stop_ray
-from tasks.shards import manifest_digest, read_manifest
-from tasks import storage
+from runtime.ray_pool import ensure_ray, stop_ray
+from store.shards import manifest_digest, read_manifest
+from store import storage
 from trainer.data import ShardSet, untrainable
 from trainer.ray_job import TrainResult, base_folder, run_training
 from trainer.runs import claim_run_dir, derived_name, latest_checkpoint, record_sets, resolve_init, run_identity

@@ -9,12 +9,12 @@ audited with today's checks. Each check returns None (passes) or one reason, plu
 - `already_grey`: grayscale / colourise from a source without colour;
 - `flat_region`: a condition map with no content inside its mask (one flat value; pose: no skeleton);
 - `incoherent_group` / `incoherent_pair`: series, reference and general-editing inputs that do not show
-  the target's subject (mining/geometric.py);
+  the target's subject (mining/pairs/geometric.py);
 - `text_unconfirmed`: the text a text removal names is not read in the edit image, or is read after it;
-  a text addition's text is not read back (mining/text_confirm.py);
-- `style_mismatch`: a style reference whose style features are far from the target's (mining/style.py);
-- `smear`: a removal or repainting fill whose texture a person would reject (mining/smear.py);
-- `face_margin`: an aligned face pair too close to the identity threshold (mining/face_pairs.py).
+  a text addition's text is not read back (mining/text/confirm.py);
+- `style_mismatch`: a style reference whose style features are far from the target's (mining/style/features.py);
+- `smear`: a removal or repainting fill whose texture a person would reject (mining/objects/smear.py);
+- `face_margin`: an aligned face pair too close to the identity threshold (mining/faces/pairs.py).
 
 Checks are listed per task in CHECKS (a task name, or a `prefix*` for the tasks without their own entry),
 cheapest first; the first failure wins.
@@ -176,16 +176,16 @@ CHECKS: dict[str, list[Check | str]] = {
     "analysis_*": [map_has_content],
     "control_*": [map_has_content],
     "control_multi": [multi_maps_have_content],
-    "object_removal": ["mining.smear:fill_ok"],
-    "object_addition": ["mining.smear:fill_ok"],
-    "layer_fusion": ["mining.smear:fill_ok"],
-    "style_transfer_reference": ["mining.style:style_reference_ok"],
-    "facial_editing": ["mining.face_pairs:face_pair_ok"],
-    "series_generation": ["mining.geometric:coherent_group"],
-    "reference_generation": ["mining.geometric:coherent_group"],
-    "general_editing": ["mining.geometric:coherent_pair"],
-    "text_removal": ["mining.smear:fill_ok", "mining.text_confirm:text_removal_ok"],
-    "text_addition": ["mining.smear:fill_ok", "mining.text_confirm:text_addition_ok"],
+    "object_removal": ["mining.objects.smear:fill_ok"],
+    "object_addition": ["mining.objects.smear:fill_ok"],
+    "layer_fusion": ["mining.objects.smear:fill_ok"],
+    "style_transfer_reference": ["mining.style.features:style_reference_ok"],
+    "facial_editing": ["mining.faces.pairs:face_pair_ok"],
+    "series_generation": ["mining.pairs.geometric:coherent_group"],
+    "reference_generation": ["mining.pairs.geometric:coherent_group"],
+    "general_editing": ["mining.pairs.geometric:coherent_pair"],
+    "text_removal": ["mining.objects.smear:fill_ok", "mining.text.confirm:text_removal_ok"],
+    "text_addition": ["mining.objects.smear:fill_ok", "mining.text.confirm:text_addition_ok"],
 }
 # map tasks whose map is not a drawn structure: degradation keeps the photo, depth is smooth but not flat
 _NOT_A_MAP = ("analysis_degradation", "control_degradation", "analysis_grayscale", "control_grayscale")

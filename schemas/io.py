@@ -1,6 +1,6 @@
 """Storage primitives shared by every layer: fsspec URIs, atomic writes, and tar members grouped into samples.
 
-Below tasks/ and trainer/ so that both read and write the same way (trainer/ imports schemas only).
+Below store/, stages/ and trainer/ so that both read and write the same way (trainer/ imports schemas only).
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ def samples() -> list[AceSample]:
 
 @pytest.fixture(scope="session")
 def demo_corpus(tmp_path_factory):
-    from tasks.demo_corpus import build_demo_corpus
+    from stages.corpus.demo_corpus import build_demo_corpus
 
     path = tmp_path_factory.mktemp("corpus") / "corpus"
     gt = build_demo_corpus(path)
@@ -84,9 +84,9 @@ EMBEDDED_MINING = {"embedder": "offline", "partition_size": 40}
 def embedded(demo_corpus, tmp_path_factory):
     """The demo corpus ingested and embedded with the offline embedder, partitions of 40."""
     from schemas.config import RunConfig
-    from tasks.embed import EmbedStage
-    from tasks.executors import LocalExecutor
-    from tasks.ingest import ingest
+    from stages.corpus.embed import EmbedStage
+    from runtime.executors import LocalExecutor
+    from stages.corpus.ingest import ingest
 
     corpus, _ = demo_corpus
     root = str(tmp_path_factory.mktemp("mine") / "root")
@@ -109,7 +109,7 @@ def mp_models(tmp_path_factory):
     import os
     from pathlib import Path
 
-    from mining.mp_models import ChecksumError, MissingModelError, check_files, fetch
+    from mining.models.mediapipe import ChecksumError, MissingModelError, check_files, fetch
 
     here = Path(os.environ.get("ACEFORGE_MODELS", Path(__file__).resolve().parents[1] / "models"))
     try:
@@ -121,5 +121,5 @@ def mp_models(tmp_path_factory):
     try:
         fetch(models, os.environ.get("ACEFORGE_MEDIAPIPE_WHEEL"))
     except Exception as e:  # noqa: BLE001 - any failure to get them fails the tests, naming the fix
-        pytest.fail(f"MediaPipe models absent and not fetchable ({e}); run `python -m mining.mp_models fetch`")
+        pytest.fail(f"MediaPipe models absent and not fetchable ({e}); run `python -m mining.models.mediapipe fetch`")
     return models

@@ -3,8 +3,9 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ALLOWED = {"schemas": set(), "mining": {"schemas"}, "tasks": {"mining", "schemas"},
-           "trainer": {"schemas"}, "flows": {"tasks", "schemas", "trainer", "mining"}}
+ALLOWED = {"schemas": set(), "mining": {"schemas"}, "store": {"schemas", "mining"},
+           "runtime": {"schemas", "mining", "store"}, "stages": {"schemas", "mining", "store", "runtime"},
+           "trainer": {"schemas"}, "flows": {"schemas", "mining", "store", "runtime", "stages", "trainer"}}
 
 
 def _ours(path: Path) -> set[str]:

@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("schemas", "mining", "tasks", "trainer", "flows")
+PACKAGES = ("schemas", "mining", "store", "runtime", "stages", "trainer", "flows")
 LAYOUT = ROOT / "schemas" / "layout.py"
 FILE_NAME = re.compile(r"^\S*\.(parquet|json|jsonl|npy|tar|md|lock)$")
 # the root's directory names, flagged where a path is built from them (a join, a `/`) or spelled with a '/'
@@ -14,12 +14,12 @@ DIRS = {"catalog", "parts", "quarantine", "embeddings", "clusters", "pairs", "ba
         "instructions", "corpus", "root"}
 # (file, literal): names that are not of a run root
 ALLOWED = {
-    ("mining/depth.py", "config.json"), ("mining/depth.py", "preprocessor_config.json"),  # a model folder's files
-    ("mining/embedders.py", "open_clip_config.json"), ("mining/model_registry.py", "config.json"),
+    ("mining/maps/depth.py", "config.json"), ("mining/maps/depth.py", "preprocessor_config.json"),  # a model folder's files
+    ("mining/models/embedders.py", "open_clip_config.json"), ("mining/models/registry.py", "config.json"),
     ("trainer/components.py", "model_index.json"), ("trainer/ray_job.py", "model_index.json"),  # diffusers' index
-    ("mining/dlib_faces.py", "models"), ("mining/ocr.py", "models"),  # a package's bundled model folder
-    ("tasks/sources.py", ".tar"), ("tasks/sources.py", ".parquet"),  # kinds of input source, not outputs
-    ("tasks/cluster.py", "a.npy"),  # a local scratch file in a fresh temporary folder
+    ("mining/faces/dlib_faces.py", "models"), ("mining/text/ocr.py", "models"),  # a package's bundled model folder
+    ("store/sources.py", ".tar"), ("store/sources.py", ".parquet"),  # kinds of input source, not outputs
+    ("stages/corpus/cluster.py", "a.npy"),  # a local scratch file in a fresh temporary folder
     ("flows/preflight.py", "model-digests.json"),  # the user's cache of model digests, not a run's
 }
 

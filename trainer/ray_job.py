@@ -162,7 +162,7 @@ def run_training(cfg: TrainConfig, shard_urls, root: str | Path, export: bool = 
         ckpt = latest
     else:
         if not ray.is_initialized():  # the entry point owns Ray (flows/training.py starts it)
-            raise RuntimeError("Ray is not running: start it first (tasks.ray_pool.ensure_ray)")
+            raise RuntimeError("Ray is not running: start it first (runtime.ray_pool.ensure_ray)")
         with watch(run_dir) if watch is not None else nullcontext():
             result = _fit(cfg, sets, base, ckpts, run_dir, init.checkpoint.uri if init else None)
         fs.invalidate_cache()  # Ray's workers wrote the checkpoints: an object store's cached listings are stale

@@ -24,10 +24,10 @@ class SupervisionConfig(_Config):
                     "kind ('default' for the rest), at least this (else flat_region)")
     group_min_inliers: int = Field(8, ge=4, description="series / reference / general editing: RANSAC "
                                    "inliers of keypoint matches that make two images one subject "
-                                   "(mining/geometric.py; different photos give 0-4, crops, flips, colour "
+                                   "(mining/pairs/geometric.py; different photos give 0-4, crops, flips, colour "
                                    "and compression changes of one photo 10 and up)")
     text_min_score: float = Field(0.8, ge=0, le=1, description="text removal: OCR score of the named text "
-                                  "at least this (mining/text_confirm.py)")
+                                  "at least this (mining/text/confirm.py)")
     text_max_ned: float = Field(0.34, ge=0, le=1, description="text: a second read, rescaled, agrees with the "
                                 "first, and the text read agrees with the text the instruction names, within this "
                                 "normalised edit distance (else text_unconfirmed)")
@@ -51,7 +51,7 @@ class SupervisionConfig(_Config):
     style_fixed_min_cosine: float = Field(0.95, ge=-1, le=1, description="a reference labelled with a bank "
                                           "style: its re-rendering's style-feature cosine to it at least this "
                                           "(poster / ink families >= 0.99; photos within the change above <= 0.93)")
-    smear_max_ratio: float = Field(3.0, gt=0, description="a removal's fill against its ring (mining/smear.py: "
+    smear_max_ratio: float = Field(3.0, gt=0, description="a removal's fill against its ring (mining/objects/smear.py: "
                                    "ring / fill fine detail x sqrt of the fill's streak odds) at most this (else "
                                    "smear); the same statistic as synthesis.verify.max_smear_ratio")
     face_margin: float = Field(0.01, ge=0, description="aligned face pairs: cosine at least the identity "

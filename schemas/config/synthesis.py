@@ -11,11 +11,11 @@ from schemas.taxonomy import Family as _Family
 
 
 # Synthesized tasks by the stages that make them; SYNTH_TASKS is all of them, in this order.
-# object, layer and repainting pairs (tasks/synth_objects.py, tasks/synth_repaint.py)
+# object, layer and repainting pairs (stages/synthesis/objects.py, stages/synthesis/repaint.py)
 OBJECT_AND_REPAINT_TASKS = ("object_removal", "object_addition", "layer_decouple", "layer_fusion",
                             "inpainting_text_guided", "inpainting", "outpainting")
 TEXT_TASKS = ("text_removal", "text_addition")
-# condition maps and restoration (tasks/synth_maps.py): every analysis_<map>, control_<map>, control_multi
+# condition maps and restoration (stages/synthesis/maps.py): every analysis_<map>, control_<map>, control_multi
 MAP_TASKS = tuple(n for n, t in _TASKS.items() if t.family in (_Family.LOW_LEVEL_ANALYSIS,
                                                                _Family.CONTROLLABLE_GENERATION))
 # style pairs (ACE B.4.2) and multi-turn / long-context chains (ACE B.9): their own stages and shard set
@@ -59,7 +59,7 @@ class FaceConfig(_Config):
 
 
 class StyleConfig(_Config):
-    """Style pairs: style features, tight sets at `threshold` (mining/style_sets.py), each set the bank
+    """Style pairs: style features, tight sets at `threshold` (mining/style/sets.py), each set the bank
     renders; content + reference -> target."""
 
     extractor: str = Field("auto", pattern="^(auto|randconv|vgg16)$", description="auto: VGG16 Gram features "
@@ -76,7 +76,7 @@ class StyleConfig(_Config):
                                 "unit (style cuts across content clusters, so units are catalog slices)")
     min_set: int = Field(3, ge=2, description="a style set must hold at least this many images")
     max_sets_tried: int = Field(8, ge=1, description="style sets tried per unit, best first, for ones already "
-                                "in a bank style (mining/style_fixed.py: re-rendering a member changes it little)")
+                                "in a bank style (mining/style/fixed.py: re-rendering a member changes it little)")
     probe_members: int = Field(8, ge=1, description="members of a tried set (seeded) re-rendered in each bank "
                                "style to find the style the set is in")
     min_in_style_share: float = Field(0.75, gt=0, le=1, description="a set is in a bank style when at least this "
@@ -113,7 +113,7 @@ class MaskFilterConfig(_Config):
                                                            "the smaller area) at most this")
     min_score: float = Field(0.0, ge=0, le=1, description="segmenter score (SAM's predicted IoU; the proposer's "
                                                          "contrast) at least this")
-    min_objectness: float = Field(0.2, ge=0, le=1, description="objectness (mining/objectness.py: colour and "
+    min_objectness: float = Field(0.2, ge=0, le=1, description="objectness (mining/objects/objectness.py: colour and "
                                   "texture contrast with a ring outside the mask x edge strength on its boundary "
                                   "against the ring x solidity) at least this (else not_object); 0: not computed")
 
@@ -122,7 +122,7 @@ class VerifyConfig(_Config):
     min_change: float = Field(6.0, ge=0, description="mean absolute change inside the mask (0-255) at least this")
     max_seam_ratio: float = Field(2.5, gt=0, description="gradient on the mask border in the result / the "
                                                         "source image's mean gradient, at most this")
-    max_smear_ratio: float = Field(3.0, gt=0, description="fill against its ring (mining/smear.py): ring / fill "
+    max_smear_ratio: float = Field(3.0, gt=0, description="fill against its ring (mining/objects/smear.py): ring / fill "
                                    "fine detail times the square root of the fill's streak odds, at most this "
                                    "(else smear); about 1 for the true background, 5-25 for cv2.inpaint on a "
                                    "large hole in texture")
@@ -150,7 +150,7 @@ class TextSynthConfig(_Config):
                            "edit distance")
     min_font_px: int = Field(14, ge=6, description="rendered text is at least this many pixels tall")
     confirm_min_score: float = Field(0.8, ge=0, le=1, description="text removal: an OCR detection is confirmed "
-                                     "text with at least this recognition score (mining/text_confirm.py)")
+                                     "text with at least this recognition score (mining/text/confirm.py)")
     confirm_max_ned: float = Field(0.34, ge=0, le=1, description="text removal: a second read around the "
                                    "detection, rescaled, agrees with the first: the first's edit distance to its "
                                    "closest part, over the first's length, at most this")
@@ -204,7 +204,7 @@ class DegradationConfig(_Config):
 
 
 class MapsConfig(_Config):
-    """Condition maps (ACE B.2) and restoration pairs: tasks/synth_maps.py."""
+    """Condition maps (ACE B.2) and restoration pairs: stages/synthesis/maps.py."""
 
     regional_share: float = Field(0.3, ge=0, le=1, description="share of map samples made inside a mask only "
                                   "(the source's pixels outside)")

@@ -4,7 +4,7 @@ import io
 from PIL import Image
 
 from flows.artifacts import THUMB, artifact_key, thumbnail
-from tasks.ingest import load_catalog
+from stages.corpus.ingest import load_catalog
 
 
 def test_artifact_keys_are_what_prefect_accepts():

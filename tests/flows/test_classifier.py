@@ -3,9 +3,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.classifier import train_from_labels
-from mining.pair_classifier import PairClassifier
+from mining.pairs.classifier import PairClassifier
 from schemas.config import MiningConfig, RunConfig
-from tasks.embed import load_embeddings
+from stages.corpus.embed import load_embeddings
 
 
 def test_trains_on_the_runs_embeddings_and_checks_its_labels(embedded, tmp_path):

@@ -73,7 +73,7 @@ def test_missing_source_is_a_clear_error(tmp_path):
 def test_mine_prints_the_ingest_reconciliation_line(tmp_path, monkeypatch):
     """`aceforge mine` printed the mining summary only: the ingest counts were left to catalog/_SUCCESS.json."""
     import flows.pipelines
-    from tasks import storage
+    from store import storage
 
     counts = {"seen": 9, "accepted": 5, "duplicates": 1, "quarantined": {"corrupt": 2, "undecodable_name": 1},
               "catalog_uri": str(tmp_path / "r" / "catalog"), "skipped": {}}
@@ -115,7 +115,7 @@ def test_verify_decodes_every_image_a_checksum_cannot_vouch_for(tmp_path):
     import numpy as np
 
     from schemas.config import ShardConfig
-    from tasks.shards import write_shard_set
+    from store.shards import write_shard_set
     from tests.conftest import make_sample
 
     rng = np.random.default_rng(0)
@@ -145,7 +145,7 @@ def test_mine_then_train_classifier_from_labels(demo_corpus, tmp_path, prefect_r
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tasks.ingest import load_catalog
+    from stages.corpus.ingest import load_catalog
 
     corpus, gt = demo_corpus
     root = str(tmp_path / "root")
@@ -154,7 +154,7 @@ def test_mine_then_train_classifier_from_labels(demo_corpus, tmp_path, prefect_r
     res = run_cli(["mine", "--root", root], env={"ACEFORGE_MODELS": str(tmp_path / "models")})
     assert res.exit_code == 0, res.output
     assert "preset general_editing" in res.output and "shard set:" in res.output  # template instructions by default
-    from tasks import storage
+    from store import storage
 
     assert storage.read_marker(f"{root}/pairs/general_editing/instructed")["writer"] == "template:1"
     ids = {r.uri.split("/photos/")[1]: r.id for r in load_catalog(root)}
@@ -205,7 +205,7 @@ def _described(res) -> list[str]:
 
 def test_describe_prints_every_stage_the_example_config_enables():
     from schemas.config import load_config
-    from tasks.registry import enabled
+    from stages.registry import enabled
 
     res = runner.invoke(app, ["describe", "-c", "configs/example.yaml", "--source", "corpus/"])
     assert res.exit_code == 0, res.output
@@ -219,7 +219,7 @@ def test_describe_prints_every_stage_of_the_demo_with_its_tasks(tmp_path):
 
     from flows.demo import demo_config
     from schemas.config import FACE_TASKS, SYNTH_TASKS
-    from tasks.registry import STAGES
+    from stages.registry import STAGES
 
     path = tmp_path / "demo.yaml"
     path.write_text(yaml.safe_dump(demo_config(tmp_path / "out", None)))

@@ -212,11 +212,11 @@ def _batch_dir(corpus, scratch, k: int) -> str:
     """The name mining batch k gets for this corpus and CFG (named by its content: worked out on a scratch
     root through the clustering, which is deterministic)."""
     from flows.pipelines import run_config
-    from tasks.cluster import KMeansStage
-    from tasks.embed import EmbedStage
-    from tasks.executors import LocalExecutor
-    from tasks.ingest import IngestStage
-    from tasks.mine_pairs import MineStage
+    from stages.corpus.cluster import KMeansStage
+    from stages.corpus.embed import EmbedStage
+    from runtime.executors import LocalExecutor
+    from stages.corpus.ingest import IngestStage
+    from stages.pairs.mine import MineStage
 
     cfg = run_config(CFG, str(scratch))
     for stage in (IngestStage(cfg, source=str(corpus)), EmbedStage(cfg), KMeansStage(cfg)):

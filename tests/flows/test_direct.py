@@ -1,6 +1,6 @@
 from flows.direct import run_mining
 from schemas.config import RunConfig
-from tasks.shard_reader import read_shard_set
+from store.shard_reader import read_shard_set
 
 
 def test_direct_run_packs_exactly_the_instructed_pairs(demo_corpus, tmp_path):

@@ -5,7 +5,7 @@ import torch
 from flows.encode import encode_shard_set
 from schemas.layout import ShardFiles
 from schemas.config import ShardConfig, TrainConfig
-from tasks.shards import read_manifest, shard_uris, write_shard_set
+from store.shards import read_manifest, shard_uris, write_shard_set
 from tests.conftest import make_sample
 from trainer.data import iter_examples
 from trainer.train import AceTrainer

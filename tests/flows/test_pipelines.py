@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from flows.pipelines import mine_flow
-from tasks import storage
-from tasks.ingest import ingest
-from tasks.shards import read_manifest
+from store import storage
+from stages.corpus.ingest import ingest
+from store.shards import read_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 MINING = {"mining": {"k": 3, "clusters_per_batch": 1}, "shards": {"maxcount": 8}}
@@ -25,13 +25,13 @@ def ingested(demo_corpus, tmp_path):
 
 
 def test_a_failed_unit_is_the_only_one_a_rerun_executes(ingested, tmp_path, monkeypatch, prefect_results):
-    import tasks.executors as executors
+    import runtime.executors as executors
 
     from flows.pipelines import run_config
-    from tasks.cluster import KMeansStage
-    from tasks.embed import EmbedStage
-    from tasks.executors import LocalExecutor
-    from tasks.mine_pairs import MineStage
+    from stages.corpus.cluster import KMeansStage
+    from stages.corpus.embed import EmbedStage
+    from runtime.executors import LocalExecutor
+    from stages.pairs.mine import MineStage
 
     _, root = ingested
     cfg = run_config(MINING, root)
@@ -107,10 +107,10 @@ def test_every_image_of_a_multi_partition_corpus_is_embedded(tmp_path, prefect_r
     from PIL import Image
 
     from flows.pipelines import run_config
-    from tasks.embed import EmbedStage, load_embeddings
-    from tasks.executors import PrefectRayExecutor
-    from tasks.ingest import IngestStage
-    from tasks.ingest import catalog_slice, load_catalog
+    from stages.corpus.embed import EmbedStage, load_embeddings
+    from runtime.executors import PrefectRayExecutor
+    from stages.corpus.ingest import IngestStage
+    from stages.corpus.ingest import catalog_slice, load_catalog
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.preflight import PreflightError, check_models, check_storage, one_line, preflight
-from mining.segment import SAM_CHECKPOINTS, ChecksumError, sam_path
+from mining.objects.segment import SAM_CHECKPOINTS, ChecksumError, sam_path
 from schemas.config import RunConfig
-from tests.flows.test_s3 import s3  # noqa: F401 - the moto server fixture
+from tests.integration.test_s3 import s3  # noqa: F401 - the moto server fixture
 
 runner = CliRunner()
 SAM_MD5 = SAM_CHECKPOINTS["vit_b"][1]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from schemas.config import ShardConfig, TrainConfig
-from tasks import storage
-from tasks.shards import manifest_digest, read_manifest, write_shard_set
+from store import storage
+from store.shards import manifest_digest, read_manifest, write_shard_set
 from tests.conftest import make_sample
 from trainer.data import ShardSet, iter_examples
 
@@ -116,7 +116,7 @@ def test_a_set_rewritten_while_it_is_pinned_is_refused(tmp_path, monkeypatch):
                                                               "shard-000002.tar"]
 
 
-from tests.flows.test_s3 import s3  # noqa: E402,F401  (S3 served on loopback by moto)
+from tests.integration.test_s3 import s3  # noqa: E402,F401  (S3 served on loopback by moto)
 
 
 def test_a_remote_set_is_pinned_by_etag_and_a_replaced_tar_is_refused_by_name(s3):

@@ -7,7 +7,7 @@ import pytest
 
 from flows.training import plan_training, train_on_shards
 from schemas.config import RunConfig, ShardConfig
-from tasks.shards import write_shard_set
+from store.shards import write_shard_set
 from tests.conftest import make_sample
 
 TRAIN = {"lora_rank": 4, "max_steps": 2, "checkpoint_every": 2, "max_tokens": 24, "max_sequence_length": 32,
@@ -49,7 +49,7 @@ def test_the_run_is_named_by_its_shards_whatever_their_order_or_place(tmp_path):
 @pytest.fixture
 def one_ray():
     """One Ray for the whole test (train_on_shards leaves a Ray it did not start running)."""
-    from tasks.ray_pool import ensure_ray, stop_ray
+    from runtime.ray_pool import ensure_ray, stop_ray
 
     ensure_ray()
     yield
@@ -91,7 +91,7 @@ def test_the_run_reads_the_version_it_was_named_after_while_a_mining_run_rewrite
     """train_on_shards hands the trainer a snapshot: rewritten under the run (the way a mining re-run replaces
     a set's tars), the set still yields, to the run, the samples of the manifest named in identity.json."""
     import flows.training as training
-    from tasks.shards import manifest_digest
+    from store.shards import manifest_digest
     from tests.flows.test_snapshot import rewrite_set, write_set
     from trainer.data import iter_examples
     from schemas.config import TrainConfig
@@ -151,14 +151,14 @@ def test_the_cli_refuses_stage_one_without_zero_ref_tasks_before_ray_or_a_flow_s
     from typer.testing import CliRunner
 
     import flows.pipelines
-    import tasks.ray_pool
+    import runtime.ray_pool
     from flows.cli import app
 
     def forbidden(*a, **k):
         raise AssertionError("started")
 
     monkeypatch.setattr(ray, "init", forbidden)
-    monkeypatch.setattr(tasks.ray_pool, "ensure_ray", forbidden)
+    monkeypatch.setattr(runtime.ray_pool, "ensure_ray", forbidden)
     monkeypatch.setattr(flows.pipelines, "train_flow", forbidden)
     uri = _reference_only_set(tmp_path)
     res = CliRunner().invoke(app, ["train", uri, "--stage", "1", "--steps", "2"])

@@ -45,13 +45,13 @@ def ray_specs() -> dict[str, dict]:
 
 
 def declared_resources() -> list[tuple[str, float, float]]:
-    """Every `Resources(cpus=..., gpus=...)` the stages and model wrappers declare (tasks/, mining/)."""
+    """Every `Resources(cpus=..., gpus=...)` the stages, the runtime and model wrappers declare."""
     found = []
-    for path in [*(REPO / "tasks").glob("*.py"), *(REPO / "mining").glob("*.py")]:
+    for path in [p for pkg in ("stages", "runtime", "mining") for p in (REPO / pkg).rglob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Resources" and node.keywords:
                 if not all(isinstance(k.value, ast.Constant) for k in node.keywords):
-                    continue  # passes another declaration through (tasks/embed.py)
+                    continue  # passes another declaration through (stages/corpus/embed.py)
                 kw = {k.arg: k.value.value for k in node.keywords if k.arg in ("cpus", "gpus")}
                 found.append((path.name, float(kw.get("cpus", 1.0)), float(kw.get("gpus", 0.0))))
     assert len(found) >= 5

@@ -36,7 +36,7 @@ def test_dependencies_install_before_the_source_is_copied():
     copies_before = [arg for op, arg in ins[:first_install] if op == "COPY"]
     assert copies_before and all(set(arg.split()[:-1]) <= {"pyproject.toml", "requirements.lock", "README.md"}
                                  for arg in copies_before)
-    for pkg in ("schemas", "mining", "tasks", "flows", "trainer"):
+    for pkg in ("schemas", "mining", "store", "runtime", "stages", "flows", "trainer"):
         assert any(op == "COPY" and f" {pkg} " in f" {arg} " for op, arg in ins[first_install:]), pkg
     last = [arg for op, arg in ins if op == "RUN" and "pip install" in arg][-1]
     assert "--no-deps" in last  # the source layer never touches the dependencies

@@ -7,7 +7,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from mining import cond_maps as cm
+from mining.maps import cond_maps as cm
 from mining.supervision import change, check, checks_for, colourfulness, map_content, map_has_content, view
 from schemas.config import SupervisionConfig
 from schemas.records import AceSample, ConditionUnit, Role

@@ -1,6 +1,6 @@
 from schemas.layout import (FILE_SETS, CatalogFiles, CheckpointFiles, ClusterFiles, DemoFiles, EmbeddingFiles,
                             ExportFiles, PairFiles, RunFiles, RunLayout, ShardFiles, SynthFiles)
-from tasks import storage
+from store import storage
 
 
 def test_every_path_is_under_the_root_and_names_are_made_safe():

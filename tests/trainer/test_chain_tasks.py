@@ -4,8 +4,8 @@ import pytest
 
 from schemas.config import TrainConfig
 from schemas.records import Role
-from tasks.shard_reader import read_shard_set
-from tests.tasks.test_synth_chains import build_chains
+from store.shard_reader import read_shard_set
+from tests.stages.synthesis.test_chains import build_chains
 from trainer.data import Example
 from trainer.panels import sample_panels
 from trainer.train import AceTrainer

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from schemas.config import ShardConfig, TrainConfig
-from tasks.shards import shard_uris, write_shard_set
+from store.shards import shard_uris, write_shard_set
 from tests.conftest import make_sample
 from trainer.data import iter_examples, keep_sample, tokens_of
 
@@ -62,7 +62,7 @@ def _set(tmp_path, name, n, maxcount):
     rng = np.random.default_rng(len(name) + n)
     samples = [make_sample(i, rng, key=f"{name}-{i:02d}") for i in range(n)]
     write_shard_set(samples, str(tmp_path / name), ShardConfig(maxcount=maxcount))
-    from tasks.shards import read_manifest
+    from store.shards import read_manifest
     rows = read_manifest(str(tmp_path / name))
     return ShardSet(tuple(shard_uris(str(tmp_path / name))), tuple(r.samples for r in rows))
 

@@ -6,7 +6,7 @@ from PIL import Image
 
 from schemas.config import ShardConfig, TrainConfig
 from schemas.records import AceSample, ConditionUnit, Role
-from tasks.shards import shard_uris, write_shard_set
+from store.shards import shard_uris, write_shard_set
 from tests.conftest import png, random_image
 from trainer.data import held_out, iter_examples
 from trainer.evaluate import CheckpointEval

@@ -4,12 +4,12 @@ import pytest
 
 
 from schemas.config import RunConfig, TrainConfig
-from tasks.demo_corpus import face_photos
-from tasks.executors import LocalExecutor
-from tasks.ingest import ingest
-from tasks.shard_reader import read_shard_set
-from tasks.synth_faces import FacePairsStage, FacesStage
-from tasks.synth_pack import SynthPackStage
+from stages.corpus.demo_corpus import face_photos
+from runtime.executors import LocalExecutor
+from stages.corpus.ingest import ingest
+from store.shard_reader import read_shard_set
+from stages.synthesis.faces import FacePairsStage, FacesStage
+from stages.synthesis.pack import SynthPackStage
 from trainer.data import Example
 from trainer.panels import sample_panels
 from trainer.train import AceTrainer

@@ -6,7 +6,7 @@ import pytest
 from flows.direct import run_mining
 from schemas.config import RunConfig, TrainConfig
 from schemas.records import Role, instruction_indicators
-from tasks.shard_reader import read_shard_set
+from store.shard_reader import read_shard_set
 from trainer.data import Example
 from trainer.panels import sample_panels
 from trainer.train import AceTrainer

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from schemas.config import ShardConfig, TrainConfig
-from tasks.shards import shard_uris, write_shard_set
+from store.shards import shard_uris, write_shard_set
 from tests.conftest import make_sample
 
 

@@ -1,0 +1,1 @@
+"""Faces: detection and descriptors (dlib), face pairs and named changes."""

@@ -1,0 +1,1 @@
+"""Image primitives: decoding, transformations, degradations, random masks."""

@@ -1,0 +1,1 @@
+"""Instruction writers: templates per task, the chat endpoint (deadline, breaker, validated replies)."""

@@ -1,0 +1,1 @@
+"""Condition maps: the classical maps, depth, HED, OpenPose drawing, MediaPipe pose."""

@@ -1,0 +1,1 @@
+"""Objects: segmentation, mask filters, inpainting, objectness, smear checks, object names, removal verification."""

@@ -1,0 +1,1 @@
+"""Style: style features, fixed points of a restyler, style sets, classical stylisation."""

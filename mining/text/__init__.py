@@ -1,0 +1,1 @@
+"""Text: OCR (PP-OCR), rendering, and confirming text by reading it back."""

@@ -1,0 +1,263 @@
+"""The stage contract: every step of the pipeline is a Stage, run by either executor (runtime/executors.py).
+
+A stage has a name, the resources one of its workers needs, and four steps:
+
+    plan()        -> n               how many units of work (reads its inputs' markers, may write a plan)
+    run(k)        -> UnitReport      one unit, writing only `unit_outputs(k)`, each through a temporary name
+    finalize(n)   -> StageReport     merges the units, reconciles counts, writes the stage marker last
+    report()      -> StageReport|None  the finished stage's report, read from its marker (None: not done)
+
+The executor (runtime/executors.py) owns the life cycle around them: a stage whose report is current is not
+planned, a unit whose outputs exist (`unit_done`) is not run, `setup()` runs once per worker before its
+first unit, and each unit is timed. So `run(k)` only computes: it never checks its own outputs or loads
+models. Model stages set `model = True` (a worker is then a Ray actor) and name the wrapper whose
+`resources()` one worker holds (`worker_model`). A stage holds only its config and parameters (`spec()`),
+so a Ray worker or a Prefect task rebuilds it with `build(spec)`: paths travel, never payloads.
+Algorithms live in mining/ and trainer/; stages stay thin.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+
+from pydantic import BaseModel, Field
+
+from schemas.config import RunConfig
+from schemas.resources import Resources
+from store import storage
+from schemas.layout import RunLayout
+
+if TYPE_CHECKING:
+    from mining.models.base import ModelWrapper
+
+__all__ = ["Execution", "Resources", "SingleUnitStage", "Stage", "StageReport", "UnitReport", "build"]
+
+
+class UnitReport(BaseModel):
+    stage: str
+    unit: int
+    counts: dict[str, Any] = Field(default_factory=dict)
+    skipped: bool = False  # its outputs existed: run(k) was not called
+    seconds: float | None = None  # wall time of run(k), measured by the executor
+    setup_seconds: float | None = None  # the worker's setup() ran before this unit (its first), and took this
+
+
+class Execution(BaseModel):
+    """What the executor saw of one run of a stage's units (not stored in any marker: timings vary)."""
+
+    units: int = 0
+    ran: int = 0
+    skipped: int = 0
+    setups: int = 0  # workers that called setup(): at most one per worker
+    seconds: float = 0.0  # run(k) wall time summed over the units that ran
+    slowest: float = 0.0
+    setup_seconds: float = 0.0
+    counts: dict[str, Any] = Field(default_factory=dict)  # the numeric counts of the units that ran, summed
+
+    @classmethod
+    def of(cls, units: list[UnitReport]) -> Execution:
+        ran = [u for u in units if not u.skipped]
+        counts: dict[str, Any] = {}
+        for u in ran:
+            _add_counts(counts, u.counts)
+        times = [u.seconds or 0.0 for u in ran]
+        setups = [u.setup_seconds for u in units if u.setup_seconds is not None]
+        return cls(units=len(units), ran=len(ran), skipped=len(units) - len(ran), setups=len(setups),
+                   seconds=sum(times), slowest=max(times, default=0.0), setup_seconds=sum(setups), counts=counts)
+
+
+def _add_counts(total: dict[str, Any], counts: dict[str, Any]) -> None:
+    for k, v in counts.items():
+        if isinstance(v, dict):
+            _add_counts(total.setdefault(k, {}), v)
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(total.get(k, 0), (int, float)):
+            total[k] = total.get(k, 0) + v
+
+
+class StageReport(BaseModel):
+    stage: str
+    units: int
+    outputs: list[str]  # the stage's completed output directories
+    counts: dict[str, Any] = Field(default_factory=dict)  # from the stage's outputs (finalize / its marker)
+    execution: Execution | None = None  # this run's units; None when the stage was complete already
+
+
+class Stage(ABC):
+    name: ClassVar[str]  # the stage kind; `label` adds its parameters (a preset, a shard set)
+    unit_name: ClassVar[str] = "unit"  # task runs are `<label>-<unit_name>-<k>`
+    single: ClassVar[bool] = False  # one unit only: its task run is named `<label>`
+    resources: ClassVar[Resources] = Resources()
+    model: ClassVar[bool] = False
+
+    # what the registry (stages/registry.py) reads; plain declarations, no behaviour
+    produces: ClassVar[tuple[str, ...]] = ()  # the ACE tasks whose records it makes (synthesis.tasks enable it)
+    needs: ClassVar[tuple[str, ...]] = ()  # names of the registered stages it reads
+    config_section: ClassVar[str] = ""  # dotted path of its RunConfig sub-model, e.g. "synthesis.text"
+    scope: ClassVar[str] = "synthesis"  # where its counts go in a run's summary: run, preset or synthesis
+    key: ClassVar[str] = ""  # its key there (its counts: summary[key], [preset][key] or ["synthesis"][key])
+    shard_set: ClassVar[str | None] = None  # a producer: which shard set ("synthesis", "chains") packs it
+    packs: ClassVar[str | None] = None  # a pack stage: the shard set whose producers it packs
+    ui_report: ClassVar[str | None] = None  # the UI report it gets (a name flows/reports.py dispatches on)
+    always: ClassVar[bool] = False  # runs whatever synthesis.tasks holds (the mining stages)
+
+    def __init__(self, cfg: RunConfig, **params: Any):
+        self.cfg = cfg
+        self.params = params
+        self.layout = RunLayout(cfg.root)
+
+    @classmethod
+    def wanted(cls, cfg: RunConfig) -> bool:
+        """Whether the config asks for it by itself (a configured task it produces)."""
+        return cls.always or any(t in cls.produces for t in cfg.synthesis.tasks)
+
+    # a producer, as its pack stage sees it
+    def packed_tasks(self) -> list[str]:
+        """The tasks its shard set packs from its records, in config order."""
+        return [t for t in self.cfg.synthesis.tasks if t in self.produces]
+
+    def samples(self, rec: dict, tasks: list[str]) -> Iterator[Any]:
+        """The AceSamples one of its records gives for `tasks`."""
+        raise NotImplementedError(f"{self.name} makes no samples")
+
+    @staticmethod
+    def expected(counts: dict[str, Any], task: str) -> int:
+        """Samples of `task` its finished marker's counts promise the pack stage."""
+        return counts["samples"].get(task, 0)
+
+    # its place in a run's summary and the command line's summary
+    def summary_entry(self, counts: dict[str, Any], ran_now: bool) -> dict[str, Any]:
+        """What the run summary holds for it."""
+        return counts
+
+    @classmethod
+    def summary(cls, counts: dict[str, Any], group: dict[str, Any], name: str) -> str | None:
+        """Its lines in the command line's summary (None: none); `group` holds it and its siblings' counts,
+        under `name` (a preset, or "synthesis")."""
+        return None
+
+    # identity
+    @property
+    def label(self) -> str:
+        return self.name
+
+    def unit_label(self, k: int) -> str:
+        return self.label if self.single else f"{self.label}-{self.unit_name}-{k}"
+
+    def spec(self) -> dict[str, Any]:
+        return {"stage": type(self).__module__ + ":" + type(self).__qualname__,
+                "config": self.cfg.model_dump(mode="json"), "params": self.params}
+
+    def worker_model(self) -> ModelWrapper | None:
+        """The model wrapper whose `resources()` one worker of this stage holds; None: `resources`."""
+        return None
+
+    def worker_resources(self) -> Resources:
+        model = self.worker_model()
+        return self.resources if model is None else model.resources()
+
+    # the four steps
+    def setup(self) -> None:
+        """Load what every unit of this worker shares (model weights). The executor calls it once per
+        worker, before the first unit that runs; never when every unit is done."""
+
+    @abstractmethod
+    def plan(self) -> int: ...
+
+    def plan_outputs(self) -> list[str]:
+        """What `plan` writes (a listing); none by default: planning is then cheap enough to repeat."""
+        return []
+
+    @abstractmethod
+    def final_outputs(self) -> list[str]:
+        """The markers `finalize` writes last: the stage is complete when they all exist."""
+
+    @abstractmethod
+    def unit_outputs(self, k: int) -> list[str]: ...
+
+    @abstractmethod
+    def run(self, k: int) -> UnitReport: ...
+
+    @abstractmethod
+    def finalize(self, n: int) -> StageReport: ...
+
+    @abstractmethod
+    def report(self) -> StageReport | None:
+        """The finished stage's report, read back from its marker; None while it is not complete."""
+
+    # what a finished stage was made from: a marker is current only while this is unchanged
+    def inputs(self) -> list[str]:
+        """The upstream output directories this stage reads (their markers are part of its version)."""
+        return []
+
+    def settings(self) -> dict[str, Any]:
+        """The configuration that decides this stage's outputs (not workers, batch sizes or paths)."""
+        return {}
+
+    def version(self) -> str:
+        """A digest of the settings and the inputs' markers, stored in the stage's marker: a stage whose
+        inputs grew (new files ingested) or whose settings changed runs again; its finished units are kept."""
+        data = {"settings": self.settings(), "inputs": [storage.read_marker(u) for u in self.inputs()]}
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def current(self, marker: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The marker when it was written for this version; None when it is missing or stale."""
+        return marker if marker is not None and marker.get("stage_version") == self.version() else None
+
+    def stamp(self, dir_uri: str) -> None:
+        """Record the version in the marker `finalize` just wrote."""
+        marker = storage.read_marker(dir_uri)
+        if marker is None:
+            raise RuntimeError(f"{dir_uri} has no marker to stamp")
+        storage.write_marker(dir_uri, {**marker, "stage_version": self.version()})
+
+    def invalidate(self) -> list[str]:
+        """Remove this stage's markers when they are stale (nothing else): the stage then plans and
+        finalizes again, and its units that are still valid are skipped. Returns what was removed."""
+        stale = [o for o in self.final_outputs() if storage.exists(o)]
+        for o in stale:
+            fs, path = storage.fs_path(o)
+            fs.rm(path)
+        return stale
+
+    def complete(self) -> bool:
+        return self.report() is not None
+
+    def unit_done(self, k: int) -> bool:
+        outs = self.unit_outputs(k)
+        return bool(outs) and all(storage.exists(o) for o in outs)
+
+
+def build(spec: dict[str, Any]) -> Stage:
+    """The stage a spec describes (in any process: the module is imported by name)."""
+    module, _, cls = spec["stage"].partition(":")
+    stage_cls = getattr(importlib.import_module(module), cls)
+    return stage_cls(RunConfig.model_validate(spec["config"]), **spec["params"])
+
+
+class SingleUnitStage(Stage):
+    """A stage of one unit whose output is one directory, `out`, complete when its marker exists."""
+
+    single = True
+
+    @property
+    @abstractmethod
+    def out(self) -> str: ...
+
+    def plan(self) -> int:
+        return 1
+
+    def unit_outputs(self, k: int) -> list[str]:
+        return [self.layout.marker(self.out)]
+
+    def final_outputs(self) -> list[str]:
+        return self.unit_outputs(0)
+
+    def finalize(self, n: int) -> StageReport:
+        rep = self.report()
+        if rep is None:
+            raise RuntimeError(f"{self.out} has no marker: the unit of {self.label} did not complete")
+        return rep

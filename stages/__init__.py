@@ -1,0 +1,1 @@
+"""The pipeline's stages, grouped as corpus, pairs and synthesis, with the registry and the supervision gate."""

@@ -1,0 +1,1 @@
+"""Corpus stages: ingest, embedding, clustering, the demo corpus."""

@@ -1,0 +1,1 @@
+"""Pair stages: mining per preset, instructions, packing."""

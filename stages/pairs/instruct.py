@@ -1,0 +1,269 @@
+"""Give mined pairs their instruction, then turn the instructed pairs into AceSamples.
+
+<root>/pairs/<preset>/instructed/pairs.parquet holds every pair with its instruction (or none) and is
+oriented the way the instruction runs; the marker counts pairs with and without one. Pairs without an
+instruction stay there and are never packed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Callable, Iterable, Iterator, Mapping
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mining.image.decode import normalized_bytes
+from mining.instructions.writers import (ChatInstructionWriter, InstructionError, InstructionWriter, KnownTransformWriter,
+                                 TemplateInstructionWriter)
+from schemas.arrow import PAIR_SCHEMA, from_table, to_table
+from schemas.config import IngestConfig, InstructionConfig
+from schemas.layout import PairFiles, RunLayout
+from schemas.records import AceSample, ConditionUnit, Generator, Lineage, PairRecord, Role
+from schemas.taxonomy import Family, task_spec
+from store import storage
+from store.sources import read_uri
+from runtime.stage import Resources, SingleUnitStage, StageReport, UnitReport
+
+
+def _image(rec, cfg: IngestConfig) -> tuple[bytes, str]:
+    """Normalised bytes of a catalog record (or of a URI)."""
+    return normalized_bytes(read_uri(rec if isinstance(rec, str) else rec.uri), max_pixels=cfg.max_pixels,
+                            min_side=1)
+
+
+def iter_pair_batches(uri: str, batch_rows: int = 2048) -> Iterator[list[PairRecord]]:
+    """A pairs.parquet in batches of records: memory is bounded by the batch, not by the pairs."""
+    for batch in storage.parquet_file(uri).iter_batches(batch_size=batch_rows):
+        yield from_table(pa.Table.from_batches([batch]), PairRecord)  # type: ignore[misc]
+
+
+def _previous(out: str, writer: str, mined: set[str]) -> pa.Table | None:
+    """The instructed pairs an earlier run of the same writer left in `out` (its marker removed because the
+    mined pairs grew) that are still mined, in their order; None when there are none or another writer
+    made them."""
+    uri = PairFiles(out).pairs
+    if not storage.exists(uri):
+        return None
+    table = storage.read_parquet(uri)
+    if (table.schema.metadata or {}).get(b"writer", b"").decode() != writer:
+        return None
+    return table.filter(pc.is_in(table.column("pair_id"), value_set=pa.array(sorted(mined), pa.string())))
+
+
+def instruct_pairs(pairs: Iterable[PairRecord] | Iterable[list[PairRecord]], writer: InstructionWriter,
+                   catalog: Mapping, pairs_uri: str, ingest_cfg: IngestConfig | None = None,
+                   progress: Callable[[int], None] | None = None, mined: set[str] | None = None,
+                   writer_key: str | None = None) -> tuple[str, dict[str, int]]:
+    """An instruction for each pair. `pairs` is a list of pairs, or batches of them (with `mined`, the ids
+    of them all): only a batch is held at a time. `catalog` maps the pairs' image ids to catalog records
+    (or URIs); the writer reads images only when it needs them. Pairs an earlier run of this writer
+    (`writer_key`: its whole spec; default its name) instructed keep their instruction and their order; new pairs come after them (so a shard set re-packed
+    after new images landed keeps its finished shards)."""
+    ingest_cfg = ingest_cfg or IngestConfig()
+    out = PairFiles(pairs_uri).instructed
+    marker = storage.read_marker(out)
+    if marker is not None:
+        return out, marker["counts"]
+    if mined is None:
+        pairs = list(pairs)  # type: ignore[arg-type]
+        mined = {p.pair_id for p in pairs}  # type: ignore[union-attr]
+        batches: Iterable[list[PairRecord]] = [pairs]  # type: ignore[list-item]
+    else:
+        batches = pairs  # type: ignore[assignment]
+    counts: Counter[str] = Counter()
+    gen = _generator(writer.name)
+    key = writer_key or writer.name
+    meta = {b"writer": key.encode()}
+    with storage.ParquetSink(PairFiles(out).pairs, PAIR_SCHEMA.with_metadata(meta)) as sink:
+        prev = _previous(out, key, mined)
+        reused: set[str] = set()
+        if prev is not None and prev.num_rows:
+            sink.write(prev.replace_schema_metadata(meta).cast(PAIR_SCHEMA.with_metadata(meta)))
+            reused = set(prev.column("pair_id").to_pylist())
+            with_ins = prev.num_rows - prev.column("instruction").null_count
+            counts["with_instruction"] += with_ins
+            counts["without_instruction"] += prev.num_rows - with_ins
+            counts["reused"] = prev.num_rows
+        del prev
+        for batch in batches:
+            done: list[PairRecord] = []
+            for p in batch:
+                if p.pair_id in reused:
+                    continue
+                src, tgt = (_image(catalog[p.source_id], ingest_cfg), _image(catalog[p.target_id], ingest_cfg)) \
+                    if writer.needs_images else ((b"", "png"), (b"", "png"))
+                try:
+                    ins = writer.write(p, src[0], tgt[0], src[1], tgt[1])
+                except InstructionError:  # the endpoint failed (or its breaker is open): the template
+                    ins = FALLBACK.write(p)
+                    counts["chat_fallback"] += 1
+                if ins is None:
+                    counts["without_instruction"] += 1
+                    done.append(p)
+                else:
+                    counts["with_instruction"] += 1
+                    a, b = (p.target_id, p.source_id) if ins.swapped else (p.source_id, p.target_id)
+                    g = gen if ins.writer == writer.name else _generator(ins.writer)
+                    lineage = p.lineage.model_copy(update={"source_ids": [a, b],
+                                                           "generators": [*p.lineage.generators, g]})
+                    done.append(p.model_copy(update={"source_id": a, "target_id": b, "instruction": ins.instruction,
+                                                     "lineage": lineage}))
+                if progress:
+                    progress(1)
+            if done:
+                sink.write(to_table(done, PairRecord).replace_schema_metadata(meta))
+    counts.update(getattr(writer, "counts", {}))  # a chat writer's requests, failures by reason, breaker
+    storage.write_marker(out, {"counts": dict(counts), "writer": writer.name})
+    return out, dict(counts)
+
+
+FALLBACK = TemplateInstructionWriter()
+
+
+def _generator(name: str) -> Generator:
+    return Generator(name=name.rsplit(":", 1)[0], version=name.rsplit(":", 1)[-1])
+
+
+def load_instructed(uri: str) -> list[PairRecord]:
+    if storage.read_marker(uri) is None:
+        raise FileNotFoundError(f"no complete instructed pairs under {uri}")
+    return from_table(storage.read_parquet(PairFiles(uri).pairs), PairRecord)  # type: ignore
+
+
+def pair_samples(pairs: Iterable[PairRecord], catalog: Mapping,
+                 ingest_cfg: IngestConfig | None = None) -> Iterator[AceSample]:
+    """One AceSample per pair that has an instruction: edit = source, target = target (for a reference
+    generation task the source is the `reference` unit and nothing is edited in place). `catalog` maps image
+    ids to catalog records or URIs."""
+    ingest_cfg = ingest_cfg or IngestConfig()
+    for p in pairs:
+        if not p.instruction:
+            continue
+        src, tgt = _image(catalog[p.source_id], ingest_cfg), _image(catalog[p.target_id], ingest_cfg)
+        role = Role.REFERENCE if task_spec(p.task).family is Family.REFERENCE_GENERATION else Role.EDIT
+        yield AceSample(key=f"{p.task}-{p.pair_id}", task=p.task, instruction=p.instruction,
+                        units=[ConditionUnit(role=role, image=src[0], image_ext=src[1])],
+                        target=ConditionUnit(role=Role.TARGET, image=tgt[0], image_ext=tgt[1]),
+                        lineage=p.lineage)
+
+
+def iter_groups(uri: str, batch_rows: int = 1024) -> Iterator[dict]:
+    """The rows of a groups.parquet (cluster, set_id, input_ids, target_id), a batch in memory at a time."""
+    for batch in storage.parquet_file(uri).iter_batches(batch_size=batch_rows):
+        yield from batch.to_pylist()
+
+
+def group_ids(uri: str) -> set[str]:
+    """Every image id a groups.parquet names."""
+    t = storage.parquet_file(uri).read(columns=["input_ids", "target_id"])
+    return set(pc.list_flatten(t.column("input_ids")).to_pylist()) | set(t.column("target_id").to_pylist())
+
+
+def group_samples(groups: Iterable[dict], catalog: Mapping, task: str, generators: list[Generator],
+                  ingest_cfg: IngestConfig | None = None) -> Iterator[AceSample]:
+    """One AceSample per group of one union-find set: its 3-8 inputs as `reference` units ({image1}...
+    {imageN} in the instruction, in order), its target as the target; no edit image (ACE B.8)."""
+    import hashlib
+
+    from mining.instructions.writers import GROUP_TEMPLATER, group_instruction
+
+    ingest_cfg = ingest_cfg or IngestConfig()
+    gens = [*generators, Generator(name=GROUP_TEMPLATER[0], version=GROUP_TEMPLATER[1])]
+    for g in groups:
+        ids = [*g["input_ids"], g["target_id"]]
+        key = hashlib.sha256("|".join(ids).encode()).hexdigest()[:20]
+        images = [_image(catalog[i], ingest_cfg) for i in ids]
+        yield AceSample(key=f"{task}-{key}", task=task, instruction=group_instruction(task, key, len(ids) - 1),
+                        units=[ConditionUnit(role=Role.REFERENCE, image=b, image_ext=e) for b, e in images[:-1]],
+                        target=ConditionUnit(role=Role.TARGET, image=images[-1][0], image_ext=images[-1][1]),
+                        lineage=Lineage(source_ids=ids, generators=gens,
+                                        scores={"cluster": float(g["cluster"]), "set_id": float(g["set_id"])}))
+
+
+def pair_ids_and_images(uri: str, instructed_only: bool = False) -> tuple[set[str], set[str]]:
+    """(pair ids, image ids) of a pairs.parquet (of the pairs with an instruction when `instructed_only`),
+    reading four columns only."""
+    cols = storage.parquet_file(uri).read(columns=["pair_id", "source_id", "target_id", "instruction"])
+    if instructed_only:
+        cols = cols.filter(pc.is_valid(cols.column("instruction")))
+    return set(cols.column("pair_id").to_pylist()), \
+        set(cols.column("source_id").to_pylist()) | set(cols.column("target_id").to_pylist())
+
+
+def demo_known_writer(corpus_dir: str, root: str) -> KnownTransformWriter:
+    """Instructions of the demo corpus' known transformations, keyed by catalog ids."""
+    from stages.corpus.demo_corpus import family_member_ids
+    from stages.corpus.ingest import load_catalog
+
+    known = {}
+    for members in family_member_ids(corpus_dir, load_catalog(root)).values():
+        (_, base), *variants = members
+        for m, var in variants:
+            if base and var and m["instruction"]:
+                known[(base, var)] = m["instruction"]
+    return KnownTransformWriter(known)
+
+
+def make_writer(spec: dict, root: str) -> InstructionWriter:
+    """{'kind': 'template'}, {'kind': 'chat', ...InstructionConfig fields} or
+    {'kind': 'demo', 'corpus': <demo corpus folder>}."""
+    if spec["kind"] == "demo":
+        return demo_known_writer(spec["corpus"], root)
+    if spec["kind"] == "template":
+        return TemplateInstructionWriter()
+    ic = InstructionConfig(**{k: v for k, v in spec.items() if k != "kind"})
+    return ChatInstructionWriter.from_config(ic, RunLayout(root).instruction_cache)
+
+
+class InstructStage(SingleUnitStage):
+    """<root>/pairs/<preset>/instructed/: an instruction for every mined pair (one unit)."""
+
+    name = "instructions"
+    resources = Resources(cpus=0.5)
+    always, scope, key, config_section, ui_report = True, "preset", "instructions", "mining.instructions", \
+        "instructions"
+    needs = ("mine",)
+
+    @classmethod
+    def summary(cls, counts: dict, group: dict, name: str) -> str:
+        return f"  instructions: {counts}"
+
+    @property
+    def label(self) -> str:
+        return f"instructions-{self.params['preset']}"
+
+    @property
+    def out(self) -> str:
+        return self.layout.instructed(self.params["preset"])
+
+    def inputs(self) -> list[str]:
+        return [self.layout.pairs(self.params["preset"])]
+
+    def settings(self) -> dict:
+        return {"writer": self.params["writer"]}
+
+    def run(self, k: int) -> UnitReport:
+        from stages.corpus.ingest import catalog_uris
+
+        pairs_uri = self.layout.pairs(self.params["preset"])
+        mined_file = PairFiles(pairs_uri).pairs
+        if storage.read_marker(pairs_uri) is None:
+            raise FileNotFoundError(f"no complete pair mining under {pairs_uri}")
+        mined, images = pair_ids_and_images(mined_file)
+        writer = make_writer(self.params["writer"], self.cfg.root)
+        uris = catalog_uris(self.cfg.root, images) if writer.needs_images else {}
+        try:
+            _, counts = instruct_pairs(iter_pair_batches(mined_file), writer, uris, pairs_uri, self.cfg.ingest,
+                                       mined=mined, writer_key=json.dumps(self.params["writer"], sort_keys=True))
+        finally:
+            if isinstance(writer, ChatInstructionWriter):
+                writer.close()
+        self.stamp(self.out)
+        return UnitReport(stage=self.label, unit=k, counts=counts)
+
+    def report(self) -> StageReport | None:
+        m = self.current(storage.read_marker(self.out))
+        return None if m is None else StageReport(stage=self.label, units=1, outputs=[self.out],
+                                                  counts={**m["counts"], "writer": m["writer"]})

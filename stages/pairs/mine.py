@@ -1,0 +1,403 @@
+"""Mine pairs per cluster for one task preset, in batches of clusters: <root>/pairs/<preset>/
+
+    batches/batch-NNNNN/   one unit of work: edges, sets, pairs, groups, drops of its clusters + marker
+    edges.parquet          cluster, source_id, target_id, score   (every in-band edge: re-tune without recomputing)
+    sets.parquet           cluster, set_id, id                     (disjoint sets of two or more)
+    pairs.parquet          PairRecord rows that passed every check
+    groups.parquet         cluster, set_id, input_ids, target_id   (series / reference presets)
+    drops.json             counts by reason; then the marker
+
+Series / reference groups are tight (mining/pairs/groups.py): every input within the band of the target and of
+each other, and (mining.geometric_check) confirmed by keypoint geometry to show one subject; a target no tight
+group forms around is dropped (incoherent_group). General-editing pairs failing the geometric confirmation are
+dropped (incoherent_pair). Counts reconcile per batch: candidate pairs = pairs + classifier + incoherent_pair;
+members of the sets of a group preset = members grouped + incoherent_group + group_leftover.
+
+A batch whose marker exists is skipped; the merge runs when every batch is complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+
+from mining.pairs.band import band_edges, disjoint_sets, pairs_from_sets
+from mining.pairs.geometric import Verifier
+from mining.pairs.groups import tight_groups
+from mining.pairs.classifier import PairClassifier
+from mining.pairs.presets import TaskPreset, largest_set
+from schemas.arrow import from_table, to_table
+from schemas.config import MiningConfig
+from schemas.records import Generator, Lineage, PairRecord
+from store import storage
+from schemas.layout import MARKER, PAIR_TABLES, PairFiles, RunLayout
+from stages.pairs.geometry import GEOMETRIC_GENERATOR, PAIR_GEOMETRY_TASKS, catalog_verifier, reconcile, uses_geometry
+from runtime.stage import Resources, Stage, StageReport, UnitReport
+
+BAND_GENERATOR = Generator(name="band-union-find", version="1")
+_TABLES = PAIR_TABLES
+
+
+@dataclass
+class MineReport:
+    uri: str
+    clusters: int = 0
+    edges: int = 0
+    sets: int = 0
+    pairs: int = 0
+    groups: int = 0
+    drops: dict[str, int] = field(default_factory=dict)
+
+    def counts(self) -> dict:
+        return {k: getattr(self, k) for k in ("clusters", "edges", "sets", "pairs", "groups", "drops")}
+
+
+def pair_id(a: str, b: str) -> str:
+    return hashlib.sha256(f"{a}|{b}".encode()).hexdigest()[:24]
+
+
+def resolve_band(preset: TaskPreset, cfg: MiningConfig, embedder_band: tuple[float, float]) -> tuple[float, float]:
+    lo, hi = preset.band or embedder_band
+    if preset.band is None:
+        lo = cfg.band_lo if cfg.band_lo is not None else lo
+        hi = cfg.band_hi if cfg.band_hi is not None else hi
+    return lo, hi
+
+
+def cluster_batches(k: int, clusters_per_batch: int) -> list[tuple[int, int]]:
+    """Cluster ranges [c0, c1) of `clusters_per_batch` clusters each: the units of work. Ranges over all
+    k clusters, empty ones included, so a batch keeps its clusters when new images join some of them."""
+    return [(c, min(c + clusters_per_batch, k)) for c in range(0, k, clusters_per_batch)]
+
+
+def check_inputs(preset: TaskPreset, embedder: Generator, classifier: PairClassifier, features: str) -> None:
+    if preset.features != features:
+        raise ValueError(f"preset {preset.name} is defined on {preset.features} features; these are {features} "
+                         f"features from {embedder.name}")
+    if classifier.path is not None:
+        classifier.setup()
+        if classifier.embedder != embedder.name:
+            raise ValueError(f"{classifier.path} was trained on {classifier.embedder} features, "
+                             f"these are {embedder.name}")
+
+
+def mine_batch(ids: list[str], x: np.ndarray, cluster_of: np.ndarray, out: str, preset: TaskPreset,
+               cfg: MiningConfig, embedder: Generator, band: tuple[float, float], classifier: PairClassifier,
+               progress: Callable[[int], None] | None = None, verifier: Verifier | None = None) -> MineReport:
+    """Band union-find over one batch's rows (grouped by cluster, `cluster_of` per row), re-checked pairs,
+    the second-level check, tight groups; the batch's files and marker. `verifier` (over these ids) confirms
+    groups and general-editing pairs by geometry; None: not confirmed. Memory: the batch's rows (and the
+    verifier's bounded caches)."""
+    marker = storage.read_marker(out)
+    if marker is not None:
+        return MineReport(out, **marker["counts"])
+    lo, hi = band
+    rows = np.arange(len(ids), dtype=np.int64)
+    cluster_of = np.asarray(cluster_of, np.int64)
+    if len(rows) and np.any(np.diff(cluster_of) < 0):
+        raise ValueError(f"{out}: rows must be grouped by cluster")
+    if uses_geometry(preset, cfg) != (verifier is not None):
+        raise ValueError(f"{out}: preset {preset.name} with geometric_check={cfg.geometric_check} "
+                         f"{'needs' if verifier is None else 'takes no'} verifier")
+    rep = MineReport(out)
+    set_members = 0
+    drops: Counter[str] = Counter()
+    tables: dict[str, dict[str, list]] = {
+        "edges": {"cluster": [], "source_id": [], "target_id": [], "score": []},
+        "sets": {"cluster": [], "set_id": [], "id": []},
+        "groups": {"cluster": [], "set_id": [], "input_ids": [], "target_id": []},
+    }
+    cand_i, cand_j, cand_s = [], [], []
+    for members in np.split(rows, np.flatnonzero(np.diff(cluster_of)) + 1) if len(rows) else []:
+        c = int(cluster_of[members[0]])
+        rep.clusters += 1
+        xc = x[members]
+        e = band_edges(xc, lo, hi, block=cfg.block)
+        drops["duplicate_above_hi"] += e.duplicates
+        rep.edges += len(e)
+        t = tables["edges"]
+        t["cluster"] += [c] * len(e)
+        t["source_id"] += [ids[k] for k in members[e.i]]
+        t["target_id"] += [ids[k] for k in members[e.j]]
+        t["score"] += e.score.tolist()
+        sets = disjoint_sets(len(xc), e)
+        if preset.keep == "largest_set":
+            drops["not_largest_set"] += max(0, len(sets) - 1)
+            sets = largest_set(sets)
+        for s_idx, s in enumerate(sets):
+            tables["sets"]["cluster"] += [c] * len(s)
+            tables["sets"]["set_id"] += [s_idx] * len(s)
+            tables["sets"]["id"] += [ids[k] for k in members[s]]
+        rep.sets += len(sets)
+        if preset.keep == "groups":
+            rng = np.random.default_rng([cfg.seed, c])
+            g = tables["groups"]
+            for s_idx, s in enumerate(sets):
+                rows_s = members[s]
+                same = None if verifier is None else \
+                    (lambda a, b, r=rows_s: verifier.same(ids[r[a]], ids[r[b]]))
+                sg = tight_groups(xc[s], lo, hi, rng, same)
+                set_members += len(s)
+                drops["incoherent_group"] += sg.incoherent
+                drops["group_leftover"] += sg.leftover
+                for inputs, target in sg.groups:
+                    g["cluster"].append(c)
+                    g["set_id"].append(s_idx)
+                    g["input_ids"].append([ids[k] for k in rows_s[inputs]])
+                    g["target_id"].append(ids[rows_s[target]])
+        sp = pairs_from_sets(xc, sets, lo, hi, cfg.max_pairs_per_set, seed=cfg.seed + c)
+        drops["set_pair_out_of_band"] += sp.out_of_band
+        drops["set_pair_over_cap"] += sp.capped
+        cand_i.append(members[sp.i])
+        cand_j.append(members[sp.j])
+        cand_s.append(sp.score)
+        if progress:
+            progress(len(members))
+    cat = (lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt))
+    ci, cj, cs = cat(cand_i, np.int64), cat(cand_j, np.int64), cat(cand_s, np.float32)
+    keep, cls_scores = classifier.keep(x[ci], x[cj], preset) if len(ci) else (np.zeros(0, bool), None)
+    drops["classifier"] += int(np.count_nonzero(~keep))
+    gens = [embedder, BAND_GENERATOR, Generator(name=classifier.name, version="1")]
+    pair_geometry = verifier is not None and preset.task in PAIR_GEOMETRY_TASKS
+    if pair_geometry:
+        gens.append(GEOMETRIC_GENERATOR)
+        drops["incoherent_pair"] += 0  # reported (as 0) whenever the check ran
+    pairs = []
+    for n in np.flatnonzero(keep):
+        a, b = ids[ci[n]], ids[cj[n]]
+        scores = {"band_cosine": float(cs[n])}
+        if cls_scores is not None:
+            scores["classifier"] = float(cls_scores[n])
+        if pair_geometry:
+            inliers = verifier.inliers(a, b)
+            if inliers < verifier.min_inliers:
+                drops["incoherent_pair"] += 1
+                continue
+            scores["geometric_inliers"] = float(inliers)
+        pairs.append(PairRecord(pair_id=pair_id(a, b), source_id=a, target_id=b, task=preset.task,
+                                similarity=float(cs[n]), scores=scores,
+                                lineage=Lineage(source_ids=[a, b], generators=gens, scores=scores)))
+    rep.pairs, rep.groups, rep.drops = len(pairs), len(tables["groups"]["target_id"]), dict(sorted(drops.items()))
+    reconcile(out, len(ci), rep.pairs, set_members, sum(len(i) + 1 for i in tables["groups"]["input_ids"]), drops)
+    _write_tables(out, tables, pairs)
+    storage.write_marker(out, {"counts": rep.counts(), "rows": len(ids)})
+    return rep
+
+
+def _write_tables(out: str, tables: dict[str, dict[str, list]], pairs: list[PairRecord]) -> None:
+    for name, cols in (("edges", ("cluster", "source_id", "target_id", "score")), ("sets", ("cluster", "set_id", "id")),
+                       ("groups", ("cluster", "set_id", "input_ids", "target_id"))):
+        for col in cols:
+            tables[name].setdefault(col, [])
+    edges = tables["edges"]
+    storage.atomic_write_parquet(PairFiles(out).table("edges"), pa.table(
+        {**edges, "score": pa.array(edges["score"], pa.float32())},
+        schema=pa.schema([("cluster", pa.int64()), ("source_id", pa.string()), ("target_id", pa.string()),
+                          ("score", pa.float32())])))
+    storage.atomic_write_parquet(PairFiles(out).table("sets"), pa.table(
+        tables["sets"], schema=pa.schema([("cluster", pa.int64()), ("set_id", pa.int64()), ("id", pa.string())])))
+    storage.atomic_write_parquet(PairFiles(out).table("groups"), pa.table(
+        tables["groups"], schema=pa.schema([("cluster", pa.int64()), ("set_id", pa.int64()),
+                                            ("input_ids", pa.list_(pa.string())), ("target_id", pa.string())])))
+    storage.atomic_write_parquet(PairFiles(out).pairs, to_table(pairs, PairRecord))
+
+
+def merge_batches(root: str, preset: TaskPreset, batches: list[str], band: tuple[float, float]) -> MineReport:
+    """Concatenate the complete batches (their directories, in order) into the preset's tables, sum the
+    counts, write the marker."""
+    n_batches = len(batches)
+    out = RunLayout(root).pairs(preset.name)
+    marker = storage.read_marker(out)
+    if marker is not None:
+        return MineReport(out, **marker["counts"])
+    rep = MineReport(out)
+    drops: Counter[str] = Counter()
+    parts: dict[str, list[pa.Table]] = {t: [] for t in _TABLES}
+    for b in batches:
+        bm = storage.read_marker(b)
+        if bm is None:
+            raise RuntimeError(f"batch {b} is not complete: run its mining unit first")
+        c = bm["counts"]
+        for key in ("clusters", "edges", "sets", "pairs", "groups"):
+            setattr(rep, key, getattr(rep, key) + c[key])
+        drops.update(c["drops"])
+        for t in _TABLES:
+            parts[t].append(storage.read_parquet(PairFiles(b).table(t)))
+    rep.drops = dict(sorted(drops.items()))
+    if n_batches == 0:
+        _write_tables(out, {t: {} for t in _TABLES}, [])
+    for t in _TABLES:
+        if parts[t]:
+            storage.atomic_write_parquet(PairFiles(out).table(t), pa.concat_tables(parts[t]))
+    storage.atomic_write_bytes(PairFiles(out).drops, json.dumps(rep.drops, indent=1).encode())
+    storage.write_marker(out, {"counts": rep.counts(), "band": list(band), "preset": preset.name,
+                               "batches": n_batches})
+    return rep
+
+
+def load_pairs(uri: str) -> list[PairRecord]:
+    if storage.read_marker(uri) is None:
+        raise FileNotFoundError(f"no complete pair mining under {uri}")
+    return from_table(storage.read_parquet(PairFiles(uri).pairs), PairRecord)  # type: ignore
+
+
+class MineStage(Stage):
+    """<root>/pairs/<preset>/: band union-find per cluster, one unit per `mining.clusters_per_batch`
+    clusters (reading only their rows from the clusters' by-cluster layout), then the merge (finalize).
+    A batch's directory is named by what it mines (its clusters' sizes, the K-means epoch, the settings),
+    so when new images join some clusters only their batches run again."""
+
+    name = "mine"
+    unit_name = "batch"
+    resources = Resources(cpus=1.0)
+    always, scope, key, config_section, ui_report = True, "preset", "mined", "mining", "pairs"
+    needs = ("kmeans",)
+
+    def summary_entry(self, counts: dict, ran_now: bool) -> dict:
+        return {k: v for k, v in counts.items() if k != "band"}
+
+    @classmethod
+    def summary(cls, m: dict, group: dict, name: str) -> str:
+        return (f"preset {name}: {m['clusters']} clusters, {m['edges']} band edges, {m['sets']} sets, "
+                f"{m['pairs']} pairs, {m['groups']} groups; drops {m['drops']}")
+
+    @property
+    def label(self) -> str:
+        return f"mine-{self.params['preset']}"
+
+    @property
+    def preset(self) -> TaskPreset:
+        from mining.pairs.presets import preset
+
+        return preset(self.params["preset"])
+
+    @property
+    def out(self) -> str:
+        return self.layout.pairs(self.preset.name)
+
+    def _inputs(self) -> tuple[str, str]:
+        from mining.models.embedders import make_embedder
+
+        emb = self.layout.embeddings(make_embedder(self.cfg.mining.embedder, self.cfg.models_dir).name)
+        return emb, self.layout.clusters(emb.rstrip("/").rsplit("/", 1)[-1])
+
+    def inputs(self) -> list[str]:
+        return [self._inputs()[1]]
+
+    def settings(self) -> dict:
+        mc = self.cfg.mining
+        emb = storage.read_marker(self._inputs()[0]) or {}
+        return {"preset": dataclasses.asdict(self.preset),
+                "band": resolve_band(self.preset, mc, tuple(emb.get("band") or (0.0, 1.0))),
+                "max_pairs_per_set": mc.max_pairs_per_set, "seed": mc.seed, "classifier": mc.pair_classifier,
+                "classifier_sha256": _file_digest(Path(self.cfg.models_dir) / mc.pair_classifier)
+                if mc.pair_classifier else None,
+                "clusters_per_batch": mc.clusters_per_batch,
+                "geometric_min_inliers": self.cfg.supervision.group_min_inliers
+                if uses_geometry(self.preset, mc) else None}
+
+    def _batches(self) -> list[str]:
+        """The batch directories of the current clustering, named by their content (worked out once per
+        stage object: unit_outputs(k) asks for it per unit)."""
+        if getattr(self, "_batch_dirs", None) is None:
+            self._batch_dirs = self._name_batches()
+        return self._batch_dirs
+
+    def _name_batches(self) -> list[str]:
+        from stages.corpus.cluster import cluster_digests, cluster_offsets
+
+        cl = self._inputs()[1]
+        offsets = cluster_offsets(cl)
+        digests = cluster_digests(cl)
+        epoch = storage.read_marker(cl)["epoch"]
+        base = json.dumps(self.settings(), sort_keys=True)
+        out = []
+        for b, (c0, c1) in enumerate(cluster_batches(len(offsets) - 1, self.cfg.mining.clusters_per_batch)):
+            sizes = np.diff(offsets[c0:c1 + 1]).tolist()
+            members = [] if digests is None else [int(d) for d in digests[c0:c1]]  # which ids, not only how many
+            fp = hashlib.sha256(json.dumps([base, epoch, c0, c1, sizes, members]).encode()).hexdigest()[:8]
+            out.append(f"{self.layout.pair_batch(self.preset.name, b)}-{fp}")
+        return out
+
+    def plan(self) -> int:
+        return len(self._batches())
+
+    def unit_outputs(self, k: int) -> list[str]:
+        return [self.layout.marker(self._batches()[k])]
+
+    def run(self, k: int) -> UnitReport:
+        from stages.corpus.cluster import cluster_offsets, cluster_rows
+
+        mc, preset = self.cfg.mining, self.preset
+        emb_uri, cl_uri = self._inputs()
+        marker = storage.read_marker(emb_uri)
+        classifier = PairClassifier(Path(self.cfg.models_dir) / mc.pair_classifier if mc.pair_classifier else None)
+        gen = Generator(name=marker["embedder"], version=marker["version"])
+        check_inputs(preset, gen, classifier, "image")
+        offsets = cluster_offsets(cl_uri)
+        c0, c1 = cluster_batches(len(offsets) - 1, mc.clusters_per_batch)[k]
+        ids, x, cluster_of = cluster_rows(cl_uri, c0, c1, offsets)
+        band = resolve_band(preset, mc, tuple(marker["band"]))
+        verifier = catalog_verifier(self.cfg.root, self.cfg.supervision.group_min_inliers,
+                                    self.cfg.ingest.max_pixels)(ids) if uses_geometry(preset, mc) else None
+        rep = mine_batch(ids, x, cluster_of, self._batches()[k], preset, mc, gen, band, classifier,
+                         verifier=verifier)
+        return UnitReport(stage=self.label, unit=k, counts=rep.counts())
+
+    def final_outputs(self) -> list[str]:
+        return [self.layout.marker(self.out)]
+
+    def finalize(self, n: int) -> StageReport:
+        band = resolve_band(self.preset, self.cfg.mining, tuple(storage.read_marker(self._inputs()[0])["band"]))
+        batches = self._batches()
+        if len(batches) != n:
+            raise RuntimeError(f"{self.label}: {n} units ran but the clustering now has {len(batches)} batches")
+        merge_batches(self.cfg.root, self.preset, batches, band)
+        self._remove_old_batches(set(batches))
+        self.stamp(self.out)
+        return self.report()  # type: ignore[return-value]
+
+    def _remove_old_batches(self, keep: set[str]) -> None:
+        """Batch directories of an earlier clustering (this stage wrote them): removed once merged."""
+        parent = storage.parent(self.layout.pair_batch(self.preset.name, 0))
+        fs, path = storage.fs_path(parent)
+        for p in fs.ls(path, detail=False) if fs.exists(path) else []:
+            name = p.rstrip("/").rsplit("/", 1)[-1]
+            if _BATCH_DIR.fullmatch(name) and storage.join(parent, name) not in keep and _only_batch_files(fs, p):
+                fs.rm(p, recursive=True)
+
+    def report(self) -> StageReport | None:
+        m = self.current(storage.read_marker(self.out))
+        return None if m is None else StageReport(stage=self.label, units=m["batches"], outputs=[self.out],
+                                                  counts={**m["counts"], "band": m["band"]})
+
+
+_BATCH_FILES = {PairFiles.table_name(t) for t in _TABLES} | {MARKER}
+
+
+def _only_batch_files(fs, path: str) -> bool:
+    """A folder holding only what a mining batch writes (and its temporary names): safe to remove."""
+    names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)]
+    return all(n.split(storage.TMP_TAG)[0] in _BATCH_FILES for n in names)
+
+
+def _file_digest(path: Path) -> str | None:
+    """sha256 of a local file (a retrained classifier under the same name is another classifier)."""
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+_BATCH_DIR = PairFiles.BATCH

@@ -1,0 +1,170 @@
+"""Pack the synthesized samples into one shard set: <root>/shards/<prefix>-<synthesis.shard_name>/ (one unit).
+
+Object records give `object_removal` (edit = source, target = object removed), `object_addition` (the
+exact reverse, same mask), `layer_decouple` and `layer_fusion`; repaint records give `inpainting` and
+`outpainting`; text records (stored as removals: edit = with text, target = without) give
+`text_removal` and `text_addition` (the exact reverse); map records the analysis / control tasks
+(stages/synthesis/maps.py); face pair records the facial tasks and face-erased references
+(stages/synthesis/faces.py). Only the configured tasks are packed. Every sample passes the supervision gate
+(stages/supervise.py) or is dropped and counted by task and reason; the samples reaching the gate per task
+must equal what the records promise, or no marker is written.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Iterator
+
+from schemas.records import AceSample, Generator
+from store import storage
+from stages.pairs.pack import shard_set_lines, shard_set_report
+from store.shards import write_shard_set
+from runtime.stage import Resources, SingleUnitStage, Stage, StageReport, UnitReport
+from stages.synthesis.parts import iter_records
+from stages.supervise import Gate, reconcile, supervision_dropped
+from stages.supervise import settings as supervision_settings
+
+
+class SynthPackStage(SingleUnitStage):
+    """Packs the records of the registered producers whose `shard_set` is `packs` (stages/registry.py), in
+    registry order, each producer's tasks in config order."""
+
+    name = "pack-synthesis"
+    resources = Resources(cpus=1.0)
+    packs, key, config_section, ui_report = "synthesis", "shards", "shards", "synth_landed"
+    title = "synthesis shard set"  # its line in the command line's summary
+    records = staticmethod(iter_records)  # a producer's records, from its output directory
+
+    def summary_entry(self, counts: dict, ran_now: bool) -> dict:
+        return {**counts, "landed_now": ran_now}
+
+    @classmethod
+    def summary(cls, s: dict, group: dict, name: str) -> str:
+        return shard_set_lines(cls.title, s)
+
+    @property
+    def label(self) -> str:
+        return f"pack-{self.params['shard_name']}"
+
+    @property
+    def out(self) -> str:
+        return self.layout.shards(self.params["shard_name"])
+
+    def producers(self) -> list[tuple[Stage, list[str]]]:
+        """(producer, the tasks packed from its records) for each producer of this set with a task to pack."""
+        from stages.registry import producers
+
+        stages = [cls(self.cfg) for cls in producers(self.packs)]
+        return [(st, tasks) for st in stages if (tasks := st.packed_tasks())]
+
+    def _sources(self) -> list[tuple[str, list[str]]]:
+        return [(st.out, tasks) for st, tasks in self.producers()]
+
+    def inputs(self) -> list[str]:
+        return [d for d, _ in self._sources()]
+
+    def settings(self) -> dict:
+        out = {"shards": self._shard_config().model_dump(mode="json"), "tasks": self.cfg.synthesis.tasks,
+               "supervision": supervision_settings(self.cfg.supervision)}
+        if self.cfg.synthesis.chat_instructions:
+            ic = self.cfg.mining.instructions
+            out["chat"] = [ic.base_url, ic.model]
+        return out
+
+    def _chat(self):
+        """The chat writer of mining.instructions, when synthesis.chat_instructions asks for it."""
+        if not self.cfg.synthesis.chat_instructions:
+            return None
+        from mining.instructions.writers import ChatInstructionWriter
+
+        ic = self.cfg.mining.instructions
+        if not ic.model:
+            raise ValueError("synthesis.chat_instructions needs mining.instructions.model (and base_url)")
+        return ChatInstructionWriter.from_config(ic, self.layout.instruction_cache)
+
+    def _shard_config(self):
+        """Always png: a synthesized sample keeps its source's pixels outside the mask exactly, which a lossy
+        re-encoding of the edit image and the target would break."""
+        return self.cfg.shards.model_copy(update={"image_ext": "png"})
+
+    def expected(self) -> dict[str, int]:
+        """Samples per task the finished synthesis stages promise."""
+        want: Counter[str] = Counter()
+        for st, tasks in self.producers():
+            c = storage.read_marker(st.out)["counts"]
+            for t in tasks:
+                want[t] += st.expected(c, t)
+        return dict(want)
+
+    def _samples(self) -> Iterator[AceSample]:
+        for st, tasks in self.producers():
+            for rec in self.records(st.out):
+                yield from st.samples(rec, tasks)
+
+    instruction_counts: Counter[str]
+
+    def _instructed(self) -> Iterator[AceSample]:
+        chat = self._chat()
+        try:
+            for sample in self._samples():
+                yield sample if chat is None else chat_instruction(sample, chat, self.instruction_counts)
+        finally:
+            if chat is not None:
+                chat.close()
+                self.instruction_counts.update(chat.counts)
+
+    def _packed(self, gate: Gate) -> Iterator[AceSample]:
+        """The samples, instructed by the chat endpoint when configured, that pass the supervision gate (which
+        checks the instruction written); raises (before the shard writer's marker) unless every sample the
+        stages promise reached the gate."""
+        want = self.expected()
+        yield from gate(self._instructed())
+        reconcile(self.label, want, gate)
+
+    def run(self, k: int) -> UnitReport:
+        self.instruction_counts = Counter()
+        for d in self.inputs():
+            if storage.read_marker(d) is None:
+                raise FileNotFoundError(f"no complete synthesis under {d}")
+        gate = Gate(self.cfg.supervision, self._shard_config())
+        rep = write_shard_set(self._packed(gate), self.out, self._shard_config(), extend=True,
+                              marker_extra=lambda: {"supervision": gate.summary(),
+                                                    "instructions": dict(self.instruction_counts)})
+        self.stamp(self.out)
+        counts = {"samples": rep.samples, "shards": rep.shards, "kept_shards": rep.resumed_shards,
+                  "supervision_dropped": supervision_dropped(self.out)}
+        if self.instruction_counts:
+            counts["instructions"] = dict(self.instruction_counts)
+            print(f"{self.label}: instructions {dict(self.instruction_counts)}")
+        return UnitReport(stage=self.label, unit=k, counts=counts)
+
+    def report(self) -> StageReport | None:
+        return shard_set_report(self, self.out)
+
+
+def chat_instruction(sample: AceSample, writer, counts: Counter) -> AceSample:
+    """The sample with the chat endpoint's instruction for its edit image -> target (single-input samples;
+    lineage gains the writer), or unchanged (a multi-input sample, no instruction, or an endpoint error):
+    every sample is counted under `chat`, `template_multi_input`, `template_no_reply` or `chat_fallback` (the
+    endpoint failed or its breaker is open)."""
+    from mining.instructions.writers import InstructionError
+    from schemas.records import PairRecord
+
+    if len(sample.units) != 1:
+        counts["template_multi_input"] += 1
+        return sample
+    src = sample.lineage.source_ids[0] if sample.lineage.source_ids else sample.key
+    pair = PairRecord(pair_id=sample.key, source_id=src, target_id=src, task=sample.task, similarity=0.0)
+    try:
+        ins = writer.write(pair, sample.units[0].image, sample.target.image, sample.units[0].image_ext,
+                           sample.target.image_ext)
+    except InstructionError:
+        counts["chat_fallback"] += 1
+        return sample
+    if ins is None:
+        counts["template_no_reply"] += 1
+        return sample
+    counts["chat"] += 1
+    gens = [*sample.lineage.generators, Generator(name=writer.name.rsplit(":", 1)[0], version=writer.name.rsplit(":", 1)[-1])]
+    return sample.model_copy(update={"instruction": ins.instruction, "caption": ins.caption,
+                                     "lineage": sample.lineage.model_copy(update={"generators": gens})})

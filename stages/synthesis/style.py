@@ -1,0 +1,234 @@
+"""Style pairs (ACE B.4.2): <root>/synth/style/.
+
+Units are catalog slices of `synthesis.style.partition_size` images, not K-means clusters: the clusters group
+images by content (SigLIP), and one style cuts across contents, so a cluster would split a style family; every
+image is read (`synthesis.fraction` does not apply: a family is found only when seen whole). Per unit: style
+features of every image (only the vectors are held), then tight sets (mining/style/sets.py: every member
+within `style.threshold` of its set's centre and `style.pair_min` of every other member; band union-find
+chained unrelated images into one mixed set). ACE keeps the largest set and renders content in its style with
+a generative model; no such model runs offline, and a corpus' best sets are often plain photographs or grey
+faces, which no bank operation makes. The bank rendering nearest a set's centre is no evidence the set is in
+that style (a set of photos sits at cosine ~0.87 from pencil renderings of photos), so a set is used only when
+its members are already in a bank style: re-rendering `style.probe_members` of them (seeded) in it changes at
+least `style.min_in_style_share` of them little (mining/style/fixed.py, thresholds
+`supervision.style_fixed_*`). Sets are tried best first (up to `style.max_sets_tried`), up to
+`style.max_style_sets` used; the others count in `set_dropped` (not_in_bank_style, unreadable).
+Up to `style.contents_per_unit` images outside the used sets (seeded) are dealt in turn to them and restyled
+by the set's bank operation (mining/style/stylize.py), kept when the target's cosine to the set's centre reaches
+`style.min_match`; the style reference is a set member (seeded among them) whose cosine to the target
+reaches `supervision.style_min_cosine`, exceeds the content's by `supervision.style_min_margin`, and that
+is itself a fixed point of the style (else style_mismatch). A kept content gives
+`style_transfer_reference` (content + reference -> target) and `style_editing` (content -> target, the style
+named). Counts: contents = pairs + dropped by reason; images = read + skipped by reason; read = set + contents;
+style_sets_tried = style_sets_used + set_dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+
+from mining.instructions.chains import CHAIN_TEMPLATER, style_instruction
+from mining.style.features import check_extractor, make_style_extractor, style_reference_ok
+from mining.supervision import View
+from mining.style.fixed import in_style, set_style
+from mining.style.sets import centre, set_stats, tight_sets
+from mining.style.stylize import STYLES, STYLIZER, stylize
+from stages.synthesis.chain_records import CHAINS, chain_line, chain_samples, write_chain_records
+from runtime.stage import UnitReport
+from stages.synthesis.parts import PartStage, check_sum, count_reasons, digest, load_source, png
+
+STYLE_TASKS = ("style_editing", "style_transfer_reference")
+STYLE_SETS = ("style-tight-sets", "2")
+
+
+class StyleStage(PartStage):
+    name = "synth-style"
+    kind = "style"
+    produces, shard_set = STYLE_TASKS, "chains"
+    key, config_section, ui_report = "style", "synthesis.style", "chains"
+    samples = staticmethod(chain_samples)
+    summary = classmethod(chain_line)
+
+    @staticmethod
+    def expected(counts: dict, task: str) -> int:
+        return counts["pairs"]
+    table = CHAINS
+    model = True
+
+    def __init__(self, cfg, **params):
+        super().__init__(cfg, **params)
+        s = cfg.synthesis
+        self.extractor = make_style_extractor(s.style.extractor, cfg.models_dir, seed=s.seed,
+                                              sha256=s.style.vgg_sha256)  # config only
+
+    def inputs(self) -> list[str]:
+        return [self.layout.catalog]
+
+    def tasks(self) -> list[str]:
+        return [t for t in self.cfg.synthesis.tasks if t in STYLE_TASKS]
+
+    def settings(self) -> dict:
+        s = self.cfg.synthesis
+        return {"tasks": self.tasks(), "style": s.style.model_dump(), "seed": s.seed, "max_side": s.max_side,
+                "max_images": s.max_images, "extractor": [self.extractor.name, self.extractor.version]}
+
+    def worker_model(self):
+        return self.extractor
+
+    def setup(self) -> None:
+        self.extractor.setup()
+
+    def _ranges(self) -> list[tuple[int, int]]:
+        if getattr(self, "_range_cache", None) is None:
+            from stages.corpus.embed import partition_ranges
+            from stages.corpus.ingest import catalog_generations
+
+            cap = self.cfg.synthesis.max_images
+            ranges = partition_ranges(catalog_generations(self.cfg.root), self.cfg.synthesis.style.partition_size)
+            self._range_cache = [(lo, min(hi, cap) if cap else hi) for lo, hi in ranges if cap is None or lo < cap]
+        return self._range_cache
+
+    def unit_key(self, k: int) -> str:
+        return self.catalog_key(k)
+
+    def _match(self, content: np.ndarray, centre: np.ndarray, names=None) -> tuple[str, np.ndarray, float, np.ndarray]:
+        """The bank stylisation of `content` (among `names`, default all) nearest in style to `centre` (a unit
+        vector): (name, image, cosine, its feature)."""
+        outs = {name: stylize(name, content) for name in (names or STYLES)}
+        feats = self.extractor(list(outs.values()))
+        sims = feats @ centre
+        best = int(np.argmax(sims))
+        name = list(outs)[best]
+        return name, outs[name], float(sims[best]), feats[best]
+
+    def _styled_sets(self, sets: list[np.ndarray], x: np.ndarray, recs: list, k: int):
+        """[(members, centre, bank style)] of the sets (best first, at most `style.max_sets_tried`) whose probed
+        members are in a bank style, at most `style.max_style_sets`; the number tried and the others' fates."""
+        st, sup = self.cfg.synthesis.style, self.cfg.supervision
+        used, tried, fate = [], 0, Counter()
+        for members in sets[: st.max_sets_tried]:
+            if len(used) >= st.max_style_sets:
+                break
+            tried += 1
+            rng = np.random.default_rng([self.cfg.synthesis.seed, k, int(members[0])])
+            probe = [load_source(recs[int(i)], self.cfg)[0] for i in rng.permutation(members)[: st.probe_members]]
+            probe = [im for im in probe if im is not None]
+            if len(probe) < min(len(members), st.probe_members):
+                fate["unreadable"] += 1
+                continue
+            style, _ = set_style(probe, self.extractor, sup.style_fixed_max_change, sup.style_fixed_min_cosine,
+                                 st.min_in_style_share)
+            if style is None:
+                fate["not_in_bank_style"] += 1
+                continue
+            used.append((members, centre(x[members]), style))
+        return used, tried, fate
+
+    def _reference(self, cands: np.ndarray, style: str, recs: list, key: int):
+        """The first of `cands` (seeded order) that is a fixed point of `style`: (index, image, worst scores),
+        or None. Verdicts are cached per unit."""
+        sup = self.cfg.supervision
+        for r in np.random.default_rng([self.cfg.synthesis.seed, key]).permutation(cands).tolist():
+            img, _ = load_source(recs[r], self.cfg)
+            if img is None:
+                continue
+            if (r, style) not in self._fixed:
+                self._fixed[(r, style)] = in_style([img], style, self.extractor, sup.style_fixed_max_change,
+                                                   sup.style_fixed_min_cosine)
+            ok, worst = self._fixed[(r, style)]
+            if ok.all():
+                return r, img, worst
+        return None
+
+    def run(self, k: int) -> UnitReport:
+        from stages.corpus.ingest import catalog_slice
+
+        part = self.parts()[k]
+        s, st = self.cfg.synthesis, self.cfg.synthesis.style
+        sup = self.cfg.supervision
+        lo, hi = self._ranges()[k]
+        recs = catalog_slice(self.cfg.root, lo, hi)
+        skipped: Counter[str] = Counter()
+        ids, feats = [], []
+        for rec in recs:  # one image in memory at a time: only its feature vector is kept
+            img, why = load_source(rec, self.cfg)
+            if img is None:
+                skipped[why] += 1
+                continue
+            ids.append(rec)
+            feats.append(self.extractor([img])[0])
+        x = np.stack(feats).astype(np.float32) if feats else np.zeros((0, 1), np.float32)
+        sets = tight_sets(x, st.threshold, st.pair_min, st.min_set, st.max_sets_tried)
+        used, tried, set_fate = self._styled_sets(sets, x, ids, k)
+        self._fixed: dict = {}
+        in_sets = np.concatenate([m for m, _, _ in used]) if used else np.zeros(0, np.int64)
+        others = np.setdiff1d(np.arange(len(x)), in_sets)
+        dropped: Counter[str] = Counter()
+        rows: list[dict] = []
+        if not used:
+            dropped["no_renderable_style_set"] += len(others)
+            chosen = np.zeros(0, np.int64)
+        else:
+            rng = np.random.default_rng([s.seed, k, len(x)])
+            chosen = rng.permutation(others)[: st.contents_per_unit]
+            dropped["over_unit_cap"] += len(others) - len(chosen)
+        settings = self.settings()
+        gens = [[self.extractor.name, self.extractor.version], list(STYLE_SETS), list(STYLIZER), list(CHAIN_TEMPLATER)]
+        for turn, c in enumerate(chosen.tolist()):
+            members, cen, style = used[turn % len(used)]
+            content, why = load_source(ids[c], self.cfg)
+            if content is None:
+                dropped[why] += 1
+                continue
+            _, target, match, ft = self._match(content, cen, [style])
+            if match < st.min_match:
+                dropped["no_style_match"] += 1
+                continue
+            to_target = x[members] @ ft
+            near = (to_target >= sup.style_min_cosine) & (to_target - x[c] @ ft >= sup.style_min_margin)
+            picked = self._reference(members[near], style, ids, int(ids[c].id[:15], 16)) if near.any() else None
+            if picked is None:
+                dropped["style_mismatch"] += 1
+                continue
+            r, ref, fixed = picked
+            if self.extractor.name != check_extractor().name or s.seed != 0:  # the gate's features differ: ask it
+                view = View(task="style_transfer_reference", instruction="", inputs=[content, ref], masks=[None, None],
+                            target=target, labels={"style": style})
+                if style_reference_ok(view, sup)[0] is not None:
+                    dropped["style_mismatch"] += 1
+                    continue
+            sid = digest([ids[c].id, ids[r].id, settings], 20)
+            tight = set_stats(x, members)
+            rows.append({"sample_id": sid, "kind": "style", "source_ids": json.dumps([ids[c].id, ids[r].id]),
+                         "inputs": [png(content), png(ref)], "roles": ["edit", "reference"], "edit_mask": None,
+                         "target_png": png(target),
+                         "instructions": json.dumps({t: style_instruction(t, sid, s.seed, STYLES[style][1])
+                                                     for t in self.tasks()}),
+                         "generators": json.dumps(gens),
+                         "scores": json.dumps({"style_match": match, "reference_target_style_cos": float(x[r] @ ft),
+                                               "content_reference_style_cos": float(x[c] @ x[r]),
+                                               "content_target_style_cos": float(x[c] @ ft),
+                                               "reference_fixed_change": fixed["fixed_change"],
+                                               "reference_fixed_cos": fixed["fixed_cos"],
+                                               "style_set_size": float(len(members)),
+                                               "style_set_least_to_centre": tight["least_to_centre"],
+                                               "style_set_least_pair": tight["least_pair"]}),
+                         "labels": json.dumps({"style": style})})
+        counts = {"images": len(recs), "read": len(ids), "skipped": count_reasons(skipped),
+                  "style_sets": len(sets), "style_sets_tried": tried, "style_sets_used": len(used),
+                  "set_dropped": count_reasons(set_fate),
+                  "style_set": int(len(in_sets)), "contents": int(len(others)), "pairs": len(rows),
+                  "dropped": count_reasons(dropped)}
+        self.reconcile(counts)
+        write_chain_records(part, rows, counts)
+        return UnitReport(stage=self.label, unit=k, counts=counts)
+
+    def reconcile(self, c: dict) -> None:
+        check_sum(self.label, c["images"], c["read"] + sum(c["skipped"].values()), "images")
+        check_sum(self.label, c["style_sets_tried"], c["style_sets_used"] + sum(c["set_dropped"].values()),
+                  "style sets tried")
+        check_sum(self.label, c["read"], c["style_set"] + c["contents"], "images in and outside the style set")
+        check_sum(self.label, c["contents"], c["pairs"] + sum(c["dropped"].values()), "content images")

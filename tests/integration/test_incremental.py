@@ -1,0 +1,87 @@
+"""A mining run, files added to the source, a second run, a third: the way a user grows a corpus."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stages.corpus.demo_corpus import generate_variants
+
+CFG = {"ingest": {"partition_files": 100, "chunk_size": 50},
+       "mining": {"partition_size": 100, "k": 12, "clusters_per_batch": 1},
+       "shards": {"maxcount": 20}}
+
+
+def _files(root: Path) -> dict[str, float]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_new_source_files_are_mined_without_redoing_the_rest(tmp_path, prefect_results):
+    from flows.pipelines import mine_flow
+    from stages.corpus.cluster import load_assignments
+    from stages.corpus.embed import load_embeddings
+    from stages.corpus.ingest import load_catalog
+    from store.shards import read_manifest
+
+    corpus, root = tmp_path / "corpus", tmp_path / "root"
+    generate_variants(corpus, 300)
+    first = mine_flow(source=str(corpus), root=str(root), config=CFG)
+    assert first["ingest"]["accepted"] == 300
+    before = _files(root)
+    old_ids = [r.id for r in load_catalog(str(root))]
+    old_assign = load_assignments(str(root / "clusters/offline-dct-hist"))
+
+    generate_variants(corpus, 5, start=300)  # five new files, of five of the demo photos
+    second = mine_flow(source=str(corpus), root=str(root), config=CFG)
+    after = _files(root)
+
+    # ingest: one new partition, the three old ones untouched; old rows keep their places
+    plan = json.loads((root / "catalog/plan.json").read_text())
+    assert plan["generations"] == [3, 4] and second["ingest"]["seen"] == 305
+    for k in range(3):
+        for what in ("images", "quarantine"):
+            f = f"catalog/parts/part-{k:05d}.{what}.parquet"
+            assert after[f] == before[f]
+    ids = [r.id for r in load_catalog(str(root))]
+    assert ids[:300] == old_ids and len(ids) == 305
+    # embedding: the three full partitions kept, the new rows in their own partition; every row embedded
+    assert [after[f"embeddings/offline-dct-hist/part-{k:05d}.parquet"] for k in range(3)] == \
+           [before[f"embeddings/offline-dct-hist/part-{k:05d}.parquet"] for k in range(3)]
+    emb_ids, x, marker = load_embeddings(str(root / "embeddings/offline-dct-hist"))
+    assert emb_ids == ids and (marker["partitions"], marker["embedded"]) == (4, 305)
+    # K-means: the new rows joined existing clusters, the old rows kept theirs
+    assert second["clusters"]["policy"].startswith("assigned 5 new rows to the existing 12 centroids")
+    assign = load_assignments(str(root / "clusters/offline-dct-hist"))
+    assert all(assign[i] == c for i, c in old_assign.items())
+    touched = {assign[i] for i in ids[300:]}
+    # mining: only the batches of the clusters the new images joined ran again
+    def batches(files):
+        return {f.split("/")[3]: t for f, t in files.items()
+                if f.startswith("pairs/general_editing/batches/") and f.endswith("_SUCCESS.json")}
+    old_b, new_b = batches(before), batches(after)
+    kept = {b for b in new_b if b in old_b and new_b[b] == old_b[b]}
+    rerun = set(new_b) - kept
+    assert len(new_b) == 12 and len(rerun) == len(touched) and 1 <= len(touched) <= 5
+    assert {int(b.split("-")[1]) for b in rerun} == touched
+    assert not set(old_b) - set(new_b) - {b for b in old_b if int(b.split("-")[1]) in touched}
+    # shards: the set holds every instructed pair; finished shards before the first change are kept
+    shards = root / "shards/mined-general_editing"
+    rows = read_manifest(str(shards))
+    assert sum(r.samples for r in rows) == second["general_editing"]["shards"]["samples"]
+    instructed = second["general_editing"]["instructions"]
+    assert second["general_editing"]["shards"]["samples"] == instructed["with_instruction"]
+    # pairs of untouched clusters keep their instruction (re-mined clusters may drop or add pairs)
+    assert 0 < instructed["reused"] <= first["general_editing"]["instructions"]["with_instruction"]
+    kept_shards = second["general_editing"]["shards"]["kept_shards"]
+    assert 1 <= kept_shards < len(rows)  # here 7 of 19: the first re-mined cluster's pairs come later
+    for r in rows[:kept_shards]:
+        assert after[f"shards/mined-general_editing/{r.shard}"] == before[f"shards/mined-general_editing/{r.shard}"]
+    assert second["general_editing"]["shards"]["landed_now"]
+
+    # a third run over the same source: nothing runs, no file is rewritten
+    third = mine_flow(source=str(corpus), root=str(root), config=CFG)
+    assert _files(root) == after
+    assert not third["general_editing"]["shards"]["landed_now"]
+    assert np.isfinite(x).all()

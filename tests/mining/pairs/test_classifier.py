@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+from mining.models.embedders import MissingModelError
+from mining.pairs.classifier import NO_CLASSIFIER, PairClassifier, save_pair_classifier, train_pair_classifier
+from mining.pairs.presets import preset
+
+
+def data(n=300, d=16, seed=0):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((n, d)).astype(np.float32)
+    pos = a + 0.2 * rng.standard_normal((n, d)).astype(np.float32)
+    neg = rng.standard_normal((n, d)).astype(np.float32)
+    y = np.r_[np.ones(n), np.zeros(n)].astype(np.int64)
+    return np.r_[a, a], np.r_[pos, neg], y
+
+
+def test_trains_saves_loads_and_scores_the_same(tmp_path):
+    a, b, y = data()
+    head, rep = train_pair_classifier(a, b, y, epochs=150)
+    assert rep.train_accuracy > 0.95
+    path = tmp_path / "general.safetensors"
+    save_pair_classifier(head, path, embedder="offline-dct-hist")
+    clf = PairClassifier(path)
+    ta, tb, ty = data(seed=1)  # held-out pairs
+    s = clf.scores(ta, tb)
+    assert clf.embedder == "offline-dct-hist" and clf.name == "pair-classifier:general"
+    assert ((s > 0.5) == ty).mean() > 0.9
+    assert np.allclose(s, PairClassifier(path).scores(tb, ta), atol=1e-6)  # order of the two images does not matter
+    keep, scores = clf.keep(ta, tb, preset("general_editing"))
+    assert np.array_equal(keep, (scores >= 0.9) & (scores <= 1.0))
+
+
+def test_pass_through_invents_no_score():
+    a, b, _ = data(n=10)
+    clf = PairClassifier(None)
+    keep, scores = clf.keep(a, b, preset("general_editing"))
+    assert keep.all() and scores is None and clf.name == NO_CLASSIFIER
+
+
+def test_bad_inputs(tmp_path):
+    a, b, y = data(n=5)
+    with pytest.raises(ValueError, match="0 or 1"):
+        train_pair_classifier(a, b, y + 1)
+    with pytest.raises(MissingModelError, match="train-pair-classifier"):
+        PairClassifier(tmp_path / "nope.safetensors").setup()
+    from safetensors.torch import save_file
+    import torch
+
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="not an aceforge pair classifier"):
+        PairClassifier(tmp_path / "other.safetensors").setup()
