@@ -6,7 +6,7 @@ Each component's models live in their own module; every public name is importabl
 
 from schemas.config.base import ConfigError, config_hash
 from schemas.config.corpus import DemoConfig, IngestConfig, ShardConfig
-from schemas.config.load import load_config, parse_config
+from schemas.config.load import load_config, parse_config, read_config_file
 from schemas.config.mining import InstructionConfig, MiningConfig
 from schemas.config.orchestration import OrchestrationConfig
 from schemas.config.run import RunConfig
@@ -18,7 +18,7 @@ from schemas.config.synthesis import (FACE_TASKS, MAP_TASKS, OBJECT_AND_REPAINT_
 from schemas.config.train import TrainConfig
 
 __all__ = [
-    "ConfigError", "config_hash", "load_config", "parse_config",
+    "ConfigError", "config_hash", "load_config", "parse_config", "read_config_file",
     "RunConfig", "IngestConfig", "ShardConfig", "DemoConfig", "InstructionConfig", "MiningConfig",
     "OrchestrationConfig", "SupervisionConfig", "TrainConfig",
     "SynthesisConfig", "MaskFilterConfig", "VerifyConfig", "FaceConfig", "TextSynthConfig", "MapsConfig",

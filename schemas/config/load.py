@@ -48,24 +48,33 @@ def parse_config(data: dict[str, Any] | None, model: type[_Config] = RunConfig, 
         raise ConfigError(_format(e, model, origin)) from None
 
 
-def load_config(path: str | Path | None, model: type[_Config] = RunConfig, overrides: dict[str, Any] | None = None):
-    """Load a YAML config (or the defaults when path is None), then apply dotted overrides."""
-    data: dict[str, Any] = {}
-    origin = "defaults"
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping a YAML config file holds; a missing file, broken YAML (with line and column) or a top level
+    that is not a mapping is a ConfigError."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{p} is not valid YAML{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p} must hold a mapping at the top level")
+    return data
+
+
+def load_config(path: str | Path | None, model: type[_Config] = RunConfig, overrides: dict[str, Any] | None = None,
+                *, data: dict[str, Any] | None = None, origin: str = "defaults"):
+    """Load a YAML config (or the defaults when path is None; or `data` already read from `origin`), then apply
+    dotted overrides (to a copy: `data` is left as it was)."""
+    import copy
+
+    data = copy.deepcopy(data) if data is not None else {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-            raise ConfigError(f"{p} is not valid YAML{where}: {problem}") from None
-        origin = str(p)
-        if not isinstance(data, dict):
-            raise ConfigError(f"{origin} must hold a mapping at the top level")
+        data, origin = read_config_file(path), str(path)
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")

@@ -1,0 +1,13 @@
+"""The aceforge command line: one module per component, every command registered on one app.
+
+    corpus      demo-corpus, ingest, demo
+    mining      mine, models, train-pair-classifier, config, describe
+    training    train, infer
+    operations  server, deploy, undeploy, status
+    shards      shards inspect | verify | audit | export-ace
+"""
+
+from flows.cli.common import app
+from flows.cli import corpus, mining, training, operations, shards  # noqa: F401,I001  (each registers its commands, in this order)
+
+__all__ = ["app"]

@@ -1,0 +1,93 @@
+"""Mining commands: the mining flow, models, the pair classifier, the effective config and the DAG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+import yaml
+
+from flows.cli.common import ConfigOpt, _config, _config_and_data, _fail, _warn, app, out
+from stages.corpus.ingest import reconciliation_line
+
+
+def _print_flow_mining(summary: dict) -> None:
+    from flows.reports import summary_lines
+
+    for line in summary_lines(summary):
+        out.print(line)
+
+
+@app.command()
+def mine(source: Optional[str] = typer.Argument(None, help="ingest this first (else use <root>/catalog)"),
+         root: Optional[str] = typer.Option(None, help="output root"),
+         config: Optional[Path] = ConfigOpt) -> None:
+    """The mining flow: (ingest ->) embed -> cluster -> mine pairs -> instructions -> shards."""
+    from flows.pipelines import mine_flow
+
+    cfg, extra = _config_and_data(config, root=root)
+    try:
+        from flows.preflight import preflight
+
+        preflight(cfg, warn=_warn)  # models and storage, before the flow starts
+        res = mine_flow(source=source, root=cfg.root, config=extra)
+    except Exception as e:  # noqa: BLE001 - one line naming the cause (--debug: the traceback)
+        _fail("mine failed:", e, 1)
+    if line := reconciliation_line(res.get("ingest"), cfg.root):
+        out.print(line, markup=False)
+    _print_flow_mining(res)
+    if not any("shards" in v for v in res.values() if isinstance(v, dict)):
+        out.print("mining.instructions.backend is none: pairs stay in pairs/, unpacked")
+
+
+@app.command()
+def models(config: Optional[Path] = ConfigOpt) -> None:
+    """List every model the pipeline can use, the file it expects, and whether it is present."""
+    from mining.models.registry import model_status
+
+    cfg = _config(config)
+    out.print(f"models directory: {Path(cfg.models_dir).resolve()}  (config models_dir or env ACEFORGE_MODELS)")
+    for m in model_status(cfg):
+        state = "[green]present[/green]" if m.present else "[yellow]absent[/yellow]"
+        out.print(f"\n[bold]{m.name}[/bold]: {state}\n  used for:   {m.purpose}")
+        for p in m.files:
+            out.print(f"  expects:    {p}")
+        out.print(f"  without it: {m.fallback}")
+
+
+@app.command("train-pair-classifier")
+def train_pair_classifier_cmd(
+        labels: Path = typer.Argument(..., help="parquet with source_id, target_id, label (1 = valid pair)"),
+        out_path: Path = typer.Option(..., "--out", help="safetensors to write (under models_dir to use it)"),
+        root: Optional[str] = typer.Option(None, help="root whose embeddings hold the ids"),
+        config: Optional[Path] = ConfigOpt, epochs: int = typer.Option(200)) -> None:
+    """Train the second-level pair classifier on frozen embeddings of labelled pairs."""
+    from flows.classifier import train_from_labels
+
+    cfg = _config(config, root=root)
+    try:
+        rep = train_from_labels(cfg, labels, out_path, epochs=epochs)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        _fail("training failed:", e, 1)
+    out.print(f"trained on {rep['pairs']} pairs ({rep['positives']} positive) from {rep['embedder']}: "
+              f"loss {rep['loss']:.4f}, train accuracy {rep['accuracy']:.3f} -> {out_path}")
+
+
+@app.command("config")
+def show_config(config: Optional[Path] = ConfigOpt) -> None:
+    """Print the effective configuration as YAML."""
+    out.print(yaml.safe_dump(_config(config).model_dump(mode="json"), sort_keys=False))
+
+
+@app.command()
+def describe(config: Optional[Path] = ConfigOpt,
+             source: Optional[str] = typer.Option(None, help="the source a run would ingest first"),
+             root: Optional[str] = typer.Option(None, help="output root")) -> None:
+    """Print the stages a config enables, in run order: what each needs, its units, resources, outputs, tasks."""
+    from flows.pipelines import default_writer
+    from stages.registry import Pipeline
+
+    cfg = _config(config, root=root)
+    out.print(Pipeline(cfg, source, default_writer(cfg)).describe(), markup=False)
