@@ -1,14 +1,14 @@
-"""Per stage: seconds, images/s per core and peak RSS per unit, at several corpus sizes.
+"""Per stage: seconds, images/s per core and peak RSS per work item, at several corpus sizes.
 
     python bench/stages.py --images 1000 10000 50000
 
-Every unit runs in a fresh process (so its peak RSS is its own), with the local executor's steps (plan,
-units, finalize) and the default configuration (ingest partitions of 10,000 files, decoded in the unit's
+Every item runs in a fresh process (so its peak RSS is its own), with the local executor's steps (plan,
+items, finalize) and the default configuration (ingest partitions of 10,000 files, decoded in the item's
 own process, embedding partitions of 4,096, K-means k = N/50, 256 clusters per mining batch, the offline
 embedder, the template instruction writer). The baseline beside each figure is a fresh process that only
-imports the stage's module (what every unit pays before its work). Peak RSS per unit should stay flat as
+imports the stage's module (what every item pays before its work). Peak RSS per item should stay flat as
 N grows for ingest, embed and mine; K-means grows with k (the fit) and N (8 bytes of label per row);
-instructions and packing (one unit each) stream their pairs and hold an id -> URI map of their images. Generated corpora are cached under --cache.
+instructions and packing (one item each) stream their pairs and hold an id -> URI map of their images. Generated corpora are cached under --cache.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _unit(spec: dict, k: int) -> tuple[float, float]:
+def _item(spec: dict, k: int) -> tuple[float, float]:
     from runtime.stage import build
 
     stage = build(spec)
@@ -82,19 +82,19 @@ def run_size(n: int, cache: Path, keep: bool) -> list[tuple]:
     for st in stages:
         base = _fresh(_imports, type(st).__module__)
         st.invalidate()
-        units = st.plan()
-        unit_s, peaks = 0.0, []
-        for k in range(units):
-            s, rss = _fresh(_unit, st.spec(), k)
-            unit_s += s
+        items = st.plan()
+        item_s, peaks = 0.0, []
+        for k in range(items):
+            s, rss = _fresh(_item, st.spec(), k)
+            item_s += s
             peaks.append(rss)
         t1 = time.perf_counter()
-        rep = st.finalize(units)
+        rep = st.finalize(items)
         fin = time.perf_counter() - t1
-        total = unit_s + fin  # the units' work and the finalize; process start-ups are not counted
-        rows.append((n, st.label, units, total, n / total, max(peaks), base))
-        print(f"{n:>7} {st.label:<28} {units:>5} units {total:8.1f} s {n / total:9.0f} img/s/core  "
-              f"peak RSS/unit {max(peaks):7.0f} MB   (import-only baseline {base:5.0f} MB)  "
+        total = item_s + fin  # the items' work and the finalize; process start-ups are not counted
+        rows.append((n, st.label, items, total, n / total, max(peaks), base))
+        print(f"{n:>7} {st.label:<28} {items:>5} items {total:8.1f} s {n / total:9.0f} img/s/core  "
+              f"peak RSS/item {max(peaks):7.0f} MB   (import-only baseline {base:5.0f} MB)  "
               f"{_short(rep.counts)}", flush=True)
     return rows
 
@@ -112,7 +112,7 @@ def main() -> None:
     args = ap.parse_args()
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    print(f"cores: 1 per unit (units run one after another); {os.cpu_count()} on this machine")
+    print(f"cores: 1 per item (items run one after another); {os.cpu_count()} on this machine")
     for n in args.images:
         run_size(n, cache, args.keep)
 

@@ -105,7 +105,7 @@ def claim(folder: str, legacy: str | None = None) -> None:
 
 
 @task(name="demo-corpus")
-def corpus_unit(out: str, demo: dict, root: str) -> str:
+def prepare_corpus(out: str, demo: dict, root: str) -> str:
     """The corpus, kept when it is already complete with this config; when it is (re)built, the demo root
     derived from an earlier corpus is replaced (it is the demo's own: `claim` checked)."""
     corpus = Path(DemoFiles(out).corpus)
@@ -121,7 +121,7 @@ def corpus_unit(out: str, demo: dict, root: str) -> str:
 
 @flow(name="aceforge-demo", log_prints=True)
 def demo_flow(out: str = "demo_out", config: dict[str, Any] | None = None, train: bool = True) -> dict:
-    """The whole pipeline on the demo corpus. A second run with the same config executes no completed unit
+    """The whole pipeline on the demo corpus. A second run with the same config executes no completed item
     and rewrites no file; a folder the demo did not make is refused, never deleted."""
     out_path = Path(out).resolve()
     params = demo_config(out_path, config)
@@ -129,7 +129,7 @@ def demo_flow(out: str = "demo_out", config: dict[str, Any] | None = None, train
     claim(str(out_path), legacy=f"{DemoFiles.CORPUS}/{DemoFiles.GROUND_TRUTH}")
     inside = Path(cfg.root).resolve().parent == out_path if "://" not in cfg.root else False
     claim(cfg.root, legacy=RunLayout.CATALOG if inside else None)
-    corpus = corpus_unit(str(out_path), cfg.demo.model_dump(), cfg.root)
+    corpus = prepare_corpus(str(out_path), cfg.demo.model_dump(), cfg.root)
     mined = mine_flow(source=corpus, root=cfg.root, config=params, writer={"kind": "demo", "corpus": corpus},
                       shard_prefix=DEMO_SHARD_PREFIX, landed_resource=DEMO_LANDED_RESOURCE)
     preset = cfg.mining.presets[0]
@@ -139,9 +139,9 @@ def demo_flow(out: str = "demo_out", config: dict[str, Any] | None = None, train
     result = {"corpus": corpus, "mined": mined, "recovery": rec.__dict__}
     if train:
         sets = [mined[p]["shards"]["uri"] for p in cfg.mining.presets if "shards" in mined[p]]
-        if "shards" in mined.get("synthesis", {}):  # the mined and the synthesized sets train as one mixture
+        if "shards" in mined.get("synthesis", {}):  # the mined and the synthesized shard sets train as one mixture
             sets.append(mined["synthesis"]["shards"]["uri"])
-        if "chain_shards" in mined.get("synthesis", {}):  # style pairs and chains: their own set, the same mixture
+        if "chain_shards" in mined.get("synthesis", {}):  # style pairs and chains: their own shard set, the same mixture
             sets.append(mined["synthesis"]["chain_shards"]["uri"])
         result["training"] = train_flow(shard_uris=sets, root=cfg.root, config=params)
     return result

@@ -40,7 +40,7 @@ SHARD_URIS_PARAMETER = {"__prefect_kind": "json",
 
 
 def landed_trigger() -> DeploymentEventTrigger:
-    """One training run per mining run that landed shards, over every set of that run, beside its shards:
+    """One training run per mining run that landed shards, over every shard set of that run, beside its shards:
     the event names the root it landed under."""
     return DeploymentEventTrigger(
         name="train-when-shards-land", expect={SHARDS_LANDED}, match={"prefect.resource.id": f"{LANDED_RESOURCE}.*"},

@@ -2,7 +2,7 @@
 (a Ray Train run on a shard set) and `aceforge-demo` (flows/demo.py: both, on the demo corpus).
 
 The stage list is `run_mining`, run by either executor (runtime/executors.py): flows/direct.py runs it in one
-process. In the UI each stage is a subflow with one task run per unit; counts, pair reports with
+process. In the UI each stage is a subflow with one task run per item; counts, pair reports with
 thumbnails, band histograms, progress and training metrics are artifacts of the run.
 """
 
@@ -137,9 +137,9 @@ def mine_flow(source: str | None = None, root: str | None = None, config: dict[s
     `writer` overrides the configured instruction backend (the demo passes its known transformations). When
     the run completes and at least one shard set landed in it, one `aceforge.shards.landed` event carries
     every shard set of the run, resource `<landed_resource>.<shard_prefix>` (deployed training listens to
-    `aceforge.shards.*` only). Each stage is a subflow; its units run on Ray."""
+    `aceforge.shards.*` only). Each stage is a subflow; its items run on Ray."""
     cfg = run_config(config, root)
-    executor = PrefectRayExecutor(cfg.orchestration.units_in_flight, cfg.orchestration.embed_actors)
+    executor = PrefectRayExecutor(cfg.orchestration.items_in_flight, cfg.orchestration.embed_actors)
     landed: list[dict] = []
     try:
         summary = run_mining(executor, cfg, source, writer, shard_prefix, _announcer(cfg, landed))
@@ -170,7 +170,7 @@ def _announced(root: str, resource: str) -> dict[str, str]:
 
 @task(name="train", task_run_name="train-{run_name}", retries=0, persist_result=True,
       cache_policy=gated(lambda i: [RunLayout(i["root"]).exports(i["run_name"])]))
-def train_unit(shard_uris: list[str], root: str, train: dict, run_name: str) -> dict:
+def train_job(shard_uris: list[str], root: str, train: dict, run_name: str) -> dict:
     """The Ray Train job: Ray retries a crashed worker group from its checkpoint; Prefect does not retry."""
     from flows.training import train_on_shards
     from schemas.config import TrainConfig
@@ -199,28 +199,28 @@ def _root_of_sets(shard_uris: list[str]) -> str:
 
 @flow(name="aceforge-train", log_prints=True)
 def train_flow(shard_uris: list[str], root: str | None = None, config: dict[str, Any] | None = None,
-               stages: list[int] | None = None) -> dict:
+               phases: list[int] | None = None) -> dict:
     """Fine-tune ACE++ on one mixture of complete shard sets (the deployment triggered when a mining run
     lands shards). Without a root (an event that names none) checkpoints go beside the shards:
     <root>/shards/<name> -> <root>. The run is named by what it trains on unless train.run_name is set.
 
-    `stages` (e.g. [1, 2]) runs each stage in turn, each after the first starting from the previous one's
-    final weights (`train.init_from`); left out, the one stage `train.stage` names."""
+    `phases` (e.g. [1, 2]) runs each training phase in turn, each after the first starting from the previous
+    one's final weights (`train.init_from`); left out, the one phase `train.phase` names."""
     from flows.training import plan_training
 
     if isinstance(shard_uris, str):
         shard_uris = [shard_uris]
     cfg = run_config(config, root or _root_of_sets(shard_uris))
-    if stages and cfg.train.run_name:
-        raise ConfigError("train.run_name names one run, `stages` makes one per stage: leave run_name unset")
+    if phases and cfg.train.run_name:
+        raise ConfigError("train.run_name names one run, `phases` makes one per phase: leave run_name unset")
     result: dict = {}
-    for i, stage in enumerate(stages or [cfg.train.stage]):
-        train = cfg.train.model_copy(update={"stage": stage})
-        if i:  # the next stage from the previous one's last checkpoint: fresh optimiser, step 0
+    for i, phase in enumerate(phases or [cfg.train.phase]):
+        train = cfg.train.model_copy(update={"phase": phase})
+        if i:  # the next phase from the previous one's last checkpoint: fresh optimiser, step 0
             train = train.model_copy(update={"init_from": result["run_dir"]})
         plan = plan_training(cfg.model_copy(update={"train": train}), shard_uris)
         name = plan.cfg.train.run_name
-        result = call(train_unit, plan.shard_sets, cfg.root, plan.cfg.train.model_dump(), name)
+        result = call(train_job, plan.shard_sets, cfg.root, plan.cfg.train.model_dump(), name)
         training_summary(result["metrics"], f"training metrics: {name}", f"train-{name}")
-        print(f"run {name} (stage {stage}): step {result['step']}; exports: {result['exports']}")
+        print(f"run {name} (phase {phase}): step {result['step']}; exports: {result['exports']}")
     return result

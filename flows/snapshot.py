@@ -34,10 +34,10 @@ def _digest(rows) -> str:
 
 
 def _rows(uri: str, digest: str, when: str) -> list:
-    """The live set's manifest rows, refused unless the set is complete and of `digest`."""
+    """The live shard set's manifest rows, refused unless it is complete and of `digest`."""
     if storage.read_marker(uri) is None:
         raise ShardSetChanged(f"{uri} {when}: it has no marker now (a mining run is rewriting it?): "
-                              f"train again once the set is complete")
+                              f"train again once the shard set is complete")
     rows = read_manifest(uri)
     now = _digest(rows)
     if now != digest:
@@ -108,7 +108,7 @@ def _versions(uri: str, digest: str, rows: list) -> tuple[ShardSet, dict]:
 def pin_shard_set(uri: str, digest: str, into: str) -> tuple[ShardSet, dict]:
     """The version `digest` (its manifest digest) of the complete set at `uri`, pinned for a run: a local set
     snapshotted under `into` (<run>/data), a remote one by its objects' versions. Returns the ShardSet the run
-    reads and the record identity.json keeps; a one-line ShardSetChanged when the set is not that version."""
+    reads and the record identity.json keeps; a one-line ShardSetChanged when the shard set is not that version."""
     rows = _rows(uri, digest, "changed after the run was named")
     fs, _ = storage.fs_path(uri)
     if storage.is_local(fs):
@@ -118,7 +118,7 @@ def pin_shard_set(uri: str, digest: str, into: str) -> tuple[ShardSet, dict]:
 
 def release_snapshots(run_dir: str) -> None:
     """Remove a finished run's snapshots (<run>/data, which only pinning writes); links cost nothing, but a
-    snapshot of a set rewritten since holds the old tars' bytes."""
+    snapshot of a shard set rewritten since holds the old tars' bytes."""
     fs, path = storage.fs_path(storage.join(run_dir, SNAPSHOT_DIR))
     if storage.is_local(fs) and os.path.isdir(path):
         shutil.rmtree(path)

@@ -1,10 +1,10 @@
 """Training on shard sets: the run's identity and name, the optional encode job, then the Ray Train run,
 watched live (flows/live.py).
 
-Several sets train as one mixture (trainer/data.py interleaves them). They are ordered by their manifests'
+Several shard sets train as one mixture (trainer/data.py interleaves them). They are ordered by their manifests'
 digests, so the order they are given in changes neither the run nor its name. The run reads the version of
-each set it is named after: each set is pinned before Ray trains (flows/snapshot.py) and identity.json records
-how. A stage no sample of the sets can train in is refused from their manifests, before Ray starts.
+each shard set it is named after: each is pinned before Ray trains (flows/snapshot.py) and identity.json records
+how. A training phase no sample of the shard sets can train in is refused from their manifests, before Ray starts.
 """
 
 from __future__ import annotations
@@ -26,15 +26,15 @@ from trainer.ray_job import TrainResult, base_folder, run_training
 from trainer.runs import claim_run_dir, derived_name, latest_checkpoint, record_sets, resolve_init, run_identity
 
 
-def check_trainable(train: TrainConfig, shard_sets: list[str], stages: list[int] | None = None) -> None:
-    """A one-line ValueError when no sample of these complete sets trains in one of `stages` (default
-    train.stage), from the tasks their manifests count: nothing is read but the manifests."""
+def check_trainable(train: TrainConfig, shard_sets: list[str], phases: list[int] | None = None) -> None:
+    """A one-line ValueError when no sample of these complete shard sets trains in one of `phases` (default
+    train.phase), from the tasks their manifests count: nothing is read but the manifests."""
     counts: Counter[str] = Counter()
     for uri in shard_sets:
         for row in read_manifest(uri):
             counts.update(row.counts_by_task)
-    for stage in stages or [train.stage]:
-        why = untrainable(train.model_copy(update={"stage": stage}), dict(counts))
+    for phase in phases or [train.phase]:
+        why = untrainable(train.model_copy(update={"phase": phase}), dict(counts))
         if why:
             raise ValueError(f"{', '.join(shard_sets)}: {why}")
 
@@ -47,14 +47,14 @@ class TrainPlan:
 
 
 def plan_training(cfg: RunConfig, shard_sets: str | list[str]) -> TrainPlan:
-    """Check the sets (complete, none given twice) and init_from, and name the run: one-line errors, before
+    """Check the shard sets (complete, none given twice) and init_from, and name the run: one-line errors, before
     any work starts."""
     uris = [shard_sets] if isinstance(shard_sets, str) else list(shard_sets)
     if not uris:
         raise ValueError("no shard set to train on")
     digests: dict[str, str] = {}
     for uri in uris:
-        d = manifest_digest(uri)  # fails clearly when the set is incomplete
+        d = manifest_digest(uri)  # fails clearly when the shard set is incomplete
         if d in digests:
             raise ValueError(f"{uri} holds the same shards as {digests[d]}: give each shard set once")
         digests[d] = uri
@@ -85,7 +85,7 @@ def _pin(plan: TrainPlan, run_dir: str) -> list[ShardSet]:
         return [s for s, _ in pinned]
     base = base_folder(train, plan.cfg.root)
     sets = []
-    for _, record in pinned:  # a snapshot is a complete set: its side set is encoded beside it, in the run
+    for _, record in pinned:  # a snapshot is a complete shard set: its side shard set is encoded beside it, in the run
         if "snapshot" in record:
             sets.append(_shard_set(encode_shard_set(record["snapshot"], train, base)))
         else:

@@ -1,9 +1,10 @@
-"""A Prefect cache policy gated on the unit's outputs: the markers decide, the cache only spares the call.
+"""A Prefect cache policy gated on a task run's outputs: the markers decide, the cache only spares the call.
 
-The key is inputs + task source. A cached result is served only while every output the unit owns exists:
-`fresh(task, *args)` (how the flows call every unit) sets `refresh_cache` when an output is missing, so
-the unit runs and its result is stored under that same key, and the next run finds it Cached. Called
-without `fresh`, a unit whose outputs are missing gets no key at all: never a stale result.
+The key is inputs + Prefect task source. A cached result is served only while every output the task run
+owns exists: `fresh(task, *args)` (how the flows call every plan, item and finalize) sets `refresh_cache`
+when an output is missing, so the task runs and its result is stored under that same key, and the next run
+finds it Cached. Called without `fresh`, a task run whose outputs are missing gets no key at all: never a
+stale result.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def gated(outputs: Callable[[dict[str, Any]], list[str]]) -> OutputsExist:
 
 
 def fresh(task, *args: Any, **kwargs: Any):
-    """`task`, set to overwrite its cache record when the outputs of this call are missing."""
+    """The Prefect task `task`, set to overwrite its cache record when the outputs of this call are missing."""
     policy = task.cache_policy
     if not isinstance(policy, OutputsExist):
         return task
@@ -52,5 +53,5 @@ def fresh(task, *args: Any, **kwargs: Any):
 
 
 def call(task, *args: Any):
-    """Run one task in the current flow; its cached result is used only while its outputs exist."""
+    """Run one Prefect task in the current flow; its cached result is used only while its outputs exist."""
     return fresh(task, *args)(*args)

@@ -1,20 +1,20 @@
 """Two executors over the same stages (runtime/stage.py).
 
-`LocalExecutor`: one process, units in order: tests, notebooks, the benchmark baseline.
+`LocalExecutor`: one process, items in order: tests, notebooks, the benchmark baseline.
 
-`PrefectRayExecutor`: each stage is a Prefect subflow (plan, one task run per unit, finalize), and each
-unit's work runs on Ray with the stage's declared resources: a Ray task for plain stages (Ray reuses its
+`PrefectRayExecutor`: each stage is a Prefect subflow (plan, one task run per item, finalize), and each
+item's work runs on Ray with the stage's declared resources: a Ray task for plain stages (Ray reuses its
 worker processes), an actor per worker for model stages (weights loaded once in `setup`). At most
-`orchestration.units_in_flight` units are submitted at once; every thread waits on its own object refs.
+`orchestration.items_in_flight` items are submitted at once; every thread waits on its own object refs.
 
-Both own the life cycle of a stage's units the same way, so a stage only computes:
+Both own the life cycle of a stage's items the same way, so a stage only computes:
 - a stage whose marker exists and is current (its version: its settings and its inputs' markers) is not
   planned again (its report is read back); a stale marker is removed and the stage plans again;
-- a unit whose outputs exist (`unit_done`) is not run again, on the driver and again on its worker;
-- every worker (the local process, a Ray actor, a Ray worker process running tasks) calls the stage's
-  `setup()` once, before the first unit it runs, never when all its units are done (`Worker`);
-- each unit is timed, and the units' reports are summed into the stage report's `execution`.
-Prefect's cache is keyed on the unit's spec and served only while those outputs exist (runtime/cache.py).
+- an item whose outputs exist (`item_done`) is not run again, on the driver and again on its worker;
+- every worker (the local process, a Ray actor, a Ray worker process running Ray tasks) calls the stage's
+  `setup()` once, before the first item it runs, never when all its items are done (`Worker`);
+- each item is timed, and the items' reports are summed into the stage report's `execution`.
+Prefect's cache is keyed on the item's spec and served only while those outputs exist (runtime/cache.py).
 """
 
 from __future__ import annotations
@@ -33,27 +33,27 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 
 from runtime.cache import call, fresh, gated
-from runtime.stage import Execution, Stage, StageReport, UnitReport, build
+from runtime.stage import Execution, ItemReport, Stage, StageReport, build
 
-UNIT = dict(retries=2, retry_delay_seconds=[2, 10], persist_result=True)
+ITEM = dict(retries=2, retry_delay_seconds=[2, 10], persist_result=True)
 
 
-def skipped(stage: Stage, k: int) -> UnitReport:
-    return UnitReport(stage=stage.label, unit=k, skipped=True)
+def skipped(stage: Stage, k: int) -> ItemReport:
+    return ItemReport(stage=stage.label, item=k, skipped=True)
 
 
 class Worker:
-    """One worker's hold on a stage: `setup()` before the first unit it runs (again only after a setup that
-    raised), units whose outputs exist skipped without `run`, each unit timed. Not thread-safe: one per
-    process or actor, which run one unit at a time."""
+    """One worker's hold on a stage: `setup()` before the first item it runs (again only after a setup that
+    raised), items whose outputs exist skipped without `run`, each item timed. Not thread-safe: one per
+    process or actor, which run one item at a time."""
 
     def __init__(self, stage: Stage):
         self.stage = stage
         self.ready = False
 
-    def run(self, k: int) -> UnitReport:
+    def run(self, k: int) -> ItemReport:
         stage = self.stage
-        if stage.unit_done(k):
+        if stage.item_done(k):
             return skipped(stage, k)
         setup_s = None
         if not self.ready:
@@ -68,7 +68,7 @@ class Worker:
 
 class LocalExecutor:
     def __init__(self, progress: Callable[[Stage, int, int], None] | None = None):
-        self.progress = progress  # (stage, units done, units) after each unit
+        self.progress = progress  # (stage, items done, items) after each item
 
     def run(self, stage: Stage) -> StageReport:
         done = stage.report()
@@ -77,21 +77,21 @@ class LocalExecutor:
         stage.invalidate()
         n = stage.plan()
         worker = Worker(stage)  # this process is the stage's one worker
-        units = []
+        items = []
         for k in range(n):
-            units.append(worker.run(k))
+            items.append(worker.run(k))
             if self.progress:
                 self.progress(stage, k + 1, n)
-        return stage.finalize(n).model_copy(update={"execution": Execution.of(units)})
+        return stage.finalize(n).model_copy(update={"execution": Execution.of(items)})
 
     def close(self) -> None:
         pass
 
 
-# --- Ray side: where a unit's work executes --------------------------------------------------------------
+# --- Ray side: where an item's work executes --------------------------------------------------------------
 
 def _where() -> dict:
-    """Which Ray node and worker ran a unit, and what Ray gave it (shown in the unit's result)."""
+    """Which Ray node and worker ran an item, and what Ray gave it (shown in the item's result)."""
     import os
 
     import ray
@@ -101,11 +101,11 @@ def _where() -> dict:
 
 
 _PROCESS_WORKERS: OrderedDict[str, Worker] = OrderedDict()
-_KEEP_WORKERS = 4  # stage runs whose worker a Ray worker process keeps (set up) between its tasks
+_KEEP_WORKERS = 4  # stage runs whose worker a Ray worker process keeps (set up) between its Ray tasks
 
 
-def _run_unit(spec: dict, k: int, run_id: str) -> dict:
-    """A plain stage's unit in a Ray worker process: Ray reuses the process for later tasks, which find the
+def _run_item(spec: dict, k: int, run_id: str) -> dict:
+    """A plain stage's item in a Ray worker process: Ray reuses the process for later Ray tasks, which find the
     stage built and set up for this run of it (`run_id`: one per RayWorkers)."""
     worker = _PROCESS_WORKERS.get(run_id)
     if worker is None:
@@ -140,7 +140,7 @@ class RayWorkers:
         if res.memory_mb:
             opts["memory"] = res.memory_mb * 2**20
         self.actors = [ray.remote(**opts)(_StageActor).remote(self.spec) for _ in range(actors)] if stage.model else []
-        self.fn = None if stage.model else ray.remote(**opts)(_run_unit)
+        self.fn = None if stage.model else ray.remote(**opts)(_run_item)
         self._next = itertools.count()
         self._lock = threading.Lock()
 
@@ -170,7 +170,7 @@ def _key(spec: dict) -> str:
 
 
 def _workers(spec: dict, actors: int = 1) -> RayWorkers:
-    with _GROUPS_LOCK:  # units run in threads: one worker group per stage
+    with _GROUPS_LOCK:  # items run in threads: one worker group per stage
         key = _key(spec)
         if key not in _GROUPS:
             _GROUPS[key] = RayWorkers(build(spec), actors)
@@ -186,50 +186,50 @@ def _close_workers(spec: dict) -> None:
 
 # --- Prefect side: what the UI shows ---------------------------------------------------------------------
 
-@task(name="plan", task_run_name="{label}-plan", **UNIT,
+@task(name="plan", task_run_name="{label}-plan", **ITEM,
       cache_policy=gated(lambda i: build(i["spec"]).plan_outputs()))
 def plan_task(spec: dict, label: str, version: str) -> int:
     """`version` (the stage's inputs and settings) is part of the cache key: grown inputs plan again."""
     return build(spec).plan()
 
 
-@task(name="unit", task_run_name="{label}", **UNIT,
-      cache_policy=gated(lambda i: build(i["spec"]).unit_outputs(i["k"])))
-def unit_task(spec: dict, k: int, label: str) -> dict:
+@task(name="item", task_run_name="{label}", **ITEM,
+      cache_policy=gated(lambda i: build(i["spec"]).item_outputs(i["k"])))
+def item_task(spec: dict, k: int, label: str) -> dict:
     stage = build(spec)
-    if stage.unit_done(k):  # finished by an earlier run whose result Prefect did not keep: no Ray call
+    if stage.item_done(k):  # finished by an earlier run whose result Prefect did not keep: no Ray call
         return skipped(stage, k).model_dump()
     return _workers(spec).run(k)
 
 
-@task(name="finalize", task_run_name="{label}-finalize", **UNIT,
+@task(name="finalize", task_run_name="{label}-finalize", **ITEM,
       cache_policy=gated(lambda i: build(i["spec"]).final_outputs()))
 def finalize_task(spec: dict, n: int, label: str, version: str) -> dict:
     return build(spec).finalize(n).model_dump()
 
 
-def _run_units(stage: Stage, n: int, in_flight: int) -> list[UnitReport]:
-    """One task run per unit, at most `in_flight` submitted at a time, with a progress artifact; raises
-    the first unit error once its retries are spent. The units' reports, in unit order."""
+def _run_items(stage: Stage, n: int, in_flight: int) -> list[ItemReport]:
+    """One task run per item, at most `in_flight` submitted at a time, with a progress artifact; raises
+    the first item error once its retries are spent. The items' reports, in item order."""
     spec = stage.spec()
-    art = create_progress_artifact(0.0, description=f"{stage.label}: {n} units")
+    art = create_progress_artifact(0.0, description=f"{stage.label}: {n} items")
     todo = iter(range(n))
     pending: dict = {}
 
     def submit(k: int) -> None:
-        args = (spec, k, stage.unit_label(k))
-        pending[fresh(unit_task, *args).submit(*args)] = k
+        args = (spec, k, stage.item_label(k))
+        pending[fresh(item_task, *args).submit(*args)] = k
 
     for k in itertools.islice(todo, in_flight):
         submit(k)
     done = 0
-    reports: dict[int, UnitReport] = {}
+    reports: dict[int, ItemReport] = {}
     while pending:
         finished = next(as_completed(list(pending)))
         k = pending.pop(finished)
-        rep = UnitReport.model_validate(finished.result())
+        rep = ItemReport.model_validate(finished.result())
         if finished.state.name == "Cached":  # an earlier run's result: nothing ran now
-            rep = UnitReport(stage=rep.stage, unit=k, counts=rep.counts, skipped=True)
+            rep = ItemReport(stage=rep.stage, item=k, counts=rep.counts, skipped=True)
         reports[k] = rep
         done += 1
         update_progress_artifact(art, 100.0 * done / n)
@@ -239,16 +239,16 @@ def _run_units(stage: Stage, n: int, in_flight: int) -> list[UnitReport]:
 
 
 class PrefectRayExecutor:
-    """Ray starts when a stage first has units to run, in the flow's own thread: a local Ray's processes die
+    """Ray starts when a stage first has items to run, in the flow's own thread: a local Ray's processes die
     with the thread that started them, and Prefect's task threads end with each subflow."""
 
-    def __init__(self, units_in_flight: int = 4, model_actors: int = 2):
-        self.units_in_flight = units_in_flight
+    def __init__(self, items_in_flight: int = 4, model_actors: int = 2):
+        self.items_in_flight = items_in_flight
         self.model_actors = model_actors
 
     def run(self, stage: Stage) -> StageReport:
         done = stage.report()
-        if done is not None:  # complete: no subflow, no unit, nothing read but the marker
+        if done is not None:  # complete: no subflow, no item, nothing read but the marker
             return done
         stage.invalidate()  # a stale marker (grown inputs, changed settings): the stage runs again
         return flow(name=stage.label, log_prints=True, validate_parameters=False)(self._stage_flow)(stage.spec())
@@ -263,14 +263,14 @@ class PrefectRayExecutor:
             ensure_ray()
         if stage.model and n:
             _workers(spec, min(self.model_actors, n))
-        units: list[UnitReport] = []
+        items: list[ItemReport] = []
         try:
             if n:
-                units = _run_units(stage, n, self.units_in_flight)
+                items = _run_items(stage, n, self.items_in_flight)
         finally:
             _close_workers(spec)  # actors hold models and CPUs: give them back before the next stage
         rep = StageReport.model_validate(call(finalize_task, spec, n, stage.label, version))
-        return rep.model_copy(update={"execution": Execution.of(units)})
+        return rep.model_copy(update={"execution": Execution.of(items)})
 
     def close(self) -> None:
         from runtime.ray_pool import stop_ray

@@ -60,7 +60,7 @@ def _loopback_node():
 def ensure_ray() -> bool:
     """Start Ray unless it runs; True when this call started it."""
     global _STARTED
-    with _LOCK:  # units in threads may all ask at once: one init
+    with _LOCK:  # items in threads may all ask at once: one init
         if ray.is_initialized():
             return False
         from runtime.lifeline import guard

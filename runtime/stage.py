@@ -2,17 +2,17 @@
 
 A stage has a name, the resources one of its workers needs, and four steps:
 
-    plan()        -> n               how many units of work (reads its inputs' markers, may write a plan)
-    run(k)        -> UnitReport      one unit, writing only `unit_outputs(k)`, each through a temporary name
-    finalize(n)   -> StageReport     merges the units, reconciles counts, writes the stage marker last
+    plan()        -> n               how many work items (reads its inputs' markers, may write a plan)
+    run(k)        -> ItemReport      item k, writing only `item_outputs(k)`, each through a temporary name
+    finalize(n)   -> StageReport     merges the items, reconciles counts, writes the stage marker last
     report()      -> StageReport|None  the finished stage's report, read from its marker (None: not done)
 
 The executor (runtime/executors.py) owns the life cycle around them: a stage whose report is current is not
-planned, a unit whose outputs exist (`unit_done`) is not run, `setup()` runs once per worker before its
-first unit, and each unit is timed. So `run(k)` only computes: it never checks its own outputs or loads
+planned, an item whose outputs exist (`item_done`) is not run, `setup()` runs once per worker before its
+first item, and each item is timed. So `run(k)` only computes: it never checks its own outputs or loads
 models. Model stages set `model = True` (a worker is then a Ray actor) and name the wrapper whose
 `resources()` one worker holds (`worker_model`). A stage holds only its config and parameters (`spec()`),
-so a Ray worker or a Prefect task rebuilds it with `build(spec)`: paths travel, never payloads.
+so a Ray worker or a Prefect task run rebuilds it with `build(spec)`: paths travel, never payloads.
 Algorithms live in mining/ and trainer/; stages stay thin.
 """
 
@@ -34,39 +34,39 @@ from schemas.layout import RunLayout
 if TYPE_CHECKING:
     from mining.models.base import ModelWrapper
 
-__all__ = ["Execution", "Resources", "SingleUnitStage", "Stage", "StageReport", "UnitReport", "build"]
+__all__ = ["Execution", "ItemReport", "Resources", "SingleItemStage", "Stage", "StageReport", "build"]
 
 
-class UnitReport(BaseModel):
+class ItemReport(BaseModel):
     stage: str
-    unit: int
+    item: int
     counts: dict[str, Any] = Field(default_factory=dict)
     skipped: bool = False  # its outputs existed: run(k) was not called
     seconds: float | None = None  # wall time of run(k), measured by the executor
-    setup_seconds: float | None = None  # the worker's setup() ran before this unit (its first), and took this
+    setup_seconds: float | None = None  # the worker's setup() ran before this item (its first), and took this
 
 
 class Execution(BaseModel):
-    """What the executor saw of one run of a stage's units (not stored in any marker: timings vary)."""
+    """What the executor saw of one run of a stage's items (not stored in any marker: timings vary)."""
 
-    units: int = 0
+    items: int = 0
     ran: int = 0
     skipped: int = 0
     setups: int = 0  # workers that called setup(): at most one per worker
-    seconds: float = 0.0  # run(k) wall time summed over the units that ran
+    seconds: float = 0.0  # run(k) wall time summed over the items that ran
     slowest: float = 0.0
     setup_seconds: float = 0.0
-    counts: dict[str, Any] = Field(default_factory=dict)  # the numeric counts of the units that ran, summed
+    counts: dict[str, Any] = Field(default_factory=dict)  # the numeric counts of the items that ran, summed
 
     @classmethod
-    def of(cls, units: list[UnitReport]) -> Execution:
-        ran = [u for u in units if not u.skipped]
+    def of(cls, items: list[ItemReport]) -> Execution:
+        ran = [u for u in items if not u.skipped]
         counts: dict[str, Any] = {}
         for u in ran:
             _add_counts(counts, u.counts)
         times = [u.seconds or 0.0 for u in ran]
-        setups = [u.setup_seconds for u in units if u.setup_seconds is not None]
-        return cls(units=len(units), ran=len(ran), skipped=len(units) - len(ran), setups=len(setups),
+        setups = [u.setup_seconds for u in items if u.setup_seconds is not None]
+        return cls(items=len(items), ran=len(ran), skipped=len(items) - len(ran), setups=len(setups),
                    seconds=sum(times), slowest=max(times, default=0.0), setup_seconds=sum(setups), counts=counts)
 
 
@@ -80,16 +80,16 @@ def _add_counts(total: dict[str, Any], counts: dict[str, Any]) -> None:
 
 class StageReport(BaseModel):
     stage: str
-    units: int
+    items: int
     outputs: list[str]  # the stage's completed output directories
     counts: dict[str, Any] = Field(default_factory=dict)  # from the stage's outputs (finalize / its marker)
-    execution: Execution | None = None  # this run's units; None when the stage was complete already
+    execution: Execution | None = None  # this run's items; None when the stage was complete already
 
 
 class Stage(ABC):
     name: ClassVar[str]  # the stage kind; `label` adds its parameters (a preset, a shard set)
-    unit_name: ClassVar[str] = "unit"  # task runs are `<label>-<unit_name>-<k>`
-    single: ClassVar[bool] = False  # one unit only: its task run is named `<label>`
+    item_name: ClassVar[str] = "item"  # Prefect task runs are `<label>-<item_name>-<k>`
+    single: ClassVar[bool] = False  # one item only: its task run is named `<label>`
     resources: ClassVar[Resources] = Resources()
     model: ClassVar[bool] = False
 
@@ -144,8 +144,8 @@ class Stage(ABC):
     def label(self) -> str:
         return self.name
 
-    def unit_label(self, k: int) -> str:
-        return self.label if self.single else f"{self.label}-{self.unit_name}-{k}"
+    def item_label(self, k: int) -> str:
+        return self.label if self.single else f"{self.label}-{self.item_name}-{k}"
 
     def spec(self) -> dict[str, Any]:
         return {"stage": type(self).__module__ + ":" + type(self).__qualname__,
@@ -161,8 +161,8 @@ class Stage(ABC):
 
     # the four steps
     def setup(self) -> None:
-        """Load what every unit of this worker shares (model weights). The executor calls it once per
-        worker, before the first unit that runs; never when every unit is done."""
+        """Load what every item of this worker shares (model weights). The executor calls it once per
+        worker, before the first item that runs; never when every item is done."""
 
     @abstractmethod
     def plan(self) -> int: ...
@@ -176,10 +176,10 @@ class Stage(ABC):
         """The markers `finalize` writes last: the stage is complete when they all exist."""
 
     @abstractmethod
-    def unit_outputs(self, k: int) -> list[str]: ...
+    def item_outputs(self, k: int) -> list[str]: ...
 
     @abstractmethod
-    def run(self, k: int) -> UnitReport: ...
+    def run(self, k: int) -> ItemReport: ...
 
     @abstractmethod
     def finalize(self, n: int) -> StageReport: ...
@@ -199,7 +199,7 @@ class Stage(ABC):
 
     def version(self) -> str:
         """A digest of the settings and the inputs' markers, stored in the stage's marker: a stage whose
-        inputs grew (new files ingested) or whose settings changed runs again; its finished units are kept."""
+        inputs grew (new files ingested) or whose settings changed runs again; its finished items are kept."""
         data = {"settings": self.settings(), "inputs": [storage.read_marker(u) for u in self.inputs()]}
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -216,7 +216,7 @@ class Stage(ABC):
 
     def invalidate(self) -> list[str]:
         """Remove this stage's markers when they are stale (nothing else): the stage then plans and
-        finalizes again, and its units that are still valid are skipped. Returns what was removed."""
+        finalizes again, and its items that are still valid are skipped. Returns what was removed."""
         stale = [o for o in self.final_outputs() if storage.exists(o)]
         for o in stale:
             fs, path = storage.fs_path(o)
@@ -226,8 +226,8 @@ class Stage(ABC):
     def complete(self) -> bool:
         return self.report() is not None
 
-    def unit_done(self, k: int) -> bool:
-        outs = self.unit_outputs(k)
+    def item_done(self, k: int) -> bool:
+        outs = self.item_outputs(k)
         return bool(outs) and all(storage.exists(o) for o in outs)
 
 
@@ -238,8 +238,8 @@ def build(spec: dict[str, Any]) -> Stage:
     return stage_cls(RunConfig.model_validate(spec["config"]), **spec["params"])
 
 
-class SingleUnitStage(Stage):
-    """A stage of one unit whose output is one directory, `out`, complete when its marker exists."""
+class SingleItemStage(Stage):
+    """A stage of one item whose output is one directory, `out`, complete when its marker exists."""
 
     single = True
 
@@ -250,14 +250,14 @@ class SingleUnitStage(Stage):
     def plan(self) -> int:
         return 1
 
-    def unit_outputs(self, k: int) -> list[str]:
+    def item_outputs(self, k: int) -> list[str]:
         return [self.layout.marker(self.out)]
 
     def final_outputs(self) -> list[str]:
-        return self.unit_outputs(0)
+        return self.item_outputs(0)
 
     def finalize(self, n: int) -> StageReport:
         rep = self.report()
         if rep is None:
-            raise RuntimeError(f"{self.out} has no marker: the unit of {self.label} did not complete")
+            raise RuntimeError(f"{self.out} has no marker: the item of {self.label} did not complete")
         return rep

@@ -100,7 +100,7 @@ class RunLayout:
         return self._at(self.PAIRS, preset)
 
     def pair_batch(self, preset: str, k: int) -> str:
-        """One mining unit's directory (a batch of clusters)."""
+        """One mining batch's directory (a work item: a batch of clusters)."""
         return PairFiles(self.pairs(preset)).batch(k)
 
     def instructed(self, preset: str) -> str:
@@ -285,11 +285,11 @@ class PairFiles:
 
     @property
     def batches(self) -> str:
-        """The mining units' directories."""
+        """The mining batches' directories."""
         return join(self.uri, "batches")
 
     def batch(self, k: int) -> str:
-        """One mining unit's directory."""
+        """One mining batch's directory."""
         return join(self.batches, f"batch-{k:05d}")
 
     BATCH = re.compile(r"batch-\d{5}(-[0-9a-f]{8})?")  # a batch directory, content-named

@@ -122,7 +122,7 @@ class Pipeline:
         for name in cfg.mining.presets:
             for cls in preset_stages:
                 if packs_groups(name) and cls is InstructStage:
-                    continue  # series: the groups of each set, with template instructions (no pair writer)
+                    continue  # series: the groups of each union-find set, with template instructions (no pair writer)
                 if not packs_groups(name) and self.writer is None and cls in (InstructStage, PackStage):
                     if announce_unpacked and cls is InstructStage:
                         print(f"{name}: mining.instructions.backend is none; pairs stay in pairs/, unpacked")
@@ -137,7 +137,7 @@ class Pipeline:
 
     def synthesis(self, shard_sets: tuple[str, ...] | None = None) -> Iterator[tuple[tuple[str, ...], Stage]]:
         """The synthesis stages (scope "synthesis"); `shard_sets` limits them to the producers and packs of
-        those sets (what they need runs before them, with the earlier sets)."""
+        those shard sets (what they need runs before them, with the earlier shard sets)."""
         for cls in self.on:
             if cls.scope != "synthesis" or shard_sets is not None and not ({cls.shard_set, cls.packs} & set(shard_sets)):
                 continue
@@ -145,7 +145,7 @@ class Pipeline:
                                            else cls(self.cfg))
 
     def describe(self) -> str:
-        """The DAG the config enables: each stage in order, what it needs, its units, resources, outputs and
+        """The DAG the config enables: each stage in order, what it needs, its items, resources, outputs and
         the tasks it produces."""
         from store import storage
 
@@ -158,11 +158,11 @@ class Pipeline:
         return "\n".join(lines)
 
 
-def _units(st: Stage, storage) -> str:
+def _items(st: Stage, storage) -> str:
     try:
         done = st.report()
         if done is not None:
-            return f"{done.units} (complete)"
+            return f"{done.items} (complete)"
         if st.plan_outputs() or not all(storage.read_marker(d) is not None for d in st.inputs()):
             return "planned at run time"
         return str(st.plan())
@@ -190,7 +190,7 @@ def _describe(st: Stage, path: tuple[str, ...], cfg: RunConfig, storage) -> list
         outputs = "decided at run time"
     return [f"{st.label}  [{cls.name}]",
             f"  needs:     {', '.join(needs) or '-'}",
-            f"  units:     {_units(st, storage)}",
+            f"  items:     {_items(st, storage)}",
             f"  resources: {r.cpus:g} cpu, {r.gpus:g} gpu" + (f", {r.memory_mb} MiB" if r.memory_mb else "")
             + (" (model: loaded once per worker)" if cls.model else ""),
             f"  outputs:   {outputs}",

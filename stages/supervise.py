@@ -1,4 +1,4 @@
-"""The supervision gate every packer puts in front of its shard writer, and the audit of a packed set.
+"""The supervision gate every packer puts in front of its shard writer, and the audit of a packed shard set.
 
 `Gate(cfg)` wraps a stream of AceSamples: each is checked (mining/supervision.py); a passing sample is
 written with the scores of its checks added to its lineage, a failing one is dropped and counted by task and
@@ -19,8 +19,8 @@ EXAMPLES = 5  # failing keys kept per task and reason in the marker, to look at
 
 
 class Gate:
-    """`shards`: the set's shard config; each sample is checked as it will be written (in the set's one image
-    extension: a PNG source packed into a JPEG set is checked after its JPEG encoding) and yielded so."""
+    """`shards`: the shard set's shard config; each sample is checked as it will be written (in its one image
+    extension: a PNG source packed into a JPEG shard set is checked after its JPEG encoding) and yielded so."""
 
     def __init__(self, cfg: SupervisionConfig, shards: ShardConfig | None = None):
         self.cfg = cfg
@@ -80,7 +80,7 @@ def audit(samples: Iterable[AceSample], cfg: SupervisionConfig, failures: list |
 
 
 def supervision_dropped(shard_set: str) -> dict:
-    """Samples the gate dropped per task and reason, from a finished set's marker (also when the set was
+    """Samples the gate dropped per task and reason, from a finished shard set's marker (also when the shard set was
     complete before this run and nothing was checked now)."""
     from store import storage
 

@@ -84,7 +84,7 @@ def check_sample(sample: AceSample) -> None:
 
 def verify_shard_set(uri: str, progress=None) -> VerifyReport:
     """Every shard's checksum, then every sample: its json parsed, every image and mask decoded. A damaged
-    sample is reported with its key and the set is read on; a damaged tar is reported and the next shard
+    sample is reported with its key and the shard set is read on; a damaged tar is reported and the next shard
     read."""
     rep = VerifyReport()
     for row in read_manifest(uri):

@@ -174,7 +174,7 @@ def _as_ext(unit: ConditionUnit, cfg: ShardConfig, key: str) -> ConditionUnit:
 
 
 def one_extension(sample: AceSample, cfg: ShardConfig) -> AceSample:
-    """The sample with every image in the set's one extension (`cfg.image_ext`): readers that type a field by
+    """The sample with every image in the shard set's one extension (`cfg.image_ext`): readers that type a field by
     its extension (HF datasets, img2dataset conventions) see one type per field. Images already stored that
     way keep their bytes; others are decoded and re-encoded (losslessly for png)."""
     units = [_as_ext(u, cfg, sample.key) for u in sample.units]
@@ -185,14 +185,14 @@ def one_extension(sample: AceSample, cfg: ShardConfig) -> AceSample:
 
 
 def _check_fields(fields: Iterable[str], out_uri: str) -> list[str]:
-    """The set's fields, sorted; an error when one field stem (in0, target.mask...) has two extensions."""
+    """The shard set's fields, sorted; an error when one field stem (in0, target.mask...) has two extensions."""
     names = sorted(set(fields))
     by_stem: dict[str, str] = {}
     for f in names:
         stem, _, ext = f.rpartition(".")
         if stem and by_stem.setdefault(stem, ext) != ext:
             raise ValueError(f"{out_uri}: field {stem} is stored as both .{by_stem[stem]} and .{ext} (shards written "
-                             f"with another shards.image_ext?): remove the set and write it again")
+                             f"with another shards.image_ext?): remove the shard set and write it again")
     return names
 
 
@@ -206,7 +206,7 @@ def _tar_fields(out_uri: str, shard: str) -> set[str]:
 
 
 def write_card(out_uri: str, fields: list[str], counts_by_task: dict[str, int], samples: int) -> None:
-    """README.md with the Hugging Face dataset-card header that types every field the set holds: without it
+    """README.md with the Hugging Face dataset-card header that types every field the shard set holds: without it
     `datasets` infers the features from the first 5 samples, and a field they lack (a reference image, a
     mask) is dropped or refused."""
     def dtype(field: str) -> str:
@@ -239,7 +239,7 @@ def _resolve_ext(cfg: ShardConfig, done: list[dict], it):
 
 def sample_fingerprint(sample: AceSample, cfg: ShardConfig | None = None) -> str:
     """What a sample says besides its pixels (task, instruction, caption, where its images came from), of the
-    sample as given (before any re-encoding) and the set's image extension: a kept shard must match this too,
+    sample as given (before any re-encoding) and the shard set's image extension: a kept shard must match this too,
     not only the keys (a new instruction keeps the key)."""
     data = [sample.key, sample.task, sample.instruction, sample.caption, sample.lineage.model_dump(mode="json"),
             cfg.image_ext if cfg is not None else None,
@@ -262,10 +262,10 @@ def write_shard_set(samples: Iterable[AceSample], out_uri: str, cfg: ShardConfig
                     progress: Callable[[int], None] | None = None, extend: bool = False,
                     marker_extra: Callable[[], dict] | None = None) -> ShardSetReport:
     """Write `samples` as a shard set. Without `extend`, finished shards of an interrupted write are kept
-    when the input replays their keys, and an input that changed is an error. With `extend` (a set whose
+    when the input replays their keys, and an input that changed is an error. With `extend` (a shard set whose
     input grew), the finished shards are kept up to the first one whose keys the input no longer replays,
     that one and the ones after it are written again, and a last shard left short is reopened.
-    `marker_extra` is called once the input is exhausted; what it returns joins the set's marker."""
+    `marker_extra` is called once the input is exhausted; what it returns joins the shard set's marker."""
     cfg = cfg or ShardConfig()
     marker = storage.read_marker(out_uri)
     if marker is not None:
@@ -276,7 +276,7 @@ def write_shard_set(samples: Iterable[AceSample], out_uri: str, cfg: ShardConfig
     storage.remove_stale_tmp(out_uri)
     done = _load_done(out_uri, cfg.prefix)
 
-    it = iter(samples)  # converted to the set's extension only when written: a replay decodes nothing
+    it = iter(samples)  # converted to the shard set's extension only when written: a replay decodes nothing
     cfg, it = _resolve_ext(cfg, done, it)
     seen_keys: set[str] = set()
     for j, stats in enumerate(done):  # replay the finished shards' samples without re-encoding them
@@ -290,7 +290,7 @@ def write_shard_set(samples: Iterable[AceSample], out_uri: str, cfg: ShardConfig
                 if not extend:
                     raise ShardInputChanged(
                         f"{out_uri}: {stats['shard']} holds key {expected!r} but the input now gives {key!r}; "
-                        f"the input changed since the interrupted write: remove {out_uri} or write a new set")
+                        f"the input changed since the interrupted write: remove {out_uri} or write a new shard set")
                 break
             replayed.append(sample)
         else:
@@ -357,7 +357,7 @@ def shard_uris(uri: str) -> list[str]:
 
 
 def manifest_digest(uri: str) -> str:
-    """The sha256 of a complete set's manifest rows (shard names, sample and byte counts, each tar's sha256):
-    the same shards give the same digest wherever the set lies and whichever pyarrow wrote the manifest."""
+    """The sha256 of a complete shard set's manifest rows (shard names, sample and byte counts, each tar's sha256):
+    the same shards give the same digest wherever the shard set lies and whichever pyarrow wrote the manifest."""
     rows = [row.model_dump(mode="json") for row in read_manifest(uri)]
     return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()

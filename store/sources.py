@@ -1,6 +1,6 @@
 """Where ingest reads from: a folder or glob, a list of URIs (text or parquet), or WebDataset tars.
 
-Any fsspec URI works. Sources are expanded into work units: a chunk of file URIs, or one tar.
+Any fsspec URI works. Sources are expanded into chunks: a run of file URIs, or one tar.
 A tar member's URI is fsspec's chained form `tar://<member name>::<tar uri>` (`fsspec.open` reads it as it
 is); a local file may have `#` in its name. A name that is not valid UTF-8 (held by Python with lone
 surrogates) is never read and never stored as it is: `printable` names it, with `\xff` for the byte 0xff.
@@ -28,7 +28,7 @@ TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 
 
 @dataclass(frozen=True)
-class WorkUnit:
+class Chunk:
     kind: str  # "files" or "tar"
     uris: tuple[str, ...]
 
@@ -119,10 +119,10 @@ def expand_source(source: str, extensions: list[str], skipped: Counter | None = 
     return files, tars
 
 
-def work_units(files: list[str], tars: list[str], chunk_size: int) -> list[WorkUnit]:
-    units = [WorkUnit("files", tuple(files[i : i + chunk_size])) for i in range(0, len(files), chunk_size)]
-    units += [WorkUnit("tar", (t,)) for t in tars]
-    return units
+def chunks(files: list[str], tars: list[str], chunk_size: int) -> list[Chunk]:
+    out = [Chunk("files", tuple(files[i : i + chunk_size])) for i in range(0, len(files), chunk_size)]
+    out += [Chunk("tar", (t,)) for t in tars]
+    return out
 
 
 def iter_tar(uri: str, extensions: list[str], max_bytes: int, skipped: Counter | None = None,

@@ -1,13 +1,13 @@
-"""Training data: AceSamples from WebDataset shards -> panels, filtered by stage, weighted by task.
+"""Training data: AceSamples from WebDataset shards -> panels, filtered by training phase, weighted by task.
 
-Several shard sets train as one mixture: each worker takes its share of every set and interleaves the sets
+Several shard sets train as one mixture: each worker takes its share of every shard set and interleaves them
 sample by sample in proportion to their sizes (from the manifests), so every stretch of the stream holds
 each set at its share and every set ends with the epoch; task weights then decide which samples are kept.
 Deterministic: the n-th example a worker sees depends only on (seed, epoch, n), so a resumed run can skip
 exactly the examples it already trained on. Within each set, workers split shards when there are enough of
 them, else samples (every worker reads every shard of that set and keeps its share).
 
-Every sample read is kept or skipped for one reason, counted (DataCounts: held out, not 0-ref in stage 1,
+Every sample read is kept or skipped for one reason, counted (DataCounts: held out, not 0-ref in phase 1,
 task weight, a task this version does not know, before the resume point); a sample that is there but does not
 decode fails the run with its key, tar and member. A set pinned by object versions (flows/snapshot.py) is
 checked as each tar is opened: a tar replaced under the run is refused by name, never read.
@@ -58,19 +58,19 @@ def held_out(key: str, cfg: TrainConfig) -> bool:
     return int.from_bytes(h[:8], "big") / 2**64 < cfg.eval_fraction
 
 
-HELD_OUT, NOT_ZERO_REF, WEIGHTED_OUT, RESUMED = ("held out", "not 0-ref (stage 1)", "task weight",
+HELD_OUT, NOT_ZERO_REF, WEIGHTED_OUT, RESUMED = ("held out", "not 0-ref (phase 1)", "task weight",
                                                  "before the resume point")
 
 
 def skip_reason(task: str, key: str, cfg: TrainConfig, epoch: int, group: str | None = None) -> str | None:
     """Why a sample is not trained on in this epoch (None: it is). A task this version does not know: never.
-    Held-out samples never. Stage 1: 0-ref tasks only. Stage 2: every task, kept with probability
+    Held-out samples never. Phase 1: 0-ref tasks only. Phase 2: every task, kept with probability
     weight / max weight."""
     if task not in TASKS:
         return f"unknown task {task!r}"
     if held_out(group or key, cfg):
         return HELD_OUT
-    if cfg.stage == 1:
+    if cfg.phase == 1:
         return None if task in _ZERO_REF else NOT_ZERO_REF
     weights = cfg.task_weights
     w = weights.get(task, 1.0)
@@ -83,17 +83,17 @@ def keep_sample(task: str, key: str, cfg: TrainConfig, epoch: int, group: str | 
 
 
 def untrainable(cfg: TrainConfig, counts_by_task: dict[str, int]) -> str | None:
-    """Why no sample of sets holding `counts_by_task` (their manifests' sums) trains in `cfg.stage`, in words
+    """Why no sample of shard sets holding `counts_by_task` (their manifests' sums) trains in `cfg.phase`, in words
     that end a sentence; None when some do."""
     held = ", ".join(f"{t} ({n})" for t, n in sorted(counts_by_task.items()) if n) or "no sample"
-    if cfg.stage == 1:
+    if cfg.phase == 1:
         if any(n and t in _ZERO_REF for t, n in counts_by_task.items()):
             return None
-        return (f"no sample is trainable in stage 1, which takes 0-ref tasks only; their manifests count {held}: "
-                f"train stage 2 (--stage 2, train.stage: 2) or add a set with 0-ref tasks")
+        return (f"no sample is trainable in phase 1, which takes 0-ref tasks only; their manifests count {held}: "
+                f"train phase 2 (--phase 2, train.phase: 2) or add a shard set with 0-ref tasks")
     if any(n and t in TASKS and cfg.task_weights.get(t, 1.0) > 0 for t, n in counts_by_task.items()):
         return None
-    return (f"no sample is trainable in stage 2; their manifests count {held}, each of weight 0 "
+    return (f"no sample is trainable in phase 2; their manifests count {held}, each of weight 0 "
             f"(train.task_weights) or a task this version does not know")
 
 
@@ -175,7 +175,7 @@ def _version_check(url: str, pinned: dict) -> Callable[[Any], None]:
         now = object_version(details)
         if now != pinned:
             raise ShardSetChanged(f"{url} is not the version this run pinned (size {pinned['size']}, ETag "
-                                  f"{pinned['etag']}; now size {now['size']}, ETag {now['etag']}): the set was "
+                                  f"{pinned['etag']}; now size {now['size']}, ETag {now['etag']}): the shard set was "
                                   f"rewritten under the run; train again to train on its new version")
     return check
 
@@ -183,7 +183,7 @@ def _version_check(url: str, pinned: dict) -> Callable[[Any], None]:
 @dataclass(frozen=True)
 class ShardSet:
     """One shard set to train on: its shards' URLs and, from its manifest, each shard's sample count (None:
-    unknown, the sets then alternate one for one); `versions`, each tar's pinned object_version (remote sets,
+    unknown, the shard sets then alternate one for one); `versions`, each tar's pinned object_version (remote ones,
     flows/snapshot.py), checked when the tar is opened."""
 
     urls: tuple[str, ...]
@@ -202,7 +202,7 @@ class ShardSet:
 
 
 def as_sets(data: Iterable[Any]) -> list[ShardSet]:
-    """A flat URL list (one set), or ShardSets, or their plain() dicts (as they cross to Ray workers)."""
+    """A flat URL list (one shard set), or ShardSets, or their plain() dicts (as they cross to Ray workers)."""
     data = list(data)
     if all(isinstance(d, str) for d in data):
         return [ShardSet(tuple(data))] if data else []
@@ -221,7 +221,7 @@ def as_sets(data: Iterable[Any]) -> list[ShardSet]:
 
 
 def _share(s: ShardSet, rank: int, world: int) -> tuple[list[tuple[str, dict | None]], bool, int | None]:
-    """This worker's shards of a set (with their pinned versions), whether it owns them whole (else every
+    """This worker's shards of a shard set (with their pinned versions), whether it owns them whole (else every
     `world`-th sample), and how many samples that is (None when the manifest's counts are unknown)."""
     by_shard = len(s.urls) >= world
     pinned = list(zip(s.urls, s.versions or [None] * len(s.urls)))
@@ -250,12 +250,12 @@ def _set_samples(urls: list[tuple[str, dict | None]], by_shard: bool, rank: int,
 
 
 def _raw_samples(sets: list[ShardSet], rank: int, world: int) -> Iterator[dict]:
-    """One epoch of this worker's raw samples: the sets interleaved in proportion to their sizes (the set
-    whose share so far, (taken + 1/2) / size, is smallest goes next; ties to the earlier set). A set that ends
+    """One epoch of this worker's raw samples: the shard sets interleaved in proportion to their sizes (the
+    one whose share so far, (taken + 1/2) / size, is smallest goes next; ties to the earlier). A shard set that ends
     early drops out; one that runs long finishes after the others."""
     shares = [_share(s, rank, world) for s in sets]
     streams = [_set_samples(urls, by_shard, rank, world) for urls, by_shard, _ in shares]
-    known = all(n is not None for _, _, n in shares)  # any size unknown: every set alternates one for one
+    known = all(n is not None for _, _, n in shares)  # any size unknown: every shard set alternates one for one
     sizes = [max(1, n) if known else 1 for _, _, n in shares]
     taken = [0] * len(streams)
     live = list(range(len(streams)))
@@ -272,8 +272,8 @@ def _raw_samples(sets: list[ShardSet], rank: int, world: int) -> Iterator[dict]:
 
 def iter_examples(urls: Iterable[Any], cfg: TrainConfig, rank: int = 0, world: int = 1,
                   start: int = 0, counts: DataCounts | None = None) -> Iterator[Example]:
-    """Examples forever (epoch after epoch), skipping the first `start` (resume). `urls`: one set's shard
-    URLs, or several sets (ShardSet, or lists of URLs) trained on as one mixture. `counts` follows every
+    """Examples forever (epoch after epoch), skipping the first `start` (resume). `urls`: one shard set's
+    URLs, or several shard sets (ShardSet, or lists of URLs) trained on as one mixture. `counts` follows every
     sample read."""
     sets = [s for s in as_sets(urls) if s.urls]
     if not sets:
@@ -298,21 +298,21 @@ def iter_examples(urls: Iterable[Any], cfg: TrainConfig, rank: int = 0, world: i
             yield _example(raw, cfg)
             n += 1
         if this_epoch.kept == 0 and this_epoch.skipped[RESUMED] == 0:
-            raise ValueError(f"no sample of these shards is trainable in stage {cfg.stage} "
-                             f"(stage 1 takes 0-ref tasks only): {this_epoch.summary()}")
+            raise ValueError(f"no sample of these shards is trainable in phase {cfg.phase} "
+                             f"(phase 1 takes 0-ref tasks only): {this_epoch.summary()}")
 
 
 def iter_held_out(urls: Iterable[Any], cfg: TrainConfig) -> Iterator[dict]:
-    """The held-out samples the run's stage would train on, as raw shard members, at most `eval_samples` per
+    """The held-out samples the run's phase would train on, as raw shard members, at most `eval_samples` per
     task, in shard order; one pass over the shards (shard URLs, or ShardSets: their pinned versions checked),
     holding nothing but what it yields."""
     taken: dict[str, int] = {}
     for s in as_sets(urls):
         for raw in _set_samples(list(zip(s.urls, s.versions or [None] * len(s.urls))), True, 0, 1):
             task, _, group = _task_and_key(raw)
-            if task not in TASKS or not held_out(group, cfg) or (cfg.stage == 1 and task not in _ZERO_REF):
+            if task not in TASKS or not held_out(group, cfg) or (cfg.phase == 1 and task not in _ZERO_REF):
                 continue
-            if cfg.stage == 2 and cfg.task_weights.get(task, 1.0) <= 0:
+            if cfg.phase == 2 and cfg.task_weights.get(task, 1.0) <= 0:
                 continue
             if taken.get(task, 0) < cfg.eval_samples:
                 taken[task] = taken.get(task, 0) + 1

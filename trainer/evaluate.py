@@ -59,7 +59,7 @@ def grid(rows: list[list[Image.Image]]) -> Image.Image:
 
 
 class CheckpointEval:
-    def __init__(self, cfg: TrainConfig, urls: list, run_dir: str):  # shard URLs or sets (trainer.data.as_sets)
+    def __init__(self, cfg: TrainConfig, urls: list, run_dir: str):  # shard URLs or shard sets (trainer.data.as_sets)
         self.cfg, self.urls, self.run_dir = cfg, urls, run_dir
         self.pool: list[dict] | None = None
 

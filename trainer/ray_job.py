@@ -138,7 +138,7 @@ def _checkpoint_eval(cfg: TrainConfig, urls: list, run_dir: str, rank: int, worl
 def run_training(cfg: TrainConfig, shard_urls, root: str | Path, export: bool = True,
                  identity: dict | None = None,
                  watch: Callable[[str], AbstractContextManager] | None = None) -> TrainResult:
-    """Train on `shard_urls` (one set's shard URLs, or several ShardSets: one mixture), then export.
+    """Train on `shard_urls` (one shard set's URLs, or several ShardSets: one mixture), then export.
     `identity` (from trainer.runs.run_identity over the sets' manifest digests) names the run when
     train.run_name is unset; without one, the run's identity is derived from the shard URLs themselves.
     `watch(run_dir)`: a context held while Ray trains (the live UI publisher)."""

@@ -139,7 +139,7 @@ def run_identity(cfg: TrainConfig, set_digests: list[str], init: InitSource | No
 
 
 def derived_name(identity: dict) -> str:
-    return f"s{identity['train']['stage']}-{identity['hash'][:12]}"
+    return f"p{identity['train']['phase']}-{identity['hash'][:12]}"
 
 
 def claim_run_dir(run_dir: str, identity: dict, sources: list[str] | None = None) -> None:

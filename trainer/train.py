@@ -153,7 +153,7 @@ class AceTrainer:
         (folder / STATE_META).write_text(json.dumps({"step": self.step_no, "examples_seen": self.examples_seen,
                                                      "mode": self.cfg.mode, "form": self.cfg.form,
                                                      "lora_fused": self.cfg.lora_fused,
-                                                     "lora_rank": self.cfg.lora_rank, "stage": self.cfg.stage}))
+                                                     "lora_rank": self.cfg.lora_rank, "phase": self.cfg.phase}))
 
     def load_state(self, folder: str | Path) -> None:
         """Resume: the weights, the optimiser and schedule, the step and the stream position."""
@@ -165,7 +165,7 @@ class AceTrainer:
         self.step_no, self.examples_seen = meta["step"], meta["examples_seen"]
 
     def init_weights(self, folder: str | Path) -> None:
-        """Start from another run's weights (stage 2 from stage 1): its trainable tensors only; the optimiser
+        """Start from another run's weights (phase 2 from phase 1): its trainable tensors only; the optimiser
         and schedule stay fresh and the step and stream position stay 0."""
         self._load_weights(Path(folder), "init_from")
         self.step_no, self.examples_seen = 0, 0

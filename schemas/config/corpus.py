@@ -14,8 +14,9 @@ class IngestConfig(_Config):
     min_side: int = Field(64, ge=1, description="shorter side below this is quarantined as too_small")
     max_bytes: int = Field(200 * 2**20, gt=0, description="file size cap; larger files are quarantined")
     workers: int = Field(0, ge=0, description="decode processes; 0 = one per core")
-    chunk_size: int = Field(16, ge=1, description="files per unit of parallel work inside a partition")
-    partition_files: int = Field(10_000, ge=1, description="files per ingest partition (one task each)")
+    chunk_size: int = Field(16, ge=1, description="files per chunk (what one decoding process takes at a time) "
+                            "inside a partition")
+    partition_files: int = Field(10_000, ge=1, description="files per ingest partition (one task run each)")
     extensions: list[str] | None = Field(
         None, description="file endings that count as images when listing folders and tars; None: every format "
                           "the installed Pillow decodes (avif, jpeg2000, tga, ...); what is not listed is counted "
@@ -33,8 +34,8 @@ class ShardConfig(_Config):
     maxsize: int = Field(1 << 30, ge=1 << 10, description="bytes per shard at most (before the tar closes)")
     prefix: str = Field("shard", pattern=r"^[A-Za-z0-9_-]+$", description="shard file names: <prefix>-000000.tar")
     image_ext: str = Field("auto", pattern="^(auto|png|jpg|webp)$", description="the one extension of every image "
-                           "field in a set (masks are always png; synthesized sets always png); auto: the format "
-                           "of the set's first image. An image stored otherwise is re-encoded: as png losslessly, "
+                           "field in a shard set (masks are always png; synthesized shard sets always png); auto: the "
+                           "format of its first image. An image stored otherwise is re-encoded: as png losslessly, "
                            "as jpg / webp at jpeg_quality (lossy). A JPEG photo corpus stays JPEG, its bytes kept; "
                            "png keeps every pixel of every source (~8x larger shards for photos)")
     jpeg_quality: int = Field(95, ge=1, le=100, description="quality of images re-encoded as jpg or webp")

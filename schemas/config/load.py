@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from schemas.config.base import ConfigError, _Config
+from schemas.config.base import RENAMED_KEY, ConfigError, _Config
 from schemas.config.run import RunConfig
 
 
@@ -29,7 +29,10 @@ def _format(err: ValidationError, model: type[BaseModel], origin: str) -> str:
     lines = []
     for e in err.errors():
         where = ".".join(str(p) for p in e["loc"])
-        if e["type"] == "extra_forbidden":
+        if e["type"] == RENAMED_KEY:
+            at = where + "." if where else ""
+            lines.append(f"'{at}{e['ctx']['old']}' in {origin} is now called '{at}{e['ctx']['new']}': rename it")
+        elif e["type"] == "extra_forbidden":
             allowed = ", ".join(_allowed_at(model, e["loc"]))
             lines.append(f"unknown key '{where}' in {origin}; allowed here: {allowed}")
         else:

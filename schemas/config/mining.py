@@ -20,7 +20,7 @@ class InstructionConfig(_Config):
     deadline_s: float = Field(90.0, gt=0, description="per instruction, retries included: the call is abandoned "
                               "(its connection closed) and the template kept once this is spent")
     breaker_failures: int = Field(5, ge=1, description="after this many failed calls in a row the endpoint is "
-                                  "not called again in the stage's unit (templates instead, counted)")
+                                  "not called again in the stage's work item (templates instead, counted)")
     max_instruction_chars: int = Field(500, ge=1, description="a reply whose instruction or caption is longer "
                                        "is refused (template instead, counted as chat_too_long), not cut")
 
@@ -42,7 +42,7 @@ class MiningConfig(_Config):
     band_hi: float | None = Field(None, ge=0, le=1, description="None: the embedder's calibrated band (SigLIP 0.98)")
     block: int = Field(4096, ge=16, description="rows per similarity block; memory ~ block^2 * 4 bytes")
     max_pairs_per_set: int = Field(64, ge=1, description="cap on pairs emitted per union-find set")
-    clusters_per_batch: int = Field(256, ge=1, description="clusters per unit of mining work (one task each)")
+    clusters_per_batch: int = Field(256, ge=1, description="clusters per mining work item (one task run each)")
     presets: list[str] = Field(default_factory=lambda: ["general_editing"], description="task presets to mine")
     pair_classifier: str | None = Field(None, description="safetensors under models_dir; None: pass-through")
     geometric_check: bool = Field(True, description="confirm series / reference group members and general-editing "

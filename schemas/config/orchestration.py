@@ -8,6 +8,8 @@ from schemas.config.base import _Config
 
 
 class OrchestrationConfig(_Config):
-    units_in_flight: int = Field(4, ge=1, description="unit task runs submitted at once per stage (bounds threads "
-                                                      "and memory in the flow process)")
+    renamed = {"units_in_flight": "items_in_flight"}
+
+    items_in_flight: int = Field(4, ge=1, description="work items (one Prefect task run each) submitted at once "
+                                 "per stage (bounds threads and memory in the flow process)")
     embed_actors: int = Field(2, ge=1, description="embedder actors on Ray (each loads its model once)")

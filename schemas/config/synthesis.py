@@ -59,38 +59,40 @@ class FaceConfig(_Config):
 
 
 class StyleConfig(_Config):
-    """Style pairs: style features, tight sets at `threshold` (mining/style/sets.py), each set the bank
+    """Style pairs: style features, tight style sets at `threshold` (mining/style/sets.py), each style set the bank
     renders; content + reference -> target."""
+
+    renamed = {"contents_per_unit": "contents_per_item"}
 
     extractor: str = Field("auto", pattern="^(auto|randconv|vgg16)$", description="auto: VGG16 Gram features "
                            "when models_dir/style/vgg16.safetensors is present and pinned, else fixed-seed random-conv "
                            "Gram features (named in lineage)")
     vgg_sha256: str | None = Field(None, description="pinned sha256 of models_dir/style/vgg16.safetensors (the VGG16 "
                                    "extractor refuses the file without it)")
-    threshold: float = Field(0.85, gt=0, le=1, description="style-feature cosine of every set member to its set's "
+    threshold: float = Field(0.85, gt=0, le=1, description="style-feature cosine of every style set member to its "
                              "centre and to the seed it grew from (set on the offline features; ACE's 0.65 is on "
                              "CSD features)")
-    pair_min: float = Field(0.7, ge=-1, le=1, description="style-feature cosine of every two members of a set at "
-                            "least this (no chains: a set is one style throughout)")
-    partition_size: int = Field(512, ge=2, description="catalog images per unit: style sets are found inside one "
-                                "unit (style cuts across content clusters, so units are catalog slices)")
+    pair_min: float = Field(0.7, ge=-1, le=1, description="style-feature cosine of every two members of a style set at "
+                            "least this (no chains: a style set is one style throughout)")
+    partition_size: int = Field(512, ge=2, description="catalog images per work item: style sets are found inside "
+                                "one item (style cuts across content clusters, so items are catalog slices)")
     min_set: int = Field(3, ge=2, description="a style set must hold at least this many images")
-    max_sets_tried: int = Field(8, ge=1, description="style sets tried per unit, best first, for ones already "
+    max_sets_tried: int = Field(8, ge=1, description="style sets tried per item, best first, for ones already "
                                 "in a bank style (mining/style/fixed.py: re-rendering a member changes it little)")
-    probe_members: int = Field(8, ge=1, description="members of a tried set (seeded) re-rendered in each bank "
-                               "style to find the style the set is in")
-    min_in_style_share: float = Field(0.75, gt=0, le=1, description="a set is in a bank style when at least this "
-                                      "share of its probed members are fixed points of it (else the set is not "
+    probe_members: int = Field(8, ge=1, description="members of a tried style set (seeded) re-rendered in each bank "
+                               "style to find the style the style set is in")
+    min_in_style_share: float = Field(0.75, gt=0, le=1, description="a style set is in a bank style when at least "
+                                      "this share of its probed members are fixed points of it (else it is not "
                                       "used: not_in_bank_style)")
-    max_style_sets: int = Field(4, ge=1, description="style sets in a bank style used per unit at most")
-    contents_per_unit: int = Field(32, ge=1, description="content images restyled per unit at most (seeded "
-                                   "choice, dealt in turn to the unit's style sets; the rest: over_unit_cap)")
-    min_match: float = Field(0.7, gt=0, le=1, description="a rendered target's style cosine to its set's mean "
+    max_style_sets: int = Field(4, ge=1, description="style sets in a bank style used per item at most")
+    contents_per_item: int = Field(32, ge=1, description="content images restyled per work item at most (seeded "
+                                   "choice, dealt in turn to the item's style sets; the rest: over_unit_cap)")
+    min_match: float = Field(0.7, gt=0, le=1, description="a rendered target's style cosine to its style set's mean "
                              "feature at least this (else dropped: no_style_match)")
 
 
 class ChainConfig(_Config):
-    """Multi-turn (over one mined set) and long-context (over one image) chains."""
+    """Multi-turn (over one preset's mined pairs) and long-context (over one image) chains."""
 
     max_turns: int = Field(4, ge=2, le=16, description="turns per chain at most (the inputs of its last sample)")
     preset: str = Field("general_editing", description="multi_turn chains the instructed pairs of this preset")
@@ -258,7 +260,7 @@ class SynthesisConfig(_Config):
                             "their id (deterministic; each new image is chosen or not on its own)")
     max_side: int = Field(768, ge=32, description="images are downscaled so their longer side is at most this "
                                                  "(the sample's source is that image)")
-    partition_size: int = Field(64, ge=1, description="catalog images per unit of synthesis work")
+    partition_size: int = Field(64, ge=1, description="catalog images per synthesis work item")
     segmenter: str = Field("auto", pattern="^(auto|sam|regions)$", description="auto: SAM when its checkpoint is "
                            "in models_dir/sam, else the offline region proposer (named in lineage)")
     people: str = Field("auto", pattern="^(auto|on|off)$", description="add MediaPipe's selfie-segmentation "

@@ -10,11 +10,14 @@ from schemas.config.base import _Config
 
 
 class TrainConfig(_Config):
+    renamed = {"stage": "phase"}
+
     base: str = Field("tiny", description="diffusers FLUX.1-Fill-dev folder (safetensors), or 'tiny': a toy "
                                           "random-weight model of the same architecture (tests, demo)")
     form: str = Field("canvas", pattern="^(canvas|sequence)$", description="LCU++ layout (see trainer/lcu.py)")
-    stage: int = Field(1, ge=1, le=2, description="1: 0-ref tasks only; 2: all tasks, weighted by task_weights")
-    task_weights: dict[str, float] = Field(default_factory=dict, description="stage 2 sampling weight per task "
+    phase: int = Field(1, ge=1, le=2, description="training phase 1: 0-ref tasks only; 2: all tasks, weighted by "
+                                                  "task_weights")
+    task_weights: dict[str, float] = Field(default_factory=dict, description="phase 2 sampling weight per task "
                                                                              "(missing tasks: 1.0)")
     max_tokens: int = Field(2048, ge=4, description="cap on image tokens per sample (16x16 pixels each)")
     batch_size: int = Field(1, ge=1, description="samples per step per worker")
@@ -55,11 +58,11 @@ class TrainConfig(_Config):
     lora_fused: bool = Field(True, description="one LoRA per fused BFL linear (q/k/v and a single block's "
                                                "proj_mlp share lora_A), as released; False: one per diffusers linear")
     run_name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$", description="None: derived from what the run "
-                                 "trains on (s<stage>-<12 hex>: the shard sets' manifests, the settings that change "
+                                 "trains on (p<phase>-<12 hex>: the shard sets' manifests, the settings that change "
                                  "the result, init_from), so the same data resumes and new data starts a new run; "
                                  "a name given here is refused when its folder holds a run of other data")
     init_from: str | None = Field(None, description="start from these weights with a fresh optimiser at step 0 "
-                                  "(stage 2 from stage 1): a checkpoint folder, or a run folder "
+                                  "(phase 2 from phase 1): a checkpoint folder, or a run folder "
                                   "<root>/checkpoints/<run> (its latest checkpoint)")
     eval_fraction: float = Field(0.0, ge=0, lt=1, description="share of samples held out of training by a hash "
                                  "of (seed, key); 0: no held-out split, no eval at checkpoints")

@@ -33,7 +33,7 @@ from mining.pairs.kmeans import assign, fit_centroids, gpu_available, sample_siz
 from schemas.config import MiningConfig
 from store import storage
 from schemas.layout import ClusterFiles
-from runtime.stage import Resources, SingleUnitStage, StageReport, UnitReport
+from runtime.stage import ItemReport, Resources, SingleItemStage, StageReport
 
 ASSIGN_SCHEMA = pa.schema([("id", pa.string()), ("cluster", pa.int64())])
 
@@ -271,20 +271,20 @@ def cluster_rows(uri: str, c0: int, c1: int, offsets: np.ndarray | None = None) 
         -> tuple[list[str], np.ndarray, np.ndarray]:
     """(ids, float32 unit vectors, cluster per row) of clusters [c0, c1), grouped by cluster: only those
     rows are read."""
-    from stages.corpus.embed import unit_rows
+    from stages.corpus.embed import normalise_rows
 
     offsets = cluster_offsets(uri) if offsets is None else offsets
     lo, hi = int(offsets[c0]), int(offsets[c1])
     if hi == lo:
         return [], np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
     ids = [b.decode() for b in read_rows(ClusterFiles(uri).ids, lo, hi)]
-    x = unit_rows(read_rows(ClusterFiles(uri).vectors, lo, hi))
+    x = normalise_rows(read_rows(ClusterFiles(uri).vectors, lo, hi))
     cluster_of = np.repeat(np.arange(c0, c1), np.diff(offsets[c0:c1 + 1]))
     return ids, x, cluster_of
 
 
-class KMeansStage(SingleUnitStage):
-    """<root>/clusters/<embedder>/: spherical K-means over the complete embeddings (one unit, streaming
+class KMeansStage(SingleItemStage):
+    """<root>/clusters/<embedder>/: spherical K-means over the complete embeddings (one item, streaming
     the partitions); when the embeddings grew, new rows are assigned to the existing centroids."""
 
     name = "kmeans"
@@ -309,15 +309,15 @@ class KMeansStage(SingleUnitStage):
         return {**_settings(self.cfg.mining), "drift": self.cfg.mining.recluster_drift,
                 "growth": self.cfg.mining.recluster_growth}
 
-    def run(self, k: int) -> UnitReport:
+    def run(self, k: int) -> ItemReport:
         m = cluster_stream(self.emb_uri, self.out, self.cfg.mining, progress=lambda msg: print(f"kmeans: {msg}"))
         self.stamp(self.out)
-        return UnitReport(stage=self.label, unit=k, counts={"points": m["points"], "policy": m["policy"]})
+        return ItemReport(stage=self.label, item=k, counts={"points": m["points"], "policy": m["policy"]})
 
-    def unit_done(self, k: int) -> bool:
+    def item_done(self, k: int) -> bool:
         return self.report() is not None
 
     def report(self) -> StageReport | None:
         m = self.current(storage.read_marker(self.out))
-        return None if m is None else StageReport(stage=self.label, units=1, outputs=[self.out],
+        return None if m is None else StageReport(stage=self.label, items=1, outputs=[self.out],
                                                   counts={k: v for k, v in m.items() if k != "stage_version"})

@@ -21,7 +21,7 @@ from schemas.records import EmbeddingPartition, ImageRecord
 from store import storage
 from schemas.layout import EmbeddingFiles
 from store.sources import read_uri
-from runtime.stage import Stage, StageReport, UnitReport
+from runtime.stage import ItemReport, Stage, StageReport
 
 
 def decode_records(records: list[ImageRecord], max_pixels: int) -> tuple[list[str], list, Counter]:
@@ -56,7 +56,7 @@ def write_partition(part_uri: str, ids: list[str], vecs: np.ndarray, embedder: s
 
 def embed_partition(records: list[ImageRecord], part_uri: str, embedder: ImageEmbedder,
                     ingest_cfg: IngestConfig, batch_size: int = 32) -> int:
-    """One unit of work: decode and embed `batch_size` images at a time (memory bounded by the batch and
+    """One work item: decode and embed `batch_size` images at a time (memory bounded by the batch and
     the partition's vectors), write the partition (skipped when it already exists)."""
     if storage.exists(part_uri):
         return 0
@@ -83,7 +83,7 @@ def finalize_embeddings(out: str, n_parts: int, images: int, band: tuple[float, 
     for p in range(n_parts):
         uri = EmbeddingFiles(out).part(p)
         if not storage.exists(uri):
-            raise RuntimeError(f"embedding partition {uri} is missing: run its unit first")
+            raise RuntimeError(f"embedding partition {uri} is missing: run its item first")
         table = storage.read_parquet(uri)
         meta = table.schema.metadata or {}
         skipped.update(json.loads(meta.get(b"skipped", b"{}")))
@@ -147,22 +147,22 @@ def iter_partitions(uri: str, start: int = 0) -> Iterator[tuple[list[str], np.nd
         part = embedding_from_table(storage.read_parquet(EmbeddingFiles(uri).part(p)))
         if part.embedder != marker["embedder"]:
             raise ValueError(f"{EmbeddingFiles(uri).part(p)} was made by {part.embedder}, not {marker['embedder']}")
-        yield part.ids, unit_rows(part.vectors)
+        yield part.ids, normalise_rows(part.vectors)
 
 
-def unit_rows(v: np.ndarray) -> np.ndarray:
+def normalise_rows(v: np.ndarray) -> np.ndarray:
     """float32 rows re-normalised (after float16 storage)."""
     x = np.asarray(v, np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 class EmbedStage(Stage):
-    """<root>/embeddings/<embedder>/: one unit per `mining.partition_size` catalog rows (within an ingest
+    """<root>/embeddings/<embedder>/: one item per `mining.partition_size` catalog rows (within an ingest
     generation), each reading only its own slice of the catalog. A model stage: each worker loads the
     embedder once. When the catalog grows, only the new generation's partitions are embedded."""
 
     name = "embed"
-    unit_name = "partition"
+    item_name = "partition"
     model = True
     always, scope, key, config_section, ui_report = True, "run", "embeddings", "mining", "embed"
     needs = ("ingest",)
@@ -207,8 +207,8 @@ class EmbedStage(Stage):
             with fs.open(storage.fs_path(plan_uri)[1], "rb") as f:
                 old = [tuple(r) for r in json.loads(f.read())["ranges"]]
             for k, r in enumerate(old):
-                if (k >= len(ranges) or ranges[k] != r) and storage.exists(self.unit_outputs(k)[0]):
-                    fs.rm(storage.fs_path(self.unit_outputs(k)[0])[1])
+                if (k >= len(ranges) or ranges[k] != r) and storage.exists(self.item_outputs(k)[0]):
+                    fs.rm(storage.fs_path(self.item_outputs(k)[0])[1])
         self._remove_foreign(ranges)
         storage.atomic_write_bytes(plan_uri, json.dumps({"ranges": ranges}).encode())
         return len(ranges)
@@ -219,7 +219,7 @@ class EmbedStage(Stage):
         from stages.corpus.ingest import catalog_ids
 
         for k, (lo, hi) in enumerate(ranges):
-            part = self.unit_outputs(k)[0]
+            part = self.item_outputs(k)[0]
             if not storage.exists(part):
                 continue
             table = storage.parquet_file(part)
@@ -231,17 +231,17 @@ class EmbedStage(Stage):
                 fs, path = storage.fs_path(part)
                 fs.rm(path)
 
-    def unit_outputs(self, k: int) -> list[str]:
+    def item_outputs(self, k: int) -> list[str]:
         return [self.layout.embedding_part(self.embedder.name, k)]
 
-    def run(self, k: int) -> UnitReport:
+    def run(self, k: int) -> ItemReport:
         from stages.corpus.ingest import catalog_slice
 
         lo, hi = self._ranges()[k]
         records = catalog_slice(self.cfg.root, lo, hi)
-        n = embed_partition(records, self.unit_outputs(k)[0], self.embedder, self.cfg.ingest,
+        n = embed_partition(records, self.item_outputs(k)[0], self.embedder, self.cfg.ingest,
                             self.cfg.mining.batch_size)
-        return UnitReport(stage=self.label, unit=k, counts={"records": len(records), "embedded": n})
+        return ItemReport(stage=self.label, item=k, counts={"records": len(records), "embedded": n})
 
     def final_outputs(self) -> list[str]:
         return [self.layout.marker(self.out)]
@@ -257,5 +257,5 @@ class EmbedStage(Stage):
         m = self.current(storage.read_marker(self.out))
         if m is None:
             return None
-        return StageReport(stage=self.label, units=m["partitions"], outputs=[self.out],
+        return StageReport(stage=self.label, items=m["partitions"], outputs=[self.out],
                            counts={k: m.get(k) for k in ("embedder", "version", "images", "embedded", "skipped")})

@@ -19,11 +19,11 @@ from schemas.arrow import IMAGE_RECORD_SCHEMA, QUARANTINE_SCHEMA, from_table, to
 from schemas.config import IngestConfig
 from schemas.records import ImageRecord, QuarantineRecord
 from store import storage
-from stages.corpus.ingest_units import (UNREADABLE_NAMES, Skips, examine, image_extensions, process_unit,  # noqa: F401
-                                run_units)
+from stages.corpus.ingest_chunks import (UNREADABLE_NAMES, Skips, examine, image_extensions,  # noqa: F401
+                                         process_chunk, run_chunks)
 from schemas.layout import CatalogFiles, RunLayout
-from store.sources import WorkUnit, expand_source, work_units
-from runtime.stage import Resources, Stage, StageReport, UnitReport
+from store.sources import Chunk, chunks, expand_source
+from runtime.stage import ItemReport, Resources, Stage, StageReport
 
 
 @dataclass
@@ -145,7 +145,7 @@ def _planned_uris(plan: dict) -> set[str]:
 
 
 def plan_ingest(source: str, root: str, cfg: IngestConfig, force: bool = False) -> int:
-    """List the source and cut what is new into partitions (the units of work); returns the number of
+    """List the source and cut what is new into partitions (the work items); returns the number of
     partitions. The plan (<root>/catalog/plan.json) is append-only: a source that gained files gets a new
     generation of partitions after the existing ones, which keep their numbers and their outputs."""
     if force:
@@ -168,8 +168,8 @@ def plan_ingest(source: str, root: str, cfg: IngestConfig, force: bool = False) 
                 storage.atomic_write_bytes(RunLayout(root).ingest_plan,
                                            json.dumps({**old, "skipped": dict(listing_skips)}).encode())
             return len(old["partitions"])
-    units = work_units(files, tars, cfg.chunk_size) + ([WorkUnit(UNREADABLE_NAMES, tuple(names))] if names else [])
-    new_parts = [[[u.kind, list(u.uris)] for u in units[i : i + per]] for i in range(0, len(units), per)]
+    cut = chunks(files, tars, cfg.chunk_size) + ([Chunk(UNREADABLE_NAMES, tuple(names))] if names else [])
+    new_parts = [[[c.kind, list(c.uris)] for c in cut[i : i + per]] for i in range(0, len(cut), per)]
     partitions = (old["partitions"] if old else []) + new_parts
     plan = {"source": source, "config": old["config"] if old else ingest_hash(cfg), "skipped": dict(listing_skips),
             "inputs": (old["inputs"] if old else 0) + len(files) + len(tars) + len(names),
@@ -199,14 +199,14 @@ def new_inputs(source: str, root: str, cfg: IngestConfig) -> int:
 
 
 def ingest_partition(root: str, k: int, cfg: IngestConfig, progress: Callable[[int], None] | None = None) -> int:
-    """One unit of work: decode partition k's inputs (in parallel processes), write its records and its
+    """One work item: decode partition k's inputs (in parallel processes), write its records and its
     quarantine. Skipped when both files exist; returns the number of inputs seen."""
     img_uri, bad_uri = RunLayout(root).ingest_part(k, "images"), RunLayout(root).ingest_part(k, "quarantine")
     if storage.exists(img_uri) and storage.exists(bad_uri):
         return -1
     plan = _plan(root)
-    units = [WorkUnit(kind, tuple(uris)) for kind, uris in plan["partitions"][k]]
-    results = run_units(units, cfg, plan["source"], progress)
+    part = [Chunk(kind, tuple(uris)) for kind, uris in plan["partitions"][k]]
+    results = run_chunks(part, cfg, plan["source"], progress)
     skipped: Counter = Counter()
     for r in results:
         if isinstance(r, Skips):
@@ -235,7 +235,7 @@ def finalize_ingest(root: str, n_partitions: int) -> IngestReport:
     exact duplicate (same content hash) of a row already kept, in this or an earlier generation, is
     recorded in duplicates.parquet. Rows of earlier generations keep their positions (embedding partitions
     are row ranges); a new generation's rows come after them. Counts reconcile, then the marker.
-    Memory: one generation's records and the set of kept ids."""
+    Memory: one generation's records and its kept ids."""
     cat = RunLayout(root).catalog
     plan = _plan(root)
     if n_partitions != len(plan["partitions"]):
@@ -385,11 +385,11 @@ def load_quarantine(root: str) -> list[QuarantineRecord]:
 
 
 class IngestStage(Stage):
-    """Ingest `source` into <root>/catalog: one unit per partition of `ingest.partition_files` inputs.
+    """Ingest `source` into <root>/catalog: one item per partition of `ingest.partition_files` inputs.
     A re-run over a source that gained files plans and decodes only the new ones (a new generation)."""
 
     name = "ingest"
-    unit_name = "partition"
+    item_name = "partition"
     resources = Resources(cpus=1.0)
     always, scope, key, config_section, ui_report = True, "run", "ingest", "ingest", "ingest"
 
@@ -406,12 +406,12 @@ class IngestStage(Stage):
     def plan_outputs(self) -> list[str]:
         return []  # planning lists the source: never served from Prefect's cache
 
-    def unit_outputs(self, k: int) -> list[str]:
+    def item_outputs(self, k: int) -> list[str]:
         return [self.layout.ingest_part(k, "images"), self.layout.ingest_part(k, "quarantine")]
 
-    def run(self, k: int) -> UnitReport:
+    def run(self, k: int) -> ItemReport:
         seen = ingest_partition(self.cfg.root, k, self.cfg.ingest)
-        return UnitReport(stage=self.label, unit=k, counts={"seen": seen})
+        return ItemReport(stage=self.label, item=k, counts={"seen": seen})
 
     def final_outputs(self) -> list[str]:
         return [self.layout.marker(self.layout.catalog)]
@@ -419,7 +419,7 @@ class IngestStage(Stage):
     def finalize(self, n: int) -> StageReport:
         counts = finalize_ingest(self.cfg.root, n).to_dict()
         self.stamp(self.layout.catalog)
-        return StageReport(stage=self.label, units=n, outputs=[self.layout.catalog], counts=counts)
+        return StageReport(stage=self.label, items=n, outputs=[self.layout.catalog], counts=counts)
 
     def report(self) -> StageReport | None:
         done = existing_catalog(self.source, self.cfg.root, self.cfg.ingest)  # another source's: an error
@@ -427,5 +427,5 @@ class IngestStage(Stage):
             return None
         if new_inputs(self.source, self.cfg.root, self.cfg.ingest):
             return None  # the source gained files: a new generation
-        return StageReport(stage=self.label, units=existing_partitions(self.cfg.root), outputs=[self.layout.catalog],
+        return StageReport(stage=self.label, items=existing_partitions(self.cfg.root), outputs=[self.layout.catalog],
                            counts=done.to_dict())

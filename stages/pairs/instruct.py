@@ -24,7 +24,7 @@ from schemas.records import AceSample, ConditionUnit, Generator, Lineage, PairRe
 from schemas.taxonomy import Family, task_spec
 from store import storage
 from store.sources import read_uri
-from runtime.stage import Resources, SingleUnitStage, StageReport, UnitReport
+from runtime.stage import ItemReport, Resources, SingleItemStage, StageReport
 
 
 def _image(rec, cfg: IngestConfig) -> tuple[bytes, str]:
@@ -217,8 +217,8 @@ def make_writer(spec: dict, root: str) -> InstructionWriter:
     return ChatInstructionWriter.from_config(ic, RunLayout(root).instruction_cache)
 
 
-class InstructStage(SingleUnitStage):
-    """<root>/pairs/<preset>/instructed/: an instruction for every mined pair (one unit)."""
+class InstructStage(SingleItemStage):
+    """<root>/pairs/<preset>/instructed/: an instruction for every mined pair (one item)."""
 
     name = "instructions"
     resources = Resources(cpus=0.5)
@@ -244,7 +244,7 @@ class InstructStage(SingleUnitStage):
     def settings(self) -> dict:
         return {"writer": self.params["writer"]}
 
-    def run(self, k: int) -> UnitReport:
+    def run(self, k: int) -> ItemReport:
         from stages.corpus.ingest import catalog_uris
 
         pairs_uri = self.layout.pairs(self.params["preset"])
@@ -261,9 +261,9 @@ class InstructStage(SingleUnitStage):
             if isinstance(writer, ChatInstructionWriter):
                 writer.close()
         self.stamp(self.out)
-        return UnitReport(stage=self.label, unit=k, counts=counts)
+        return ItemReport(stage=self.label, item=k, counts=counts)
 
     def report(self) -> StageReport | None:
         m = self.current(storage.read_marker(self.out))
-        return None if m is None else StageReport(stage=self.label, units=1, outputs=[self.out],
+        return None if m is None else StageReport(stage=self.label, items=1, outputs=[self.out],
                                                   counts={**m["counts"], "writer": m["writer"]})

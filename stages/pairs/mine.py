@@ -1,6 +1,6 @@
 """Mine pairs per cluster for one task preset, in batches of clusters: <root>/pairs/<preset>/
 
-    batches/batch-NNNNN/   one unit of work: edges, sets, pairs, groups, drops of its clusters + marker
+    batches/batch-NNNNN/   one work item: edges, sets, pairs, groups, drops of its clusters + marker
     edges.parquet          cluster, source_id, target_id, score   (every in-band edge: re-tune without recomputing)
     sets.parquet           cluster, set_id, id                     (disjoint sets of two or more)
     pairs.parquet          PairRecord rows that passed every check
@@ -40,7 +40,7 @@ from schemas.records import Generator, Lineage, PairRecord
 from store import storage
 from schemas.layout import MARKER, PAIR_TABLES, PairFiles, RunLayout
 from stages.pairs.geometry import GEOMETRIC_GENERATOR, PAIR_GEOMETRY_TASKS, catalog_verifier, reconcile, uses_geometry
-from runtime.stage import Resources, Stage, StageReport, UnitReport
+from runtime.stage import ItemReport, Resources, Stage, StageReport
 
 BAND_GENERATOR = Generator(name="band-union-find", version="1")
 _TABLES = PAIR_TABLES
@@ -73,7 +73,7 @@ def resolve_band(preset: TaskPreset, cfg: MiningConfig, embedder_band: tuple[flo
 
 
 def cluster_batches(k: int, clusters_per_batch: int) -> list[tuple[int, int]]:
-    """Cluster ranges [c0, c1) of `clusters_per_batch` clusters each: the units of work. Ranges over all
+    """Cluster ranges [c0, c1) of `clusters_per_batch` clusters each: the work items. Ranges over all
     k clusters, empty ones included, so a batch keeps its clusters when new images join some of them."""
     return [(c, min(c + clusters_per_batch, k)) for c in range(0, k, clusters_per_batch)]
 
@@ -224,7 +224,7 @@ def merge_batches(root: str, preset: TaskPreset, batches: list[str], band: tuple
     for b in batches:
         bm = storage.read_marker(b)
         if bm is None:
-            raise RuntimeError(f"batch {b} is not complete: run its mining unit first")
+            raise RuntimeError(f"batch {b} is not complete: run its mining item first")
         c = bm["counts"]
         for key in ("clusters", "edges", "sets", "pairs", "groups"):
             setattr(rep, key, getattr(rep, key) + c[key])
@@ -250,13 +250,13 @@ def load_pairs(uri: str) -> list[PairRecord]:
 
 
 class MineStage(Stage):
-    """<root>/pairs/<preset>/: band union-find per cluster, one unit per `mining.clusters_per_batch`
+    """<root>/pairs/<preset>/: band union-find per cluster, one item per `mining.clusters_per_batch`
     clusters (reading only their rows from the clusters' by-cluster layout), then the merge (finalize).
     A batch's directory is named by what it mines (its clusters' sizes, the K-means epoch, the settings),
     so when new images join some clusters only their batches run again."""
 
     name = "mine"
-    unit_name = "batch"
+    item_name = "batch"
     resources = Resources(cpus=1.0)
     always, scope, key, config_section, ui_report = True, "preset", "mined", "mining", "pairs"
     needs = ("kmeans",)
@@ -306,7 +306,7 @@ class MineStage(Stage):
 
     def _batches(self) -> list[str]:
         """The batch directories of the current clustering, named by their content (worked out once per
-        stage object: unit_outputs(k) asks for it per unit)."""
+        stage object: item_outputs(k) asks for it per item)."""
         if getattr(self, "_batch_dirs", None) is None:
             self._batch_dirs = self._name_batches()
         return self._batch_dirs
@@ -330,10 +330,10 @@ class MineStage(Stage):
     def plan(self) -> int:
         return len(self._batches())
 
-    def unit_outputs(self, k: int) -> list[str]:
+    def item_outputs(self, k: int) -> list[str]:
         return [self.layout.marker(self._batches()[k])]
 
-    def run(self, k: int) -> UnitReport:
+    def run(self, k: int) -> ItemReport:
         from stages.corpus.cluster import cluster_offsets, cluster_rows
 
         mc, preset = self.cfg.mining, self.preset
@@ -350,7 +350,7 @@ class MineStage(Stage):
                                     self.cfg.ingest.max_pixels)(ids) if uses_geometry(preset, mc) else None
         rep = mine_batch(ids, x, cluster_of, self._batches()[k], preset, mc, gen, band, classifier,
                          verifier=verifier)
-        return UnitReport(stage=self.label, unit=k, counts=rep.counts())
+        return ItemReport(stage=self.label, item=k, counts=rep.counts())
 
     def final_outputs(self) -> list[str]:
         return [self.layout.marker(self.out)]
@@ -359,7 +359,7 @@ class MineStage(Stage):
         band = resolve_band(self.preset, self.cfg.mining, tuple(storage.read_marker(self._inputs()[0])["band"]))
         batches = self._batches()
         if len(batches) != n:
-            raise RuntimeError(f"{self.label}: {n} units ran but the clustering now has {len(batches)} batches")
+            raise RuntimeError(f"{self.label}: {n} items ran but the clustering now has {len(batches)} batches")
         merge_batches(self.cfg.root, self.preset, batches, band)
         self._remove_old_batches(set(batches))
         self.stamp(self.out)
@@ -376,7 +376,7 @@ class MineStage(Stage):
 
     def report(self) -> StageReport | None:
         m = self.current(storage.read_marker(self.out))
-        return None if m is None else StageReport(stage=self.label, units=m["batches"], outputs=[self.out],
+        return None if m is None else StageReport(stage=self.label, items=m["batches"], outputs=[self.out],
                                                   counts={**m["counts"], "band": m["band"]})
 
 

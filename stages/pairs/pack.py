@@ -1,8 +1,8 @@
-"""Pack a preset's instructed pairs into a WebDataset shard set: <root>/shards/<name>/ (one unit).
+"""Pack a preset's instructed pairs into a WebDataset shard set: <root>/shards/<name>/ (one item).
 
 When the instructed pairs grew (new images landed), the finished shards whose samples are unchanged are
 kept and only the rest are written (the pairs keep their order: stages/pairs/instruct.py). Every sample passes the
-supervision gate (stages/supervise.py) or is dropped and counted by task and reason in the set's marker."""
+supervision gate (stages/supervise.py) or is dropped and counted by task and reason in the shard set's marker."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from schemas.layout import PairFiles
 from schemas.records import Generator
 from stages.pairs.instruct import group_ids, group_samples, iter_groups, iter_pair_batches, pair_ids_and_images, pair_samples
 from store.shards import write_shard_set
-from runtime.stage import Resources, SingleUnitStage, StageReport, UnitReport
+from runtime.stage import ItemReport, Resources, SingleItemStage, StageReport
 from stages.supervise import Gate, reconcile, supervision_dropped
 from stages.supervise import settings as supervision_settings
 
 
-class PackStage(SingleUnitStage):
+class PackStage(SingleItemStage):
     name = "pack"
     resources = Resources(cpus=1.0)
     always, scope, key, config_section, ui_report = True, "preset", "shards", "shards", "landed"
@@ -39,7 +39,7 @@ class PackStage(SingleUnitStage):
 
     @property
     def groups(self) -> bool:
-        """Group presets (series generation) pack the union-find groups of their sets, not pairs."""
+        """Group presets (series generation) pack the groups of their union-find sets, not pairs."""
         return packs_groups(self.params["preset"])
 
     def inputs(self) -> list[str]:
@@ -51,7 +51,7 @@ class PackStage(SingleUnitStage):
         return {"shards": self.cfg.shards.model_dump(mode="json"), "max_pixels": self.cfg.ingest.max_pixels,
                 "supervision": supervision_settings(self.cfg.supervision)}
 
-    def run(self, k: int) -> UnitReport:
+    def run(self, k: int) -> ItemReport:
         from mining.pairs.presets import preset
         from stages.corpus.ingest import catalog_uris
 
@@ -75,11 +75,11 @@ class PackStage(SingleUnitStage):
         rep = write_shard_set(checked(), self.out, self.cfg.shards, extend=True,
                               marker_extra=lambda: {"supervision": gate.summary()})
         self.stamp(self.out)
-        return UnitReport(stage=self.label, unit=k, counts={"samples": rep.samples, "shards": rep.shards,
+        return ItemReport(stage=self.label, item=k, counts={"samples": rep.samples, "shards": rep.shards,
                                                             "kept_shards": rep.resumed_shards,
                                                             "supervision_dropped": supervision_dropped(self.out)})
 
-    def _run_groups(self, k: int) -> UnitReport:
+    def _run_groups(self, k: int) -> ItemReport:
         from mining.pairs.presets import preset
         from stages.corpus.ingest import catalog_uris
         from stages.pairs.mine import BAND_GENERATOR, MineStage
@@ -106,7 +106,7 @@ class PackStage(SingleUnitStage):
         rep = write_shard_set(checked(), self.out, self.cfg.shards, extend=True,
                               marker_extra=lambda: {"supervision": gate.summary()})
         self.stamp(self.out)
-        return UnitReport(stage=self.label, unit=k, counts={"samples": rep.samples, "shards": rep.shards,
+        return ItemReport(stage=self.label, item=k, counts={"samples": rep.samples, "shards": rep.shards,
                                                             "kept_shards": rep.resumed_shards,
                                                             "supervision_dropped": supervision_dropped(self.out)})
 
@@ -126,7 +126,7 @@ def shard_set_report(stage, out: str) -> StageReport | None:
     m = stage.current(storage.read_marker(out))
     if m is None:
         return None
-    return StageReport(stage=stage.label, units=1, outputs=[out],
+    return StageReport(stage=stage.label, items=1, outputs=[out],
                        counts={"uri": out, "shards": m["shards"], "samples": m["samples"], "bytes": m["bytes"],
                                "counts_by_task": m["counts_by_task"], "kept_shards": m.get("kept_shards", 0),
                                "supervision_dropped": (m.get("supervision") or {}).get("dropped", {}),

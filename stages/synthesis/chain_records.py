@@ -3,7 +3,7 @@ AceSamples they give. A record holds its inputs in indicator order with their ro
 (or none), the target, an instruction per task, and lineage (sources, generators, scores, labels).
 
     <root>/synth/<kind>/part-NNNNN-<digest>/chains.parquet   (style, long_context)
-    <root>/synth/multi_turn/chains.parquet                    (one unit)
+    <root>/synth/multi_turn/chains.parquet                    (one item)
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def write_chain_records(part: str, rows: list[dict], counts: dict) -> None:
 
 
 def iter_chain_records(stage_dir: str) -> Iterator[dict]:
-    """The records of a finished stage, one part in memory at a time (a single-unit stage: its own file)."""
+    """The records of a finished stage, one part in memory at a time (a single-item stage: its own file)."""
     marker = storage.read_marker(stage_dir)
     if marker is None:
         raise FileNotFoundError(f"no complete synthesis under {stage_dir}")

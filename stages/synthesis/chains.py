@@ -1,14 +1,14 @@
 """Chains (ACE B.9): long-context chains of single-image edits over one image, and multi-turn chains over
 one mined set. Each turn's output is the next turn's input; each turn's instruction is kept.
 
-long_context (<root>/synth/long_context/, one unit per object-removal part): the removal records of one
+long_context (<root>/synth/long_context/, one item per object-removal part): the removal records of one
 source are its turns. Turn 1 is the first record (x0 -> x1, already verified); turn k inpaints record k's
 mask on x(k-1) with the same inpainter and the same verification as the removals (x(k-1) -> xk). A chain
 stops at its first failed turn. Each kept turn k >= 2 is a sample: x0..x(k-2) as references, x(k-1) as the
 edit input with turn k's mask, xk the target. Counts: sources = chained + dropped by reason; turns after
 the first = samples + dropped by reason.
 
-multi_turn (<root>/synth/multi_turn/, one unit): the instructed pairs of `synthesis.chains.preset`, read in
+multi_turn (<root>/synth/multi_turn/, one item): the instructed pairs of `synthesis.chains.preset`, read in
 batches (id and instruction columns only), are split into their connected groups (the pairs of one set).
 Each group is walked into conversations: a turn's input is an image the conversation has already shown,
 the newest one first (a chain a -> b -> c), else an earlier one (a branch). A conversation of two or more
@@ -33,7 +33,7 @@ from mining.objects.verify import VERIFIER, verify_removal
 from schemas.layout import PairFiles
 from store import storage
 from stages.synthesis.chain_records import CHAIN_SCHEMA, CHAINS, chain_line, chain_samples, write_chain_records
-from runtime.stage import Resources, SingleUnitStage, StageReport, UnitReport
+from runtime.stage import ItemReport, Resources, SingleItemStage, StageReport
 from stages.synthesis.objects import ObjectsStage
 from stages.synthesis.parts import RECORDS, PartStage, check_sum, count_reasons, digest, load_source, png, unpng
 
@@ -82,10 +82,10 @@ class LongContextStage(PartStage):
     def _ranges(self):
         return self.objects._ranges()
 
-    def unit_key(self, k: int) -> str:
+    def item_key(self, k: int) -> str:
         return self._object_part(k).rsplit("/", 1)[-1]
 
-    def run(self, k: int) -> UnitReport:
+    def run(self, k: int) -> ItemReport:
         part = self.parts()[k]
         s = self.cfg.synthesis
         table = storage.read_parquet(storage.join(self._object_part(k), RECORDS))
@@ -138,7 +138,7 @@ class LongContextStage(PartStage):
                   "samples": len(rows), "dropped": count_reasons(dropped)}
         self.reconcile(counts)
         write_chain_records(part, rows, counts)
-        return UnitReport(stage=self.label, unit=k, counts=counts)
+        return ItemReport(stage=self.label, item=k, counts=counts)
 
     def reconcile(self, c: dict) -> None:
         check_sum(self.label, c["sources"], c["chains"], "sources")
@@ -167,7 +167,7 @@ def conversations(pairs: list[tuple[str, str, str, str]], max_turns: int,
     return out
 
 
-class MultiTurnStage(SingleUnitStage):
+class MultiTurnStage(SingleItemStage):
     name = "synth-multi-turn"
     resources = Resources(cpus=1.0)
     produces, needs, shard_set = ("multi_turn",), ("instructions",), "chains"
@@ -214,7 +214,7 @@ class MultiTurnStage(SingleUnitStage):
             groups[str(uf.find(index[p[1]]))].append(p)
         return {min(q[0] for q in g): sorted(g) for g in groups.values()}
 
-    def run(self, k: int) -> UnitReport:
+    def run(self, k: int) -> ItemReport:
         from types import SimpleNamespace
 
         from stages.corpus.ingest import catalog_uris
@@ -277,7 +277,7 @@ class MultiTurnStage(SingleUnitStage):
             self.reconcile(counts)  # raising here removes the unfinished file
         storage.write_marker(self.out, {"counts": counts})
         self.stamp(self.out)
-        return UnitReport(stage=self.label, unit=k, counts=counts)
+        return ItemReport(stage=self.label, item=k, counts=counts)
 
     def reconcile(self, c: dict) -> None:
         check_sum(self.label, c["pairs"], c["pair_fate"], "instructed pairs")
@@ -285,4 +285,4 @@ class MultiTurnStage(SingleUnitStage):
 
     def report(self) -> StageReport | None:
         m = self.current(storage.read_marker(self.out))
-        return None if m is None else StageReport(stage=self.label, units=1, outputs=[self.out], counts=m["counts"])
+        return None if m is None else StageReport(stage=self.label, items=1, outputs=[self.out], counts=m["counts"])

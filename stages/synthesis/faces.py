@@ -1,7 +1,7 @@
 """Facial editing (ACE B.4.1) and face-erased references (B.8.2) with dlib: two stages.
 
-    <root>/synth/faces/part-NNNNN-<digest>/faces.parquet   one face per kept image (a unit = catalog slice)
-    <root>/synth/face_pairs/pairs/records.parquet          the pair samples (one unit over all faces)
+    <root>/synth/faces/part-NNNNN-<digest>/faces.parquet   one face per kept image (an item = catalog slice)
+    <root>/synth/face_pairs/pairs/records.parquet          the pair samples (one item over all faces)
 
 `FacesStage` keeps images holding exactly one usable face (drops by reason: no_face, many_faces,
 too_small, pose, blurry, and decode reasons) and stores its box, 5 landmarks, unit descriptor and aligned
@@ -28,7 +28,7 @@ from schemas.config import FACE_TASKS
 from schemas.layout import SynthFiles
 from schemas.records import AceSample, ConditionUnit, Generator, Lineage, Role
 from store import storage
-from runtime.stage import Resources, SingleUnitStage, StageReport, UnitReport
+from runtime.stage import ItemReport, Resources, SingleItemStage, StageReport
 from stages.synthesis.parts import (RECORDS, PartStage, check_sum, count_reasons, digest, load_source, png, selected,
                                unpng)
 
@@ -83,10 +83,10 @@ class FacesStage(PartStage):
     def setup(self) -> None:
         self.faces.setup()
 
-    def unit_key(self, k: int) -> str:
+    def item_key(self, k: int) -> str:
         return self.catalog_key(k)
 
-    def run(self, k: int) -> UnitReport:
+    def run(self, k: int) -> ItemReport:
         from stages.corpus.ingest import catalog_slice
 
         part = self.parts()[k]
@@ -114,7 +114,7 @@ class FacesStage(PartStage):
             {b"model": self.faces.name.encode(), b"version": self.faces.version.encode()})
         storage.atomic_write_parquet(storage.join(part, FACES), table)
         storage.write_marker(part, {"counts": counts, "model": [self.faces.name, self.faces.version]})
-        return UnitReport(stage=self.label, unit=k, counts=counts)
+        return ItemReport(stage=self.label, item=k, counts=counts)
 
     def reconcile(self, c: dict) -> None:
         unknown = set(c["dropped"]) - set(DROP_REASONS)
@@ -131,8 +131,8 @@ def face_row(source_id: str, img: np.ndarray, face: Face) -> dict:
             "roll_deg": face.roll_deg, "yaw": face.yaw, "sharpness": face.sharpness}
 
 
-class FacePairsStage(SingleUnitStage):
-    """One unit over every face of the faces stage: the pairs, their records, the marker."""
+class FacePairsStage(SingleItemStage):
+    """One item over every face of the faces stage: the pairs, their records, the marker."""
 
     name = "synth-face-pairs"
     kind = "face_pairs"
@@ -190,7 +190,7 @@ class FacePairsStage(SingleUnitStage):
         cat = (lambda xs, shape: np.concatenate(xs) if xs else np.zeros(shape, np.float32))
         return where, cat(desc, (0, 128)), cat(lms, (0, 5, 2)), cat(sizes, (0, 2)), ids, model
 
-    def run(self, k: int) -> UnitReport:
+    def run(self, k: int) -> ItemReport:
         f, s = self.cfg.synthesis.faces, self.cfg.synthesis
         where, x, lms, sizes, ids, model = self._faces()
         x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
@@ -261,7 +261,7 @@ class FacePairsStage(SingleUnitStage):
         storage.write_marker(part, {"counts": counts})
         storage.write_marker(self.out, {"counts": counts, "parts": [SynthFiles.FACE_PAIRS], "units": 1})
         self.stamp(self.out)
-        return UnitReport(stage=self.label, unit=k, counts=counts)
+        return ItemReport(stage=self.label, item=k, counts=counts)
 
     def reconcile(self, c: dict) -> None:
         a, m, e = c["aligned"], c["misaligned"], c["erased"]
@@ -278,7 +278,7 @@ class FacePairsStage(SingleUnitStage):
 
     def report(self) -> StageReport | None:
         m = self.current(storage.read_marker(self.out))
-        return None if m is None else StageReport(stage=self.label, units=1, outputs=[self.out], counts=m["counts"])
+        return None if m is None else StageReport(stage=self.label, items=1, outputs=[self.out], counts=m["counts"])
 
 
 class _PartReader:

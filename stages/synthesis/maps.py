@@ -33,7 +33,7 @@ from mining.supervision import colourfulness, map_content
 from schemas.config import MAP_TASKS
 from schemas.records import AceSample, ConditionUnit, Generator, Lineage, Role
 from stages.synthesis.segment import segmenter_for
-from runtime.stage import UnitReport
+from runtime.stage import ItemReport
 from stages.synthesis.parts import (PartStage, check_sum, count_reasons, digest, load_source, selected, unpng,
                                write_records)
 
@@ -156,7 +156,7 @@ class MapsStage(PartStage):
                 logging.getLogger(__name__).warning("pose samples dropped (pose_model_absent): %s", e)
                 self._pose = None
 
-    def unit_key(self, k: int) -> str:
+    def item_key(self, k: int) -> str:
         return self.catalog_key(k)
 
     # one map of one image: (map, '', generators, scores) or (None, reason, [], {})
@@ -217,7 +217,7 @@ class MapsStage(PartStage):
     def _seg_gen(self) -> Generator:
         return Generator(name=self.segmenter.name, version=self.segmenter.version)
 
-    def run(self, k: int) -> UnitReport:
+    def run(self, k: int) -> ItemReport:
         from stages.corpus.ingest import catalog_slice
 
         part = self.parts()[k]
@@ -266,7 +266,7 @@ class MapsStage(PartStage):
                   "dropped": {kd: count_reasons(c) for kd, c in dropped.items() if c}}
         self.reconcile(counts)
         write_records(part, rows, counts)
-        return UnitReport(stage=self.label, unit=k, counts=counts)
+        return ItemReport(stage=self.label, item=k, counts=counts)
 
     def _single(self, image_id, sid, kind, img, labels, rng, made, source_png, tasks):
         cond, why, gens, scores = made

@@ -1,6 +1,6 @@
 """Object removal pairs: inpaint the kept masks of each segmented image, verify: <root>/synth/objects/.
 
-One unit per segmentation part (the same catalog rows); a model stage (each worker loads the inpainter
+One item per segmentation part (the same catalog rows); a model stage (each worker loads the inpainter
 once). Per image the best-scored kept masks (up to `synthesis.objects_per_image`) are dilated and
 inpainted; outside the dilated mask the result is the source's pixels. Every candidate mask ends as a
 record or a drop with a reason: candidates = samples + dropped by reason. A record is a removal
@@ -25,7 +25,7 @@ from mining.objects.verify import VERIFIER, refound_iou, verify_removal
 from schemas.records import Generator
 from store import storage
 from stages.synthesis.segment import REGIONS, SegmentStage, segmenter_for
-from runtime.stage import UnitReport
+from runtime.stage import ItemReport
 from stages.synthesis.parts import (FILTER_GENERATOR, PartStage, check_sum, count_reasons, digest, load_source, png,
                                unpng, write_records)
 
@@ -110,10 +110,10 @@ class ObjectsStage(PartStage):
     def _ranges(self):
         return self.segments._ranges()
 
-    def unit_key(self, k: int) -> str:
+    def item_key(self, k: int) -> str:
         return self._segment_part(k).rsplit("/", 1)[-1]
 
-    def run(self, k: int) -> UnitReport:
+    def run(self, k: int) -> ItemReport:
         from stages.corpus.ingest import catalog_slice
 
         part = self.parts()[k]
@@ -177,11 +177,11 @@ class ObjectsStage(PartStage):
                                                    **({"object_name_prob": prob} if prob is not None else {})}),
                              "labels": json.dumps({"object_name": label}) if label is not None else None})
         if by_image:
-            raise RuntimeError(f"{self.label}: masks of images outside this unit's catalog rows: {sorted(by_image)[:3]}")
+            raise RuntimeError(f"{self.label}: masks of images outside this item's catalog rows: {sorted(by_image)[:3]}")
         counts = {"candidates": len(kept), "samples": len(rows), "named": named, "dropped": count_reasons(dropped)}
         self.reconcile(counts)
         write_records(part, rows, counts)
-        return UnitReport(stage=self.label, unit=k, counts=counts)
+        return ItemReport(stage=self.label, item=k, counts=counts)
 
     def reconcile(self, c: dict) -> None:
         check_sum(self.label, c["candidates"], c["samples"] + sum(c["dropped"].values()), "candidate masks")

@@ -1,4 +1,4 @@
-"""Pack the synthesized samples into one shard set: <root>/shards/<prefix>-<synthesis.shard_name>/ (one unit).
+"""Pack the synthesized samples into one shard set: <root>/shards/<prefix>-<synthesis.shard_name>/ (one item).
 
 Object records give `object_removal` (edit = source, target = object removed), `object_addition` (the
 exact reverse, same mask), `layer_decouple` and `layer_fusion`; repaint records give `inpainting` and
@@ -19,13 +19,13 @@ from schemas.records import AceSample, Generator
 from store import storage
 from stages.pairs.pack import shard_set_lines, shard_set_report
 from store.shards import write_shard_set
-from runtime.stage import Resources, SingleUnitStage, Stage, StageReport, UnitReport
+from runtime.stage import ItemReport, Resources, SingleItemStage, Stage, StageReport
 from stages.synthesis.parts import iter_records
 from stages.supervise import Gate, reconcile, supervision_dropped
 from stages.supervise import settings as supervision_settings
 
 
-class SynthPackStage(SingleUnitStage):
+class SynthPackStage(SingleItemStage):
     """Packs the records of the registered producers whose `shard_set` is `packs` (stages/registry.py), in
     registry order, each producer's tasks in config order."""
 
@@ -51,7 +51,7 @@ class SynthPackStage(SingleUnitStage):
         return self.layout.shards(self.params["shard_name"])
 
     def producers(self) -> list[tuple[Stage, list[str]]]:
-        """(producer, the tasks packed from its records) for each producer of this set with a task to pack."""
+        """(producer, the tasks packed from its records) for each producer of this shard set with a task to pack."""
         from stages.registry import producers
 
         stages = [cls(self.cfg) for cls in producers(self.packs)]
@@ -121,7 +121,7 @@ class SynthPackStage(SingleUnitStage):
         yield from gate(self._instructed())
         reconcile(self.label, want, gate)
 
-    def run(self, k: int) -> UnitReport:
+    def run(self, k: int) -> ItemReport:
         self.instruction_counts = Counter()
         for d in self.inputs():
             if storage.read_marker(d) is None:
@@ -136,7 +136,7 @@ class SynthPackStage(SingleUnitStage):
         if self.instruction_counts:
             counts["instructions"] = dict(self.instruction_counts)
             print(f"{self.label}: instructions {dict(self.instruction_counts)}")
-        return UnitReport(stage=self.label, unit=k, counts=counts)
+        return ItemReport(stage=self.label, item=k, counts=counts)
 
     def report(self) -> StageReport | None:
         return shard_set_report(self, self.out)

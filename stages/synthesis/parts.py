@@ -1,9 +1,9 @@
-"""What the synthesis stages share: their units (catalog slices), part directories, records and counts.
+"""What the synthesis stages share: their items (catalog slices), part directories, records and counts.
 
-    <root>/synth/<kind>/part-NNNNN-<digest>/   one unit: a parquet table + its marker (counts)
+    <root>/synth/<kind>/part-NNNNN-<digest>/   one item: a parquet table + its marker (counts)
     <root>/synth/<kind>/_SUCCESS.json         the merged counts and the part list; written last
 
-A unit reads only its own catalog rows (`synthesis.partition_size` of them, cut within each ingest
+An item reads only its own catalog rows (`synthesis.partition_size` of them, cut within each ingest
 generation) and holds one image at a time besides the encoded records it writes. A part's directory is
 named by what it reads and the stage's settings, so new catalog images add parts, a changed setting
 makes new ones, and finished parts are kept.
@@ -47,7 +47,7 @@ _PART = re.compile(r"part-\d{5}-[0-9a-f]{8}")
 
 
 def synth_ranges(cfg: RunConfig) -> list[tuple[int, int]]:
-    """Catalog row ranges of the units: cut within each ingest generation, up to `synthesis.max_images`."""
+    """Catalog row ranges of the items: cut within each ingest generation, up to `synthesis.max_images`."""
     from stages.corpus.embed import partition_ranges
     from stages.corpus.ingest import catalog_generations
 
@@ -175,19 +175,19 @@ def record_samples(rec: dict, tasks: list[str]) -> Iterator[AceSample]:
 
 
 class PartStage(Stage):
-    """A synthesis stage whose units are parts under <root>/synth/<kind>/."""
+    """A synthesis stage whose items are parts under <root>/synth/<kind>/."""
 
     kind: ClassVar[str]
     table: ClassVar[str] = RECORDS  # the file a part holds beside its marker
-    unit_name = "part"
+    item_name = "part"
 
     @property
     def out(self) -> str:
         return self.layout.synth(self.kind)
 
     @abstractmethod
-    def unit_key(self, k: int) -> Any:
-        """What unit k reads (its catalog ids, or the upstream part): part of its directory's name."""
+    def item_key(self, k: int) -> Any:
+        """What item k reads (its catalog ids, or the upstream part): part of its directory's name."""
 
     @abstractmethod
     def reconcile(self, counts: dict) -> None:
@@ -210,14 +210,14 @@ class PartStage(Stage):
     def parts(self) -> list[str]:
         if getattr(self, "_part_cache", None) is None:
             base = self.settings()
-            self._part_cache = [storage.join(self.out, f"part-{k:05d}-{digest([base, self.unit_key(k)])}")
+            self._part_cache = [storage.join(self.out, f"part-{k:05d}-{digest([base, self.item_key(k)])}")
                                 for k in range(len(self._ranges()))]
         return self._part_cache
 
     def plan(self) -> int:
         return len(self.parts())
 
-    def unit_outputs(self, k: int) -> list[str]:
+    def item_outputs(self, k: int) -> list[str]:
         return [self.layout.marker(self.parts()[k])]
 
     def final_outputs(self) -> list[str]:
@@ -226,16 +226,17 @@ class PartStage(Stage):
     def finalize(self, n: int) -> StageReport:
         parts = self.parts()
         if len(parts) != n:
-            raise RuntimeError(f"{self.label}: {n} units ran but the catalog now gives {len(parts)} parts")
+            raise RuntimeError(f"{self.label}: {n} items ran but the catalog now gives {len(parts)} parts")
         total: dict = {}
         for p in parts:
             m = storage.read_marker(p)
             if m is None:
-                raise RuntimeError(f"{self.label}: part {p} is not complete: run its unit first")
+                raise RuntimeError(f"{self.label}: part {p} is not complete: run its item first")
             self.reconcile(m["counts"])
             add_counts(total, m["counts"])
         self.reconcile(total)
         names = [p.rsplit("/", 1)[-1] for p in parts]
+        # "units": the stored name of the item count (markers are part of downstream stage versions)
         storage.write_marker(self.out, {"counts": total, "parts": names, "units": n})
         self._remove_old_parts(set(names))
         self.stamp(self.out)
@@ -253,7 +254,7 @@ class PartStage(Stage):
 
     def report(self) -> StageReport | None:
         m = self.current(storage.read_marker(self.out))
-        return None if m is None else StageReport(stage=self.label, units=m["units"], outputs=[self.out],
+        return None if m is None else StageReport(stage=self.label, items=m["units"], outputs=[self.out],
                                                   counts=m["counts"])
 
 

@@ -2,7 +2,7 @@
 
 Inpainting: a LaMa-style random mask (irregular strokes and boxes); outpainting: a band along a random side.
 The target is the source; the edit image is the source with the masked pixels blanked (black), so no
-reader that ignores the mask sees the answer; outside the mask both are the source's pixels. One unit per
+reader that ignores the mask sees the answer; outside the mask both are the source's pixels. One item per
 `synthesis.partition_size` catalog rows (no model). Counts: for each task, images read = samples + dropped.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 
 from mining.image.random_masks import outpaint_mask, repaint_mask
 from mining.instructions.synthesis import TEMPLATER, synth_instruction
-from runtime.stage import Resources, UnitReport
+from runtime.stage import ItemReport, Resources
 from stages.synthesis.parts import (PartStage, check_sum, count_reasons, digest, load_source, png, selected,
                                write_records)
 
@@ -46,10 +46,10 @@ class RepaintStage(PartStage):
                 "outpaint_extent": list(s.outpaint_extent), "max_side": s.max_side, "max_images": s.max_images,
                 "fraction": s.fraction, "partition_size": s.partition_size}
 
-    def unit_key(self, k: int) -> str:
+    def item_key(self, k: int) -> str:
         return self.catalog_key(k)
 
-    def run(self, k: int) -> UnitReport:
+    def run(self, k: int) -> ItemReport:
         from stages.corpus.ingest import catalog_slice
 
         part = self.parts()[k]
@@ -97,7 +97,7 @@ class RepaintStage(PartStage):
                   "expected": read * len(self.tasks()), "samples": count_reasons(samples), "dropped": count_reasons(dropped)}
         self.reconcile(counts)
         write_records(part, rows, counts)
-        return UnitReport(stage=self.label, unit=k, counts=counts)
+        return ItemReport(stage=self.label, item=k, counts=counts)
 
     def reconcile(self, c: dict) -> None:
         check_sum(self.label, c["images"], c["read"] + sum(c["skipped"].values()), "images")

@@ -1,6 +1,6 @@
 """Segment catalog images and filter the masks (ACE App. B.5.2): <root>/synth/segments/.
 
-One unit per `synthesis.partition_size` catalog rows; a model stage (each worker loads the segmenter once,
+One item per `synthesis.partition_size` catalog rows; a model stage (each worker loads the segmenter once,
 a GPU each where there are GPUs). A part's regions.parquet holds every candidate mask: the kept ones with
 their mask (PNG), the dropped ones with their reason. Counts reconcile per part and for the stage:
 images = segmented + skipped by reason; regions = kept + dropped by reason.
@@ -18,7 +18,7 @@ from mining.objects.segment import WithPeople, make_segmenter
 from schemas.layout import SynthFiles
 from schemas.records import Generator
 from store import storage
-from runtime.stage import UnitReport
+from runtime.stage import ItemReport
 from stages.synthesis.parts import PartStage, check_sum, count_reasons, load_source, selected
 
 REGIONS = SynthFiles.REGIONS
@@ -73,10 +73,10 @@ class SegmentStage(PartStage):
     def setup(self) -> None:
         self.segmenter.setup()
 
-    def unit_key(self, k: int) -> str:
+    def item_key(self, k: int) -> str:
         return self.catalog_key(k)
 
-    def run(self, k: int) -> UnitReport:
+    def run(self, k: int) -> ItemReport:
         from stages.corpus.ingest import catalog_slice
 
         part = self.parts()[k]
@@ -114,7 +114,7 @@ class SegmentStage(PartStage):
             {b"segmenter": self.segmenter.name.encode(), b"segmenter_version": self.segmenter.version.encode()})
         storage.atomic_write_parquet(storage.join(part, REGIONS), table)
         storage.write_marker(part, {"counts": counts})
-        return UnitReport(stage=self.label, unit=k, counts=counts)
+        return ItemReport(stage=self.label, item=k, counts=counts)
 
     def reconcile(self, c: dict) -> None:
         check_sum(self.label, c["images"], c["segmented"] + sum(c["skipped"].values()), "images")

@@ -1,8 +1,8 @@
 """Style pairs (ACE B.4.2): <root>/synth/style/.
 
-Units are catalog slices of `synthesis.style.partition_size` images, not K-means clusters: the clusters group
+Items are catalog slices of `synthesis.style.partition_size` images, not K-means clusters: the clusters group
 images by content (SigLIP), and one style cuts across contents, so a cluster would split a style family; every
-image is read (`synthesis.fraction` does not apply: a family is found only when seen whole). Per unit: style
+image is read (`synthesis.fraction` does not apply: a family is found only when seen whole). Per item: style
 features of every image (only the vectors are held), then tight sets (mining/style/sets.py: every member
 within `style.threshold` of its set's centre and `style.pair_min` of every other member; band union-find
 chained unrelated images into one mixed set). ACE keeps the largest set and renders content in its style with
@@ -13,7 +13,7 @@ its members are already in a bank style: re-rendering `style.probe_members` of t
 least `style.min_in_style_share` of them little (mining/style/fixed.py, thresholds
 `supervision.style_fixed_*`). Sets are tried best first (up to `style.max_sets_tried`), up to
 `style.max_style_sets` used; the others count in `set_dropped` (not_in_bank_style, unreadable).
-Up to `style.contents_per_unit` images outside the used sets (seeded) are dealt in turn to them and restyled
+Up to `style.contents_per_item` images outside the used sets (seeded) are dealt in turn to them and restyled
 by the set's bank operation (mining/style/stylize.py), kept when the target's cosine to the set's centre reaches
 `style.min_match`; the style reference is a set member (seeded among them) whose cosine to the target
 reaches `supervision.style_min_cosine`, exceeds the content's by `supervision.style_min_margin`, and that
@@ -37,7 +37,7 @@ from mining.style.fixed import in_style, set_style
 from mining.style.sets import centre, set_stats, tight_sets
 from mining.style.stylize import STYLES, STYLIZER, stylize
 from stages.synthesis.chain_records import CHAINS, chain_line, chain_samples, write_chain_records
-from runtime.stage import UnitReport
+from runtime.stage import ItemReport
 from stages.synthesis.parts import PartStage, check_sum, count_reasons, digest, load_source, png
 
 STYLE_TASKS = ("style_editing", "style_transfer_reference")
@@ -72,7 +72,9 @@ class StyleStage(PartStage):
 
     def settings(self) -> dict:
         s = self.cfg.synthesis
-        return {"tasks": self.tasks(), "style": s.style.model_dump(), "seed": s.seed, "max_side": s.max_side,
+        style = s.style.model_dump()
+        style["contents_per_unit"] = style.pop("contents_per_item")  # the key the stage's version was made with
+        return {"tasks": self.tasks(), "style": style, "seed": s.seed, "max_side": s.max_side,
                 "max_images": s.max_images, "extractor": [self.extractor.name, self.extractor.version]}
 
     def worker_model(self):
@@ -91,7 +93,7 @@ class StyleStage(PartStage):
             self._range_cache = [(lo, min(hi, cap) if cap else hi) for lo, hi in ranges if cap is None or lo < cap]
         return self._range_cache
 
-    def unit_key(self, k: int) -> str:
+    def item_key(self, k: int) -> str:
         return self.catalog_key(k)
 
     def _match(self, content: np.ndarray, centre: np.ndarray, names=None) -> tuple[str, np.ndarray, float, np.ndarray]:
@@ -129,7 +131,7 @@ class StyleStage(PartStage):
 
     def _reference(self, cands: np.ndarray, style: str, recs: list, key: int):
         """The first of `cands` (seeded order) that is a fixed point of `style`: (index, image, worst scores),
-        or None. Verdicts are cached per unit."""
+        or None. Verdicts are cached per item."""
         sup = self.cfg.supervision
         for r in np.random.default_rng([self.cfg.synthesis.seed, key]).permutation(cands).tolist():
             img, _ = load_source(recs[r], self.cfg)
@@ -143,7 +145,7 @@ class StyleStage(PartStage):
                 return r, img, worst
         return None
 
-    def run(self, k: int) -> UnitReport:
+    def run(self, k: int) -> ItemReport:
         from stages.corpus.ingest import catalog_slice
 
         part = self.parts()[k]
@@ -173,7 +175,7 @@ class StyleStage(PartStage):
             chosen = np.zeros(0, np.int64)
         else:
             rng = np.random.default_rng([s.seed, k, len(x)])
-            chosen = rng.permutation(others)[: st.contents_per_unit]
+            chosen = rng.permutation(others)[: st.contents_per_item]
             dropped["over_unit_cap"] += len(others) - len(chosen)
         settings = self.settings()
         gens = [[self.extractor.name, self.extractor.version], list(STYLE_SETS), list(STYLIZER), list(CHAIN_TEMPLATER)]
@@ -224,7 +226,7 @@ class StyleStage(PartStage):
                   "dropped": count_reasons(dropped)}
         self.reconcile(counts)
         write_chain_records(part, rows, counts)
-        return UnitReport(stage=self.label, unit=k, counts=counts)
+        return ItemReport(stage=self.label, item=k, counts=counts)
 
     def reconcile(self, c: dict) -> None:
         check_sum(self.label, c["images"], c["read"] + sum(c["skipped"].values()), "images")

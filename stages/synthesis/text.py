@@ -33,7 +33,7 @@ from mining.text.confirm import CONFIRMER, Rules, confirm_hit, confirm_hits, ins
 from mining.instructions.text import TEXT_TEMPLATER, grid_position, text_instruction
 from mining.text.render import COLOURS, RENDERER, render_text
 from schemas.config import TEXT_TASKS
-from runtime.stage import UnitReport
+from runtime.stage import ItemReport
 from stages.synthesis.parts import (PartStage, check_sum, count_reasons, digest, load_source, png, selected,
                                synth_ranges, write_records)
 
@@ -88,14 +88,14 @@ class TextStage(PartStage):
             self.artefacts.setup()
 
     def _ranges(self) -> list[tuple[int, int]]:
-        """The synthesis units, cut at `text.max_images` catalog rows (OCR is the CPU budget)."""
+        """The synthesis items, cut at `text.max_images` catalog rows (OCR is the CPU budget)."""
         if getattr(self, "_range_cache", None) is None:
             cap = self.cfg.synthesis.text.max_images
             self._range_cache = [(lo, min(hi, cap) if cap else hi) for lo, hi in synth_ranges(self.cfg)
                                  if cap is None or lo < cap]
         return self._range_cache
 
-    def unit_key(self, k: int) -> str:
+    def item_key(self, k: int) -> str:
         return self.catalog_key(k)
 
     def _selected(self, recs):
@@ -104,11 +104,11 @@ class TextStage(PartStage):
             return selected(recs, self.cfg)
         return recs if f >= 1 else [r for r in recs if int(r.id[:8], 16) < f * 16**8]
 
-    def run(self, k: int) -> UnitReport:
+    def run(self, k: int) -> ItemReport:
         from stages.corpus.ingest import catalog_slice
 
         part = self.parts()[k]
-        self._unit_settings = self.settings()  # once per unit: every sample id digests it
+        self._item_settings = self.settings()  # once per item: every sample id digests it
         lo, hi = self._ranges()[k]
         recs = self._selected(catalog_slice(self.cfg.root, lo, hi))
         skipped: Counter[str] = Counter()
@@ -136,12 +136,12 @@ class TextStage(PartStage):
                   "samples": {k: samples[k] for k in RECORD_KINDS}, "dropped": count_reasons(dropped)}
         self.reconcile(counts)
         write_records(part, rows, counts)
-        return UnitReport(stage=self.label, unit=k, counts=counts)
+        return ItemReport(stage=self.label, item=k, counts=counts)
 
     def _row(self, rec, kind: str, with_text: np.ndarray, without: np.ndarray, mask: np.ndarray, content: str,
              colour: str | None, extra_gens: list, scores: dict, position: str | None = None) -> dict:
         s = self.cfg.synthesis
-        sid = digest([rec.id, kind, self._unit_settings], 20)
+        sid = digest([rec.id, kind, self._item_settings], 20)
         ys, xs = np.nonzero(mask)
         box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
         position = position or grid_position(box, mask.shape)

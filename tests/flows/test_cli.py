@@ -190,7 +190,7 @@ def test_train_refuses_a_bad_init_from_in_one_line_before_anything_starts(tmp_pa
              (str(ck), ["-c", str(tmp_path / "full.yaml")], "is lora training, the config asks for full")]
     (tmp_path / "full.yaml").write_text("train:\n  mode: full\n")
     for uri, extra, says in cases:
-        res = runner.invoke(app, ["train", str(tmp_path / "set-a"), str(tmp_path / "set-b"), "--stage", "2",
+        res = runner.invoke(app, ["train", str(tmp_path / "set-a"), str(tmp_path / "set-b"), "--phase", "2",
                                   "--init-from", uri, "--root", str(tmp_path / "r"), *extra])
         lines = res.output.strip().splitlines()
         assert res.exit_code == 1 and len(lines) == 1 and lines[0].startswith("training failed: init_from ")
@@ -211,7 +211,7 @@ def test_describe_prints_every_stage_the_example_config_enables():
     assert res.exit_code == 0, res.output
     want = [c.name for c in enabled(load_config("configs/example.yaml"))]
     assert want[:3] == ["ingest", "embed", "kmeans"] and set(_described(res)) == set(want)
-    assert "units:     planned at run time" in res.output  # nothing ingested yet
+    assert "items:     planned at run time" in res.output  # nothing ingested yet
 
 
 def test_describe_prints_every_stage_of_the_demo_with_its_tasks(tmp_path):

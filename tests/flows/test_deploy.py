@@ -174,7 +174,7 @@ def test_worker_runs_the_cron_schedule_the_trigger_and_a_retry(server, demo_corp
     assert done["state_type"] == "COMPLETED", done["state"]
     assert list((root / "checkpoints" / "exports").glob("s1-*/comfyui_lora.safetensors"))
 
-    # a run whose mining batch fails is retried with `prefect flow-run retry`: only unfinished units run
+    # a run whose mining batch fails is retried with `prefect flow-run retry`: only unfinished items run
     root2 = tmp_path / "root2"
     blocker = root2 / "pairs" / PRESET / "batches" / _batch_dir(corpus, tmp_path / "scratch", 1)
     blocker.parent.mkdir(parents=True)
@@ -199,8 +199,8 @@ def test_worker_runs_the_cron_schedule_the_trigger_and_a_retry(server, demo_corp
     states = {t["name"]: t["state_name"] for t in again}
     # stages complete in the failed attempt (ingest, embed, kmeans) are not even planned again
     assert not [n for n in states if n.split("-")[0] in ("ingest", "embed", "kmeans")], states
-    for unit in (f"mine-{PRESET}-batch-0", f"mine-{PRESET}-batch-2"):  # finished units: Cached, not executed
-        assert states[unit] == "Cached", states
+    for item in (f"mine-{PRESET}-batch-0", f"mine-{PRESET}-batch-2"):  # finished items: Cached, not executed
+        assert states[item] == "Cached", states
     assert states[f"mine-{PRESET}-batch-1"] == "Completed"
 
     # SIGTERM to `aceforge deploy --worker` stops the worker too

@@ -24,7 +24,7 @@ def ingested(demo_corpus, tmp_path):
     return corpus, root
 
 
-def test_a_failed_unit_is_the_only_one_a_rerun_executes(ingested, tmp_path, monkeypatch, prefect_results):
+def test_a_failed_item_is_the_only_one_a_rerun_executes(ingested, tmp_path, monkeypatch, prefect_results):
     import runtime.executors as executors
 
     from flows.pipelines import run_config
@@ -40,8 +40,8 @@ def test_a_failed_unit_is_the_only_one_a_rerun_executes(ingested, tmp_path, monk
     names = [b.rsplit("/", 1)[-1] for b in MineStage(cfg, preset="general_editing")._batches()]
     batches = Path(root, "pairs", "general_editing", "batches")
     batches.mkdir(parents=True)
-    (batches / names[1]).write_text("a file where batch 1's folder goes: its unit fails on Ray")
-    monkeypatch.setattr(executors, "unit_task", executors.unit_task.with_options(retry_delay_seconds=0))
+    (batches / names[1]).write_text("a file where batch 1's folder goes: its item fails on Ray")
+    monkeypatch.setattr(executors, "item_task", executors.item_task.with_options(retry_delay_seconds=0))
     with pytest.raises(Exception, match=names[1]):
         mine_flow(root=root, config=MINING)
     done = {p: p.stat().st_mtime_ns for p in Path(root).rglob(storage.MARKER)}
@@ -49,7 +49,7 @@ def test_a_failed_unit_is_the_only_one_a_rerun_executes(ingested, tmp_path, monk
     assert not (batches / names[1]).is_dir()
     (batches / names[1]).unlink()
     result = mine_flow(root=root, config=MINING)
-    assert {p: p.stat().st_mtime_ns for p in done} == done  # finished units were not executed again
+    assert {p: p.stat().st_mtime_ns for p in done} == done  # finished items were not executed again
     assert (batches / names[1] / storage.MARKER).exists()
     assert result["general_editing"]["mined"]["clusters"] == 3
     now = {p: p.stat().st_mtime_ns for p in Path(root).rglob(storage.MARKER)}
@@ -119,8 +119,8 @@ def test_every_image_of_a_multi_partition_corpus_is_embedded(tmp_path, prefect_r
         Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(corpus / f"{i:05d}.png",
                                                                                  compress_level=1)
     cfg = run_config({"ingest": {"partition_files": 1000}, "mining": {"partition_size": 1000, "batch_size": 50},
-                      "orchestration": {"units_in_flight": 4, "embed_actors": 2}}, str(tmp_path / "root"))
-    ex = PrefectRayExecutor(cfg.orchestration.units_in_flight, cfg.orchestration.embed_actors)
+                      "orchestration": {"items_in_flight": 4, "embed_actors": 2}}, str(tmp_path / "root"))
+    ex = PrefectRayExecutor(cfg.orchestration.items_in_flight, cfg.orchestration.embed_actors)
     try:
         assert ex.run(IngestStage(cfg, source=str(corpus))).counts["accepted"] == 6000
         emb_uri = ex.run(EmbedStage(cfg)).outputs[0]

@@ -13,7 +13,7 @@ from store.shards import manifest_digest, read_manifest, write_shard_set
 from tests.conftest import make_sample
 from trainer.data import ShardSet, iter_examples
 
-STAGE2 = TrainConfig(stage=2, max_tokens=24)
+PHASE2 = TrainConfig(phase=2, max_tokens=24)
 
 
 def write_set(uri: str, name: str, n: int = 6, seed: int = 0) -> str:
@@ -62,7 +62,7 @@ def test_a_pinned_local_set_yields_its_old_samples_while_the_set_is_rewritten(tm
                       "copied": 0}
     for url in pinned.urls:  # hard links: no byte copied
         assert os.stat(url).st_ino == os.stat(storage.join(uri, Path(url).name)).st_ino
-    new, old = iter_examples([pinned], STAGE2), iter_examples([plain_set(uri)], STAGE2)
+    new, old = iter_examples([pinned], PHASE2), iter_examples([plain_set(uri)], PHASE2)
     first_new, first_old = [next(new).key for _ in range(3)], [next(old).key for _ in range(3)]
     rewrite_set(uri, "b")
     assert first_new + [next(new).key for _ in range(3)] == [f"a-{i}" for i in range(6)]
@@ -85,7 +85,7 @@ def test_pinning_copies_where_links_fail_and_refuses_a_set_of_another_version(tm
     for url in pinned.urls:
         src = storage.join(uri, Path(url).name)
         assert os.stat(url).st_ino != os.stat(src).st_ino and Path(url).read_bytes() == Path(src).read_bytes()
-    assert [next(iter_examples([pinned], STAGE2)).key] == ["a-0"]
+    assert [next(iter_examples([pinned], PHASE2)).key] == ["a-0"]
     rewrite_set(uri, "b")
     with pytest.raises(ShardSetChanged) as e:
         pin_shard_set(uri, digest, str(tmp_path / "run2" / "data"))
@@ -128,7 +128,7 @@ def test_a_remote_set_is_pinned_by_etag_and_a_replaced_tar_is_refused_by_name(s3
     assert pinned.urls == tuple(plain_set(uri).urls) and record["manifest"] == digest
     assert set(record["objects"]) == {Path(u).name for u in pinned.urls}
     assert all(v["etag"] and v["size"] > 0 for v in record["objects"].values())
-    new, old = iter_examples([pinned], STAGE2), iter_examples([plain_set(uri)], STAGE2)
+    new, old = iter_examples([pinned], PHASE2), iter_examples([plain_set(uri)], PHASE2)
     assert [next(new).key for _ in range(3)] == [next(old).key for _ in range(3)] == ["a-0", "a-1", "a-2"]
     rewrite_set(uri, "b")
     s3.invalidate_cache()

@@ -34,7 +34,7 @@ def test_the_run_is_named_by_its_shards_whatever_their_order_or_place(tmp_path):
     cfg = RunConfig(root=str(tmp_path / "root"), train=TRAIN)
     ab, ba = plan_training(cfg, [a, b]), plan_training(cfg, [b, a])
     assert ab.cfg.train.run_name == ba.cfg.train.run_name and ab.shard_sets == ba.shard_sets
-    assert ab.cfg.train.run_name.startswith("s1-") and len(ab.cfg.train.run_name) == 15
+    assert ab.cfg.train.run_name.startswith("p1-") and len(ab.cfg.train.run_name) == 15
     moved = shutil.copytree(a, tmp_path / "elsewhere" / "a")  # the same shards at another place: the same run
     assert plan_training(cfg, str(moved)).cfg.train.run_name == plan_training(cfg, a).cfg.train.run_name
     assert plan_training(cfg, a).cfg.train.run_name not in (ab.cfg.train.run_name, plan_training(cfg, b).cfg.train.run_name)
@@ -43,7 +43,7 @@ def test_the_run_is_named_by_its_shards_whatever_their_order_or_place(tmp_path):
     named = RunConfig(root=cfg.root, train={**TRAIN, "run_name": "mine"})
     assert plan_training(named, [a, b]).cfg.train.run_name == "mine"
     with pytest.raises(ValueError, match="init_from .* does not exist"):
-        plan_training(RunConfig(root=cfg.root, train={**TRAIN, "stage": 2, "init_from": str(tmp_path / "x")}), a)
+        plan_training(RunConfig(root=cfg.root, train={**TRAIN, "phase": 2, "init_from": str(tmp_path / "x")}), a)
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_new_shards_train_a_new_run_and_a_repeated_landing_trains_nothing(tmp_pa
     for res in (first, second):
         assert res.step == 2 and [m["step"] for m in res.metrics] == [1, 2]
         identity = json.loads(Path(res.run_dir, "identity.json").read_text())
-        assert identity["train"]["stage"] == 1
+        assert identity["train"]["phase"] == 1
         assert [s["manifest"] for s in identity["sets"]] == identity["shard_sets"]  # each set as pinned
         assert not Path(res.run_dir, "data").exists()  # the snapshots go once the run is finished
         assert res.data.read == res.data.kept + sum(res.data.skipped.values()) and res.data.kept >= 2
@@ -106,10 +106,10 @@ def test_the_run_reads_the_version_it_was_named_after_while_a_mining_run_rewrite
 
     monkeypatch.setattr(training, "ensure_ray", lambda: False)
     monkeypatch.setattr(training, "run_training", capture)
-    cfg = RunConfig(root=str(tmp_path / "root"), train={**TRAIN, "stage": 2})
+    cfg = RunConfig(root=str(tmp_path / "root"), train={**TRAIN, "phase": 2})
     with pytest.raises(_Stop):
         train_on_shards(cfg, a)
-    stream = iter_examples(given["sets"], TrainConfig(**{**TRAIN, "stage": 2}))
+    stream = iter_examples(given["sets"], TrainConfig(**{**TRAIN, "phase": 2}))
     keys = [next(stream).key for _ in range(3)]
     rewrite_set(a, "b")
     assert manifest_digest(a) != digest
@@ -130,7 +130,7 @@ def _reference_only_set(folder: Path) -> str:
     return uri
 
 
-def test_stage_one_on_a_set_without_zero_ref_tasks_is_refused_from_the_manifests(tmp_path):
+def test_phase_one_on_a_shard_set_without_zero_ref_tasks_is_refused_from_the_manifests(tmp_path):
     from flows.training import check_trainable
 
     uri = _reference_only_set(tmp_path)
@@ -138,15 +138,15 @@ def test_stage_one_on_a_set_without_zero_ref_tasks_is_refused_from_the_manifests
     with pytest.raises(ValueError) as e:
         check_trainable(cfg.train, [uri])
     msg = str(e.value)
-    assert "\n" not in msg and uri in msg and "stage 1" in msg and "reference_generation (3)" in msg
-    with pytest.raises(ValueError, match="stage 1"):
+    assert "\n" not in msg and uri in msg and "phase 1" in msg and "reference_generation (3)" in msg
+    with pytest.raises(ValueError, match="phase 1"):
         plan_training(cfg, uri)  # the training flow's entry
-    check_trainable(cfg.train, [uri], stages=[2])  # stage 2 takes every task
-    with pytest.raises(ValueError, match="stage 1"):
-        check_trainable(cfg.train, [uri], stages=[1, 2])
+    check_trainable(cfg.train, [uri], phases=[2])  # phase 2 takes every task
+    with pytest.raises(ValueError, match="phase 1"):
+        check_trainable(cfg.train, [uri], phases=[1, 2])
 
 
-def test_the_cli_refuses_stage_one_without_zero_ref_tasks_before_ray_or_a_flow_starts(tmp_path, monkeypatch):
+def test_the_cli_refuses_phase_one_without_zero_ref_tasks_before_ray_or_a_flow_starts(tmp_path, monkeypatch):
     import ray
     from typer.testing import CliRunner
 
@@ -161,8 +161,8 @@ def test_the_cli_refuses_stage_one_without_zero_ref_tasks_before_ray_or_a_flow_s
     monkeypatch.setattr(runtime.ray_pool, "ensure_ray", forbidden)
     monkeypatch.setattr(flows.pipelines, "train_flow", forbidden)
     uri = _reference_only_set(tmp_path)
-    res = CliRunner().invoke(app, ["train", uri, "--stage", "1", "--steps", "2"])
+    res = CliRunner().invoke(app, ["train", uri, "--phase", "1", "--steps", "2"])
     assert res.exit_code == 1, res.output
     text = " ".join(res.output.split())
-    assert "no sample is trainable in stage 1" in text and "reference_generation (3)" in text
+    assert "no sample is trainable in phase 1" in text and "reference_generation (3)" in text
     assert "started" not in text and "Traceback" not in res.output

@@ -136,7 +136,7 @@ def test_demo_flow_mines_packs_and_trains(tmp_path, prefect_results):
     assert run.startswith("s1-") and latest(f"train-{run}-progress") == 100.0
     assert [r["step"] for r in json.loads(latest(f"train-{run}-metrics"))][-1] == 4
     evals = [m for m in t["metrics"] if "eval_loss" in m]
-    # one mixture of the mined and synthesized sets: stage 1 evaluates every 0-ref task of both
+    # one mixture of the mined and synthesized shard sets: phase 1 evaluates every 0-ref task of both
     from schemas.shard_layout import sample_group
     from schemas.taxonomy import zero_ref_tasks
     from trainer.data import held_out

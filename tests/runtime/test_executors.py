@@ -11,31 +11,31 @@ from store.shards import read_manifest
 from tests.runtime.toy_stage import ToyModelStage, ToyStage, calls
 
 
-def test_the_local_executor_sets_up_once_times_each_unit_and_sums_their_counts(tmp_path):
+def test_the_local_executor_sets_up_once_times_each_item_and_sums_their_counts(tmp_path):
     cfg = RunConfig(root=str(tmp_path / "root"))
     rep = LocalExecutor().run(ToyModelStage(cfg, n=4))
-    assert calls(cfg.root, "setup") == {os.getpid(): ["toy-model"]}  # one worker: one setup, before unit 0
+    assert calls(cfg.root, "setup") == {os.getpid(): ["toy-model"]}  # one worker: one setup, before item 0
     assert calls(cfg.root, "run") == {os.getpid(): [f"toy-model:{k}" for k in range(4)]}
-    assert rep.counts == {"items": 10}  # what finalize read from the units' outputs
+    assert rep.counts == {"rows": 10}  # what finalize read from the items' outputs
     ex = rep.execution
-    assert (ex.units, ex.ran, ex.skipped, ex.setups) == (4, 4, 0, 1)
-    assert ex.counts == {"items": 10, "by": {"unit": 4}}  # the units' numeric counts, summed; text left out
+    assert (ex.items, ex.ran, ex.skipped, ex.setups) == (4, 4, 0, 1)
+    assert ex.counts == {"rows": 10, "by": {"item": 4}}  # the items' numeric counts, summed; text left out
     assert ex.seconds >= ex.slowest > 0 and ex.setup_seconds >= 0
 
 
-def test_done_units_are_skipped_and_a_stage_whose_units_are_all_done_never_sets_up(tmp_path):
+def test_done_items_are_skipped_and_a_stage_whose_items_are_all_done_never_sets_up(tmp_path):
     cfg = RunConfig(root=str(tmp_path / "root"))
     stage = ToyStage(cfg, n=4)
     first = LocalExecutor().run(stage)
     (tmp_path / "root/toy/done.json").unlink()  # the stage is not complete: it plans and finalizes again
-    (tmp_path / "root/toy/units/unit-2.json").unlink()
+    (tmp_path / "root/toy/items/item-2.json").unlink()
     again = LocalExecutor().run(ToyStage(cfg, n=4))
     assert calls(cfg.root, "run")[os.getpid()] == [f"toy:{k}" for k in range(4)] + ["toy:2"]
-    assert calls(cfg.root, "setup")[os.getpid()] == ["toy", "toy"]  # a new worker set up for the unit it ran
+    assert calls(cfg.root, "setup")[os.getpid()] == ["toy", "toy"]  # a new worker set up for the item it ran
     assert (again.execution.ran, again.execution.skipped, again.execution.setups) == (1, 3, 1)
-    assert again.counts == first.counts == {"items": 10}  # skipped units count, from their outputs
+    assert again.counts == first.counts == {"rows": 10}  # skipped items count, from their outputs
 
-    (tmp_path / "root/toy/done.json").unlink()  # every unit done
+    (tmp_path / "root/toy/done.json").unlink()  # every item done
     last = LocalExecutor().run(ToyStage(cfg, n=4))
     assert calls(cfg.root, "setup")[os.getpid()] == ["toy", "toy"] and len(calls(cfg.root, "run")[os.getpid()]) == 5
     assert (last.execution.ran, last.execution.skipped, last.execution.setups) == (0, 4, 0)
@@ -43,7 +43,7 @@ def test_done_units_are_skipped_and_a_stage_whose_units_are_all_done_never_sets_
     assert LocalExecutor().run(ToyStage(cfg, n=4)).execution is None  # complete: read back from its marker
 
 
-def test_a_worker_whose_setup_failed_sets_up_again_before_its_next_unit(tmp_path):
+def test_a_worker_whose_setup_failed_sets_up_again_before_its_next_item(tmp_path):
     class Flaky(ToyStage):
         tries = 0
 
@@ -55,15 +55,15 @@ def test_a_worker_whose_setup_failed_sets_up_again_before_its_next_unit(tmp_path
     worker = Worker(Flaky(RunConfig(root=str(tmp_path / "root")), n=2))
     with pytest.raises(OSError):
         worker.run(0)
-    assert not worker.stage.unit_done(0)
+    assert not worker.stage.item_done(0)
     assert worker.run(0).setup_seconds is not None and worker.run(1).setup_seconds is None
     assert Flaky.tries == 2
 
 
 @pytest.mark.slow
-def test_every_ray_worker_sets_up_once_and_skips_done_units(tmp_path):
+def test_every_ray_worker_sets_up_once_and_skips_done_items(tmp_path):
     """Actors for a model stage, Ray tasks in reused worker processes for a plain one: each worker process
-    calls setup() once, before its first unit; units already done are skipped without setup or run."""
+    calls setup() once, before its first item; items already done are skipped without setup or run."""
     import ray
 
     cfg = RunConfig(root=str(tmp_path / "root"))
@@ -76,8 +76,8 @@ def test_every_ray_worker_sets_up_once_and_skips_done_units(tmp_path):
         model.close()
         plain = RayWorkers(ToyStage(cfg, n=6), actors=1)
         plain_got = [plain.run(k) for k in range(6)]
-        plain_again = [plain.run(k) for k in range(6)]  # the same group: every unit done
-        done = RayWorkers(ToyModelStage(cfg, n=6), actors=2)  # new actors over done units
+        plain_again = [plain.run(k) for k in range(6)]  # the same group: every item done
+        done = RayWorkers(ToyModelStage(cfg, n=6), actors=2)  # new actors over done items
         done_got = [done.run(k) for k in range(6)]
         done.close()
     finally:
@@ -92,7 +92,7 @@ def test_every_ray_worker_sets_up_once_and_skips_done_units(tmp_path):
     assert not any(g["skipped"] for g in got + plain_got) and all(g["seconds"] > 0 for g in got + plain_got)
     assert all(g["skipped"] and g["setup_seconds"] is None for g in plain_again + done_got)
     assert sorted(e for es in calls(cfg.root, "run").values() for e in es) == sorted(
-        [f"toy-model:{k}" for k in range(6)] + [f"toy:{k}" for k in range(6)])  # each unit ran once
+        [f"toy-model:{k}" for k in range(6)] + [f"toy:{k}" for k in range(6)])  # each item ran once
 
 
 @pytest.mark.slow
@@ -114,7 +114,7 @@ def test_both_executors_run_the_same_stages_to_the_same_shards(demo_corpus, tmp_
 
 
 @pytest.mark.slow
-def test_units_run_on_ray_workers_with_the_declared_resources(demo_corpus, tmp_path):
+def test_items_run_on_ray_workers_with_the_declared_resources(demo_corpus, tmp_path):
     import ray
 
     corpus, _ = demo_corpus
@@ -136,15 +136,15 @@ def test_units_run_on_ray_workers_with_the_declared_resources(demo_corpus, tmp_p
         ray.shutdown()
     pids = [g["worker"]["pid"] for g in got]
     assert os.getpid() not in pids and len(set(pids)) == 2  # two actors, round robin
-    assert pids[0] == pids[2]  # the same actor served units 0 and 2: its model was loaded once
+    assert pids[0] == pids[2]  # the same actor served items 0 and 2: its model was loaded once
     assert all(g["worker"]["resources"] == {"CPU": 0.5} for g in got)  # the embedder's declared resources
     assert ingest_worker["resources"] == {"CPU": 1.0} and ingest_worker["pid"] != os.getpid()
     assert sum(g["counts"]["embedded"] for g in got) == sum(g["counts"]["records"] for g in got)
-    assert all(stage.unit_done(k) for k in range(n))
+    assert all(stage.item_done(k) for k in range(n))
 
 
 @pytest.mark.slow
-def test_units_of_one_stage_run_on_both_nodes_of_a_two_node_cluster(demo_corpus, tmp_path):
+def test_items_of_one_stage_run_on_both_nodes_of_a_two_node_cluster(demo_corpus, tmp_path):
     """A head and a second node (separate raylets, as `ray start --head` + `ray start --address` make them),
     one CPU each: the ingest partitions of one run are spread over both."""
     from concurrent.futures import ThreadPoolExecutor
@@ -165,34 +165,34 @@ def test_units_of_one_stage_run_on_both_nodes_of_a_two_node_cluster(demo_corpus,
         ray.init(address=cluster.address, log_to_driver=False)
         cluster.wait_for_nodes()
         workers = RayWorkers(stage, actors=1)
-        with ThreadPoolExecutor(4) as pool:  # as the executor submits them: several units in flight
+        with ThreadPoolExecutor(4) as pool:  # as the executor submits them: several items in flight
             got = list(pool.map(workers.run, range(n)))
         nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     finally:
         ray.shutdown()
         cluster.shutdown()
     used = {g["worker"]["node"] for g in got}
-    assert len(nodes) == 2 and used == nodes  # both nodes ran units of this stage
+    assert len(nodes) == 2 and used == nodes  # both nodes ran items of this stage
     assert LocalExecutor().run(stage).counts["seen"] == sum(g["counts"]["seen"] for g in got)
 
 
 @pytest.mark.slow
-def test_the_prefect_executor_reports_unit_timings_and_sets_up_once_per_actor(tmp_path, prefect_results):
+def test_the_prefect_executor_reports_item_timings_and_sets_up_once_per_actor(tmp_path, prefect_results):
     from runtime.executors import PrefectRayExecutor
 
     cfg = RunConfig(root=str(tmp_path / "root"))
-    ex = PrefectRayExecutor(units_in_flight=2, model_actors=2)
+    ex = PrefectRayExecutor(items_in_flight=2, model_actors=2)
     try:
         rep = ex.run(ToyModelStage(cfg, n=4))
-        (tmp_path / "root/toy-model/done.json").unlink()  # every unit done: finalized again, nothing set up
+        (tmp_path / "root/toy-model/done.json").unlink()  # every item done: finalized again, nothing set up
         again = ex.run(ToyModelStage(cfg, n=4))
     finally:
         ex.close()
     setups = calls(cfg.root, "setup")
     assert 1 <= len(setups) <= 2 and all(e == ["toy-model"] for e in setups.values())  # once per actor
     assert os.getpid() not in setups
-    assert (rep.execution.units, rep.execution.ran, rep.execution.setups) == (4, 4, len(setups))
-    assert rep.execution.counts["items"] == rep.counts["items"] == 10 and rep.execution.seconds > 0
+    assert (rep.execution.items, rep.execution.ran, rep.execution.setups) == (4, 4, len(setups))
+    assert rep.execution.counts["rows"] == rep.counts["rows"] == 10 and rep.execution.seconds > 0
     assert (again.execution.ran, again.execution.skipped, again.execution.setups) == (0, 4, 0)
     assert again.counts == rep.counts
     assert sum(len(e) for e in calls(cfg.root, "run").values()) == 4

@@ -8,21 +8,21 @@ from stages.pairs.pack import PackStage
 from runtime.stage import Stage, build
 
 
-def test_a_stage_travels_as_its_spec_and_names_its_units(tmp_path):
+def test_a_stage_travels_as_its_spec_and_names_its_items(tmp_path):
     cfg = RunConfig(root=str(tmp_path / "root"), mining={"k": 7})
     stage = MineStage(cfg, preset="general_editing")
     spec = json.loads(json.dumps(stage.spec()))  # plain data: a Prefect parameter, a Ray argument
     again = build(spec)
     assert type(again) is MineStage and again.cfg == cfg and again.params == {"preset": "general_editing"}
-    assert again.unit_label(3) == "mine-general_editing-batch-3"
-    assert PackStage(cfg, preset="general_editing", shard_name="s").unit_label(0) == "pack-s"
+    assert again.item_label(3) == "mine-general_editing-batch-3"
+    assert PackStage(cfg, preset="general_editing", shard_name="s").item_label(0) == "pack-s"
     assert not again.complete() and again.report() is None
     from stages.corpus.ingest import IngestStage
 
     ing = IngestStage(cfg, source="/corpus")
-    assert ing.unit_outputs(3) == [f"{cfg.root}/catalog/parts/part-00003.images.parquet",
+    assert ing.item_outputs(3) == [f"{cfg.root}/catalog/parts/part-00003.images.parquet",
                                    f"{cfg.root}/catalog/parts/part-00003.quarantine.parquet"]
-    assert not ing.unit_done(3)
+    assert not ing.item_done(3)
 
 
 def test_a_stage_must_define_every_step():
@@ -80,7 +80,7 @@ def test_every_model_wrapper_has_the_one_base_class():
 
 
 def test_a_stage_run_only_computes():
-    """The executor skips done units and sets workers up: no stage's run(k) loads models or reads whether
+    """The executor skips done items and sets workers up: no stage's run(k) loads models or reads whether
     it is done."""
     import ast
     from pathlib import Path
@@ -94,6 +94,6 @@ def test_a_stage_run_only_computes():
             for fn in (n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "run"):
                 for call in (n for n in ast.walk(fn) if isinstance(n, ast.Call)):
                     attr = getattr(call.func, "attr", None)
-                    if attr in ("setup", "report", "unit_done", "complete"):
+                    if attr in ("setup", "report", "item_done", "complete"):
                         bad.append(f"{path.name}:{cls.name}.run calls {attr}()")
     assert bad == []

@@ -1,5 +1,5 @@
 """A stage for the executor tests: it records every setup() and run() call in files, one per process, so a
-test sees how often each worker set up and which units ran, whichever process ran them."""
+test sees how often each worker set up and which items ran, whichever process ran them."""
 
 from __future__ import annotations
 
@@ -7,18 +7,18 @@ import json
 import os
 from pathlib import Path
 
-from runtime.stage import Resources, Stage, StageReport, UnitReport
+from runtime.stage import ItemReport, Resources, Stage, StageReport
 
 
 def calls(root: str, what: str) -> dict[int, list[str]]:
-    """{pid: [the stage labels and units it recorded]} for `what` in ('setup', 'run')."""
+    """{pid: [the stage labels and items it recorded]} for `what` in ('setup', 'run')."""
     folder = Path(root) / "toy-calls"
     return {int(p.name.split("-")[1]): p.read_text().split()
             for p in sorted(folder.glob(f"{what}-*"))} if folder.is_dir() else {}
 
 
 class ToyStage(Stage):
-    """`n` units; unit k writes units/unit-k.json with k + 1 items; finalize sums the items from the files."""
+    """`n` items; item k writes items/item-k.json with k + 1 rows; finalize sums the rows from the files."""
 
     name = "toy"
     resources = Resources(cpus=0.5)
@@ -39,22 +39,22 @@ class ToyStage(Stage):
     def plan(self) -> int:
         return self.params["n"]
 
-    def unit_outputs(self, k: int) -> list[str]:
-        return [str(self.out / "units" / f"unit-{k}.json")]
+    def item_outputs(self, k: int) -> list[str]:
+        return [str(self.out / "items" / f"item-{k}.json")]
 
-    def run(self, k: int) -> UnitReport:
+    def run(self, k: int) -> ItemReport:
         self._record("run", f"{self.label}:{k}")
-        path = Path(self.unit_outputs(k)[0])
+        path = Path(self.item_outputs(k)[0])
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"items": k + 1}))
-        return UnitReport(stage=self.label, unit=k, counts={"items": k + 1, "kind": "toy", "by": {"unit": 1}})
+        path.write_text(json.dumps({"rows": k + 1}))
+        return ItemReport(stage=self.label, item=k, counts={"rows": k + 1, "kind": "toy", "by": {"item": 1}})
 
     def final_outputs(self) -> list[str]:
         return [str(self.out / "done.json")]
 
     def finalize(self, n: int) -> StageReport:
-        items = sum(json.loads(Path(self.unit_outputs(k)[0]).read_text())["items"] for k in range(n))
-        Path(self.final_outputs()[0]).write_text(json.dumps({"units": n, "items": items}))
+        rows = sum(json.loads(Path(self.item_outputs(k)[0]).read_text())["rows"] for k in range(n))
+        Path(self.final_outputs()[0]).write_text(json.dumps({"items": n, "rows": rows}))
         return self.report()  # type: ignore[return-value]
 
     def report(self) -> StageReport | None:
@@ -62,11 +62,11 @@ class ToyStage(Stage):
         if not done.is_file():
             return None
         m = json.loads(done.read_text())
-        return StageReport(stage=self.label, units=m["units"], outputs=[str(self.out)], counts={"items": m["items"]})
+        return StageReport(stage=self.label, items=m["items"], outputs=[str(self.out)], counts={"rows": m["rows"]})
 
 
 class ToyModelStage(ToyStage):
-    """The same units on actors (a model stage)."""
+    """The same items on actors (a model stage)."""
 
     name = "toy-model"
     model = True

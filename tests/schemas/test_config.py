@@ -55,3 +55,24 @@ def test_the_shipped_example_config_is_valid():
 
     cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "example.yaml")
     assert cfg == RunConfig(root="demo_out/root", models_dir="models")
+
+
+@pytest.mark.parametrize("yaml_text, old, new", [
+    ("orchestration:\n  units_in_flight: 2\n", "orchestration.units_in_flight", "orchestration.items_in_flight"),
+    ("train:\n  stage: 2\n", "train.stage", "train.phase"),
+    ("synthesis:\n  style:\n    contents_per_unit: 8\n", "synthesis.style.contents_per_unit",
+     "synthesis.style.contents_per_item"),
+])
+def test_a_key_under_its_earlier_name_is_refused_in_one_line_naming_the_new_one(tmp_path, yaml_text, old, new):
+    p = tmp_path / "run.yaml"
+    p.write_text(yaml_text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(e.value) == f"'{old}' in {p} is now called '{new}': rename it"
+    with pytest.raises(ConfigError, match=f"'{old}' in defaults is now called '{new}'"):
+        load_config(None, overrides={old: 2})
+    node = load_config(None, overrides={new: 2})  # the new name is taken
+    *parents, leaf = new.split(".")
+    for part in parents:
+        node = getattr(node, part)
+    assert getattr(node, leaf) == 2

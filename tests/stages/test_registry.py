@@ -10,7 +10,7 @@ from stages import registry
 from store import storage
 from runtime.executors import LocalExecutor
 from store.shard_reader import read_shard_set
-from runtime.stage import Resources, SingleUnitStage, StageReport, UnitReport
+from runtime.stage import ItemReport, Resources, SingleItemStage, StageReport
 from stages.synthesis.parts import png, record_samples, unpng, write_records
 
 
@@ -78,8 +78,8 @@ def test_a_group_preset_packs_its_sets_and_no_writer_leaves_pairs_unpacked(capsy
 
 # --- a new stage: this class and one `register` call -------------------------------------------------------
 
-class FlipStage(SingleUnitStage):
-    """A toy producer: each catalog-free unit writes two records whose target is the edit image mirrored."""
+class FlipStage(SingleItemStage):
+    """A toy producer: each catalog-free item writes two records whose target is the edit image mirrored."""
 
     name = "toy-flip"
     resources = Resources(cpus=0.5)
@@ -90,7 +90,7 @@ class FlipStage(SingleUnitStage):
     def out(self) -> str:
         return self.layout.synth("flip")
 
-    def run(self, k: int) -> UnitReport:
+    def run(self, k: int) -> ItemReport:
         rng = np.random.default_rng(0)
         rows = []
         for i in range(2):
@@ -103,11 +103,11 @@ class FlipStage(SingleUnitStage):
         write_records(storage.join(self.out, "part-00000"), rows, counts)
         storage.write_marker(self.out, {"counts": counts, "parts": ["part-00000"], "units": 1})
         self.stamp(self.out)
-        return UnitReport(stage=self.label, unit=k, counts=counts)
+        return ItemReport(stage=self.label, item=k, counts=counts)
 
     def report(self) -> StageReport | None:
         m = self.current(storage.read_marker(self.out))
-        return None if m is None else StageReport(stage=self.label, units=1, outputs=[self.out], counts=m["counts"])
+        return None if m is None else StageReport(stage=self.label, items=1, outputs=[self.out], counts=m["counts"])
 
     def samples(self, rec: dict, tasks: list[str]):
         return record_samples(rec, tasks)
@@ -153,4 +153,4 @@ def test_a_new_stage_runs_through_the_pipeline_and_its_samples_are_packed(flip, 
     assert "synthesis: flipped 2" in summary_lines({"root": cfg.root, "synthesis": ran})
     text = registry.Pipeline(cfg, shard_prefix="t").describe()
     assert "toy-flip  [toy-flip]" in text and "pack-t-synthesis  [pack-synthesis]" in text
-    assert "units:     1 (complete)" in text
+    assert "items:     1 (complete)" in text

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from store.sources import expand_source, iter_tar, member_uri, read_uri, split_member, work_units
+from store.sources import chunks, expand_source, iter_tar, member_uri, read_uri, split_member
 
 EXTS = ["jpg", "png"]
 
@@ -42,10 +42,10 @@ def test_glob_and_lists(tmp_path):
         expand_source(str(tmp_path / "nowhere"), EXTS)
 
 
-def test_work_units_chunk_files_and_give_each_tar_its_own():
-    units = work_units([f"f{i}" for i in range(5)], ["t1.tar"], chunk_size=2)
-    assert [u.kind for u in units] == ["files", "files", "files", "tar"]
-    assert [len(u.uris) for u in units] == [2, 2, 1, 1]
+def test_chunks_cut_files_and_give_each_tar_its_own():
+    cut = chunks([f"f{i}" for i in range(5)], ["t1.tar"], chunk_size=2)
+    assert [c.kind for c in cut] == ["files", "files", "files", "tar"]
+    assert [len(c.uris) for c in cut] == [2, 2, 1, 1]
 
 
 def test_tar_members_and_read_uri(tmp_path):

@@ -21,7 +21,7 @@ def _keys(it, n):
 
 
 def test_stage_one_takes_zero_ref_tasks_and_resume_skips_exactly(urls):
-    cfg = TrainConfig(stage=1, max_tokens=24)
+    cfg = TrainConfig(phase=1, max_tokens=24)
     first = _keys(iter_examples(urls, cfg), 8)
     assert all(int(k[-4:]) % 3 != 1 for k in first)  # no reference_generation sample
     assert len(set(first[:6])) == 6 and first[6:] == first[:2]  # 6 of 9 kept, then the next epoch
@@ -31,7 +31,7 @@ def test_stage_one_takes_zero_ref_tasks_and_resume_skips_exactly(urls):
 
 
 def test_workers_split_the_data_without_overlap(urls):
-    cfg = TrainConfig(stage=2, max_tokens=24)
+    cfg = TrainConfig(phase=2, max_tokens=24)
     whole = set(_keys(iter_examples(urls, cfg), 9))
     # 3 shards, 2 workers: split by shard (rank 0 gets shards 0 and 2, rank 1 shard 1)
     parts = [set(_keys(iter_examples(urls, cfg, rank=r, world=2), 3 if r else 6)) for r in (0, 1)]
@@ -39,17 +39,17 @@ def test_workers_split_the_data_without_overlap(urls):
 
 
 def test_stage_two_weights():
-    cfg = TrainConfig(stage=2, task_weights={"inpainting": 0.0, "general_editing": 4.0})
+    cfg = TrainConfig(phase=2, task_weights={"inpainting": 0.0, "general_editing": 4.0})
     keys = [f"k{i}" for i in range(2000)]
     assert not any(keep_sample("inpainting", k, cfg, 0) for k in keys)
     assert all(keep_sample("general_editing", k, cfg, 0) for k in keys)
     kept = sum(keep_sample("layer_fusion", k, cfg, 0) for k in keys) / len(keys)  # weight 1 of 4
     assert 0.2 < kept < 0.3
-    assert not keep_sample("reference_generation", "k", TrainConfig(stage=1), 0)
+    assert not keep_sample("reference_generation", "k", TrainConfig(phase=1), 0)
 
 
 def test_fewer_shards_than_workers_split_by_sample(urls):
-    cfg = TrainConfig(stage=2, max_tokens=24)
+    cfg = TrainConfig(phase=2, max_tokens=24)
     one = urls[:1]  # 3 samples, 2 workers
     whole = _keys(iter_examples(one, cfg), 3)
     r0, r1 = _keys(iter_examples(one, cfg, 0, 2), 2), _keys(iter_examples(one, cfg, 1, 2), 1)
@@ -69,7 +69,7 @@ def _set(tmp_path, name, n, maxcount):
 
 def test_two_sets_train_as_one_interleaved_mixture_that_resumes_exactly(tmp_path):
     a, b = _set(tmp_path, "a", 6, 3), _set(tmp_path, "b", 3, 3)  # 2 shards of 3, 1 shard of 3
-    cfg = TrainConfig(stage=2, max_tokens=24)
+    cfg = TrainConfig(phase=2, max_tokens=24)
     epoch = _keys(iter_examples([a, b], cfg), 9)
     assert sorted(epoch) == sorted([f"a-{i:02d}" for i in range(6)] + [f"b-{i:02d}" for i in range(3)])
     assert {k[0] for k in epoch[:2]} == {"a", "b"}  # both sets from the start, not one set after the other
@@ -115,13 +115,13 @@ def _retask(raw, task="teleport_editing"):
     raw["json"] = json.dumps(meta).encode()
 
 
-@pytest.mark.parametrize("stage", [1, 2])
-def test_an_unknown_task_is_a_counted_skip_that_names_the_sample(tmp_path, stage, capsys):
+@pytest.mark.parametrize("phase", [1, 2])
+def test_an_unknown_task_is_a_counted_skip_that_names_the_sample(tmp_path, phase, capsys):
     from trainer.data import DataCounts
 
     urls, tar = _planted(tmp_path, _retask)
     counts = DataCounts()
-    keys = _keys(iter_examples(urls, TrainConfig(stage=stage, max_tokens=24), counts=counts), 7)
+    keys = _keys(iter_examples(urls, TrainConfig(phase=phase, max_tokens=24), counts=counts), 7)
     assert keys == ["ok-0", "ok-1", "ok-2"] * 2 + ["ok-0"]
     reason = "unknown task 'teleport_editing'"
     assert counts.skipped[reason] == 2  # once per epoch
@@ -139,7 +139,7 @@ def test_held_out_samples_of_an_unknown_task_are_left_out(tmp_path):
     from trainer.data import iter_held_out
 
     urls, _ = _planted(tmp_path, _retask)
-    cfg = TrainConfig(stage=2, max_tokens=24, eval_fraction=0.999, eval_samples=10)
+    cfg = TrainConfig(phase=2, max_tokens=24, eval_fraction=0.999, eval_samples=10)
     assert [json.loads(r["json"])["key"] for r in iter_held_out(urls, cfg)] == ["ok-0", "ok-1", "ok-2"]
 
 
@@ -149,7 +149,7 @@ def test_undecodable_image_bytes_fail_naming_the_sample_its_tar_and_member(tmp_p
 
     urls, tar = _planted(tmp_path, garble)
     with pytest.raises(ValueError) as e:
-        _keys(iter_examples(urls, TrainConfig(stage=2, max_tokens=24)), 4)
+        _keys(iter_examples(urls, TrainConfig(phase=2, max_tokens=24)), 4)
     msg = str(e.value)
     assert "\n" not in msg and "BytesIO" not in msg
     assert "'odd-9'" in msg and tar in msg and "odd-9.in0.png" in msg

@@ -7,19 +7,19 @@ from trainer.runs import claim_run_dir, derived_name, latest_checkpoint, run_ide
 
 
 def test_identity_follows_what_changes_the_result_only():
-    cfg = TrainConfig(stage=1)
+    cfg = TrainConfig(phase=1)
     base = run_identity(cfg, ["d1", "d2"])
     assert run_identity(cfg, ["d1", "d2"]) == base
     for other in (run_identity(cfg, ["d1", "d3"]), run_identity(cfg, ["d1"]),
-                  run_identity(TrainConfig(stage=2), ["d1", "d2"]), run_identity(TrainConfig(lr=2e-3), ["d1", "d2"]),
+                  run_identity(TrainConfig(phase=2), ["d1", "d2"]), run_identity(TrainConfig(lr=2e-3), ["d1", "d2"]),
                   run_identity(TrainConfig(seed=1), ["d1", "d2"]),
                   run_identity(TrainConfig(max_steps=5), ["d1", "d2"]),  # the schedule is cut to max_steps
                   run_identity(TrainConfig(num_workers=4), ["d1", "d2"])):  # the global batch follows it
         assert other["hash"] != base["hash"]
-    same = TrainConfig(stage=1, run_name="x", checkpoint_every=7, use_gpu="no", eval_images=1, ui_every=3)
+    same = TrainConfig(phase=1, run_name="x", checkpoint_every=7, use_gpu="no", eval_images=1, ui_every=3)
     assert run_identity(same, ["d1", "d2"])["hash"] == base["hash"]
     name = derived_name(base)
-    assert name == "s1-" + base["hash"][:12] and TrainConfig(run_name=name).run_name == name
+    assert name == "p1-" + base["hash"][:12] and TrainConfig(run_name=name).run_name == name
 
 
 def test_a_run_folder_refuses_another_identity_and_unrecorded_checkpoints(tmp_path):

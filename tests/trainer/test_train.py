@@ -148,20 +148,20 @@ def test_batch_of_two_on_mixed_aspects_trains_within_buckets(tiny_base):
     assert tr.step_no == 2
 
 
-def test_stage_two_starts_at_stage_one_weights_with_a_fresh_optimiser_at_step_0(tiny_base, tmp_path):
+def test_phase_two_starts_at_phase_one_weights_with_a_fresh_optimiser_at_step_0(tiny_base, tmp_path):
     folder, _ = tiny_base
     ex = _examples(4)
-    one = AceTrainer(_cfg(stage=1), folder)
+    one = AceTrainer(_cfg(phase=1), folder)
     one.setup()
     for step in range(3):
         one.train_step([ex[step]])
     one.save_state(tmp_path / "stage1")
-    # what stage 1's final weights give on the batch and noise of step 0
+    # what phase 1's final weights give on the batch and noise of step 0
     expected = float(one.loss([ex[3]], 0)["loss"].detach())
-    fresh = AceTrainer(_cfg(stage=2), folder)
+    fresh = AceTrainer(_cfg(phase=2), folder)
     fresh.setup()
     assert float(fresh.loss([ex[3]], 0)["loss"].detach()) != expected  # the base alone gives another loss
-    two = AceTrainer(_cfg(stage=2), folder)
+    two = AceTrainer(_cfg(phase=2), folder)
     two.setup()
     two.init_weights(tmp_path / "stage1")
     assert (two.step_no, two.examples_seen) == (0, 0) and not two.opt.state  # no moments carried over

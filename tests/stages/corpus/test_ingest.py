@@ -117,7 +117,7 @@ def test_a_good_image_is_never_lost_next_to_bad_ones(demo_corpus, tmp_path):
     assert report.accepted == 1 and report.quarantined_total == 8 and report.reconciles
 
 
-def test_partitions_are_units_and_a_changed_plan_discards_old_ones(demo_corpus, tmp_path):
+def test_partitions_are_items_and_a_changed_plan_discards_old_ones(demo_corpus, tmp_path):
     from stages.corpus.ingest import finalize_ingest, ingest_partition, plan_ingest
 
     corpus, gt = demo_corpus

@@ -179,7 +179,7 @@ def test_with_hed_weights_pinned_scribble_and_doodle_come_from_hed(corpus):
         "maps": cfg.synthesis.maps.model_copy(update={"hed_sha256": None})})})
     stage = MapsStage(unpinned)
     with pytest.raises(Exception, match="pins no digest"):  # present but unpinned: refused, not a silent fallback
-        stage.setup()  # what a worker calls before its first unit
+        stage.setup()  # what a worker calls before its first item
 
 
 def test_regional_masks_are_placed_where_the_map_teaches_something(tmp_path):

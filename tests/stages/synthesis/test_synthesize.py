@@ -103,7 +103,7 @@ def test_a_rerun_rewrites_nothing_and_new_images_add_only_new_parts(corpus):
         _save(name, src)
     ingest(str(src), cfg.root, cfg.ingest)  # a new generation of two images
     grown = _run(cfg)
-    assert grown[0].counts["images"] == 6 and grown[0].units == 3
+    assert grown[0].counts["images"] == 6 and grown[0].items == 3
     after = files()
     old_parts = [p for p in before if "/synth/" in str(p) and "/part-" in str(p)]
     assert old_parts and all(after.get(p) == before[p] for p in old_parts)  # finished parts untouched
@@ -243,13 +243,13 @@ def test_chat_instructions_rewrite_single_input_samples_and_keep_the_template_ot
         ex = LocalExecutor()
         ex.run(RepaintStage(chat))
         pack = SynthPackStage(chat, shard_name="synth-chat")
-        unit = pack.run(0)
+        item = pack.run(0)
         samples = list(read_shard_set(pack.out))
     finally:
         stub.close()
-    assert unit.counts["instructions"] == {"template_no_reply": 1, "chat_fallback": 1, "chat": 6, "chat_requests": 8,
+    assert item.counts["instructions"] == {"template_no_reply": 1, "chat_fallback": 1, "chat": 6, "chat_requests": 8,
                                           "chat_ok": 7, "chat_failed": 1, "chat_http_400": 1}
-    assert pack.report().counts["instructions"] == unit.counts["instructions"]  # in the marker: UI and CLI
+    assert pack.report().counts["instructions"] == item.counts["instructions"]  # in the marker: UI and CLI
     by_writer = {"chat": 0, "template": 0}
     for s in samples:
         gens = [g.name for g in s.lineage.generators]

@@ -154,7 +154,7 @@ def test_counts_that_do_not_reconcile_stop_the_stage(cfg, ran):
     assert storage.read_marker(stage.out) is None
 
 
-def test_max_images_cuts_the_units(cfg):
+def test_max_images_cuts_the_items(cfg):
     capped = cfg.model_copy(update={"synthesis": cfg.synthesis.model_copy(
         update={"text": cfg.synthesis.text.model_copy(update={"max_images": 4})})})
     stage = TextStage(capped)

@@ -1,4 +1,4 @@
-"""Ingest's units of work: read and decide every input of a unit (a chunk of files, one tar, or names that
+"""Ingest's chunks: read and decide every input of a chunk (a run of files, one tar, or names that
 are never read), in parallel processes.
 
 Every quarantine record is built by `quarantine`: its URI and detail are printable (no lone surrogate
@@ -19,12 +19,12 @@ from typing import Callable
 from mining.image.decode import RejectedImage, decode_image, pillow_extensions
 from schemas.config import IngestConfig
 from schemas.records import ImageRecord, QuarantineReason, QuarantineRecord
-from store.sources import (NotAFile, WorkUnit, iter_tar, member_uri, printable, read_uri, resolve_inside,
+from store.sources import (Chunk, NotAFile, iter_tar, member_uri, printable, read_uri, resolve_inside,
                            source_root, split_member)
 
 Result = ImageRecord | QuarantineRecord
 
-UNREADABLE_NAMES = "undecodable"  # the unit kind of names listed but never read (not valid UTF-8)
+UNREADABLE_NAMES = "undecodable"  # the chunk kind of names listed but never read (not valid UTF-8)
 _BYTES_LITERAL = re.compile(r"""\bb(['"]).*?(?<!\\)\1""")
 _DETAIL_CHARS = 500
 
@@ -36,7 +36,7 @@ def image_extensions(cfg: IngestConfig) -> list[str]:
 
 @dataclass
 class Skips:
-    """Tar members a unit did not read, by reason (kept beside the records of its partition)."""
+    """Tar members a chunk did not read, by reason (kept beside the records of its partition)."""
     counts: Counter
 
 
@@ -124,36 +124,36 @@ def _read_tar(tar_uri: str, cfg: IngestConfig, source: str) -> list[Result | Ski
     return out + _unreadable(bad_names, source)
 
 
-def process_unit(unit: WorkUnit, cfg: IngestConfig, source: str) -> list[Result | Skips]:
-    if unit.kind == "files":
-        return list(_read_files(unit.uris, cfg, source))
-    if unit.kind == UNREADABLE_NAMES:
-        return list(_unreadable(unit.uris, source))
-    (tar_uri,) = unit.uris
+def process_chunk(chunk: Chunk, cfg: IngestConfig, source: str) -> list[Result | Skips]:
+    if chunk.kind == "files":
+        return list(_read_files(chunk.uris, cfg, source))
+    if chunk.kind == UNREADABLE_NAMES:
+        return list(_unreadable(chunk.uris, source))
+    (tar_uri,) = chunk.uris
     return _read_tar(tar_uri, cfg, source)
 
 
-def unit_inputs(unit: WorkUnit) -> int:
-    """Inputs a unit stands for in the progress bar (a tar: one)."""
-    return 1 if unit.kind == "tar" else len(unit.uris)
+def chunk_inputs(chunk: Chunk) -> int:
+    """Inputs a chunk stands for in the progress bar (a tar: one)."""
+    return 1 if chunk.kind == "tar" else len(chunk.uris)
 
 
-def run_units(units: list[WorkUnit], cfg: IngestConfig, source: str,
-              progress: Callable[[int], None] | None) -> list[Result | Skips]:
+def run_chunks(chunks: list[Chunk], cfg: IngestConfig, source: str,
+               progress: Callable[[int], None] | None) -> list[Result | Skips]:
     results: list[Result | Skips] = []
-    workers = min(cfg.resolved_workers(), max(1, len(units)))
+    workers = min(cfg.resolved_workers(), max(1, len(chunks)))
     if workers <= 1:
-        for u in units:
-            results += process_unit(u, cfg, source)
+        for c in chunks:
+            results += process_chunk(c, cfg, source)
             if progress:
-                progress(unit_inputs(u))
+                progress(chunk_inputs(c))
         return results
     # spawn: the parent may hold threads (progress bars, Ray) that fork would copy mid-state
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(process_unit, u, cfg, source): u for u in units}
+        futures = {pool.submit(process_chunk, c, cfg, source): c for c in chunks}
         for fut in as_completed(futures):
-            u = futures[fut]
+            c = futures[fut]
             results += fut.result()
             if progress:
-                progress(unit_inputs(u))
+                progress(chunk_inputs(c))
     return results
