@@ -85,7 +85,7 @@ def show_config(config: Optional[Path] = ConfigOpt) -> None:
 def describe(config: Optional[Path] = ConfigOpt,
              source: Optional[str] = typer.Option(None, help="the source a run would ingest first"),
              root: Optional[str] = typer.Option(None, help="output root")) -> None:
-    """Print the stages a config enables, in run order: what each needs, its units, resources, outputs, tasks."""
+    """Print the stages a config enables, in run order: what each needs, its items, resources, outputs, tasks."""
     from flows.pipelines import default_writer
     from stages.registry import Pipeline
 

@@ -53,7 +53,7 @@ def shards_verify(uri: str) -> None:
 def shards_audit(uri: str, config: Optional[Path] = ConfigOpt,
                  show: int = typer.Option(10, help="failing samples listed (key, task, reason, scores)"),
                  limit: Optional[int] = typer.Option(None, help="check only the first N samples")) -> None:
-    """Re-run the supervision checks over a packed set (any set, old ones included): per task, samples checked
+    """Re-run the supervision checks over a packed shard set (any shard set, old ones included): per task, samples checked
     and failing by reason. Exit 1 when any sample fails."""
     from store.shard_reader import ShardReadError, read_shard_set
     from store.shards import read_manifest

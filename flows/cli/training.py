@@ -21,10 +21,10 @@ def train(shard_uris: list[str] = typer.Argument(..., help="one or more complete
           workers: Optional[int] = typer.Option(None, help="train.num_workers (Ray Train workers)"),
           run_name: Optional[str] = typer.Option(None, help="train.run_name; unset: named by the shards and "
                                                              "settings (the same resume, new ones start anew)"),
-          stage: Optional[int] = typer.Option(None, help="train.stage: 1 (0-ref tasks) or 2 (all tasks)"),
+          phase: Optional[int] = typer.Option(None, help="train.phase: 1 (0-ref tasks) or 2 (all tasks)"),
           init_from: Optional[str] = typer.Option(None, help="train.init_from: a checkpoint folder, or a run folder "
                                                               "<root>/checkpoints/<run> (its latest checkpoint)"),
-          stages: Optional[str] = typer.Option(None, help="e.g. 1,2: stage 1, then stage 2 from its weights"),
+          phases: Optional[str] = typer.Option(None, help="e.g. 1,2: phase 1, then phase 2 from its weights"),
           precompute: bool = typer.Option(False, help="encode latents and text embeddings into side shards first")
           ) -> None:
     """Fine-tune ACE++ (LCU++ on FLUX.1-Fill) on shard sets with Ray Train; checkpoints, resume, exports."""
@@ -34,18 +34,18 @@ def train(shard_uris: list[str] = typer.Argument(..., help="one or more complete
 
     cfg = _config(config, root=root, **{"train.max_steps": steps, "train.num_workers": workers,
                                         "train.run_name": run_name, "train.precompute": precompute or None,
-                                        "train.stage": stage, "train.init_from": storage.absolute(init_from)})
+                                        "train.phase": phase, "train.init_from": storage.absolute(init_from)})
     try:
-        stage_list = [int(x) for x in stages.split(",")] if stages else None
-        if stage_list and any(x not in (1, 2) for x in stage_list):
-            raise ValueError(f"--stages takes 1 and 2, got {stages}")
+        phase_list = [int(x) for x in phases.split(",")] if phases else None
+        if phase_list and any(x not in (1, 2) for x in phase_list):
+            raise ValueError(f"--phases takes 1 and 2, got {phases}")
         if cfg.train.init_from:  # before any flow or Ray starts
             resolve_init(cfg.train.init_from, cfg.train)
-        check_trainable(cfg.train, shard_uris, stage_list)  # from the manifests: no flow, no Ray
+        check_trainable(cfg.train, shard_uris, phase_list)  # from the manifests: no flow, no Ray
         from flows.preflight import preflight
 
         preflight(cfg, models=False, warn=_warn)
-        res = train_flow(shard_uris=shard_uris, root=cfg.root, config=cfg.model_dump(mode="json"), stages=stage_list)
+        res = train_flow(shard_uris=shard_uris, root=cfg.root, config=cfg.model_dump(mode="json"), phases=phase_list)
     except Exception as e:  # noqa: BLE001 - one line naming the cause (--debug: the traceback)
         _fail("training failed:", e, 1)
     head = f"run {res['run_name']}: step {res['step']}"

@@ -22,7 +22,8 @@ def test_every_id_is_assigned_a_rerun_is_a_noop_and_new_settings_refit(embedded,
     marker = storage.read_marker(uri)
     assert marker["points"] == len(ids) and marker["k"] == 4
     before = (tmp_path / "root" / "clusters").stat().st_mtime_ns
-    assert LocalExecutor().run(KMeansStage(cfg)) == rep  # complete: read back, nothing written
+    again = LocalExecutor().run(KMeansStage(cfg))  # complete: read back, nothing written, nothing executed
+    assert again.execution is None and again == rep.model_copy(update={"execution": None})
     assert load_assignments(uri) == assignments and (tmp_path / "root" / "clusters").stat().st_mtime_ns == before
     other = LocalExecutor().run(KMeansStage(RunConfig(root=root, mining={**EMBEDDED_MINING, "k": 9})))
     assert other.counts["policy"] == "refit: the K-means settings changed"
