@@ -154,3 +154,20 @@ def test_a_new_stage_runs_through_the_pipeline_and_its_samples_are_packed(flip, 
     text = registry.Pipeline(cfg, shard_prefix="t").describe()
     assert "toy-flip  [toy-flip]" in text and "pack-t-synthesis  [pack-synthesis]" in text
     assert "items:     1 (complete)" in text
+
+
+def test_no_flow_or_packer_dispatches_on_stage_classes():
+    """Which stages exist is said once, in the registry: no isinstance over a stage class in flows/ or the packers."""
+    import ast
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    files = [*(repo / "flows").rglob("*.py"), *(repo / "stages").rglob("*pack*.py")]
+    assert len(files) > 20
+    bad = []
+    for f in files:
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "isinstance" and len(node.args) == 2:
+                names = [n.id for n in ast.walk(node.args[1]) if isinstance(n, ast.Name)]
+                bad += [f"{f.relative_to(repo)}:{node.lineno} {n}" for n in names if n.endswith("Stage")]
+    assert bad == []
