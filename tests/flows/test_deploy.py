@@ -172,7 +172,7 @@ def test_worker_runs_the_cron_schedule_the_trigger_and_a_retry(server, demo_corp
     assert trained["parameters"]["root"] == str(root)
     done = final(server, trained["id"], 400)
     assert done["state_type"] == "COMPLETED", done["state"]
-    assert list((root / "checkpoints" / "exports").glob("s1-*/comfyui_lora.safetensors"))
+    assert list((root / "checkpoints" / "exports").glob("p1-*/comfyui_lora.safetensors"))
 
     # a run whose mining batch fails is retried with `prefect flow-run retry`: only unfinished items run
     root2 = tmp_path / "root2"

@@ -115,7 +115,7 @@ def test_low_free_space_is_one_warning(tmp_path, monkeypatch):
 
 
 def test_s3_probe_writes_and_deletes_only_its_own_object(s3, monkeypatch, tmp_path):  # noqa: F811
-    """One test: moto's server keeps its buckets in this process, a second server would find them."""
+    """The probe writes and deletes only its own object; a missing bucket and missing credentials are named."""
     s3.pipe("aceforge-test/root/keep", b"x")
     check_storage("s3://aceforge-test/root")
     assert s3.ls("aceforge-test/root", refresh=True) == ["aceforge-test/root/keep"]

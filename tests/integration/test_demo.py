@@ -132,8 +132,8 @@ def test_demo_flow_mines_packs_and_trains(tmp_path, prefect_results):
         assert arts, f"no artifact {key}"
         return arts[0].data
 
-    run = t["run_dir"].rstrip("/").rsplit("/", 1)[-1]  # named by what it trained on: s1-<12 hex>
-    assert run.startswith("s1-") and latest(f"train-{run}-progress") == 100.0
+    run = t["run_dir"].rstrip("/").rsplit("/", 1)[-1]  # named by what it trained on: p1-<12 hex> (phase 1)
+    assert run.startswith("p1-") and latest(f"train-{run}-progress") == 100.0
     assert [r["step"] for r in json.loads(latest(f"train-{run}-metrics"))][-1] == 4
     evals = [m for m in t["metrics"] if "eval_loss" in m]
     # one mixture of the mined and synthesized shard sets: phase 1 evaluates every 0-ref task of both

@@ -110,7 +110,7 @@ def test_bad_input_is_a_clear_error(mp_models):
 
 
 def test_missing_file_names_the_fetch_command(tmp_path):
-    with pytest.raises(MissingModelError, match=r"python -m mining\.mp_models fetch --models"):
+    with pytest.raises(MissingModelError, match=r"python -m mining\.models\.mediapipe fetch --models"):
         PoseEstimator(tmp_path).setup()
     with pytest.raises(MissingModelError, match="selfie_segmentation.tflite"):
         SelfieSegmenter(tmp_path)(data.astronaut())
