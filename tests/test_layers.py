@@ -54,3 +54,12 @@ def _file_objects_passed_to_pyarrow(path: Path) -> list[str]:
 def test_parquet_is_never_read_from_a_python_file_object():
     bad = [b for pkg in ALLOWED for f in sorted((ROOT / pkg).rglob("*.py")) for b in _file_objects_passed_to_pyarrow(f)]
     assert not bad, bad
+
+
+def test_no_script_shadows_a_package():
+    """A script run as `python bench/x.py` has bench/ first on sys.path: a bench/stages.py there would hide the
+    stages package from every import in the script."""
+    packages = {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists()}
+    assert {"stages", "store", "runtime", "mining"} <= packages
+    scripts = {p.stem for p in (ROOT / "bench").glob("*.py")}
+    assert scripts and not scripts & packages

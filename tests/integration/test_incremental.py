@@ -71,7 +71,9 @@ def test_new_source_files_are_mined_without_redoing_the_rest(tmp_path, prefect_r
     rows = read_manifest(str(shards))
     assert sum(r.samples for r in rows) == second["general_editing"]["shards"]["samples"]
     instructed = second["general_editing"]["instructions"]
-    assert second["general_editing"]["shards"]["samples"] == instructed["with_instruction"]
+    gate = sum(n for reasons in second["general_editing"]["shards"]["supervision_dropped"].values()
+               for n in reasons.values())  # pairs the supervision gate dropped, by task and reason
+    assert second["general_editing"]["shards"]["samples"] + gate == instructed["with_instruction"]
     # pairs of untouched clusters keep their instruction (re-mined clusters may drop or add pairs)
     assert 0 < instructed["reused"] <= first["general_editing"]["instructions"]["with_instruction"]
     kept_shards = second["general_editing"]["shards"]["kept_shards"]

@@ -1,6 +1,6 @@
 """Per stage: seconds, images/s per core and peak RSS per work item, at several corpus sizes.
 
-    python bench/stages.py --images 1000 10000 50000
+    python bench/per_stage.py --images 1000 10000 50000
 
 Every item runs in a fresh process (so its peak RSS is its own), with the local executor's steps (plan,
 items, finalize) and the default configuration (ingest partitions of 10,000 files, decoded in the item's
