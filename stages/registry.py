@@ -14,22 +14,22 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
+from runtime.stage import Stage
 from schemas.config import RunConfig
-from stages.synthesis.chain_pack import ChainPackStage
 from stages.corpus.cluster import KMeansStage
 from stages.corpus.embed import EmbedStage
 from stages.corpus.ingest import IngestStage
 from stages.pairs.instruct import InstructStage
 from stages.pairs.mine import MineStage
 from stages.pairs.pack import PackStage, packs_groups
-from stages.synthesis.segment import SegmentStage
-from runtime.stage import Stage
+from stages.synthesis.chain_pack import ChainPackStage
 from stages.synthesis.chains import LongContextStage, MultiTurnStage
 from stages.synthesis.faces import FacePairsStage, FacesStage
 from stages.synthesis.maps import MapsStage
 from stages.synthesis.objects import ObjectsStage
 from stages.synthesis.pack import SynthPackStage
 from stages.synthesis.repaint import RepaintStage
+from stages.synthesis.segment import SegmentStage
 from stages.synthesis.style import StyleStage
 from stages.synthesis.text import TextStage
 
