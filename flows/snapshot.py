@@ -120,5 +120,12 @@ def release_snapshots(run_dir: str) -> None:
     """Remove a finished run's snapshots (<run>/data, which only pinning writes); links cost nothing, but a
     snapshot of a shard set rewritten since holds the old tars' bytes."""
     fs, path = storage.fs_path(storage.join(run_dir, SNAPSHOT_DIR))
-    if storage.is_local(fs) and os.path.isdir(path):
-        shutil.rmtree(path)
+    if not (storage.is_local(fs) and os.path.isdir(path)):
+        return
+    for name in os.listdir(path):  # only the snapshots pinning wrote: a folder with pinning's own marker
+        folder = os.path.join(path, name)
+        marker = storage.read_marker(folder) if os.path.isdir(folder) else None
+        if marker is not None and "manifest" in marker and "source" in marker:
+            shutil.rmtree(folder)
+    if not os.listdir(path):
+        os.rmdir(path)
