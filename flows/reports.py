@@ -32,6 +32,7 @@ class ReportContext:
 
 
 Report = Callable[[ReportContext, Stage, StageReport, bool], None]
+REPORT_PAIRS = 20_000  # the pairs a preset's report samples from (its first batches): memory bounded
 
 
 def _flat(prefix: str, d: dict) -> dict[str, Any]:
@@ -86,14 +87,14 @@ def _pairs(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool) ->
 
 def _instructions(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool) -> None:
     from stages.corpus.ingest import load_catalog
-    from stages.pairs.instruct import load_instructed
+    from stages.pairs.instruct import iter_instructed
 
     name = stage.params["preset"]
     counts_table(f"instructions: {name}", {k: v for k, v in rep.counts.items() if k != "writer"},
                  f"instructions-{name}")
     if not ctx.catalog:
         ctx.catalog.update({r.id: r for r in load_catalog(ctx.cfg.root)})
-    pair_report(load_instructed(rep.outputs[0]), ctx.catalog, f"sampled pairs: {name}", f"pairs-report-{name}",
+    pair_report(list(islice(iter_instructed(rep.outputs[0]), REPORT_PAIRS)), ctx.catalog, f"sampled pairs: {name}", f"pairs-report-{name}",
                 seed=ctx.cfg.mining.seed)
 
 

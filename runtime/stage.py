@@ -123,6 +123,13 @@ class Stage(ABC):
         """The AceSamples one of its records gives for `tasks`."""
         raise NotImplementedError(f"{self.name} makes no samples")
 
+    def record_parts(self) -> list[str]:
+        """The directories holding its records, in order (its pack stage packs each as one unit): those its
+        finished marker lists under `parts`, else its output directory itself."""
+        out: str = self.out  # type: ignore[attr-defined]
+        names = (storage.read_marker(out) or {}).get("parts")
+        return [storage.join(out, n) for n in names] if names else [out]
+
     @staticmethod
     def expected(counts: dict[str, Any], task: str) -> int:
         """Samples of `task` its finished marker's counts promise the pack stage."""

@@ -24,7 +24,9 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 
-from schemas.io import join
+from schemas.io import TMP_TAG, join
+
+_TMP = re.escape(TMP_TAG)
 
 MARKER = "_SUCCESS.json"
 LOCK = ".aceforge.lock"
@@ -106,6 +108,10 @@ class RunLayout:
     def instructed(self, preset: str) -> str:
         """One preset's pairs with their instructions."""
         return PairFiles(self.pairs(preset)).instructed
+
+    def instructed_batch(self, preset: str, batch_name: str) -> str:
+        """One mining batch's pairs with their instructions (a work item: named as the mined batch)."""
+        return join(self.instructed(preset), batch_name)
 
     # synthesis, shards, training
     def synth(self, kind: str) -> str:
@@ -369,8 +375,27 @@ class ShardFiles:
         """The shards' names as a %-format pattern of the shard index."""
         return f"{prefix}-%06d.tar"
 
+    @staticmethod
+    def unit_prefix(prefix: str, unit: str) -> str:
+        """The shard-name prefix of one packing unit's shards: <prefix>-<unit>-NNNNNN.tar."""
+        return f"{prefix}-{unit}"
+
+    @staticmethod
+    def unit_name(prefix: str, unit: str) -> str:
+        """One packing unit's stats (its shards' rows and counts), written after its last shard."""
+        return f"{prefix}-{unit}.unit.json"
+
+    @staticmethod
+    def owned(prefix: str) -> re.Pattern:
+        """The files a packer with shard prefix `prefix` writes in a shard set folder: group `unit` is the
+        packing unit (absent: a shard of one writer per set), and temporary names of them."""
+        p = re.escape(prefix)
+        return re.compile(rf"{p}-(?:(?P<unit>[A-Za-z0-9_-]+?)-)?\d{{6}}(?:\.tar|\.stats\.json)(?:{_TMP}.*)?"
+                          rf"|{p}-(?P<unit_file>[A-Za-z0-9_-]+)\.unit\.json(?:{_TMP}.*)?")
+
     TAR = ".tar"
     STATS = ".stats.json"
+    UNIT = ".unit.json"
     TAR_GLOB = "*.tar"
 
     MANIFEST = "manifest.parquet"

@@ -94,3 +94,21 @@ def reconcile(label: str, promised: Counter | dict, gate: Gate) -> None:
     if want != got:
         raise RuntimeError(f"{label}: the supervision gate saw {got} samples per task, the stages promise {want}: "
                            "no marker written")
+
+
+def merged_summary(cfg: SupervisionConfig, summaries: Iterable[dict]) -> dict:
+    """The gate summaries of a shard set's units as one (what a one-gate set's marker holds): checked and
+    dropped summed per task (and reason), the first EXAMPLES failing keys per task and reason."""
+    checked: Counter[str] = Counter()
+    dropped: dict[str, Counter[str]] = {}
+    examples: dict[str, list[str]] = {}
+    for s in summaries:
+        checked.update(s.get("checked", {}))
+        for t, rs in s.get("dropped", {}).items():
+            dropped.setdefault(t, Counter()).update(rs)
+        for k, keys in s.get("examples", {}).items():
+            have = examples.setdefault(k, [])
+            have += keys[:EXAMPLES - len(have)]
+    return {"checker": "/".join(CHECKER), "enabled": cfg.enabled,
+            "checked": dict(sorted((t, n) for t, n in checked.items())),
+            "dropped": {t: dict(sorted(c.items())) for t, c in sorted(dropped.items())}, "examples": examples}

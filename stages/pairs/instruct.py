@@ -1,8 +1,8 @@
 """Give mined pairs their instruction, then turn the instructed pairs into AceSamples.
 
-<root>/pairs/<preset>/instructed/pairs.parquet holds every pair with its instruction (or none) and is
-oriented the way the instruction runs; the marker counts pairs with and without one. Pairs without an
-instruction stay there and are never packed.
+<root>/pairs/<preset>/instructed/<batch>/pairs.parquet holds every pair of one mining batch with its
+instruction (or none), oriented the way the instruction runs; instructed/'s marker lists the batches and
+counts pairs with and without one. Pairs without an instruction stay there and are never packed.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from mining.instructions.writers import (ChatInstructionWriter, InstructionError
                                  TemplateInstructionWriter)
 from schemas.arrow import PAIR_SCHEMA, from_table, to_table
 from schemas.config import IngestConfig, InstructionConfig
-from schemas.layout import PairFiles, RunLayout
+from schemas.layout import MARKER, PairFiles, RunLayout
 from schemas.records import AceSample, ConditionUnit, Generator, Lineage, PairRecord, Role
 from schemas.taxonomy import Family, task_spec
 from store import storage
 from store.sources import read_uri
-from runtime.stage import ItemReport, Resources, SingleItemStage, StageReport
+from runtime.stage import ItemReport, Resources, Stage, StageReport
 
 
 def _image(rec, cfg: IngestConfig) -> tuple[bytes, str]:
@@ -55,14 +55,14 @@ def _previous(out: str, writer: str, mined: set[str]) -> pa.Table | None:
 def instruct_pairs(pairs: Iterable[PairRecord] | Iterable[list[PairRecord]], writer: InstructionWriter,
                    catalog: Mapping, pairs_uri: str, ingest_cfg: IngestConfig | None = None,
                    progress: Callable[[int], None] | None = None, mined: set[str] | None = None,
-                   writer_key: str | None = None) -> tuple[str, dict[str, int]]:
+                   writer_key: str | None = None, out: str | None = None) -> tuple[str, dict[str, int]]:
     """An instruction for each pair. `pairs` is a list of pairs, or batches of them (with `mined`, the ids
     of them all): only a batch is held at a time. `catalog` maps the pairs' image ids to catalog records
     (or URIs); the writer reads images only when it needs them. Pairs an earlier run of this writer
     (`writer_key`: its whole spec; default its name) instructed keep their instruction and their order; new pairs come after them (so a shard set re-packed
-    after new images landed keeps its finished shards)."""
+    after new images landed keeps its finished shards). `out`: where they go (default `pairs_uri`'s instructed/)."""
     ingest_cfg = ingest_cfg or IngestConfig()
-    out = PairFiles(pairs_uri).instructed
+    out = out or PairFiles(pairs_uri).instructed
     marker = storage.read_marker(out)
     if marker is not None:
         return out, marker["counts"]
@@ -127,9 +127,29 @@ def _generator(name: str) -> Generator:
 
 
 def load_instructed(uri: str) -> list[PairRecord]:
-    if storage.read_marker(uri) is None:
+    """Every pair of one instructed folder (a batch's, or what `instruct_pairs` wrote) or, when its marker
+    lists batches, of them all: for tests and small sets (`iter_instructed` streams)."""
+    marker = storage.read_marker(uri)
+    if marker is None:
         raise FileNotFoundError(f"no complete instructed pairs under {uri}")
+    if "batches" in marker:
+        return list(iter_instructed(uri))
     return from_table(storage.read_parquet(PairFiles(uri).pairs), PairRecord)  # type: ignore
+
+
+def instructed_batches(uri: str) -> list[str]:
+    """The batch directories of a preset's complete instructed pairs (its marker lists them), in order."""
+    marker = storage.read_marker(uri)
+    if marker is None:
+        raise FileNotFoundError(f"no complete instructed pairs under {uri}")
+    return [storage.join(uri, name) for name in marker["batches"]]
+
+
+def iter_instructed(uri: str) -> Iterator[PairRecord]:
+    """A preset's instructed pairs, batch after batch (a record batch in memory at a time)."""
+    for d in instructed_batches(uri):
+        for batch in iter_pair_batches(PairFiles(d).pairs):
+            yield from batch
 
 
 def pair_samples(pairs: Iterable[PairRecord], catalog: Mapping,
@@ -217,10 +237,13 @@ def make_writer(spec: dict, root: str) -> InstructionWriter:
     return ChatInstructionWriter.from_config(ic, RunLayout(root).instruction_cache)
 
 
-class InstructStage(SingleItemStage):
-    """<root>/pairs/<preset>/instructed/: an instruction for every mined pair (one item)."""
+class InstructStage(Stage):
+    """<root>/pairs/<preset>/instructed/<batch>/: an instruction for every pair of one mined batch (one item
+    per batch, named as the batch); the finalize sums the batches' counts into instructed/'s marker, which
+    lists them."""
 
     name = "instructions"
+    item_name = "batch"
     resources = Resources(cpus=0.5)
     always, scope, key, config_section, ui_report = True, "preset", "instructions", "mining.instructions", \
         "instructions"
@@ -244,26 +267,102 @@ class InstructStage(SingleItemStage):
     def settings(self) -> dict:
         return {"writer": self.params["writer"]}
 
+    @property
+    def writer_key(self) -> str:
+        return json.dumps(self.params["writer"], sort_keys=True)
+
+    def _mined(self) -> list[str]:
+        if getattr(self, "_mined_cache", None) is None:
+            from stages.pairs.mine import MineStage
+
+            self._mined_cache = MineStage(self.cfg, preset=self.params["preset"])._batches()
+        return self._mined_cache
+
+    def _batch_out(self, k: int) -> str:
+        return self.layout.instructed_batch(self.params["preset"], self._mined()[k].rstrip("/").rsplit("/", 1)[-1])
+
+    def plan(self) -> int:
+        return len(self._mined())
+
+    def item_outputs(self, k: int) -> list[str]:
+        return [self.layout.marker(self._batch_out(k))]
+
+    def item_done(self, k: int) -> bool:
+        """Its marker exists and another writer's instructions are not what it holds."""
+        m = storage.read_marker(self._batch_out(k))
+        return m is not None and m.get("writer_key") == self.writer_key
+
+    def final_outputs(self) -> list[str]:
+        return [self.layout.marker(self.out)]
+
     def run(self, k: int) -> ItemReport:
         from stages.corpus.ingest import catalog_uris
 
-        pairs_uri = self.layout.pairs(self.params["preset"])
-        mined_file = PairFiles(pairs_uri).pairs
-        if storage.read_marker(pairs_uri) is None:
-            raise FileNotFoundError(f"no complete pair mining under {pairs_uri}")
+        mined_dir, out = self._mined()[k], self._batch_out(k)
+        if storage.read_marker(mined_dir) is None:
+            raise FileNotFoundError(f"no complete mining batch under {mined_dir}")
+        if storage.exists(self.layout.marker(out)):  # another writer's: its pairs.parquet is kept only if ours
+            fs, path = storage.fs_path(self.layout.marker(out))
+            fs.rm(path)
+        mined_file = PairFiles(mined_dir).pairs
         mined, images = pair_ids_and_images(mined_file)
         writer = make_writer(self.params["writer"], self.cfg.root)
         uris = catalog_uris(self.cfg.root, images) if writer.needs_images else {}
         try:
-            _, counts = instruct_pairs(iter_pair_batches(mined_file), writer, uris, pairs_uri, self.cfg.ingest,
-                                       mined=mined, writer_key=json.dumps(self.params["writer"], sort_keys=True))
+            _, counts = instruct_pairs(iter_pair_batches(mined_file), writer, uris, mined_dir, self.cfg.ingest,
+                                       mined=mined, writer_key=self.writer_key, out=out)
         finally:
             if isinstance(writer, ChatInstructionWriter):
                 writer.close()
-        self.stamp(self.out)
+        counts = {**counts, "pairs": len(mined)}
+        _reconcile(self.label, out, counts)
+        storage.write_marker(out, {**storage.read_marker(out), "counts": counts, "writer_key": self.writer_key})
         return ItemReport(stage=self.label, item=k, counts=counts)
+
+    def finalize(self, n: int) -> StageReport:
+        from stages.synthesis.parts import add_counts
+
+        if len(self._mined()) != n:
+            raise RuntimeError(f"{self.label}: {n} items ran but the mining now has {len(self._mined())} batches")
+        total: dict = {}
+        names = []
+        writer = self.params["writer"]["kind"]  # no batches: no writer ran
+        for k in range(n):
+            m = storage.read_marker(self._batch_out(k))
+            if m is None or m.get("writer_key") != self.writer_key:
+                raise RuntimeError(f"{self.label}: batch {self._batch_out(k)} is not instructed: run its item first")
+            _reconcile(self.label, self._batch_out(k), m["counts"])
+            add_counts(total, m["counts"])
+            names.append(self._batch_out(k).rstrip("/").rsplit("/", 1)[-1])
+            writer = m["writer"]
+        total.setdefault("pairs", 0)
+        _reconcile(self.label, self.out, total)
+        storage.write_marker(self.out, {"counts": total, "batches": names, "writer": writer})
+        self._remove_old_batches(set(names))
+        self.stamp(self.out)
+        return self.report()  # type: ignore[return-value]
+
+    def _remove_old_batches(self, keep: set[str]) -> None:
+        """Batch directories of earlier minings (this stage wrote them: a pairs file and a marker), and the
+        one pairs file of a one-item instructed set."""
+        fs, path = storage.fs_path(self.out)
+        for p in fs.ls(path, detail=False) if fs.exists(path) else []:
+            name = p.rstrip("/").rsplit("/", 1)[-1]
+            if PairFiles.BATCH.fullmatch(name) and name not in keep and fs.isdir(p):
+                files = [q.rstrip("/").rsplit("/", 1)[-1].split(storage.TMP_TAG)[0] for q in fs.ls(p, detail=False)]
+                if all(f in (PairFiles.table_name("pairs"), MARKER) for f in files):
+                    fs.rm(p, recursive=True)
+            elif name.split(storage.TMP_TAG)[0] == PairFiles.table_name("pairs"):
+                fs.rm(p)
 
     def report(self) -> StageReport | None:
         m = self.current(storage.read_marker(self.out))
-        return None if m is None else StageReport(stage=self.label, items=1, outputs=[self.out],
+        return None if m is None else StageReport(stage=self.label, items=len(m["batches"]), outputs=[self.out],
                                                   counts={**m["counts"], "writer": m["writer"]})
+
+
+def _reconcile(label: str, where: str, c: dict) -> None:
+    """pairs = with + without an instruction."""
+    got = c.get("with_instruction", 0) + c.get("without_instruction", 0)
+    if c["pairs"] != got:
+        raise RuntimeError(f"{label}: {where}: {c['pairs']} mined pairs, {got} with or without an instruction")

@@ -1,24 +1,28 @@
-"""Pack a preset's instructed pairs into a WebDataset shard set: <root>/shards/<name>/ (one item).
+"""Pack a preset's instructed pairs into a WebDataset shard set: <root>/shards/<name>/, one unit per
+instructed batch (stages/pack_units.py).
 
-When the instructed pairs grew (new images landed), the finished shards whose samples are unchanged are
-kept and only the rest are written (the pairs keep their order: stages/pairs/instruct.py). Every sample passes the
-supervision gate (stages/supervise.py) or is dropped and counted by task and reason in the shard set's marker."""
+When new images land, only the batches they changed are new units: the shards of the other batches keep
+their bytes, and the shards of batches no longer mined go. Every sample passes the supervision gate
+(stages/supervise.py) of its unit or is dropped and counted by task and reason in the shard set's marker."""
 
 from __future__ import annotations
 
+from typing import Iterator
+
 from store import storage
 from schemas.layout import PairFiles
-from schemas.records import Generator
-from stages.pairs.instruct import group_ids, group_samples, iter_groups, iter_pair_batches, pair_ids_and_images, pair_samples
-from store.shards import write_shard_set
-from runtime.stage import ItemReport, Resources, SingleItemStage, StageReport
-from stages.supervise import Gate, reconcile, supervision_dropped
+from schemas.records import AceSample, Generator
+from stages.pack_units import UnitPackStage
+from stages.pairs.instruct import (group_ids, group_samples, instructed_batches, iter_groups, iter_pair_batches,
+                                   pair_ids_and_images, pair_samples)
+from runtime.stage import StageReport
 from stages.supervise import settings as supervision_settings
 
 
-class PackStage(SingleItemStage):
+class PackStage(UnitPackStage):
+    """One unit per instructed batch (group presets: per mined batch), each its own shards."""
+
     name = "pack"
-    resources = Resources(cpus=1.0)
     always, scope, key, config_section, ui_report = True, "preset", "shards", "shards", "landed"
     needs = ("instructions",)  # group presets: the mined groups only
 
@@ -51,67 +55,53 @@ class PackStage(SingleItemStage):
         return {"shards": self.cfg.shards.model_dump(mode="json"), "max_pixels": self.cfg.ingest.max_pixels,
                 "supervision": supervision_settings(self.cfg.supervision)}
 
-    def run(self, k: int) -> ItemReport:
+    def unit_inputs(self) -> list[tuple[str, str]]:
+        if getattr(self, "_inputs_cache", None) is None:
+            if self.groups:
+                from stages.pairs.mine import MineStage
+
+                mined = self.layout.pairs(self.params["preset"])
+                if storage.read_marker(mined) is None:
+                    raise FileNotFoundError(f"no complete pair mining under {mined}")
+                dirs = MineStage(self.cfg, preset=self.params["preset"])._batches()
+            else:
+                dirs = instructed_batches(self.layout.instructed(self.params["preset"]))
+            self._inputs_cache = [(d.rstrip("/").rsplit("/", 1)[-1], d) for d in dirs]
+        return self._inputs_cache
+
+    def _task(self) -> str:
         from mining.pairs.presets import preset
+
+        return preset(self.params["preset"]).task
+
+    def unit_promised(self, k: int) -> dict[str, int]:
+        c = storage.read_marker(self.unit_inputs()[k][1])["counts"]
+        return {self._task(): c["groups"] if self.groups else c.get("with_instruction", 0)}
+
+    def unit_samples(self, k: int) -> Iterator[AceSample]:
         from stages.corpus.ingest import catalog_uris
 
+        d = self.unit_inputs()[k][1]
         if self.groups:
-            return self._run_groups(k)
-        instructed = self.layout.instructed(self.params["preset"])
-        done = storage.read_marker(instructed)
-        if done is None:
-            raise FileNotFoundError(f"no complete instructed pairs under {instructed}")
-        pairs_file = PairFiles(instructed).pairs
+            yield from self._group_samples(d)
+            return
+        pairs_file = PairFiles(d).pairs
         _, images = pair_ids_and_images(pairs_file, instructed_only=True)
-        uris = catalog_uris(self.cfg.root, images)  # id -> URI of the images packed: no catalog records held
+        uris = catalog_uris(self.cfg.root, images)  # id -> URI of this unit's images only
         pairs = (p for batch in iter_pair_batches(pairs_file) for p in batch)
-        gate = Gate(self.cfg.supervision, self.cfg.shards)
-        task = preset(self.params["preset"]).task
+        yield from pair_samples(pairs, uris, self.cfg.ingest)
 
-        def checked():  # every instructed pair reached the gate, or no marker is written
-            yield from gate(pair_samples(pairs, uris, self.cfg.ingest))
-            reconcile(self.label, {task: done["counts"].get("with_instruction", 0)}, gate)  # a Counter: absent = 0
-
-        rep = write_shard_set(checked(), self.out, self.cfg.shards, extend=True,
-                              marker_extra=lambda: {"supervision": gate.summary()})
-        self.stamp(self.out)
-        return ItemReport(stage=self.label, item=k, counts={"samples": rep.samples, "shards": rep.shards,
-                                                            "kept_shards": rep.resumed_shards,
-                                                            "supervision_dropped": supervision_dropped(self.out)})
-
-    def _run_groups(self, k: int) -> ItemReport:
-        from mining.pairs.presets import preset
+    def _group_samples(self, d: str) -> Iterator[AceSample]:
         from stages.corpus.ingest import catalog_uris
         from stages.pairs.mine import BAND_GENERATOR, MineStage
 
-        mined = self.layout.pairs(self.params["preset"])
-        marker = storage.read_marker(mined)
-        if marker is None:
-            raise FileNotFoundError(f"no complete pair mining under {mined}")
-        groups_file = PairFiles(mined).table("groups")
+        groups_file = PairFiles(d).table("groups")
         uris = catalog_uris(self.cfg.root, group_ids(groups_file))
-        task = preset(self.params["preset"]).task
         emb = storage.read_marker(MineStage(self.cfg, preset=self.params["preset"])._inputs()[0])
         if emb is None:
             raise FileNotFoundError(f"{self.label}: the embeddings the groups were mined from are incomplete")
         gens = [Generator(name=emb["embedder"], version=emb["version"]), BAND_GENERATOR]
-        want = marker["counts"]["groups"]
-
-        gate = Gate(self.cfg.supervision, self.cfg.shards)
-
-        def checked():  # raises before the shard writer's marker when the groups checked are not the groups mined
-            yield from gate(group_samples(iter_groups(groups_file), uris, task, gens, self.cfg.ingest))
-            reconcile(self.label, {task: want}, gate)
-
-        rep = write_shard_set(checked(), self.out, self.cfg.shards, extend=True,
-                              marker_extra=lambda: {"supervision": gate.summary()})
-        self.stamp(self.out)
-        return ItemReport(stage=self.label, item=k, counts={"samples": rep.samples, "shards": rep.shards,
-                                                            "kept_shards": rep.resumed_shards,
-                                                            "supervision_dropped": supervision_dropped(self.out)})
-
-    def report(self) -> StageReport | None:
-        return shard_set_report(self, self.out)
+        yield from group_samples(iter_groups(groups_file), uris, self._task(), gens, self.cfg.ingest)
 
 
 def packs_groups(preset_name: str) -> bool:
@@ -126,7 +116,7 @@ def shard_set_report(stage, out: str) -> StageReport | None:
     m = stage.current(storage.read_marker(out))
     if m is None:
         return None
-    return StageReport(stage=stage.label, items=1, outputs=[out],
+    return StageReport(stage=stage.label, items=len(m.get("units") or [None]), outputs=[out],
                        counts={"uri": out, "shards": m["shards"], "samples": m["samples"], "bytes": m["bytes"],
                                "counts_by_task": m["counts_by_task"], "kept_shards": m.get("kept_shards", 0),
                                "supervision_dropped": (m.get("supervision") or {}).get("dropped", {}),

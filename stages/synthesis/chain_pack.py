@@ -7,7 +7,7 @@ reaching the supervision gate per task must equal what the stages' markers promi
 
 from __future__ import annotations
 
-from stages.synthesis.chain_records import iter_chain_records
+from stages.synthesis.chain_records import iter_chain_part
 from stages.supervise import settings as supervision_settings
 from stages.synthesis.pack import SynthPackStage
 
@@ -22,15 +22,15 @@ def chain_stages(cfg) -> list:
 
 class ChainPackStage(SynthPackStage):
     """A synthesized shard set like SynthPackStage's (announced and landed with the run's other sets; its
-    label, folder, png shards, run and report), over the chain records."""
+    label, folder, png shards, units and report), over the chain records' parts."""
 
     name = "pack-chains"
     packs, key = "chains", "chain_shards"
     title = "chain shard set"
-    records = staticmethod(iter_chain_records)
+    records = staticmethod(iter_chain_part)
 
     def settings(self) -> dict:
-        return {"shards": self._shard_config().model_dump(mode="json"),
+        return {"shards": self.shard_config().model_dump(mode="json"),
                 "tasks": [t for _, ts in self._sources() for t in ts],
                 "supervision": supervision_settings(self.cfg.supervision)}
 

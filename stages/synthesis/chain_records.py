@@ -2,8 +2,7 @@
 AceSamples they give. A record holds its inputs in indicator order with their roles, the edit input's mask
 (or none), the target, an instruction per task, and lineage (sources, generators, scores, labels).
 
-    <root>/synth/<kind>/part-NNNNN-<digest>/chains.parquet   (style, long_context)
-    <root>/synth/multi_turn/chains.parquet                    (one item)
+    <root>/synth/<kind>/part-NNNNN-<digest>/chains.parquet   (style, long_context, multi_turn)
 """
 
 from __future__ import annotations
@@ -46,6 +45,12 @@ def iter_chain_records(stage_dir: str) -> Iterator[dict]:
         uri = storage.join(stage_dir, CHAINS) if name == "." else storage.join(stage_dir, name, CHAINS)
         for batch in storage.parquet_file(uri).iter_batches(batch_size=64):
             yield from batch.to_pylist()
+
+
+def iter_chain_part(part: str) -> Iterator[dict]:
+    """The records of one finished part (a batch of rows in memory at a time)."""
+    for batch in storage.parquet_file(storage.join(part, CHAINS)).iter_batches(batch_size=64):
+        yield from batch.to_pylist()
 
 
 def chain_samples(rec: dict, tasks: list[str]) -> Iterator[AceSample]:

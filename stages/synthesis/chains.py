@@ -8,8 +8,9 @@ stops at its first failed turn. Each kept turn k >= 2 is a sample: x0..x(k-2) as
 edit input with turn k's mask, xk the target. Counts: sources = chained + dropped by reason; turns after
 the first = samples + dropped by reason.
 
-multi_turn (<root>/synth/multi_turn/, one item): the instructed pairs of `synthesis.chains.preset`, read in
-batches (id and instruction columns only), are split into their connected groups (the pairs of one set).
+multi_turn (<root>/synth/multi_turn/, one part per instructed batch of `synthesis.chains.preset`: a batch
+holds whole clusters, so a set's pairs are in one part): a batch's instructed pairs, read in record batches
+(id and instruction columns only), are split into their connected groups (the pairs of one set).
 Each group is walked into conversations: a turn's input is an image the conversation has already shown,
 the newest one first (a chain a -> b -> c), else an earlier one (a branch). A conversation of two or more
 turns is one sample: every image before its last target, in order of appearance, the last turn's input as
@@ -33,7 +34,7 @@ from mining.objects.verify import VERIFIER, verify_removal
 from schemas.layout import PairFiles
 from store import storage
 from stages.synthesis.chain_records import CHAIN_SCHEMA, CHAINS, chain_line, chain_samples, write_chain_records
-from runtime.stage import ItemReport, Resources, SingleItemStage, StageReport
+from runtime.stage import ItemReport, Resources, StageReport
 from stages.synthesis.objects import ObjectsStage
 from stages.synthesis.parts import RECORDS, PartStage, check_sum, count_reasons, digest, load_source, png, unpng
 
@@ -167,8 +168,12 @@ def conversations(pairs: list[tuple[str, str, str, str]], max_turns: int,
     return out
 
 
-class MultiTurnStage(SingleItemStage):
+class MultiTurnStage(PartStage):
+    """One part per instructed batch: a batch holds whole clusters, so the pairs of a set are in one part."""
+
     name = "synth-multi-turn"
+    kind = "multi_turn"
+    table = CHAINS
     resources = Resources(cpus=1.0)
     produces, needs, shard_set = ("multi_turn",), ("instructions",), "chains"
     key, config_section, ui_report = "multi_turn", "synthesis.chains", "chains"
@@ -178,10 +183,6 @@ class MultiTurnStage(SingleItemStage):
     @staticmethod
     def expected(counts: dict, task: str) -> int:
         return counts["samples"]
-
-    @property
-    def out(self) -> str:
-        return self.layout.synth("multi_turn")
 
     @property
     def pairs_uri(self) -> str:
@@ -194,9 +195,36 @@ class MultiTurnStage(SingleItemStage):
         s = self.cfg.synthesis
         return {"chains": s.chains.model_dump(exclude={"pair_batch_rows"}), "seed": s.seed, "max_side": s.max_side}
 
-    def _groups(self) -> dict[str, list[tuple[str, str, str, str]]]:
-        """Instructed pairs by connected group (the id columns and the instruction only, batch by batch)."""
-        uri = PairFiles(self.pairs_uri).pairs
+    def _batches(self) -> list[str]:
+        if getattr(self, "_batch_cache", None) is None:
+            from stages.pairs.instruct import instructed_batches
+
+            if storage.read_marker(self.pairs_uri) is None:
+                raise FileNotFoundError(f"multi_turn chains the instructed pairs of preset "
+                                        f"'{self.cfg.synthesis.chains.preset}': none under {self.pairs_uri} (add the "
+                                        "preset to mining.presets)")
+            self._batch_cache = instructed_batches(self.pairs_uri)
+        return self._batch_cache
+
+    def item_key(self, k: int) -> list:
+        d = self._batches()[k]
+        return [d.rstrip("/").rsplit("/", 1)[-1], storage.read_marker(d)]
+
+    def _ranges(self) -> list:
+        return self._batches()
+
+    def finalize(self, n: int) -> StageReport:
+        rep = super().finalize(n)
+        legacy = storage.join(self.out, CHAINS)  # what the one-item stage wrote: its own name, no longer read
+        if storage.exists(legacy):
+            fs, path = storage.fs_path(legacy)
+            fs.rm(path)
+        return rep
+
+    def _groups(self, k: int) -> dict[str, list[tuple[str, str, str, str]]]:
+        """Instructed pairs of batch k by connected group (the id columns and the instruction only, batch by
+        batch)."""
+        uri = PairFiles(self._batches()[k]).pairs
         cols = ["pair_id", "source_id", "target_id", "instruction"]
         pairs, index = [], {}
         for batch in storage.parquet_file(uri).iter_batches(batch_size=self.cfg.synthesis.chains.pair_batch_rows,
@@ -219,12 +247,9 @@ class MultiTurnStage(SingleItemStage):
 
         from stages.corpus.ingest import catalog_uris
 
-        if storage.read_marker(self.pairs_uri) is None:
-            raise FileNotFoundError(f"multi_turn chains the instructed pairs of preset "
-                                    f"'{self.cfg.synthesis.chains.preset}': none under {self.pairs_uri} (add the "
-                                    "preset to mining.presets)")
+        part = self.parts()[k]
         s = self.cfg.synthesis
-        groups = self._groups()
+        groups = self._groups(k)
         needed = {i for g in groups.values() for _, a, b, _ in g for i in (a, b)}
         # the catalog rows of these images only (id -> URI, read in batches), not the whole catalog
         catalog = {i: SimpleNamespace(id=i, uri=u) for i, u in catalog_uris(self.cfg.root, needed).items()}
@@ -234,7 +259,7 @@ class MultiTurnStage(SingleItemStage):
         rows: list[dict] = []
         samples = 0
         n_pairs = sum(len(g) for g in groups.values())
-        with storage.ParquetSink(storage.join(self.out, CHAINS), CHAIN_SCHEMA) as sink:
+        with storage.ParquetSink(storage.join(part, CHAINS), CHAIN_SCHEMA) as sink:
             for gid in sorted(groups):
                 rng = np.random.default_rng([s.seed, int(digest(gid, 15), 16)])
                 for conv in conversations(groups[gid], s.chains.max_turns, rng):
@@ -275,14 +300,9 @@ class MultiTurnStage(SingleItemStage):
             counts = {"pairs": n_pairs, "pair_fate": count_reasons(pair_fate), "conversations": count_reasons(convs),
                       "samples": samples}
             self.reconcile(counts)  # raising here removes the unfinished file
-        storage.write_marker(self.out, {"counts": counts})
-        self.stamp(self.out)
+        storage.write_marker(part, {"counts": counts})
         return ItemReport(stage=self.label, item=k, counts=counts)
 
     def reconcile(self, c: dict) -> None:
         check_sum(self.label, c["pairs"], c["pair_fate"], "instructed pairs")
         check_sum(self.label, c["samples"], c["conversations"].get("packed", 0), "conversations packed")
-
-    def report(self) -> StageReport | None:
-        m = self.current(storage.read_marker(self.out))
-        return None if m is None else StageReport(stage=self.label, items=1, outputs=[self.out], counts=m["counts"])

@@ -1,4 +1,5 @@
-"""Pack the synthesized samples into one shard set: <root>/shards/<prefix>-<synthesis.shard_name>/ (one item).
+"""Pack the synthesized samples into one shard set: <root>/shards/<prefix>-<synthesis.shard_name>/, one unit
+per producer part (stages/pack_units.py: a new part is new shards, the others keep theirs).
 
 Object records give `object_removal` (edit = source, target = object removed), `object_addition` (the
 exact reverse, same mask), `layer_decouple` and `layer_fusion`; repaint records give `inpainting` and
@@ -6,8 +7,8 @@ exact reverse, same mask), `layer_decouple` and `layer_fusion`; repaint records 
 `text_removal` and `text_addition` (the exact reverse); map records the analysis / control tasks
 (stages/synthesis/maps.py); face pair records the facial tasks and face-erased references
 (stages/synthesis/faces.py). Only the configured tasks are packed. Every sample passes the supervision gate
-(stages/supervise.py) or is dropped and counted by task and reason; the samples reaching the gate per task
-must equal what the records promise, or no marker is written.
+(stages/supervise.py) or is dropped and counted by task and reason; the samples reaching a unit's gate per
+task must equal what its part's marker promises, or the unit is not written.
 """
 
 from __future__ import annotations
@@ -18,22 +19,21 @@ from typing import Iterator
 from schemas.records import AceSample, Generator
 from store import storage
 from stages.pairs.pack import shard_set_lines, shard_set_report
-from store.shards import write_shard_set
-from runtime.stage import ItemReport, Resources, SingleItemStage, Stage, StageReport
-from stages.synthesis.parts import iter_records
-from stages.supervise import Gate, reconcile, supervision_dropped
+from runtime.stage import Stage
+from stages.pack_units import UnitPackStage
+from stages.synthesis.parts import iter_part_records
 from stages.supervise import settings as supervision_settings
 
 
-class SynthPackStage(SingleItemStage):
-    """Packs the records of the registered producers whose `shard_set` is `packs` (stages/registry.py), in
-    registry order, each producer's tasks in config order."""
+class SynthPackStage(UnitPackStage):
+    """Packs the records of the registered producers whose `shard_set` is `packs` (stages/registry.py): one
+    unit per producer part (`record_parts`), in registry order then part order, each producer's tasks in
+    config order."""
 
     name = "pack-synthesis"
-    resources = Resources(cpus=1.0)
     packs, key, config_section, ui_report = "synthesis", "shards", "shards", "synth_landed"
     title = "synthesis shard set"  # its line in the command line's summary
-    records = staticmethod(iter_records)  # a producer's records, from its output directory
+    records = staticmethod(iter_part_records)  # one part's records, from its directory
 
     def summary_entry(self, counts: dict, ran_now: bool) -> dict:
         return {**counts, "landed_now": ran_now}
@@ -54,8 +54,10 @@ class SynthPackStage(SingleItemStage):
         """(producer, the tasks packed from its records) for each producer of this shard set with a task to pack."""
         from stages.registry import producers
 
-        stages = [cls(self.cfg) for cls in producers(self.packs)]
-        return [(st, tasks) for st in stages if (tasks := st.packed_tasks())]
+        if getattr(self, "_producers", None) is None:
+            stages = [cls(self.cfg) for cls in producers(self.packs)]
+            self._producers = [(st, tasks) for st in stages if (tasks := st.packed_tasks())]
+        return self._producers
 
     def _sources(self) -> list[tuple[str, list[str]]]:
         return [(st.out, tasks) for st, tasks in self.producers()]
@@ -64,7 +66,7 @@ class SynthPackStage(SingleItemStage):
         return [d for d, _ in self._sources()]
 
     def settings(self) -> dict:
-        out = {"shards": self._shard_config().model_dump(mode="json"), "tasks": self.cfg.synthesis.tasks,
+        out = {"shards": self.shard_config().model_dump(mode="json"), "tasks": self.cfg.synthesis.tasks,
                "supervision": supervision_settings(self.cfg.supervision)}
         if self.cfg.synthesis.chat_instructions:
             ic = self.cfg.mining.instructions
@@ -82,64 +84,53 @@ class SynthPackStage(SingleItemStage):
             raise ValueError("synthesis.chat_instructions needs mining.instructions.model (and base_url)")
         return ChatInstructionWriter.from_config(ic, self.layout.instruction_cache)
 
-    def _shard_config(self):
+    def shard_config(self):
         """Always png: a synthesized sample keeps its source's pixels outside the mask exactly, which a lossy
         re-encoding of the edit image and the target would break."""
         return self.cfg.shards.model_copy(update={"image_ext": "png"})
 
-    def expected(self) -> dict[str, int]:
-        """Samples per task the finished synthesis stages promise."""
-        want: Counter[str] = Counter()
-        for st, tasks in self.producers():
-            c = storage.read_marker(st.out)["counts"]
-            for t in tasks:
-                want[t] += st.expected(c, t)
-        return dict(want)
+    def _units(self) -> list[tuple[str, str, Stage, list[str]]]:
+        """(name stem, part directory, producer, tasks) per unit, in registry order then part order."""
+        if getattr(self, "_unit_list", None) is None:
+            units = []
+            for st, tasks in self.producers():
+                if storage.read_marker(st.out) is None:
+                    raise FileNotFoundError(f"no complete synthesis under {st.out}")
+                kind = st.out.rstrip("/").rsplit("/", 1)[-1]
+                for d in st.record_parts():
+                    units.append((f"{kind}-{d.rstrip('/').rsplit('/', 1)[-1]}", d, st, tasks))
+            self._unit_list = units
+        return self._unit_list
 
-    def _samples(self) -> Iterator[AceSample]:
-        for st, tasks in self.producers():
-            for rec in self.records(st.out):
-                yield from st.samples(rec, tasks)
+    def unit_inputs(self) -> list[tuple[str, str]]:
+        return [(stem, d) for stem, d, _, _ in self._units()]
 
-    instruction_counts: Counter[str]
+    def unit_promised(self, k: int) -> dict[str, int]:
+        _, d, st, tasks = self._units()[k]
+        c = storage.read_marker(d)["counts"]
+        return {t: st.expected(c, t) for t in tasks}
 
-    def _instructed(self) -> Iterator[AceSample]:
+    def unit_samples(self, k: int) -> Iterator[AceSample]:
+        _, d, st, tasks = self._units()[k]
+        self.instruction_counts: Counter[str] = Counter()
         chat = self._chat()
         try:
-            for sample in self._samples():
-                yield sample if chat is None else chat_instruction(sample, chat, self.instruction_counts)
+            for rec in self.records(d):
+                for sample in st.samples(rec, tasks):
+                    yield sample if chat is None else chat_instruction(sample, chat, self.instruction_counts)
         finally:
             if chat is not None:
                 chat.close()
                 self.instruction_counts.update(chat.counts)
 
-    def _packed(self, gate: Gate) -> Iterator[AceSample]:
-        """The samples, instructed by the chat endpoint when configured, that pass the supervision gate (which
-        checks the instruction written); raises (before the shard writer's marker) unless every sample the
-        stages promise reached the gate."""
-        want = self.expected()
-        yield from gate(self._instructed())
-        reconcile(self.label, want, gate)
+    def unit_extra(self) -> dict:
+        return {"instructions": dict(self.instruction_counts)} if self.instruction_counts else {}
 
-    def run(self, k: int) -> ItemReport:
-        self.instruction_counts = Counter()
-        for d in self.inputs():
-            if storage.read_marker(d) is None:
-                raise FileNotFoundError(f"no complete synthesis under {d}")
-        gate = Gate(self.cfg.supervision, self._shard_config())
-        rep = write_shard_set(self._packed(gate), self.out, self._shard_config(), extend=True,
-                              marker_extra=lambda: {"supervision": gate.summary(),
-                                                    "instructions": dict(self.instruction_counts)})
-        self.stamp(self.out)
-        counts = {"samples": rep.samples, "shards": rep.shards, "kept_shards": rep.resumed_shards,
-                  "supervision_dropped": supervision_dropped(self.out)}
-        if self.instruction_counts:
-            counts["instructions"] = dict(self.instruction_counts)
-            print(f"{self.label}: instructions {dict(self.instruction_counts)}")
-        return ItemReport(stage=self.label, item=k, counts=counts)
-
-    def report(self) -> StageReport | None:
-        return shard_set_report(self, self.out)
+    def marker_extra(self, docs: list[dict]) -> dict:
+        total: Counter[str] = Counter()
+        for d in docs:
+            total.update(d.get("instructions") or {})
+        return {"instructions": dict(total)}
 
 
 def chat_instruction(sample: AceSample, writer, counts: Counter) -> AceSample:

@@ -118,6 +118,12 @@ def write_records(part: str, rows: list[dict], counts: dict, meta: dict[str, str
     storage.write_marker(part, {"counts": counts})
 
 
+def iter_part_records(part: str):
+    """The records of one finished part, in batches (one row group in memory)."""
+    for batch in storage.parquet_file(storage.join(part, RECORDS)).iter_batches(batch_size=32):
+        yield from batch.to_pylist()
+
+
 def iter_records(stage_dir: str):
     """The records of a finished synthesis stage, part after part, in batches (one row group in memory)."""
     marker = storage.read_marker(stage_dir)
@@ -213,6 +219,9 @@ class PartStage(Stage):
             self._part_cache = [storage.join(self.out, f"part-{k:05d}-{digest([base, self.item_key(k)])}")
                                 for k in range(len(self._ranges()))]
         return self._part_cache
+
+    def record_parts(self) -> list[str]:
+        return self.parts()
 
     def plan(self) -> int:
         return len(self.parts())

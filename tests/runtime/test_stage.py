@@ -15,7 +15,7 @@ def test_a_stage_travels_as_its_spec_and_names_its_items(tmp_path):
     again = build(spec)
     assert type(again) is MineStage and again.cfg == cfg and again.params == {"preset": "general_editing"}
     assert again.item_label(3) == "mine-general_editing-batch-3"
-    assert PackStage(cfg, preset="general_editing", shard_name="s").item_label(0) == "pack-s"
+    assert PackStage(cfg, preset="general_editing", shard_name="s").item_label(0) == "pack-s-unit-0"
     assert not again.complete() and again.report() is None
     from stages.corpus.ingest import IngestStage
 

@@ -41,8 +41,11 @@ def write_instructed(cfg: RunConfig, pairs: list[tuple[str, str, str]]) -> None:
     recs = [PairRecord(pair_id=f"p{k}", source_id=ids[a], target_id=ids[b], task="general_editing", similarity=0.9,
                        instruction=text) for k, (a, b, text) in enumerate(pairs)]
     out = storage.join(cfg.root, "pairs", "general_editing", "instructed")
-    storage.atomic_write_parquet(storage.join(out, "pairs.parquet"), to_table(recs, PairRecord).cast(PAIR_SCHEMA))
-    storage.write_marker(out, {"counts": {"with_instruction": len(recs)}})
+    batch = storage.join(out, "batch-00000-0123abcd")
+    storage.atomic_write_parquet(storage.join(batch, "pairs.parquet"), to_table(recs, PairRecord).cast(PAIR_SCHEMA))
+    counts = {"pairs": len(recs), "with_instruction": len(recs)}
+    storage.write_marker(batch, {"counts": counts})
+    storage.write_marker(out, {"counts": counts, "batches": ["batch-00000-0123abcd"]})
 
 
 PAIRS = [("astronaut", "chelsea", "Make {image} a cat photo."), ("chelsea", "coffee", "Turn {image} into coffee."),

@@ -243,7 +243,7 @@ def test_chat_instructions_rewrite_single_input_samples_and_keep_the_template_ot
         ex = LocalExecutor()
         ex.run(RepaintStage(chat))
         pack = SynthPackStage(chat, shard_name="synth-chat")
-        item = pack.run(0)
+        item = ex.run(pack).execution  # the units' instruction counts, summed
         samples = list(read_shard_set(pack.out))
     finally:
         stub.close()
