@@ -42,3 +42,55 @@ def test_writers_from_their_specs(demo_corpus, tmp_path):
     with pytest.raises(ValueError):
         make_writer({"kind": "chat", "bogus": 1}, root)
     assert isinstance(make_writer({"kind": "template"}, root), TemplateInstructionWriter)
+
+
+def _plant_batches(root: str, sizes: dict[str, int]) -> list[str]:
+    """Mined batch folders as the mining stage leaves them, and the preset's marker (naming them)."""
+    from schemas.arrow import PAIR_SCHEMA, to_table
+    from schemas.layout import PairFiles, RunLayout
+    from schemas.records import PairRecord
+    from store import storage
+
+    lay = RunLayout(root)
+    dirs = []
+    for name, per in sizes.items():
+        d = storage.join(storage.parent(lay.pair_batch("general_editing", 0)), name)
+        recs = [PairRecord(pair_id=f"{name}-{i}", source_id=f"{name}-s{i}", target_id=f"{name}-t{i}",
+                           task="general_editing", similarity=0.95) for i in range(per)]
+        storage.atomic_write_parquet(PairFiles(d).pairs, to_table(recs, PairRecord).cast(PAIR_SCHEMA))
+        storage.write_marker(d, {"counts": {"pairs": per}})
+        dirs.append(d)
+    storage.write_marker(lay.pairs("general_editing"), {"counts": {"pairs": sum(sizes.values())},
+                                                        "batches": list(sizes)})
+    return dirs
+
+
+def test_instructions_run_per_mined_batch_and_only_new_batches_run_again(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from runtime.executors import LocalExecutor
+    from schemas.config import RunConfig
+    from stages.pairs.instruct import InstructStage, instructed_batches
+    from stages.pairs.mine import MineStage
+
+    cfg = RunConfig(root=str(tmp_path / "root"))
+    dirs = _plant_batches(cfg.root, {"batch-00000-aaaaaaaa": 3, "batch-00001-bbbbbbbb": 3})
+    monkeypatch.setattr(MineStage, "_batches", lambda self: dirs)
+    stage = lambda: InstructStage(cfg, preset="general_editing", writer={"kind": "template"})  # noqa: E731
+    rep = LocalExecutor().run(stage())
+    assert rep.counts["pairs"] == 6 == rep.counts["with_instruction"] + rep.counts.get("without_instruction", 0)
+    out = rep.outputs[0]
+    assert [d.rsplit("/", 1)[-1] for d in instructed_batches(out)] == ["batch-00000-aaaaaaaa", "batch-00001-bbbbbbbb"]
+    kept = Path(out, "batch-00001-bbbbbbbb", "pairs.parquet")
+    before = kept.stat().st_mtime_ns
+    foreign = Path(out, "notes")
+    foreign.mkdir()
+
+    dirs[:] = _plant_batches(cfg.root, {"batch-00001-bbbbbbbb": 3, "batch-00002-cccccccc": 4})  # 1 as it was
+    grown = LocalExecutor().run(stage())
+    assert grown.execution.ran == 1 and grown.execution.skipped == 1 and kept.stat().st_mtime_ns == before
+    assert grown.counts["pairs"] == 3 + 4 and grown.items == 2
+    assert not Path(out, "batch-00000-aaaaaaaa").exists() and foreign.is_dir()  # its own old batch only
+
+    other = InstructStage(cfg, preset="general_editing", writer={"kind": "demo", "corpus": "elsewhere"})
+    assert not other.item_done(0)  # another writer: instructed again

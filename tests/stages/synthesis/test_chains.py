@@ -35,17 +35,19 @@ def _arr(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)))
 
 
-def write_instructed(cfg: RunConfig, pairs: list[tuple[str, str, str]]) -> None:
-    """An instructed pairs table as the instruct stage leaves it (names -> catalog ids by file name)."""
+def write_instructed(cfg: RunConfig, pairs: list[tuple[str, str, str]], name: str = "batch-00000-0123abcd",
+                     after: tuple[str, ...] = ()) -> None:
+    """An instructed batch as the instruct stage leaves it (names -> catalog ids by file name), and the
+    preset's marker listing the batches `after` then it."""
     ids = {r.uri.rsplit("/", 1)[-1].split(".")[0]: r.id for r in load_catalog(cfg.root)}
-    recs = [PairRecord(pair_id=f"p{k}", source_id=ids[a], target_id=ids[b], task="general_editing", similarity=0.9,
-                       instruction=text) for k, (a, b, text) in enumerate(pairs)]
+    recs = [PairRecord(pair_id=f"{name}-p{k}", source_id=ids[a], target_id=ids[b], task="general_editing",
+                       similarity=0.9, instruction=text) for k, (a, b, text) in enumerate(pairs)]
     out = storage.join(cfg.root, "pairs", "general_editing", "instructed")
-    batch = storage.join(out, "batch-00000-0123abcd")
+    batch = storage.join(out, name)
     storage.atomic_write_parquet(storage.join(batch, "pairs.parquet"), to_table(recs, PairRecord).cast(PAIR_SCHEMA))
     counts = {"pairs": len(recs), "with_instruction": len(recs)}
     storage.write_marker(batch, {"counts": counts})
-    storage.write_marker(out, {"counts": counts, "batches": ["batch-00000-0123abcd"]})
+    storage.write_marker(out, {"counts": counts, "batches": [*after, name]})
 
 
 PAIRS = [("astronaut", "chelsea", "Make {image} a cat photo."), ("chelsea", "coffee", "Turn {image} into coffee."),
@@ -227,3 +229,26 @@ def test_a_rerun_rewrites_nothing(chains):
     again = {st.label: ex.run(st) for st in [*chain_stages(cfg), ChainPackStage(cfg, shard_name="chains")]}
     assert {k: r.counts for k, r in again.items()} == {k: reps[k].counts for k in again}
     assert files() == before
+
+
+def test_a_new_instructed_batch_is_a_new_multi_turn_part_and_new_shards_only(tmp_path):
+    from pathlib import Path
+
+    cfg, reps = build_chains(tmp_path, tasks=["long_context", "multi_turn"])
+    out = Path(reps["pack-chains"].counts["uri"])
+    before = {p.name: p.read_bytes() for p in out.glob("*.tar")}
+    parts = MultiTurnStage(cfg).parts()
+    write_instructed(cfg, [(a, b, f"Again: {text}") for a, b, text in PAIRS],  # another set, the same shape
+                     name="batch-00001-4567cdef", after=("batch-00000-0123abcd",))
+    ex = LocalExecutor()
+    turns = ex.run(MultiTurnStage(cfg))
+    assert turns.execution.ran == 1 and MultiTurnStage(cfg).parts()[0] == parts[0] and turns.items == 2
+    assert turns.counts["pairs"] == 2 * len(PAIRS)
+    assert turns.counts["samples"] == 2 * reps["synth-multi-turn"].counts["samples"]
+    grown = ex.run(ChainPackStage(cfg, shard_name="chains"))
+    after = {p.name: p.read_bytes() for p in out.glob("*.tar")}
+    assert {k: after[k] for k in before} == before and len(after) > len(before)
+    assert all(k.startswith("shard-multi_turn-part-00001-") for k in set(after) - set(before))
+    assert grown.execution.ran == 1 and grown.counts["kept_shards"] == len(before)
+    assert grown.counts["samples"] == reps["pack-chains"].counts["samples"] + turns.counts["samples"] - \
+        reps["synth-multi-turn"].counts["samples"]
