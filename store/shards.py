@@ -61,11 +61,7 @@ def _load_done(out_uri: str, prefix: str) -> list[dict]:
             break
         with fs.open(stats_path, "rb") as f:
             done.append(json.loads(f.read()))
-    for p in fs.ls(path, detail=False) if fs.exists(path) else []:  # an object store has no empty folders
-        name = os.path.basename(p)
-        if name.startswith(f"{prefix}-") and (name.endswith(ShardFiles.TAR) or name.endswith(ShardFiles.STATS)):
-            if int(name[len(prefix) + 1 : len(prefix) + 7]) >= len(done):
-                fs.rm(p)  # a tar renamed but never given stats, or a shard after a gap
+    _drop_from(out_uri, prefix, len(done))  # a tar renamed but never given stats, or a shard after a gap
     return done
 
 
@@ -251,10 +247,11 @@ def sample_fingerprint(sample: AceSample, cfg: ShardConfig | None = None) -> str
 def _drop_from(out_uri: str, prefix: str, index: int) -> None:
     """Remove this writer's shards (tars and stats) from `index` on."""
     fs, path = storage.fs_path(out_uri)
-    for p in fs.ls(path, detail=False) if fs.exists(path) else []:
+    for p in fs.ls(path, detail=False) if fs.exists(path) else []:  # an object store has no empty folders
         name = os.path.basename(p)
         if name.startswith(f"{prefix}-") and (name.endswith(ShardFiles.TAR) or name.endswith(ShardFiles.STATS)):
-            if int(name[len(prefix) + 1 : len(prefix) + 7]) >= index:
+            number = name[len(prefix) + 1 : len(prefix) + 7]
+            if number.isdigit() and name[len(prefix) + 7] == "." and int(number) >= index:  # not a unit's
                 fs.rm(p)
 
 

@@ -66,7 +66,14 @@ def test_new_source_files_are_mined_without_redoing_the_rest(tmp_path, prefect_r
     assert len(new_b) == 12 and len(rerun) == len(touched) and 1 <= len(touched) <= 5
     assert {int(b.split("-")[1]) for b in rerun} == touched
     assert not set(old_b) - set(new_b) - {b for b in old_b if int(b.split("-")[1]) in touched}
-    # shards: the set holds every instructed pair; finished shards before the first change are kept
+    # instructions: one item per mined batch; the batches of untouched clusters keep their files
+    for b in kept:
+        f = f"pairs/general_editing/instructed/{b}/pairs.parquet"
+        assert after[f] == before[f]
+    assert not [f for f in after if f.startswith("pairs/general_editing/instructed/") and f.split("/")[3] in
+                set(old_b) - set(new_b)]  # instructed batches no longer mined are gone
+    # shards: one packing unit per instructed batch; a kept batch keeps its tars, new shards are the re-mined
+    # batches' only, and the shards of batches no longer mined are gone
     shards = root / "shards/mined-general_editing"
     rows = read_manifest(str(shards))
     assert sum(r.samples for r in rows) == second["general_editing"]["shards"]["samples"]
@@ -74,12 +81,15 @@ def test_new_source_files_are_mined_without_redoing_the_rest(tmp_path, prefect_r
     gate = sum(n for reasons in second["general_editing"]["shards"]["supervision_dropped"].values()
                for n in reasons.values())  # pairs the supervision gate dropped, by task and reason
     assert second["general_editing"]["shards"]["samples"] + gate == instructed["with_instruction"]
-    # pairs of untouched clusters keep their instruction (re-mined clusters may drop or add pairs)
-    assert 0 < instructed["reused"] <= first["general_editing"]["instructions"]["with_instruction"]
+    assert instructed["pairs"] == instructed["with_instruction"] + instructed.get("without_instruction", 0)
     kept_shards = second["general_editing"]["shards"]["kept_shards"]
-    assert 1 <= kept_shards < len(rows)  # here 7 of 19: the first re-mined cluster's pairs come later
-    for r in rows[:kept_shards]:
-        assert after[f"shards/mined-general_editing/{r.shard}"] == before[f"shards/mined-general_editing/{r.shard}"]
+    old_tars = {f.split("/")[2] for f in before if f.startswith("shards/mined-general_editing/") and f.endswith(".tar")}
+    new_tars = {f.split("/")[2] for f in after if f.startswith("shards/mined-general_editing/") and f.endswith(".tar")}
+    assert new_tars == {r.shard for r in rows} and 1 <= kept_shards == len(old_tars & new_tars) < len(rows)
+    for t in old_tars & new_tars:
+        assert after[f"shards/mined-general_editing/{t}"] == before[f"shards/mined-general_editing/{t}"]
+    assert all(any(t.startswith(f"shard-{b}-") for b in rerun) for t in new_tars - old_tars)
+    assert all(not any(t.startswith(f"shard-{b}-") for b in kept) for t in old_tars - new_tars)
     assert second["general_editing"]["shards"]["landed_now"]
 
     # a third run over the same source: nothing runs, no file is rewritten
