@@ -42,6 +42,23 @@ class UnitPackStage(Stage):
     def shard_config(self) -> ShardConfig:
         return self.cfg.shards
 
+    def set_config(self) -> ShardConfig:
+        """`shard_config` with `image_ext: auto` made concrete for the whole set (every unit the same): the
+        target extension of the first sample of the first unit that has one, else png. It is part of the
+        units' names, so a set whose resolved extension changes is written again whole, never mixed."""
+        cfg = self.shard_config()
+        if cfg.image_ext != "auto":
+            return cfg
+        if getattr(self, "_set_cfg", None) is None:
+            ext = "png"
+            for k in range(len(self.unit_inputs())):
+                first = next(iter(self.unit_samples(k)), None)
+                if first is not None:
+                    ext = first.target.image_ext
+                    break
+            self._set_cfg = cfg.model_copy(update={"image_ext": ext})
+        return self._set_cfg
+
     def unit_extra(self) -> dict[str, Any]:
         """What unit k's file holds besides its shards and gate counts (read once its samples are out)."""
         return {}
@@ -54,7 +71,7 @@ class UnitPackStage(Stage):
         if getattr(self, "_unit_cache", None) is None:
             from stages.synthesis.parts import digest
 
-            base = self.settings()
+            base = [self.settings(), self.set_config().image_ext]
             self._unit_cache = [f"{stem}-{digest([base, stem, storage.read_marker(d)])}"
                                 for stem, d in self.unit_inputs()]
         return self._unit_cache
@@ -63,7 +80,7 @@ class UnitPackStage(Stage):
         return len(self.units())
 
     def item_outputs(self, k: int) -> list[str]:
-        return [unit_uri(self.out, self.shard_config().prefix, self.units()[k])]
+        return [unit_uri(self.out, self.cfg.shards.prefix, self.units()[k])]
 
     def final_outputs(self) -> list[str]:
         return [self.layout.marker(self.out)]
@@ -72,7 +89,7 @@ class UnitPackStage(Stage):
         stem, d = self.unit_inputs()[k]
         if storage.read_marker(d) is None:
             raise FileNotFoundError(f"{self.label}: no complete input under {d}")
-        cfg = self.shard_config()
+        cfg = self.set_config()
         gate = Gate(self.cfg.supervision, cfg)
         promised = self.unit_promised(k)
 
@@ -95,7 +112,7 @@ class UnitPackStage(Stage):
         units = self.units()
         if len(units) != n:
             raise RuntimeError(f"{self.label}: {n} items ran but its inputs now give {len(units)} units")
-        cfg = self.shard_config()
+        cfg = self.set_config()
         docs = []
         for u in units:
             doc = read_unit(self.out, cfg.prefix, u)
