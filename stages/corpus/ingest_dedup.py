@@ -1,0 +1,233 @@
+"""Ingest's exact dedup, partitioned by content-hash range, and the streaming merge of the catalog.
+
+Each partition writes its ids by hash bucket (`write_hashes`). One dedup unit per (generation, bucket)
+(`dedup_bucket`) reads that bucket of the generation's partitions and the ids its bucket kept in earlier
+generations, and decides kept or duplicate: the first copy in source order (generation, then URI, then
+partition and row) is kept. Finalize streams the partitions (each sorted by URI) in catalog order
+(`merge_sorted`) and drops the rows the units marked, reading one batch per stream at a time.
+
+The key of a row is (uri, partition, row in its partition): the order of today's catalog, whose rows within
+a generation are its partitions' rows in a stable sort by URI.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from bisect import bisect_right
+from typing import Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from schemas.layout import CatalogFiles, RunLayout
+from store import storage
+
+BUCKETS_META = b"aceforge.buckets"  # a hashes file's footer: the bucket of each row group
+RANGE_META = b"aceforge.uri_range"  # an images / quarantine partition's footer: its first and last URI
+KEY = [("uri", "ascending"), ("_k", "ascending"), ("_r", "ascending")]
+_HASHES_SCHEMA = pa.schema([("bucket", pa.int32()), ("id", pa.string()), ("uri", pa.string()), ("_r", pa.int64())])
+DEDUP_SCHEMA = pa.schema([("uri", pa.string()), ("id", pa.string()), ("duplicate_of", pa.string()),
+                          ("_k", pa.int64()), ("_r", pa.int64())])  # duplicate_of null: kept
+
+
+def bucket_of(ids: pa.Array, buckets: int) -> pa.Array:
+    """The bucket of each content hash (hex): its first 8 hex digits as a number, scaled to [0, buckets),
+    so bucket b owns one contiguous range of hashes."""
+    head = [int(h[:8], 16) for h in ids.to_pylist()]
+    return pa.array([(v * buckets) >> 32 for v in head], pa.int32())
+
+
+def sorted_by_uri(table: pa.Table) -> pa.Table:
+    """A partition's rows in a stable sort by URI, its URI range in the footer."""
+    table = table.sort_by("uri")
+    uris = table.column("uri")
+    span = [uris[0].as_py(), uris[-1].as_py()] if table.num_rows else []
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), RANGE_META: json.dumps(span).encode()})
+
+
+def write_hashes(uri: str, images: pa.Table, buckets: int) -> None:
+    """A partition's (bucket, id, uri, row) rows, `images` sorted by URI: one row group per bucket that
+    holds any, the buckets listed in the footer."""
+    t = pa.table({"bucket": bucket_of(images.column("id"), buckets), "id": images.column("id"),
+                  "uri": images.column("uri"), "_r": pa.array(range(images.num_rows), pa.int64())}, schema=_HASHES_SCHEMA)
+    t = t.sort_by([("bucket", "ascending"), ("id", "ascending"), ("_r", "ascending")])
+    col = t.column("bucket").to_pylist()
+    present = sorted(set(col))
+    fs, path = storage.fs_path(uri)
+    tmp = storage.tmp_name(path)
+    schema = _HASHES_SCHEMA.with_metadata({BUCKETS_META: json.dumps(present).encode()})
+    with pq.ParquetWriter(tmp, schema, filesystem=storage.arrow_fs(fs), compression="zstd") as w:
+        start = 0
+        for b in present:
+            stop = bisect_right(col, b)
+            w.write_table(t.slice(start, stop - start).cast(schema), row_group_size=stop - start)
+            start = stop
+    storage.finalize(fs, tmp, path)
+
+
+def _bucket_rows(hashes_uri: str, b: int, k: int) -> pa.Table | None:
+    pf = storage.parquet_file(hashes_uri)
+    present = json.loads((pf.schema_arrow.metadata or {}).get(BUCKETS_META, b"[]"))
+    if b not in present:
+        return None
+    t = pf.read_row_group(present.index(b), columns=["id", "uri", "_r"])
+    return t.append_column("_k", pa.array([k] * t.num_rows, pa.int64()))
+
+
+def generation_bounds(plan: dict) -> list[tuple[int, int]]:
+    """(first, end) partition of each generation."""
+    ends = plan["generations"]
+    return list(zip([0, *ends[:-1]], ends))
+
+
+def dedup_bucket(root: str, plan: dict, g: int, b: int) -> int:
+    """One dedup unit: bucket b of generation g. Reads the bucket's rows of the generation's partitions and
+    the ids the bucket kept in earlier generations (memory: one bucket); writes every row of the bucket with
+    the URI it duplicates (null: kept), sorted by key. Skipped when written; returns its rows (-1: skipped)."""
+    cat = CatalogFiles(RunLayout(root).catalog)
+    out = cat.dedup(g, b)
+    if storage.exists(out):
+        return -1
+    lo, hi = generation_bounds(plan)[g]
+    got = [t for k in range(lo, hi) if (t := _bucket_rows(cat.part(k, "hashes"), b, k)) is not None]
+    if not got:
+        return 0  # nothing of this bucket in this generation: no table (an earlier one may hold its ids)
+    rows = pa.concat_tables(got).sort_by(KEY)
+    first: dict[str, str] = {}
+    for e in range(g):
+        if storage.exists(cat.dedup(e, b)):
+            t = storage.read_parquet(cat.dedup(e, b)).filter(pc.is_null(pc.field("duplicate_of")))
+            first.update(zip(t.column("id").to_pylist(), t.column("uri").to_pylist()))
+    dup_of: list[str | None] = []
+    for rid, uri in zip(rows.column("id").to_pylist(), rows.column("uri").to_pylist()):
+        if rid in first:
+            dup_of.append(first[rid])
+        else:
+            first[rid] = uri
+            dup_of.append(None)
+    table = pa.table({"uri": rows.column("uri"), "id": rows.column("id"), "duplicate_of": pa.array(dup_of, pa.string()),
+                      "_k": rows.column("_k"), "_r": rows.column("_r")}, schema=DEDUP_SCHEMA)
+    with storage.ParquetSink(out, DEDUP_SCHEMA, row_group_rows=1024) as sink:
+        sink.write(table)
+    return table.num_rows
+
+
+class Held:
+    """The most rows a merge held at once (its streams' pending batches together)."""
+
+    def __init__(self) -> None:
+        self.max_rows = 0
+
+    def saw(self, rows: int) -> None:
+        self.max_rows = max(self.max_rows, rows)
+
+
+def _keys(t: pa.Table) -> list[tuple]:
+    return list(zip(t.column("uri").to_pylist(), t.column("_k").to_pylist(), t.column("_r").to_pylist()))
+
+
+def merge_sorted(streams: Iterable[Iterator[pa.Table]], held: Held | None = None) -> Iterator[pa.Table]:
+    """The rows of streams each sorted by key, merged in key order, batch by batch: each step emits every
+    pending row up to the smallest last key of the streams' pending batches (memory: one batch per stream)."""
+    pending = [(t, it) for it in streams if (t := _next(it)) is not None]
+    while pending:
+        if held is not None:
+            held.saw(sum(t.num_rows for t, _ in pending))
+        bound = min(_keys(t.slice(t.num_rows - 1))[0] for t, _ in pending)
+        pieces, nxt = [], []
+        for t, it in pending:
+            n = bisect_right(_keys(t), bound)
+            pieces.append(t.slice(0, n))
+            rest = t.slice(n) if n < t.num_rows else _next(it)
+            if rest is not None:
+                nxt.append((rest, it))
+        pending = nxt
+        yield pa.concat_tables(pieces).sort_by(KEY)
+
+
+def _next(it: Iterator[pa.Table]) -> pa.Table | None:
+    for t in it:
+        if t.num_rows:
+            return t
+    return None
+
+
+def _part_batches(uri: str, k: int, batch_rows: int) -> Iterator[pa.Table]:
+    pf = storage.parquet_file(uri)
+    r = 0
+    for batch in pf.iter_batches(batch_size=batch_rows):
+        t = pa.Table.from_batches([batch])
+        t = t.append_column("_k", pa.array([k] * t.num_rows, pa.int64()))
+        yield t.append_column("_r", pa.array(range(r, r + t.num_rows), pa.int64()))
+        r += t.num_rows
+
+
+def part_chains(uris: list[tuple[int, str]], batch_rows: int) -> list[Iterator[pa.Table]]:
+    """Streams over partition files (k, uri), each sorted by URI: partitions whose URI ranges do not overlap
+    are read one after another in one stream, so a merge holds one batch per overlapping partition (the
+    partitions of a listing are consecutive runs of its sorted files: usually one stream, plus one per tar)."""
+    spans = []
+    for k, uri in uris:
+        span = json.loads((storage.parquet_file(uri).schema_arrow.metadata or {}).get(RANGE_META, b"[]"))
+        if span:
+            spans.append(((span[0], k), (span[1], k), k, uri))
+    spans.sort()
+    chains: list[list[tuple[int, str]]] = []
+    ends: list[tuple[tuple, int]] = []  # (last key of a chain, its index)
+    for first, last, k, uri in spans:
+        if ends and ends[0][0] < first:
+            _, c = heapq.heappop(ends)
+        else:
+            c = len(chains)
+            chains.append([])
+        chains[c].append((k, uri))
+        heapq.heappush(ends, (last, c))
+    return [_chain(c, batch_rows) for c in chains]
+
+
+def _chain(parts: list[tuple[int, str]], batch_rows: int) -> Iterator[pa.Table]:
+    for k, uri in parts:
+        yield from _part_batches(uri, k, batch_rows)
+
+
+def dedup_batches(root: str, g: int, buckets: int, batch_rows: int) -> list[Iterator[pa.Table]]:
+    """The duplicate rows of generation g, one stream per bucket table, each sorted by key."""
+    cat = CatalogFiles(RunLayout(root).catalog)
+
+    def dups(uri: str) -> Iterator[pa.Table]:
+        for batch in storage.parquet_file(uri).iter_batches(batch_size=batch_rows):
+            yield pa.Table.from_batches([batch]).filter(pc.is_valid(pc.field("duplicate_of")))
+
+    return [dups(cat.dedup(g, b)) for b in range(buckets) if storage.exists(cat.dedup(g, b))]
+
+
+def _row_ids(t: pa.Table) -> pa.Array:
+    return pc.add(pc.multiply(t.column("_k"), 1 << 32), t.column("_r"))
+
+
+def drop_duplicates(images: Iterator[pa.Table], dups: Iterator[pa.Table]) -> Iterator[tuple[pa.Table, pa.Table]]:
+    """(kept rows, duplicate rows) of each image batch, both streams in key order; an error when a
+    duplicate names no image row."""
+    pending: pa.Table | None = _next(dups)
+    for batch in images:
+        last = _keys(batch.slice(batch.num_rows - 1))[0]
+        mine = []
+        while pending is not None:
+            n = bisect_right(_keys(pending), last)
+            mine.append(pending.slice(0, n))
+            if n < pending.num_rows:
+                pending = pending.slice(n)
+                break
+            pending = _next(dups)
+        drop = pa.concat_tables(mine) if mine else None
+        if drop is None or not drop.num_rows:
+            yield batch, DEDUP_SCHEMA.empty_table()
+            continue
+        keep = batch.filter(pc.invert(pc.is_in(_row_ids(batch), value_set=_row_ids(drop))))
+        if batch.num_rows - keep.num_rows != drop.num_rows:
+            raise RuntimeError(f"dedup results name {drop.num_rows} rows of this batch, {batch.num_rows - keep.num_rows} match")
+        yield keep, drop
+    if pending is not None:
+        raise RuntimeError(f"dedup results name rows no partition holds, e.g. {_keys(pending)[0]}")
