@@ -19,8 +19,8 @@ from schemas.arrow import IMAGE_RECORD_SCHEMA, QUARANTINE_SCHEMA, from_table, to
 from schemas.config import IngestConfig
 from schemas.records import ImageRecord, QuarantineRecord
 from store import storage
-from stages.corpus.ingest_dedup import (Held, dedup_batches, dedup_bucket, drop_duplicates, generation_bounds,
-                                        merge_sorted, part_chains, sorted_by_uri, write_hashes)
+from stages.corpus.ingest_dedup import (Held, dedup_bucket, generation_bounds, merge_catalog, sorted_by_uri,
+                                        write_hashes)
 from stages.corpus.ingest_chunks import (UNREADABLE_NAMES, Skips, examine, image_extensions,  # noqa: F401
                                          process_chunk, run_chunks)
 from schemas.layout import CatalogFiles, RunLayout
@@ -241,9 +241,6 @@ def partition_skips(root: str, k: int) -> Counter:
     return Counter(json.loads(meta.get(SKIPPED_META, b"{}")))
 
 
-_DUP_SCHEMA = pa.schema([("uri", pa.string()), ("id", pa.string()), ("duplicate_of", pa.string())])
-
-
 def finalize_ingest(root: str, n_partitions: int, batch_rows: int = 8192, held: Held | None = None) -> IngestReport:
     """Run the dedup units, then merge the partitions, generation by generation: within a generation rows
     are in URI order and an exact duplicate (same content hash) of a row kept before it, in this or an
@@ -260,33 +257,7 @@ def finalize_ingest(root: str, n_partitions: int, batch_rows: int = 8192, held: 
     for g in range(len(bounds)):  # a generation's units read the buckets earlier generations kept
         for b in range(buckets):
             dedup_bucket(root, plan, g, b)
-    seen = accepted = duplicates = 0
-    quarantined: Counter[str] = Counter()
-    generations: list[dict] = []
-    digest = hashlib.sha256()  # of the kept ids in order: a catalog ingested again with other content differs
-    lay = RunLayout(root)
-    with storage.ParquetSink(CatalogFiles(cat).images, IMAGE_RECORD_SCHEMA) as img_out, \
-            storage.ParquetSink(CatalogFiles(cat).quarantine, QUARANTINE_SCHEMA) as bad_out, \
-            storage.ParquetSink(CatalogFiles(cat).duplicates, _DUP_SCHEMA) as dup_out:
-        for g, (lo, hi) in enumerate(bounds):
-            images = merge_sorted(part_chains([(k, lay.ingest_part(k, "images")) for k in range(lo, hi)], batch_rows), held)
-            dups = merge_sorted(dedup_batches(root, g, buckets, batch_rows), held)
-            sep = b""
-            for keep, drop in drop_duplicates(images, dups):
-                img_out.write(keep.select(IMAGE_RECORD_SCHEMA.names).cast(IMAGE_RECORD_SCHEMA))
-                dup_out.write(drop.select(_DUP_SCHEMA.names).cast(_DUP_SCHEMA))
-                seen += keep.num_rows + drop.num_rows
-                accepted += keep.num_rows
-                duplicates += drop.num_rows
-                if keep.num_rows:
-                    digest.update(sep + "\n".join(keep.column("id").to_pylist()).encode())
-                    sep = b"\n"
-            for bad in merge_sorted(part_chains([(k, lay.ingest_part(k, "quarantine")) for k in range(lo, hi)],
-                                                batch_rows), held):
-                bad_out.write(bad.select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA))
-                seen += bad.num_rows
-                quarantined.update(bad.column("reason").to_pylist())
-            generations.append({"partitions": hi, "rows": accepted, "ids": digest.hexdigest()[:16]})
+    seen, accepted, duplicates, quarantined, generations = merge_catalog(root, bounds, buckets, batch_rows, held)
     skipped: Counter = Counter(plan.get("skipped", {}))
     for k in range(n_partitions):
         skipped.update(partition_skips(root, k))

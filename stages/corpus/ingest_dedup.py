@@ -12,8 +12,10 @@ a generation are its partitions' rows in a stable sort by URI.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import json
+from collections import Counter
 from bisect import bisect_right
 from typing import Iterable, Iterator
 
@@ -21,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from schemas.arrow import IMAGE_RECORD_SCHEMA, QUARANTINE_SCHEMA
 from schemas.layout import CatalogFiles, RunLayout
 from store import storage
 
@@ -30,6 +33,7 @@ KEY = [("uri", "ascending"), ("_k", "ascending"), ("_r", "ascending")]
 _HASHES_SCHEMA = pa.schema([("bucket", pa.int32()), ("id", pa.string()), ("uri", pa.string()), ("_r", pa.int64())])
 DEDUP_SCHEMA = pa.schema([("uri", pa.string()), ("id", pa.string()), ("duplicate_of", pa.string()),
                           ("_k", pa.int64()), ("_r", pa.int64())])  # duplicate_of null: kept
+_DUP_SCHEMA = pa.schema([("uri", pa.string()), ("id", pa.string()), ("duplicate_of", pa.string())])
 
 
 def bucket_of(ids: pa.Array, buckets: int) -> pa.Array:
@@ -231,3 +235,37 @@ def drop_duplicates(images: Iterator[pa.Table], dups: Iterator[pa.Table]) -> Ite
         yield keep, drop
     if pending is not None:
         raise RuntimeError(f"dedup results name rows no partition holds, e.g. {_keys(pending)[0]}")
+
+
+def merge_catalog(root: str, bounds: list[tuple[int, int]], buckets: int, batch_rows: int,
+                  held: Held | None) -> tuple[int, int, int, Counter, list[dict]]:
+    """Write images.parquet, duplicates.parquet and the quarantine from the partitions and the dedup units'
+    tables, generation after generation, each in key order; returns (seen, accepted, duplicates,
+    quarantined by reason, the generations' cumulative rows and kept-id digests)."""
+    cat, lay = CatalogFiles(RunLayout(root).catalog), RunLayout(root)
+    seen = accepted = duplicates = 0
+    quarantined: Counter[str] = Counter()
+    generations: list[dict] = []
+    digest = hashlib.sha256()  # of the kept ids in order: a catalog ingested again with other content differs
+    with storage.ParquetSink(cat.images, IMAGE_RECORD_SCHEMA) as img_out, \
+            storage.ParquetSink(cat.quarantine, QUARANTINE_SCHEMA) as bad_out, \
+            storage.ParquetSink(cat.duplicates, _DUP_SCHEMA) as dup_out:
+        for g, (lo, hi) in enumerate(bounds):
+            images = merge_sorted(part_chains([(k, lay.ingest_part(k, "images")) for k in range(lo, hi)], batch_rows), held)
+            sep = b""
+            for keep, drop in drop_duplicates(images, merge_sorted(dedup_batches(root, g, buckets, batch_rows), held)):
+                img_out.write(keep.select(IMAGE_RECORD_SCHEMA.names).cast(IMAGE_RECORD_SCHEMA))
+                dup_out.write(drop.select(_DUP_SCHEMA.names).cast(_DUP_SCHEMA))
+                seen += keep.num_rows + drop.num_rows
+                accepted += keep.num_rows
+                duplicates += drop.num_rows
+                if keep.num_rows:
+                    digest.update(sep + "\n".join(keep.column("id").to_pylist()).encode())
+                    sep = b"\n"
+            bad_parts = [(k, lay.ingest_part(k, "quarantine")) for k in range(lo, hi)]
+            for bad in merge_sorted(part_chains(bad_parts, batch_rows), held):
+                bad_out.write(bad.select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA))
+                seen += bad.num_rows
+                quarantined.update(bad.column("reason").to_pylist())
+            generations.append({"partitions": hi, "rows": accepted, "ids": digest.hexdigest()[:16]})
+    return seen, accepted, duplicates, quarantined, generations
