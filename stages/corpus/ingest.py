@@ -19,8 +19,8 @@ from schemas.arrow import IMAGE_RECORD_SCHEMA, QUARANTINE_SCHEMA, from_table, to
 from schemas.config import IngestConfig
 from schemas.records import ImageRecord, QuarantineRecord
 from store import storage
-from stages.corpus.ingest_dedup import (Held, dedup_bucket, generation_bounds, merge_catalog, sorted_by_uri,
-                                        write_hashes)
+from stages.corpus.ingest_dedup import (Held, dedup_bucket, generation_bounds, merge_catalog, plan_buckets,
+                                        sorted_by_uri, write_hashes, write_part)
 from stages.corpus.ingest_chunks import (UNREADABLE_NAMES, Skips, examine, image_extensions,  # noqa: F401
                                          process_chunk, run_chunks)
 from schemas.layout import CatalogFiles, RunLayout
@@ -67,7 +67,7 @@ class IngestReport:
 _HOW_NOT_WHAT = {"workers", "chunk_size", "partition_files", "dedup_buckets"}  # how ingest runs, not what it makes
 
 
-_LATER_FIELDS = ("follow_symlinks_outside", "dedup_buckets")  # added since: left out at their default, so older hashes hold
+_LATER_FIELDS = ("follow_symlinks_outside", "dedup_buckets")  # added since: left out at their default (older hashes hold)
 
 
 def config_hash(cfg: IngestConfig) -> str:
@@ -176,7 +176,7 @@ def plan_ingest(source: str, root: str, cfg: IngestConfig, force: bool = False) 
     new_parts = [[[c.kind, list(c.uris)] for c in cut[i : i + per]] for i in range(0, len(cut), per)]
     partitions = (old["partitions"] if old else []) + new_parts
     plan = {"source": source, "config": old["config"] if old else ingest_hash(cfg), "skipped": dict(listing_skips),
-            "dedup_buckets": old.get("dedup_buckets", cfg.dedup_buckets) if old else cfg.dedup_buckets,
+            "dedup_buckets": plan_buckets(old) if old else cfg.dedup_buckets,
             "inputs": (old["inputs"] if old else 0) + len(files) + len(tars) + len(names),
             "generations": (old["generations"] if old else []) + [len(partitions)],
             "partitions": partitions}
@@ -213,9 +213,9 @@ def ingest_partition(root: str, k: int, cfg: IngestConfig, progress: Callable[[i
     plan = _plan(root)
     if storage.exists(img_uri) and storage.exists(bad_uri):  # decoded by a version that wrote no hashes
         imgs = sorted_by_uri(storage.read_parquet(img_uri))
-        storage.atomic_write_parquet(img_uri, imgs)
-        storage.atomic_write_parquet(bad_uri, sorted_by_uri(storage.read_parquet(bad_uri)))
-        write_hashes(hash_uri, imgs, plan.get("dedup_buckets", cfg.dedup_buckets))
+        write_part(img_uri, imgs)
+        write_part(bad_uri, sorted_by_uri(storage.read_parquet(bad_uri)))
+        write_hashes(hash_uri, imgs, plan_buckets(plan))
         return ingest_partition_seen(root, k)
     part = [Chunk(kind, tuple(uris)) for kind, uris in plan["partitions"][k]]
     results = run_chunks(part, cfg, plan["source"], progress)
@@ -224,12 +224,12 @@ def ingest_partition(root: str, k: int, cfg: IngestConfig, progress: Callable[[i
         if isinstance(r, Skips):
             skipped.update(r.counts)
     bad = sorted_by_uri(to_table([r for r in results if isinstance(r, QuarantineRecord)], QuarantineRecord))
-    storage.atomic_write_parquet(bad_uri, bad.replace_schema_metadata(
+    write_part(bad_uri, bad.replace_schema_metadata(
         {**(bad.schema.metadata or {}), SKIPPED_META: json.dumps(dict(skipped)).encode()}))
     results = [r for r in results if not isinstance(r, Skips)]
     imgs = sorted_by_uri(to_table([r for r in results if isinstance(r, ImageRecord)], ImageRecord))
-    write_hashes(hash_uri, imgs, plan.get("dedup_buckets", cfg.dedup_buckets))
-    storage.atomic_write_parquet(img_uri, imgs)
+    write_hashes(hash_uri, imgs, plan_buckets(plan))
+    write_part(img_uri, imgs)
     return len(results)
 
 
@@ -241,23 +241,23 @@ def partition_skips(root: str, k: int) -> Counter:
     return Counter(json.loads(meta.get(SKIPPED_META, b"{}")))
 
 
-def finalize_ingest(root: str, n_partitions: int, batch_rows: int = 8192, held: Held | None = None) -> IngestReport:
+def finalize_ingest(root: str, n_partitions: int, held: Held | None = None) -> IngestReport:
     """Run the dedup units, then merge the partitions, generation by generation: within a generation rows
     are in URI order and an exact duplicate (same content hash) of a row kept before it, in this or an
     earlier generation, is recorded in duplicates.parquet. Rows of earlier generations keep their positions
     (embedding partitions are row ranges); a new generation's rows come after them. Counts reconcile, then
-    the marker. Memory: one dedup bucket, then one batch of `batch_rows` per merged stream (`held` records
-    the most rows held at once)."""
+    the marker. Memory: one dedup bucket, then one row group per merged stream (`held` records the most
+    rows held at once)."""
     cat = RunLayout(root).catalog
     plan = _plan(root)
     if n_partitions != len(plan["partitions"]):
         raise RuntimeError(f"{cat}: asked to merge {n_partitions} partitions, the plan has {len(plan['partitions'])}")
-    buckets = plan.get("dedup_buckets", IngestConfig.model_fields["dedup_buckets"].default)
+    buckets = plan_buckets(plan)
     bounds = generation_bounds(plan)
     for g in range(len(bounds)):  # a generation's units read the buckets earlier generations kept
         for b in range(buckets):
             dedup_bucket(root, plan, g, b)
-    seen, accepted, duplicates, quarantined, generations = merge_catalog(root, bounds, buckets, batch_rows, held)
+    seen, accepted, duplicates, quarantined, generations = merge_catalog(root, bounds, buckets, held)
     skipped: Counter = Counter(plan.get("skipped", {}))
     for k in range(n_partitions):
         skipped.update(partition_skips(root, k))

@@ -28,12 +28,19 @@ from schemas.layout import CatalogFiles, RunLayout
 from store import storage
 
 BUCKETS_META = b"aceforge.buckets"  # a hashes file's footer: the bucket of each row group
+BUCKET_COUNT_META = b"aceforge.bucket_count"  # and the number of buckets it was cut into
+DEFAULT_BUCKETS = 64  # a plan written before the number was recorded
 RANGE_META = b"aceforge.uri_range"  # an images / quarantine partition's footer: its first and last URI
 KEY = [("uri", "ascending"), ("_k", "ascending"), ("_r", "ascending")]
 _HASHES_SCHEMA = pa.schema([("bucket", pa.int32()), ("id", pa.string()), ("uri", pa.string()), ("_r", pa.int64())])
 DEDUP_SCHEMA = pa.schema([("uri", pa.string()), ("id", pa.string()), ("duplicate_of", pa.string()),
                           ("_k", pa.int64()), ("_r", pa.int64())])  # duplicate_of null: kept
 _DUP_SCHEMA = pa.schema([("uri", pa.string()), ("id", pa.string()), ("duplicate_of", pa.string())])
+
+
+def plan_buckets(plan: dict) -> int:
+    """The number of hash buckets of a catalog: its first plan's, for every generation."""
+    return plan.get("dedup_buckets", DEFAULT_BUCKETS)
 
 
 def bucket_of(ids: pa.Array, buckets: int) -> pa.Array:
@@ -61,7 +68,8 @@ def write_hashes(uri: str, images: pa.Table, buckets: int) -> None:
     present = sorted(set(col))
     fs, path = storage.fs_path(uri)
     tmp = storage.tmp_name(path)
-    schema = _HASHES_SCHEMA.with_metadata({BUCKETS_META: json.dumps(present).encode()})
+    schema = _HASHES_SCHEMA.with_metadata({BUCKETS_META: json.dumps(present).encode(),
+                                           BUCKET_COUNT_META: str(buckets).encode()})
     with pq.ParquetWriter(tmp, schema, filesystem=storage.arrow_fs(fs), compression="zstd") as w:
         start = 0
         for b in present:
@@ -71,9 +79,12 @@ def write_hashes(uri: str, images: pa.Table, buckets: int) -> None:
     storage.finalize(fs, tmp, path)
 
 
-def _bucket_rows(hashes_uri: str, b: int, k: int) -> pa.Table | None:
+def _bucket_rows(hashes_uri: str, b: int, k: int, buckets: int) -> pa.Table | None:
     pf = storage.parquet_file(hashes_uri)
-    present = json.loads((pf.schema_arrow.metadata or {}).get(BUCKETS_META, b"[]"))
+    meta = pf.schema_arrow.metadata or {}
+    if int(meta.get(BUCKET_COUNT_META, b"0")) != buckets:
+        raise RuntimeError(f"{hashes_uri} is cut into {meta.get(BUCKET_COUNT_META)} buckets, the plan has {buckets}")
+    present = json.loads(meta.get(BUCKETS_META, b"[]"))
     if b not in present:
         return None
     t = pf.read_row_group(present.index(b), columns=["id", "uri", "_r"])
@@ -95,7 +106,7 @@ def dedup_bucket(root: str, plan: dict, g: int, b: int) -> int:
     if storage.exists(out):
         return -1
     lo, hi = generation_bounds(plan)[g]
-    got = [t for k in range(lo, hi) if (t := _bucket_rows(cat.part(k, "hashes"), b, k)) is not None]
+    got = [t for k in range(lo, hi) if (t := _bucket_rows(cat.part(k, "hashes"), b, k, plan_buckets(plan))) is not None]
     if not got:
         return 0  # nothing of this bucket in this generation: no table (an earlier one may hold its ids)
     rows = pa.concat_tables(got).sort_by(KEY)
@@ -113,13 +124,13 @@ def dedup_bucket(root: str, plan: dict, g: int, b: int) -> int:
             dup_of.append(None)
     table = pa.table({"uri": rows.column("uri"), "id": rows.column("id"), "duplicate_of": pa.array(dup_of, pa.string()),
                       "_k": rows.column("_k"), "_r": rows.column("_r")}, schema=DEDUP_SCHEMA)
-    with storage.ParquetSink(out, DEDUP_SCHEMA, row_group_rows=1024) as sink:
+    with storage.ParquetSink(out, DEDUP_SCHEMA, row_group_rows=max(1, DEDUP_HELD_ROWS // plan_buckets(plan))) as sink:
         sink.write(table)
     return table.num_rows
 
 
 class Held:
-    """The most rows a merge held at once (its streams' pending batches together)."""
+    """The most rows a merge held at once: the row groups its streams had read and not yet passed."""
 
     def __init__(self) -> None:
         self.max_rows = 0
@@ -132,45 +143,60 @@ def _keys(t: pa.Table) -> list[tuple]:
     return list(zip(t.column("uri").to_pylist(), t.column("_k").to_pylist(), t.column("_r").to_pylist()))
 
 
+def _pull(it: Iterator[pa.Table]) -> list | None:
+    """A stream's next non-empty table as [table, its keys, rows passed, the stream]; None at its end."""
+    for t in it:
+        if t.num_rows:
+            return [t, _keys(t), 0, it]
+    return None
+
+
 def merge_sorted(streams: Iterable[Iterator[pa.Table]], held: Held | None = None) -> Iterator[pa.Table]:
-    """The rows of streams each sorted by key, merged in key order, batch by batch: each step emits every
-    pending row up to the smallest last key of the streams' pending batches (memory: one batch per stream)."""
-    pending = [(t, it) for it in streams if (t := _next(it)) is not None]
+    """The rows of streams each sorted by key, merged in key order: each step emits every pending row up
+    to the smallest last key of the streams' pending tables (memory: one table per stream)."""
+    pending = [p for it in streams if (p := _pull(it)) is not None]
     while pending:
         if held is not None:
-            held.saw(sum(t.num_rows for t, _ in pending))
-        bound = min(_keys(t.slice(t.num_rows - 1))[0] for t, _ in pending)
+            held.saw(sum(p[0].num_rows for p in pending))
+        bound = min(p[1][-1] for p in pending)
         pieces, nxt = [], []
-        for t, it in pending:
-            n = bisect_right(_keys(t), bound)
-            pieces.append(t.slice(0, n))
-            rest = t.slice(n) if n < t.num_rows else _next(it)
-            if rest is not None:
-                nxt.append((rest, it))
+        for t, keys, at, it in pending:
+            n = bisect_right(keys, bound, lo=at)
+            pieces.append(t.slice(at, n - at))
+            q = [t, keys, n, it] if n < len(keys) else _pull(it)
+            if q is not None:
+                nxt.append(q)
         pending = nxt
         yield pa.concat_tables(pieces).sort_by(KEY)
 
 
-def _next(it: Iterator[pa.Table]) -> pa.Table | None:
-    for t in it:
-        if t.num_rows:
-            return t
-    return None
+PART_ROW_GROUP = 8192  # rows per row group of a partition's tables: what a merge reads of one at a time
+DEDUP_HELD_ROWS = 65536  # the rows of one row group of every bucket's table together
 
 
-def _part_batches(uri: str, k: int, batch_rows: int) -> Iterator[pa.Table]:
+def write_part(uri: str, table: pa.Table) -> None:
+    """A partition's table (sorted by URI) in row groups of PART_ROW_GROUP rows."""
+    with storage.ParquetSink(uri, table.schema, row_group_rows=PART_ROW_GROUP) as sink:
+        sink.write(table)
+
+
+def _row_groups(uri: str) -> Iterator[pa.Table]:
     pf = storage.parquet_file(uri)
+    for i in range(pf.metadata.num_row_groups):
+        yield pf.read_row_group(i).replace_schema_metadata(None)
+
+
+def _part_rows(uri: str, k: int) -> Iterator[pa.Table]:
     r = 0
-    for batch in pf.iter_batches(batch_size=batch_rows):
-        t = pa.Table.from_batches([batch])
+    for t in _row_groups(uri):
         t = t.append_column("_k", pa.array([k] * t.num_rows, pa.int64()))
         yield t.append_column("_r", pa.array(range(r, r + t.num_rows), pa.int64()))
         r += t.num_rows
 
 
-def part_chains(uris: list[tuple[int, str]], batch_rows: int) -> list[Iterator[pa.Table]]:
+def part_chains(uris: list[tuple[int, str]]) -> list[Iterator[pa.Table]]:
     """Streams over partition files (k, uri), each sorted by URI: partitions whose URI ranges do not overlap
-    are read one after another in one stream, so a merge holds one batch per overlapping partition (the
+    are read one after another in one stream, so a merge holds one row group per overlapping partition (the
     partitions of a listing are consecutive runs of its sorted files: usually one stream, plus one per tar)."""
     spans = []
     for k, uri in uris:
@@ -188,21 +214,21 @@ def part_chains(uris: list[tuple[int, str]], batch_rows: int) -> list[Iterator[p
             chains.append([])
         chains[c].append((k, uri))
         heapq.heappush(ends, (last, c))
-    return [_chain(c, batch_rows) for c in chains]
+    return [_chain(c) for c in chains]
 
 
-def _chain(parts: list[tuple[int, str]], batch_rows: int) -> Iterator[pa.Table]:
+def _chain(parts: list[tuple[int, str]]) -> Iterator[pa.Table]:
     for k, uri in parts:
-        yield from _part_batches(uri, k, batch_rows)
+        yield from _part_rows(uri, k)
 
 
-def dedup_batches(root: str, g: int, buckets: int, batch_rows: int) -> list[Iterator[pa.Table]]:
+def dedup_streams(root: str, g: int, buckets: int) -> list[Iterator[pa.Table]]:
     """The duplicate rows of generation g, one stream per bucket table, each sorted by key."""
     cat = CatalogFiles(RunLayout(root).catalog)
 
     def dups(uri: str) -> Iterator[pa.Table]:
-        for batch in storage.parquet_file(uri).iter_batches(batch_size=batch_rows):
-            yield pa.Table.from_batches([batch]).filter(pc.is_valid(pc.field("duplicate_of")))
+        for t in _row_groups(uri):
+            yield t.filter(pc.is_valid(t.column("duplicate_of")))
 
     return [dups(cat.dedup(g, b)) for b in range(buckets) if storage.exists(cat.dedup(g, b))]
 
@@ -212,33 +238,30 @@ def _row_ids(t: pa.Table) -> pa.Array:
 
 
 def drop_duplicates(images: Iterator[pa.Table], dups: Iterator[pa.Table]) -> Iterator[tuple[pa.Table, pa.Table]]:
-    """(kept rows, duplicate rows) of each image batch, both streams in key order; an error when a
+    """(kept rows, duplicate rows) of each image table, both streams in key order; an error when a
     duplicate names no image row."""
-    pending: pa.Table | None = _next(dups)
+    pending = _pull(dups)
     for batch in images:
         last = _keys(batch.slice(batch.num_rows - 1))[0]
         mine = []
         while pending is not None:
-            n = bisect_right(_keys(pending), last)
-            mine.append(pending.slice(0, n))
-            if n < pending.num_rows:
-                pending = pending.slice(n)
+            t, keys, at, _ = pending
+            n = bisect_right(keys, last, lo=at)
+            mine.append(t.slice(at, n - at))
+            if n < len(keys):
+                pending[2] = n
                 break
-            pending = _next(dups)
-        drop = pa.concat_tables(mine) if mine else None
-        if drop is None or not drop.num_rows:
-            yield batch, DEDUP_SCHEMA.empty_table()
-            continue
-        keep = batch.filter(pc.invert(pc.is_in(_row_ids(batch), value_set=_row_ids(drop))))
+            pending = _pull(dups)
+        drop = pa.concat_tables(mine) if mine else DEDUP_SCHEMA.empty_table()
+        keep = batch.filter(pc.invert(pc.is_in(_row_ids(batch), value_set=_row_ids(drop)))) if drop.num_rows else batch
         if batch.num_rows - keep.num_rows != drop.num_rows:
             raise RuntimeError(f"dedup results name {drop.num_rows} rows of this batch, {batch.num_rows - keep.num_rows} match")
         yield keep, drop
     if pending is not None:
-        raise RuntimeError(f"dedup results name rows no partition holds, e.g. {_keys(pending)[0]}")
+        raise RuntimeError(f"dedup results name rows no partition holds, e.g. {pending[1][pending[2]]}")
 
 
-def merge_catalog(root: str, bounds: list[tuple[int, int]], buckets: int, batch_rows: int,
-                  held: Held | None) -> tuple[int, int, int, Counter, list[dict]]:
+def merge_catalog(root: str, bounds: list[tuple[int, int]], buckets: int, held: Held | None) -> tuple[int, int, int, Counter, list[dict]]:
     """Write images.parquet, duplicates.parquet and the quarantine from the partitions and the dedup units'
     tables, generation after generation, each in key order; returns (seen, accepted, duplicates,
     quarantined by reason, the generations' cumulative rows and kept-id digests)."""
@@ -251,9 +274,9 @@ def merge_catalog(root: str, bounds: list[tuple[int, int]], buckets: int, batch_
             storage.ParquetSink(cat.quarantine, QUARANTINE_SCHEMA) as bad_out, \
             storage.ParquetSink(cat.duplicates, _DUP_SCHEMA) as dup_out:
         for g, (lo, hi) in enumerate(bounds):
-            images = merge_sorted(part_chains([(k, lay.ingest_part(k, "images")) for k in range(lo, hi)], batch_rows), held)
+            images = merge_sorted(part_chains([(k, lay.ingest_part(k, "images")) for k in range(lo, hi)]), held)
             sep = b""
-            for keep, drop in drop_duplicates(images, merge_sorted(dedup_batches(root, g, buckets, batch_rows), held)):
+            for keep, drop in drop_duplicates(images, merge_sorted(dedup_streams(root, g, buckets), held)):
                 img_out.write(keep.select(IMAGE_RECORD_SCHEMA.names).cast(IMAGE_RECORD_SCHEMA))
                 dup_out.write(drop.select(_DUP_SCHEMA.names).cast(_DUP_SCHEMA))
                 seen += keep.num_rows + drop.num_rows
@@ -263,7 +286,7 @@ def merge_catalog(root: str, bounds: list[tuple[int, int]], buckets: int, batch_
                     digest.update(sep + "\n".join(keep.column("id").to_pylist()).encode())
                     sep = b"\n"
             bad_parts = [(k, lay.ingest_part(k, "quarantine")) for k in range(lo, hi)]
-            for bad in merge_sorted(part_chains(bad_parts, batch_rows), held):
+            for bad in merge_sorted(part_chains(bad_parts), held):
                 bad_out.write(bad.select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA))
                 seen += bad.num_rows
                 quarantined.update(bad.column("reason").to_pylist())

@@ -141,18 +141,20 @@ def test_a_unit_done_is_not_run_again(tmp_path):
     assert all(ingest_dedup.dedup_bucket(root, plan, 0, b) in (-1, 0) for b in range(4))
 
 
-def test_finalize_holds_a_batch_per_stream_and_never_reads_a_whole_partition(tmp_path, monkeypatch):
+def test_finalize_holds_a_row_group_per_stream_and_never_reads_a_whole_table(tmp_path, monkeypatch):
     src = tmp_path / "src"
     src.mkdir()
     for i in range(60):
         (src / f"i{i:03d}.png").write_bytes(_png(i % 50))  # 10 duplicates
     root = str(tmp_path / "root")
-    cfg = CFG.model_copy(update={"dedup_buckets": 2})
+    cfg = CFG.model_copy(update={"dedup_buckets": 2, "partition_files": 8})
+    monkeypatch.setattr(ingest_dedup, "PART_ROW_GROUP", 2)
+    monkeypatch.setattr(ingest_dedup, "DEDUP_HELD_ROWS", 4)  # 2 rows a row group in each of 2 buckets
     n = plan_ingest(str(src), root, cfg)
     for k in range(n):
         ingest_partition(root, k, cfg)
     lay = RunLayout(root)
-    assert n == 15 and len(part_chains([(k, lay.ingest_part(k, "images")) for k in range(n)], 2)) == 1
+    assert n == 8 and len(part_chains([(k, lay.ingest_part(k, "images")) for k in range(n)])) == 1
     whole = storage.read_parquet
 
     def bucket_only(uri):  # a dedup unit reads earlier buckets whole; nothing else is read whole
@@ -161,7 +163,7 @@ def test_finalize_holds_a_batch_per_stream_and_never_reads_a_whole_partition(tmp
 
     monkeypatch.setattr(storage, "read_parquet", bucket_only)
     held = Held()
-    rep = finalize_ingest(root, n, batch_rows=2, held=held)
+    rep = finalize_ingest(root, n, held=held)
     assert rep.reconciles and (rep.accepted, rep.duplicates) == (50, 10)
     assert 0 < held.max_rows <= 2 * 2  # one stream of partitions or one per bucket, 2 rows each
     monkeypatch.setattr(storage, "read_parquet", whole)
