@@ -4,7 +4,7 @@ Each partition writes its ids by hash bucket (`write_hashes`). One dedup unit pe
 (`dedup_bucket`) reads that bucket of the generation's partitions and the ids its bucket kept in earlier
 generations, and decides kept or duplicate: the first copy in source order (generation, then URI, then
 partition and row) is kept. Finalize streams the partitions (each sorted by URI) in catalog order
-(`merge_sorted`) and drops the rows the units marked, reading one batch per stream at a time.
+(`merge_sorted`) and drops the rows the units marked, reading one row group per stream at a time.
 
 The key of a row is (uri, partition, row in its partition): the order of today's catalog, whose rows within
 a generation are its partitions' rows in a stable sort by URI.
@@ -21,7 +21,6 @@ from typing import Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from schemas.arrow import IMAGE_RECORD_SCHEMA, QUARANTINE_SCHEMA
 from schemas.layout import CatalogFiles, RunLayout
@@ -66,17 +65,14 @@ def write_hashes(uri: str, images: pa.Table, buckets: int) -> None:
     t = t.sort_by([("bucket", "ascending"), ("id", "ascending"), ("_r", "ascending")])
     col = t.column("bucket").to_pylist()
     present = sorted(set(col))
-    fs, path = storage.fs_path(uri)
-    tmp = storage.tmp_name(path)
     schema = _HASHES_SCHEMA.with_metadata({BUCKETS_META: json.dumps(present).encode(),
                                            BUCKET_COUNT_META: str(buckets).encode()})
-    with pq.ParquetWriter(tmp, schema, filesystem=storage.arrow_fs(fs), compression="zstd") as w:
+    with storage.ParquetSink(uri, schema, row_group_rows=max(1, t.num_rows)) as sink:  # a row group per write
         start = 0
         for b in present:
             stop = bisect_right(col, b)
-            w.write_table(t.slice(start, stop - start).cast(schema), row_group_size=stop - start)
+            sink.write(t.slice(start, stop - start).cast(schema))
             start = stop
-    storage.finalize(fs, tmp, path)
 
 
 def _bucket_rows(hashes_uri: str, b: int, k: int, buckets: int) -> pa.Table | None:
@@ -261,7 +257,29 @@ def drop_duplicates(images: Iterator[pa.Table], dups: Iterator[pa.Table]) -> Ite
         raise RuntimeError(f"dedup results name rows no partition holds, e.g. {pending[1][pending[2]]}")
 
 
-def merge_catalog(root: str, bounds: list[tuple[int, int]], buckets: int, held: Held | None) -> tuple[int, int, int, Counter, list[dict]]:
+class _Groups:
+    """A sink's writes regrouped into row groups of the sink's size, cut anew at each generation (the row
+    groups a generation's whole table made)."""
+
+    def __init__(self, sink: storage.ParquetSink, schema: pa.Schema):
+        self.sink, self.schema, self.rows = sink, schema, []
+
+    def write(self, table: pa.Table) -> None:
+        self.rows.append(table.select(self.schema.names).cast(self.schema))
+        if sum(t.num_rows for t in self.rows) >= self.sink.row_group_rows:
+            t = pa.concat_tables(self.rows)
+            cut = t.num_rows - t.num_rows % self.sink.row_group_rows
+            self.sink.write(t.slice(0, cut))
+            self.rows = [t.slice(cut)]
+
+    def end_generation(self) -> None:
+        if self.rows:
+            self.sink.write(pa.concat_tables(self.rows))
+        self.rows = []
+
+
+def merge_catalog(root: str, bounds: list[tuple[int, int]], buckets: int,
+                  held: Held | None) -> tuple[int, int, int, Counter, list[dict]]:
     """Write images.parquet, duplicates.parquet and the quarantine from the partitions and the dedup units'
     tables, generation after generation, each in key order; returns (seen, accepted, duplicates,
     quarantined by reason, the generations' cumulative rows and kept-id digests)."""
@@ -270,15 +288,17 @@ def merge_catalog(root: str, bounds: list[tuple[int, int]], buckets: int, held: 
     quarantined: Counter[str] = Counter()
     generations: list[dict] = []
     digest = hashlib.sha256()  # of the kept ids in order: a catalog ingested again with other content differs
-    with storage.ParquetSink(cat.images, IMAGE_RECORD_SCHEMA) as img_out, \
-            storage.ParquetSink(cat.quarantine, QUARANTINE_SCHEMA) as bad_out, \
-            storage.ParquetSink(cat.duplicates, _DUP_SCHEMA) as dup_out:
+    with storage.ParquetSink(cat.images, IMAGE_RECORD_SCHEMA) as img_sink, \
+            storage.ParquetSink(cat.quarantine, QUARANTINE_SCHEMA) as bad_sink, \
+            storage.ParquetSink(cat.duplicates, _DUP_SCHEMA) as dup_sink:
+        img_out, bad_out = _Groups(img_sink, IMAGE_RECORD_SCHEMA), _Groups(bad_sink, QUARANTINE_SCHEMA)
+        dup_out = _Groups(dup_sink, _DUP_SCHEMA)
         for g, (lo, hi) in enumerate(bounds):
             images = merge_sorted(part_chains([(k, lay.ingest_part(k, "images")) for k in range(lo, hi)]), held)
             sep = b""
             for keep, drop in drop_duplicates(images, merge_sorted(dedup_streams(root, g, buckets), held)):
-                img_out.write(keep.select(IMAGE_RECORD_SCHEMA.names).cast(IMAGE_RECORD_SCHEMA))
-                dup_out.write(drop.select(_DUP_SCHEMA.names).cast(_DUP_SCHEMA))
+                img_out.write(keep)
+                dup_out.write(drop)
                 seen += keep.num_rows + drop.num_rows
                 accepted += keep.num_rows
                 duplicates += drop.num_rows
@@ -287,8 +307,10 @@ def merge_catalog(root: str, bounds: list[tuple[int, int]], buckets: int, held: 
                     sep = b"\n"
             bad_parts = [(k, lay.ingest_part(k, "quarantine")) for k in range(lo, hi)]
             for bad in merge_sorted(part_chains(bad_parts), held):
-                bad_out.write(bad.select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA))
+                bad_out.write(bad)
                 seen += bad.num_rows
                 quarantined.update(bad.column("reason").to_pylist())
+            for out in (img_out, dup_out, bad_out):
+                out.end_generation()
             generations.append({"partitions": hi, "rows": accepted, "ids": digest.hexdigest()[:16]})
     return seen, accepted, duplicates, quarantined, generations
