@@ -19,7 +19,7 @@ from schemas.arrow import IMAGE_RECORD_SCHEMA, QUARANTINE_SCHEMA, from_table, to
 from schemas.config import IngestConfig
 from schemas.records import ImageRecord, QuarantineRecord
 from store import storage
-from stages.corpus.ingest_dedup import (Held, dedup_bucket, generation_bounds, merge_catalog, plan_buckets,
+from stages.corpus.ingest_dedup import (Held, generation_bounds, run_units, merge_catalog, plan_buckets,
                                         sorted_by_uri, write_hashes, write_part)
 from stages.corpus.ingest_chunks import (UNREADABLE_NAMES, Skips, examine, image_extensions,  # noqa: F401
                                          process_chunk, run_chunks)
@@ -241,13 +241,13 @@ def partition_skips(root: str, k: int) -> Counter:
     return Counter(json.loads(meta.get(SKIPPED_META, b"{}")))
 
 
-def finalize_ingest(root: str, n_partitions: int, held: Held | None = None) -> IngestReport:
+def finalize_ingest(root: str, n_partitions: int, held: Held | None = None, workers: int = 1) -> IngestReport:
     """Run the dedup units, then merge the partitions, generation by generation: within a generation rows
     are in URI order and an exact duplicate (same content hash) of a row kept before it, in this or an
     earlier generation, is recorded in duplicates.parquet. Rows of earlier generations keep their positions
     (embedding partitions are row ranges); a new generation's rows come after them. Counts reconcile, then
-    the marker. Memory: one dedup bucket, then one row group per merged stream (`held` records the most
-    rows held at once)."""
+    the marker. Memory: one dedup bucket per process (`workers` of them), then one row group per merged
+    stream (`held` records the most rows held at once)."""
     cat = RunLayout(root).catalog
     plan = _plan(root)
     if n_partitions != len(plan["partitions"]):
@@ -255,8 +255,7 @@ def finalize_ingest(root: str, n_partitions: int, held: Held | None = None) -> I
     buckets = plan_buckets(plan)
     bounds = generation_bounds(plan)
     for g in range(len(bounds)):  # a generation's units read the buckets earlier generations kept
-        for b in range(buckets):
-            dedup_bucket(root, plan, g, b)
+        run_units(root, plan, g, workers)
     seen, accepted, duplicates, quarantined, generations = merge_catalog(root, bounds, buckets, held)
     skipped: Counter = Counter(plan.get("skipped", {}))
     for k in range(n_partitions):
@@ -302,7 +301,7 @@ def ingest(source: str, root: str, cfg: IngestConfig | None = None, *, force: bo
         progress_total(_plan(root)["inputs"])
     for k in range(n):
         ingest_partition(root, k, cfg, progress)
-    report = finalize_ingest(root, n)
+    report = finalize_ingest(root, n, workers=cfg.resolved_workers())
     from schemas.config import RunConfig
 
     IngestStage(RunConfig(root=root, ingest=cfg), source=source).stamp(RunLayout(root).catalog)  # as the stage would
@@ -403,7 +402,7 @@ class IngestStage(Stage):
         return [self.layout.marker(self.layout.catalog)]
 
     def finalize(self, n: int) -> StageReport:
-        counts = finalize_ingest(self.cfg.root, n).to_dict()
+        counts = finalize_ingest(self.cfg.root, n, workers=self.cfg.ingest.resolved_workers()).to_dict()
         self.stamp(self.layout.catalog)
         return StageReport(stage=self.label, items=n, outputs=[self.layout.catalog], counts=counts)
 

@@ -15,8 +15,11 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
+import multiprocessing as mp
 from collections import Counter
 from bisect import bisect_right
+from concurrent.futures import ProcessPoolExecutor
+from itertools import repeat
 from typing import Iterable, Iterator
 
 import pyarrow as pa
@@ -123,6 +126,25 @@ def dedup_bucket(root: str, plan: dict, g: int, b: int) -> int:
     with storage.ParquetSink(out, DEDUP_SCHEMA, row_group_rows=max(1, DEDUP_HELD_ROWS // plan_buckets(plan))) as sink:
         sink.write(table)
     return table.num_rows
+
+
+POOL_MIN_IDS = 200_000  # a generation with fewer ids runs its units in finalize's process (a pool's start costs more)
+
+
+def run_units(root: str, plan: dict, g: int, workers: int) -> int:
+    """The dedup units of generation g not done yet, in `workers` processes when it is worth their start
+    (each holds one bucket); returns how many ran."""
+    cat = CatalogFiles(RunLayout(root).catalog)
+    todo = [b for b in range(plan_buckets(plan)) if not storage.exists(cat.dedup(g, b))]
+    lo, hi = generation_bounds(plan)[g]
+    ids = sum(storage.parquet_file(cat.part(k, "hashes")).metadata.num_rows for k in range(lo, hi)) if todo else 0
+    if workers <= 1 or len(todo) < 2 or ids < POOL_MIN_IDS:
+        for b in todo:
+            dedup_bucket(root, plan, g, b)
+        return len(todo)
+    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=mp.get_context("spawn")) as pool:
+        list(pool.map(dedup_bucket, repeat(root), repeat(plan), repeat(g), todo))
+    return len(todo)
 
 
 class Held:

@@ -130,6 +130,14 @@ def test_a_copy_of_an_earlier_generations_image_is_a_duplicate_and_a_rerun_does_
     assert {p: p.stat().st_mtime_ns for p in Path(root).rglob("*")} == files
 
 
+def test_units_in_worker_processes_give_the_same_catalog(tmp_path, monkeypatch):
+    src = _corpus(tmp_path / "src")
+    ingest(str(src), str(tmp_path / "one"), CFG)
+    monkeypatch.setattr(ingest_dedup, "POOL_MIN_IDS", 0)
+    ingest(str(src), str(tmp_path / "two"), CFG.model_copy(update={"workers": 2}))
+    assert _catalog(str(tmp_path / "one")) == _catalog(str(tmp_path / "two"))
+
+
 def test_a_unit_done_is_not_run_again(tmp_path):
     src = _corpus(tmp_path / "src")
     root = str(tmp_path / "root")
@@ -139,6 +147,7 @@ def test_a_unit_done_is_not_run_again(tmp_path):
     plan = _plan(root)
     assert sum(max(0, ingest_dedup.dedup_bucket(root, plan, 0, b)) for b in range(4)) == 17
     assert all(ingest_dedup.dedup_bucket(root, plan, 0, b) in (-1, 0) for b in range(4))
+    assert ingest_dedup.run_units(root, plan, 0, 1) == 4 - len(list((Path(root) / "catalog" / "dedup").iterdir()))
 
 
 def test_finalize_holds_a_row_group_per_stream_and_never_reads_a_whole_table(tmp_path, monkeypatch):
