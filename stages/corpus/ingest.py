@@ -19,7 +19,7 @@ from schemas.arrow import IMAGE_RECORD_SCHEMA, QUARANTINE_SCHEMA, from_table, to
 from schemas.config import IngestConfig
 from schemas.records import ImageRecord, QuarantineRecord
 from store import storage
-from stages.corpus.ingest_dedup import (Held, generation_bounds, run_units, merge_catalog, plan_buckets,
+from stages.corpus.ingest_dedup import (Held, generation_bounds, merge_catalog, plan_buckets, run_units,
                                         sorted_by_uri, write_hashes, write_part)
 from stages.corpus.ingest_chunks import (UNREADABLE_NAMES, Skips, examine, image_extensions,  # noqa: F401
                                          process_chunk, run_chunks)
@@ -67,7 +67,7 @@ class IngestReport:
 _HOW_NOT_WHAT = {"workers", "chunk_size", "partition_files", "dedup_buckets"}  # how ingest runs, not what it makes
 
 
-_LATER_FIELDS = ("follow_symlinks_outside", "dedup_buckets")  # added since: left out at their default (older hashes hold)
+_LATER_FIELDS = ("follow_symlinks_outside", "dedup_buckets")  # added since: left out at their default (old hashes hold)
 
 
 def config_hash(cfg: IngestConfig) -> str:
