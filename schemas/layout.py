@@ -80,7 +80,7 @@ class RunLayout:
         return CatalogFiles(self.catalog).plan
 
     def ingest_part(self, k: int, what: str) -> str:
-        """One ingest partition's table; what: images or quarantine."""
+        """One ingest partition's table; what: images, quarantine or hashes (its ids by hash bucket)."""
         return CatalogFiles(self.catalog).part(k, what)
 
     # embedding and clustering
@@ -175,10 +175,21 @@ class CatalogFiles:
         return join(self.uri, "parts")
 
     def part(self, k: int, what: str) -> str:
-        """One partition's table; what: images or quarantine."""
+        """One partition's table; what: images, quarantine or hashes (its ids by hash bucket)."""
         return join(self.parts_dir, f"part-{k:05d}.{what}.parquet")
 
-    PART = re.compile(r"part-\d{5}\.(images|quarantine)\.parquet")
+    PART = re.compile(r"part-\d{5}\.(images|quarantine|hashes)\.parquet")
+
+    @property
+    def dedup_dir(self) -> str:
+        """The exact-dedup units' results, one table per (generation, hash bucket)."""
+        return join(self.uri, "dedup")
+
+    def dedup(self, generation: int, bucket: int) -> str:
+        """One dedup unit's rows: a generation's images of one hash bucket, each kept or a duplicate."""
+        return join(self.dedup_dir, f"gen-{generation:04d}.bucket-{bucket:05d}.parquet")
+
+    DEDUP = re.compile(r"gen-\d{4}\.bucket-\d{5}\.parquet")
 
     @property
     def images(self) -> str:

@@ -17,6 +17,11 @@ class IngestConfig(_Config):
     chunk_size: int = Field(16, ge=1, description="files per chunk (what one decoding process takes at a time) "
                             "inside a partition")
     partition_files: int = Field(10_000, ge=1, description="files per ingest partition (one task run each)")
+    dedup_buckets: int = Field(
+        64, ge=1, le=65536, description="hash-range buckets of exact dedup: the leading bits of an image's content "
+        "hash decide its bucket, and one dedup unit per bucket and generation holds that bucket's ids (about "
+        "images / buckets of them, ~200 bytes each: 64 keeps a unit near 2 GB at 0.7 B images; raise it for "
+        "more). Fixed by a catalog's first plan: later generations use the number it recorded")
     extensions: list[str] | None = Field(
         None, description="file endings that count as images when listing folders and tars; None: every format "
                           "the installed Pillow decodes (avif, jpeg2000, tga, ...); what is not listed is counted "

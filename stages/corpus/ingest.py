@@ -19,6 +19,8 @@ from schemas.arrow import IMAGE_RECORD_SCHEMA, QUARANTINE_SCHEMA, from_table, to
 from schemas.config import IngestConfig
 from schemas.records import ImageRecord, QuarantineRecord
 from store import storage
+from stages.corpus.ingest_dedup import (Held, generation_bounds, merge_catalog, plan_buckets, run_units,
+                                        sorted_by_uri, write_hashes, write_part)
 from stages.corpus.ingest_chunks import (UNREADABLE_NAMES, Skips, examine, image_extensions,  # noqa: F401
                                          process_chunk, run_chunks)
 from schemas.layout import CatalogFiles, RunLayout
@@ -62,10 +64,10 @@ class IngestReport:
                 f"+ quarantined {self.quarantined_total}: {status}")
 
 
-_HOW_NOT_WHAT = {"workers", "chunk_size", "partition_files"}  # how ingest runs, not what it produces
+_HOW_NOT_WHAT = {"workers", "chunk_size", "partition_files", "dedup_buckets"}  # how ingest runs, not what it makes
 
 
-_LATER_FIELDS = ("follow_symlinks_outside",)  # added since: left out at their default, so older hashes hold
+_LATER_FIELDS = ("follow_symlinks_outside", "dedup_buckets")  # added since: left out at their default (old hashes hold)
 
 
 def config_hash(cfg: IngestConfig) -> str:
@@ -117,16 +119,18 @@ def existing_partitions(root: str) -> int:
 
 
 _PART_FILE = re.compile(CatalogFiles.PART.pattern + "(" + re.escape(storage.TMP_TAG) + r"\w+)?")
+_DEDUP_FILE = re.compile(CatalogFiles.DEDUP.pattern + "(" + re.escape(storage.TMP_TAG) + r"\w+)?")
 
 
 def _remove_partitions(root: str) -> None:
-    """Delete the partition files ingest wrote (and their temporary names), nothing else in the folder."""
-    lay = RunLayout(root)
-    fs, parts = storage.fs_path(storage.parent(lay.ingest_part(0, "images")))
-    if fs.exists(parts):
-        for p in fs.ls(parts, detail=False):
-            if _PART_FILE.fullmatch(p.rsplit("/", 1)[-1]):
-                fs.rm(p)
+    """Delete the partition and dedup files ingest wrote (and their temporary names), nothing else there."""
+    cat = CatalogFiles(RunLayout(root).catalog)
+    for folder, names in ((cat.parts_dir, _PART_FILE), (cat.dedup_dir, _DEDUP_FILE)):
+        fs, path = storage.fs_path(folder)
+        if fs.exists(path):
+            for p in fs.ls(path, detail=False):
+                if names.fullmatch(p.rsplit("/", 1)[-1]):
+                    fs.rm(p)
 
 
 def _remove_catalog(root: str) -> None:
@@ -172,6 +176,7 @@ def plan_ingest(source: str, root: str, cfg: IngestConfig, force: bool = False) 
     new_parts = [[[c.kind, list(c.uris)] for c in cut[i : i + per]] for i in range(0, len(cut), per)]
     partitions = (old["partitions"] if old else []) + new_parts
     plan = {"source": source, "config": old["config"] if old else ingest_hash(cfg), "skipped": dict(listing_skips),
+            "dedup_buckets": plan_buckets(old) if old else cfg.dedup_buckets,
             "inputs": (old["inputs"] if old else 0) + len(files) + len(tars) + len(names),
             "generations": (old["generations"] if old else []) + [len(partitions)],
             "partitions": partitions}
@@ -200,22 +205,31 @@ def new_inputs(source: str, root: str, cfg: IngestConfig) -> int:
 
 def ingest_partition(root: str, k: int, cfg: IngestConfig, progress: Callable[[int], None] | None = None) -> int:
     """One work item: decode partition k's inputs (in parallel processes), write its records and its
-    quarantine. Skipped when both files exist; returns the number of inputs seen."""
-    img_uri, bad_uri = RunLayout(root).ingest_part(k, "images"), RunLayout(root).ingest_part(k, "quarantine")
-    if storage.exists(img_uri) and storage.exists(bad_uri):
+    quarantine, each sorted by URI, and its ids by hash bucket. Skipped when its files exist; returns the
+    number of inputs seen."""
+    img_uri, bad_uri, hash_uri = (RunLayout(root).ingest_part(k, w) for w in ("images", "quarantine", "hashes"))
+    if storage.exists(img_uri) and storage.exists(bad_uri) and storage.exists(hash_uri):
         return -1
     plan = _plan(root)
+    if storage.exists(img_uri) and storage.exists(bad_uri):  # decoded by a version that wrote no hashes
+        imgs = sorted_by_uri(storage.read_parquet(img_uri))
+        write_part(img_uri, imgs)
+        write_part(bad_uri, sorted_by_uri(storage.read_parquet(bad_uri)))
+        write_hashes(hash_uri, imgs, plan_buckets(plan))
+        return ingest_partition_seen(root, k)
     part = [Chunk(kind, tuple(uris)) for kind, uris in plan["partitions"][k]]
     results = run_chunks(part, cfg, plan["source"], progress)
     skipped: Counter = Counter()
     for r in results:
         if isinstance(r, Skips):
             skipped.update(r.counts)
-    bad = to_table([r for r in results if isinstance(r, QuarantineRecord)], QuarantineRecord)
-    storage.atomic_write_parquet(bad_uri, bad.replace_schema_metadata(
+    bad = sorted_by_uri(to_table([r for r in results if isinstance(r, QuarantineRecord)], QuarantineRecord))
+    write_part(bad_uri, bad.replace_schema_metadata(
         {**(bad.schema.metadata or {}), SKIPPED_META: json.dumps(dict(skipped)).encode()}))
     results = [r for r in results if not isinstance(r, Skips)]
-    storage.atomic_write_parquet(img_uri, to_table([r for r in results if isinstance(r, ImageRecord)], ImageRecord))
+    imgs = sorted_by_uri(to_table([r for r in results if isinstance(r, ImageRecord)], ImageRecord))
+    write_hashes(hash_uri, imgs, plan_buckets(plan))
+    write_part(img_uri, imgs)
     return len(results)
 
 
@@ -227,51 +241,22 @@ def partition_skips(root: str, k: int) -> Counter:
     return Counter(json.loads(meta.get(SKIPPED_META, b"{}")))
 
 
-_DUP_SCHEMA = pa.schema([("uri", pa.string()), ("id", pa.string()), ("duplicate_of", pa.string())])
-
-
-def finalize_ingest(root: str, n_partitions: int) -> IngestReport:
-    """Merge the partitions, generation by generation: within a generation rows are sorted by URI and an
-    exact duplicate (same content hash) of a row already kept, in this or an earlier generation, is
-    recorded in duplicates.parquet. Rows of earlier generations keep their positions (embedding partitions
-    are row ranges); a new generation's rows come after them. Counts reconcile, then the marker.
-    Memory: one generation's records and its kept ids."""
+def finalize_ingest(root: str, n_partitions: int, held: Held | None = None, workers: int = 1) -> IngestReport:
+    """Run the dedup units, then merge the partitions, generation by generation: within a generation rows
+    are in URI order and an exact duplicate (same content hash) of a row kept before it, in this or an
+    earlier generation, is recorded in duplicates.parquet. Rows of earlier generations keep their positions
+    (embedding partitions are row ranges); a new generation's rows come after them. Counts reconcile, then
+    the marker. Memory: one dedup bucket per process (`workers` of them), then one row group per merged
+    stream (`held` records the most rows held at once)."""
     cat = RunLayout(root).catalog
     plan = _plan(root)
     if n_partitions != len(plan["partitions"]):
         raise RuntimeError(f"{cat}: asked to merge {n_partitions} partitions, the plan has {len(plan['partitions'])}")
-    first_uri: dict[str, str] = {}
-    seen = accepted = duplicates = 0
-    quarantined: Counter[str] = Counter()
-    generations: list[dict] = []
-    digest = hashlib.sha256()  # of the kept ids in order: a catalog ingested again with other content differs
-    lo = 0
-    with storage.ParquetSink(CatalogFiles(cat).images, IMAGE_RECORD_SCHEMA) as img_out, \
-            storage.ParquetSink(CatalogFiles(cat).quarantine, QUARANTINE_SCHEMA) as bad_out, \
-            storage.ParquetSink(CatalogFiles(cat).duplicates, _DUP_SCHEMA) as dup_out:
-        for hi in plan["generations"]:
-            imgs = pa.concat_tables([storage.read_parquet(RunLayout(root).ingest_part(k, "images")) for k in range(lo, hi)]
-                                    or [IMAGE_RECORD_SCHEMA.empty_table()]).sort_by("uri")
-            bad = pa.concat_tables([storage.read_parquet(RunLayout(root).ingest_part(k, "quarantine")) for k in range(lo, hi)]
-                                   or [QUARANTINE_SCHEMA.empty_table()]).sort_by("uri")
-            keep, dups = [], []
-            for row, (rid, uri) in enumerate(zip(imgs.column("id").to_pylist(), imgs.column("uri").to_pylist())):
-                if rid in first_uri:
-                    dups.append((uri, rid, first_uri[rid]))
-                else:
-                    first_uri[rid] = uri
-                    keep.append(row)
-            img_out.write(imgs.take(pa.array(keep, pa.int64())).cast(IMAGE_RECORD_SCHEMA))
-            bad_out.write(bad.cast(QUARANTINE_SCHEMA))
-            dup_out.write(pa.table({"uri": [d[0] for d in dups], "id": [d[1] for d in dups],
-                                    "duplicate_of": [d[2] for d in dups]}, schema=_DUP_SCHEMA))
-            seen += imgs.num_rows + bad.num_rows
-            accepted += len(keep)
-            duplicates += len(dups)
-            quarantined.update(bad.column("reason").to_pylist())
-            digest.update("\n".join(imgs.column("id").take(pa.array(keep, pa.int64())).to_pylist()).encode())
-            generations.append({"partitions": hi, "rows": accepted, "ids": digest.hexdigest()[:16]})
-            lo = hi
+    buckets = plan_buckets(plan)
+    bounds = generation_bounds(plan)
+    for g in range(len(bounds)):  # a generation's units read the buckets earlier generations kept
+        run_units(root, plan, g, workers)
+    seen, accepted, duplicates, quarantined, generations = merge_catalog(root, bounds, buckets, held)
     skipped: Counter = Counter(plan.get("skipped", {}))
     for k in range(n_partitions):
         skipped.update(partition_skips(root, k))
@@ -316,7 +301,7 @@ def ingest(source: str, root: str, cfg: IngestConfig | None = None, *, force: bo
         progress_total(_plan(root)["inputs"])
     for k in range(n):
         ingest_partition(root, k, cfg, progress)
-    report = finalize_ingest(root, n)
+    report = finalize_ingest(root, n, workers=cfg.resolved_workers())
     from schemas.config import RunConfig
 
     IngestStage(RunConfig(root=root, ingest=cfg), source=source).stamp(RunLayout(root).catalog)  # as the stage would
@@ -407,7 +392,7 @@ class IngestStage(Stage):
         return []  # planning lists the source: never served from Prefect's cache
 
     def item_outputs(self, k: int) -> list[str]:
-        return [self.layout.ingest_part(k, "images"), self.layout.ingest_part(k, "quarantine")]
+        return [self.layout.ingest_part(k, w) for w in ("images", "quarantine", "hashes")]
 
     def run(self, k: int) -> ItemReport:
         seen = ingest_partition(self.cfg.root, k, self.cfg.ingest)
@@ -417,7 +402,7 @@ class IngestStage(Stage):
         return [self.layout.marker(self.layout.catalog)]
 
     def finalize(self, n: int) -> StageReport:
-        counts = finalize_ingest(self.cfg.root, n).to_dict()
+        counts = finalize_ingest(self.cfg.root, n, workers=self.cfg.ingest.resolved_workers()).to_dict()
         self.stamp(self.layout.catalog)
         return StageReport(stage=self.label, items=n, outputs=[self.layout.catalog], counts=counts)
 

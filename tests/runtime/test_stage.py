@@ -21,7 +21,8 @@ def test_a_stage_travels_as_its_spec_and_names_its_items(tmp_path):
 
     ing = IngestStage(cfg, source="/corpus")
     assert ing.item_outputs(3) == [f"{cfg.root}/catalog/parts/part-00003.images.parquet",
-                                   f"{cfg.root}/catalog/parts/part-00003.quarantine.parquet"]
+                                   f"{cfg.root}/catalog/parts/part-00003.quarantine.parquet",
+                                   f"{cfg.root}/catalog/parts/part-00003.hashes.parquet"]
     assert not ing.item_done(3)
 
 

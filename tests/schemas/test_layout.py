@@ -24,6 +24,9 @@ def test_the_spellings_runs_already_wrote_are_kept():
         f"{r}/catalog/images.parquet", f"{r}/catalog/duplicates.parquet",
         f"{r}/catalog/quarantine/quarantine.parquet", f"{r}/catalog/plan.json")
     assert CatalogFiles.PART.fullmatch("part-00012.quarantine.parquet")
+    assert CatalogFiles.PART.fullmatch("part-00012.hashes.parquet")
+    assert cat.dedup(2, 31) == f"{r}/catalog/dedup/gen-0002.bucket-00031.parquet"
+    assert CatalogFiles.DEDUP.fullmatch(cat.dedup(2, 31).rsplit("/", 1)[1])
     assert EmbeddingFiles(lay.embeddings("e")).plan == f"{r}/embeddings/e/plan.json"
     cl = ClusterFiles(lay.clusters("e"))
     assert [p.rsplit("/", 1)[1] for p in (cl.fit, cl.centroids, cl.split_log, cl.assignments, cl.vectors, cl.ids,
