@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mining.image.decode import normalized_bytes
-from mining.instructions.writers import (ChatInstructionWriter, InstructionError, InstructionWriter, KnownTransformWriter,
-                                 TemplateInstructionWriter)
+from mining.instructions.writers import (ChatInstructionWriter, InstructionError, InstructionWriter, Item,
+                                         KnownTransformWriter, TemplateInstructionWriter, write_all)
 from schemas.arrow import PAIR_SCHEMA, from_table, to_table
 from schemas.config import IngestConfig, InstructionConfig
 from schemas.layout import PairFiles, RunLayout
@@ -87,16 +87,17 @@ def instruct_pairs(pairs: Iterable[PairRecord] | Iterable[list[PairRecord]], wri
             counts["without_instruction"] += prev.num_rows - with_ins
             counts["reused"] = prev.num_rows
         del prev
+        def load(p: PairRecord) -> Item:
+            src, tgt = (_image(catalog[p.source_id], ingest_cfg), _image(catalog[p.target_id], ingest_cfg)) \
+                if writer.needs_images else ((b"", "png"), (b"", "png"))
+            return p, src[0], tgt[0], src[1], tgt[1]
+
         for batch in batches:
             done: list[PairRecord] = []
-            for p in batch:
-                if p.pair_id in reused:
-                    continue
-                src, tgt = (_image(catalog[p.source_id], ingest_cfg), _image(catalog[p.target_id], ingest_cfg)) \
-                    if writer.needs_images else ((b"", "png"), (b"", "png"))
-                try:
-                    ins = writer.write(p, src[0], tgt[0], src[1], tgt[1])
-                except InstructionError:  # the endpoint failed (or its breaker is open): the template
+            todo = [p for p in batch if p.pair_id not in reused]
+            # a chat writer keeps its requests in flight across the batch, a local model batches it
+            for p, ins in zip(todo, write_all(writer, todo, load), strict=True):
+                if isinstance(ins, InstructionError):  # the endpoint failed (or its breaker is open): the template
                     ins = FALLBACK.write(p)
                     counts["chat_fallback"] += 1
                 if ins is None:

@@ -13,7 +13,8 @@ must equal what the records promise, or no marker is written.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterator
+from itertools import islice
+from typing import Iterable, Iterator
 
 from schemas.records import AceSample, Generator
 from store import storage
@@ -106,8 +107,10 @@ class SynthPackStage(SingleItemStage):
     def _instructed(self) -> Iterator[AceSample]:
         chat = self._chat()
         try:
-            for sample in self._samples():
-                yield sample if chat is None else chat_instruction(sample, chat, self.instruction_counts)
+            if chat is None:
+                yield from self._samples()
+            else:
+                yield from chat_instructions(self._samples(), chat, self.instruction_counts)
         finally:
             if chat is not None:
                 chat.close()
@@ -142,23 +145,48 @@ class SynthPackStage(SingleItemStage):
         return shard_set_report(self, self.out)
 
 
-def chat_instruction(sample: AceSample, writer, counts: Counter) -> AceSample:
+def chat_instructions(samples: Iterable[AceSample], writer, counts: Counter) -> Iterator[AceSample]:
+    """`chat_instruction` of each sample, in order, the single-input ones written a chunk at a time with
+    the writer's `write_many` (a chat writer keeps `in_flight` requests going): memory is one chunk."""
+    from mining.instructions.writers import write_all
+
+    chunk = 4 * max(1, getattr(writer, "in_flight", 1))
+    it = iter(samples)
+    while group := list(islice(it, chunk)):
+        single = [s for s in group if len(s.units) == 1]
+        written = iter(write_all(writer, [_chat_item(s) for s in single]))
+        for s in group:
+            yield chat_instruction(s, writer, counts, written=next(written) if len(s.units) == 1 else _UNSET)
+
+
+_UNSET = object()  # chat_instruction: nothing written yet
+
+
+def _chat_item(sample: AceSample):
+    from schemas.records import PairRecord
+
+    src = sample.lineage.source_ids[0] if sample.lineage.source_ids else sample.key
+    pair = PairRecord(pair_id=sample.key, source_id=src, target_id=src, task=sample.task, similarity=0.0)
+    return pair, sample.units[0].image, sample.target.image, sample.units[0].image_ext, sample.target.image_ext
+
+
+def chat_instruction(sample: AceSample, writer, counts: Counter, written=_UNSET) -> AceSample:
     """The sample with the chat endpoint's instruction for its edit image -> target (single-input samples;
     lineage gains the writer), or unchanged (a multi-input sample, no instruction, or an endpoint error):
     every sample is counted under `chat`, `template_multi_input`, `template_no_reply` or `chat_fallback` (the
-    endpoint failed or its breaker is open)."""
+    endpoint failed or its breaker is open). `written`: what the writer already made of it (write_many)."""
     from mining.instructions.writers import InstructionError
-    from schemas.records import PairRecord
 
     if len(sample.units) != 1:
         counts["template_multi_input"] += 1
         return sample
-    src = sample.lineage.source_ids[0] if sample.lineage.source_ids else sample.key
-    pair = PairRecord(pair_id=sample.key, source_id=src, target_id=src, task=sample.task, similarity=0.0)
-    try:
-        ins = writer.write(pair, sample.units[0].image, sample.target.image, sample.units[0].image_ext,
-                           sample.target.image_ext)
-    except InstructionError:
+    if written is _UNSET:
+        try:
+            written = writer.write(*_chat_item(sample))
+        except InstructionError as e:
+            written = e
+    ins = written
+    if isinstance(ins, InstructionError):
         counts["chat_fallback"] += 1
         return sample
     if ins is None:
