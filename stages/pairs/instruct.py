@@ -207,14 +207,18 @@ def demo_known_writer(corpus_dir: str, root: str) -> KnownTransformWriter:
     return KnownTransformWriter(known)
 
 
-def make_writer(spec: dict, root: str) -> InstructionWriter:
-    """{'kind': 'template'}, {'kind': 'chat', ...InstructionConfig fields} or
-    {'kind': 'demo', 'corpus': <demo corpus folder>}."""
+def make_writer(spec: dict, root: str, models_dir: str = "models", model=None) -> InstructionWriter:
+    """{'kind': 'template'}, {'kind': 'chat' or 'local_vlm', ...InstructionConfig fields} or
+    {'kind': 'demo', 'corpus': <demo corpus folder>}. `model`: a local_vlm writer's model, already loaded."""
     if spec["kind"] == "demo":
         return demo_known_writer(spec["corpus"], root)
     if spec["kind"] == "template":
         return TemplateInstructionWriter()
     ic = InstructionConfig(**{k: v for k, v in spec.items() if k != "kind"})
+    if spec["kind"] == "local_vlm":
+        from mining.instructions.local_vlm import LocalVLMWriter
+
+        return LocalVLMWriter.from_config(ic, models_dir, model)
     return ChatInstructionWriter.from_config(ic, RunLayout(root).instruction_cache)
 
 
@@ -245,6 +249,22 @@ class InstructStage(SingleItemStage):
     def settings(self) -> dict:
         return {"writer": self.params["writer"]}
 
+    def worker_model(self):
+        """The local VLM of a local_vlm writer (a GPU where the worker has one); None for the others."""
+        spec = self.params["writer"]
+        if not spec or spec.get("kind") != "local_vlm":
+            return None
+        if getattr(self, "_vlm", None) is None:
+            from mining.instructions.local_vlm import local_model
+
+            self._vlm = local_model(InstructionConfig(**{k: v for k, v in spec.items() if k != "kind"}),
+                                    self.cfg.models_dir)
+        return self._vlm
+
+    def setup(self) -> None:
+        if (model := self.worker_model()) is not None:
+            model.setup()
+
     def run(self, k: int) -> ItemReport:
         from stages.corpus.ingest import catalog_uris
 
@@ -253,7 +273,7 @@ class InstructStage(SingleItemStage):
         if storage.read_marker(pairs_uri) is None:
             raise FileNotFoundError(f"no complete pair mining under {pairs_uri}")
         mined, images = pair_ids_and_images(mined_file)
-        writer = make_writer(self.params["writer"], self.cfg.root)
+        writer = make_writer(self.params["writer"], self.cfg.root, self.cfg.models_dir, self.worker_model())
         uris = catalog_uris(self.cfg.root, images) if writer.needs_images else {}
         try:
             _, counts = instruct_pairs(iter_pair_batches(mined_file), writer, uris, pairs_uri, self.cfg.ingest,
