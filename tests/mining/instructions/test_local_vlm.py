@@ -158,3 +158,16 @@ def test_the_backend_is_configurable_and_declares_a_gpu_when_asked(models_dir, t
     assert isinstance(w, LocalVLMWriter) and w.name == "local-vlm:tiny-llava" and w.model.device_pref == "cpu"
     with pytest.raises(ValueError, match="local_model"):
         make_writer({**spec, "local_model": ""}, cfg.root, cfg.models_dir)
+
+
+def test_aceforge_models_lists_the_local_vlm_when_it_is_the_backend(models_dir, tmp_path):
+    from mining.models.registry import model_status
+    from schemas.config import RunConfig
+
+    cfg = RunConfig(root=str(tmp_path / "run"), models_dir=str(models_dir))
+    assert not any(m.name.startswith("local VLM") for m in model_status(cfg))
+    for folder, present in (("vlm/tiny-llava", True), ("vlm/absent", False)):
+        ic = InstructionConfig(backend="local_vlm", local_model=folder)
+        named = cfg.model_copy(update={"mining": cfg.mining.model_copy(update={"instructions": ic})})
+        (m,) = [m for m in model_status(named) if m.name.startswith("local VLM")]
+        assert m.present is present
