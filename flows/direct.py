@@ -15,5 +15,5 @@ from runtime.executors import LocalExecutor
 def run_mining(cfg: RunConfig, source: str | None = None, writer: dict[str, Any] | None = None,
                shard_prefix: str = "mined") -> dict:
     """The summary `aceforge-mine` returns. `writer`: an instruction writer spec ({'kind': 'demo', 'corpus':
-    ...}, {'kind': 'template'}, {'kind': 'chat', ...}); None: the configured backend."""
+    ...}, {'kind': 'template'}, {'kind': 'chat' or 'local_vlm', ...}); None: the configured backend."""
     return _run_mining(LocalExecutor(), cfg, source, writer, shard_prefix)

@@ -55,8 +55,8 @@ def check_run_config(cfg: RunConfig) -> RunConfig:
 def default_writer(cfg: RunConfig) -> dict[str, Any] | None:
     """The instruction writer `mining.instructions.backend` names (template unless configured otherwise)."""
     backend = cfg.mining.instructions.backend
-    if backend == "chat":
-        return {"kind": "chat", **cfg.mining.instructions.model_dump(exclude={"backend"})}
+    if backend in ("chat", "local_vlm"):
+        return {"kind": backend, **cfg.mining.instructions.model_dump(exclude={"backend"})}
     return {"kind": "template"} if backend == "template" else None
 
 

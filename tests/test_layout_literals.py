@@ -15,6 +15,7 @@ DIRS = {"catalog", "parts", "quarantine", "embeddings", "clusters", "pairs", "ba
 # (file, literal): names that are not of a run root
 ALLOWED = {
     ("mining/maps/depth.py", "config.json"), ("mining/maps/depth.py", "preprocessor_config.json"),  # a model folder's files
+    ("mining/models/vlm.py", "config.json"),  # a model folder's file
     ("mining/models/embedders.py", "open_clip_config.json"), ("mining/models/registry.py", "config.json"),
     ("trainer/components.py", "model_index.json"), ("trainer/ray_job.py", "model_index.json"),  # diffusers' index
     ("mining/faces/dlib_faces.py", "models"), ("mining/text/ocr.py", "models"),  # a package's bundled model folder

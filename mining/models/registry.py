@@ -41,6 +41,15 @@ def model_status(cfg: RunConfig) -> list[ModelStatus]:
     lama = lama_path(models)
     out.append(ModelStatus(f"big-lama TorchScript (md5 {LAMA_MD5})", "inpainting for object removal synthesis",
                            (lama,), lama.is_file(), f"'{Cv2Inpainter.name}' (recorded in lineage)"))
+    ic = cfg.mining.instructions
+    if ic.backend == "local_vlm":
+        from mining.models.vlm import LocalVLM
+
+        vlm = LocalVLM(models / ic.local_model)
+        out.append(ModelStatus(f"local VLM {ic.local_model or '<unset>'} (transformers image-text-to-text, "
+                               "safetensors)", "instructions without a chat endpoint (backend local_vlm)",
+                               (vlm.folder / "config.json",), vlm.available(),
+                               "none: the instructions stage fails until it is there"))
     out.extend(_mediapipe_status(models))
     out.append(_style_status(models, cfg.synthesis.style.vgg_sha256))
     m = cfg.synthesis.maps

@@ -8,21 +8,36 @@ from schemas.config.base import _Config
 
 
 class InstructionConfig(_Config):
-    backend: str = Field("template", pattern="^(none|template|chat)$",
+    backend: str = Field("template", pattern="^(none|template|chat|local_vlm)$",
                          description="template: a generic phrasing per task (lineage: template:1), so shards land "
                                      "without an endpoint; chat: an OpenAI-compatible endpoint serving a "
-                                     "vision-language model; none: pairs stay unpacked in pairs/")
+                                     "vision-language model; local_vlm: a transformers vision-language model "
+                                     "under models_dir (local_model), run by the stage itself, on a GPU where "
+                                     "the worker has one; none: pairs stay unpacked in pairs/")
     base_url: str = Field("http://127.0.0.1:8000/v1", description="chat endpoint root (.../v1)")
     model: str = Field("", description="model name the endpoint serves")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key, if any")
     timeout_s: float = Field(60.0, gt=0, description="per socket operation (connect, each read)")
     retries: int = Field(3, ge=0, description="retries on 5xx, 429, timeouts and connection errors")
+    backoff_s: float = Field(1.0, ge=0, description="pause before the first retry, doubled before each next one "
+                             "(within deadline_s)")
+    in_flight: int = Field(16, ge=1, description="chat requests kept in flight by one worker: a served model "
+                           "answers about in_flight / latency requests a second")
+    requests_per_second: float = Field(0.0, ge=0, description="at most this many chat requests started a second "
+                                       "by one worker, retries included (0: no limit)")
+    max_tokens: int = Field(200, ge=1, description="tokens a reply may have (chat max_tokens; local_vlm "
+                            "max_new_tokens)")
     deadline_s: float = Field(90.0, gt=0, description="per instruction, retries included: the call is abandoned "
                               "(its connection closed) and the template kept once this is spent")
     breaker_failures: int = Field(5, ge=1, description="after this many failed calls in a row the endpoint is "
                                   "not called again in the stage's work item (templates instead, counted)")
     max_instruction_chars: int = Field(500, ge=1, description="a reply whose instruction or caption is longer "
                                        "is refused (template instead, counted as chat_too_long), not cut")
+    local_model: str = Field("", description="local_vlm: folder under models_dir holding a transformers "
+                             "image-text-to-text model (config.json, safetensors weights, processor files)")
+    local_batch_size: int = Field(4, ge=1, description="local_vlm: pairs per generate() call")
+    local_device: str = Field("auto", pattern="^(auto|cpu|cuda)$",
+                              description="local_vlm: auto runs on the GPU when the worker sees one")
 
 
 class MiningConfig(_Config):

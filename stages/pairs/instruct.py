@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mining.image.decode import normalized_bytes
-from mining.instructions.writers import (ChatInstructionWriter, InstructionError, InstructionWriter, KnownTransformWriter,
-                                 TemplateInstructionWriter)
+from mining.instructions.writers import (ChatInstructionWriter, InstructionError, InstructionWriter, Item,
+                                         KnownTransformWriter, TemplateInstructionWriter, write_all)
 from schemas.arrow import PAIR_SCHEMA, from_table, to_table
 from schemas.config import IngestConfig, InstructionConfig
 from schemas.layout import MARKER, PairFiles, RunLayout
@@ -87,16 +87,17 @@ def instruct_pairs(pairs: Iterable[PairRecord] | Iterable[list[PairRecord]], wri
             counts["without_instruction"] += prev.num_rows - with_ins
             counts["reused"] = prev.num_rows
         del prev
+        def load(p: PairRecord) -> Item:
+            src, tgt = (_image(catalog[p.source_id], ingest_cfg), _image(catalog[p.target_id], ingest_cfg)) \
+                if writer.needs_images else ((b"", "png"), (b"", "png"))
+            return p, src[0], tgt[0], src[1], tgt[1]
+
         for batch in batches:
             done: list[PairRecord] = []
-            for p in batch:
-                if p.pair_id in reused:
-                    continue
-                src, tgt = (_image(catalog[p.source_id], ingest_cfg), _image(catalog[p.target_id], ingest_cfg)) \
-                    if writer.needs_images else ((b"", "png"), (b"", "png"))
-                try:
-                    ins = writer.write(p, src[0], tgt[0], src[1], tgt[1])
-                except InstructionError:  # the endpoint failed (or its breaker is open): the template
+            todo = [p for p in batch if p.pair_id not in reused]
+            # a chat writer keeps its requests in flight across the batch, a local model batches it
+            for p, ins in zip(todo, write_all(writer, todo, load), strict=True):
+                if isinstance(ins, InstructionError):  # the endpoint failed (or its breaker is open): the template
                     ins = FALLBACK.write(p)
                     counts["chat_fallback"] += 1
                 if ins is None:
@@ -226,15 +227,28 @@ def demo_known_writer(corpus_dir: str, root: str) -> KnownTransformWriter:
     return KnownTransformWriter(known)
 
 
-def make_writer(spec: dict, root: str) -> InstructionWriter:
-    """{'kind': 'template'}, {'kind': 'chat', ...InstructionConfig fields} or
-    {'kind': 'demo', 'corpus': <demo corpus folder>}."""
+def make_writer(spec: dict, root: str, models_dir: str = "models", model=None) -> InstructionWriter:
+    """{'kind': 'template'}, {'kind': 'chat' or 'local_vlm', ...InstructionConfig fields} or
+    {'kind': 'demo', 'corpus': <demo corpus folder>}. `model`: a local_vlm writer's model, already loaded."""
     if spec["kind"] == "demo":
         return demo_known_writer(spec["corpus"], root)
     if spec["kind"] == "template":
         return TemplateInstructionWriter()
     ic = InstructionConfig(**{k: v for k, v in spec.items() if k != "kind"})
+    if spec["kind"] == "local_vlm":
+        from mining.instructions.local_vlm import LocalVLMWriter
+
+        return LocalVLMWriter.from_config(ic, models_dir, model)
     return ChatInstructionWriter.from_config(ic, RunLayout(root).instruction_cache)
+
+
+# how fast a writer works, not what it writes: changing them re-instructs nothing (replies are cached by content)
+THROUGHPUT_KEYS = ("in_flight", "requests_per_second", "backoff_s", "timeout_s", "local_batch_size", "local_device")
+
+
+def writer_identity(spec: dict | None) -> dict | None:
+    """The writer spec without its throughput keys: what decides the instructions a batch holds."""
+    return None if spec is None else {k: v for k, v in spec.items() if k not in THROUGHPUT_KEYS}
 
 
 class InstructStage(Stage):
@@ -265,11 +279,11 @@ class InstructStage(Stage):
         return [self.layout.pairs(self.params["preset"])]
 
     def settings(self) -> dict:
-        return {"writer": self.params["writer"]}
+        return {"writer": writer_identity(self.params["writer"])}
 
     @property
     def writer_key(self) -> str:
-        return json.dumps(self.params["writer"], sort_keys=True)
+        return json.dumps(writer_identity(self.params["writer"]), sort_keys=True)
 
     def _mined(self) -> list[str]:
         if getattr(self, "_mined_cache", None) is None:
@@ -295,6 +309,22 @@ class InstructStage(Stage):
     def final_outputs(self) -> list[str]:
         return [self.layout.marker(self.out)]
 
+    def worker_model(self):
+        """The local VLM of a local_vlm writer (a GPU where the worker has one); None for the others."""
+        spec = self.params["writer"]
+        if not spec or spec.get("kind") != "local_vlm":
+            return None
+        if getattr(self, "_vlm", None) is None:
+            from mining.instructions.local_vlm import local_model
+
+            self._vlm = local_model(InstructionConfig(**{k: v for k, v in spec.items() if k != "kind"}),
+                                    self.cfg.models_dir)
+        return self._vlm
+
+    def setup(self) -> None:
+        if (model := self.worker_model()) is not None:
+            model.setup()
+
     def run(self, k: int) -> ItemReport:
         from stages.corpus.ingest import catalog_uris
 
@@ -306,7 +336,7 @@ class InstructStage(Stage):
             fs.rm(path)
         mined_file = PairFiles(mined_dir).pairs
         mined, images = pair_ids_and_images(mined_file)
-        writer = make_writer(self.params["writer"], self.cfg.root)
+        writer = make_writer(self.params["writer"], self.cfg.root, self.cfg.models_dir, self.worker_model())
         uris = catalog_uris(self.cfg.root, images) if writer.needs_images else {}
         try:
             _, counts = instruct_pairs(iter_pair_batches(mined_file), writer, uris, mined_dir, self.cfg.ingest,

@@ -14,7 +14,8 @@ task must equal what its part's marker promises, or the unit is not written.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterator
+from itertools import islice
+from typing import Iterable, Iterator
 
 from schemas.records import AceSample, Generator
 from store import storage
@@ -115,9 +116,11 @@ class SynthPackStage(UnitPackStage):
         self.instruction_counts: Counter[str] = Counter()
         chat = self._chat()
         try:
-            for rec in self.records(d):
-                for sample in st.samples(rec, tasks):
-                    yield sample if chat is None else chat_instruction(sample, chat, self.instruction_counts)
+            samples = (sample for rec in self.records(d) for sample in st.samples(rec, tasks))
+            if chat is None:
+                yield from samples
+            else:
+                yield from chat_instructions(samples, chat, self.instruction_counts)
         finally:
             if chat is not None:
                 chat.close()
@@ -133,23 +136,48 @@ class SynthPackStage(UnitPackStage):
         return {"instructions": dict(total)}
 
 
-def chat_instruction(sample: AceSample, writer, counts: Counter) -> AceSample:
+def chat_instructions(samples: Iterable[AceSample], writer, counts: Counter) -> Iterator[AceSample]:
+    """`chat_instruction` of each sample, in order, the single-input ones written a chunk at a time with
+    the writer's `write_many` (a chat writer keeps `in_flight` requests going): memory is one chunk."""
+    from mining.instructions.writers import write_all
+
+    chunk = 4 * max(1, getattr(writer, "in_flight", 1))
+    it = iter(samples)
+    while group := list(islice(it, chunk)):
+        single = [s for s in group if len(s.units) == 1]
+        written = iter(write_all(writer, [_chat_item(s) for s in single]))
+        for s in group:
+            yield chat_instruction(s, writer, counts, written=next(written) if len(s.units) == 1 else _UNSET)
+
+
+_UNSET = object()  # chat_instruction: nothing written yet
+
+
+def _chat_item(sample: AceSample):
+    from schemas.records import PairRecord
+
+    src = sample.lineage.source_ids[0] if sample.lineage.source_ids else sample.key
+    pair = PairRecord(pair_id=sample.key, source_id=src, target_id=src, task=sample.task, similarity=0.0)
+    return pair, sample.units[0].image, sample.target.image, sample.units[0].image_ext, sample.target.image_ext
+
+
+def chat_instruction(sample: AceSample, writer, counts: Counter, written=_UNSET) -> AceSample:
     """The sample with the chat endpoint's instruction for its edit image -> target (single-input samples;
     lineage gains the writer), or unchanged (a multi-input sample, no instruction, or an endpoint error):
     every sample is counted under `chat`, `template_multi_input`, `template_no_reply` or `chat_fallback` (the
-    endpoint failed or its breaker is open)."""
+    endpoint failed or its breaker is open). `written`: what the writer already made of it (write_many)."""
     from mining.instructions.writers import InstructionError
-    from schemas.records import PairRecord
 
     if len(sample.units) != 1:
         counts["template_multi_input"] += 1
         return sample
-    src = sample.lineage.source_ids[0] if sample.lineage.source_ids else sample.key
-    pair = PairRecord(pair_id=sample.key, source_id=src, target_id=src, task=sample.task, similarity=0.0)
-    try:
-        ins = writer.write(pair, sample.units[0].image, sample.target.image, sample.units[0].image_ext,
-                           sample.target.image_ext)
-    except InstructionError:
+    if written is _UNSET:
+        try:
+            written = writer.write(*_chat_item(sample))
+        except InstructionError as e:
+            written = e
+    ins = written
+    if isinstance(ins, InstructionError):
         counts["chat_fallback"] += 1
         return sample
     if ins is None:
