@@ -49,6 +49,16 @@ class FaceConfig(_Config):
                                    "(ACE B.8.2; task reference_generation)")
     erase_grow: float = Field(0.25, ge=0, description="the erased region: face box + landmarks, grown by this "
                               "x box side")
+    bucket_faces: int = Field(50_000, ge=2, description="face pairs: faces per bucket (one pair unit each) about "
+                              "this; buckets = ceil(faces / this), by a spherical K-means quantiser over the "
+                              "descriptors; a pair whose faces fall in two buckets is not found")
+    fit_sample: int = Field(200_000, ge=2, description="face pairs: faces (chosen by id) the bucket quantiser is "
+                            "fitted on; the quantiser is kept until the bucket count it was fitted for is off by "
+                            "more than 2x")
+    exact_max: int = Field(4096, ge=2, description="face pairs: a bucket of at most this many faces is searched "
+                           "exactly (all pairs); a larger one by a faiss IVF index (approximate)")
+    ann_nprobe: int = Field(16, ge=1, description="face pairs: IVF lists searched per face in a bucket above "
+                            "exact_max (more: higher recall, slower)")
 
     @field_validator("band")
     @classmethod
