@@ -2,14 +2,17 @@
 faiss IVF search inside a bucket above `--exact-max` faces): seconds, peak RSS, recall.
 
     python bench/face_buckets.py [--n 50000] [--per 5] [--bucket-faces 10000] [--exact-max 4096] [--nprobe 16]
+                                 [--spill 0.1] [--extra 2]
 
 The descriptors are planted: n / per identities, `per` photos each (two photos of one identity at cosine
 ~0.93-0.99), identity centres correlated like dlib's (two people at cosine ~0.86 on average, `--spread`).
 Every side runs in its own child process (peak RSS = that process's ru_maxrss, an interpreter with numpy and
-faiss included: see the `imports` row); the bucket side runs the quantiser fit and assignment in one child
+faiss included: see the `imports` row; the data is made in a child too, as a child's ru_maxrss starts from
+its parent's at the fork); the bucket side runs the quantiser fit and assignment in one child
 and each bucket unit in its own. Recall is of the exact side's candidate edges (aligned: cosine >=
-aligned_min; band: inside `band`) and of its misaligned samples; a pair is missed when its two faces fall in
-two buckets or (above exact_max) the IVF probes miss it.
+aligned_min; band: inside `band`) and of its misaligned samples; a pair is missed when its two faces share
+no bucket (spill too small) or (above exact_max) the IVF probes miss it; each pair is counted in the one
+unit that keeps it.
 """
 
 from __future__ import annotations
@@ -45,14 +48,14 @@ def planted(n: int, per: int, spread: float, seed: int = 0) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)[:n]
 
 
-def _pairs(x, search) -> dict:
+def _pairs(x, search, keep=None) -> dict:
     from mining.faces.pairs import face_pairs
 
     n = len(x)
     fp = face_pairs(x, np.random.default_rng(1).uniform(0, 100, (n, 5, 2)).astype(np.float32),
                     np.full((n, 2), 100), band=F.band, aligned_min=F.aligned_min, max_shift=F.aligned_max_shift,
                     max_pairs_per_face=F.max_pairs_per_face, max_pairs_per_set=F.max_pairs_per_set, seed=0,
-                    search=search)
+                    search=search, keep=keep)
     return {"misaligned": [(i, j) for i, j, _ in fp.misaligned]}
 
 
@@ -60,7 +63,9 @@ def child(args) -> dict:
     """One side's work in this process; its result and figures as json on stdout."""
     t0 = time.perf_counter()
     out: dict = {}
-    if args.mode == "imports":
+    if args.mode == "make":
+        np.save(args.data, planted(args.n, args.per, args.spread))
+    elif args.mode == "imports":
         import faiss  # noqa: F401
 
         from mining.faces.pairs import face_pairs  # noqa: F401
@@ -82,25 +87,29 @@ def child(args) -> dict:
         k = n_buckets(len(x), args.bucket_faces)
         rng = np.random.default_rng(0)
         sample = np.asarray(x[np.sort(rng.choice(len(x), min(len(x), F.fit_sample), replace=False))])
-        c = fit_quantiser(sample, k, seed=0)
-        b = np.concatenate([assign(np.asarray(x[a:a + 65536]), c) for a in range(0, len(x), 65536)])
-        np.save(args.assign, b)
-        out = {"buckets": k}
+        mean, c = fit_quantiser(sample, k, seed=0)
+        _, member = assign(np.asarray(x), mean, c, args.spill, args.extra)
+        table = np.full((len(x), 1 + args.extra), -1, np.int32)
+        for r, bs in enumerate(member):
+            table[r, :len(bs)] = bs
+        np.save(args.assign, table)
+        out = {"buckets": k, "spilled": int((table[:, 1:] >= 0).sum())}
     elif args.mode == "unit":
-        from functools import partial
+        from mining.faces.buckets import BucketSearch, owner
 
-        from mining.faces.buckets import bucket_edges
-
-        rows = np.flatnonzero(np.load(args.assign) == args.bucket)
+        table = np.load(args.assign)
+        rows = np.flatnonzero((table == args.bucket).any(1))
+        member = [[int(b) for b in table[r] if b >= 0] for r in rows]
         x = np.asarray(np.load(args.data, mmap_mode="r")[rows])
         edges = []
-        search0 = partial(bucket_edges, exact_max=args.exact_max, nprobe=args.nprobe)
+        search0 = BucketSearch(min(F.aligned_min, F.band[0]), args.exact_max, args.nprobe)
 
         def search(v, lo, hi):
             e = search0(v, lo, hi)
-            edges.append([(int(rows[i]), int(rows[j])) for i, j in zip(e.i.tolist(), e.j.tolist())])
+            edges.append([(int(rows[i]), int(rows[j])) for i, j in zip(e.i.tolist(), e.j.tolist())
+                          if owner(member[i], member[j]) == args.bucket])
             return e
-        r = _pairs(x, search)
+        r = _pairs(x, search, lambda i, j: owner(member[i], member[j]) == args.bucket)
         out = {"misaligned": [(int(rows[i]), int(rows[j])) for i, j in r["misaligned"]], "edges": edges,
                "faces": len(rows)}
     out["seconds"] = time.perf_counter() - t0
@@ -110,7 +119,8 @@ def child(args) -> dict:
 
 def spawn(args, **kw) -> dict:
     cmd = [sys.executable, __file__, "--child", "--data", args.data, "--assign", args.assign,
-           "--bucket-faces", str(args.bucket_faces), "--exact-max", str(args.exact_max), "--nprobe", str(args.nprobe)]
+           "--bucket-faces", str(args.bucket_faces), "--exact-max", str(args.exact_max), "--nprobe", str(args.nprobe),
+           "--spill", str(args.spill), "--extra", str(args.extra)]
     for k, v in kw.items():
         cmd += [f"--{k}", str(v)]
     return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
@@ -124,6 +134,8 @@ def main() -> None:
     ap.add_argument("--bucket-faces", type=int, default=10_000)
     ap.add_argument("--exact-max", type=int, default=4096)
     ap.add_argument("--nprobe", type=int, default=16)
+    ap.add_argument("--spill", type=float, default=F.bucket_spill)
+    ap.add_argument("--extra", type=int, default=F.bucket_max_extra)
     ap.add_argument("--child", action="store_true")
     ap.add_argument("--mode", default="")
     ap.add_argument("--bucket", type=int, default=0)
@@ -135,7 +147,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         args.data, args.assign = f"{tmp}/x.npy", f"{tmp}/assign.npy"
-        np.save(args.data, planted(args.n, args.per, args.spread))
+        spawn(args, mode="make", n=args.n, per=args.per, spread=args.spread)  # the children fork a small parent
         imports = spawn(args, mode="imports")
         whole = spawn(args, mode="allpairs")
         fit = spawn(args, mode="assign")
@@ -147,8 +159,8 @@ def main() -> None:
     want = set(map(tuple, whole["misaligned"]))
     rec = [len(f & w) / max(len(w), 1) for f, w in zip(found_edges, want_edges)]
     print(f"{args.n} planted faces ({args.n // args.per} identities x {args.per}), "
-          f"{fit['buckets']} buckets of {min(sizes)}-{max(sizes)} faces, exact_max {args.exact_max}, "
-          f"nprobe {args.nprobe}")
+          f"{fit['buckets']} buckets of {min(sizes)}-{max(sizes)} faces ({fit['spilled']} spilled, spill "
+          f"{args.spill}, up to {args.extra} extra), exact_max {args.exact_max}, nprobe {args.nprobe}")
     print("| side | units | seconds | peak RSS per unit (MiB) | aligned-candidate recall | band-edge recall | "
           "misaligned-sample recall |")
     print("|---|---|---|---|---|---|---|")

@@ -8,7 +8,8 @@ Table 4): union-find on band edges (lo <= s <= hi) over the faces given (one buc
 every set pair re-checked in the band,
 pairs per set capped; a pair already
 taken as aligned is not used twice. Counts reconcile: aligned candidates = samples + face_margin +
-not_aligned + over_face_cap; band set pairs = samples + out_of_band + over_set_cap + taken_as_aligned.
+not_aligned + over_face_cap + other_bucket; band set pairs = samples + out_of_band + over_set_cap +
+taken_as_aligned + other_bucket (other_bucket: a pair another bucket's unit keeps).
 """
 
 from __future__ import annotations
@@ -76,10 +77,12 @@ def landmark_shift(lm_a: np.ndarray, lm_b: np.ndarray, size_a: tuple[int, int], 
 def face_pairs(x: np.ndarray, landmarks: np.ndarray, sizes: np.ndarray, *, band: tuple[float, float],
                aligned_min: float, max_shift: float, max_pairs_per_face: int, max_pairs_per_set: int,
                seed: int, margin: float = 0.0,
-               search: Callable[[np.ndarray, float, float], BandEdges] = band_edges) -> FacePairs:
+               search: Callable[[np.ndarray, float, float], BandEdges] = band_edges,
+               keep: Callable[[int, int], bool] | None = None) -> FacePairs:
     """x: (n, 128) unit descriptors; landmarks: (n, 5, 2); sizes: (n, 2) image (h, w). Row indices out.
     `search(x, lo, hi)` gives the candidate edges (exact all-pairs by default; mining/faces/buckets.py's
-    `bucket_edges` inside one bucket)."""
+    `BucketSearch` inside one bucket). `keep(i, j)` False: the pair belongs to another unit (a face spilled
+    into two buckets), counted as other_bucket before any other check."""
     out = FacePairs()
     lo, hi = band
     n = len(x)
@@ -88,6 +91,9 @@ def face_pairs(x: np.ndarray, landmarks: np.ndarray, sizes: np.ndarray, *, band:
     taken: set[tuple[int, int]] = set()
     drops: Counter[str] = Counter()
     for i, j, s in zip(*(cand.i.tolist(), cand.j.tolist(), cand.score.tolist())) if cand is not None else []:
+        if keep is not None and not keep(i, j):
+            drops["other_bucket"] += 1
+            continue
         shift = landmark_shift(landmarks[i], landmarks[j], sizes[i], sizes[j])
         if s < aligned_min + margin:
             drops["face_margin"] += 1
@@ -110,7 +116,9 @@ def face_pairs(x: np.ndarray, landmarks: np.ndarray, sizes: np.ndarray, *, band:
         mdrops["out_of_band"] += sp.out_of_band
         mdrops["over_set_cap"] += sp.capped
         for i, j, s in zip(sp.i.tolist(), sp.j.tolist(), sp.score.tolist()):
-            if (i, j) in taken:
+            if keep is not None and not keep(i, j):
+                mdrops["other_bucket"] += 1
+            elif (i, j) in taken:
                 mdrops["taken_as_aligned"] += 1
             else:
                 out.misaligned.append((i, j, s))

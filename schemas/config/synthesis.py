@@ -51,10 +51,15 @@ class FaceConfig(_Config):
                               "x box side")
     bucket_faces: int = Field(50_000, ge=2, description="face pairs: faces per bucket (one pair unit each) about "
                               "this; buckets = ceil(faces / this), by a spherical K-means quantiser over the "
-                              "descriptors; a pair whose faces fall in two buckets is not found")
+                              "descriptors; a pair whose faces share no bucket is not found (bucket_spill)")
     fit_sample: int = Field(200_000, ge=2, description="face pairs: faces (chosen by id) the bucket quantiser is "
                             "fitted on; the quantiser is kept until the bucket count it was fitted for is off by "
                             "more than 2x")
+    bucket_spill: float = Field(0.1, ge=0, le=2, description="face pairs: a face is also in up to "
+                                "bucket_max_extra other buckets whose centroid is within this cosine of its nearest "
+                                "(on descriptors less their mean; a pair near a bucket boundary is then found, kept "
+                                "by the lowest bucket holding both faces); 0: one bucket per face")
+    bucket_max_extra: int = Field(2, ge=0, description="face pairs: extra buckets a face may be in at most")
     exact_max: int = Field(4096, ge=2, description="face pairs: a bucket of at most this many faces is searched "
                            "exactly (all pairs); a larger one by a faiss IVF index (approximate)")
     ann_nprobe: int = Field(16, ge=1, description="face pairs: IVF lists searched per face in a bucket above "

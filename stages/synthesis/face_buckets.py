@@ -6,10 +6,13 @@
 `plan` fits the quantiser (mining/faces/buckets.py) when there is none, or when the bucket count the faces
 now ask for (ceil(faces / `faces.bucket_faces`)) is off from the kept one by more than 2x, on up to
 `faces.fit_sample` faces chosen by id; otherwise it keeps it, so new faces move no old face to another bucket.
-An item is one faces part: its faces' unit descriptors, landmarks and image sizes with their bucket (memory:
-one faces part). The merged marker lists per bucket its faces, a digest of their ids and the parts holding
-them: the face-pair stage names its part of a bucket by that digest, so new faces re-run only the buckets
-they join. Counts: faces = bucketed, per part and merged, and the merged faces equal the faces stage's.
+An item is one faces part: its faces' unit descriptors, landmarks and image sizes, one row per bucket a face
+is in (its home, the nearest centroid, and up to `faces.bucket_max_extra` others within `faces.bucket_spill`
+cosine of it: a pair near a boundary is then in one bucket with both faces; mining/faces/buckets.py `owner`
+says which one unit keeps it). Memory: one faces part. The merged marker lists per bucket its home faces,
+its members, a digest of their ids and the parts holding them: the face-pair stage names its part of a
+bucket by that digest, so new faces re-run only the buckets they join. Counts: faces = bucketed (in their
+home bucket), per part and merged, the merged faces equal the faces stage's; spilled = extra memberships.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from store import storage
 
 BUCKETS = SynthFiles.BUCKETS
 BUCKET_SCHEMA = pa.schema([
-    ("bucket", pa.int32()), ("row", pa.int32()), ("source_id", pa.string()),
+    ("bucket", pa.int32()), ("home", pa.bool_()), ("buckets", pa.list_(pa.int32())), ("row", pa.int32()),
+    ("source_id", pa.string()),
     ("descriptor", pa.list_(pa.float32(), 128)), ("landmarks", pa.list_(pa.float32(), 10)),
     ("height", pa.int32()), ("width", pa.int32()),
 ])
@@ -55,7 +59,7 @@ class FaceBucketsStage(PartStage):
     def settings(self) -> dict:
         f = self.cfg.synthesis.faces
         return {"quantiser": list(QUANTISER), "bucket_faces": f.bucket_faces, "fit_sample": f.fit_sample,
-                "seed": self.cfg.synthesis.seed}
+                "seed": self.cfg.synthesis.seed, "spill": f.bucket_spill}
 
     def _faces_marker(self) -> dict:
         m = storage.read_marker(self.faces_dir)
@@ -69,17 +73,17 @@ class FaceBucketsStage(PartStage):
     def item_key(self, k: int) -> str:
         return self.faces_parts()[k]
 
-    def quantiser(self) -> tuple[np.ndarray, str]:
-        """The kept centroids and their digest (a plan writes them first)."""
+    def quantiser(self) -> tuple[np.ndarray, np.ndarray, str]:
+        """The kept mean, centroids and their digest (a plan writes them first; row 0 holds the mean)."""
         if getattr(self, "_quant", None) is None:
             t = storage.read_parquet(SynthFiles(self.out).quantiser)
             c = np.asarray(t.column("centroid").to_pylist(), np.float32).reshape(t.num_rows, -1)
-            self._quant = (c, (t.schema.metadata or {}).get(b"digest", b"").decode())
+            self._quant = (c[0], c[1:], (t.schema.metadata or {}).get(b"digest", b"").decode())
         return self._quant
 
     def parts(self) -> list[str]:
         if getattr(self, "_part_cache", None) is None:
-            base, q = self.settings(), self.quantiser()[1]
+            base, q = self.settings(), self.quantiser()[2]
             self._part_cache = [storage.join(self.out, f"part-{k:05d}-{digest([base, name, q])}")
                                 for k, name in enumerate(self.faces_parts())]
         return self._part_cache
@@ -98,9 +102,10 @@ class FaceBucketsStage(PartStage):
             if meta.get(b"settings", b"").decode() == digest(self.settings()) and kept and \
                     want / 2 <= kept <= want * 2:
                 return
-        c = fit_quantiser(self._sample(f.fit_sample), want, seed) if want > 1 else np.zeros((1, 128), np.float32)
+        mean, c = fit_quantiser(self._sample(f.fit_sample) if want > 1 else np.zeros((0, 128)), want, seed)
+        c = np.concatenate([mean[None], c])
         table = pa.table({"centroid": pa.array(c.tolist(), pa.list_(pa.float32(), c.shape[1]))})
-        meta = {b"buckets": str(len(c)).encode(), b"settings": digest(self.settings()).encode(),
+        meta = {b"buckets": str(len(c) - 1).encode(), b"settings": digest(self.settings()).encode(),
                 b"digest": digest([c.tobytes().hex()], 16).encode()}
         storage.atomic_write_parquet(uri, table.replace_schema_metadata(meta))
         self._quant = self._part_cache = None
@@ -123,10 +128,17 @@ class FaceBucketsStage(PartStage):
         t = storage.parquet_file(storage.join(self.faces_dir, name, SynthFiles.FACES)).read(
             columns=["source_id", "descriptor", "landmarks", "height", "width"])
         x = unit_rows(np.asarray(t.column("descriptor").to_pylist(), np.float32).reshape(t.num_rows, 128))
-        b = assign(x, self.quantiser()[0])
-        order = np.lexsort((np.arange(len(b)), b))
+        f = self.cfg.synthesis.faces
+        mean, cent, _ = self.quantiser()
+        home, member = assign(x, mean, cent, f.bucket_spill, f.bucket_max_extra)
+        # one row per (face, bucket it is in), sorted by bucket, then row
+        pairs = sorted((b, r) for r, bs in enumerate(member) for b in bs)
+        b = np.asarray([p[0] for p in pairs], np.int32)
+        order = np.asarray([p[1] for p in pairs], np.int64)
         ids = t.column("source_id").to_pylist()
-        table = pa.table({"bucket": pa.array(b[order], pa.int32()), "row": pa.array(order, pa.int32()),
+        table = pa.table({"bucket": pa.array(b, pa.int32()), "home": pa.array(home[order] == b, pa.bool_()),
+                          "buckets": pa.array([member[r] for r in order], pa.list_(pa.int32())),
+                          "row": pa.array(order, pa.int32()),
                           "source_id": pa.array([ids[i] for i in order], pa.string()),
                           "descriptor": pa.array(x[order].tolist(), pa.list_(pa.float32(), 128)),
                           "landmarks": t.column("landmarks").take(order),
@@ -134,22 +146,24 @@ class FaceBucketsStage(PartStage):
                           "width": t.column("width").take(order).cast(pa.int32())}, schema=BUCKET_SCHEMA)
         buckets = {}
         for v in np.unique(b).tolist():
-            rows = order[b[order] == v]
-            buckets[str(v)] = [len(rows), digest([name, [ids[i] for i in rows]], 16)]
-        counts = {"faces": t.num_rows, "bucketed": int(sum(n for n, _ in buckets.values()))}
+            rows = order[b == v]
+            buckets[str(v)] = [len(rows), int(np.count_nonzero(home[rows] == v)),
+                               digest([name, [ids[i] for i in rows]], 16)]
+        counts = {"faces": t.num_rows, "bucketed": int(sum(h for _, h, _ in buckets.values())),
+                  "spilled": len(order) - t.num_rows}
         self.reconcile(counts)
         storage.atomic_write_parquet(storage.join(part, BUCKETS), table)
         storage.write_marker(part, {"counts": counts, "buckets": buckets})
         return ItemReport(stage=self.label, item=k, counts=counts)
 
     def reconcile(self, c: dict) -> None:
-        check_sum(self.label, c.get("faces", 0), c.get("bucketed", 0), "faces in buckets")
+        check_sum(self.label, c.get("faces", 0), c.get("bucketed", 0), "faces in their home buckets")
 
     def finalize(self, n: int) -> StageReport:
         parts = self.parts()
         if len(parts) != n:
             raise RuntimeError(f"{self.label}: {n} items ran but the faces now give {len(parts)} parts")
-        total: dict = {"faces": 0, "bucketed": 0}
+        total: dict = {"faces": 0, "bucketed": 0, "spilled": 0}
         per: dict[int, list] = {}
         for k, p in enumerate(parts):
             m = storage.read_marker(p)
@@ -157,12 +171,12 @@ class FaceBucketsStage(PartStage):
                 raise RuntimeError(f"{self.label}: part {p} is not complete: run its item first")
             self.reconcile(m["counts"])
             add_counts(total, m["counts"])
-            for b, (count, d) in m["buckets"].items():
-                per.setdefault(int(b), []).append((k, count, d))
+            for b, (members, homed, d) in m["buckets"].items():
+                per.setdefault(int(b), []).append((k, members, homed, d))
         self.reconcile(total)
         check_sum(self.label, self._faces_marker()["counts"]["faces"], total["faces"], "faces of the faces stage")
-        buckets = [{"bucket": b, "faces": sum(c for _, c, _ in per[b]), "digest": digest([d for _, _, d in per[b]]),
-                    "parts": [k for k, _, _ in per[b]]} for b in sorted(per)]
+        buckets = [{"bucket": b, "members": sum(e[1] for e in per[b]), "faces": sum(e[2] for e in per[b]),
+                    "digest": digest([e[3] for e in per[b]]), "parts": [e[0] for e in per[b]]} for b in sorted(per)]
         names = [p.rsplit("/", 1)[-1] for p in parts]
         total["buckets"] = len(buckets)
         storage.write_marker(self.out, {"counts": total, "parts": names, "units": n,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from functools import partial
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mining.faces.dlib_faces import DROP_REASONS, DlibFaces, Face, FaceFilter, face_region_mask
-from mining.faces.buckets import bucket_edges
+from mining.faces.buckets import BucketSearch, owner
 from mining.faces.change import UNNAMED, change_instruction, change_kind
 from mining.faces.pairs import CHANGE_NAMER, ERASER, PAIRER, face_instruction, face_pairs
 from schemas.config import FACE_TASKS
@@ -54,7 +54,8 @@ PAIR_SCHEMA = pa.schema([
     ("scores", pa.string()),
 ])
 PAIR_TASKS = FACE_TASKS + ("reference_generation",)
-BUCKET_KEYS = ("bucket_faces", "fit_sample", "exact_max", "ann_nprobe")  # FaceConfig: the bucketing and search
+# FaceConfig keys of the bucketing and the search: not in a sample's id
+BUCKET_KEYS = ("bucket_faces", "fit_sample", "bucket_spill", "bucket_max_extra", "exact_max", "ann_nprobe")
 
 
 def faces_for(cfg) -> DlibFaces:
@@ -204,13 +205,12 @@ class FacePairsStage(PartStage):
     def plan(self) -> int:
         return len(self.parts())
 
-    def _faces(self, k: int) -> tuple[list[tuple[str, int]], np.ndarray, np.ndarray, np.ndarray, list[str], list]:
-        """Bucket k's faces in faces-part order: (faces part, row) per face, unit descriptors, landmarks, sizes,
-        source ids, the model's generator. Memory: the bucket and one buckets part."""
+    def _faces(self, k: int) -> FaceRows:
+        """Bucket k's faces in faces-part order. Memory: the bucket and one buckets part."""
         m = self._buckets_marker()
         b = m["buckets"][k]
         faces_dir = self.layout.synth(FacesStage.kind)
-        where, desc, lms, sizes, ids, model = [], [], [], [], [], None
+        where, desc, lms, sizes, ids, model, member, homes = [], [], [], [], [], None, [], 0
         for p in b["parts"]:
             t = storage.read_parquet(storage.join(self.buckets_dir, m["parts"][p], SynthFiles.BUCKETS))
             t = t.filter(pc.equal(t.column("bucket"), b["bucket"]))
@@ -218,19 +218,25 @@ class FacePairsStage(PartStage):
             model = model or (storage.read_marker(storage.join(faces_dir, name)) or {}).get("model")
             where += [(name, r) for r in t.column("row").to_pylist()]
             ids += t.column("source_id").to_pylist()
+            member += t.column("buckets").to_pylist()
+            homes += pc.sum(t.column("home").cast(pa.int64())).as_py() or 0
             desc.append(np.asarray(t.column("descriptor").to_pylist(), np.float32).reshape(-1, 128))
             lms.append(np.asarray(t.column("landmarks").to_pylist(), np.float32).reshape(-1, 5, 2))
             sizes.append(np.stack([t.column("height").to_numpy(), t.column("width").to_numpy()], 1))
         cat = (lambda xs, shape: np.concatenate(xs) if xs else np.zeros(shape, np.float32))
-        return where, cat(desc, (0, 128)), cat(lms, (0, 5, 2)), cat(sizes, (0, 2)), ids, model
+        return FaceRows(where, cat(desc, (0, 128)), cat(lms, (0, 5, 2)), cat(sizes, (0, 2)), ids, model, member,
+                        homes)
 
     def run(self, k: int) -> ItemReport:
         f, s = self.cfg.synthesis.faces, self.cfg.synthesis
-        where, x, lms, sizes, ids, model = self._faces(k)  # unit descriptors (the buckets stage normed them)
-        search = partial(bucket_edges, exact_max=f.exact_max, nprobe=f.ann_nprobe, seed=s.seed)
-        fp = face_pairs(x, lms, sizes, band=tuple(f.band), aligned_min=f.aligned_min, max_shift=f.aligned_max_shift,
-                        max_pairs_per_face=f.max_pairs_per_face, max_pairs_per_set=f.max_pairs_per_set, seed=s.seed,
-                        margin=self.cfg.supervision.face_margin, search=search)
+        fr = self._faces(k)  # unit descriptors (the buckets stage normed them)
+        where, x, ids, model = fr.where, fr.x, fr.ids, fr.model
+        bucket = self._buckets_marker()["buckets"][k]["bucket"]
+        search = BucketSearch(min(f.aligned_min, f.band[0]), f.exact_max, f.ann_nprobe, s.seed)
+        fp = face_pairs(x, fr.landmarks, fr.sizes, band=tuple(f.band), aligned_min=f.aligned_min,
+                        max_shift=f.aligned_max_shift, max_pairs_per_face=f.max_pairs_per_face,
+                        max_pairs_per_set=f.max_pairs_per_set, seed=s.seed, margin=self.cfg.supervision.face_margin,
+                        search=search, keep=lambda i, j: owner(fr.member[i], fr.member[j]) == bucket)
         todo = [("facial_editing", i, j, {"face_cosine": c, "face_threshold": f.aligned_min, "landmark_shift": sh})
                 for i, j, c, sh in fp.aligned if "facial_editing" in self.tasks()]
         todo += [("facial_editing_misaligned", i, j, {"face_cosine": c}) for i, j, c in fp.misaligned
@@ -286,7 +292,7 @@ class FacePairsStage(PartStage):
                     aligned = {**aligned, "samples": aligned["samples"] - n,
                                "dropped": {**aligned["dropped"], why: n}}
             aligned = {**aligned, "changes": dict(sorted(kinds.items()))}
-            counts = {"faces": len(x), "aligned": aligned, "misaligned": fp.misaligned_counts,
+            counts = {"faces": fr.homes, "members": len(x), "aligned": aligned, "misaligned": fp.misaligned_counts,
                       "samples": {t: samples.get(t, 0) for t in PAIR_TASKS},
                       "erased": {"pairs": len(todo) - unchanged - unnamed if f.erased_reference else 0,
                                  "samples": erased.pop("samples", 0),
@@ -298,7 +304,7 @@ class FacePairsStage(PartStage):
     def finalize(self, n: int) -> StageReport:
         """The merged counts, reconciled, and the faces of every unit against the buckets' faces."""
         if n == 0:  # no faces: no unit, one empty merged marker
-            counts = {"faces": 0, "aligned": {"candidates": 0, "samples": 0, "dropped": {}, "changes": {}},
+            counts = {"faces": 0, "members": 0, "aligned": {"candidates": 0, "samples": 0, "dropped": {}, "changes": {}},
                       "misaligned": {"band_edges": 0, "above_band": 0, "sets": 0, "set_pairs": 0, "samples": 0,
                                      "dropped": {}},
                       "samples": {t: 0 for t in PAIR_TASKS}, "erased": {"pairs": 0, "samples": 0, "dropped": {}}}
@@ -322,6 +328,20 @@ class FacePairsStage(PartStage):
                 "reference_generation": e["samples"]}
         if want != c["samples"]:
             raise RuntimeError(f"{self.label}: records per task {c['samples']} do not match the pairs {want}")
+
+@dataclass
+class FaceRows:
+    """One bucket's faces: (faces part, row), unit descriptors, landmarks, image sizes, source ids, the faces
+    model's generator, the buckets each face is in, and how many have this bucket as their home."""
+    where: list[tuple[str, int]]
+    x: np.ndarray
+    landmarks: np.ndarray
+    sizes: np.ndarray
+    ids: list[str]
+    model: list | None
+    member: list[list[int]]
+    homes: int
+
 
 class _PartReader:
     """Rows of the faces parts, the two parts read last in memory (a pair's two faces may sit in two)."""
