@@ -36,6 +36,7 @@ from schemas.layout import SynthFiles
 from schemas.records import AceSample, ConditionUnit, Generator, Lineage, Role
 from store import storage
 from runtime.stage import ItemReport, Resources, StageReport
+from stages.synthesis.buckets import bucket_rows
 from stages.synthesis.face_buckets import FaceBucketsStage
 from stages.synthesis.parts import (RECORDS, PartStage, check_sum, count_reasons, digest, load_source, png, selected,
                                unpng)
@@ -207,25 +208,17 @@ class FacePairsStage(PartStage):
 
     def _faces(self, k: int) -> FaceRows:
         """Bucket k's faces in faces-part order. Memory: the bucket and one buckets part."""
-        m = self._buckets_marker()
-        b = m["buckets"][k]
+        t = bucket_rows(self.buckets_dir, self._buckets_marker(), k)
         faces_dir = self.layout.synth(FacesStage.kind)
-        where, desc, lms, sizes, ids, model, member, homes = [], [], [], [], [], None, [], 0
-        for p in b["parts"]:
-            t = storage.read_parquet(storage.join(self.buckets_dir, m["parts"][p], SynthFiles.BUCKETS))
-            t = t.filter(pc.equal(t.column("bucket"), b["bucket"]))
-            name = m["faces_parts"][p]
-            model = model or (storage.read_marker(storage.join(faces_dir, name)) or {}).get("model")
-            where += [(name, r) for r in t.column("row").to_pylist()]
-            ids += t.column("source_id").to_pylist()
-            member += t.column("buckets").to_pylist()
-            homes += pc.sum(t.column("home").cast(pa.int64())).as_py() or 0
-            desc.append(np.asarray(t.column("descriptor").to_pylist(), np.float32).reshape(-1, 128))
-            lms.append(np.asarray(t.column("landmarks").to_pylist(), np.float32).reshape(-1, 5, 2))
-            sizes.append(np.stack([t.column("height").to_numpy(), t.column("width").to_numpy()], 1))
-        cat = (lambda xs, shape: np.concatenate(xs) if xs else np.zeros(shape, np.float32))
-        return FaceRows(where, cat(desc, (0, 128)), cat(lms, (0, 5, 2)), cat(sizes, (0, 2)), ids, model, member,
-                        homes)
+        names = t.column("source_part").to_pylist()
+        model = next((m for m in ((storage.read_marker(storage.join(faces_dir, n)) or {}).get("model")
+                                  for n in dict.fromkeys(names)) if m), None)
+        return FaceRows(where=list(zip(names, t.column("row").to_pylist())),
+                        x=np.asarray(t.column("descriptor").to_pylist(), np.float32).reshape(-1, 128),
+                        landmarks=np.asarray(t.column("landmarks").to_pylist(), np.float32).reshape(-1, 5, 2),
+                        sizes=np.stack([t.column("height").to_numpy(), t.column("width").to_numpy()], 1),
+                        ids=t.column("source_id").to_pylist(), model=model, member=t.column("buckets").to_pylist(),
+                        homes=int(pc.sum(t.column("home").cast(pa.int64())).as_py() or 0))
 
     def run(self, k: int) -> ItemReport:
         f, s = self.cfg.synthesis.faces, self.cfg.synthesis
@@ -313,7 +306,7 @@ class FacePairsStage(PartStage):
             self.stamp(self.out)
             return self.report()  # type: ignore[return-value]
         rep = super().finalize(n)
-        check_sum(self.label, self._buckets_marker()["counts"]["faces"], rep.counts["faces"], "faces in buckets")
+        check_sum(self.label, self._buckets_marker()["counts"]["rows"], rep.counts["faces"], "faces in buckets")
         return rep
 
     def reconcile(self, c: dict) -> None:

@@ -64,7 +64,7 @@ def test_bucketed_face_pairs_reconcile_find_each_pair_once_and_match_the_all_pai
     _write_faces(cfg, [(ids[:40], x[:40]), (ids[40:80], x[40:80]), (ids[80:], x[80:])])
     buckets, pairs = _run(cfg)
     assert buckets.counts["buckets"] == 3 and pairs.items == 3  # ceil(120 / 40) buckets, one unit each
-    assert pairs.counts["faces"] == buckets.counts["faces"] == 120
+    assert pairs.counts["faces"] == buckets.counts["rows"] == 120
     marker = storage.read_marker(FacePairsStage(cfg).out)
     per = [storage.read_marker(storage.join(FacePairsStage(cfg).out, p))["counts"] for p in marker["parts"]]
     assert sum(c["misaligned"]["samples"] for c in per) == pairs.counts["misaligned"]["samples"] > 0
