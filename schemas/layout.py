@@ -311,6 +311,7 @@ class SynthFiles:
     REGIONS = "regions.parquet"
     CHAINS = "chains.parquet"
     BUCKETS = "buckets.parquet"
+    FEATURES = "features.parquet"
     QUANTISER = "quantiser.parquet"
 
     @property
@@ -337,6 +338,11 @@ class SynthFiles:
     def buckets(self) -> str:
         """A face-buckets part's table: its faces part's faces with their bucket, sorted by bucket."""
         return join(self.uri, self.BUCKETS)
+
+    @property
+    def features(self) -> str:
+        """A style-features part's table: one catalog slice's style feature vectors."""
+        return join(self.uri, self.FEATURES)
 
     @property
     def quantiser(self) -> str:

@@ -32,6 +32,7 @@ from stages.synthesis.pack import SynthPackStage
 from stages.synthesis.repaint import RepaintStage
 from stages.synthesis.segment import SegmentStage
 from stages.synthesis.style import StyleStage
+from stages.synthesis.style_features import StyleBucketsStage, StyleFeaturesStage
 from stages.synthesis.text import TextStage
 
 # The order stages run in; a pack stage's producers are packed in this order too (the shard sets' sample
@@ -40,7 +41,7 @@ STAGES: list[type[Stage]] = [
     IngestStage, EmbedStage, KMeansStage, MineStage, InstructStage, PackStage,
     SegmentStage, ObjectsStage, RepaintStage, FacesStage, FaceBucketsStage, FacePairsStage, TextStage, MapsStage,
     SynthPackStage,
-    StyleStage, LongContextStage, MultiTurnStage, ChainPackStage,
+    StyleFeaturesStage, StyleBucketsStage, StyleStage, LongContextStage, MultiTurnStage, ChainPackStage,
 ]
 
 

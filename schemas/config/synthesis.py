@@ -89,8 +89,13 @@ class StyleConfig(_Config):
                              "CSD features)")
     pair_min: float = Field(0.7, ge=-1, le=1, description="style-feature cosine of every two members of a style set at "
                             "least this (no chains: a style set is one style throughout)")
-    partition_size: int = Field(512, ge=2, description="catalog images per work item: style sets are found inside "
-                                "one item (style cuts across content clusters, so items are catalog slices)")
+    partition_size: int = Field(512, ge=2, description="catalog images per style-features item (and content pool "
+                                "of a style unit); style sets are found across the corpus, in style buckets")
+    bucket_images: int = Field(2048, ge=2, description="style sets: images per style bucket (one style unit each) "
+                               "about this; buckets = ceil(images / this), by a spherical K-means quantiser over the "
+                               "style features; memory of a unit: its bucket's (n, n) cosines (2048: 16 MiB)")
+    fit_sample: int = Field(100_000, ge=2, description="style sets: images (chosen by id) the bucket quantiser is "
+                            "fitted on; kept until the bucket count it was fitted for is off by more than 2x")
     min_set: int = Field(3, ge=2, description="a style set must hold at least this many images")
     max_sets_tried: int = Field(8, ge=1, description="style sets tried per item, best first, for ones already "
                                 "in a bank style (mining/style/fixed.py: re-rendering a member changes it little)")

@@ -46,6 +46,7 @@ class BucketsStage(PartStage):
     vector: ClassVar[str]  # the source's vector column
     carried: ClassVar[tuple[str, ...]]  # the source's columns kept beside the vector (the first: the row id)
     source_count: ClassVar[str]  # the source marker's count of its rows
+    stored_unit: ClassVar[bool] = True  # store the unit vectors (else the source's own)
 
     @property
     @abstractmethod
@@ -142,7 +143,8 @@ class BucketsStage(PartStage):
         cols = {"bucket": pa.array(bk, pa.int32()), "home": pa.array(home[order] == bk, pa.bool_()),
                 "buckets": pa.array([member[r] for r in order], pa.list_(pa.int32())),
                 "row": pa.array(order, pa.int32()),
-                self.vector: pa.array(x[order].tolist(), t.schema.field(self.vector).type)}
+                self.vector: pa.array(x[order].tolist(), t.schema.field(self.vector).type) if self.stored_unit
+                else t.column(self.vector).take(pa.array(order, pa.int64()))}
         cols.update({c: t.column(c).take(pa.array(order, pa.int64())) for c in self.carried})
         table = pa.table(cols)
         buckets = {}
