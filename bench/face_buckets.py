@@ -1,7 +1,7 @@
 """Face pairs over all faces (one unit, exact all-pairs) against face pairs in buckets (a unit per bucket,
 faiss IVF search inside a bucket above `--exact-max` faces): seconds, peak RSS, recall.
 
-    python bench/face_buckets.py [--n 50000] [--per 5] [--bucket-faces 10000] [--exact-max 4096] [--nprobe 16]
+    python bench/face_buckets.py [--n 50000] [--per 5] [--bucket-faces 10000] [--exact-max 4096] [--nprobe 32]
                                  [--spill 0.1] [--extra 2]
 
 The descriptors are planted: n / per identities, `per` photos each (two photos of one identity at cosine
@@ -133,7 +133,7 @@ def main() -> None:
     ap.add_argument("--spread", type=float, default=0.4)
     ap.add_argument("--bucket-faces", type=int, default=10_000)
     ap.add_argument("--exact-max", type=int, default=4096)
-    ap.add_argument("--nprobe", type=int, default=16)
+    ap.add_argument("--nprobe", type=int, default=F.ann_nprobe)
     ap.add_argument("--spill", type=float, default=F.bucket_spill)
     ap.add_argument("--extra", type=int, default=F.bucket_max_extra)
     ap.add_argument("--child", action="store_true")

@@ -62,7 +62,7 @@ class FaceConfig(_Config):
     bucket_max_extra: int = Field(2, ge=0, description="face pairs: extra buckets a face may be in at most")
     exact_max: int = Field(4096, ge=2, description="face pairs: a bucket of at most this many faces is searched "
                            "exactly (all pairs); a larger one by a faiss IVF index (approximate)")
-    ann_nprobe: int = Field(16, ge=1, description="face pairs: IVF lists searched per face in a bucket above "
+    ann_nprobe: int = Field(32, ge=1, description="face pairs: IVF lists searched per face in a bucket above "
                             "exact_max (more: higher recall, slower)")
 
     @field_validator("band")

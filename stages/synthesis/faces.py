@@ -11,9 +11,11 @@ mining/faces/buckets.py: exact up to `faces.exact_max` faces, faiss IVF above) a
 sample: facial_editing (aligned), facial_editing_misaligned (band), and per pair a face-erased reference
 (task reference_generation: the target with its face region blanked and masked + the other photo's aligned
 face as the reference). A part is named by its bucket's content digest: new faces re-run only the buckets
-they join. A pair is found in one bucket at most (a face is in one bucket); a pair split across two buckets
-is not found. Memory of a pair unit: its bucket's descriptors and landmarks (528 bytes a face) and two faces
-parts' images. Counts reconcile per unit and merged, and the units' faces add up to the buckets' faces.
+they join. A face near a bucket boundary is in more than one bucket; a pair both hold is kept by one unit
+only (the lowest bucket holding both: other_bucket in the others' counts), and a pair whose faces share no
+bucket is not found. Memory of a pair unit: its bucket's descriptors and landmarks (528 bytes a face) and
+two faces parts' images. Counts reconcile per unit and merged; the units' home faces add up to the faces
+stage's.
 """
 
 from __future__ import annotations

@@ -185,7 +185,8 @@ class StyleStage(PartStage):
             xs.append(xp)
         xp = np.concatenate(xs) if pool else np.zeros((0, x.shape[1]), np.float32)
         sets = tight_sets(x, st.threshold, st.pair_min, st.min_set, st.max_sets_tried)
-        used, tried, set_fate = self._styled_sets(sets, x, ids, k)
+        bucket = self._buckets_marker()["buckets"][k]["bucket"]  # the seeds: a unit's output is its bucket's
+        used, tried, set_fate = self._styled_sets(sets, x, ids, bucket)
         self._fixed: dict = {}
         in_sets = np.concatenate([m for m, _, _ in used]) if used else np.zeros(0, np.int64)
         taken = {ids[int(i)].id for i in in_sets}
@@ -196,7 +197,7 @@ class StyleStage(PartStage):
             dropped["no_renderable_style_set"] += len(others)
             chosen = np.zeros(0, np.int64)
         else:
-            rng = np.random.default_rng([s.seed, k, len(x)])
+            rng = np.random.default_rng([s.seed, bucket, len(x)])
             chosen = rng.permutation(others)[: st.contents_per_item * len(self.pools(k))]
             dropped["over_unit_cap"] += len(others) - len(chosen)
         settings = self.sample_settings()
