@@ -327,7 +327,9 @@ class SynthFiles:
     FACES = "faces.parquet"
     REGIONS = "regions.parquet"
     CHAINS = "chains.parquet"
-    FACE_PAIRS = "pairs"  # the face-pair stage's one part
+    BUCKETS = "buckets.parquet"
+    FEATURES = "features.parquet"
+    QUANTISER = "quantiser.parquet"
 
     @property
     def records(self) -> str:
@@ -350,9 +352,19 @@ class SynthFiles:
         return join(self.uri, self.CHAINS)
 
     @property
-    def face_pairs(self) -> str:
-        """The face-pair stage's one part directory."""
-        return join(self.uri, self.FACE_PAIRS)
+    def buckets(self) -> str:
+        """A face-buckets part's table: its faces part's faces with their bucket, sorted by bucket."""
+        return join(self.uri, self.BUCKETS)
+
+    @property
+    def features(self) -> str:
+        """A style-features part's table: one catalog slice's style feature vectors."""
+        return join(self.uri, self.FEATURES)
+
+    @property
+    def quantiser(self) -> str:
+        """The face-buckets stage's centroids (one row per bucket), kept across runs."""
+        return join(self.uri, self.QUANTISER)
 
 
 @dataclass(frozen=True)

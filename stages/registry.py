@@ -24,6 +24,7 @@ from stages.pairs.mine import MineStage
 from stages.pairs.pack import PackStage, packs_groups
 from stages.synthesis.chain_pack import ChainPackStage
 from stages.synthesis.chains import LongContextStage, MultiTurnStage
+from stages.synthesis.face_buckets import FaceBucketsStage
 from stages.synthesis.faces import FacePairsStage, FacesStage
 from stages.synthesis.maps import MapsStage
 from stages.synthesis.objects import ObjectsStage
@@ -31,14 +32,16 @@ from stages.synthesis.pack import SynthPackStage
 from stages.synthesis.repaint import RepaintStage
 from stages.synthesis.segment import SegmentStage
 from stages.synthesis.style import StyleStage
+from stages.synthesis.style_features import StyleBucketsStage, StyleFeaturesStage
 from stages.synthesis.text import TextStage
 
 # The order stages run in; a pack stage's producers are packed in this order too (the shard sets' sample
 # order depends on it: objects, repaint, face pairs, text, maps; style, long_context, multi_turn).
 STAGES: list[type[Stage]] = [
     IngestStage, EmbedStage, KMeansStage, MineStage, InstructStage, PackStage,
-    SegmentStage, ObjectsStage, RepaintStage, FacesStage, FacePairsStage, TextStage, MapsStage, SynthPackStage,
-    StyleStage, LongContextStage, MultiTurnStage, ChainPackStage,
+    SegmentStage, ObjectsStage, RepaintStage, FacesStage, FaceBucketsStage, FacePairsStage, TextStage, MapsStage,
+    SynthPackStage,
+    StyleFeaturesStage, StyleBucketsStage, StyleStage, LongContextStage, MultiTurnStage, ChainPackStage,
 ]
 
 

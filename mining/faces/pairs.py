@@ -4,10 +4,12 @@ Aligned (`facial_editing`): the same person (cosine >= `aligned_min`) in the sam
 size whose five landmarks lie within `max_shift` x the image diagonal of each other on average, and at least
 `margin` above `aligned_min` (a pair just over the identity threshold may be two people: dropped as
 face_margin); the change is named by mining/faces/change.py. Misaligned (`facial_editing_misaligned`, ACE
-Table 4): union-find on band edges (lo <= s <= hi) over all faces, every set pair re-checked in the band,
+Table 4): union-find on band edges (lo <= s <= hi) over the faces given (one bucket: mining/faces/buckets.py),
+every set pair re-checked in the band,
 pairs per set capped; a pair already
 taken as aligned is not used twice. Counts reconcile: aligned candidates = samples + face_margin +
-not_aligned + over_face_cap; band set pairs = samples + out_of_band + over_set_cap + taken_as_aligned.
+not_aligned + over_face_cap + other_bucket; band set pairs = samples + out_of_band + over_set_cap +
+taken_as_aligned + other_bucket (other_bucket: a pair another bucket's unit keeps).
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from mining.pairs.band import band_edges, disjoint_sets, pairs_from_sets
+from mining.pairs.band import BandEdges, band_edges, disjoint_sets, pairs_from_sets
 
 if TYPE_CHECKING:
     from mining.supervision import View
@@ -74,16 +76,24 @@ def landmark_shift(lm_a: np.ndarray, lm_b: np.ndarray, size_a: tuple[int, int], 
 
 def face_pairs(x: np.ndarray, landmarks: np.ndarray, sizes: np.ndarray, *, band: tuple[float, float],
                aligned_min: float, max_shift: float, max_pairs_per_face: int, max_pairs_per_set: int,
-               seed: int, margin: float = 0.0) -> FacePairs:
-    """x: (n, 128) unit descriptors; landmarks: (n, 5, 2); sizes: (n, 2) image (h, w). Row indices out."""
+               seed: int, margin: float = 0.0,
+               search: Callable[[np.ndarray, float, float], BandEdges] = band_edges,
+               keep: Callable[[int, int], bool] | None = None) -> FacePairs:
+    """x: (n, 128) unit descriptors; landmarks: (n, 5, 2); sizes: (n, 2) image (h, w). Row indices out.
+    `search(x, lo, hi)` gives the candidate edges (exact all-pairs by default; mining/faces/buckets.py's
+    `BucketSearch` inside one bucket). `keep(i, j)` False: the pair belongs to another unit (a face spilled
+    into two buckets), counted as other_bucket before any other check."""
     out = FacePairs()
     lo, hi = band
     n = len(x)
-    cand = band_edges(x, aligned_min, 1.0) if n else None
+    cand = search(x, aligned_min, 1.0) if n else None
     per_face: Counter[int] = Counter()
     taken: set[tuple[int, int]] = set()
     drops: Counter[str] = Counter()
     for i, j, s in zip(*(cand.i.tolist(), cand.j.tolist(), cand.score.tolist())) if cand is not None else []:
+        if keep is not None and not keep(i, j):
+            drops["other_bucket"] += 1
+            continue
         shift = landmark_shift(landmarks[i], landmarks[j], sizes[i], sizes[j])
         if s < aligned_min + margin:
             drops["face_margin"] += 1
@@ -98,7 +108,7 @@ def face_pairs(x: np.ndarray, landmarks: np.ndarray, sizes: np.ndarray, *, band:
             out.aligned.append((i, j, s, shift))
     out.aligned_counts = {"candidates": len(cand) if cand is not None else 0, "samples": len(out.aligned),
                           "dropped": dict(sorted(drops.items()))}
-    edges = band_edges(x, lo, hi) if n else None
+    edges = search(x, lo, hi) if n else None
     sets = disjoint_sets(n, edges) if edges is not None else []
     sp = pairs_from_sets(x, sets, lo, hi, max_pairs_per_set, seed) if sets else None
     mdrops: Counter[str] = Counter()
@@ -106,7 +116,9 @@ def face_pairs(x: np.ndarray, landmarks: np.ndarray, sizes: np.ndarray, *, band:
         mdrops["out_of_band"] += sp.out_of_band
         mdrops["over_set_cap"] += sp.capped
         for i, j, s in zip(sp.i.tolist(), sp.j.tolist(), sp.score.tolist()):
-            if (i, j) in taken:
+            if keep is not None and not keep(i, j):
+                mdrops["other_bucket"] += 1
+            elif (i, j) in taken:
                 mdrops["taken_as_aligned"] += 1
             else:
                 out.misaligned.append((i, j, s))

@@ -6,7 +6,7 @@ neighbours (cosine >= `threshold`) and pruned until every member is within `thre
 (the normalised mean feature) and within `pair_min` of every other member; members the pruning drops stay
 free for other sets. Sets are chosen greedily, the best first (the most members, then the highest mean
 cosine to the centre), their members removed, until no set of `min_set` remains or `max_sets` are chosen.
-Memory: the (n, n) cosine matrix of one work item (n = `style.partition_size`, 512 by default: 1 MiB).
+Memory: the (n, n) cosine matrix of one style bucket (n about `style.bucket_images`, 2048 by default: 16 MiB).
 """
 
 from __future__ import annotations

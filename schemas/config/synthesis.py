@@ -49,6 +49,21 @@ class FaceConfig(_Config):
                                    "(ACE B.8.2; task reference_generation)")
     erase_grow: float = Field(0.25, ge=0, description="the erased region: face box + landmarks, grown by this "
                               "x box side")
+    bucket_faces: int = Field(50_000, ge=2, description="face pairs: faces per bucket (one pair unit each) about "
+                              "this; buckets = ceil(faces / this), by a spherical K-means quantiser over the "
+                              "descriptors; a pair whose faces share no bucket is not found (bucket_spill)")
+    fit_sample: int = Field(200_000, ge=2, description="face pairs: faces (chosen by id) the bucket quantiser is "
+                            "fitted on; the quantiser is kept until the bucket count it was fitted for is off by "
+                            "more than 2x")
+    bucket_spill: float = Field(0.1, ge=0, le=2, description="face pairs: a face is also in up to "
+                                "bucket_max_extra other buckets whose centroid is within this cosine of its nearest "
+                                "(on descriptors less their mean; a pair near a bucket boundary is then found, kept "
+                                "by the lowest bucket holding both faces); 0: one bucket per face")
+    bucket_max_extra: int = Field(2, ge=0, description="face pairs: extra buckets a face may be in at most")
+    exact_max: int = Field(4096, ge=2, description="face pairs: a bucket of at most this many faces is searched "
+                           "exactly (all pairs); a larger one by a faiss IVF index (approximate)")
+    ann_nprobe: int = Field(32, ge=1, description="face pairs: IVF lists searched per face in a bucket above "
+                            "exact_max (more: higher recall, slower)")
 
     @field_validator("band")
     @classmethod
@@ -74,8 +89,13 @@ class StyleConfig(_Config):
                              "CSD features)")
     pair_min: float = Field(0.7, ge=-1, le=1, description="style-feature cosine of every two members of a style set at "
                             "least this (no chains: a style set is one style throughout)")
-    partition_size: int = Field(512, ge=2, description="catalog images per work item: style sets are found inside "
-                                "one item (style cuts across content clusters, so items are catalog slices)")
+    partition_size: int = Field(512, ge=2, description="catalog images per style-features item (and content pool "
+                                "of a style unit); style sets are found across the corpus, in style buckets")
+    bucket_images: int = Field(2048, ge=2, description="style sets: images per style bucket (one style unit each) "
+                               "about this; buckets = ceil(images / this), by a spherical K-means quantiser over the "
+                               "style features; memory of a unit: its bucket's (n, n) cosines (2048: 16 MiB)")
+    fit_sample: int = Field(100_000, ge=2, description="style sets: images (chosen by id) the bucket quantiser is "
+                            "fitted on; kept until the bucket count it was fitted for is off by more than 2x")
     min_set: int = Field(3, ge=2, description="a style set must hold at least this many images")
     max_sets_tried: int = Field(8, ge=1, description="style sets tried per item, best first, for ones already "
                                 "in a bank style (mining/style/fixed.py: re-rendering a member changes it little)")

@@ -13,11 +13,19 @@ from stages.synthesis.pack import SynthPackStage
 
 
 def chain_stages(cfg) -> list:
-    """The enabled producers of the chain shard set, in registry order (long_context also needs the object
-    removals: they run with the synthesis set's stages)."""
-    from stages.registry import enabled
+    """The enabled producers of the chain shard set and the stages they need that pack into no set, in registry
+    order (long_context also needs the object removals: they run with the synthesis set's stages)."""
+    from stages.registry import enabled, stage
 
-    return [cls(cfg) for cls in enabled(cfg) if cls.shard_set == "chains"]
+    on = enabled(cfg)
+    todo = [n for c in on if c.shard_set == "chains" for n in c.needs]
+    prep: set[str] = set()  # what they need that packs into no set (style features and buckets)
+    while todo:
+        c = stage(todo.pop())
+        if c.shard_set is None and c.name not in prep and c.scope == "synthesis":
+            prep.add(c.name)
+            todo += c.needs
+    return [cls(cfg) for cls in on if cls.shard_set == "chains" or cls.name in prep]
 
 
 class ChainPackStage(SynthPackStage):

@@ -1,34 +1,45 @@
-"""Facial editing (ACE B.4.1) and face-erased references (B.8.2) with dlib: two stages.
+"""Facial editing (ACE B.4.1) and face-erased references (B.8.2) with dlib: faces, their buckets, the pairs.
 
-    <root>/synth/faces/part-NNNNN-<digest>/faces.parquet   one face per kept image (an item = catalog slice)
-    <root>/synth/face_pairs/pairs/records.parquet          the pair samples (one item over all faces)
+    <root>/synth/faces/part-NNNNN-<digest>/faces.parquet        one face per kept image (an item = catalog slice)
+    <root>/synth/face_buckets/...                               every face in one bucket (face_buckets.py)
+    <root>/synth/face_pairs/part-BBBBB-<digest>/records.parquet  the pair samples of bucket BBBBB (an item)
 
 `FacesStage` keeps images holding exactly one usable face (drops by reason: no_face, many_faces,
 too_small, pose, blurry, and decode reasons) and stores its box, 5 landmarks, unit descriptor and aligned
-chip. `FacePairsStage` pairs the faces (mining/faces/pairs.py) and writes one record per sample:
-facial_editing (aligned), facial_editing_misaligned (band), and per pair a face-erased reference
+chip. `FacePairsStage` pairs the faces of one bucket (mining/faces/pairs.py, candidates from
+mining/faces/buckets.py: exact up to `faces.exact_max` faces, faiss IVF above) and writes one record per
+sample: facial_editing (aligned), facial_editing_misaligned (band), and per pair a face-erased reference
 (task reference_generation: the target with its face region blanked and masked + the other photo's aligned
-face as the reference). Memory of the pair stage: the descriptors and landmarks of every face (528 bytes
-a face) and one faces part's images at a time.
+face as the reference). A part is named by its bucket's content digest: new faces re-run only the buckets
+they join. A face near a bucket boundary is in more than one bucket; a pair both hold is kept by one unit
+only (the lowest bucket holding both: other_bucket in the others' counts), and a pair whose faces share no
+bucket is not found. Memory of a pair unit: its bucket's descriptors and landmarks (528 bytes a face) and
+two faces parts' images. Counts reconcile per unit and merged; the units' home faces add up to the faces
+stage's.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mining.faces.dlib_faces import DROP_REASONS, DlibFaces, Face, FaceFilter, face_region_mask
+from mining.faces.buckets import BucketSearch, owner
 from mining.faces.change import UNNAMED, change_instruction, change_kind
 from mining.faces.pairs import CHANGE_NAMER, ERASER, PAIRER, face_instruction, face_pairs
 from schemas.config import FACE_TASKS
 from schemas.layout import SynthFiles
 from schemas.records import AceSample, ConditionUnit, Generator, Lineage, Role
 from store import storage
-from runtime.stage import ItemReport, Resources, SingleItemStage, StageReport
+from runtime.stage import ItemReport, Resources, StageReport
+from stages.synthesis.buckets import bucket_rows
+from stages.synthesis.face_buckets import FaceBucketsStage
 from stages.synthesis.parts import (RECORDS, PartStage, check_sum, count_reasons, digest, load_source, png, selected,
                                unpng)
 
@@ -46,6 +57,8 @@ PAIR_SCHEMA = pa.schema([
     ("scores", pa.string()),
 ])
 PAIR_TASKS = FACE_TASKS + ("reference_generation",)
+# FaceConfig keys of the bucketing and the search: not in a sample's id
+BUCKET_KEYS = ("bucket_faces", "fit_sample", "bucket_spill", "bucket_max_extra", "exact_max", "ann_nprobe")
 
 
 def faces_for(cfg) -> DlibFaces:
@@ -131,13 +144,13 @@ def face_row(source_id: str, img: np.ndarray, face: Face) -> dict:
             "roll_deg": face.roll_deg, "yaw": face.yaw, "sharpness": face.sharpness}
 
 
-class FacePairsStage(SingleItemStage):
-    """One item over every face of the faces stage: the pairs, their records, the marker."""
+class FacePairsStage(PartStage):
+    """One item per face bucket (stages/synthesis/face_buckets.py): its pairs, their records, the part's marker."""
 
     name = "synth-face-pairs"
     kind = "face_pairs"
     resources = Resources(cpus=1.0)
-    produces, needs, shard_set = PAIR_TASKS, ("synth-faces",), "synthesis"
+    produces, needs, shard_set = PAIR_TASKS, ("synth-face-buckets",), "synthesis"
     key, config_section, ui_report = "face_pairs", "synthesis.faces", "face_pairs"
 
     def packed_tasks(self) -> list[str]:
@@ -154,11 +167,11 @@ class FacePairsStage(SingleItemStage):
         return f"synthesis: {f['faces']} faces in {f['images']} images (dropped {f['dropped']}); pairs {p['samples']}"
 
     @property
-    def out(self) -> str:
-        return self.layout.synth(self.kind)
+    def buckets_dir(self) -> str:
+        return self.layout.synth(FaceBucketsStage.kind)
 
     def inputs(self) -> list[str]:
-        return [self.layout.synth(FacesStage.kind)]
+        return [self.buckets_dir]
 
     def tasks(self) -> list[str]:
         return [t for t in self.cfg.synthesis.tasks if t in FACE_TASKS]
@@ -169,34 +182,56 @@ class FacePairsStage(SingleItemStage):
                 **f.model_dump(mode="json", exclude={"min_score", "min_face_px", "max_roll_deg", "max_yaw",
                                                      "min_sharpness"})}
 
-    def _faces(self) -> tuple[list[tuple[str, int]], np.ndarray, np.ndarray, np.ndarray, list[str], list]:
-        """(part, row) per face, descriptors, landmarks, sizes, source ids, the model's generator."""
-        src = self.inputs()[0]
-        m = storage.read_marker(src)
-        if m is None:
-            raise FileNotFoundError(f"no complete faces under {src}")
-        where, desc, lms, sizes, ids, model = [], [], [], [], [], None
-        for name in m["parts"]:
-            t = storage.parquet_file(storage.join(src, name, FACES)).read(
-                columns=["source_id", "height", "width", "landmarks", "descriptor"])
-            meta = storage.read_marker(storage.join(src, name)) or {}
-            model = model or meta.get("model")
-            where += [(name, r) for r in range(t.num_rows)]
-            ids += t.column("source_id").to_pylist()
-            if t.num_rows:
-                desc.append(np.asarray(t.column("descriptor").to_pylist(), np.float32))
-                lms.append(np.asarray(t.column("landmarks").to_pylist(), np.float32).reshape(-1, 5, 2))
-                sizes.append(np.stack([t.column("height").to_numpy(), t.column("width").to_numpy()], 1))
-        cat = (lambda xs, shape: np.concatenate(xs) if xs else np.zeros(shape, np.float32))
-        return where, cat(desc, (0, 128)), cat(lms, (0, 5, 2)), cat(sizes, (0, 2)), ids, model
+    def sample_settings(self) -> dict:
+        """The settings a sample id digests: not the bucketing (it decides which pairs are found, not a pair)."""
+        s = self.settings()
+        return {k: v for k, v in s.items() if k not in BUCKET_KEYS}
+
+    def _buckets_marker(self) -> dict:
+        if getattr(self, "_bm", None) is None:
+            m = storage.read_marker(self.buckets_dir)
+            if m is None:
+                raise FileNotFoundError(f"no complete face buckets under {self.buckets_dir}")
+            self._bm = m
+        return self._bm
+
+    def item_key(self, k: int) -> str:
+        return self._buckets_marker()["buckets"][k]["digest"]
+
+    def parts(self) -> list[str]:
+        if getattr(self, "_part_cache", None) is None:
+            base = self.settings()
+            self._part_cache = [storage.join(self.out, f"part-{b['bucket']:05d}-{digest([base, b['digest']])}")
+                                for b in self._buckets_marker()["buckets"]]
+        return self._part_cache
+
+    def plan(self) -> int:
+        return len(self.parts())
+
+    def _faces(self, k: int) -> FaceRows:
+        """Bucket k's faces in faces-part order. Memory: the bucket and one buckets part."""
+        t = bucket_rows(self.buckets_dir, self._buckets_marker(), k)
+        faces_dir = self.layout.synth(FacesStage.kind)
+        names = t.column("source_part").to_pylist()
+        model = next((m for m in ((storage.read_marker(storage.join(faces_dir, n)) or {}).get("model")
+                                  for n in dict.fromkeys(names)) if m), None)
+        return FaceRows(where=list(zip(names, t.column("row").to_pylist())),
+                        x=np.asarray(t.column("descriptor").to_pylist(), np.float32).reshape(-1, 128),
+                        landmarks=np.asarray(t.column("landmarks").to_pylist(), np.float32).reshape(-1, 5, 2),
+                        sizes=np.stack([t.column("height").to_numpy(), t.column("width").to_numpy()], 1),
+                        ids=t.column("source_id").to_pylist(), model=model, member=t.column("buckets").to_pylist(),
+                        homes=int(pc.sum(t.column("home").cast(pa.int64())).as_py() or 0))
 
     def run(self, k: int) -> ItemReport:
         f, s = self.cfg.synthesis.faces, self.cfg.synthesis
-        where, x, lms, sizes, ids, model = self._faces()
-        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        fp = face_pairs(x, lms, sizes, band=tuple(f.band), aligned_min=f.aligned_min, max_shift=f.aligned_max_shift,
-                        max_pairs_per_face=f.max_pairs_per_face, max_pairs_per_set=f.max_pairs_per_set, seed=s.seed,
-                        margin=self.cfg.supervision.face_margin)
+        fr = self._faces(k)  # unit descriptors (the buckets stage normed them)
+        where, x, ids, model = fr.where, fr.x, fr.ids, fr.model
+        bucket = self._buckets_marker()["buckets"][k]["bucket"]
+        search = BucketSearch(min(f.aligned_min, f.band[0]), f.exact_max, f.ann_nprobe, s.seed)
+        fp = face_pairs(x, fr.landmarks, fr.sizes, band=tuple(f.band), aligned_min=f.aligned_min,
+                        max_shift=f.aligned_max_shift, max_pairs_per_face=f.max_pairs_per_face,
+                        max_pairs_per_set=f.max_pairs_per_set, seed=s.seed, margin=self.cfg.supervision.face_margin,
+                        search=search, keep=lambda i, j: owner(fr.member[i], fr.member[j]) == bucket)
         todo = [("facial_editing", i, j, {"face_cosine": c, "face_threshold": f.aligned_min, "landmark_shift": sh})
                 for i, j, c, sh in fp.aligned if "facial_editing" in self.tasks()]
         todo += [("facial_editing_misaligned", i, j, {"face_cosine": c}) for i, j, c in fp.misaligned
@@ -204,10 +239,10 @@ class FacePairsStage(SingleItemStage):
         gens = [list(model or ["dlib-faces", "unknown"]), list(PAIRER)]
         erased, samples, kinds = Counter(), Counter(), Counter()
         unchanged = unnamed = 0
-        reader = _PartReader(self.inputs()[0])
+        reader = _PartReader(self.layout.synth(FacesStage.kind))
         todo.sort(key=lambda t: (where[t[1]][0], where[t[2]][0]))  # pairs of the same two parts together
-        settings = self.settings()
-        part = SynthFiles(self.out).face_pairs
+        settings = self.sample_settings()
+        part = self.parts()[k]
         rows: list[dict] = []
         # memory: two faces parts and a batch of records (the records stream to the parquet file)
         with storage.ParquetSink(storage.join(part, RECORDS), PAIR_SCHEMA, row_group_rows=32) as sink:
@@ -252,16 +287,29 @@ class FacePairsStage(SingleItemStage):
                     aligned = {**aligned, "samples": aligned["samples"] - n,
                                "dropped": {**aligned["dropped"], why: n}}
             aligned = {**aligned, "changes": dict(sorted(kinds.items()))}
-            counts = {"faces": len(x), "aligned": aligned, "misaligned": fp.misaligned_counts,
+            counts = {"faces": fr.homes, "members": len(x), "aligned": aligned, "misaligned": fp.misaligned_counts,
                       "samples": {t: samples.get(t, 0) for t in PAIR_TASKS},
                       "erased": {"pairs": len(todo) - unchanged - unnamed if f.erased_reference else 0,
                                  "samples": erased.pop("samples", 0),
                                  "dropped": count_reasons(erased)}}
             self.reconcile(counts)  # inside the block: a failure leaves no records file and no marker
         storage.write_marker(part, {"counts": counts})
-        storage.write_marker(self.out, {"counts": counts, "parts": [SynthFiles.FACE_PAIRS], "units": 1})
-        self.stamp(self.out)
         return ItemReport(stage=self.label, item=k, counts=counts)
+
+    def finalize(self, n: int) -> StageReport:
+        """The merged counts, reconciled, and the faces of every unit against the buckets' faces."""
+        if n == 0:  # no faces: no unit, one empty merged marker
+            counts = {"faces": 0, "members": 0, "aligned": {"candidates": 0, "samples": 0, "dropped": {}, "changes": {}},
+                      "misaligned": {"band_edges": 0, "above_band": 0, "sets": 0, "set_pairs": 0, "samples": 0,
+                                     "dropped": {}},
+                      "samples": {t: 0 for t in PAIR_TASKS}, "erased": {"pairs": 0, "samples": 0, "dropped": {}}}
+            self.reconcile(counts)
+            storage.write_marker(self.out, {"counts": counts, "parts": [], "units": 0})
+            self.stamp(self.out)
+            return self.report()  # type: ignore[return-value]
+        rep = super().finalize(n)
+        check_sum(self.label, self._buckets_marker()["counts"]["rows"], rep.counts["faces"], "faces in buckets")
+        return rep
 
     def reconcile(self, c: dict) -> None:
         a, m, e = c["aligned"], c["misaligned"], c["erased"]
@@ -276,9 +324,18 @@ class FacePairsStage(SingleItemStage):
         if want != c["samples"]:
             raise RuntimeError(f"{self.label}: records per task {c['samples']} do not match the pairs {want}")
 
-    def report(self) -> StageReport | None:
-        m = self.current(storage.read_marker(self.out))
-        return None if m is None else StageReport(stage=self.label, items=1, outputs=[self.out], counts=m["counts"])
+@dataclass
+class FaceRows:
+    """One bucket's faces: (faces part, row), unit descriptors, landmarks, image sizes, source ids, the faces
+    model's generator, the buckets each face is in, and how many have this bucket as their home."""
+    where: list[tuple[str, int]]
+    x: np.ndarray
+    landmarks: np.ndarray
+    sizes: np.ndarray
+    ids: list[str]
+    model: list | None
+    member: list[list[int]]
+    homes: int
 
 
 class _PartReader:

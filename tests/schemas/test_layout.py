@@ -40,9 +40,9 @@ def test_the_spellings_runs_already_wrote_are_kept():
         f"{r}/pairs/p/drops.json", f"{r}/pairs/p/batches/batch-00007", f"{r}/pairs/p/instructed",
         f"{r}/pairs/p/instructed/pairs.parquet")
     assert PairFiles.BATCH.fullmatch("batch-00007-0a1b2c3d") and not PairFiles.BATCH.fullmatch("batch-7")
-    sy = SynthFiles(lay.synth("face_pairs"))
-    assert (sy.face_pairs, SynthFiles(sy.face_pairs).records) == (
-        f"{r}/synth/face_pairs/pairs", f"{r}/synth/face_pairs/pairs/records.parquet")
+    sy = SynthFiles(lay.synth("face_buckets"))
+    assert (sy.quantiser, SynthFiles(lay.synth("face_buckets") + "/part-00000-0a1b2c3d").buckets) == (
+        f"{r}/synth/face_buckets/quantiser.parquet", f"{r}/synth/face_buckets/part-00000-0a1b2c3d/buckets.parquet")
     sh = ShardFiles(lay.shards("set"))
     assert (sh.manifest, sh.card, sh.encoded("canvas", 512)) == (
         f"{r}/shards/set/manifest.parquet", f"{r}/shards/set/README.md", f"{r}/shards/set-encoded-canvas-512")

@@ -58,7 +58,7 @@ def test_a_stage_runs_when_a_task_it_produces_is_configured_or_an_enabled_stage_
     assert _names(RunConfig(synthesis={"tasks": ["long_context"]})) == mining + [
         "synth-segment", "synth-objects", "synth-long-context", "pack-chains"]
     assert _names(RunConfig(synthesis={"tasks": ["facial_editing", "inpainting"]})) == mining + [
-        "synth-repaint", "synth-faces", "synth-face-pairs", "pack-synthesis"]
+        "synth-repaint", "synth-faces", "synth-face-buckets", "synth-face-pairs", "pack-synthesis"]
     cfg = RunConfig(synthesis={"tasks": ["long_context", "object_addition"]})
     pipe = registry.Pipeline(cfg, shard_prefix="p")
     assert [(k, s.label) for (_, k), s in pipe.synthesis()] == [

@@ -8,6 +8,7 @@ from stages.corpus.demo_corpus import face_photos
 from runtime.executors import LocalExecutor
 from stages.corpus.ingest import ingest
 from store.shard_reader import read_shard_set
+from stages.synthesis.face_buckets import FaceBucketsStage
 from stages.synthesis.faces import FacePairsStage, FacesStage
 from stages.synthesis.pack import SynthPackStage
 from trainer.data import Example
@@ -22,7 +23,7 @@ def test_one_step_on_each_facial_task(tiny_base, tmp_path):
                     synthesis={"tasks": ["facial_editing", "facial_editing_misaligned"], "max_side": 160})
     ingest(str(tmp_path / "src"), cfg.root, cfg.ingest)
     ex = LocalExecutor()
-    for s in (FacesStage(cfg), FacePairsStage(cfg)):
+    for s in (FacesStage(cfg), FaceBucketsStage(cfg), FacePairsStage(cfg)):
         ex.run(s)
     uri = ex.run(SynthPackStage(cfg, shard_name="faces")).counts["uri"]
     first = {}

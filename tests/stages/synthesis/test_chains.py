@@ -23,6 +23,7 @@ from stages.corpus.ingest import ingest, load_catalog
 from stages.synthesis.segment import SegmentStage
 from store.shard_reader import read_shard_set
 from stages.synthesis.style import StyleStage
+from stages.synthesis.style_features import StyleBucketsStage, StyleFeaturesStage
 from stages.synthesis.chains import LongContextStage, MultiTurnStage, conversations
 from stages.synthesis.objects import ObjectsStage
 from stages.synthesis.parts import iter_records
@@ -151,8 +152,9 @@ def test_conversations_prefer_the_newest_image_and_use_every_pair_once():
 
 def test_style_pairs_come_from_the_planted_style_set_and_counts_reconcile(chains):
     cfg, reps = chains
-    c = reps["synth-style"].counts
-    assert c["images"] == c["read"] + sum(c["skipped"].values()) and c["read"] == c["style_set"] + c["contents"]
+    c, f = reps["synth-style"].counts, reps["synth-style-features"].counts
+    assert f["images"] == f["read"] + sum(f["skipped"].values()) == len(load_catalog(cfg.root))
+    assert f["read"] == c["members"] == c["pool"] and c["pool"] == c["pool_in_sets"] + c["contents"]
     assert c["contents"] == c["pairs"] + sum(c["dropped"].values()) and c["pairs"] > 0
     family = {r.id for r in load_catalog(cfg.root) if "/styles/" in r.uri}
     for rec in iter_chain_records(reps["synth-style"].outputs[0]):
@@ -191,10 +193,11 @@ def test_a_tight_set_of_photos_is_in_no_bank_style_and_gives_no_pairs(tmp_path):
     cfg = RunConfig(root=str(tmp_path / "root"), models_dir=str(tmp_path / "models"),
                     synthesis={"tasks": ["style_editing", "style_transfer_reference"], "max_side": 112})
     ingest(str(src), cfg.root, cfg.ingest)
-    c = LocalExecutor().run(StyleStage(cfg)).counts
+    ex = LocalExecutor()
+    c = [ex.run(st) for st in (StyleFeaturesStage(cfg), StyleBucketsStage(cfg), StyleStage(cfg))][-1].counts
     assert c["style_sets"] >= 1 and c["style_sets_used"] == 0 and c["pairs"] == 0
     assert c["set_dropped"] == {"not_in_bank_style": c["style_sets_tried"]}
-    assert c["dropped"] == {"no_renderable_style_set": c["contents"]} and c["contents"] == c["read"] == 10
+    assert c["dropped"] == {"no_renderable_style_set": c["contents"]} and c["contents"] == c["members"] == 10
 
 
 def test_counts_that_do_not_reconcile_stop_the_stage_before_its_marker(chains, tmp_path):

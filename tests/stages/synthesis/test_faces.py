@@ -10,6 +10,7 @@ from stages.corpus.demo_corpus import face_photos
 from runtime.executors import LocalExecutor
 from stages.corpus.ingest import ingest
 from store.shard_reader import read_shard_set
+from stages.synthesis.face_buckets import FaceBucketsStage
 from stages.synthesis.faces import FacePairsStage, FacesStage
 from stages.synthesis.pack import SynthPackStage
 
@@ -32,8 +33,9 @@ def packed(tmp_path_factory):
                                "max_side": 160})
     ingest(str(tmp / "src"), cfg.root, cfg.ingest)
     ex = LocalExecutor()
-    reps = [ex.run(s) for s in (FacesStage(cfg), FacePairsStage(cfg), SynthPackStage(cfg, shard_name="faces"))]
-    return cfg, made, reps
+    reps = [ex.run(s) for s in (FacesStage(cfg), FaceBucketsStage(cfg), FacePairsStage(cfg),
+                                SynthPackStage(cfg, shard_name="faces"))]
+    return cfg, made, [reps[0], reps[2], reps[3]]
 
 
 def test_faces_and_pairs_reconcile_with_reasons(packed):
@@ -124,6 +126,7 @@ def test_an_aligned_pair_whose_change_has_no_name_is_dropped_and_every_count_rec
     ingest(str(src), cfg.root, cfg.ingest)
     ex = LocalExecutor()
     ex.run(FacesStage(cfg))
+    ex.run(FaceBucketsStage(cfg))
     pairs = ex.run(FacePairsStage(cfg))  # raises when the aligned, change-kind or erased counts do not add up
     a, e = pairs.counts["aligned"], pairs.counts["erased"]
     assert a["dropped"].get("unnamed_change", 0) >= 1 and "photo" not in a["changes"], a
