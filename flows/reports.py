@@ -169,7 +169,7 @@ def execution_rows(ex: Execution) -> dict[str, Any]:
     return {"items": ex.items, "ran": ex.ran, "skipped": ex.skipped, "seconds (items, summed)": round(ex.seconds, 2),
             "slowest item (s)": round(ex.slowest, 2), "worker setups": ex.setups,
             "setup seconds": round(ex.setup_seconds, 2), "peak RSS of one item (MiB)": round(ex.peak_rss_mb, 1),
-            "largest growth of one item (MiB)": round(ex.rss_growth_mb, 1)}
+            "largest growth of one item (MiB)": round(ex.rss_growth_mb, 1), "Ray nodes": ex.nodes}
 
 
 def announce_stage(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool) -> None:

@@ -118,7 +118,12 @@ def _run_item(spec: dict, k: int, run_id: str) -> dict:
         while len(_PROCESS_WORKERS) > _KEEP_WORKERS:
             _PROCESS_WORKERS.popitem(last=False)
     _PROCESS_WORKERS.move_to_end(run_id)
-    return {**worker.run(k).model_dump(), "worker": _where()}
+    return _placed(worker.run(k))
+
+
+def _placed(rep: ItemReport) -> dict:
+    where = _where()
+    return {**rep.model_dump(), "node": where["node"], "worker": where}
 
 
 class _StageActor:
@@ -126,7 +131,7 @@ class _StageActor:
         self.worker = Worker(build(spec))
 
     def run(self, k: int) -> dict:
-        return {**self.worker.run(k).model_dump(), "worker": _where()}
+        return _placed(self.worker.run(k))
 
 
 class RayWorkers:

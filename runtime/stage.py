@@ -48,6 +48,7 @@ class ItemReport(BaseModel):
     # a reused worker process starts above zero: the item's own growth is peak - before
     rss_before_mb: float | None = None
     peak_rss_mb: float | None = None
+    node: str | None = None  # the Ray node that ran it (None: run in the driver's process)
 
 
 class Execution(BaseModel):
@@ -63,6 +64,7 @@ class Execution(BaseModel):
     counts: dict[str, Any] = Field(default_factory=dict)  # the numeric counts of the items that ran, summed
     peak_rss_mb: float = 0.0  # the largest peak RSS of a process while it ran one item (MiB; 0: not measured)
     rss_growth_mb: float = 0.0  # the largest rise of one item's peak over its process's RSS before it
+    nodes: int = 0  # distinct Ray nodes that ran items (0: none ran on Ray)
 
     @classmethod
     def of(cls, items: list[ItemReport]) -> Execution:
@@ -76,7 +78,8 @@ class Execution(BaseModel):
         return cls(items=len(items), ran=len(ran), skipped=len(items) - len(ran), setups=len(setups),
                    seconds=sum(times), slowest=max(times, default=0.0), setup_seconds=sum(setups), counts=counts,
                    peak_rss_mb=max((u.peak_rss_mb for u in peaks), default=0.0),
-                   rss_growth_mb=max((u.peak_rss_mb - (u.rss_before_mb or 0.0) for u in peaks), default=0.0))
+                   rss_growth_mb=max((u.peak_rss_mb - (u.rss_before_mb or 0.0) for u in peaks), default=0.0),
+                   nodes=len({u.node for u in ran if u.node}))
 
 
 def _add_counts(total: dict[str, Any], counts: dict[str, Any]) -> None:

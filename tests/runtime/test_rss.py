@@ -49,11 +49,11 @@ def test_the_stage_execution_keeps_the_largest_peak_and_growth_of_one_item(tmp_p
     assert ex.rss_growth_mb >= 0.9 * BIG_MB and ex.peak_rss_mb >= ex.rss_growth_mb
 
 
-def test_execution_of_item_reports_maxes_peaks_over_items_that_ran():
-    items = [ItemReport(stage="s", item=0, rss_before_mb=100, peak_rss_mb=150),
-             ItemReport(stage="s", item=1, rss_before_mb=300, peak_rss_mb=320),
-             ItemReport(stage="s", item=2, skipped=True),
+def test_execution_of_item_reports_maxes_peaks_and_counts_nodes_over_items_that_ran():
+    items = [ItemReport(stage="s", item=0, rss_before_mb=100, peak_rss_mb=150, node="a"),
+             ItemReport(stage="s", item=1, rss_before_mb=300, peak_rss_mb=320, node="b"),
+             ItemReport(stage="s", item=2, skipped=True, node="c"),
              ItemReport(stage="s", item=3)]  # not measured (no /proc): left out
     ex = Execution.of(items)
-    assert (ex.peak_rss_mb, ex.rss_growth_mb) == (320, 50)
+    assert (ex.peak_rss_mb, ex.rss_growth_mb, ex.nodes) == (320, 50, 2)
     assert Execution.of([]).peak_rss_mb == 0.0
