@@ -122,14 +122,15 @@ def _fmt(v) -> str:
 
 
 def markdown(title: str, sizes: list[int], runs: list[dict[str, dict]]) -> str:
-    """Stages as rows, each size's figures side by side."""
+    """Stages as rows; each figure's cell holds its values at every size, in order."""
     labels: list[str] = []
     for r in runs:
         labels += [s for s in r if s not in labels]
-    head = ["stage"] + [f"{f} @ {n:,}" for n in sizes for f in FIGURES]
+    at = " / ".join(f"{n:,}" for n in sizes)
+    head = ["stage"] + [f"{f} ({at})" for f in FIGURES]
     lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in labels:
-        cells = [s] + [_fmt(r[s][f]) if s in r else "" for r in runs for f in FIGURES]
+        cells = [s] + [" / ".join(_fmt(r[s][f]) if s in r else "-" for r in runs) for f in FIGURES]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
