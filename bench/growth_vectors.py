@@ -2,8 +2,9 @@
 pairs over n synthetic vectors, on the Prefect-over-Ray executor, with the same figures per stage.
 
 The run root gets a catalog of n rows (ids unique; their files cycle over a pool of generated images, so
-packing reads real bytes) and embedding partitions written by the embed stage's own writer in its layout,
-with both markers stamped as the stages would. The vectors are unit vectors around n/50 random centres
+packing reads real bytes; a family's rows are copies of one image in other brightness and colour) and embedding partitions written by the embed stage's own writer in its layout,
+with both markers stamped as the stages would. Mining runs without the geometric check (a row's file is a pool
+image unrelated to its vector). The vectors are unit vectors around n/50 random centres
 (K-means has clusters to find); `family_share` of them come in families of four whose cosines fall inside
 the band (mining has pairs to find: about 1.5 pairs per family member), the rest are spread wide.
 """
@@ -41,8 +42,29 @@ def synthetic_vectors(n: int, dim: int, seed: int, family_share: float) -> np.nd
     return x
 
 
-def write_corpus(root: str, n: int, pool: list[Path], partition: int, family_share: float, seed: int = 0) -> None:
-    """The catalog and the embeddings of n synthetic images, markers stamped as ingest and embed would."""
+def family_pool(pool: list[Path], out: Path) -> list[list[Path]]:
+    """Per pool image, FAMILY copies differing in brightness and colour only: a family's rows show one subject
+    (the supervision gate's coherence check) and differ (its no-change check)."""
+    from PIL import Image, ImageEnhance
+
+    out.mkdir(parents=True, exist_ok=True)
+    groups = []
+    for i, p in enumerate(pool):
+        paths = [out / f"{i:04d}-{j}.jpg" for j in range(FAMILY)]
+        if not paths[-1].exists():
+            with Image.open(p) as im:
+                im = im.convert("RGB")
+                for j, q in enumerate(paths):
+                    edit = ImageEnhance.Brightness(im).enhance(0.6 + 0.25 * j)
+                    ImageEnhance.Color(edit).enhance(1.5 - 0.3 * j).save(q, quality=92)
+        groups.append(paths)
+    return groups
+
+
+def write_corpus(root: str, n: int, pool: list[Path], partition: int, family_share: float, seed: int = 0,
+                 families: list[list[Path]] | None = None) -> None:
+    """The catalog and the embeddings of n synthetic images, markers stamped as ingest and embed would. The
+    rows of family f are the copies of `families[f % len(families)]` (else they cycle over the pool too)."""
     import pyarrow as pa
     from PIL import Image
 
@@ -56,18 +78,26 @@ def write_corpus(root: str, n: int, pool: list[Path], partition: int, family_sha
 
     cfg = RunConfig(root=root, mining={"embedder": EMBEDDER, "partition_size": partition})
     lay = RunLayout(root)
-    sizes = []
+    size_of: dict[Path, tuple[int, int]] = {}
     for p in pool:
         with Image.open(p) as im:
-            sizes.append(im.size)
+            size_of[p] = im.size
     ids = [hashlib.sha256(f"growth-{seed}-{i}".encode()).hexdigest() for i in range(n)]
     ids.sort()  # the catalog's rows are in id order within a generation, as ingest leaves them
+    fam = int(n * family_share) // FAMILY * FAMILY
+    files = [pool[i % len(pool)] for i in range(n)]
+    if families:
+        for i in range(fam):
+            files[i] = families[(i // FAMILY) % len(families)][i % FAMILY]
+    for f in set(files[:fam]) - set(pool):
+        with Image.open(f) as im:
+            size_of[f] = im.size
     with storage.ParquetSink(CatalogFiles(lay.catalog).images, IMAGE_RECORD_SCHEMA) as out:
         for lo in range(0, n, 65536):
             rows = range(lo, min(n, lo + 65536))
-            out.write(pa.table({"id": [ids[i] for i in rows], "uri": [str(pool[i % len(pool)]) for i in rows],
-                                "width": [sizes[i % len(pool)][0] for i in rows],
-                                "height": [sizes[i % len(pool)][1] for i in rows],
+            out.write(pa.table({"id": [ids[i] for i in rows], "uri": [str(files[i]) for i in rows],
+                                "width": [size_of[files[i]][0] for i in rows],
+                                "height": [size_of[files[i]][1] for i in rows],
                                 "format": ["JPEG"] * len(rows), "mode": ["RGB"] * len(rows),
                                 "source": [str(pool[0].parent)] * len(rows), "nbytes": [0] * len(rows)},
                                schema=IMAGE_RECORD_SCHEMA))
@@ -103,9 +133,10 @@ def run_vectors(n: int, cache: Path, keep: bool, family_share: float = 0.02, par
     pool = sorted(_corpus(cache, POOL).glob("*.jpg"))[:POOL]
     root = tempfile.mkdtemp(prefix=f"growth-vectors-{n}-", dir=cache)
     t0 = time.perf_counter()
-    write_corpus(root, n, pool, partition, family_share)
+    write_corpus(root, n, pool, partition, family_share, families=family_pool(pool, cache / "growth-families"))
     print(f"{n:>8} vectors: catalog and embeddings written in {time.perf_counter() - t0:.0f} s", flush=True)
-    cfg = RunConfig(root=root, mining={"embedder": EMBEDDER, "partition_size": partition})
+    # the rows' files are unrelated pool images: the geometric check would refuse every mined pair
+    cfg = RunConfig(root=root, mining={"embedder": EMBEDDER, "partition_size": partition, "geometric_check": False})
     preset = "general_editing"
     stages = [KMeansStage(cfg), MineStage(cfg, preset=preset),
               InstructStage(cfg, preset=preset, writer={"kind": "template"}),
