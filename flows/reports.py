@@ -1,7 +1,8 @@
 """What each stage shows in the UI and on the command line, read from the registry (stages/registry.py).
 
 UI: a stage's `ui_report` names its report in REPORTS (counts tables, thumbnails of sampled records, band
-histograms, and for a pack stage the shard set landed by the run). Command line: `summary_lines` calls each
+histograms, and for a pack stage the shard set landed by the run); every stage whose items ran shows what the
+executor saw of them (`execution_rows`: items, seconds, peak RSS per item). Command line: `summary_lines` calls each
 registered stage's `summary` on its counts in a run's summary.
 """
 
@@ -18,7 +19,7 @@ from schemas.config import RunConfig
 from schemas.layout import ShardFiles
 from stages import registry
 from store import storage
-from runtime.stage import Stage, StageReport
+from runtime.stage import Execution, Stage, StageReport
 from stages.synthesis.parts import RECORDS, png
 
 
@@ -164,10 +165,21 @@ REPORTS: dict[str, Report] = {
 }
 
 
+def execution_rows(ex: Execution) -> dict[str, Any]:
+    """What the executor saw of a stage's items, as table rows."""
+    return {"items": ex.items, "ran": ex.ran, "skipped": ex.skipped, "seconds (items, summed)": round(ex.seconds, 2),
+            "slowest item (s)": round(ex.slowest, 2), "worker setups": ex.setups,
+            "setup seconds": round(ex.setup_seconds, 2), "peak RSS of one item (MiB)": round(ex.peak_rss_mb, 1),
+            "largest growth of one item (MiB)": round(ex.rss_growth_mb, 1), "Ray nodes": ex.nodes}
+
+
 def announce_stage(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool) -> None:
-    """The UI report the stage declares (none for a stage whose `ui_report` is None)."""
+    """The UI report the stage declares (none for a stage whose `ui_report` is None), and its execution
+    figures when items ran."""
     if stage.ui_report is not None:
         REPORTS[stage.ui_report](ctx, stage, rep, ran_now)
+    if rep.execution is not None and rep.execution.ran:
+        counts_table(f"execution: {stage.label}", execution_rows(rep.execution), f"{stage.label}-execution")
 
 
 def summary_lines(summary: dict) -> list[str]:

@@ -13,7 +13,8 @@ Both own the life cycle of a stage's items the same way, so a stage only compute
 - an item whose outputs exist (`item_done`) is not run again, on the driver and again on its worker;
 - every worker (the local process, a Ray actor, a Ray worker process running Ray tasks) calls the stage's
   `setup()` once, before the first item it runs, never when all its items are done (`Worker`);
-- each item is timed, and the items' reports are summed into the stage report's `execution`.
+- each item is timed and its peak resident memory measured in the process that runs it (runtime/rss.py:
+  the process's resident set before the item and its high-water mark during it), and the items' reports are summed into the stage report's `execution`.
 Prefect's cache is keyed on the item's spec and served only while those outputs exist (runtime/cache.py).
 """
 
@@ -33,6 +34,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 
 from runtime.cache import call, fresh, gated
+from runtime.rss import PeakRSS
 from runtime.stage import Execution, ItemReport, Stage, StageReport, build
 
 ITEM = dict(retries=2, retry_delay_seconds=[2, 10], persist_result=True)
@@ -45,7 +47,7 @@ def skipped(stage: Stage, k: int) -> ItemReport:
 class Worker:
     """One worker's hold on a stage: `setup()` before the first item it runs (again only after a setup that
     raised), items whose outputs exist skipped without `run`, each item timed. Not thread-safe: one per
-    process or actor, which run one item at a time."""
+    process or actor, which run one item at a time (the peak RSS is the process's own)."""
 
     def __init__(self, stage: Stage):
         self.stage = stage
@@ -61,9 +63,12 @@ class Worker:
             stage.setup()
             self.ready = True
             setup_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        rep = stage.run(k)
-        return rep.model_copy(update={"seconds": time.perf_counter() - t0, "setup_seconds": setup_s})
+        with PeakRSS() as mem:
+            t0 = time.perf_counter()
+            rep = stage.run(k)
+            seconds = time.perf_counter() - t0
+        return rep.model_copy(update={"seconds": seconds, "setup_seconds": setup_s,
+                                      "rss_before_mb": mem.before_mb, "peak_rss_mb": mem.peak_mb})
 
 
 class LocalExecutor:
@@ -113,7 +118,12 @@ def _run_item(spec: dict, k: int, run_id: str) -> dict:
         while len(_PROCESS_WORKERS) > _KEEP_WORKERS:
             _PROCESS_WORKERS.popitem(last=False)
     _PROCESS_WORKERS.move_to_end(run_id)
-    return {**worker.run(k).model_dump(), "worker": _where()}
+    return _placed(worker.run(k))
+
+
+def _placed(rep: ItemReport) -> dict:
+    where = _where()
+    return {**rep.model_dump(), "node": where["node"], "worker": where}
 
 
 class _StageActor:
@@ -121,7 +131,7 @@ class _StageActor:
         self.worker = Worker(build(spec))
 
     def run(self, k: int) -> dict:
-        return {**self.worker.run(k).model_dump(), "worker": _where()}
+        return _placed(self.worker.run(k))
 
 
 class RayWorkers:

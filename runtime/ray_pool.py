@@ -1,5 +1,6 @@
 """The one place Ray starts: a local Ray when none is running and RAY_ADDRESS is not set, else the cluster
-RAY_ADDRESS names. Whoever started it stops it; a Ray someone else started is left alone.
+RAY_ADDRESS names (a cluster on this machine that binds loopback is joined on loopback). Whoever started it
+stops it; a Ray someone else started is left alone.
 
 Call it from a long-lived thread (the entry point's): a local Ray's processes are tied to the thread that
 started them and die when it ends. What they start in turn (agents, workers) is stopped by this process's
@@ -44,6 +45,17 @@ def local_bind() -> str | None:
     return LOOPBACK if ip.is_loopback else str(ip)
 
 
+def _joins_loopback(address: str) -> bool:
+    """RAY_ADDRESS names a cluster on loopback (`127.0.0.1:6379`, `ray://localhost:10001`)."""
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @contextlib.contextmanager
 def _loopback_node():
     """ray.init turns a loopback node address into the routed one; on Linux it keeps loopback only in the
@@ -66,7 +78,7 @@ def ensure_ray() -> bool:
         from runtime.lifeline import guard
 
         address = os.environ.get("RAY_ADDRESS") or None
-        bind = None if address else local_bind()
+        bind = (LOOPBACK if _joins_loopback(address) else None) if address else local_bind()
         guard()  # a local Ray's agents and workers go with this process, however it ends
         kwargs = dict(address=address, runtime_env=RUNTIME_ENV, include_dashboard=False, log_to_driver=False,
                       ignore_reinit_error=True)

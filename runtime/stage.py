@@ -44,6 +44,11 @@ class ItemReport(BaseModel):
     skipped: bool = False  # its outputs existed: run(k) was not called
     seconds: float | None = None  # wall time of run(k), measured by the executor
     setup_seconds: float | None = None  # the worker's setup() ran before this item (its first), and took this
+    # the running process's resident set (MiB) before run(k) and its peak during it (None: not measurable);
+    # a reused worker process starts above zero: the item's own growth is peak - before
+    rss_before_mb: float | None = None
+    peak_rss_mb: float | None = None
+    node: str | None = None  # the Ray node that ran it (None: run in the driver's process)
 
 
 class Execution(BaseModel):
@@ -57,6 +62,9 @@ class Execution(BaseModel):
     slowest: float = 0.0
     setup_seconds: float = 0.0
     counts: dict[str, Any] = Field(default_factory=dict)  # the numeric counts of the items that ran, summed
+    peak_rss_mb: float = 0.0  # the largest peak RSS of a process while it ran one item (MiB; 0: not measured)
+    rss_growth_mb: float = 0.0  # the largest rise of one item's peak over its process's RSS before it
+    nodes: int = 0  # distinct Ray nodes that ran items (0: none ran on Ray)
 
     @classmethod
     def of(cls, items: list[ItemReport]) -> Execution:
@@ -66,8 +74,12 @@ class Execution(BaseModel):
             _add_counts(counts, u.counts)
         times = [u.seconds or 0.0 for u in ran]
         setups = [u.setup_seconds for u in items if u.setup_seconds is not None]
+        peaks = [u for u in ran if u.peak_rss_mb is not None]
         return cls(items=len(items), ran=len(ran), skipped=len(items) - len(ran), setups=len(setups),
-                   seconds=sum(times), slowest=max(times, default=0.0), setup_seconds=sum(setups), counts=counts)
+                   seconds=sum(times), slowest=max(times, default=0.0), setup_seconds=sum(setups), counts=counts,
+                   peak_rss_mb=max((u.peak_rss_mb for u in peaks), default=0.0),
+                   rss_growth_mb=max((u.peak_rss_mb - (u.rss_before_mb or 0.0) for u in peaks), default=0.0),
+                   nodes=len({u.node for u in ran if u.node}))
 
 
 def _add_counts(total: dict[str, Any], counts: dict[str, Any]) -> None:

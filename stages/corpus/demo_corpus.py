@@ -267,10 +267,11 @@ def load_ground_truth(corpus_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def generate_variants(out: str | Path, n: int, seed: int = 0, start: int = 0) -> list[Path]:
+def generate_variants(out: str | Path, n: int, seed: int = 0, start: int = 0,
+                      long_side: tuple[int, int] = (256, 640)) -> list[Path]:
     """n JPEGs made from the demo photos (random crops of 40-100 %, flips, colour jitter, quality 60-95,
-    256-640 px on the long side), named <index>.jpg from `start`: a corpus of any size for benchmarks and
-    scale tests. The same (seed, index) always gives the same image."""
+    `long_side` px on the long side), named <index>.jpg from `start`: a corpus of any size for benchmarks
+    and scale tests. The same (seed, index, long_side) always gives the same image."""
     from PIL import ImageEnhance, ImageOps
 
     out = Path(out)
@@ -285,7 +286,7 @@ def generate_variants(out: str | Path, n: int, seed: int = 0, start: int = 0) ->
         cw, ch = max(32, int(w * f)), max(32, int(h * f))
         x, y = rng.integers(0, w - cw + 1), rng.integers(0, h - ch + 1)
         im = im.crop((int(x), int(y), int(x) + cw, int(y) + ch))
-        side = int(rng.integers(256, 641))
+        side = int(rng.integers(long_side[0], long_side[1] + 1))
         im = im.resize((max(64, side * cw // max(cw, ch)), max(64, side * ch // max(cw, ch))))
         if rng.random() < 0.5:
             im = ImageOps.mirror(im)

@@ -43,6 +43,15 @@ def test_a_local_ray_binds_loopback_unless_asked(monkeypatch):
         local_bind()
 
 
+def test_a_cluster_named_on_loopback_is_joined_on_loopback():
+    from runtime.ray_pool import _joins_loopback
+
+    for address in ("127.0.0.1:6379", "localhost:6379", "ray://127.0.0.1:10001", "[::1]:6379"):
+        assert _joins_loopback(address), address
+    for address in ("auto", "10.0.0.5:6379", "ray://head.example:10001", "ray-head:6379"):
+        assert not _joins_loopback(address), address
+
+
 def _listening(pids: set[int]) -> list[tuple[str, int]]:
     """(address, pid) of every listening TCP socket the processes own."""
     import ipaddress
