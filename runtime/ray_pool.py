@@ -78,7 +78,8 @@ def ensure_ray() -> bool:
         from runtime.lifeline import guard
 
         address = os.environ.get("RAY_ADDRESS") or None
-        bind = (LOOPBACK if _joins_loopback(address) else None) if address else local_bind()
+        # "local" (Ray's own word for a new local instance, never one found running) binds like no address
+        bind = local_bind() if address in (None, "local") else (LOOPBACK if _joins_loopback(address) else None)
         guard()  # a local Ray's agents and workers go with this process, however it ends
         kwargs = dict(address=address, runtime_env=RUNTIME_ENV, include_dashboard=False, log_to_driver=False,
                       ignore_reinit_error=True)
