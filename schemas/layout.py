@@ -257,6 +257,17 @@ class ClusterFiles:
         """Per cluster, an order-free digest of its members' ids."""
         return join(self.uri, "cluster_digest.npy")
 
+    @property
+    def generation_counts(self) -> str:
+        """G x k: per generation (the rows of the fit, then each growth assigned to its centroids), each
+        cluster's rows; a generation's rows of a cluster follow the earlier ones'."""
+        return join(self.uri, "generation_counts.npy")
+
+    @property
+    def generation_digests(self) -> str:
+        """G x k: the order-free digest of each generation's ids in each cluster."""
+        return join(self.uri, "generation_digests.npy")
+
 
 @dataclass(frozen=True)
 class PairFiles:

@@ -42,7 +42,11 @@ class MiningConfig(_Config):
     band_hi: float | None = Field(None, ge=0, le=1, description="None: the embedder's calibrated band (SigLIP 0.98)")
     block: int = Field(4096, ge=16, description="rows per similarity block; memory ~ block^2 * 4 bytes")
     max_pairs_per_set: int = Field(64, ge=1, description="cap on pairs emitted per union-find set")
-    clusters_per_batch: int = Field(256, ge=1, description="clusters per mining work item (one task run each)")
+    clusters_per_batch: int = Field(256, ge=1, description="at most this many clusters per mining work item "
+                                    "(one task run each)")
+    batch_rows: int = Field(100_000, ge=2, description="at most this many rows per mining work item; a cluster "
+                            "with more is a work item of its own, its band edges computed in row blocks of "
+                            "half this (the same edges as one pass); memory per item ~ rows x dim x 4 bytes")
     presets: list[str] = Field(default_factory=lambda: ["general_editing"], description="task presets to mine")
     pair_classifier: str | None = Field(None, description="safetensors under models_dir; None: pass-through")
     geometric_check: bool = Field(True, description="confirm series / reference group members and general-editing "
