@@ -90,3 +90,35 @@ def test_grown_embeddings_join_the_existing_clusters_unless_they_drift(tmp_path)
     shutil.rmtree(tmp_path / "a" / "emb")
     m4 = cluster_stream(other, out, cfg)
     assert m4["policy"].startswith("refit: the embedded rows") and m4["epoch"] == 3
+
+
+def test_each_growth_assigned_to_the_centroids_is_a_generation_after_the_earlier_ones_in_each_cluster(tmp_path):
+    from stages.corpus.cluster import cluster_generations, cluster_offsets, cluster_rows, cluster_stream
+
+    rng = np.random.default_rng(1)
+    centers = rng.standard_normal((3, 16))
+    parts = [_blobs(rng, centers, 200, 0.05)]
+    cfg = MiningConfig(k=3, recluster_growth=1.0, recluster_drift=0.5)
+    out = str(tmp_path / "clusters")
+    sizes = []
+    for grow in (0, 6, 9):
+        if grow:
+            parts.append(_blobs(rng, centers, grow, 0.05))
+        m = cluster_stream(_emb_dir(tmp_path / "a", parts), out, cfg)
+        sizes.append(sum(map(len, parts)))
+    assert m["policy"].startswith("assigned 9 new rows")
+    counts, digests = cluster_generations(out)
+    assert counts.shape == digests.shape == (3, 3) and counts.sum(axis=1).tolist() == [200, 6, 9]
+    assign = load_assignments(out)
+    ids_in_order = list(assign)  # embedding order
+    gen_of = {i: int(np.searchsorted(sizes, r, side="right")) for r, i in enumerate(ids_in_order)}
+    offsets = cluster_offsets(out)
+    for c in range(3):
+        ids, _, _ = cluster_rows(out, c, c + 1)
+        assert [gen_of[i] for i in ids] == sorted(gen_of[i] for i in ids)  # generations in order in a cluster
+        assert [sum(1 for i in ids if gen_of[i] == g) for g in range(3)] == counts[:, c].tolist()
+        assert len(ids) == offsets[c + 1] - offsets[c]
+    # a refit starts over: one generation
+    parts.append(_blobs(rng, rng.standard_normal((3, 16)), 300, 0.05))
+    m = cluster_stream(_emb_dir(tmp_path / "a", parts), out, cfg)
+    assert m["policy"].startswith("refit") and cluster_generations(out)[0].shape == (1, 3)
