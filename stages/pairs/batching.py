@@ -10,11 +10,17 @@ A batch's content depends only on generations <= its own, so a growth adds batch
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
-from schemas.layout import ClusterFiles
+from schemas.arrow import to_table
+from schemas.layout import ClusterFiles, PairFiles
+from schemas.records import PairRecord
+from store import storage
 
 
 @dataclass(frozen=True)
@@ -121,3 +127,32 @@ def read_slices(uri: str, slices: list[ClusterSlice]) -> tuple[list[str], np.nda
     ids = [i for a, b in parts for i in read_ids(uri, a, b)]
     x = [LayoutRows(uri, a, b, b - a).rows(0, b - a) for a, b in parts]
     return ids, (np.concatenate(x) if x else np.zeros((0, 0), np.float32))
+
+
+def write_tables(out: str, tables: dict[str, dict[str, list]], pairs: list[PairRecord]) -> None:
+    for name, cols in (("edges", ("cluster", "source_id", "target_id", "score")), ("sets", ("cluster", "set_id", "id")),
+                       ("groups", ("cluster", "set_id", "input_ids", "target_id"))):
+        for col in cols:
+            tables[name].setdefault(col, [])
+    edges = tables["edges"]
+    storage.atomic_write_parquet(PairFiles(out).table("edges"), pa.table(
+        {**edges, "score": pa.array(edges["score"], pa.float32())},
+        schema=pa.schema([("cluster", pa.int64()), ("source_id", pa.string()), ("target_id", pa.string()),
+                          ("score", pa.float32())])))
+    storage.atomic_write_parquet(PairFiles(out).table("sets"), pa.table(
+        tables["sets"], schema=pa.schema([("cluster", pa.int64()), ("set_id", pa.int64()), ("id", pa.string())])))
+    storage.atomic_write_parquet(PairFiles(out).table("groups"), pa.table(
+        tables["groups"], schema=pa.schema([("cluster", pa.int64()), ("set_id", pa.int64()),
+                                            ("input_ids", pa.list_(pa.string())), ("target_id", pa.string())])))
+    storage.atomic_write_parquet(PairFiles(out).pairs, to_table(pairs, PairRecord))
+
+
+def file_digest(path: Path) -> str | None:
+    """sha256 of a local file (a retrained classifier under the same name is another classifier)."""
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,6 +1,7 @@
-"""Mine pairs per cluster for one task preset, in batches of clusters: <root>/pairs/<preset>/
+"""Mine pairs per cluster for one task preset, in batches cut by rows: <root>/pairs/<preset>/
 
-    batches/batch-NNNNN/   one work item: edges, sets, pairs, groups, drops of its clusters + marker
+    batches/batch-NNNNN-<digest>/   one work item (stages/pairs/batching.py: a cluster range of one
+                           generation of rows; deltas after growth): edges, sets, pairs, groups, drops + marker
     edges.parquet          cluster, source_id, target_id, score   (every in-band edge: re-tune without recomputing)
     sets.parquet           cluster, set_id, id                     (disjoint sets of two or more)
     pairs.parquet          PairRecord rows that passed every check
@@ -34,12 +35,13 @@ from mining.pairs.geometric import Verifier
 from mining.pairs.groups import tight_groups
 from mining.pairs.classifier import PairClassifier
 from mining.pairs.presets import TaskPreset, largest_set
-from schemas.arrow import from_table, to_table
+from schemas.arrow import from_table
 from schemas.config import MiningConfig
 from schemas.records import Generator, Lineage, PairRecord
 from store import storage
 from schemas.layout import MARKER, PAIR_TABLES, PairFiles, RunLayout
-from stages.pairs.batching import Batch, LayoutRows, batch_slices, plan_batches, read_ids, read_slices
+from stages.pairs.batching import (Batch, LayoutRows, batch_slices, file_digest, plan_batches, read_ids, read_slices,
+                                   write_tables)
 from stages.pairs.geometry import GEOMETRIC_GENERATOR, PAIR_GEOMETRY_TASKS, catalog_verifier, reconcile, uses_geometry
 from runtime.stage import ItemReport, Resources, Stage, StageReport
 
@@ -195,29 +197,11 @@ def mine_batch(ids: list[str], x, cluster_of: np.ndarray, out: str, preset: Task
                                 lineage=Lineage(source_ids=[a, b], generators=gens, scores=scores)))
     rep.pairs, rep.groups, rep.drops = len(pairs), len(tables["groups"]["target_id"]), dict(sorted(drops.items()))
     reconcile(out, len(ci), rep.pairs, set_members, sum(len(i) + 1 for i in tables["groups"]["input_ids"]), drops)
-    _write_tables(out, tables, pairs)
+    write_tables(out, tables, pairs)
     new_rows = len(ids) - sum((first_new or {}).get(int(c), 0) for c in np.unique(cluster_of))
     storage.write_marker(out, {"counts": rep.counts(), "rows": len(ids), "new_rows": int(new_rows),
                                "generation": generation})
     return rep
-
-
-def _write_tables(out: str, tables: dict[str, dict[str, list]], pairs: list[PairRecord]) -> None:
-    for name, cols in (("edges", ("cluster", "source_id", "target_id", "score")), ("sets", ("cluster", "set_id", "id")),
-                       ("groups", ("cluster", "set_id", "input_ids", "target_id"))):
-        for col in cols:
-            tables[name].setdefault(col, [])
-    edges = tables["edges"]
-    storage.atomic_write_parquet(PairFiles(out).table("edges"), pa.table(
-        {**edges, "score": pa.array(edges["score"], pa.float32())},
-        schema=pa.schema([("cluster", pa.int64()), ("source_id", pa.string()), ("target_id", pa.string()),
-                          ("score", pa.float32())])))
-    storage.atomic_write_parquet(PairFiles(out).table("sets"), pa.table(
-        tables["sets"], schema=pa.schema([("cluster", pa.int64()), ("set_id", pa.int64()), ("id", pa.string())])))
-    storage.atomic_write_parquet(PairFiles(out).table("groups"), pa.table(
-        tables["groups"], schema=pa.schema([("cluster", pa.int64()), ("set_id", pa.int64()),
-                                            ("input_ids", pa.list_(pa.string())), ("target_id", pa.string())])))
-    storage.atomic_write_parquet(PairFiles(out).pairs, to_table(pairs, PairRecord))
 
 
 def merge_batches(root: str, preset: TaskPreset, batches: list[str], band: tuple[float, float],
@@ -247,7 +231,7 @@ def merge_batches(root: str, preset: TaskPreset, batches: list[str], band: tuple
     if points is not None and mined != points:
         raise RuntimeError(f"{out}: the batches mined {mined} rows as new, the clustering holds {points}")
     if n_batches == 0:
-        _write_tables(out, {t: {} for t in _TABLES}, [])
+        write_tables(out, {t: {} for t in _TABLES}, [])
     for t in _TABLES:
         if parts[t]:
             storage.atomic_write_parquet(PairFiles(out).table(t), pa.concat_tables(parts[t]))
@@ -264,10 +248,11 @@ def load_pairs(uri: str) -> list[PairRecord]:
 
 
 class MineStage(Stage):
-    """<root>/pairs/<preset>/: band union-find per cluster, one item per `mining.clusters_per_batch`
-    clusters (reading only their rows from the clusters' by-cluster layout), then the merge (finalize).
-    A batch's directory is named by what it mines (its clusters' sizes, the K-means epoch, the settings),
-    so when new images join some clusters only their batches run again."""
+    """<root>/pairs/<preset>/: band union-find per cluster, one item per batch of at most
+    `mining.batch_rows` rows and `mining.clusters_per_batch` clusters (reading only their rows from the
+    clusters' by-cluster layout; a larger cluster in row blocks), then the merge (finalize). A batch's
+    directory is named by what it mines; rows a growth assigned to the existing centroids go to new delta
+    batches, and the existing ones are kept as they are."""
 
     name = "mine"
     item_name = "batch"
@@ -312,7 +297,7 @@ class MineStage(Stage):
         return {"preset": dataclasses.asdict(self.preset),
                 "band": resolve_band(self.preset, mc, tuple(emb.get("band") or (0.0, 1.0))),
                 "max_pairs_per_set": mc.max_pairs_per_set, "seed": mc.seed, "classifier": mc.pair_classifier,
-                "classifier_sha256": _file_digest(Path(self.cfg.models_dir) / mc.pair_classifier)
+                "classifier_sha256": file_digest(Path(self.cfg.models_dir) / mc.pair_classifier)
                 if mc.pair_classifier else None,
                 "clusters_per_batch": mc.clusters_per_batch, "batch_rows": mc.batch_rows,
                 "geometric_min_inliers": self.cfg.supervision.group_min_inliers
@@ -422,17 +407,6 @@ def _only_batch_files(fs, path: str) -> bool:
     """A folder holding only what a mining batch writes (and its temporary names): safe to remove."""
     names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)]
     return all(n.split(storage.TMP_TAG)[0] in _BATCH_FILES for n in names)
-
-
-def _file_digest(path: Path) -> str | None:
-    """sha256 of a local file (a retrained classifier under the same name is another classifier)."""
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 _BATCH_DIR = PairFiles.BATCH
