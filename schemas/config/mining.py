@@ -33,6 +33,9 @@ class MiningConfig(_Config):
     k: int | None = Field(None, ge=1, description="K-means clusters; None: n/50, between 1 and 10,000")
     max_cluster_size: int = Field(100_000, ge=2, description="clusters above this are split again")
     kmeans_niter: int = Field(20, ge=1, description="K-means iterations")
+    layout_rows: int = Field(1_000_000, ge=1, description="rows per by-cluster layout work item (a range of "
+                             "clusters; a larger cluster alone): its float16 vectors are written through a local "
+                             "memory map, and it reads every embedding partition's labels")
     recluster_drift: float = Field(0.05, ge=0, le=2, description="new images are assigned to the existing "
                                    "centroids unless their mean cosine to them is this far below the fit's")
     recluster_growth: float = Field(1.0, ge=0, description="re-cluster once the corpus has grown by this "

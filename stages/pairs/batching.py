@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.arrow import to_table
-from schemas.layout import ClusterFiles, PairFiles
+from schemas.layout import PairFiles
 from schemas.records import PairRecord
 from store import storage
 
@@ -81,10 +81,10 @@ class LayoutRows:
         return self.hi - self.lo
 
     def rows(self, a: int, b: int) -> np.ndarray:
-        from stages.corpus.cluster import read_rows
+        from stages.corpus.cluster import layout_rows
         from stages.corpus.embed import normalise_rows
 
-        return normalise_rows(read_rows(ClusterFiles(self.uri).vectors, self.lo + a, self.lo + b))
+        return normalise_rows(layout_rows(self.uri, "vectors", self.lo + a, self.lo + b))
 
     def view(self, a: int, b: int) -> LayoutRows:
         return LayoutRows(self.uri, self.lo + a, self.lo + b, self.chunk)
@@ -103,9 +103,9 @@ class LayoutRows:
 
 
 def read_ids(uri: str, lo: int, hi: int) -> list[str]:
-    from stages.corpus.cluster import read_rows
+    from stages.corpus.cluster import layout_rows
 
-    return [b.decode() for b in read_rows(ClusterFiles(uri).ids, lo, hi)]
+    return [b.decode() for b in layout_rows(uri, "ids", lo, hi)]
 
 
 def runs(slices: list[ClusterSlice]) -> list[tuple[int, int]]:

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 from runtime.executors import LocalExecutor
 from schemas.config import RunConfig
 from schemas.layout import PairFiles, RunLayout
-from stages.corpus.cluster import KMeansStage, cluster_generations
+from stages.corpus.cluster import cluster_generations, cluster_stages
 from stages.corpus.embed import finalize_embeddings, write_partition
 from stages.pairs.mine import MineStage, load_pairs
 from store import storage
@@ -41,7 +41,7 @@ def _embed(root: str, parts: list[np.ndarray]) -> None:
 def _mine(root: str, preset: str = "general_editing", **mining):
     cfg = RunConfig(root=root, mining={**MINING, **mining})
     ex = LocalExecutor()
-    km = ex.run(KMeansStage(cfg))
+    km = [ex.run(stage) for stage in cluster_stages(cfg)][-1]
     stage = MineStage(cfg, preset=preset)
     return km, ex.run(stage), stage
 
