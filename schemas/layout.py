@@ -290,10 +290,13 @@ class ClusterFiles:
         """Partition p's nearest-centroid labels in an epoch (npy), and their rows, ids digest, cosine (json)."""
         return join(self.labels, f"e{epoch:04d}", f"part-{p:05d}.{ext}")
 
-    def final_labels(self, key: str, p: int | None = None) -> str:
-        """The labels after the oversized clusters are split, per partition (key: epoch and rows)."""
-        d = join(self.labels, f"final-{key}")
-        return d if p is None else join(d, f"part-{p:05d}.npy")
+    def final_labels(self, key: str) -> str:
+        """The labels after the oversized clusters are split, one file per partition (key: epoch and rows)."""
+        return join(self.labels, f"final-{key}")
+
+    def final_part(self, key: str, p: int) -> str:
+        """Partition p's final labels."""
+        return join(self.final_labels(key), f"part-{p:05d}.npy")
 
     def final_counts(self, key: str) -> str:
         """Each cluster's rows after the split (k entries)."""

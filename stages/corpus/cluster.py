@@ -358,7 +358,7 @@ def write_range(emb_uri: str, out: str, key: str, r: int, c0: int, c1: int, coun
     ids_out = _NpySink(files.range_file(key, "ids", r), (hi - lo,), "S64")
     pos = 0
     for p, size in enumerate(partition_sizes(emb_uri)):
-        lab = _read_npy(files.final_labels(key, p))
+        lab = _read_npy(files.final_part(key, p))
         sel = np.flatnonzero((lab >= c0) & (lab < c1))
         if len(sel):
             ids, x = next(iter_partitions(emb_uri, start=p))

@@ -166,7 +166,7 @@ def finish_assignment(emb_uri: str, out: str, cfg: MiningConfig) -> dict:
         parts, cos_sum = [], 0.0
         for p in range(plan["partitions"]):
             kept = prev is not None and p < prev["partitions"]
-            src = files.final_labels(prev["key"], p) if kept else files.unit_labels(epoch, p)
+            src = files.final_part(prev["key"], p) if kept else files.unit_labels(epoch, p)
             if not kept:
                 cos_sum += _json(files.unit_labels(epoch, p, "json"))["cos_sum"]
             a = np.lib.format.open_memmap(os.path.join(tmp, str(p)), mode="w+", dtype=np.int64,
@@ -183,7 +183,7 @@ def finish_assignment(emb_uri: str, out: str, cfg: MiningConfig) -> dict:
         counts = labels.bincount(len(centroids))
         with storage.ParquetSink(files.assignments, ASSIGN_SCHEMA) as asg:
             for p, (ids, _) in enumerate(iter_partitions(emb_uri)):
-                _write_npy(files.final_labels(key, p), np.asarray(parts[p]))
+                _write_npy(files.final_part(key, p), np.asarray(parts[p]))
                 asg.write(pa.table({"id": ids, "cluster": pa.array(parts[p], pa.int64())}, schema=ASSIGN_SCHEMA))
     finally:
         del parts
