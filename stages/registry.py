@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 from runtime.stage import Stage
 from schemas.config import RunConfig
-from stages.corpus.cluster import KMeansStage
+from stages.corpus.cluster_layout import KMeansStage
 from stages.corpus.embed import EmbedStage
 from stages.corpus.ingest import IngestStage
 from stages.corpus.kmeans_units import KMeansAssignStage, KMeansFitStage

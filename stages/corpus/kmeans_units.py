@@ -171,7 +171,7 @@ def finish_assignment(emb_uri: str, out: str, cfg: MiningConfig) -> dict:
                 cos_sum += _json(files.unit_labels(epoch, p, "json"))["cos_sum"]
             a = np.lib.format.open_memmap(os.path.join(tmp, str(p)), mode="w+", dtype=np.int64,
                                           shape=(sizes[p],))
-            a[:] = _read_npy(src)
+            a[:] = _read_npy(src)  # a shape mismatch (labels of other rows) fails here
             parts.append(a)
         labels = PartLabels(parts)
         log = _read_log(out) if prev is not None else []
@@ -181,6 +181,8 @@ def finish_assignment(emb_uri: str, out: str, cfg: MiningConfig) -> dict:
                                           gpu=gpu_available())
         log += more
         counts = labels.bincount(len(centroids))
+        if int(counts.sum()) != n or int(labels.bounds[-1]) != n:
+            raise RuntimeError(f"{out}: {int(counts.sum())} rows labelled, {n} embedded")
         with storage.ParquetSink(files.assignments, ASSIGN_SCHEMA) as asg:
             for p, (ids, _) in enumerate(iter_partitions(emb_uri)):
                 _write_npy(files.final_part(key, p), np.asarray(parts[p]))
