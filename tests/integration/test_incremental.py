@@ -56,16 +56,14 @@ def test_new_source_files_are_mined_without_redoing_the_rest(tmp_path, prefect_r
     assign = load_assignments(str(root / "clusters/offline-dct-hist"))
     assert all(assign[i] == c for i, c in old_assign.items())
     touched = {assign[i] for i in ids[300:]}
-    # mining: only the batches of the clusters the new images joined ran again
+    # mining: every batch kept as it was; the new rows mined in one delta batch per cluster they joined
     def batches(files):
-        return {f.split("/")[3]: t for f, t in files.items()
-                if f.startswith("pairs/general_editing/batches/") and f.endswith("_SUCCESS.json")}
+        return {f: t for f, t in files.items() if f.startswith("pairs/general_editing/batches/batch-")}
     old_b, new_b = batches(before), batches(after)
-    kept = {b for b in new_b if b in old_b and new_b[b] == old_b[b]}
-    rerun = set(new_b) - kept
-    assert len(new_b) == 12 and len(rerun) == len(touched) and 1 <= len(touched) <= 5
-    assert {int(b.split("-")[1]) for b in rerun} == touched
-    assert not set(old_b) - set(new_b) - {b for b in old_b if int(b.split("-")[1]) in touched}
+    assert {f: new_b.get(f) for f in old_b} == old_b  # names and files unchanged
+    dirs = {f.split("/")[3] for f in old_b}
+    delta = {f.split("/")[3] for f in new_b} - dirs
+    assert len(dirs) == 12 and len(delta) == len(touched) and 1 <= len(touched) <= 5
     # shards: the set holds every instructed pair; finished shards before the first change are kept
     shards = root / "shards/mined-general_editing"
     rows = read_manifest(str(shards))
@@ -77,7 +75,7 @@ def test_new_source_files_are_mined_without_redoing_the_rest(tmp_path, prefect_r
     # pairs of untouched clusters keep their instruction (re-mined clusters may drop or add pairs)
     assert 0 < instructed["reused"] <= first["general_editing"]["instructions"]["with_instruction"]
     kept_shards = second["general_editing"]["shards"]["kept_shards"]
-    assert 1 <= kept_shards < len(rows)  # here 7 of 19: the first re-mined cluster's pairs come later
+    assert 1 <= kept_shards < len(rows)  # the delta batches' pairs come after every earlier batch's
     for r in rows[:kept_shards]:
         assert after[f"shards/mined-general_editing/{r.shard}"] == before[f"shards/mined-general_editing/{r.shard}"]
     assert second["general_editing"]["shards"]["landed_now"]
