@@ -59,7 +59,7 @@ def _fresh(fn, *args):
 
 def run_size(n: int, cache: Path, keep: bool) -> list[tuple]:
     from schemas.config import RunConfig
-    from stages.corpus.cluster import KMeansStage
+    from stages.corpus.cluster import cluster_stages
     from stages.corpus.demo_corpus import generate_variants
     from stages.corpus.embed import EmbedStage
     from stages.corpus.ingest import IngestStage
@@ -74,7 +74,7 @@ def run_size(n: int, cache: Path, keep: bool) -> list[tuple]:
         print(f"generated {n} images in {time.perf_counter() - t0:.0f} s", flush=True)
     root = tempfile.mkdtemp(prefix=f"aceforge-bench-{n}-", dir=cache if keep else None)
     cfg = RunConfig(root=root, ingest={"workers": 1})
-    stages = [IngestStage(cfg, source=str(corpus)), EmbedStage(cfg), KMeansStage(cfg),
+    stages = [IngestStage(cfg, source=str(corpus)), EmbedStage(cfg), *cluster_stages(cfg),
               MineStage(cfg, preset="general_editing"),
               InstructStage(cfg, preset="general_editing", writer={"kind": "template"}),
               PackStage(cfg, preset="general_editing", shard_name="bench")]

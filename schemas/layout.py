@@ -274,6 +274,65 @@ class ClusterFiles:
         """Per cluster, an order-free digest of its members' ids."""
         return join(self.uri, "cluster_digest.npy")
 
+    @property
+    def generation_counts(self) -> str:
+        """G x k: per generation (the rows of the fit, then each growth assigned to its centroids), each
+        cluster's rows; a generation's rows of a cluster follow the earlier ones'."""
+        return join(self.uri, "generation_counts.npy")
+
+    @property
+    def generation_digests(self) -> str:
+        """G x k: the order-free digest of each generation's ids in each cluster."""
+        return join(self.uri, "generation_digests.npy")
+
+    @property
+    def fitting(self) -> str:
+        """The kmeans-fit stage's folder: its decision (policy, epoch) and the centroids assignment uses."""
+        return join(self.uri, "fitting")
+
+    @property
+    def fit_plan(self) -> str:
+        return join(self.fitting, "plan.json")
+
+    @property
+    def fit_centroids(self) -> str:
+        return join(self.fitting, "centroids.npy")
+
+    @property
+    def labels(self) -> str:
+        """The kmeans-assign stage's folder: labels per embedding partition."""
+        return join(self.uri, "labels")
+
+    def unit_labels(self, epoch: int, p: int, ext: str = "npy") -> str:
+        """Partition p's nearest-centroid labels in an epoch (npy), and their rows, ids digest, cosine (json)."""
+        return join(self.labels, f"e{epoch:04d}", f"part-{p:05d}.{ext}")
+
+    def final_labels(self, key: str) -> str:
+        """The labels after the oversized clusters are split, one file per partition (key: epoch and rows)."""
+        return join(self.labels, f"final-{key}")
+
+    def final_part(self, key: str, p: int) -> str:
+        """Partition p's final labels."""
+        return join(self.final_labels(key), f"part-{p:05d}.npy")
+
+    def final_counts(self, key: str) -> str:
+        """Each cluster's rows after the split (k entries)."""
+        return join(self.final_labels(key), "counts.npy")
+
+    def layout(self, key: str) -> str:
+        """The by-cluster layout, one file pair per cluster range, and ranges.npy (first cluster per range)."""
+        return join(self.uri, f"layout-{key}")
+
+    def range_file(self, key: str, kind: str, r: int) -> str:
+        """kind vectors / ids (.npy), or sums (.npz: the range's per-cluster digests and generation counts)."""
+        return join(self.layout(key), f"{kind}-{r:05d}.{'npz' if kind == 'sums' else 'npy'}")
+
+    def ranges(self, key: str) -> str:
+        return join(self.layout(key), "ranges.npy")
+
+    LABELS_DIR = re.compile(r"e\d{4}|final-e\d{4}-n\d+")
+    LAYOUT_DIR = re.compile(r"layout-e\d{4}-n\d+")
+
 
 @dataclass(frozen=True)
 class PairFiles:

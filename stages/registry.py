@@ -16,9 +16,10 @@ from typing import Any, Iterator
 
 from runtime.stage import Stage
 from schemas.config import RunConfig
-from stages.corpus.cluster import KMeansStage
+from stages.corpus.cluster_layout import KMeansStage
 from stages.corpus.embed import EmbedStage
 from stages.corpus.ingest import IngestStage
+from stages.corpus.kmeans_units import KMeansAssignStage, KMeansFitStage
 from stages.pairs.instruct import InstructStage
 from stages.pairs.mine import MineStage
 from stages.pairs.pack import PackStage, packs_groups
@@ -38,7 +39,7 @@ from stages.synthesis.text import TextStage
 # The order stages run in; a pack stage's producers are packed in this order too (the shard sets' sample
 # order depends on it: objects, repaint, face pairs, text, maps; style, long_context, multi_turn).
 STAGES: list[type[Stage]] = [
-    IngestStage, EmbedStage, KMeansStage, MineStage, InstructStage, PackStage,
+    IngestStage, EmbedStage, KMeansFitStage, KMeansAssignStage, KMeansStage, MineStage, InstructStage, PackStage,
     SegmentStage, ObjectsStage, RepaintStage, FacesStage, FaceBucketsStage, FacePairsStage, TextStage, MapsStage,
     SynthPackStage,
     StyleFeaturesStage, StyleBucketsStage, StyleStage, LongContextStage, MultiTurnStage, ChainPackStage,
@@ -99,7 +100,7 @@ def config_section(cfg: RunConfig, cls: type[Stage]) -> Any:
 
 class Pipeline:
     """The stage instances a run executes, in order, each with where its counts go in the run's summary:
-    (ingest ->) embed -> kmeans -> per preset: mine -> instructions -> pack (group presets: mine -> pack);
+    (ingest ->) embed -> kmeans-fit -> kmeans-assign -> kmeans -> per preset: mine -> instructions -> pack (group presets: mine -> pack);
     then the enabled synthesis producers, the synthesis pack, the chain producers, the chain pack."""
 
     def __init__(self, cfg: RunConfig, source: str | None = None, writer: dict[str, Any] | None = None,

@@ -63,6 +63,50 @@ def band_edges(x: np.ndarray, lo: float, hi: float, block: int = 4096, device: s
     return BandEdges(cat(ii, np.int64), cat(jj, np.int64), cat(ss, np.float32), dups)
 
 
+def band_edges_rows(load, n: int, lo: float, hi: float, block: int = 4096, row_block: int | None = None,
+                    first_new: int = 0) -> BandEdges:
+    """`band_edges` over n rows read `row_block` rows at a time (`load(a, b)` gives unit rows [a, b)), keeping
+    the pairs (i < j) with j >= first_new only (0: every pair). With first_new = 0 the edges, their scores
+    and their order equal `band_edges` over all n rows: the same `block` x `block` products are computed
+    (row_block is rounded down to a multiple of block), and the edges are sorted into its order. Memory: two
+    row blocks and one similarity block."""
+    if not 0 <= lo <= hi:
+        raise ValueError(f"need 0 <= lo <= hi, got lo={lo}, hi={hi}")
+    rb = n if row_block is None or row_block >= n else max(block, row_block // block * block)
+    ii, jj, ss = [], [], []
+    dups = 0
+    for a0 in range(0, n, max(rb, 1)):
+        a1 = min(a0 + rb, n)
+        xa = np.ascontiguousarray(load(a0, a1), dtype=np.float32)
+        for c0 in range(a0, n, max(rb, 1)):
+            c1 = min(c0 + rb, n)
+            if c1 <= first_new:
+                continue
+            xc = xa if c0 == a0 else np.ascontiguousarray(load(c0, c1), dtype=np.float32)
+            for a in range(a0, a1, block):
+                b = min(a + block, n)
+                for c in range(max(a, c0), c1, block) if c0 == a0 else range(c0, c1, block):
+                    d = min(c + block, n)
+                    if d <= first_new:
+                        continue
+                    s = xa[a - a0:b - a0] @ xc[c - c0:d - c0].T
+                    flat = np.flatnonzero(s >= lo)
+                    r, q = np.divmod(flat, d - c)
+                    keep = (q > r) if a == c else np.ones(len(r), bool)
+                    keep &= q + c >= first_new
+                    r, q, flat = r[keep], q[keep], flat[keep]
+                    vals = s.reshape(-1)[flat]
+                    over = vals > hi
+                    dups += int(np.count_nonzero(over))
+                    ii.append(r[~over] + a)
+                    jj.append(q[~over] + c)
+                    ss.append(vals[~over])
+    cat = (lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt))
+    i, j, sc = cat(ii, np.int64), cat(jj, np.int64), cat(ss, np.float32)
+    order = np.lexsort((j, i, j // block, i // block))  # band_edges' order: block pair, then row-major
+    return BandEdges(i[order], j[order], sc[order], dups)
+
+
 class UnionFind:
     """Disjoint sets with path compression and union by size."""
 
@@ -115,14 +159,19 @@ class SetPairs:
 
 
 def pairs_from_sets(x: np.ndarray, sets: list[np.ndarray], lo: float, hi: float, max_pairs_per_set: int,
-                    seed: int) -> SetPairs:
-    """Every in-band pair of every set, capped per set by a sample seeded from (seed, set's first row)."""
+                    seed: int, first_new: int = 0) -> SetPairs:
+    """Every in-band pair of every set, capped per set by a sample seeded from (seed, set's first row).
+    first_new > 0: only the pairs holding a row >= first_new count (a delta: the others were mined before)."""
     ii, jj, ss = [], [], []
     oob = capped = 0
     for members in sets:
         e = band_edges(x[members], lo, hi)  # blocked: a large set never makes a set-size-squared matrix
         r, q, vals = e.i, e.j, e.score
-        oob += len(members) * (len(members) - 1) // 2 - len(e)
+        old = int(np.count_nonzero(members < first_new))
+        if old:
+            touch = members[q] >= first_new  # members are sorted: j > i, so a new row is j
+            r, q, vals = r[touch], q[touch], vals[touch]
+        oob += len(members) * (len(members) - 1) // 2 - old * (old - 1) // 2 - len(vals)
         if len(vals) > max_pairs_per_set:
             rng = np.random.default_rng([seed, int(members[0])])
             pick = np.sort(rng.choice(len(vals), max_pairs_per_set, replace=False))

@@ -80,15 +80,18 @@ def sample_size(n: int, k: int, max_points_per_centroid: int = 256) -> int:
 def split_oversized(labels: np.ndarray, centroids: np.ndarray, gather, *, seed: int = 0, niter: int = 20,
                     max_points_per_centroid: int = 256, max_cluster_size: int = 100_000, batch: int = 65536,
                     gpu: bool = False) -> tuple[np.ndarray, list[dict]]:
-    """Split every cluster over `max_cluster_size` again until none is; `labels` is updated in place.
-    `gather(rows)` returns the vectors of those rows: only one cluster's rows are held at a time."""
+    """Split every cluster over `max_cluster_size` again until none is; `labels` is updated in place: an
+    array, or an object with bincount(k), members(c) (sorted rows) and relabel(rows, labels) (labels kept
+    in parts). `gather(rows)` returns the vectors of those rows: only one cluster's rows are held at a time."""
     k = len(centroids)
     cents = list(centroids)
     log: list[dict] = []
-    queue = [int(c) for c in np.flatnonzero(np.bincount(labels, minlength=k) > max_cluster_size)]
+    parted = not isinstance(labels, np.ndarray)
+    counts = labels.bincount(k) if parted else np.bincount(labels, minlength=k)
+    queue = [int(c) for c in np.flatnonzero(counts > max_cluster_size)]
     while queue:
         c = queue.pop(0)
-        members = np.flatnonzero(labels == c)
+        members = labels.members(c) if parted else np.flatnonzero(labels == c)
         xm = np.ascontiguousarray(gather(members), dtype=np.float32)
         parts = math.ceil(2 * len(members) / max_cluster_size)
         sub_c = _train(xm, parts, seed + len(log) + 1, niter, max_points_per_centroid, gpu)
@@ -102,7 +105,10 @@ def split_oversized(labels: np.ndarray, centroids: np.ndarray, gather, *, seed: 
         new_ids = [c] + list(range(len(cents), len(cents) + parts - 1))
         cents[c] = sub_c[0]
         cents.extend(sub_c[1:])
-        labels[members] = np.asarray(new_ids)[sub]
+        if parted:
+            labels.relabel(members, np.asarray(new_ids)[sub])
+        else:
+            labels[members] = np.asarray(new_ids)[sub]
         log.append({"cluster": int(c), "size": int(len(members)), "into": [int(i) for i in new_ids], "how": how})
         sub_sizes = np.bincount(sub, minlength=parts)
         queue += [i for i, n in zip(new_ids, sub_sizes) if n > max_cluster_size]

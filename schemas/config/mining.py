@@ -48,6 +48,9 @@ class MiningConfig(_Config):
     k: int | None = Field(None, ge=1, description="K-means clusters; None: n/50, between 1 and 10,000")
     max_cluster_size: int = Field(100_000, ge=2, description="clusters above this are split again")
     kmeans_niter: int = Field(20, ge=1, description="K-means iterations")
+    layout_rows: int = Field(1_000_000, ge=1, description="rows per by-cluster layout work item (a range of "
+                             "clusters; a larger cluster alone): its float16 vectors are written through a local "
+                             "memory map, and it reads every embedding partition's labels")
     recluster_drift: float = Field(0.05, ge=0, le=2, description="new images are assigned to the existing "
                                    "centroids unless their mean cosine to them is this far below the fit's")
     recluster_growth: float = Field(1.0, ge=0, description="re-cluster once the corpus has grown by this "
@@ -57,7 +60,11 @@ class MiningConfig(_Config):
     band_hi: float | None = Field(None, ge=0, le=1, description="None: the embedder's calibrated band (SigLIP 0.98)")
     block: int = Field(4096, ge=16, description="rows per similarity block; memory ~ block^2 * 4 bytes")
     max_pairs_per_set: int = Field(64, ge=1, description="cap on pairs emitted per union-find set")
-    clusters_per_batch: int = Field(256, ge=1, description="clusters per mining work item (one task run each)")
+    clusters_per_batch: int = Field(256, ge=1, description="at most this many clusters per mining work item "
+                                    "(one task run each)")
+    batch_rows: int = Field(100_000, ge=2, description="at most this many rows per mining work item; a cluster "
+                            "with more is a work item of its own, its band edges computed in row blocks of "
+                            "half this (the same edges as one pass); memory per item ~ rows x dim x 4 bytes")
     presets: list[str] = Field(default_factory=lambda: ["general_editing"], description="task presets to mine")
     pair_classifier: str | None = Field(None, description="safetensors under models_dir; None: pass-through")
     geometric_check: bool = Field(True, description="confirm series / reference group members and general-editing "

@@ -33,7 +33,6 @@ from mining.pairs.kmeans import assign, fit_centroids, gpu_available, sample_siz
 from schemas.config import MiningConfig
 from store import storage
 from schemas.layout import ClusterFiles
-from runtime.stage import ItemReport, Resources, SingleItemStage, StageReport
 
 ASSIGN_SCHEMA = pa.schema([("id", pa.string()), ("cluster", pa.int64())])
 
@@ -157,6 +156,9 @@ def cluster_stream(emb_uri: str, out: str, cfg: MiningConfig,
         else:
             policy = f"assigned {new} new rows to the existing {len(centroids)} centroids (mean cosine {new_cos:.3f})"
             epoch, k_req, log = fit["epoch"], fit["requested_k"], _read_log(out)
+            gens = list(fit.get("generations") or [prev])
+            gens += [n] if n > gens[-1] else []
+            fit = {**fit, "generations": gens}
     elif fit is not None:
         policy = "refit: the K-means settings changed" if fit["settings"] != _settings(cfg) else "refit"
     say(policy)
@@ -176,7 +178,7 @@ def cluster_stream(emb_uri: str, out: str, cfg: MiningConfig,
             pos += len(x)
         epoch = (fit["epoch"] + 1) if fit else 0
         fit = {"settings": _settings(cfg), "points": n, "mean_cos": cos_sum / n, "epoch": epoch,
-               "requested_k": k_req}
+               "requested_k": k_req, "generations": [n]}
         log = []
     fit_uri = files.fit
     if storage.exists(fit_uri):  # from here on the files change: without fit.json a crash means a refit
@@ -184,7 +186,7 @@ def cluster_stream(emb_uri: str, out: str, cfg: MiningConfig,
     centroids, more = split_oversized(labels, centroids, lambda r: _gather(emb_uri, sizes, r), seed=cfg.seed + len(log),
                                       niter=cfg.kmeans_niter, max_cluster_size=cfg.max_cluster_size, gpu=gpu)
     log += more
-    _write_layout(emb_uri, out, labels, len(centroids))
+    _write_layout(emb_uri, out, labels, len(centroids), fit["generations"])
     _write_npy(files.centroids, centroids)
     storage.atomic_write_bytes(files.split_log, json.dumps(log, indent=1).encode())
     storage.atomic_write_bytes(fit_uri, json.dumps(fit, indent=1).encode())  # the fit's files are complete
@@ -207,14 +209,17 @@ def _read_log(out: str) -> list[dict]:
     return json.loads(_read_bytes(uri)) if storage.exists(uri) else []
 
 
-def _write_layout(emb_uri: str, out: str, labels: np.ndarray, k: int) -> None:
-    """assignments.parquet in embedding order, and the by-cluster layout, streaming the partitions."""
+def _write_layout(emb_uri: str, out: str, labels: np.ndarray, k: int, generations: list[int]) -> None:
+    """assignments.parquet in embedding order, and the by-cluster layout, streaming the partitions;
+    `generations`: the cumulative row counts of the fit and of each growth since."""
     from stages.corpus.embed import iter_partitions
 
     counts = np.bincount(labels, minlength=k)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     nxt = offsets[:-1].copy()
     digest = np.zeros(k, np.uint64)  # per cluster: an order-free sum of its ids' leading 64 bits
+    gen_counts = np.zeros((len(generations), k), np.int64)
+    gen_digest = np.zeros((len(generations), k), np.uint64)
     d = storage.read_marker(emb_uri)["dim"]
     files = ClusterFiles(out)
     vec = _NpySink(files.vectors, (len(labels), d), np.float16)
@@ -232,7 +237,11 @@ def _write_layout(emb_uri: str, out: str, labels: np.ndarray, k: int) -> None:
             if max(map(len, ids), default=0) > 64:
                 raise ValueError(f"{emb_uri}: ids longer than 64 characters (catalog ids are sha256 hex)")
             ids_out.array[dest] = np.asarray(ids, dtype="S64")[order]
-            np.add.at(digest, lab, np.array([_id64(i) for i in ids], np.uint64))
+            h = np.array([_id64(i) for i in ids], np.uint64)
+            np.add.at(digest, lab, h)
+            gen = np.searchsorted(generations, pos + np.arange(len(ids)), side="right")
+            np.add.at(gen_counts, (gen, lab), 1)
+            np.add.at(gen_digest, (gen, lab), h)
             np.add.at(nxt, sl, 1)
             pos += len(ids)
     if not np.array_equal(nxt, offsets[1:]):
@@ -241,6 +250,8 @@ def _write_layout(emb_uri: str, out: str, labels: np.ndarray, k: int) -> None:
     ids_out.commit()
     _write_npy(files.offsets, offsets)
     _write_npy(files.digest, digest)
+    _write_npy(files.generation_counts, gen_counts)
+    _write_npy(files.generation_digests, gen_digest)
 
 
 def _id64(i: str) -> int:
@@ -254,6 +265,19 @@ def cluster_digests(uri: str) -> np.ndarray | None:
     """Per cluster, a digest of its members' ids (None for a clustering written before it existed)."""
     d = ClusterFiles(uri).digest
     return _read_npy(d) if storage.exists(d) else None
+
+
+def cluster_generations(uri: str) -> tuple[np.ndarray, np.ndarray]:
+    """(counts, digests), each G x k: per generation of rows (the fit's, then each growth assigned to the
+    existing centroids), each cluster's rows and their ids' digest. In the by-cluster layout generation g
+    of cluster c is rows offsets[c] + counts[:g, c].sum() onwards. A clustering written before generations
+    were kept is one generation."""
+    files = ClusterFiles(uri)
+    if storage.exists(files.generation_counts):
+        return _read_npy(files.generation_counts), _read_npy(files.generation_digests)
+    sizes = np.diff(cluster_offsets(uri))
+    d = cluster_digests(uri)
+    return sizes[None, :], (np.zeros(len(sizes), np.uint64) if d is None else d)[None, :]
 
 
 def load_assignments(uri: str) -> dict[str, int]:
@@ -277,47 +301,29 @@ def cluster_rows(uri: str, c0: int, c1: int, offsets: np.ndarray | None = None) 
     lo, hi = int(offsets[c0]), int(offsets[c1])
     if hi == lo:
         return [], np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
-    ids = [b.decode() for b in read_rows(ClusterFiles(uri).ids, lo, hi)]
-    x = normalise_rows(read_rows(ClusterFiles(uri).vectors, lo, hi))
+    ids = [b.decode() for b in layout_rows(uri, "ids", lo, hi)]
+    x = normalise_rows(layout_rows(uri, "vectors", lo, hi))
     cluster_of = np.repeat(np.arange(c0, c1), np.diff(offsets[c0:c1 + 1]))
     return ids, x, cluster_of
 
 
-class KMeansStage(SingleItemStage):
-    """<root>/clusters/<embedder>/: spherical K-means over the complete embeddings (one item, streaming
-    the partitions); when the embeddings grew, new rows are assigned to the existing centroids."""
+def layout_rows(uri: str, kind: str, lo: int, hi: int) -> np.ndarray:
+    """Rows [lo, hi) of the by-cluster layout's `kind` (vectors: float16, ids: S64), reading only their bytes
+    from the cluster ranges' files that hold them."""
+    files = ClusterFiles(uri)
+    key = (storage.read_marker(uri) or {}).get("layout")
+    if key is None:  # written by the one-unit clustering: one file per kind
+        return read_rows(files.vectors if kind == "vectors" else files.ids, lo, hi)
+    starts = _read_npy(files.ranges(key))
+    first = max(0, int(np.searchsorted(starts, lo, side="right")) - 1)
+    out = [read_rows(files.range_file(key, kind, first), 0, 0)]
+    for r in range(first, len(starts) - 1):
+        a, b = int(starts[r]), int(starts[r + 1])
+        if a >= hi:
+            break
+        if min(hi, b) > max(lo, a):
+            out.append(read_rows(files.range_file(key, kind, r), max(lo, a) - a, min(hi, b) - a))
+    return np.concatenate(out)
 
-    name = "kmeans"
-    resources = Resources(cpus=1.0)
-    always, scope, key, config_section = True, "run", "clusters", "mining"
-    needs = ("embed",)
 
-    @property
-    def emb_uri(self) -> str:
-        from mining.models.embedders import make_embedder
-
-        return self.layout.embeddings(make_embedder(self.cfg.mining.embedder, self.cfg.models_dir).name)
-
-    @property
-    def out(self) -> str:
-        return self.layout.clusters(self.emb_uri.rstrip("/").rsplit("/", 1)[-1])
-
-    def inputs(self) -> list[str]:
-        return [self.emb_uri]
-
-    def settings(self) -> dict:
-        return {**_settings(self.cfg.mining), "drift": self.cfg.mining.recluster_drift,
-                "growth": self.cfg.mining.recluster_growth}
-
-    def run(self, k: int) -> ItemReport:
-        m = cluster_stream(self.emb_uri, self.out, self.cfg.mining, progress=lambda msg: print(f"kmeans: {msg}"))
-        self.stamp(self.out)
-        return ItemReport(stage=self.label, item=k, counts={"points": m["points"], "policy": m["policy"]})
-
-    def item_done(self, k: int) -> bool:
-        return self.report() is not None
-
-    def report(self) -> StageReport | None:
-        m = self.current(storage.read_marker(self.out))
-        return None if m is None else StageReport(stage=self.label, items=1, outputs=[self.out],
-                                                  counts={k: v for k, v in m.items() if k != "stage_version"})
+from stages.corpus.cluster_layout import KMeansStage, cluster_stages  # noqa: E402,F401  (re-exported)

@@ -51,7 +51,8 @@ def reconcile(out: str, candidates: int, pairs: int, set_members: int, grouped: 
     dropped = drops.get("classifier", 0) + drops.get("incoherent_pair", 0)
     if candidates != pairs + dropped:
         raise RuntimeError(f"{out}: {candidates} candidate pairs != {pairs} kept + {dropped} dropped")
-    placed = grouped + drops.get("incoherent_group", 0) + drops.get("group_leftover", 0)
+    placed = grouped + drops.get("incoherent_group", 0) + drops.get("group_leftover", 0) + \
+        drops.get("group_earlier_rows", 0)
     if set_members != placed:
         raise RuntimeError(f"{out}: {set_members} set members != {grouped} grouped + "
-                           f"{placed - grouped} dropped (incoherent_group, group_leftover)")
+                           f"{placed - grouped} dropped (incoherent_group, group_leftover, group_earlier_rows)")

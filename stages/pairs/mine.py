@@ -1,6 +1,7 @@
-"""Mine pairs per cluster for one task preset, in batches of clusters: <root>/pairs/<preset>/
+"""Mine pairs per cluster for one task preset, in batches cut by rows: <root>/pairs/<preset>/
 
-    batches/batch-NNNNN/   one work item: edges, sets, pairs, groups, drops of its clusters + marker
+    batches/batch-NNNNN-<digest>/   one work item (stages/pairs/batching.py: a cluster range of one
+                           generation of rows; deltas after growth): edges, sets, pairs, groups, drops + marker
     edges.parquet          cluster, source_id, target_id, score   (every in-band edge: re-tune without recomputing)
     sets.parquet           cluster, set_id, id                     (disjoint sets of two or more)
     pairs.parquet          PairRecord rows that passed every check
@@ -29,16 +30,18 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from mining.pairs.band import band_edges, disjoint_sets, pairs_from_sets
+from mining.pairs.band import band_edges, band_edges_rows, disjoint_sets, pairs_from_sets
 from mining.pairs.geometric import Verifier
 from mining.pairs.groups import tight_groups
 from mining.pairs.classifier import PairClassifier
 from mining.pairs.presets import TaskPreset, largest_set
-from schemas.arrow import from_table, to_table
+from schemas.arrow import from_table
 from schemas.config import MiningConfig
 from schemas.records import Generator, Lineage, PairRecord
 from store import storage
 from schemas.layout import MARKER, PAIR_TABLES, PairFiles, RunLayout
+from stages.pairs.batching import (Batch, LayoutRows, batch_slices, file_digest, plan_batches, read_ids, read_slices,
+                                   write_tables)
 from stages.pairs.geometry import GEOMETRIC_GENERATOR, PAIR_GEOMETRY_TASKS, catalog_verifier, reconcile, uses_geometry
 from runtime.stage import ItemReport, Resources, Stage, StageReport
 
@@ -72,12 +75,6 @@ def resolve_band(preset: TaskPreset, cfg: MiningConfig, embedder_band: tuple[flo
     return lo, hi
 
 
-def cluster_batches(k: int, clusters_per_batch: int) -> list[tuple[int, int]]:
-    """Cluster ranges [c0, c1) of `clusters_per_batch` clusters each: the work items. Ranges over all
-    k clusters, empty ones included, so a batch keeps its clusters when new images join some of them."""
-    return [(c, min(c + clusters_per_batch, k)) for c in range(0, k, clusters_per_batch)]
-
-
 def check_inputs(preset: TaskPreset, embedder: Generator, classifier: PairClassifier, features: str) -> None:
     if preset.features != features:
         raise ValueError(f"preset {preset.name} is defined on {preset.features} features; these are {features} "
@@ -89,13 +86,18 @@ def check_inputs(preset: TaskPreset, embedder: Generator, classifier: PairClassi
                              f"these are {embedder.name}")
 
 
-def mine_batch(ids: list[str], x: np.ndarray, cluster_of: np.ndarray, out: str, preset: TaskPreset,
+def mine_batch(ids: list[str], x, cluster_of: np.ndarray, out: str, preset: TaskPreset,
                cfg: MiningConfig, embedder: Generator, band: tuple[float, float], classifier: PairClassifier,
-               progress: Callable[[int], None] | None = None, verifier: Verifier | None = None) -> MineReport:
+               progress: Callable[[int], None] | None = None, verifier: Verifier | None = None,
+               first_new: dict[int, int] | None = None, generation: int = 0,
+               row_block: int | None = None) -> MineReport:
     """Band union-find over one batch's rows (grouped by cluster, `cluster_of` per row), re-checked pairs,
     the second-level check, tight groups; the batch's files and marker. `verifier` (over these ids) confirms
-    groups and general-editing pairs by geometry; None: not confirmed. Memory: the batch's rows (and the
-    verifier's bounded caches)."""
+    groups and general-editing pairs by geometry; None: not confirmed. `x`: the rows, or a LayoutRows
+    (stages/pairs/batching.py) read `row_block` rows at a time (a cluster over the batch's row budget).
+    A delta (`generation` >= 1): per cluster, local rows >= first_new[cluster] are new; only edges and
+    pairs touching a new row are mined (see docs/pairs.md). Memory: the batch's rows, or two row blocks and
+    the largest set's rows (and the verifier's bounded caches)."""
     marker = storage.read_marker(out)
     if marker is not None:
         return MineReport(out, **marker["counts"])
@@ -118,9 +120,14 @@ def mine_batch(ids: list[str], x: np.ndarray, cluster_of: np.ndarray, out: str, 
     cand_i, cand_j, cand_s = [], [], []
     for members in np.split(rows, np.flatnonzero(np.diff(cluster_of)) + 1) if len(rows) else []:
         c = int(cluster_of[members[0]])
-        rep.clusters += 1
-        xc = x[members]
-        e = band_edges(xc, lo, hi, block=cfg.block)
+        f = (first_new or {}).get(c, 0)
+        rep.clusters += 0 if f else 1  # a delta counts the clusters it is the first to mine
+        xc = x[members] if isinstance(x, np.ndarray) else x.view(int(members[0]), int(members[-1]) + 1)
+        if f or not isinstance(xc, np.ndarray):
+            load = xc.rows if not isinstance(xc, np.ndarray) else (lambda a, b, xc=xc: xc[a:b])
+            e = band_edges_rows(load, len(xc), lo, hi, block=cfg.block, row_block=row_block, first_new=f)
+        else:
+            e = band_edges(xc, lo, hi, block=cfg.block)
         drops["duplicate_above_hi"] += e.duplicates
         rep.edges += len(e)
         t = tables["edges"]
@@ -134,7 +141,7 @@ def mine_batch(ids: list[str], x: np.ndarray, cluster_of: np.ndarray, out: str, 
             sets = largest_set(sets)
         for s_idx, s in enumerate(sets):
             tables["sets"]["cluster"] += [c] * len(s)
-            tables["sets"]["set_id"] += [s_idx] * len(s)
+            tables["sets"]["set_id"] += [(generation << 32) + s_idx] * len(s)
             tables["sets"]["id"] += [ids[k] for k in members[s]]
         rep.sets += len(sets)
         if preset.keep == "groups":
@@ -149,11 +156,14 @@ def mine_batch(ids: list[str], x: np.ndarray, cluster_of: np.ndarray, out: str, 
                 drops["incoherent_group"] += sg.incoherent
                 drops["group_leftover"] += sg.leftover
                 for inputs, target in sg.groups:
+                    if f and max(int(s[inputs].max()), int(s[target])) < f:
+                        drops["group_earlier_rows"] += len(inputs) + 1  # formed of rows mined before
+                        continue
                     g["cluster"].append(c)
-                    g["set_id"].append(s_idx)
+                    g["set_id"].append((generation << 32) + s_idx)
                     g["input_ids"].append([ids[k] for k in rows_s[inputs]])
                     g["target_id"].append(ids[rows_s[target]])
-        sp = pairs_from_sets(xc, sets, lo, hi, cfg.max_pairs_per_set, seed=cfg.seed + c)
+        sp = pairs_from_sets(xc, sets, lo, hi, cfg.max_pairs_per_set, seed=cfg.seed + c, first_new=f)
         drops["set_pair_out_of_band"] += sp.out_of_band
         drops["set_pair_over_cap"] += sp.capped
         cand_i.append(members[sp.i])
@@ -187,32 +197,17 @@ def mine_batch(ids: list[str], x: np.ndarray, cluster_of: np.ndarray, out: str, 
                                 lineage=Lineage(source_ids=[a, b], generators=gens, scores=scores)))
     rep.pairs, rep.groups, rep.drops = len(pairs), len(tables["groups"]["target_id"]), dict(sorted(drops.items()))
     reconcile(out, len(ci), rep.pairs, set_members, sum(len(i) + 1 for i in tables["groups"]["input_ids"]), drops)
-    _write_tables(out, tables, pairs)
-    storage.write_marker(out, {"counts": rep.counts(), "rows": len(ids)})
+    write_tables(out, tables, pairs)
+    new_rows = len(ids) - sum((first_new or {}).get(int(c), 0) for c in np.unique(cluster_of))
+    storage.write_marker(out, {"counts": rep.counts(), "rows": len(ids), "new_rows": int(new_rows),
+                               "generation": generation})
     return rep
 
 
-def _write_tables(out: str, tables: dict[str, dict[str, list]], pairs: list[PairRecord]) -> None:
-    for name, cols in (("edges", ("cluster", "source_id", "target_id", "score")), ("sets", ("cluster", "set_id", "id")),
-                       ("groups", ("cluster", "set_id", "input_ids", "target_id"))):
-        for col in cols:
-            tables[name].setdefault(col, [])
-    edges = tables["edges"]
-    storage.atomic_write_parquet(PairFiles(out).table("edges"), pa.table(
-        {**edges, "score": pa.array(edges["score"], pa.float32())},
-        schema=pa.schema([("cluster", pa.int64()), ("source_id", pa.string()), ("target_id", pa.string()),
-                          ("score", pa.float32())])))
-    storage.atomic_write_parquet(PairFiles(out).table("sets"), pa.table(
-        tables["sets"], schema=pa.schema([("cluster", pa.int64()), ("set_id", pa.int64()), ("id", pa.string())])))
-    storage.atomic_write_parquet(PairFiles(out).table("groups"), pa.table(
-        tables["groups"], schema=pa.schema([("cluster", pa.int64()), ("set_id", pa.int64()),
-                                            ("input_ids", pa.list_(pa.string())), ("target_id", pa.string())])))
-    storage.atomic_write_parquet(PairFiles(out).pairs, to_table(pairs, PairRecord))
-
-
-def merge_batches(root: str, preset: TaskPreset, batches: list[str], band: tuple[float, float]) -> MineReport:
+def merge_batches(root: str, preset: TaskPreset, batches: list[str], band: tuple[float, float],
+                  points: int | None = None) -> MineReport:
     """Concatenate the complete batches (their directories, in order) into the preset's tables, sum the
-    counts, write the marker."""
+    counts, write the marker. `points`: the clustered rows, each of which one batch must have mined as new."""
     n_batches = len(batches)
     out = RunLayout(root).pairs(preset.name)
     marker = storage.read_marker(out)
@@ -232,8 +227,11 @@ def merge_batches(root: str, preset: TaskPreset, batches: list[str], band: tuple
         for t in _TABLES:
             parts[t].append(storage.read_parquet(PairFiles(b).table(t)))
     rep.drops = dict(sorted(drops.items()))
+    mined = sum(storage.read_marker(b).get("new_rows", 0) for b in batches)
+    if points is not None and mined != points:
+        raise RuntimeError(f"{out}: the batches mined {mined} rows as new, the clustering holds {points}")
     if n_batches == 0:
-        _write_tables(out, {t: {} for t in _TABLES}, [])
+        write_tables(out, {t: {} for t in _TABLES}, [])
     for t in _TABLES:
         if parts[t]:
             storage.atomic_write_parquet(PairFiles(out).table(t), pa.concat_tables(parts[t]))
@@ -250,10 +248,11 @@ def load_pairs(uri: str) -> list[PairRecord]:
 
 
 class MineStage(Stage):
-    """<root>/pairs/<preset>/: band union-find per cluster, one item per `mining.clusters_per_batch`
-    clusters (reading only their rows from the clusters' by-cluster layout), then the merge (finalize).
-    A batch's directory is named by what it mines (its clusters' sizes, the K-means epoch, the settings),
-    so when new images join some clusters only their batches run again."""
+    """<root>/pairs/<preset>/: band union-find per cluster, one item per batch of at most
+    `mining.batch_rows` rows and `mining.clusters_per_batch` clusters (reading only their rows from the
+    clusters' by-cluster layout; a larger cluster in row blocks), then the merge (finalize). A batch's
+    directory is named by what it mines; rows a growth assigned to the existing centroids go to new delta
+    batches, and the existing ones are kept as they are."""
 
     name = "mine"
     item_name = "batch"
@@ -298,33 +297,44 @@ class MineStage(Stage):
         return {"preset": dataclasses.asdict(self.preset),
                 "band": resolve_band(self.preset, mc, tuple(emb.get("band") or (0.0, 1.0))),
                 "max_pairs_per_set": mc.max_pairs_per_set, "seed": mc.seed, "classifier": mc.pair_classifier,
-                "classifier_sha256": _file_digest(Path(self.cfg.models_dir) / mc.pair_classifier)
+                "classifier_sha256": file_digest(Path(self.cfg.models_dir) / mc.pair_classifier)
                 if mc.pair_classifier else None,
-                "clusters_per_batch": mc.clusters_per_batch,
+                "clusters_per_batch": mc.clusters_per_batch, "batch_rows": mc.batch_rows,
                 "geometric_min_inliers": self.cfg.supervision.group_min_inliers
                 if uses_geometry(self.preset, mc) else None}
 
     def _batches(self) -> list[str]:
         """The batch directories of the current clustering, named by their content (worked out once per
-        stage object: item_outputs(k) asks for it per item)."""
+        stage object: item_outputs(k) asks for it per item). Every current batch, deltas included."""
         if getattr(self, "_batch_dirs", None) is None:
             self._batch_dirs = self._name_batches()
         return self._batch_dirs
 
-    def _name_batches(self) -> list[str]:
-        from stages.corpus.cluster import cluster_digests, cluster_offsets
+    def _plan(self) -> tuple[list[Batch], np.ndarray]:
+        from stages.corpus.cluster import cluster_generations
 
+        if getattr(self, "_batch_plan", None) is None:
+            counts, digests = cluster_generations(self._inputs()[1])
+            mc = self.cfg.mining
+            self._batch_plan = plan_batches(counts, mc.batch_rows, mc.clusters_per_batch), counts, digests
+        return self._batch_plan[:2]
+
+    def _name_batches(self) -> list[str]:
+        """A batch is named by what it mines: the settings, the K-means epoch, its generation and clusters,
+        and their rows (counts and id digests) of the generations it reads, never of later ones."""
         cl = self._inputs()[1]
-        offsets = cluster_offsets(cl)
-        digests = cluster_digests(cl)
+        batches, counts = self._plan()
+        digests = self._batch_plan[2]
         epoch = storage.read_marker(cl)["epoch"]
         base = json.dumps(self.settings(), sort_keys=True)
         out = []
-        for b, (c0, c1) in enumerate(cluster_batches(len(offsets) - 1, self.cfg.mining.clusters_per_batch)):
-            sizes = np.diff(offsets[c0:c1 + 1]).tolist()
-            members = [] if digests is None else [int(d) for d in digests[c0:c1]]  # which ids, not only how many
-            fp = hashlib.sha256(json.dumps([base, epoch, c0, c1, sizes, members]).encode()).hexdigest()[:8]
-            out.append(f"{self.layout.pair_batch(self.preset.name, b)}-{fp}")
+        for k, b in enumerate(batches):
+            g, c0, c1 = b.generation, b.c0, b.c1
+            sizes = counts[: g + 1, c0:c1].tolist()
+            members = [[int(d) for d in row] for row in digests[: g + 1, c0:c1]]  # which ids, not only how many
+            key = [base, epoch, c0, c1, sizes, members] if g == 0 else [base, epoch, g, c0, c1, sizes, members]
+            fp = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:8]
+            out.append(f"{self.layout.pair_batch(self.preset.name, k)}-{fp}")
         return out
 
     def plan(self) -> int:
@@ -334,7 +344,7 @@ class MineStage(Stage):
         return [self.layout.marker(self._batches()[k])]
 
     def run(self, k: int) -> ItemReport:
-        from stages.corpus.cluster import cluster_offsets, cluster_rows
+        from stages.corpus.cluster import cluster_offsets
 
         mc, preset = self.cfg.mining, self.preset
         emb_uri, cl_uri = self._inputs()
@@ -343,13 +353,22 @@ class MineStage(Stage):
         gen = Generator(name=marker["embedder"], version=marker["version"])
         check_inputs(preset, gen, classifier, "image")
         offsets = cluster_offsets(cl_uri)
-        c0, c1 = cluster_batches(len(offsets) - 1, mc.clusters_per_batch)[k]
-        ids, x, cluster_of = cluster_rows(cl_uri, c0, c1, offsets)
+        batches, counts = self._plan()
+        b = batches[k]
+        slices = batch_slices(b, offsets, counts)
+        rows = sum(s.hi - s.lo for s in slices)
+        cluster_of = np.repeat([s.cluster for s in slices], [s.hi - s.lo for s in slices]).astype(np.int64)
+        if rows > mc.batch_rows:  # one cluster over the row budget: mined in row blocks
+            (s,) = slices
+            ids, x = read_ids(cl_uri, s.lo, s.hi), LayoutRows(cl_uri, s.lo, s.hi, chunk=mc.batch_rows // 2)
+        else:
+            ids, x = read_slices(cl_uri, slices)
         band = resolve_band(preset, mc, tuple(marker["band"]))
         verifier = catalog_verifier(self.cfg.root, self.cfg.supervision.group_min_inliers,
                                     self.cfg.ingest.max_pixels)(ids) if uses_geometry(preset, mc) else None
         rep = mine_batch(ids, x, cluster_of, self._batches()[k], preset, mc, gen, band, classifier,
-                         verifier=verifier)
+                         verifier=verifier, first_new={s.cluster: s.first_new for s in slices},
+                         generation=b.generation, row_block=mc.batch_rows // 2)
         return ItemReport(stage=self.label, item=k, counts=rep.counts())
 
     def final_outputs(self) -> list[str]:
@@ -360,7 +379,8 @@ class MineStage(Stage):
         batches = self._batches()
         if len(batches) != n:
             raise RuntimeError(f"{self.label}: {n} items ran but the clustering now has {len(batches)} batches")
-        merge_batches(self.cfg.root, self.preset, batches, band)
+        points = storage.read_marker(self._inputs()[1])["points"]
+        merge_batches(self.cfg.root, self.preset, batches, band, points)
         self._remove_old_batches(set(batches))
         self.stamp(self.out)
         return self.report()  # type: ignore[return-value]
@@ -387,17 +407,6 @@ def _only_batch_files(fs, path: str) -> bool:
     """A folder holding only what a mining batch writes (and its temporary names): safe to remove."""
     names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)]
     return all(n.split(storage.TMP_TAG)[0] in _BATCH_FILES for n in names)
-
-
-def _file_digest(path: Path) -> str | None:
-    """sha256 of a local file (a retrained classifier under the same name is another classifier)."""
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 _BATCH_DIR = PairFiles.BATCH

@@ -210,7 +210,7 @@ def test_describe_prints_every_stage_the_example_config_enables():
     res = runner.invoke(app, ["describe", "-c", "configs/example.yaml", "--source", "corpus/"])
     assert res.exit_code == 0, res.output
     want = [c.name for c in enabled(load_config("configs/example.yaml"))]
-    assert want[:3] == ["ingest", "embed", "kmeans"] and set(_described(res)) == set(want)
+    assert want[:5] == ["ingest", "embed", "kmeans-fit", "kmeans-assign", "kmeans"] and set(_described(res)) == set(want)
     assert "items:     planned at run time" in res.output  # nothing ingested yet
 
 

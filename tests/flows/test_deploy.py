@@ -212,14 +212,14 @@ def _batch_dir(corpus, scratch, k: int) -> str:
     """The name mining batch k gets for this corpus and CFG (named by its content: worked out on a scratch
     root through the clustering, which is deterministic)."""
     from flows.pipelines import run_config
-    from stages.corpus.cluster import KMeansStage
+    from stages.corpus.cluster import cluster_stages
     from stages.corpus.embed import EmbedStage
     from runtime.executors import LocalExecutor
     from stages.corpus.ingest import IngestStage
     from stages.pairs.mine import MineStage
 
     cfg = run_config(CFG, str(scratch))
-    for stage in (IngestStage(cfg, source=str(corpus)), EmbedStage(cfg), KMeansStage(cfg)):
+    for stage in (IngestStage(cfg, source=str(corpus)), EmbedStage(cfg), *cluster_stages(cfg)):
         LocalExecutor().run(stage)
     return MineStage(cfg, preset=PRESET)._batches()[k].rsplit("/", 1)[-1]
 

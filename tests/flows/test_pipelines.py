@@ -28,14 +28,14 @@ def test_a_failed_item_is_the_only_one_a_rerun_executes(ingested, tmp_path, monk
     import runtime.executors as executors
 
     from flows.pipelines import run_config
-    from stages.corpus.cluster import KMeansStage
+    from stages.corpus.cluster import cluster_stages
     from stages.corpus.embed import EmbedStage
     from runtime.executors import LocalExecutor
     from stages.pairs.mine import MineStage
 
     _, root = ingested
     cfg = run_config(MINING, root)
-    for stage in (EmbedStage(cfg), KMeansStage(cfg)):
+    for stage in (EmbedStage(cfg), *cluster_stages(cfg)):
         LocalExecutor().run(stage)
     names = [b.rsplit("/", 1)[-1] for b in MineStage(cfg, preset="general_editing")._batches()]
     batches = Path(root, "pairs", "general_editing", "batches")

@@ -56,24 +56,20 @@ def test_new_source_files_are_mined_without_redoing_the_rest(tmp_path, prefect_r
     assign = load_assignments(str(root / "clusters/offline-dct-hist"))
     assert all(assign[i] == c for i, c in old_assign.items())
     touched = {assign[i] for i in ids[300:]}
-    # mining: only the batches of the clusters the new images joined ran again
+    # mining: every batch kept as it was; the new rows mined in one delta batch per cluster they joined
     def batches(files):
-        return {f.split("/")[3]: t for f, t in files.items()
-                if f.startswith("pairs/general_editing/batches/") and f.endswith("_SUCCESS.json")}
+        return {f: t for f, t in files.items() if f.startswith("pairs/general_editing/batches/batch-")}
     old_b, new_b = batches(before), batches(after)
-    kept = {b for b in new_b if b in old_b and new_b[b] == old_b[b]}
-    rerun = set(new_b) - kept
-    assert len(new_b) == 12 and len(rerun) == len(touched) and 1 <= len(touched) <= 5
-    assert {int(b.split("-")[1]) for b in rerun} == touched
-    assert not set(old_b) - set(new_b) - {b for b in old_b if int(b.split("-")[1]) in touched}
-    # instructions: one item per mined batch; the batches of untouched clusters keep their files
-    for b in kept:
+    assert {f: new_b.get(f) for f in old_b} == old_b  # names and files unchanged
+    dirs = {f.split("/")[3] for f in old_b}
+    delta = {f.split("/")[3] for f in new_b} - dirs
+    assert len(dirs) == 12 and len(delta) == len(touched) and 1 <= len(touched) <= 5
+    # instructions: one item per mined batch; the earlier batches' instructed files are untouched
+    for b in dirs:
         f = f"pairs/general_editing/instructed/{b}/pairs.parquet"
-        assert after[f] == before[f]
-    assert not [f for f in after if f.startswith("pairs/general_editing/instructed/") and f.split("/")[3] in
-                set(old_b) - set(new_b)]  # instructed batches no longer mined are gone
-    # shards: one packing unit per instructed batch; a kept batch keeps its tars, new shards are the re-mined
-    # batches' only, and the shards of batches no longer mined are gone
+        assert f in before and after[f] == before[f]
+    # shards: one packing unit per instructed batch: every earlier tar keeps its bytes, the new tars are the
+    # delta batches' only
     shards = root / "shards/mined-general_editing"
     rows = read_manifest(str(shards))
     assert sum(r.samples for r in rows) == second["general_editing"]["shards"]["samples"]
@@ -85,11 +81,10 @@ def test_new_source_files_are_mined_without_redoing_the_rest(tmp_path, prefect_r
     kept_shards = second["general_editing"]["shards"]["kept_shards"]
     old_tars = {f.split("/")[2] for f in before if f.startswith("shards/mined-general_editing/") and f.endswith(".tar")}
     new_tars = {f.split("/")[2] for f in after if f.startswith("shards/mined-general_editing/") and f.endswith(".tar")}
-    assert new_tars == {r.shard for r in rows} and 1 <= kept_shards == len(old_tars & new_tars) < len(rows)
-    for t in old_tars & new_tars:
+    assert new_tars == {r.shard for r in rows} and old_tars < new_tars and kept_shards == len(old_tars)
+    for t in old_tars:
         assert after[f"shards/mined-general_editing/{t}"] == before[f"shards/mined-general_editing/{t}"]
-    assert all(any(t.startswith(f"shard-{b}-") for b in rerun) for t in new_tars - old_tars)
-    assert all(not any(t.startswith(f"shard-{b}-") for b in kept) for t in old_tars - new_tars)
+    assert all(any(t.startswith(f"shard-{b}-") for b in delta) for t in new_tars - old_tars)
     assert second["general_editing"]["shards"]["landed_now"]
 
     # a third run over the same source: nothing runs, no file is rewritten

@@ -52,7 +52,7 @@ def _names(cfg):
 
 
 def test_a_stage_runs_when_a_task_it_produces_is_configured_or_an_enabled_stage_needs_it():
-    mining = ["ingest", "embed", "kmeans", "mine", "instructions", "pack"]
+    mining = ["ingest", "embed", "kmeans-fit", "kmeans-assign", "kmeans", "mine", "instructions", "pack"]
     assert _names(RunConfig()) == mining
     # long_context needs the object removals (and they the segmenter); nothing goes into the synthesis set
     assert _names(RunConfig(synthesis={"tasks": ["long_context"]})) == mining + [
@@ -69,7 +69,8 @@ def test_a_stage_runs_when_a_task_it_produces_is_configured_or_an_enabled_stage_
 def test_a_group_preset_packs_its_sets_and_no_writer_leaves_pairs_unpacked(capsys):
     cfg = RunConfig(mining={"presets": ["general_editing", "series_generation"]})
     steps = [(p, s.label) for p, s in registry.Pipeline(cfg, source="src", writer=None).mining()]
-    assert steps == [(("ingest",), "ingest"), (("embeddings",), "embed"), (("clusters",), "kmeans"),
+    assert steps == [(("ingest",), "ingest"), (("embeddings",), "embed"),
+                     (("kmeans_fit",), "kmeans-fit"), (("kmeans_assign",), "kmeans-assign"), (("clusters",), "kmeans"),
                      (("general_editing", "mined"), "mine-general_editing"),
                      (("series_generation", "mined"), "mine-series_generation"),
                      (("series_generation", "shards"), "pack-mined-series_generation")]

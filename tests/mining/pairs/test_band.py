@@ -99,3 +99,35 @@ def test_gpu_band_matches_cpu():
     gpu = disjoint_sets(len(x), band_edges(x, LO, HI, block=128, device="cuda", dtype="fp16"))
     agree = sum(any(np.array_equal(a, b) for b in gpu) for a in cpu)
     assert agree >= 0.95 * len(cpu)  # fp16 rounding may move pairs sitting on a threshold
+
+
+def test_band_in_row_blocks_equals_one_pass_and_a_delta_keeps_the_edges_touching_new_rows():
+    from mining.pairs.band import band_edges_rows, pairs_from_sets
+
+    rng = np.random.default_rng(5)
+    c = rng.standard_normal((4, 24))
+    x = c[rng.integers(0, 4, 500)] + 0.35 * rng.standard_normal((500, 24))
+    x[250:260] = x[240:250] + 0.01 * rng.standard_normal((10, 24))  # near duplicates: above the band
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    one = band_edges(x, 0.8, 0.97, block=32)
+    assert len(one) > 1000 and one.duplicates > 0
+    reads = []
+    for rb in (32, 96, 100, 10_000):
+        blocked = band_edges_rows(lambda a, b: reads.append((a, b)) or x[a:b], 500, 0.8, 0.97, block=32, row_block=rb)
+        assert all(b - a <= max(32, rb // 32 * 32) for a, b in reads)
+        for f in ("i", "j", "score"):
+            np.testing.assert_array_equal(getattr(blocked, f), getattr(one, f))
+        assert blocked.duplicates == one.duplicates
+        reads.clear()
+    delta = band_edges_rows(lambda a, b: x[a:b], 500, 0.8, 0.97, block=32, row_block=64, first_new=480)
+    new = one.j >= 480
+    np.testing.assert_array_equal(delta.i, one.i[new])
+    np.testing.assert_array_equal(delta.score, one.score[new])
+    # pairs of a set with earlier rows: only those holding a new row, each once
+    sets = [np.arange(470, 500)]
+    full = pairs_from_sets(x, sets, 0.8, 0.97, 10_000, seed=1)
+    part = pairs_from_sets(x, sets, 0.8, 0.97, 10_000, seed=1, first_new=480)
+    keep = full.j >= 480
+    assert np.array_equal(part.i, full.i[keep]) and np.array_equal(part.j, full.j[keep])
+    assert part.out_of_band == full.out_of_band - sum(1 for a in range(470, 480) for b in range(a + 1, 480)
+                                                      if not 0.8 <= x[a] @ x[b] <= 0.97)

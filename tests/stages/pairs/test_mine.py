@@ -8,7 +8,7 @@ from mining.pairs.presets import preset
 from schemas.config import MiningConfig, RunConfig
 from schemas.records import Generator
 from store import storage
-from stages.corpus.cluster import KMeansStage
+from stages.corpus.cluster import cluster_stages
 from stages.corpus.embed import load_embeddings
 from runtime.executors import LocalExecutor
 from stages.pairs.mine import MineReport, MineStage, load_pairs
@@ -23,7 +23,8 @@ def _run(root, emb_uri, cfg: MiningConfig, classifier=None, name="general_editin
                              "pair_classifier": classifier.name if classifier else None})
     run_cfg = RunConfig(root=root, mining=mining, **({"models_dir": str(classifier.parent)} if classifier else {}))
     ex = LocalExecutor()
-    ex.run(KMeansStage(run_cfg))
+    for stage in cluster_stages(run_cfg):
+        ex.run(stage)
     rep = ex.run(MineStage(run_cfg, preset=name))
     return MineReport(rep.outputs[0], **{k: v for k, v in rep.counts.items() if k != "band"})
 

@@ -1,7 +1,7 @@
 import pytest
 
 from schemas.config import RunConfig
-from stages.corpus.cluster import KMeansStage
+from stages.corpus.cluster import cluster_stages
 from stages.corpus.embed import EmbedStage
 from runtime.executors import LocalExecutor
 from stages.corpus.ingest import IngestStage
@@ -16,7 +16,7 @@ def test_pack_writes_every_instructed_pair_once_and_reports_from_its_marker(demo
     cfg = RunConfig(root=str(tmp_path / "root"), shards={"maxcount": 10})
     ex = LocalExecutor()
     pack = PackStage(cfg, preset="general_editing", shard_name="packed")
-    for stage in (IngestStage(cfg, source=str(corpus)), EmbedStage(cfg), KMeansStage(cfg),
+    for stage in (IngestStage(cfg, source=str(corpus)), EmbedStage(cfg), *cluster_stages(cfg),
                   MineStage(cfg, preset="general_editing")):
         ex.run(stage)
     with pytest.raises(FileNotFoundError, match="no complete instructed pairs"):
