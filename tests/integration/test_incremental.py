@@ -10,7 +10,10 @@ from stages.corpus.demo_corpus import generate_variants
 
 CFG = {"ingest": {"partition_files": 100, "chunk_size": 50},
        "mining": {"partition_size": 100, "k": 12, "clusters_per_batch": 1},
-       "shards": {"maxcount": 20}}
+       "shards": {"maxcount": 20},
+       # condition maps on a fraction of the images (chosen by id), in parts of 32 catalog rows
+       "synthesis": {"tasks": ["analysis_canny", "control_canny", "analysis_mosaic"], "fraction": 0.3,
+                     "partition_size": 32}}
 
 
 def _files(root: Path) -> dict[str, float]:
@@ -86,6 +89,14 @@ def test_new_source_files_are_mined_without_redoing_the_rest(tmp_path, prefect_r
         assert after[f"shards/mined-general_editing/{t}"] == before[f"shards/mined-general_editing/{t}"]
     assert all(any(t.startswith(f"shard-{b}-") for b in delta) for t in new_tars - old_tars)
     assert second["general_editing"]["shards"]["landed_now"]
+    # every shard set: no tar written by the first run is rewritten or removed (synthesis: the new images are
+    # a new catalog generation, so new parts and new units only)
+    tars = [f for f in before if f.startswith("shards/") and f.endswith(".tar")]
+    assert {f.split("/")[1] for f in tars} == {"mined-general_editing", "mined-synthesis"}
+    assert all(after.get(f) == before[f] for f in tars)
+    synth = read_manifest(str(root / "shards/mined-synthesis"))
+    assert {r.shard for r in synth} >= {f.split("/")[2] for f in tars if f.startswith("shards/mined-synthesis/")}
+    assert sum(r.samples for r in synth) == second["synthesis"]["shards"]["samples"] > 0
 
     # a third run over the same source: nothing runs, no file is rewritten
     third = mine_flow(source=str(corpus), root=str(root), config=CFG)
