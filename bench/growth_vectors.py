@@ -118,14 +118,15 @@ def write_corpus(root: str, n: int, pool: list[Path], partition: int, family_sha
     EmbedStage(cfg).stamp(out_uri)
 
 
-def run_vectors(n: int, cache: Path, keep: bool, family_share: float = 0.02, partition: int = 4096) -> dict[str, dict]:
+def run_vectors(n: int, cache: Path, keep: bool, family_share: float = 0.02, partition: int = 4096,
+                k: int | None = None) -> dict[str, dict]:
     """{stage label: figures} of K-means, mining, instructions and packing over n synthetic vectors."""
     from prefect import flow
 
     from bench.growth import _corpus, _fmt, FIGURES, stage_row
     from runtime.executors import PrefectRayExecutor
     from schemas.config import RunConfig
-    from stages.corpus.cluster import KMeansStage
+    from stages.corpus.cluster import cluster_stages
     from stages.pairs.instruct import InstructStage
     from stages.pairs.mine import MineStage
     from stages.pairs.pack import PackStage
@@ -136,9 +137,10 @@ def run_vectors(n: int, cache: Path, keep: bool, family_share: float = 0.02, par
     write_corpus(root, n, pool, partition, family_share, families=family_pool(pool, cache / "growth-families"))
     print(f"{n:>8} vectors: catalog and embeddings written in {time.perf_counter() - t0:.0f} s", flush=True)
     # the rows' files are unrelated pool images: the geometric check would refuse every mined pair
-    cfg = RunConfig(root=root, mining={"embedder": EMBEDDER, "partition_size": partition, "geometric_check": False})
+    cfg = RunConfig(root=root, mining={"embedder": EMBEDDER, "partition_size": partition, "geometric_check": False,
+                                              "k": k})
     preset = "general_editing"
-    stages = [KMeansStage(cfg), MineStage(cfg, preset=preset),
+    stages = [*cluster_stages(cfg), MineStage(cfg, preset=preset),
               InstructStage(cfg, preset=preset, writer={"kind": "template"}),
               PackStage(cfg, preset=preset, shard_name=f"growth-{preset}")]
     rows: dict[str, dict] = {}

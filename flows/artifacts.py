@@ -64,13 +64,16 @@ def pair_report(pairs: list[PairRecord], catalog: dict[str, ImageRecord], title:
 
 def band_histogram(pairs_dir: str, band: tuple[float, float], title: str, key: str, bins: int = 20) -> None:
     """Histogram of the stored in-band edge scores, as a text bar chart (the edges are what the band kept)."""
-    edges = storage.read_parquet(PairFiles(pairs_dir).table("edges"))
-    scores = np.asarray(edges.column("score").to_numpy(zero_copy_only=False), np.float64) if len(edges) else np.zeros(0)
     lo, hi = band
-    counts, cuts = np.histogram(scores, bins=bins, range=(lo, hi))
+    counts, cuts = np.zeros(bins, np.int64), np.linspace(lo, hi, bins + 1)
+    n = 0  # the score column read a batch at a time: the flow process holds no corpus-sized table
+    for batch in storage.parquet_file(PairFiles(pairs_dir).table("edges")).iter_batches(columns=["score"]):
+        scores = np.asarray(batch.column(0).to_numpy(zero_copy_only=False), np.float64)
+        counts += np.histogram(scores, bins=bins, range=(lo, hi))[0]
+        n += len(scores)
     top = max(1, counts.max(initial=0))
     rows = [f"{cuts[i]:.3f}-{cuts[i + 1]:.3f} | {'#' * int(round(40 * c / top)):<40} {c}" for i, c in enumerate(counts)]
-    md = (f"## {title}\n\n{len(scores)} edges with {lo} <= cosine <= {hi}\n\n```\n" + "\n".join(rows) + "\n```")
+    md = (f"## {title}\n\n{n} edges with {lo} <= cosine <= {hi}\n\n```\n" + "\n".join(rows) + "\n```")
     create_markdown_artifact(md, key=artifact_key(key), description=title)
 
 

@@ -4,7 +4,7 @@ import numpy as np
 from bench.growth_vectors import FAMILY, synthetic_vectors, write_corpus
 from runtime.executors import LocalExecutor
 from schemas.config import RunConfig
-from stages.corpus.cluster import KMeansStage
+from stages.corpus.cluster import cluster_stages
 from stages.corpus.demo_corpus import generate_variants
 from stages.corpus.ingest import catalog_size
 from stages.pairs.mine import MineStage
@@ -24,7 +24,7 @@ def test_the_synthetic_corpus_is_clustered_and_mined_by_the_stages(tmp_path):
     write_corpus(root, 800, pool, partition=256, family_share=0.5)
     cfg = RunConfig(root=root, mining={"embedder": "siglip", "partition_size": 256, "geometric_check": False})
     assert catalog_size(root) == 800
-    km = LocalExecutor().run(KMeansStage(cfg))
+    km = [LocalExecutor().run(st) for st in cluster_stages(cfg)][-1]
     assert km.counts["points"] == 800
     mined = LocalExecutor().run(MineStage(cfg, preset="general_editing"))
     assert mined.counts["pairs"] > 0

@@ -19,6 +19,7 @@ A batch whose marker exists is skipped; the merge runs when every batch is compl
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -206,7 +207,8 @@ def mine_batch(ids: list[str], x, cluster_of: np.ndarray, out: str, preset: Task
 
 def merge_batches(root: str, preset: TaskPreset, batches: list[str], band: tuple[float, float],
                   points: int | None = None) -> MineReport:
-    """Concatenate the complete batches (their directories, in order) into the preset's tables, sum the
+    """Concatenate the complete batches (their directories, in order) into the preset's tables, streamed one
+    batch's tables at a time, sum the
     counts, write the marker. `points`: the clustered rows, each of which one batch must have mined as new."""
     n_batches = len(batches)
     out = RunLayout(root).pairs(preset.name)
@@ -215,26 +217,34 @@ def merge_batches(root: str, preset: TaskPreset, batches: list[str], band: tuple
         return MineReport(out, **marker["counts"])
     rep = MineReport(out)
     drops: Counter[str] = Counter()
-    parts: dict[str, list[pa.Table]] = {t: [] for t in _TABLES}
-    for b in batches:
-        bm = storage.read_marker(b)
-        if bm is None:
-            raise RuntimeError(f"batch {b} is not complete: run its mining item first")
-        c = bm["counts"]
-        for key in ("clusters", "edges", "sets", "pairs", "groups"):
-            setattr(rep, key, getattr(rep, key) + c[key])
-        drops.update(c["drops"])
-        for t in _TABLES:
-            parts[t].append(storage.read_parquet(PairFiles(b).table(t)))
+    empty: dict[str, pa.Table] = {}  # a table no batch has rows of: written as the first batch's (empty) one
+    with contextlib.ExitStack() as stack:  # one batch's tables in memory at a time; temporary files go on error
+        sinks: dict[str, storage.ParquetSink] = {}
+        for b in batches:
+            bm = storage.read_marker(b)
+            if bm is None:
+                raise RuntimeError(f"batch {b} is not complete: run its mining item first")
+            c = bm["counts"]
+            for key in ("clusters", "edges", "sets", "pairs", "groups"):
+                setattr(rep, key, getattr(rep, key) + c[key])
+            drops.update(c["drops"])
+            for t in _TABLES:
+                tab = storage.read_parquet(PairFiles(b).table(t))
+                if t not in sinks:
+                    if not tab.num_rows:
+                        empty.setdefault(t, tab)
+                        continue
+                    sinks[t] = stack.enter_context(storage.ParquetSink(PairFiles(out).table(t), tab.schema))
+                sinks[t].write(tab.cast(sinks[t].schema))
     rep.drops = dict(sorted(drops.items()))
     mined = sum(storage.read_marker(b).get("new_rows", 0) for b in batches)
     if points is not None and mined != points:
         raise RuntimeError(f"{out}: the batches mined {mined} rows as new, the clustering holds {points}")
     if n_batches == 0:
         write_tables(out, {t: {} for t in _TABLES}, [])
-    for t in _TABLES:
-        if parts[t]:
-            storage.atomic_write_parquet(PairFiles(out).table(t), pa.concat_tables(parts[t]))
+    for t, tab in empty.items():
+        if t not in sinks:
+            storage.atomic_write_parquet(PairFiles(out).table(t), tab)
     storage.atomic_write_bytes(PairFiles(out).drops, json.dumps(rep.drops, indent=1).encode())
     storage.write_marker(out, {"counts": rep.counts(), "band": list(band), "preset": preset.name,
                                "batches": n_batches})
