@@ -131,13 +131,29 @@ def dedup_bucket(root: str, plan: dict, g: int, b: int) -> int:
 POOL_MIN_IDS = 200_000  # a generation with fewer ids runs its units in finalize's process (a pool's start costs more)
 
 
+def _ray_running() -> bool:
+    try:
+        import ray
+    except ImportError:
+        return False
+    return ray.is_initialized()
+
+
 def run_units(root: str, plan: dict, g: int, workers: int) -> int:
-    """The dedup units of generation g not done yet, in `workers` processes when it is worth their start
-    (each holds one bucket); returns how many ran."""
+    """The dedup units of generation g not done yet, when it is worth their start: as Ray tasks over the
+    cluster when Ray runs (the Prefect-over-Ray executor's finalize), else in `workers` processes (each
+    holds one bucket); returns how many ran."""
     cat = CatalogFiles(RunLayout(root).catalog)
     todo = [b for b in range(plan_buckets(plan)) if not storage.exists(cat.dedup(g, b))]
     lo, hi = generation_bounds(plan)[g]
     ids = sum(storage.parquet_file(cat.part(k, "hashes")).metadata.num_rows for k in range(lo, hi)) if todo else 0
+    if len(todo) >= 2 and ids >= POOL_MIN_IDS and _ray_running():
+        import ray
+
+        # Ray tasks of one CPU each, wherever the cluster has room (the root is storage every node reaches)
+        unit = ray.remote(num_cpus=1, max_retries=2)(dedup_bucket)
+        ray.get([unit.remote(root, plan, g, b) for b in todo])
+        return len(todo)
     if workers <= 1 or len(todo) < 2 or ids < POOL_MIN_IDS:
         for b in todo:
             dedup_bucket(root, plan, g, b)

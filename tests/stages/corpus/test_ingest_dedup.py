@@ -138,6 +138,27 @@ def test_units_in_worker_processes_give_the_same_catalog(tmp_path, monkeypatch):
     assert _catalog(str(tmp_path / "one")) == _catalog(str(tmp_path / "two"))
 
 
+@pytest.mark.slow
+def test_units_as_ray_tasks_give_the_same_catalog_and_run_in_ray_workers(tmp_path, monkeypatch):
+    from runtime.ray_pool import ensure_ray, stop_ray
+
+    src = _corpus(tmp_path / "src")
+    ingest(str(src), str(tmp_path / "one"), CFG)
+    monkeypatch.setattr(ingest_dedup, "POOL_MIN_IDS", 0)
+    monkeypatch.setenv("RAY_ADDRESS", "local")
+    pids = []
+    real = ingest_dedup.dedup_bucket
+    monkeypatch.setattr(ingest_dedup, "dedup_bucket", lambda *a: (pids.append(os.getpid()), real(*a))[1])
+    started = ensure_ray()
+    try:
+        ingest(str(src), str(tmp_path / "two"), CFG)
+    finally:
+        if started:
+            stop_ray()
+    assert _catalog(str(tmp_path / "one")) == _catalog(str(tmp_path / "two"))
+    assert pids == []  # no unit ran in this process (each would have recorded it here): they ran as Ray tasks
+
+
 def test_a_unit_done_is_not_run_again(tmp_path):
     src = _corpus(tmp_path / "src")
     root = str(tmp_path / "root")
