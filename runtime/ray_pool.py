@@ -77,9 +77,10 @@ def ensure_ray() -> bool:
             return False
         from runtime.lifeline import guard
 
-        address = os.environ.get("RAY_ADDRESS") or None
-        # "local" (Ray's own word for a new local instance, never one found running) binds like no address
-        bind = local_bind() if address in (None, "local") else (LOOPBACK if _joins_loopback(address) else None)
+        # no RAY_ADDRESS: a new local instance ("local"), never a cluster found running on this machine (another
+        # user's `ray start`, another run's); RAY_ADDRESS=auto joins the running one, host:port a named one
+        address = os.environ.get("RAY_ADDRESS") or "local"
+        bind = local_bind() if address == "local" else (LOOPBACK if _joins_loopback(address) else None)
         guard()  # a local Ray's agents and workers go with this process, however it ends
         kwargs = dict(address=address, runtime_env=RUNTIME_ENV, include_dashboard=False, log_to_driver=False,
                       ignore_reinit_error=True)

@@ -43,6 +43,26 @@ def test_a_local_ray_binds_loopback_unless_asked(monkeypatch):
         local_bind()
 
 
+def test_without_ray_address_a_new_local_instance_starts_and_auto_joins_the_running_one(monkeypatch):
+    import ray
+
+    from runtime import ray_pool
+
+    seen = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: seen.append(kw))
+    monkeypatch.setattr("runtime.lifeline.guard", lambda: None)
+    monkeypatch.delenv(ray_pool.BIND_ENV, raising=False)
+    for env, address in ((None, "local"), ("", "local"), ("auto", "auto"), ("10.0.0.5:6379", "10.0.0.5:6379")):
+        if env is None:
+            monkeypatch.delenv("RAY_ADDRESS", raising=False)
+        else:
+            monkeypatch.setenv("RAY_ADDRESS", env)
+        assert ray_pool.ensure_ray()
+        assert seen[-1]["address"] == address  # Ray's "local" never joins a cluster it finds running
+    monkeypatch.setattr(ray_pool, "_STARTED", False)
+
+
 def test_a_cluster_named_on_loopback_is_joined_on_loopback():
     from runtime.ray_pool import _joins_loopback
 
