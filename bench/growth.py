@@ -143,6 +143,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="500 and 1,000 images, 20,000 vectors")
     ap.add_argument("--k", type=int, default=None, help="K-means clusters of the vector runs (default: n/50, "
                     "at most 10,000)")
+    ap.add_argument("--batch-rows", type=int, default=None, help="mining.batch_rows of the vector runs")
+    ap.add_argument("--layout-rows", type=int, default=None, help="mining.layout_rows of the vector runs")
     ap.add_argument("--fraction", type=float, default=0.05, help="synthesis.fraction (faces too)")
     ap.add_argument("--cpus-per-node", type=int, default=1)
     ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "aceforge-bench"))
@@ -167,7 +169,8 @@ def main() -> None:
         if vectors:
             from bench.growth_vectors import run_vectors
 
-            runs = [run_vectors(n, cache, args.keep, k=args.k) for n in vectors]
+            runs = [run_vectors(n, cache, args.keep, k=args.k, batch_rows=args.batch_rows, layout_rows=args.layout_rows)
+                    for n in vectors]
             tables.append(markdown("Synthetic vectors", vectors, runs))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s\n")
     text = "\n".join(tables)

@@ -119,7 +119,7 @@ def write_corpus(root: str, n: int, pool: list[Path], partition: int, family_sha
 
 
 def run_vectors(n: int, cache: Path, keep: bool, family_share: float = 0.02, partition: int = 4096,
-                k: int | None = None) -> dict[str, dict]:
+                k: int | None = None, batch_rows: int | None = None, layout_rows: int | None = None) -> dict[str, dict]:
     """{stage label: figures} of K-means, mining, instructions and packing over n synthetic vectors."""
     from prefect import flow
 
@@ -138,7 +138,8 @@ def run_vectors(n: int, cache: Path, keep: bool, family_share: float = 0.02, par
     print(f"{n:>8} vectors: catalog and embeddings written in {time.perf_counter() - t0:.0f} s", flush=True)
     # the rows' files are unrelated pool images: the geometric check would refuse every mined pair
     cfg = RunConfig(root=root, mining={"embedder": EMBEDDER, "partition_size": partition, "geometric_check": False,
-                                              "k": k})
+                                              "k": k, **({"batch_rows": batch_rows} if batch_rows else {}),
+                                              **({"layout_rows": layout_rows} if layout_rows else {})})
     preset = "general_editing"
     stages = [*cluster_stages(cfg), MineStage(cfg, preset=preset),
               InstructStage(cfg, preset=preset, writer={"kind": "template"}),
