@@ -60,7 +60,7 @@ def test_mining_and_training_with_every_path_on_s3(s3, tmp_path, prefect_results
     samples = list(read_shard_set(shards["uri"], verify=True))
     assert len(samples) == shards["samples"]
     assert all(s.units[0].image and s.target.image for s in samples)
-    assert s3.exists("aceforge-test/root/clusters/offline-dct-hist/vectors.npy")
+    assert s3.glob("aceforge-test/root/clusters/offline-dct-hist/layout-*/vectors-00000.npy")  # the K-means units
     assert not list(tmp_path.glob("root*"))  # nothing of the run landed on the local disk
 
     cfg = RunConfig(root=root, train={"lora_rank": 4, "max_steps": 2, "checkpoint_every": 2, "max_tokens": 24,
