@@ -12,14 +12,14 @@ from flows.cli import app
 runner = CliRunner()
 
 
-def run_cli(args: list[str], env: dict | None = None) -> SimpleNamespace:
+def run_cli(args: list[str], env: dict | None = None, timeout: float = 600) -> SimpleNamespace:
     """The real command in a subprocess, talking to the session's Prefect server (flows log to the console,
     which an in-process runner would close under them)."""
     from prefect.settings import PREFECT_API_URL
 
     full_env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value() or "", **(env or {})}
     p = subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, env=full_env,
-                       timeout=600)
+                       timeout=timeout)
     return SimpleNamespace(exit_code=p.returncode, output=p.stdout + p.stderr)
 
 

@@ -26,7 +26,8 @@ def test_every_set_of_a_planted_corpus_passes_the_audit(tmp_path, prefect_result
            "synthesis": {"tasks": list(SYNTH_TASKS) + list(FACE_TASKS), "fraction": 0.3, "max_side": 256,
                          "partition_size": 60, "text": {"fraction": 1.0, "max_images": 40}}}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    res = run_cli(["mine", str(src), "--root", str(root), "-c", str(tmp_path / "cfg.yaml")])
+    # every task over ~40 stage runs and their units: 10 min or more on 2 busy cores
+    res = run_cli(["mine", str(src), "--root", str(root), "-c", str(tmp_path / "cfg.yaml")], timeout=1800)
     assert res.exit_code == 0, res.output[-3000:]
     sets = sorted(p for p in (root / "shards").iterdir() if (p / "manifest.parquet").exists())
     assert len(sets) == 4, sets  # two mined presets, synthesis and its chains
