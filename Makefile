@@ -7,7 +7,7 @@ OUT ?= demo_out
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: install demo test test-slow test-all bench docs clean
+.PHONY: install demo test test-slow test-all bench docs clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,10 +33,17 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not gpu and not slow"
 
-test-slow: $(STAMP)
+# Debian's Chromium for the browser tests of the slow suite (Playwright drives it; it downloads no browser)
+browser:
+	@command -v chromium >/dev/null || { \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null; \
+	  else echo "install the Debian packages chromium and chromium-driver: the browser tests need them"; exit 1; fi; }
+
+test-slow: $(STAMP) browser
 	$(BIN)/python -m pytest -q -m "slow and not gpu"
 
-test-all: $(STAMP)
+test-all: $(STAMP) browser
 	$(BIN)/python -m pytest -q -m "not gpu"
 
 # the documentation site under site/ (configuration and layout references generated from the code)
