@@ -21,6 +21,13 @@ import torch
 from schemas.layout import TINY_BASE
 
 TINY_NAME = TINY_BASE
+# x_embedder input channels per token. FLUX.1-Fill: noisy latent (64) + masked-image latent (64) + mask (256).
+# The released ACE++ full fine-tune (`FluxMRModiACEPlus`, IN_CHANNELS 448) inserts the packed latent of the
+# "modify" image (the source pixels under the mask, source * mask) between the masked-image latent and the
+# mask: see trainer/packing.py `fill_condition`.
+FILL_IN_CHANNELS = 384
+FFT_IN_CHANNELS = 448
+IN_CHANNELS = (FILL_IN_CHANNELS, FFT_IN_CHANNELS)
 # The released training configs' T5 ADDED_IDENTIFIER list, in its order (token ids follow it).
 IDENTIFIERS = ("<img>", "{image}", "{caption}", "{mask}", "{ref_image}", "{image1}", "{image2}", "{image3}",
                "{image4}", "{image5}", "{image6}", "{image7}", "{image8}", "{image9}")
@@ -88,16 +95,23 @@ def add_identifiers(pipe):
     return pipe
 
 
-def build_tiny_pipeline(seed: int = 0):
-    """A whole FluxFillPipeline of toy size with random weights (seeded)."""
+def tiny_transformer_config(in_channels: int = FILL_IN_CHANNELS) -> dict:
+    """The toy transformer's constructor arguments (FluxTransformer2DModel's config keys)."""
+    return dict(patch_size=1, in_channels=in_channels, out_channels=64, num_layers=1, num_single_layers=1,
+                attention_head_dim=16, num_attention_heads=4, joint_attention_dim=32, pooled_projection_dim=32,
+                guidance_embeds=True, axes_dims_rope=[4, 6, 6])
+
+
+def build_tiny_pipeline(seed: int = 0, in_channels: int = FILL_IN_CHANNELS):
+    """A whole FluxFillPipeline of toy size with random weights (seeded). `in_channels` 448: the released full
+    fine-tune's input layout (FFT_IN_CHANNELS) instead of FLUX.1-Fill's 384."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxFillPipeline, FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     torch.manual_seed(seed)
-    transformer = FluxTransformer2DModel(
-        patch_size=1, in_channels=384, out_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=16,
-        num_attention_heads=4, joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=True,
-        axes_dims_rope=[4, 6, 6])
+    if in_channels not in IN_CHANNELS:
+        raise ValueError(f"in_channels must be one of {IN_CHANNELS}, got {in_channels}")
+    transformer = FluxTransformer2DModel(**tiny_transformer_config(in_channels))
     vae = AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=4,
@@ -139,5 +153,33 @@ def load_pipeline(folder: str | Path, dtype: torch.dtype = torch.float32):
     pickled = [p for p in folder.rglob("*.bin") if p.parent.name in PIPELINE_PARTS]
     if pickled:
         raise ValueError(f"refusing pickled weights {pickled[0]}: convert them to safetensors")
+    check_in_channels(transformer_config(folder)["in_channels"], folder)
     pipe = FluxFillPipeline.from_pretrained(folder, dtype=dtype, use_safetensors=True, local_files_only=True)
     return add_identifiers(pipe)
+
+
+def transformer_config(folder: str | Path) -> dict:
+    """A diffusers base folder's transformer/config.json (no weights read)."""
+    import json
+
+    path = Path(folder) / "transformer" / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist (expected black-forest-labs/FLUX.1-Fill-dev's layout)")
+    return json.loads(path.read_text())
+
+
+def check_in_channels(in_channels: int, where) -> int:
+    if in_channels not in IN_CHANNELS:
+        raise ValueError(f"{where}: the transformer takes {in_channels} input channels; known layouts: "
+                         f"{FILL_IN_CHANNELS} (FLUX.1-Fill) and {FFT_IN_CHANNELS} (the released ACE++ full "
+                         f"fine-tune)")
+    return in_channels
+
+
+def empty_transformer(config: dict):
+    """A FluxTransformer2DModel of `config` on the meta device: module names and shapes, no memory."""
+    from accelerate import init_empty_weights
+    from diffusers import FluxTransformer2DModel
+
+    with init_empty_weights():
+        return FluxTransformer2DModel.from_config(config)

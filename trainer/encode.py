@@ -19,6 +19,7 @@ from safetensors.torch import save as st_save
 
 from schemas.config import TrainConfig
 from schemas.shard_layout import decode_sample, sample_group
+from trainer.components import FFT_IN_CHANNELS
 from trainer.lcu import LcuInputs, build_inputs
 from trainer.panels import panel_options, sample_panels
 
@@ -46,7 +47,8 @@ def encode_sample_bytes(pipe, raw: dict, cfg: TrainConfig, base_name: str) -> by
     sample = decode_sample(raw)
     panels = sample_panels(sample, cfg.max_tokens, cfg.form, **panel_options(cfg, sample))
     scale = cfg.repainting_scale(sample.task)
-    inp = build_inputs(panels, cfg.form, pipe.vae, scale, _vae_generator(cfg, sample.key))
+    modify = pipe.transformer.config.in_channels == FFT_IN_CHANNELS  # the released full fine-tune's layout
+    inp = build_inputs(panels, cfg.form, pipe.vae, scale, _vae_generator(cfg, sample.key), modify)
     max_len = min(cfg.max_sequence_length, pipe.tokenizer_2.model_max_length)
     embeds, pooled, txt_ids = pipe.encode_prompt(prompt=[sample.instruction], prompt_2=None,
                                                  device=pipe.vae.device, max_sequence_length=max_len)

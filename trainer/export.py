@@ -38,6 +38,9 @@ import torch
 from trainer.lora import DOUBLE_PREFIX, SINGLE_PREFIX, lora_delta, lora_layers
 
 DIFFUSERS_LORA_FILE = "pytorch_lora_weights.safetensors"
+# Metadata key of our kohya files: the input channels of the base they were trained on (384 or 448). Files
+# without it (the released ones) were trained on FLUX.1-Fill's 384.
+IN_CHANNELS_META = "aceforge_in_channels"
 
 # kohya module suffix -> diffusers module suffixes, fused in this order (rows of the BFL weight).
 KOHYA_DOUBLE: dict[str, tuple[str, ...]] = {
@@ -136,12 +139,16 @@ def export_kohya_lora(transformer, out_path: str | Path, adapter_name: str = "de
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.contiguous().cpu() for k, v in kohya_state_dict(transformer, adapter_name, dtype).items()}
     tmp = out_path.with_name(out_path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt", "ss_network_module": "networks.lora_flux"})
+    meta = {"format": "pt", "ss_network_module": "networks.lora_flux"}
+    if getattr(transformer.config, "in_channels", None):
+        meta[IN_CHANNELS_META] = str(transformer.config.in_channels)
+    save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(out_path)
     return out_path
 
 
 _KOHYA_KEY = re.compile(r"lora_unet_(double|single)_blocks_(\d+)_(\w+?)\.(lora_down\.weight|lora_up\.weight|alpha)")
+KOHYA_STEM = re.compile(r"(lora_unet_(?:double|single)_blocks_\d+_\w+?)\.(lora_down\.weight|lora_up\.weight|alpha)")
 
 
 def is_kohya_state_dict(keys) -> bool:

@@ -31,6 +31,7 @@ from einops import rearrange
 from PIL import Image
 
 from schemas.taxonomy import default_repainting_scale
+from trainer.components import FFT_IN_CHANNELS, check_in_channels
 
 MULTIPLE = 16  # VAE factor 8 x 2x2 packing: canvas sides must be multiples of 16
 MAX_TOKENS = 4096  # released inference budget (MAX_SEQ_LEN)
@@ -170,7 +171,9 @@ def _lora(pipe, lora_dir_or_file: str | Path | None):
 
 @torch.no_grad()
 def _fill(pipe, prompt: str, cond: torch.Tensor, mask: np.ndarray, steps: int, guidance: float, seed: int,
-          max_sequence_length: int) -> Image.Image:
+          max_sequence_length: int, modify: torch.Tensor | None = None) -> Image.Image:
+    """`modify`: the 448-channel base's extra input (trainer/packing.py fill_condition), encoded like `cond` and
+    placed between the condition's latents and the mask."""
     device, dtype = pipe._execution_device, pipe.transformer.dtype
     channels, factor = pipe.vae.config.latent_channels, pipe.vae_scale_factor
     h, w = cond.shape[-2:]
@@ -180,10 +183,14 @@ def _fill(pipe, prompt: str, cond: torch.Tensor, mask: np.ndarray, steps: int, g
     mask_t = torch.from_numpy(mask)[None, None].to(device, dtype)
     packed_mask, cond_latents = pipe.prepare_mask_latents(
         mask_t, cond[None].to(device, dtype), 1, channels, 1, h, w, dtype, device, generator)
+    extra = []
+    if modify is not None:
+        extra = [pipe.prepare_mask_latents(mask_t, modify[None].to(device, dtype), 1, channels, 1, h, w, dtype,
+                                           device, generator)[1]]
     processor = pipe.image_processor
     pipe.image_processor = _NoInitImage(processor)
     try:
-        return pipe(prompt=prompt, masked_image_latents=torch.cat([cond_latents, packed_mask], dim=-1),
+        return pipe(prompt=prompt, masked_image_latents=torch.cat([cond_latents, *extra, packed_mask], dim=-1),
                     latents=latents, height=h, width=w, num_inference_steps=steps, guidance_scale=guidance,
                     generator=generator, max_sequence_length=max_sequence_length).images[0]
     finally:
@@ -204,6 +211,9 @@ def run_infer(pipe, prompt: str, edit_image: Image.Image | None, edit_mask: Imag
     edit, mask_in, refs, scale = resolve(edit_image, edit_mask, ref_image, repainting_scale, task, layout)
     canvas, mask, box = _layout(edit, mask_in, refs, max_tokens, out_size)
     cond = _condition(canvas, mask, scale)
+    modify = None
+    if check_in_channels(pipe.transformer.config.in_channels, "the base") == FFT_IN_CHANNELS:
+        modify = _condition(canvas, mask, 0.0) * torch.from_numpy(mask)[None]  # the source under the mask
     with _lora(pipe, lora_dir_or_file):
-        out = _fill(pipe, prompt, cond, mask, steps, guidance, seed, max_sequence_length)
+        out = _fill(pipe, prompt, cond, mask, steps, guidance, seed, max_sequence_length, modify)
     return out.crop(box).resize(out_size, Image.BICUBIC)

@@ -38,7 +38,7 @@ class Panel:
 @dataclass
 class LcuInputs:
     x0: torch.Tensor  # (b, L, 64) packed clean latents
-    cond: torch.Tensor  # (b, L, 320) packed masked-image latents + mask tokens
+    cond: torch.Tensor  # (b, L, 320) packed masked-image latents + mask tokens (384 with the modify latents)
     img_ids: torch.Tensor  # (L, 3)
     is_target: torch.Tensor  # (L,) bool
 
@@ -60,9 +60,10 @@ def _check(panels: list[Panel]) -> None:
 
 @torch.no_grad()
 def build_inputs(panels: list[Panel], form: str, vae, repainting_scale: float = 1.0,
-                 generator: torch.Generator | None = None) -> LcuInputs:
+                 generator: torch.Generator | None = None, modify: bool = False) -> LcuInputs:
     """Model inputs of one sample. `repainting_scale`: the hint scale of the sample's task (context panels
-    have mask 0, so one scale serves the whole canvas); `generator`: sample VAE latents (else their mean)."""
+    have mask 0, so one scale serves the whole canvas); `generator`: sample VAE latents (else their mean);
+    `modify`: the 448-channel layout of the released full fine-tune (packing.fill_condition)."""
     _check(panels)
     dev, dt = next(vae.parameters()).device, next(vae.parameters()).dtype
     if form == "canvas":
@@ -77,7 +78,8 @@ def build_inputs(panels: list[Panel], form: str, vae, repainting_scale: float = 
                                  for p in panels])
         is_target = target_cols[None, :].expand(h // 2, -1).reshape(-1)
         x0 = pack(encode(vae, image, generator))
-        return LcuInputs(x0, fill_condition(vae, cond, mask, repainting_scale, generator), image_ids(h, w), is_target)
+        return LcuInputs(x0, fill_condition(vae, cond, mask, repainting_scale, generator, modify), image_ids(h, w),
+                         is_target)
     if form == "sequence":
         x0s, conds, ids, flags = [], [], [], []
         order = [panels[-1]] + panels[:-1]  # target first: unit index 0, as in a single-panel sample
@@ -85,7 +87,7 @@ def build_inputs(panels: list[Panel], form: str, vae, repainting_scale: float = 
             image, cond, mask = (t[None].to(dev, dt) for t in (p.image, p.cond, p.mask))
             h, w = image.shape[-2] // 8, image.shape[-1] // 8
             x0s.append(pack(encode(vae, image, generator)))
-            conds.append(fill_condition(vae, cond, mask, repainting_scale, generator))
+            conds.append(fill_condition(vae, cond, mask, repainting_scale, generator, modify))
             ids.append(image_ids(h, w, index=index))
             flags.append(torch.full((h // 2 * (w // 2),), p.is_target))
         return LcuInputs(torch.cat(x0s, 1), torch.cat(conds, 1), torch.cat(ids, 0), torch.cat(flags))

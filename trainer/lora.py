@@ -70,15 +70,47 @@ def lora_target_names(transformer: torch.nn.Module) -> list[str]:
     return [n for n, m in transformer.named_modules() if isinstance(m, torch.nn.Linear) and is_lora_target(n)]
 
 
-def lora_config(rank: int = 64, alpha: float | None = None):
+def lora_config(rank: int = 64, alpha: float | None = None, layout: "AdapterLayout | None" = None):
     """The ACE++ LoRA config: Kaiming-uniform A, zero B (the adapter starts as the identity; the released
-    trainer's initialisation, peft's default), no dropout."""
+    trainer's initialisation, peft's default), no dropout. `layout`: exactly these modules, each with its own
+    rank and alpha (a released LoRA file's; `rank` and `alpha` are then ignored)."""
     from peft import LoraConfig
 
+    if layout is not None:
+        return LoraConfig(r=layout.rank, lora_alpha=layout.alpha, target_modules=layout.target_regex(),
+                          rank_pattern=layout.rank_pattern(), alpha_pattern=layout.alpha_pattern(),
+                          init_lora_weights=True, lora_dropout=0.0, bias="none")
     if rank <= 0:
         raise ValueError(f"rank must be positive, got {rank}")
     return LoraConfig(r=rank, lora_alpha=float(rank if alpha is None else alpha), target_modules=TARGET_REGEX,
                       init_lora_weights=True, lora_dropout=0.0, bias="none")
+
+
+class AdapterLayout:
+    """Which modules carry a LoRA and each one's (rank, alpha): a released file's layout, module by module.
+
+    `rank` / `alpha` are the most common values; peft's rank_pattern / alpha_pattern carry the exceptions,
+    keyed by the escaped full module name (peft matches `(.*\\.)?(<key>)$`: a full name anchored at the
+    start, so `transformer_blocks.0...` never matches `single_transformer_blocks.0...`).
+    """
+
+    def __init__(self, modules: dict[str, tuple[int, float]]):
+        if not modules:
+            raise ValueError("an adapter layout needs at least one module")
+        self.modules = dict(modules)
+        ranks = [r for r, _ in self.modules.values()]
+        alphas = [a for _, a in self.modules.values()]
+        self.rank = max(set(ranks), key=ranks.count)
+        self.alpha = float(max(set(alphas), key=alphas.count))
+
+    def target_regex(self) -> str:
+        return "(?:" + "|".join(re.escape(n) for n in sorted(self.modules)) + ")"
+
+    def rank_pattern(self) -> dict[str, int]:
+        return {re.escape(n): r for n, (r, _) in self.modules.items() if r != self.rank}
+
+    def alpha_pattern(self) -> dict[str, float]:
+        return {re.escape(n): float(a) for n, (_, a) in self.modules.items() if float(a) != self.alpha}
 
 
 def lora_layers(transformer: torch.nn.Module, adapter_name: str = "default") -> Iterator[tuple[str, torch.nn.Module]]:
@@ -121,14 +153,15 @@ def tie_fused_lora(transformer: torch.nn.Module, adapter_name: str = "default") 
 
 
 def add_lora(transformer: torch.nn.Module, rank: int = 64, alpha: float | None = None,
-             adapter_name: str = "default", fused: bool = True) -> int:
+             adapter_name: str = "default", fused: bool = True, layout: AdapterLayout | None = None) -> int:
     """Inject a LoRA adapter (diffusers' `add_adapter`), freeze everything else; returns the trainable count.
 
     fused: one LoRA per fused BFL linear (shared lora_A), as released; see the module docstring.
+    layout: exactly these modules with their own ranks and alphas (trainer/released.py), instead of the recipe's.
     Save the base transformer before calling this (see the module docstring).
     """
     transformer.requires_grad_(False)
-    transformer.add_adapter(lora_config(rank, alpha), adapter_name=adapter_name)
+    transformer.add_adapter(lora_config(rank, alpha, layout), adapter_name=adapter_name)
     if fused:
         tie_fused_lora(transformer, adapter_name)
     n_trainable = 0

@@ -49,10 +49,20 @@ def hinted(image: torch.Tensor, mask: torch.Tensor, repainting_scale: float = 1.
 
 
 def fill_condition(vae, image: torch.Tensor, mask: torch.Tensor, repainting_scale: float = 1.0,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """The 320 conditioning channels per token: packed latent of the hinted image, then the (binary) mask."""
+                   generator: torch.Generator | None = None, modify: bool = False) -> torch.Tensor:
+    """The 320 conditioning channels per token: packed latent of the hinted image, then the (binary) mask.
+
+    modify: the released ACE++ full fine-tune's 384 (x_embedder in_channels 448): the packed latent of the
+    "modify" image, `image * mask` (the source pixels the mask marks for change; the whole source under a
+    full mask, i.e. an instruction edit), goes between the hinted image's latent and the mask. The released
+    trainer (`MODIFY_MODE`, `FluxMRModiACEPlus.prepare_input`) orders the channels this way; it is how that
+    model tells editing (source visible in these channels) from repainting.
+    """
     cond = hinted(image, mask, repainting_scale)
-    return torch.cat([pack(encode(vae, cond, generator)), mask_tokens(mask.to(image.dtype))], dim=-1)
+    parts = [pack(encode(vae, cond, generator))]
+    if modify:
+        parts.append(pack(encode(vae, image * mask, generator)))
+    return torch.cat(parts + [mask_tokens(mask.to(image.dtype))], dim=-1)
 
 
 def image_ids(h: int, w: int, index: int = 0, w_offset: int = 0) -> torch.Tensor:

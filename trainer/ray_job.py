@@ -3,7 +3,8 @@
 Checkpoints go to <root>/checkpoints/<run_name>/ every `checkpoint_every` steps (and at the end); a crash
 is retried once from the latest checkpoint, and a re-run with the same run name resumes from it (the run
 folder's identity.json must match: trainer/runs.py); a run already at `max_steps` returns at once. A run
-with `init_from` starts from that checkpoint's weights, with a fresh optimiser at step 0. Rank 0 writes
+with `init_from` starts from that checkpoint's weights (or a LoRA file's: trainer/released.py), with a fresh
+optimiser at step 0. Rank 0 writes
 every logged step (and every checkpoint step) to metrics/step-NNNNNNN.json beside the checkpoints (one file
 per step: object stores cannot append; a step retried after a crash overwrites its file), merged into
 metrics.jsonl at the end; it rewrites live.json every `ui_every` steps for a watcher (trainer/live.py) and,
@@ -84,9 +85,12 @@ def _loop(config: dict) -> None:
     if ckpt is not None:
         with ckpt.as_directory() as d:
             trainer.load_state(d)
-    elif config.get("init"):  # a new run from another run's weights: fresh optimiser, step 0
-        with local_folder(config["init"]) as d:
-            trainer.init_weights(d)
+    elif config.get("init"):  # a new run from another run's weights or a LoRA file: fresh optimiser, step 0
+        if trainer.lora_file is not None:  # read in setup, which built the adapter from its layout
+            trainer.init_weights_from_file()
+        else:
+            with local_folder(config["init"]) as d:
+                trainer.init_weights(d)
     counts = DataCounts()
     batches = iter_batches(iter_examples(config["urls"], cfg, rank, world, start=trainer.examples_seen,
                                          counts=counts), cfg.batch_size, start=trainer.examples_seen)
@@ -164,7 +168,7 @@ def run_training(cfg: TrainConfig, shard_urls, root: str | Path, export: bool = 
         if not ray.is_initialized():  # the entry point owns Ray (flows/training.py starts it)
             raise RuntimeError("Ray is not running: start it first (runtime.ray_pool.ensure_ray)")
         with watch(run_dir) if watch is not None else nullcontext():
-            result = _fit(cfg, sets, base, ckpts, run_dir, init.checkpoint.uri if init else None)
+            result = _fit(cfg, sets, base, ckpts, run_dir, init.uri if init else None)
         fs.invalidate_cache()  # Ray's workers wrote the checkpoints: an object store's cached listings are stale
         uri = _uri(fs, result.checkpoint.path)
         with result.checkpoint.as_directory() as local_ckpt:

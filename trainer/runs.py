@@ -20,11 +20,13 @@ from typing import Iterator
 from schemas import io as storage
 from schemas.config import TrainConfig
 from schemas.layout import CheckpointFiles, RunFiles
+from trainer.components import FILL_IN_CHANNELS
 
 IDENTITY_FILE = RunFiles.IDENTITY
 STATE_META = CheckpointFiles.STATE
 STATE_WEIGHTS = CheckpointFiles.WEIGHTS
 CHECKPOINT_PREFIX = "checkpoint_"  # Ray Train names each checkpoint folder checkpoint_<timestamp>
+LORA_FILE_SUFFIX = ".safetensors"  # init_from naming one file: a LoRA (trainer/released.py)
 
 # TrainConfig fields left out of a run's identity: they do not change the weights a run ends with (where it
 # runs, how often it reports, saves or evaluates; the name itself). max_steps is in (the cosine schedule is
@@ -37,15 +39,29 @@ NOT_IN_IDENTITY = frozenset({"run_name", "checkpoint_every", "log_every", "cpus_
                              "eval_samples", "eval_draws", "eval_images", "eval_infer_steps", "ui_every"})
 
 
-def check_compatible(meta: dict, cfg: TrainConfig, what: str) -> None:
-    """A checkpoint's state.json against the config that would load it: mode, LoRA fusion and rank."""
+def check_compatible(meta: dict, cfg: TrainConfig, what: str, in_channels: int | None = None) -> None:
+    """A checkpoint's state.json against the config that would load it: mode, LoRA fusion and rank, and (given
+    the base's `in_channels`) the base's input layout. A run started from a LoRA file takes its ranks from the
+    file, not from lora_rank (the weights' shapes are checked when they load)."""
     if meta["mode"] != cfg.mode:
         raise ValueError(f"{what} is {meta['mode']} training, the config asks for {cfg.mode}")
     if cfg.mode == "lora" and meta.get("lora_fused", False) != cfg.lora_fused:
         raise ValueError(f"{what} has lora_fused={meta.get('lora_fused', False)}, the config asks "
                          f"for {cfg.lora_fused}")
-    if cfg.mode == "lora" and meta.get("lora_rank", cfg.lora_rank) != cfg.lora_rank:
+    from_file = bool(cfg.init_from) and cfg.init_from.rstrip("/").endswith(LORA_FILE_SUFFIX)
+    if cfg.mode == "lora" and not from_file and meta.get("lora_rank", cfg.lora_rank) != cfg.lora_rank:
         raise ValueError(f"{what} has lora_rank={meta['lora_rank']}, the config asks for {cfg.lora_rank}")
+    theirs = meta.get("in_channels", FILL_IN_CHANNELS)  # checkpoints written before 448 bases: FLUX.1-Fill's
+    if in_channels is not None and theirs != in_channels:
+        raise ValueError(f"{what} was trained on a {theirs}-channel base, this base takes {in_channels} input "
+                         f"channels (384: FLUX.1-Fill; 448: the released ACE++ full fine-tune)")
+
+
+def base_transformer_config(cfg: TrainConfig) -> dict:
+    """The transformer config of the run's base (no weights read): 'tiny' is the toy model's."""
+    from trainer.components import tiny_transformer_config, transformer_config
+
+    return tiny_transformer_config() if cfg.base == "tiny" else transformer_config(cfg.base)
 
 
 @dataclass(frozen=True)
@@ -95,35 +111,65 @@ def latest_checkpoint(run_dir: str) -> Checkpoint | None:
 
 @dataclass(frozen=True)
 class InitSource:
-    """The weights a run starts from: a checkpoint, and the identity of the run that wrote it (if recorded)."""
+    """The weights a run starts from: a checkpoint and the identity of the run that wrote it (if recorded), or
+    a LoRA file in kohya / ComfyUI keys (a released ACE++ LoRA, or a kohya export)."""
 
-    checkpoint: Checkpoint
+    checkpoint: Checkpoint | None
     run_identity: str | None
+    lora_file: object | None = None  # trainer.released.LoraFile
+
+    @property
+    def uri(self) -> str:
+        return self.lora_file.uri if self.lora_file is not None else self.checkpoint.uri
 
     def identity(self) -> dict:
-        """Content, not location: the writing run's identity and the step, when the run recorded one."""
+        """Content, not location: the writing run's identity and the step, when the run recorded one; a LoRA
+        file's sha256."""
+        if self.lora_file is not None:
+            return self.lora_file.identity()
         if self.run_identity:
             return {"run": self.run_identity, "step": self.checkpoint.step}
         return {"checkpoint": self.checkpoint.uri, "step": self.checkpoint.step}
 
 
+def resolve_lora_file(uri: str, cfg: TrainConfig) -> InitSource:
+    """`init_from` naming a LoRA file: read, mapped onto the base's modules (its config only) and checked; a
+    one-line ValueError naming the key that does not fit."""
+    from trainer.released import check_lora_file, read_lora_file
+
+    if cfg.mode != "lora":
+        raise ValueError(f"init_from {uri} is a LoRA file: it starts LoRA training (train.mode lora), the config "
+                         f"asks for {cfg.mode}")
+    if not cfg.lora_fused:
+        raise ValueError(f"init_from {uri} is a LoRA file with one down projection per fused BFL linear: it needs "
+                         f"train.lora_fused true")
+    lora = read_lora_file(uri)
+    check_lora_file(lora, base_transformer_config(cfg))
+    return InitSource(None, None, lora)
+
+
 def resolve_init(uri: str, cfg: TrainConfig) -> InitSource:
-    """`init_from` -> the checkpoint it means (a checkpoint folder, or a run folder's latest checkpoint),
-    checked against the config; a one-line ValueError when it is missing or does not fit."""
+    """`init_from` -> the checkpoint it means (a checkpoint folder, or a run folder's latest checkpoint), or a
+    LoRA file (`*.safetensors`, kohya / ComfyUI keys), checked against the config and the base's layout; a
+    one-line ValueError when it is missing or does not fit."""
+    from trainer.released import is_lora_file
+
     uri = storage.absolute(uri.rstrip("/")) or uri
     if not storage.exists(uri):
         raise ValueError(f"init_from {uri} does not exist")
+    if is_lora_file(uri):
+        return resolve_lora_file(uri, cfg)
     meta = _read_json(storage.join(uri, STATE_META))
     if meta is not None:
         ckpt, run_dir = Checkpoint(uri, meta), storage.parent(uri)
     else:
         ckpt, run_dir = latest_checkpoint(uri), uri
         if ckpt is None:
-            raise ValueError(f"init_from {uri} is neither a checkpoint folder ({STATE_META}) nor a run folder "
-                             f"holding one ({CHECKPOINT_PREFIX}*)")
+            raise ValueError(f"init_from {uri} is neither a checkpoint folder ({STATE_META}), a run folder "
+                             f"holding one ({CHECKPOINT_PREFIX}*) nor a LoRA file (*{LORA_FILE_SUFFIX})")
     if not storage.exists(storage.join(ckpt.uri, STATE_WEIGHTS)):
         raise ValueError(f"init_from {ckpt.uri} has no {STATE_WEIGHTS}")
-    check_compatible(ckpt.meta, cfg, f"init_from {ckpt.uri}")
+    check_compatible(ckpt.meta, cfg, f"init_from {ckpt.uri}", base_transformer_config(cfg)["in_channels"])
     recorded = _read_json(storage.join(run_dir, IDENTITY_FILE))
     return InitSource(ckpt, recorded["hash"] if recorded else None)
 

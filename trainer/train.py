@@ -19,11 +19,12 @@ from safetensors.torch import load_file, save_file
 
 from schemas.config import TrainConfig
 from schemas.layout import CheckpointFiles
-from trainer.components import load_pipeline
+from trainer.components import FFT_IN_CHANNELS, check_in_channels, load_pipeline
 from trainer.data import Example
 from trainer.flow import logit_normal_sigmas, noisy, split_loss, token_mse, velocity_target
 from trainer.lcu import LcuInputs, build_inputs, collate
 from trainer.lora import add_lora
+from trainer.released import adapter_layout, is_lora_file, load_lora_file, read_lora_file
 from trainer.runs import STATE_META, STATE_WEIGHTS, check_compatible
 
 STATE_OPT = CheckpointFiles.OPTIMIZER
@@ -57,7 +58,16 @@ class AceTrainer:
             m.requires_grad_(False).eval().to(self.device)
         tr = pipe.transformer.to(self.device)
         tr.requires_grad_(False)
-        if cfg.mode == "lora":
+        self.modify = check_in_channels(tr.config.in_channels, self.base_dir) == FFT_IN_CHANNELS
+        self.lora_file = None
+        if cfg.mode == "lora" and cfg.init_from and is_lora_file(cfg.init_from):
+            # the adapter has the file's modules, ranks and alphas (a resume loads its own weights over it)
+            if not cfg.lora_fused:
+                raise ValueError(f"init_from {cfg.init_from} is a LoRA file: it needs train.lora_fused true")
+            self.lora_file = read_lora_file(cfg.init_from)
+            layout, _ = adapter_layout(self.lora_file, tr)
+            add_lora(tr, fused=True, layout=layout)
+        elif cfg.mode == "lora":
             add_lora(tr, cfg.lora_rank, cfg.lora_alpha, fused=cfg.lora_fused)
         else:
             tr.requires_grad_(True)
@@ -94,8 +104,8 @@ class AceTrainer:
             txt_ids = examples[0].encoded.txt_ids.to(self.device)
         else:
             vae_gen = self._vae_generator(step) if cfg.vae_sample else None  # posterior draws, as released
-            inp = collate([build_inputs(ex.panels, cfg.form, self.pipe.vae, cfg.repainting_scale(ex.task), vae_gen)
-                           for ex in examples])
+            inp = collate([build_inputs(ex.panels, cfg.form, self.pipe.vae, cfg.repainting_scale(ex.task), vae_gen,
+                                        self.modify) for ex in examples])
             embeds, pooled, txt_ids = self.encode_text([ex.instruction for ex in examples])
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 1_009 + self.rank)
         b = inp.x0.shape[0]
@@ -153,7 +163,15 @@ class AceTrainer:
         (folder / STATE_META).write_text(json.dumps({"step": self.step_no, "examples_seen": self.examples_seen,
                                                      "mode": self.cfg.mode, "form": self.cfg.form,
                                                      "lora_fused": self.cfg.lora_fused,
-                                                     "lora_rank": self.cfg.lora_rank, "phase": self.cfg.phase}))
+                                                     "lora_rank": self._lora_rank(), "phase": self.cfg.phase,
+                                                     "in_channels": self.transformer.config.in_channels}))
+
+    def _lora_rank(self) -> int:
+        """The adapter's rank: the config's, or the LoRA file's (its most common one) for a run started from
+        one."""
+        if self.lora_file is None:
+            return self.cfg.lora_rank
+        return self.transformer.peft_config["default"].r
 
     def load_state(self, folder: str | Path) -> None:
         """Resume: the weights, the optimiser and schedule, the step and the stream position."""
@@ -170,9 +188,19 @@ class AceTrainer:
         self._load_weights(Path(folder), "init_from")
         self.step_no, self.examples_seen = 0, 0
 
+    def init_weights_from_file(self) -> int:
+        """Start from the LoRA file `init_from` names (read in setup; trainer/released.py): the adapter's A and B
+        are the file's down and up, its scale the file's alpha / rank; the optimiser and schedule stay fresh
+        and the step and stream position stay 0. Returns the kohya modules loaded."""
+        if self.lora_file is None:
+            raise ValueError("init_from names no LoRA file")
+        n = load_lora_file(self.transformer, self.lora_file)
+        self.step_no, self.examples_seen = 0, 0
+        return n
+
     def _load_weights(self, folder: Path, what: str) -> dict:
         meta = json.loads((folder / STATE_META).read_text())
-        check_compatible(meta, self.cfg, f"{what} {folder}")
+        check_compatible(meta, self.cfg, f"{what} {folder}", self.transformer.config.in_channels)
         weights = load_file(str(folder / STATE_WEIGHTS))
         missing = set(self.trainable) - set(weights)
         if missing:

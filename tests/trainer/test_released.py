@@ -1,0 +1,310 @@
+"""Starting from the released ACE++ LoRAs (kohya / ComfyUI keys) and from a 448-channel (full fine-tune) base.
+
+The stand-ins are written in the released files' key layout: for every double block the ten BFL modules
+(`img_attn_qkv`, `img_attn_proj`, `img_mlp_0`, `img_mlp_2`, `img_mod_lin` and their `txt_` twins) and for every
+single block `linear1`, `linear2`, `modulation_lin`, each as `lora_unet_<block>_<i>_<module>.lora_down.weight`,
+`.lora_up.weight` and `.alpha`, bf16, rank 16 (subject, local editing) or 64 (portrait), alpha = rank (the
+released recipe's). Their expected effect is computed here by hand from this table of BFL rows, independently
+of trainer/released.py.
+"""
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from schemas.config import TrainConfig
+from tests.conftest import make_sample
+from trainer.data import Example
+from trainer.panels import sample_panels
+from trainer.train import AceTrainer
+
+# BFL module -> the diffusers linears whose rows it stacks, in order (the spec of the released layout)
+DOUBLE = {"img_attn_qkv": ["attn.to_q", "attn.to_k", "attn.to_v"], "img_attn_proj": ["attn.to_out.0"],
+          "img_mlp_0": ["ff.net.0.proj"], "img_mlp_2": ["ff.net.2"], "img_mod_lin": ["norm1.linear"],
+          "txt_attn_qkv": ["attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"],
+          "txt_attn_proj": ["attn.to_add_out"], "txt_mlp_0": ["ff_context.net.0.proj"],
+          "txt_mlp_2": ["ff_context.net.2"], "txt_mod_lin": ["norm1_context.linear"]}
+SINGLE = {"linear1": ["attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"], "linear2": ["proj_out"],
+          "modulation_lin": ["norm.linear"]}
+
+
+def _targets(transformer):
+    for i in range(len(transformer.transformer_blocks)):
+        for name, parts in DOUBLE.items():
+            yield f"lora_unet_double_blocks_{i}_{name}", [f"transformer_blocks.{i}.{p}" for p in parts]
+    for i in range(len(transformer.single_transformer_blocks)):
+        for name, parts in SINGLE.items():
+            yield f"lora_unet_single_blocks_{i}_{name}", [f"single_transformer_blocks.{i}.{p}" for p in parts]
+
+
+def write_standin(transformer, path, rank=16, alpha=None, seed=0, std=0.05):
+    """A released-layout LoRA for `transformer`'s shapes with random down and up (bf16, like the releases)."""
+    g = torch.Generator().manual_seed(seed)
+    modules = dict(transformer.named_modules())
+    out = {}
+    for stem, names in _targets(transformer):
+        rows = sum(modules[n].out_features for n in names)
+        out[f"{stem}.lora_down.weight"] = (torch.randn(rank, modules[names[0]].in_features, generator=g) * std)
+        out[f"{stem}.lora_up.weight"] = torch.randn(rows, rank, generator=g) * std
+        out[f"{stem}.alpha"] = torch.tensor(float(rank if alpha is None else alpha))
+    save_file({k: v.to(torch.bfloat16).contiguous() for k, v in out.items()}, str(path))
+    return path
+
+
+@torch.no_grad()
+def merge_by_hand(transformer, path):
+    """W += alpha / r * up @ down, up's rows split over the fused parts (what the released native merge does
+    for alpha = rank, and kohya / ComfyUI for any alpha)."""
+    sd = {k: v.float() for k, v in load_file(str(path)).items()}
+    modules = dict(transformer.named_modules())
+    for stem, names in _targets(transformer):
+        down, up = sd[f"{stem}.lora_down.weight"], sd[f"{stem}.lora_up.weight"]
+        delta = sd[f"{stem}.alpha"].item() / down.shape[0] * (up @ down)
+        start = 0
+        for n in names:
+            w = modules[n].weight
+            w += delta[start:start + w.shape[0]]
+            start += w.shape[0]
+
+
+def _examples(n=4, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        s = make_sample(i, rng, with_mask=(i % 2 == 0))
+        out.append(Example(s.key, s.task, s.instruction, sample_panels(s, 24, "canvas")))
+    return out
+
+
+def _cfg(**kw):
+    base = dict(mode="lora", lora_rank=8, lr=5e-3, max_steps=1000, gradient_checkpointing=False,
+                max_sequence_length=32, max_tokens=24, use_gpu="no", vae_sample=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _base_loss(folder, example, merged_from=None):
+    ref = AceTrainer(_cfg(mode="full"), folder)
+    ref.setup()
+    if merged_from is not None:
+        merge_by_hand(ref.transformer, merged_from)
+    return float(ref.loss([example], 0)["loss"].detach())
+
+
+@pytest.mark.parametrize("rank,alpha", [(16, 16.0), (64, 64.0), (16, 32.0)],
+                         ids=["subject-local-lora16", "portrait-lora64", "rank16-alpha32"])
+def test_a_run_from_a_released_lora_starts_at_its_weights_trains_and_exports_its_layout(tiny_base, tmp_path, rank,
+                                                                                         alpha):
+    from trainer.export import export_kohya_lora
+
+    folder, pipe = tiny_base
+    standin = write_standin(pipe.transformer, tmp_path / f"comfyui_lora{rank}.safetensors", rank, alpha)
+    ex = _examples()[0]
+    expected = _base_loss(folder, ex, merged_from=standin)
+    assert abs(expected - _base_loss(folder, ex)) > 1e-3  # the stand-in changes the loss
+
+    run = AceTrainer(_cfg(init_from=str(standin)), folder)  # lora_rank 8 in the config: the file decides
+    run.setup()
+    assert run.init_weights_from_file() == 13  # 10 double-block and 3 single-block modules
+    assert (run.step_no, run.examples_seen) == (0, 0) and not run.opt.state
+    first = run.train_step([ex])
+    assert first["step"] == 1 and first["loss"] == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    for e in _examples()[1:]:
+        assert np.isfinite(run.train_step([e])["loss"])
+
+    out = export_kohya_lora(run.transformer, tmp_path / "export.safetensors")
+    theirs, ours = load_file(str(standin)), load_file(str(out))
+    assert ours.keys() == theirs.keys()
+    for k in theirs:
+        assert ours[k].shape == theirs[k].shape, k  # same rank everywhere
+    moved = [k for k in theirs if k.endswith("lora_up.weight") and not torch.equal(ours[k], theirs[k])]
+    assert moved  # it trained
+
+
+@pytest.mark.slow
+def test_export_of_a_released_lora_run_loads_through_diffusers_and_resumes(tiny_base, tmp_path):
+    """The checkpoint -> export path (export_checkpoint rebuilds the adapter from the file and loads the
+    checkpoint over it); the diffusers export loads with FluxFillPipeline.load_lora_weights and gives the
+    trained adapter's output, the kohya export keeps the released key set."""
+    from tests.trainer.test_lora import forward
+    from trainer.components import load_pipeline
+    from trainer.ray_job import export_checkpoint
+
+    folder, pipe = tiny_base
+    standin = write_standin(pipe.transformer, tmp_path / "comfyui_subject_lora16.safetensors", 16)
+    cfg = _cfg(init_from=str(standin))
+    run = AceTrainer(cfg, folder)
+    run.setup()
+    run.init_weights_from_file()
+    for e in _examples():
+        run.train_step([e])
+    run.save_state(tmp_path / "ckpt")
+    made = export_checkpoint(cfg, folder, tmp_path / "ckpt", str(tmp_path / "exports"))
+    assert set(made) == {"diffusers_lora", "comfyui_lora"}
+    kohya = load_file(made["comfyui_lora"])
+    assert kohya.keys() == load_file(str(standin)).keys()
+    assert {v.shape[0] for k, v in kohya.items() if k.endswith("lora_down.weight")} == {16}
+
+    trained = forward(run.transformer.eval(), img_tokens=4)
+    fresh = load_pipeline(folder)
+    base = forward(fresh.transformer, img_tokens=4)
+    fresh.load_lora_weights(made["diffusers_lora"])
+    assert (trained - base).abs().max() > 1e-3
+    torch.testing.assert_close(forward(fresh.transformer, img_tokens=4), trained, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_the_mapping_equals_diffusers_own_kohya_conversion(tmp_path):
+    """A stand-in at FLUX.1's width (one single block: diffusers' converter hard-codes FLUX.1's linear1 split;
+    one double block at toy width) loaded through diffusers' converter gives the transformer our mapping
+    gives, and the run's kohya export of it loads through the converter too."""
+    from diffusers import FluxFillPipeline
+
+    from tests.trainer.test_lora import forward, tiny_transformer
+    from trainer.export import export_kohya_lora
+    from trainer.lora import add_lora
+    from trainer.released import adapter_layout, load_lora_file, read_lora_file
+
+    for shape in (dict(num_layers=1, num_single_layers=0), dict(num_layers=0, num_single_layers=1, flux_width=True)):
+        ours = tiny_transformer(**shape)
+        standin = write_standin(ours, tmp_path / "released.safetensors", rank=16, std=0.02)
+        lora = read_lora_file(str(standin))
+        add_lora(ours, fused=True, layout=adapter_layout(lora, ours)[0])
+        load_lora_file(ours, lora)
+        theirs = tiny_transformer(**shape)
+        base = forward(theirs)
+        wrap = lambda t: FluxFillPipeline(scheduler=None, vae=None, text_encoder=None, tokenizer=None,  # noqa: E731
+                                          text_encoder_2=None, tokenizer_2=None, transformer=t)
+        wrap(theirs).load_lora_weights(str(standin), adapter_name="released")
+        mapped = forward(ours)
+        assert (mapped - base).abs().max() > 1e-3
+        torch.testing.assert_close(forward(theirs), mapped, rtol=1e-4, atol=1e-5)
+        exported = export_kohya_lora(ours, tmp_path / "export.safetensors", dtype=torch.float32)
+        again = tiny_transformer(**shape)
+        wrap(again).load_lora_weights(str(exported))
+        torch.testing.assert_close(forward(again), mapped, rtol=1e-4, atol=1e-5)
+
+
+def _one_line(fn, says):
+    with pytest.raises(ValueError, match=says) as info:
+        fn()
+    assert "\n" not in str(info.value)
+
+
+def test_a_lora_file_that_does_not_fit_is_refused_in_one_line_naming_the_key(tiny_base, tmp_path):
+    from trainer.runs import resolve_init
+
+    folder, pipe = tiny_base
+    cfg = _cfg(base=str(folder))
+    good = write_standin(pipe.transformer, tmp_path / "good.safetensors", 16)
+    sd = load_file(str(good))
+    init = resolve_init(str(good), cfg.model_copy(update={"init_from": str(good)}))
+    assert init.lora_file is not None and init.identity()["lora_file_sha256"] == init.lora_file.sha256
+
+    def variant(name, change):
+        p = tmp_path / f"{name}.safetensors"
+        save_file({k: v.clone() for k, v in change(dict(sd)).items()}, str(p))
+        return str(p)
+
+    stray = "lora_unet_final_layer_linear.lora_down.weight"
+    cases = {
+        variant("stray", lambda d: {**d, stray: d["lora_unet_single_blocks_0_linear2.lora_down.weight"]}): stray,
+        variant("unknown_module", lambda d: {**d, "lora_unet_double_blocks_0_img_attn_norm.lora_down.weight":
+                                             d["lora_unet_double_blocks_0_img_attn_proj.lora_down.weight"]}):
+            "lora_unet_double_blocks_0_img_attn_norm.lora_down.weight names no module the trainer adapts",
+        variant("deeper", lambda d: {**d, **{k.replace("single_blocks_0", "single_blocks_7"): v for k, v in d.items()
+                                             if "single_blocks_0" in k}}):
+            "lora_unet_single_blocks_7_linear1.lora_down.weight maps to single_transformer_blocks.7",
+        variant("wider", lambda d: {**d, "lora_unet_double_blocks_0_img_mlp_0.lora_down.weight":
+                                    torch.zeros(16, 3072, dtype=torch.bfloat16)}):
+            r"lora_unet_double_blocks_0_img_mlp_0.lora_down.weight is \(16, 3072\)",
+        variant("rank", lambda d: {**d, "lora_unet_single_blocks_0_linear2.lora_up.weight":
+                                   torch.zeros(64, 8, dtype=torch.bfloat16)}):
+            r"lora_unet_single_blocks_0_linear2.lora_up.weight is \(64, 8\), expected \(64, 16\)",
+        variant("no_up", lambda d: {k: v for k, v in d.items() if k != "lora_unet_double_blocks_0_txt_mlp_2.lora_up.weight"}):
+            "lora_unet_double_blocks_0_txt_mlp_2 has no lora_up.weight",
+    }
+    for uri, says in cases.items():
+        _one_line(lambda: resolve_init(uri, cfg.model_copy(update={"init_from": uri})), says)
+    _one_line(lambda: resolve_init(str(good), cfg.model_copy(update={"mode": "full"})), "starts LoRA training")
+    _one_line(lambda: resolve_init(str(good), cfg.model_copy(update={"lora_fused": False})), "lora_fused true")
+
+
+def test_cli_refuses_a_lora_that_does_not_fit_before_anything_starts(tiny_base, tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    folder, pipe = tiny_base
+    sd = load_file(str(write_standin(pipe.transformer, tmp_path / "x.safetensors", 16)))
+    for part in ("lora_down.weight", "lora_up.weight", "alpha"):  # the tiny base has one double block
+        sd[f"lora_unet_double_blocks_3_img_attn_qkv.{part}"] = sd.pop(f"lora_unet_double_blocks_0_img_attn_qkv.{part}")
+    bad = tmp_path / "comfyui_subject_lora16.safetensors"
+    save_file(sd, str(bad))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"root: {tmp_path / 'root'}\ntrain:\n  base: {folder}\n")
+    res = CliRunner().invoke(app, ["train", str(tmp_path / "no-shards"), "--config", str(cfg),
+                                   "--init-from", str(bad)])
+    assert res.exit_code == 1
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "lora_unet_double_blocks_3_img_attn_qkv.lora_down.weight" in lines[0], res.output
+    assert not (tmp_path / "root").exists()  # nothing started
+
+
+@pytest.fixture(scope="module")
+def fft_base(tmp_path_factory):
+    from trainer.components import build_tiny_pipeline, save_pipeline
+
+    pipe = build_tiny_pipeline(seed=0, in_channels=448)
+    return save_pipeline(pipe, tmp_path_factory.mktemp("fft") / "tiny-fft"), pipe
+
+
+def test_a_448_channel_base_trains_a_step_exports_and_refuses_a_384_lora(fft_base, tiny_base, tmp_path):
+    from diffusers import FluxTransformer2DModel
+
+    from trainer.ray_job import export_checkpoint
+    from trainer.runs import resolve_init
+
+    folder, pipe = fft_base
+    assert pipe.transformer.x_embedder.weight.shape[1] == 448
+    ex = _examples()
+    full = AceTrainer(_cfg(mode="full", lr=1e-3), folder)
+    full.setup()
+    assert full.modify
+    before = full.transformer.x_embedder.weight.detach().clone()
+    m = full.train_step([ex[0]])
+    assert np.isfinite(m["loss"]) and not torch.equal(before, full.transformer.x_embedder.weight)
+    full.save_state(tmp_path / "ckpt")
+    cfg = _cfg(mode="full", lr=1e-3)
+    made = export_checkpoint(cfg, folder, tmp_path / "ckpt", str(tmp_path / "exports"))
+    reloaded = FluxTransformer2DModel.from_pretrained(made["diffusers_transformer"])
+    assert reloaded.config.in_channels == 448
+    assert torch.equal(reloaded.x_embedder.weight, full.transformer.x_embedder.weight.detach())
+
+    # a 384-channel checkpoint, and a released (384-channel) LoRA, do not fit this base: refused in one line
+    tiny_folder, tiny_pipe = tiny_base
+    other = AceTrainer(_cfg(mode="full"), tiny_folder)
+    other.setup()
+    other.save_state(tmp_path / "ckpt384")
+    _one_line(lambda: resolve_init(str(tmp_path / "ckpt384"), _cfg(mode="full", base=str(folder))),
+              "trained on a 384-channel base, this base takes 448")
+    standin = str(write_standin(tiny_pipe.transformer, tmp_path / "comfyui_local_lora16.safetensors", 16))
+    _one_line(lambda: resolve_init(standin, _cfg(base=str(folder), init_from=standin)),
+              "trained on a 384-channel base, this base takes 448")
+
+
+def test_the_448_layout_puts_the_source_under_the_mask_between_condition_and_mask(fft_base):
+    from trainer.packing import encode, fill_condition, pack
+
+    _, pipe = fft_base
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, 32, 32, generator=g) * 2 - 1
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., 8:24, 0:16] = 1
+    plain = fill_condition(pipe.vae, image, mask, 1.0)
+    fft = fill_condition(pipe.vae, image, mask, 1.0, modify=True)
+    assert plain.shape[-1] == 320 and fft.shape[-1] == 384
+    torch.testing.assert_close(fft[..., :64], plain[..., :64])  # the hinted (blanked) image's latent
+    torch.testing.assert_close(fft[..., 128:], plain[..., 64:])  # the mask tokens, last
+    torch.testing.assert_close(fft[..., 64:128], pack(encode(pipe.vae, image * mask)))
