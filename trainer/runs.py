@@ -49,8 +49,16 @@ def check_compatible(meta: dict, cfg: TrainConfig, what: str, in_channels: int |
         raise ValueError(f"{what} has lora_fused={meta.get('lora_fused', False)}, the config asks "
                          f"for {cfg.lora_fused}")
     from_file = bool(cfg.init_from) and cfg.init_from.rstrip("/").endswith(LORA_FILE_SUFFIX)
-    if cfg.mode == "lora" and not from_file and meta.get("lora_rank", cfg.lora_rank) != cfg.lora_rank:
-        raise ValueError(f"{what} has lora_rank={meta['lora_rank']}, the config asks for {cfg.lora_rank}")
+    if cfg.mode == "lora" and not from_file:
+        if meta.get("lora_rank", cfg.lora_rank) != cfg.lora_rank:
+            raise ValueError(f"{what} has lora_rank={meta['lora_rank']}, the config asks for {cfg.lora_rank}")
+        if meta.get("lora_per_module"):
+            raise ValueError(f"{what} has per-module ranks or alphas (a run started from a LoRA file): start from "
+                             f"that run's comfyui_lora export (a LoRA file) instead")
+        alpha = float(cfg.lora_rank if cfg.lora_alpha is None else cfg.lora_alpha)
+        if float(meta.get("lora_alpha", alpha)) != alpha:
+            raise ValueError(f"{what} has lora_alpha={meta['lora_alpha']}, the config gives {alpha} "
+                             f"(train.lora_alpha; unset: lora_rank)")
     theirs = meta.get("in_channels", FILL_IN_CHANNELS)  # checkpoints written before 448 bases: FLUX.1-Fill's
     if in_channels is not None and theirs != in_channels:
         raise ValueError(f"{what} was trained on a {theirs}-channel base, this base takes {in_channels} input "

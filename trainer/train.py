@@ -163,15 +163,18 @@ class AceTrainer:
         (folder / STATE_META).write_text(json.dumps({"step": self.step_no, "examples_seen": self.examples_seen,
                                                      "mode": self.cfg.mode, "form": self.cfg.form,
                                                      "lora_fused": self.cfg.lora_fused,
-                                                     "lora_rank": self._lora_rank(), "phase": self.cfg.phase,
-                                                     "in_channels": self.transformer.config.in_channels}))
+                                                     "phase": self.cfg.phase,
+                                                     "in_channels": self.transformer.config.in_channels,
+                                                     **self._lora_meta()}))
 
-    def _lora_rank(self) -> int:
-        """The adapter's rank: the config's, or the LoRA file's (its most common one) for a run started from
-        one."""
-        if self.lora_file is None:
-            return self.cfg.lora_rank
-        return self.transformer.peft_config["default"].r
+    def _lora_meta(self) -> dict:
+        """The adapter's rank and alpha (a LoRA file's most common ones for a run started from one) and whether
+        some module has another (per_module: only a run started from that file can load it)."""
+        if self.cfg.mode != "lora":
+            return {"lora_rank": self.cfg.lora_rank}
+        pc = self.transformer.peft_config["default"]
+        return {"lora_rank": pc.r, "lora_alpha": float(pc.lora_alpha),
+                "lora_per_module": bool(pc.rank_pattern or pc.alpha_pattern)}
 
     def load_state(self, folder: str | Path) -> None:
         """Resume: the weights, the optimiser and schedule, the step and the stream position."""

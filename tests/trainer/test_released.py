@@ -8,6 +8,8 @@ released recipe's). Their expected effect is computed here by hand from this tab
 of trainer/released.py.
 """
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -308,3 +310,66 @@ def test_the_448_layout_puts_the_source_under_the_mask_between_condition_and_mas
     torch.testing.assert_close(fft[..., :64], plain[..., :64])  # the hinted (blanked) image's latent
     torch.testing.assert_close(fft[..., 128:], plain[..., 64:])  # the mask tokens, last
     torch.testing.assert_close(fft[..., 64:128], pack(encode(pipe.vae, image * mask)))
+
+
+@pytest.mark.slow
+def test_a_ray_run_from_a_released_lora_exports_its_key_set_and_rank(tmp_path):
+    """Through Ray Train (trainer/ray_job.py): the worker builds the file's adapter, starts from it at step 0,
+    checkpoints and exports; the run's identity names the file by its sha256."""
+    import hashlib
+    import json
+
+    import ray
+
+    from schemas.config import ShardConfig
+    from store.shards import shard_uris, write_shard_set
+    from trainer.components import build_tiny_pipeline
+    from trainer.ray_job import run_training
+
+    rng = np.random.default_rng(0)
+    write_shard_set([make_sample(i, rng, with_mask=i % 2 == 0) for i in range(4)], str(tmp_path / "shards"),
+                    ShardConfig(maxcount=4))
+    standin = write_standin(build_tiny_pipeline(seed=0).transformer,
+                            tmp_path / "comfyui_portrait_lora64.safetensors", 64)
+    cfg = TrainConfig(max_steps=2, checkpoint_every=2, max_tokens=24, max_sequence_length=32, num_workers=1,
+                      cpus_per_worker=0.5, use_gpu="no", gradient_checkpointing=False, init_from=str(standin))
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
+    try:
+        res = run_training(cfg, shard_uris(str(tmp_path / "shards")), tmp_path / "root")
+    finally:
+        ray.shutdown()
+    assert res.step == 2 and [m["step"] for m in res.metrics] == [1, 2]
+    identity = json.loads(Path(res.run_dir, "identity.json").read_text())
+    assert identity["init_from"]["lora_file_sha256"] == hashlib.sha256(standin.read_bytes()).hexdigest()
+    state = json.loads(Path(res.checkpoint, "state.json").read_text())
+    assert (state["lora_rank"], state["in_channels"]) == (64, 384)
+    ours, theirs = load_file(res.exports["comfyui_lora"]), load_file(str(standin))
+    assert ours.keys() == theirs.keys() and all(ours[k].shape == theirs[k].shape for k in theirs)
+
+
+def test_phase_two_continues_a_run_that_started_from_a_lora_file(tiny_base, tmp_path):
+    """Phase 2 from such a run's checkpoint builds the recipe adapter from the config: its rank and alpha must
+    be the file's, else it is refused in one line (never loaded at another scale)."""
+    from trainer.runs import resolve_init
+
+    folder, pipe = tiny_base
+    standin = write_standin(pipe.transformer, tmp_path / "comfyui_subject_lora16.safetensors", 16, alpha=32.0)
+    one = AceTrainer(_cfg(init_from=str(standin)), folder)
+    one.setup()
+    one.init_weights_from_file()
+    ex = _examples()
+    one.train_step([ex[0]])
+    one.save_state(tmp_path / "run" / "checkpoint_2025-01-01_00-00-00.000000")
+    expected = float(one.loss([ex[1]], 0)["loss"].detach())
+    ck = str(tmp_path / "run")
+    _one_line(lambda: resolve_init(ck, _cfg(phase=2)), "lora_rank=16, the config asks for 8")
+    _one_line(lambda: resolve_init(ck, _cfg(phase=2, lora_rank=16)), "lora_alpha=32.0, the config gives 16.0")
+    cfg = _cfg(phase=2, lora_rank=16, lora_alpha=32.0, init_from=ck)
+    init = resolve_init(ck, cfg)
+    two = AceTrainer(cfg, folder)
+    two.setup()
+    two.init_weights(init.checkpoint.uri)
+    assert two.step_no == 0 and two.train_step([ex[1]])["loss"] == pytest.approx(expected, rel=1e-6)
