@@ -162,7 +162,9 @@ def transformer_config(folder: str | Path) -> dict:
     """A diffusers base folder's transformer/config.json (no weights read)."""
     import json
 
-    path = Path(folder) / "transformer" / "config.json"
+    from diffusers.utils import CONFIG_NAME  # diffusers' own name for a model folder's config
+
+    path = Path(folder) / "transformer" / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist (expected black-forest-labs/FLUX.1-Fill-dev's layout)")
     return json.loads(path.read_text())

@@ -22,8 +22,9 @@ def train(shard_uris: list[str] = typer.Argument(..., help="one or more complete
           run_name: Optional[str] = typer.Option(None, help="train.run_name; unset: named by the shards and "
                                                              "settings (the same resume, new ones start anew)"),
           phase: Optional[int] = typer.Option(None, help="train.phase: 1 (0-ref tasks) or 2 (all tasks)"),
-          init_from: Optional[str] = typer.Option(None, help="train.init_from: a checkpoint folder, or a run folder "
-                                                              "<root>/checkpoints/<run> (its latest checkpoint)"),
+          init_from: Optional[str] = typer.Option(None, help="train.init_from: a checkpoint folder, a run folder "
+                                                              "<root>/checkpoints/<run> (its latest checkpoint), or "
+                                                              "a kohya/ComfyUI LoRA file (a released ACE++ LoRA)"),
           phases: Optional[str] = typer.Option(None, help="e.g. 1,2: phase 1, then phase 2 from its weights"),
           precompute: bool = typer.Option(False, help="encode latents and text embeddings into side shards first")
           ) -> None:

@@ -62,8 +62,10 @@ class TrainConfig(_Config):
                                  "the result, init_from), so the same data resumes and new data starts a new run; "
                                  "a name given here is refused when its folder holds a run of other data")
     init_from: str | None = Field(None, description="start from these weights with a fresh optimiser at step 0 "
-                                  "(phase 2 from phase 1): a checkpoint folder, or a run folder "
-                                  "<root>/checkpoints/<run> (its latest checkpoint)")
+                                  "(phase 2 from phase 1): a checkpoint folder, a run folder "
+                                  "<root>/checkpoints/<run> (its latest checkpoint), or a LoRA file in kohya / "
+                                  "ComfyUI keys (*.safetensors: the released ACE++ LoRAs, a comfyui_lora export), "
+                                  "whose modules, ranks and alphas the run's LoRA takes (lora_rank is ignored)")
     eval_fraction: float = Field(0.0, ge=0, lt=1, description="share of samples held out of training by a hash "
                                  "of (seed, key); 0: no held-out split, no eval at checkpoints")
     eval_samples: int = Field(4, ge=1, description="held-out samples per task whose loss is measured at each "

@@ -373,3 +373,15 @@ def test_phase_two_continues_a_run_that_started_from_a_lora_file(tiny_base, tmp_
     two.setup()
     two.init_weights(init.checkpoint.uri)
     assert two.step_no == 0 and two.train_step([ex[1]])["loss"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_the_released_files_are_listed_without_unread_digests():
+    from trainer.released import RELEASED_ACE_PLUS
+
+    by_name = {f.name: f for f in RELEASED_ACE_PLUS}
+    assert len(by_name) == 4 and {f.kind for f in RELEASED_ACE_PLUS} == {"lora", "full"}
+    for f in RELEASED_ACE_PLUS:
+        assert f.sha256 is None  # none was read from a published source
+        if f.kind == "lora":  # the rank is in the released file name, the layout is FLUX.1-Fill's
+            assert f.path.endswith(f"lora{f.rank}.safetensors") and f.in_channels == 384
+    assert by_name["ace-plus-fft"].in_channels == 448
