@@ -173,7 +173,7 @@ def resolve_init(uri: str, cfg: TrainConfig) -> InitSource:
     else:
         ckpt, run_dir = latest_checkpoint(uri), uri
         if ckpt is None:
-            raise ValueError(f"init_from {uri} is neither a checkpoint folder ({STATE_META}), a run folder "
+            raise ValueError(f"init_from {uri} is neither a checkpoint folder ({STATE_META}) nor a run folder "
                              f"holding one ({CHECKPOINT_PREFIX}*) nor a LoRA file (*{LORA_FILE_SUFFIX})")
     if not storage.exists(storage.join(ckpt.uri, STATE_WEIGHTS)):
         raise ValueError(f"init_from {ckpt.uri} has no {STATE_WEIGHTS}")

@@ -277,6 +277,15 @@ def test_a_448_channel_base_trains_a_step_exports_and_refuses_a_384_lora(fft_bas
     before = full.transformer.x_embedder.weight.detach().clone()
     m = full.train_step([ex[0]])
     assert np.isfinite(m["loss"]) and not torch.equal(before, full.transformer.x_embedder.weight)
+    # precomputed (side-shard) inputs carry the same 384 condition channels, and train as the live path does
+    from schemas.shard_layout import encode_sample
+    from trainer.encode import decode_encoded, encode_sample_bytes
+
+    sample = make_sample(0, np.random.default_rng(0), with_mask=True)
+    _, enc = decode_encoded(encode_sample_bytes(pipe, encode_sample(sample), _cfg(), folder.name))
+    assert enc.inputs.cond.shape[-1] == 384
+    m = full.train_step([Example(sample.key, sample.task, sample.instruction, [], enc)])
+    assert m["step"] == 2 and np.isfinite(m["loss"])
     full.save_state(tmp_path / "ckpt")
     cfg = _cfg(mode="full", lr=1e-3)
     made = export_checkpoint(cfg, folder, tmp_path / "ckpt", str(tmp_path / "exports"))
