@@ -394,3 +394,32 @@ def test_the_released_files_are_listed_without_unread_digests():
         if f.kind == "lora":  # the rank is in the released file name, the layout is FLUX.1-Fill's
             assert f.path.endswith(f"lora{f.rank}.safetensors") and f.in_channels == 384
     assert by_name["ace-plus-fft"].in_channels == 448
+
+
+def test_inference_on_a_448_channel_base_feeds_the_source_under_the_mask(fft_base, monkeypatch):
+    from PIL import Image
+
+    from trainer.infer import run_infer
+    from trainer.packing import encode, pack
+
+    _, pipe = fft_base
+    seen = []
+    hook = pipe.transformer.x_embedder.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
+    rng = np.random.default_rng(0)
+    edit = Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    mask = np.zeros((32, 32), np.uint8)
+    mask[8:24, :16] = 255
+    source = torch.from_numpy(np.asarray(edit, np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+    m = torch.from_numpy(mask > 128).float()[None, None]
+    expected = pack(encode(pipe.vae, source * m))  # the modify channels: the source's pixels under the mask
+    # the pipeline samples the VAE posterior: hand it the posterior mean, as `encode` above takes
+    vae_encode = pipe.vae.encode
+    monkeypatch.setattr(pipe.vae, "encode", lambda x, *a, **k: type("Out", (), {
+        "latents": vae_encode(x).latent_dist.mode()})())
+    try:
+        out = run_infer(pipe, "add a cat", edit, Image.fromarray(mask), steps=1, max_sequence_length=32,
+                        repainting_scale=1.0)
+    finally:
+        hook.remove()
+    assert out.size == (32, 32) and seen and seen[0].shape[-1] == 448
+    torch.testing.assert_close(seen[0][0, :, 128:192], expected[0], rtol=1e-4, atol=1e-4)
