@@ -25,6 +25,7 @@ import hashlib
 import json
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -209,3 +210,155 @@ def load_lora_file(transformer, lora: LoraFile, adapter_name: str = "default") -
                 raise ValueError(f"{n}: peft scaling {scale} is not the file's alpha / rank "
                                  f"{alpha} / {down.shape[0]}")
     return len(names_of)
+
+
+# --- the released full fine-tune (BFL keys) as a diffusers base folder -----------------------------------------
+
+BFL_PREFIX = "model.diffusion_model."  # some BFL checkpoints nest their keys under it
+
+
+def _swap_halves(w: torch.Tensor) -> torch.Tensor:
+    """BFL's final adaLN emits (shift, scale); diffusers' AdaLayerNormContinuous (scale, shift)."""
+    a, b = w.chunk(2, dim=0)
+    return torch.cat([b, a], dim=0)
+
+
+def bfl_to_diffusers(sd: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
+    """BFL FLUX transformer keys -> diffusers FluxTransformer2DModel keys, for `config`'s width (diffusers' own
+    converter fixes FLUX.1's 3,072). Every BFL key must be used: a left-over key raises, naming it."""
+    sd = {k[len(BFL_PREFIX):] if k.startswith(BFL_PREFIX) else k: v for k, v in sd.items()}
+    inner = config["num_attention_heads"] * config["attention_head_dim"]
+    out: dict[str, torch.Tensor] = {}
+    used: set[str] = set()
+
+    def take(bfl: str, diff: str, fn=None) -> None:
+        for p in ("weight", "bias"):
+            key = f"{bfl}.{p}"
+            if key in sd:
+                out[f"{diff}.{p}"] = fn(sd[key]) if fn else sd[key]
+                used.add(key)
+
+    def scale(bfl: str, diff: str) -> None:
+        out[f"{diff}.weight"] = sd[f"{bfl}.scale"]
+        used.add(f"{bfl}.scale")
+
+    def split(bfl: str, diffs: list[str], sizes: list[int]) -> None:
+        for p in ("weight", "bias"):
+            key = f"{bfl}.{p}"
+            if key in sd:
+                for d, part in zip(diffs, torch.split(sd[key], sizes, dim=0)):
+                    out[f"{d}.{p}"] = part.clone()
+                used.add(key)
+
+    for bfl, diff in (("time_in.in_layer", "time_text_embed.timestep_embedder.linear_1"),
+                      ("time_in.out_layer", "time_text_embed.timestep_embedder.linear_2"),
+                      ("vector_in.in_layer", "time_text_embed.text_embedder.linear_1"),
+                      ("vector_in.out_layer", "time_text_embed.text_embedder.linear_2"),
+                      ("guidance_in.in_layer", "time_text_embed.guidance_embedder.linear_1"),
+                      ("guidance_in.out_layer", "time_text_embed.guidance_embedder.linear_2"),
+                      ("txt_in", "context_embedder"), ("img_in", "x_embedder"), ("final_layer.linear", "proj_out")):
+        take(bfl, diff)
+    take("final_layer.adaLN_modulation.1", "norm_out.linear", _swap_halves)
+    for i in range(config["num_layers"]):
+        b, d = f"double_blocks.{i}", f"transformer_blocks.{i}"
+        take(f"{b}.img_mod.lin", f"{d}.norm1.linear")
+        take(f"{b}.txt_mod.lin", f"{d}.norm1_context.linear")
+        split(f"{b}.img_attn.qkv", [f"{d}.attn.to_q", f"{d}.attn.to_k", f"{d}.attn.to_v"], [inner] * 3)
+        split(f"{b}.txt_attn.qkv", [f"{d}.attn.add_q_proj", f"{d}.attn.add_k_proj", f"{d}.attn.add_v_proj"],
+              [inner] * 3)
+        scale(f"{b}.img_attn.norm.query_norm", f"{d}.attn.norm_q")
+        scale(f"{b}.img_attn.norm.key_norm", f"{d}.attn.norm_k")
+        scale(f"{b}.txt_attn.norm.query_norm", f"{d}.attn.norm_added_q")
+        scale(f"{b}.txt_attn.norm.key_norm", f"{d}.attn.norm_added_k")
+        take(f"{b}.img_attn.proj", f"{d}.attn.to_out.0")
+        take(f"{b}.txt_attn.proj", f"{d}.attn.to_add_out")
+        for j in ("0", "2"):
+            take(f"{b}.img_mlp.{j}", f"{d}.ff.net.{j}{'.proj' if j == '0' else ''}")
+            take(f"{b}.txt_mlp.{j}", f"{d}.ff_context.net.{j}{'.proj' if j == '0' else ''}")
+    for i in range(config["num_single_layers"]):
+        b, d = f"single_blocks.{i}", f"single_transformer_blocks.{i}"
+        take(f"{b}.modulation.lin", f"{d}.norm.linear")
+        split(f"{b}.linear1", [f"{d}.attn.to_q", f"{d}.attn.to_k", f"{d}.attn.to_v", f"{d}.proj_mlp"],
+              [inner] * 3 + [sd[f"{b}.linear1.weight"].shape[0] - 3 * inner] if f"{b}.linear1.weight" in sd else [])
+        scale(f"{b}.norm.query_norm", f"{d}.attn.norm_q")
+        scale(f"{b}.norm.key_norm", f"{d}.attn.norm_k")
+        take(f"{b}.linear2", f"{d}.proj_out")
+    left = sorted(set(sd) - used)
+    if left:
+        raise ValueError(f"{left[0]}: a BFL key this conversion does not place ({len(left)} left over)")
+    return out
+
+
+def bfl_config(sd: dict[str, torch.Tensor], like: dict) -> dict:
+    """The diffusers config of a BFL checkpoint: `like` (the FLUX.1-Fill transformer's config) with the
+    checkpoint's input channels and block counts."""
+    sd = {k[len(BFL_PREFIX):] if k.startswith(BFL_PREFIX) else k: v for k, v in sd.items()}
+    if "img_in.weight" not in sd:
+        raise ValueError("img_in.weight missing: not a BFL FLUX transformer checkpoint")
+    blocks = lambda kind: 1 + max((int(k.split(".")[1]) for k in sd if k.startswith(f"{kind}.")), default=-1)  # noqa: E731
+    return {**{k: v for k, v in like.items() if not k.startswith("_")}, "in_channels": int(sd["img_in.weight"].shape[1]),
+            "num_layers": blocks("double_blocks"), "num_single_layers": blocks("single_blocks")}
+
+
+def fft_base(fill_folder: str | Path, fft_file: str | Path, out_folder: str | Path, link: bool = True) -> Path:
+    """A diffusers base folder for the released full fine-tune: FLUX.1-Fill-dev's folder (`fill_folder`) with
+    its transformer replaced by `fft_file` (BFL keys, x_embedder of 448 inputs) converted. The other parts
+    are linked (`link`, default: no copy of the 10 GB of text encoders) or copied. Refused in one line: a file
+    whose input is not 448 channels, or whose widths do not fit FLUX.1-Fill's config."""
+    import shutil
+
+    from accelerate import init_empty_weights
+    from diffusers import FluxTransformer2DModel
+    from safetensors.torch import load_file
+
+    from trainer.components import FFT_IN_CHANNELS, PIPELINE_PARTS, transformer_config
+
+    fill_folder, out_folder = Path(fill_folder), Path(out_folder)
+    like = transformer_config(fill_folder)
+    sd = load_file(str(fft_file))
+    config = bfl_config(sd, like)
+    if config["in_channels"] != FFT_IN_CHANNELS:
+        raise ValueError(f"{fft_file}: img_in takes {config['in_channels']} input channels, the released full "
+                         f"fine-tune {FFT_IN_CHANNELS}")
+    converted = bfl_to_diffusers(sd, config)
+    with init_empty_weights():
+        model = FluxTransformer2DModel.from_config(config)
+    try:
+        model.load_state_dict(converted, strict=True, assign=True)
+    except RuntimeError as e:  # shapes or keys that do not fit the config: the first line names them
+        raise ValueError(f"{fft_file} does not fit FLUX.1-Fill's transformer config: "
+                         f"{' '.join(str(e).split())[:300]}") from None
+    if out_folder.exists():
+        raise ValueError(f"{out_folder} exists: give a new folder")
+    out_folder.mkdir(parents=True)
+    model.save_pretrained(out_folder / "transformer", safe_serialization=True)
+    for part in [p for p in PIPELINE_PARTS if p != "transformer"] + ["model_index.json"]:
+        src = (fill_folder / part).resolve()
+        if link:
+            (out_folder / part).symlink_to(src, target_is_directory=src.is_dir())
+        elif src.is_dir():
+            shutil.copytree(src, out_folder / part)
+        else:
+            shutil.copy2(src, out_folder / part)
+    return out_folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m trainer.released fft-base FILL_DIR FFT_FILE OUT_DIR [--copy]`."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) not in (4, 5) or args[0] != "fft-base" or (len(args) == 5 and args[4] != "--copy"):
+        print("usage: python -m trainer.released fft-base FLUX.1-Fill-dev-folder ace_plus_fft.safetensors OUT [--copy]")
+        return 2
+    try:
+        out = fft_base(args[1], args[2], args[3], link=len(args) == 4)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"fft-base failed: {e}")
+        return 1
+    print(f"wrote {out} (train.base: {out})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -423,3 +423,103 @@ def test_inference_on_a_448_channel_base_feeds_the_source_under_the_mask(fft_bas
         hook.remove()
     assert out.size == (32, 32) and seen and seen[0].shape[-1] == 448
     torch.testing.assert_close(seen[0][0, :, 128:192], expected[0], rtol=1e-4, atol=1e-4)
+
+
+def to_bfl(state: dict) -> dict:
+    """diffusers FLUX transformer keys -> BFL keys (what the released ace_plus_fft file holds): this test's own
+    inverse, written from BFL's module tree."""
+    out, sd = {}, dict(state)
+
+    def put(bfl, diff, fn=lambda t: t):
+        for p in ("weight", "bias"):
+            if f"{diff}.{p}" in sd:
+                out[f"{bfl}.{p}"] = fn(sd.pop(f"{diff}.{p}"))
+
+    def cat(bfl, diffs):
+        for p in ("weight", "bias"):
+            out[f"{bfl}.{p}"] = torch.cat([sd.pop(f"{d}.{p}") for d in diffs])
+
+    def norm(bfl, diff):
+        out[f"{bfl}.scale"] = sd.pop(f"{diff}.weight")
+
+    for bfl, diff in (("time_in.in_layer", "time_text_embed.timestep_embedder.linear_1"),
+                      ("time_in.out_layer", "time_text_embed.timestep_embedder.linear_2"),
+                      ("vector_in.in_layer", "time_text_embed.text_embedder.linear_1"),
+                      ("vector_in.out_layer", "time_text_embed.text_embedder.linear_2"),
+                      ("guidance_in.in_layer", "time_text_embed.guidance_embedder.linear_1"),
+                      ("guidance_in.out_layer", "time_text_embed.guidance_embedder.linear_2"),
+                      ("txt_in", "context_embedder"), ("img_in", "x_embedder"), ("final_layer.linear", "proj_out")):
+        put(bfl, diff)
+    put("final_layer.adaLN_modulation.1", "norm_out.linear", lambda t: torch.cat(t.chunk(2)[::-1]))
+    doubles = {k.split(".")[1] for k in state if k.startswith("transformer_blocks.")}
+    singles = {k.split(".")[1] for k in state if k.startswith("single_transformer_blocks.")}
+    for i in doubles:
+        b, d = f"double_blocks.{i}", f"transformer_blocks.{i}"
+        put(f"{b}.img_mod.lin", f"{d}.norm1.linear")
+        put(f"{b}.txt_mod.lin", f"{d}.norm1_context.linear")
+        cat(f"{b}.img_attn.qkv", [f"{d}.attn.to_{x}" for x in "qkv"])
+        cat(f"{b}.txt_attn.qkv", [f"{d}.attn.add_{x}_proj" for x in "qkv"])
+        norm(f"{b}.img_attn.norm.query_norm", f"{d}.attn.norm_q")
+        norm(f"{b}.img_attn.norm.key_norm", f"{d}.attn.norm_k")
+        norm(f"{b}.txt_attn.norm.query_norm", f"{d}.attn.norm_added_q")
+        norm(f"{b}.txt_attn.norm.key_norm", f"{d}.attn.norm_added_k")
+        put(f"{b}.img_attn.proj", f"{d}.attn.to_out.0")
+        put(f"{b}.txt_attn.proj", f"{d}.attn.to_add_out")
+        put(f"{b}.img_mlp.0", f"{d}.ff.net.0.proj")
+        put(f"{b}.img_mlp.2", f"{d}.ff.net.2")
+        put(f"{b}.txt_mlp.0", f"{d}.ff_context.net.0.proj")
+        put(f"{b}.txt_mlp.2", f"{d}.ff_context.net.2")
+    for i in singles:
+        b, d = f"single_blocks.{i}", f"single_transformer_blocks.{i}"
+        put(f"{b}.modulation.lin", f"{d}.norm.linear")
+        cat(f"{b}.linear1", [f"{d}.attn.to_q", f"{d}.attn.to_k", f"{d}.attn.to_v", f"{d}.proj_mlp"])
+        norm(f"{b}.norm.query_norm", f"{d}.attn.norm_q")
+        norm(f"{b}.norm.key_norm", f"{d}.attn.norm_k")
+        put(f"{b}.linear2", f"{d}.proj_out")
+    assert not sd, sorted(sd)[:3]  # every diffusers tensor placed
+    return out
+
+
+@pytest.mark.slow
+def test_the_released_full_fine_tune_file_becomes_a_448_channel_base(fft_base, tiny_base, tmp_path):
+    """A BFL-keyed stand-in of ace_plus_fft (tiny, 448 inputs) converted into a base folder beside FLUX.1-Fill's
+    other parts loads with the stand-in's exact weights and trains; a 384-channel file is refused in one line."""
+    from trainer.components import load_pipeline
+    from trainer.released import fft_base as build_fft_base, main
+
+    folder_448, pipe_448 = fft_base
+    fill_folder, fill_pipe = tiny_base
+    stand_in = tmp_path / "ace_plus_fft.safetensors"
+    save_file({f"model.diffusion_model.{k}": v.contiguous() for k, v in to_bfl(pipe_448.transformer.state_dict()).items()},
+              str(stand_in))
+    out = build_fft_base(fill_folder, stand_in, tmp_path / "fft-base")
+    loaded = load_pipeline(out)
+    assert loaded.transformer.config.in_channels == 448
+    want, got = pipe_448.transformer.state_dict(), loaded.transformer.state_dict()
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    tr = AceTrainer(_cfg(mode="full"), out)
+    tr.setup()
+    assert tr.modify and np.isfinite(tr.train_step([_examples(1)[0]])["loss"])
+
+    plain = tmp_path / "fill.safetensors"
+    save_file({k: v.contiguous() for k, v in to_bfl(fill_pipe.transformer.state_dict()).items()}, str(plain))
+    _one_line(lambda: build_fft_base(fill_folder, plain, tmp_path / "no"), "img_in takes 384 input channels")
+    assert main(["fft-base", str(fill_folder), str(plain), str(tmp_path / "no")]) == 1
+    assert not (tmp_path / "no").exists()
+
+
+def test_the_bfl_conversion_places_every_tensor_where_diffusers_own_converter_does():
+    """At FLUX.1's width (diffusers' converter fixes it), on the meta device: same keys, same shapes."""
+    from diffusers.loaders.single_file_utils import convert_flux_transformer_checkpoint_to_diffusers
+
+    from trainer.components import empty_transformer, tiny_transformer_config
+    from trainer.released import bfl_config, bfl_to_diffusers
+
+    config = {**tiny_transformer_config(448), "num_attention_heads": 24, "attention_head_dim": 128,
+              "joint_attention_dim": 4096, "pooled_projection_dim": 768, "axes_dims_rope": [16, 56, 56],
+              "num_layers": 1, "num_single_layers": 1}
+    bfl = to_bfl(empty_transformer(config).state_dict())
+    theirs = convert_flux_transformer_checkpoint_to_diffusers(dict(bfl))
+    ours = bfl_to_diffusers(dict(bfl), bfl_config(bfl, config))
+    assert ours.keys() == theirs.keys()
+    assert all(ours[k].shape == theirs[k].shape for k in ours)
