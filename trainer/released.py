@@ -308,7 +308,7 @@ def fft_base(fill_folder: str | Path, fft_file: str | Path, out_folder: str | Pa
     import shutil
 
     from accelerate import init_empty_weights
-    from diffusers import FluxTransformer2DModel
+    from diffusers import FluxFillPipeline, FluxTransformer2DModel
     from safetensors.torch import load_file
 
     from trainer.components import FFT_IN_CHANNELS, PIPELINE_PARTS, transformer_config
@@ -332,7 +332,7 @@ def fft_base(fill_folder: str | Path, fft_file: str | Path, out_folder: str | Pa
         raise ValueError(f"{out_folder} exists: give a new folder")
     out_folder.mkdir(parents=True)
     model.save_pretrained(out_folder / "transformer", safe_serialization=True)
-    for part in [p for p in PIPELINE_PARTS if p != "transformer"] + ["model_index.json"]:
+    for part in [p for p in PIPELINE_PARTS if p != "transformer"] + [FluxFillPipeline.config_name]:
         src = (fill_folder / part).resolve()
         if link:
             (out_folder / part).symlink_to(src, target_is_directory=src.is_dir())
