@@ -532,3 +532,40 @@ def test_the_bfl_conversion_places_every_tensor_where_diffusers_own_converter_do
     ours = bfl_to_diffusers(dict(bfl), bfl_config(bfl, config))
     assert ours.keys() == theirs.keys()
     assert all(ours[k].shape == theirs[k].shape for k in ours)
+
+
+def test_ranks_and_alphas_that_differ_per_module_map_exactly(tmp_path):
+    """peft's rank_pattern / alpha_pattern carry the modules whose rank or alpha is not the file's most common;
+    a double block's pattern never catches the single block of the same index."""
+    import copy
+
+    from tests.trainer.test_lora import forward, tiny_transformer
+    from trainer.lora import add_lora, lora_layers
+    from trainer.released import adapter_layout, load_lora_file, read_lora_file
+
+    t = tiny_transformer(num_layers=1, num_single_layers=1)
+    merged = copy.deepcopy(t)
+    p = str(write_standin(t, tmp_path / "mixed.safetensors", 16, std=0.1))
+    sd = load_file(p)
+    g = torch.Generator().manual_seed(5)
+    for stem, rank, alpha in (("lora_unet_double_blocks_0_img_attn_qkv", 4, 2.0),
+                              ("lora_unet_single_blocks_0_linear1", 8, 16.0)):
+        sd[f"{stem}.lora_down.weight"] = (torch.randn(rank, sd[f"{stem}.lora_down.weight"].shape[1], generator=g)
+                                          * 0.1).to(torch.bfloat16)
+        sd[f"{stem}.lora_up.weight"] = (torch.randn(sd[f"{stem}.lora_up.weight"].shape[0], rank, generator=g)
+                                        * 0.1).to(torch.bfloat16)
+        sd[f"{stem}.alpha"] = torch.tensor(alpha, dtype=torch.bfloat16)
+    save_file(sd, p)
+    lora = read_lora_file(p)
+    assert lora.ranks() == [4, 8, 16]
+    add_lora(t, fused=True, layout=adapter_layout(lora, t)[0])
+    load_lora_file(t, lora)
+    merge_by_hand(merged, p)
+    layers = dict(lora_layers(t))
+    assert layers["transformer_blocks.0.attn.to_k"].lora_A["default"].weight.shape[0] == 4
+    assert layers["single_transformer_blocks.0.attn.to_k"].lora_A["default"].weight.shape[0] == 8
+    assert layers["single_transformer_blocks.0.attn.to_k"].scaling["default"] == 2.0
+    assert layers["single_transformer_blocks.0.proj_out"].lora_A["default"].weight.shape[0] == 16
+    out = forward(t)
+    assert (out - forward(tiny_transformer(num_layers=1, num_single_layers=1))).abs().max() > 1e-3
+    torch.testing.assert_close(out, forward(merged), rtol=1e-4, atol=1e-5)
