@@ -177,7 +177,11 @@ def resolve_init(uri: str, cfg: TrainConfig) -> InitSource:
                              f"holding one ({CHECKPOINT_PREFIX}*) nor a LoRA file (*{LORA_FILE_SUFFIX})")
     if not storage.exists(storage.join(ckpt.uri, STATE_WEIGHTS)):
         raise ValueError(f"init_from {ckpt.uri} has no {STATE_WEIGHTS}")
-    check_compatible(ckpt.meta, cfg, f"init_from {ckpt.uri}", base_transformer_config(cfg)["in_channels"])
+    try:
+        in_channels = base_transformer_config(cfg)["in_channels"]
+    except FileNotFoundError:  # no base folder yet: the workers check the layout when they load the weights
+        in_channels = None
+    check_compatible(ckpt.meta, cfg, f"init_from {ckpt.uri}", in_channels)
     recorded = _read_json(storage.join(run_dir, IDENTITY_FILE))
     return InitSource(ckpt, recorded["hash"] if recorded else None)
 
