@@ -569,3 +569,35 @@ def test_ranks_and_alphas_that_differ_per_module_map_exactly(tmp_path):
     out = forward(t)
     assert (out - forward(tiny_transformer(num_layers=1, num_single_layers=1))).abs().max() > 1e-3
     torch.testing.assert_close(out, forward(merged), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rank", [16, 64])
+def test_a_full_size_released_layout_maps_onto_flux_fill_with_the_released_parameter_count(rank):
+    """FLUX.1-Fill-dev's transformer on the meta device and a LoRA file's layout at full size (304 kohya modules
+    of meta tensors): the adapter covers exactly the file's modules, one shared down per kohya module, with the
+    released parameter count (rank 64: 306,315,264, as the recipe's fused LoRA)."""
+    from trainer.components import empty_transformer
+    from trainer.lora import add_lora, lora_layers
+    from trainer.released import LoraFile, adapter_layout
+
+    fill = dict(in_channels=384, out_channels=64, guidance_embeds=True)
+    t = empty_transformer(fill)
+    modules = dict(t.named_modules())
+    stems = {}
+    for stem, names in _targets(t):
+        rows = sum(modules[n].out_features for n in names)
+        stems[stem] = {"lora_down.weight": torch.empty(rank, modules[names[0]].in_features, device="meta"),
+                       "lora_up.weight": torch.empty(rows, rank, device="meta"),
+                       "alpha": torch.tensor(float(rank))}
+    assert len(stems) == 19 * 10 + 38 * 3
+    lora = LoraFile("released.safetensors", "0" * 64, stems, 384)
+    layout, names_of = adapter_layout(lora, t)
+    assert (layout.rank, layout.alpha, layout.rank_pattern(), layout.alpha_pattern()) == (rank, rank, {}, {})
+    n = add_lora(t, fused=True, layout=layout)
+    in_file = sum(p.numel() for parts in stems.values() for k, p in parts.items() if k != "alpha")
+    assert n == in_file == 306_315_264 * rank // 64
+    adapted = dict(lora_layers(t))
+    assert set(adapted) == {n for names in names_of.values() for n in names}
+    for names in names_of.values():  # one down per kohya module: the parts share one lora_A parameter
+        assert all(adapted[n].lora_A["default"].weight is adapted[names[0]].lora_A["default"].weight for n in names)
