@@ -207,6 +207,7 @@ def train_flow(shard_uris: list[str], root: str | None = None, config: dict[str,
     `phases` (e.g. [1, 2]) runs each training phase in turn, each after the first starting from the previous
     one's final weights (`train.init_from`); left out, the one phase `train.phase` names."""
     from flows.training import plan_training
+    from trainer.runs import next_phase
 
     if isinstance(shard_uris, str):
         shard_uris = [shard_uris]
@@ -214,10 +215,11 @@ def train_flow(shard_uris: list[str], root: str | None = None, config: dict[str,
     if phases and cfg.train.run_name:
         raise ConfigError("train.run_name names one run, `phases` makes one per phase: leave run_name unset")
     result: dict = {}
+    train = cfg.train
     for i, phase in enumerate(phases or [cfg.train.phase]):
-        train = cfg.train.model_copy(update={"phase": phase})
         if i:  # the next phase from the previous one's last checkpoint: fresh optimiser, step 0
-            train = train.model_copy(update={"init_from": result["run_dir"]})
+            train = next_phase(train, result["run_dir"])
+        train = train.model_copy(update={"phase": phase})
         plan = plan_training(cfg.model_copy(update={"train": train}), shard_uris)
         name = plan.cfg.train.run_name
         result = call(train_job, plan.shard_sets, cfg.root, plan.cfg.train.model_dump(), name)

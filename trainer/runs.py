@@ -186,6 +186,21 @@ def resolve_init(uri: str, cfg: TrainConfig) -> InitSource:
     return InitSource(ckpt, recorded["hash"] if recorded else None)
 
 
+def next_phase(train: TrainConfig, run_dir: str) -> TrainConfig:
+    """The config of the phase after a run of `train` (in `run_dir`): it starts from that run's weights. When
+    that run began at a LoRA file whose modules share one rank and alpha, the next phase takes that rank and
+    alpha (its recipe adapter then loads the run's weights at their scale; a file of mixed ranks stays refused
+    by check_compatible)."""
+    from trainer.released import check_lora_file, is_lora_file, read_lora_file
+
+    update: dict = {"init_from": run_dir}
+    if train.mode == "lora" and train.init_from and is_lora_file(train.init_from):
+        layout = check_lora_file(read_lora_file(train.init_from), base_transformer_config(train))
+        if not layout.rank_pattern() and not layout.alpha_pattern():
+            update.update(lora_rank=layout.rank, lora_alpha=layout.alpha)
+    return train.model_copy(update=update)
+
+
 def run_identity(cfg: TrainConfig, set_digests: list[str], init: InitSource | None = None) -> dict:
     """What a run trains on: its shard sets (manifest digests, in the order trained), the settings that change
     its result (every TrainConfig field but NOT_IN_IDENTITY) and its initial weights. `hash` is their

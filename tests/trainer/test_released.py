@@ -370,8 +370,9 @@ def test_a_ray_run_from_a_released_lora_exports_its_key_set_and_rank(tmp_path):
 
 def test_phase_two_continues_a_run_that_started_from_a_lora_file(tiny_base, tmp_path):
     """Phase 2 from such a run's checkpoint builds the recipe adapter from the config: its rank and alpha must
-    be the file's, else it is refused in one line (never loaded at another scale)."""
-    from trainer.runs import resolve_init
+    be the file's, else it is refused in one line (never loaded at another scale); `--phases` (next_phase)
+    takes them from the file."""
+    from trainer.runs import next_phase, resolve_init
 
     folder, pipe = tiny_base
     standin = write_standin(pipe.transformer, tmp_path / "comfyui_subject_lora16.safetensors", 16, alpha=32.0)
@@ -385,7 +386,9 @@ def test_phase_two_continues_a_run_that_started_from_a_lora_file(tiny_base, tmp_
     ck = str(tmp_path / "run")
     _one_line(lambda: resolve_init(ck, _cfg(phase=2)), "lora_rank=16, the config asks for 8")
     _one_line(lambda: resolve_init(ck, _cfg(phase=2, lora_rank=16)), "lora_alpha=32.0, the config gives 16.0")
-    cfg = _cfg(phase=2, lora_rank=16, lora_alpha=32.0, init_from=ck)
+    cfg = next_phase(one.cfg, ck).model_copy(update={"phase": 2})  # what `--phases 1,2` runs next
+    assert (cfg.lora_rank, cfg.lora_alpha, cfg.init_from) == (16, 32.0, ck)
+    assert next_phase(_cfg(), ck) == _cfg(init_from=ck)  # a run that began elsewhere: only init_from changes
     init = resolve_init(ck, cfg)
     two = AceTrainer(cfg, folder)
     two.setup()
