@@ -604,3 +604,31 @@ def test_a_full_size_released_layout_maps_onto_flux_fill_with_the_released_param
     assert set(adapted) == {n for names in names_of.values() for n in names}
     for names in names_of.values():  # one down per kohya module: the parts share one lora_A parameter
         assert all(adapted[n].lora_A["default"].weight is adapted[names[0]].lora_A["default"].weight for n in names)
+
+
+def test_the_phases_flow_gives_phase_two_the_files_rank_and_alpha(tiny_base, tmp_path, monkeypatch):
+    """train_flow's loop (its function body, with the training call and planning stubbed): phase 2 starts from
+    phase 1's run folder with the LoRA file's rank and alpha."""
+    import flows.pipelines
+    import flows.training
+    from types import SimpleNamespace
+
+    folder, pipe = tiny_base
+    standin = write_standin(pipe.transformer, tmp_path / "comfyui_portrait_lora64.safetensors", 64, alpha=32.0)
+    ran = []
+
+    def plan(cfg, shard_sets):
+        return SimpleNamespace(cfg=cfg.model_copy(update={"train": cfg.train.model_copy(
+            update={"run_name": f"p{cfg.train.phase}"})}), shard_sets=shard_sets)
+
+    def call(job, shard_sets, root, train, name):
+        ran.append(TrainConfig(**train))
+        return {"run_dir": str(tmp_path / "checkpoints" / name), "metrics": [], "step": 1, "exports": {}}
+
+    monkeypatch.setattr(flows.training, "plan_training", plan)
+    monkeypatch.setattr(flows.pipelines, "call", call)
+    monkeypatch.setattr(flows.pipelines, "training_summary", lambda *a, **k: None)
+    config = {"train": {"base": str(folder), "init_from": str(standin), "lora_rank": 8}}
+    flows.pipelines.train_flow.fn([str(tmp_path / "set")], str(tmp_path), config, [1, 2])
+    assert [(t.phase, t.init_from) for t in ran] == [(1, str(standin)), (2, str(tmp_path / "checkpoints" / "p1"))]
+    assert (ran[1].lora_rank, ran[1].lora_alpha) == (64, 32.0)
