@@ -22,6 +22,9 @@ MAP_TASKS = tuple(n for n, t in _TASKS.items() if t.family in (_Family.LOW_LEVEL
 STYLE_AND_CHAIN_TASKS = ("style_editing", "style_transfer_reference", "long_context", "multi_turn")
 SYNTH_TASKS = OBJECT_AND_REPAINT_TASKS + TEXT_TASKS + MAP_TASKS + STYLE_AND_CHAIN_TASKS
 FACE_TASKS = ("facial_editing", "facial_editing_misaligned")  # synthesis.faces: dlib faces + face pairs
+# captions of catalog images by the chat endpoint or the local VLM (stages/synthesis/captions.py): never in
+# SYNTH_TASKS, since a run without a captioning model cannot make them
+CAPTION_TASKS = ("text_to_image",)
 
 
 class FaceConfig(_Config):
@@ -273,7 +276,9 @@ class MapsConfig(_Config):
 
 class SynthesisConfig(_Config):
     tasks: list[str] = Field(default_factory=list, description="synthesis tasks to run: object_removal, "
-                             "object_addition, layer_decouple, layer_fusion, inpainting, outpainting; empty: none")
+                             "object_addition, layer_decouple, layer_fusion, inpainting, outpainting, ...; "
+                             "text_to_image (captions by mining.instructions' chat or local_vlm backend); "
+                             "empty: none")
     max_images: int | None = Field(None, ge=1, description="synthesize from the first N catalog images only; "
                                                            "None: all")
     fraction: float = Field(1.0, gt=0, le=1, description="share of catalog images synthesized from, chosen by "
@@ -318,10 +323,10 @@ class SynthesisConfig(_Config):
     @field_validator("tasks")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
-        bad = [t for t in v if t not in SYNTH_TASKS + FACE_TASKS]
+        bad = [t for t in v if t not in SYNTH_TASKS + FACE_TASKS + CAPTION_TASKS]
         if bad:
             raise ValueError(f"unknown synthesis task {bad[0]!r}; synthesis makes: "
-                             f"{', '.join(SYNTH_TASKS + FACE_TASKS)}")
+                             f"{', '.join(SYNTH_TASKS + FACE_TASKS + CAPTION_TASKS)}")
         return list(dict.fromkeys(v))
 
     @field_validator("repaint_area", "outpaint_extent")
