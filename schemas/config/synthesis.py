@@ -276,9 +276,7 @@ class MapsConfig(_Config):
 
 class SynthesisConfig(_Config):
     tasks: list[str] = Field(default_factory=list, description="synthesis tasks to run: object_removal, "
-                             "object_addition, layer_decouple, layer_fusion, inpainting, outpainting, ...; "
-                             "text_to_image (captions by mining.instructions' chat or local_vlm backend); "
-                             "empty: none")
+                             "object_addition, layer_decouple, layer_fusion, inpainting, outpainting; empty: none")
     max_images: int | None = Field(None, ge=1, description="synthesize from the first N catalog images only; "
                                                            "None: all")
     fraction: float = Field(1.0, gt=0, le=1, description="share of catalog images synthesized from, chosen by "
