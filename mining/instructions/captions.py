@@ -128,6 +128,6 @@ def make_captioner(ic, cache_dir: str, models_dir: str):
         if not ic.local_model:
             raise ValueError("text_to_image captions with backend local_vlm need mining.instructions.local_model")
         return LocalCaptioner(local_model(ic, models_dir), batch_size=ic.local_batch_size,
-                              max_chars=ic.max_instruction_chars)
+                              max_chars=ic.max_instruction_chars, name=f"local-vlm-caption:{ic.local_model}")
     raise ValueError(f"text_to_image needs a captioning model: mining.instructions.backend is {ic.backend!r}, "
                      f"set it to chat (an endpoint) or local_vlm (templates never stand in for captions)")

@@ -370,6 +370,9 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
                         "Turn {image} into a variation of the same scene."),
     "facial_editing": ("Edit the face in {image} to match another photo of the same person.",
                        "Change the expression or pose of the person in {image}."),
+    # pairs the task's trained classifier passed: they name the kind of change, never the object or the words
+    "object_editing": ("Change one object in {image}.", "Edit an object in {image} and keep the rest of the scene."),
+    "text_editing": ("Change the text in {image}.", "Edit the written text in {image} and keep the rest."),
     "reference_generation": ("Generate another image of the subject of {image}.",  # no claim of a new scene
                              "Show the subject of {image} again, in another image of it."),
 }

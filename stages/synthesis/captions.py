@@ -8,7 +8,9 @@ catalog rows (`synthesis.fraction` and `max_images` choose them). Counts: images
 samples + dropped (no_caption: the model declined; caption_failed: the call failed or the reply was
 invalid; caption_names_an_image: the caption holds an image indicator such as {image}).
 
-The captions table (`captions()`) also fills `{caption}` in other tasks' instructions (fill_caption).
+The captions (`captions()`) are also the bridge to other tasks: at packing, `{caption}` in an instruction is
+filled with its image's caption (fill_caption), and a map -> image sample (control_<map>) of a captioned image
+says what the image shows (CAPTIONED_CONTROL), as ACE's controllable generation does.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from stages.synthesis.parts import (PartStage, check_sum, count_reasons, digest,
                                     write_records)
 
 CAPTION_TASKS = ("text_to_image",)
+CAPTION_CLAUSE = " The image shows: {caption}."  # added to a control_<map> sample's instruction
+_NOT_CAPTIONED = ("control_degradation", "control_grayscale", "control_multi")  # restore / colourise the input itself
 _INDICATOR = re.compile(r"\{(image\d*|mask|ref_image|caption)\}|<img>")
 
 
@@ -51,6 +55,11 @@ class CaptionStage(PartStage):
 
     def item_key(self, k: int) -> str:
         return self.catalog_key(k)
+
+    def captioner_name(self) -> str:
+        """name:version of the captioner (without loading it), for the lineage of the samples it captions."""
+        ic = self.cfg.mining.instructions
+        return f"chat-caption:{ic.model}" if ic.backend == "chat" else f"local-vlm-caption:{ic.local_model}"
 
     def captioner(self):
         from mining.instructions.captions import make_captioner
@@ -126,3 +135,23 @@ def fill_caption(instruction: str, caption: str | None) -> str | None:
     if "{caption}" not in instruction:
         return instruction
     return None if not caption else instruction.replace("{caption}", caption.rstrip("."))
+
+
+def with_caption(sample: AceSample, caps: dict[str, str], generator: Generator | None, counts: Counter) -> AceSample:
+    """The sample with its image's caption where its instruction asks for one ({caption}) or it is a map ->
+    image sample (counted: captioned); an instruction asking for a caption its image does not have is kept
+    as it is and counted (caption_missing): the pack's promised samples are all packed."""
+    cap = caps.get(sample.lineage.source_ids[0]) if sample.lineage.source_ids else None
+    text = sample.instruction
+    if "{caption}" not in text and cap and sample.task.startswith("control_") and sample.task not in _NOT_CAPTIONED:
+        text = text + CAPTION_CLAUSE
+    if "{caption}" not in text:
+        return sample
+    filled = fill_caption(text, cap)
+    if filled is None:
+        counts["caption_missing"] += 1
+        return sample
+    counts["captioned"] += 1
+    gens = sample.lineage.generators + ([generator] if generator else [])
+    return sample.model_copy(update={"instruction": filled, "caption": sample.caption or cap,
+                                     "lineage": sample.lineage.model_copy(update={"generators": gens})})

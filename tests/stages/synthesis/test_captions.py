@@ -107,3 +107,31 @@ def test_fill_caption():
     assert fill_caption("Paint {caption} into {image}.", "A red kite.") == "Paint A red kite into {image}."
     assert fill_caption("Paint {caption} into {image}.", None) is None
     assert json.dumps(fill_caption("{caption}", "x")) == '"x"'
+
+
+def test_captions_reach_the_map_to_image_samples_of_the_same_images(root):
+    from stages.synthesis.maps import MapsStage
+
+    cfg = root.model_copy(update={"synthesis": root.synthesis.model_copy(
+        update={"tasks": ["text_to_image", "control_canny", "analysis_canny"]})})
+    stub = Stub([("ok", {"caption": f"Caption {k}."}) for k in range(5)])
+    try:
+        cfg = _with_endpoint(cfg, stub.url)
+        ex = LocalExecutor()
+        ex.run(CaptionStage(cfg))
+        ex.run(MapsStage(cfg))
+        pack = SynthPackStage(cfg, shard_name="t2i-maps")
+        rep = ex.run(pack)
+        samples = list(read_shard_set(pack.out))
+    finally:
+        stub.close()
+    caps = captions(CaptionStage(cfg).out)
+    control = [s for s in samples if s.task == "control_canny"]
+    assert control and len(caps) == 5
+    for s in samples:
+        if s.task == "control_canny":
+            assert s.instruction.endswith(f" The image shows: {caps[s.lineage.source_ids[0]].rstrip('.')}.")
+            assert s.lineage.generators[-1].name == "chat-caption"
+        elif s.task == "analysis_canny":  # image -> map: the caption says nothing about a map
+            assert "The image shows" not in s.instruction
+    assert rep.counts["instructions"]["captioned"] == len(control)
