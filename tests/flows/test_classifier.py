@@ -83,6 +83,15 @@ def test_labels_of_a_planted_set_train_a_classifier_that_drops_the_unrelated_pai
     assert second.counts["drops"]["classifier"] == len(pairs) - len(kept) > 0
     assert all(0.9 <= p.scores["classifier"] <= 1.0 for p in kept)
     assert [g.name for g in kept[0].lineage.generators][2] == "pair-classifier:general_editing"
+    # object editing: the same people's verdicts as object-editing labels, its own head, Table 4's >= 0.5
+    append_labels(root, "object_editing", [
+        {"pair_id": it.pair_id, "source_id": it.source_id, "target_id": it.target_id, "who": "planted",
+         "verdict": "accept" if related(it) else "reject"} for it in items])
+    train_from_labels(cfg, None, task="object_editing", epochs=200)
+    _, third, objects = _mine(root, models, preset="object_editing")
+    assert objects and all(p.scores["classifier"] >= 0.5 and p.task == "object_editing" for p in objects)
+    assert third.counts["drops"]["classifier"] == len(pairs) - len(objects) >= 0.9 * len(unrelated)
+    assert [g.name for g in objects[0].lineage.generators][2] == "pair-classifier:object_editing"
 
 
 def test_a_preset_that_needs_a_classifier_refuses_in_one_line_without_one(tmp_path):
