@@ -73,6 +73,15 @@ def test_labels_of_a_planted_set_train_a_classifier_that_drops_the_unrelated_pai
     clf.setup()
     assert clf.metadata["task"] == "general_editing" and float(clf.metadata["heldout_roc_auc"]) == \
         pytest.approx(rep["heldout_roc_auc"], abs=1e-4)
+    # the labelling page now shows the least certain pairs first
+    from flows.classifier import score_pairs
+    from flows.labels import order_items
+
+    scores = score_pairs(cfg, "general_editing", [i.source_id for i in items], [i.target_id for i in items])
+    queue = order_items(list(items), scores)
+    margins = [abs(i.scores["classifier"] - 0.5) for i in queue]
+    assert margins == sorted(margins) and len(queue) == len(items)
+    assert score_pairs(cfg, "text_editing", [items[0].source_id], [items[0].target_id]) is None  # none trained
     # the next mining run finds the task's head under models_dir and applies Table 4's 0.9-1.0
     _, second, kept = _mine(root, models)
     gone = {p.pair_id for p in unrelated} - {p.pair_id for p in kept}

@@ -113,3 +113,21 @@ def test_the_server_serves_pairs_in_order_records_verdicts_and_resumes(tmp_path)
     again = LabelSession(root, "general_editing", items, "ann", 10_000_000)
     assert again.state()["pair"]["pair_id"] == "p1" and again.state()["progress"]["labelled"] == 1
     assert read_labels(root, "general_editing").to_pylist()[0]["verdict"] == "accept"
+
+
+def test_a_shard_sets_one_input_samples_are_labelled_with_their_own_images(samples, tmp_path):
+    from flows.labels import load_items
+    from schemas.config import ShardConfig
+    from store.shards import write_shard_set
+
+    out = str(tmp_path / "root" / "shards" / "mined-x")
+    write_shard_set(iter(samples), out, ShardConfig())
+    root, items = load_items(out)
+    assert root == str(tmp_path / "root")
+    one_input = [s for s in samples if len(s.units) == 1]  # reference samples (two inputs) are not pairs
+    assert [i.pair_id for i in items] == [s.key for s in one_input]
+    assert items[0].images["source"] == one_input[0].units[0].image
+    assert items[0].images["target"] == one_input[0].target.image
+    assert (items[0].source_id, items[0].target_id) == tuple(one_input[0].lineage.source_ids)
+    with pytest.raises(FileNotFoundError, match="neither a complete pairs"):
+        load_items(str(tmp_path / "nothing"))

@@ -26,6 +26,8 @@ def test_demo_with_an_endpoint_packs_text_to_image_samples(tmp_path, prefect_res
         stub.close()
     syn = res["mined"]["synthesis"]
     captioned = syn["captions"]["samples"]["text_to_image"]
+    print(f"demo with the stub endpoint: {syn['captions']['images']} images chosen, {captioned} text_to_image "
+          f"samples captioned; shard set {syn['shards'].get('samples')} samples")
     assert captioned > 0 and captioned == syn["captions"]["read"] == len(stub.requests)
     samples = [s for s in read_shard_set(syn["shards"]["uri"]) if s.task == "text_to_image"]
     assert len(samples) == captioned
