@@ -61,10 +61,29 @@ class CaptionStage(PartStage):
         ic = self.cfg.mining.instructions
         return f"chat-caption:{ic.model}" if ic.backend == "chat" else f"local-vlm-caption:{ic.local_model}"
 
-    def captioner(self):
-        from mining.instructions.captions import make_captioner
+    def worker_model(self):
+        """The local VLM of the local_vlm backend (a GPU where the worker has one); None for the endpoint."""
+        ic = self.cfg.mining.instructions
+        if ic.backend != "local_vlm" or not ic.local_model:
+            return None
+        if getattr(self, "_vlm", None) is None:
+            from mining.instructions.local_vlm import local_model
 
-        return make_captioner(self.cfg.mining.instructions, self.layout.instruction_cache, self.cfg.models_dir)
+            self._vlm = local_model(ic, self.cfg.models_dir)
+        return self._vlm
+
+    def setup(self) -> None:
+        if (model := self.worker_model()) is not None:
+            model.setup()
+
+    def captioner(self):
+        from mining.instructions.captions import LocalCaptioner, make_captioner
+
+        ic = self.cfg.mining.instructions
+        if (model := self.worker_model()) is not None:  # loaded once per worker, shared by its items
+            return LocalCaptioner(model, batch_size=ic.local_batch_size, max_chars=ic.max_instruction_chars,
+                                  name=self.captioner_name())
+        return make_captioner(ic, self.layout.instruction_cache, self.cfg.models_dir)
 
     def run(self, k: int) -> ItemReport:
         from stages.corpus.ingest import catalog_slice

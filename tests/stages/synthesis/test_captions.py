@@ -135,3 +135,34 @@ def test_captions_reach_the_map_to_image_samples_of_the_same_images(root):
         elif s.task == "analysis_canny":  # image -> map: the caption says nothing about a map
             assert "The image shows" not in s.instruction
     assert rep.counts["instructions"]["captioned"] == len(control)
+
+
+def test_with_a_local_vlm_the_stage_holds_the_model_and_its_resources(root, tmp_path):
+    from mining.models.vlm import LocalVLM
+
+    ic = root.mining.instructions.model_copy(update={"backend": "local_vlm", "local_model": "vlm",
+                                                     "local_device": "cuda"})
+    st = CaptionStage(root.model_copy(update={"mining": root.mining.model_copy(update={"instructions": ic})}))
+    assert isinstance(st.worker_model(), LocalVLM) and st.worker_model() is st.worker_model()
+    assert st.worker_resources().gpus == 1
+    cap = st.captioner()
+    assert isinstance(cap, LocalCaptioner) and cap.model is st.worker_model() and cap.name == "local-vlm-caption:vlm"
+    assert st.captioner_name() == cap.name
+    assert CaptionStage(root).worker_model() is None  # the endpoint: no model in the worker
+
+
+@pytest.mark.slow
+def test_a_tiny_random_local_vlm_captions_through_the_stage_and_every_image_is_counted(root, tmp_path):
+    from tests.mining.instructions.test_local_vlm import tiny_llava
+
+    tiny_llava(tmp_path / "models" / "vlm" / "tiny-llava")
+    ic = root.mining.instructions.model_copy(update={"backend": "local_vlm", "local_model": "vlm/tiny-llava",
+                                                     "local_device": "cpu", "max_tokens": 8, "local_batch_size": 2})
+    cfg = root.model_copy(update={"mining": root.mining.model_copy(update={"instructions": ic})})
+    rep = LocalExecutor().run(CaptionStage(cfg))
+    c = rep.counts
+    # random weights write gibberish: each image is a validated caption or a counted failure, never a template
+    assert c["read"] == 5 == sum(c["samples"].values()) + sum(c["dropped"].values())
+    calls = c["calls"]
+    assert calls["local_images"] == 5 and calls.get("local_ok", 0) + calls.get("local_failed", 0) == 5
+    assert c["dropped"].get("caption_failed", 0) == calls.get("local_failed", 0)
