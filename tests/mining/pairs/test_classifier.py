@@ -77,12 +77,12 @@ def test_heldout_split_keeps_each_class_on_both_sides_and_refuses_a_single_examp
 def test_held_out_figures_travel_in_the_files_metadata(tmp_path):
     from mining.pairs.classifier import evaluate
 
-    a, b, y = data(n=60)
-    head, _ = train_pair_classifier(a, b, y, epochs=100)
-    ta, tb, ty = data(n=60, seed=2)
+    a, b, y = data(n=40, d=8)
+    head, _ = train_pair_classifier(a, b, y, hidden=32, epochs=30)
+    ta, tb, ty = data(n=40, d=8, seed=2)
     fig = evaluate(head, ta, tb, ty)
     assert fig["accuracy"] > 0.9 and fig["roc_auc"] > 0.95
-    ra, rb, ry = data(n=60, seed=3)
+    ra, rb, ry = data(n=40, d=8, seed=3)
     assert evaluate(head, ra, rb, 1 - ry)["roc_auc"] < 0.1  # swapped labels: the figure says so
     path = tmp_path / "object_editing.safetensors"
     save_pair_classifier(head, path, "offline-dct-hist", {"task": "object_editing", "heldout_roc_auc": "0.99"})
