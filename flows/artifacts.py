@@ -119,6 +119,7 @@ def synth_report(records: list[dict], title: str, key: str, n: int = 8, seed: in
         ins = "<br>".join(f"{t}: {v}" for t, v in json.loads(r["instructions"]).items()).replace("|", "\\|")
         scores = ", ".join(f"{k} {v:.3f}" for k, v in json.loads(r["scores"]).items())
         gens = ", ".join(f"{a}:{b}" for a, b in json.loads(r["generators"]))
-        lines.append(f"| ![edit]({_thumb_bytes(r['edit_png'])}) | ![mask]({_thumb_bytes(r['mask_png'])}) | "
-                     f"![target]({_thumb_bytes(r['target_png'])}) | {ins} | {scores} | {gens} |")
+        cells = [f"![{k}]({_thumb_bytes(r[f'{k}_png'])})" if r.get(f"{k}_png") else "-"  # a caption: no edit, no mask
+                 for k in ("edit", "mask", "target")]
+        lines.append(f"| {' | '.join(cells)} | {ins} | {scores} | {gens} |")
     create_markdown_artifact("\n".join(lines), key=artifact_key(key), description=title)

@@ -15,6 +15,7 @@ from prefect import flow, task
 
 from flows.artifacts import counts_table
 from flows.pipelines import DEMO_LANDED_RESOURCE, mine_flow, run_config, train_flow
+from schemas.config.synthesis import CAPTION_TASKS
 from schemas.config import (FACE_TASKS, SYNTH_TASKS, DemoConfig, MiningConfig, ShardConfig, SynthesisConfig,
                             TrainConfig)
 from schemas.layout import DemoFiles, PairFiles, RunLayout
@@ -84,7 +85,13 @@ def demo_config(out: Path, config: dict[str, Any] | None) -> dict[str, Any]:
     base = {"root": DemoFiles(str(out)).root, "shards": DEMO_SHARDS.model_dump(), "train": DEMO_TRAIN.model_dump(),
             "mining": DEMO_MINING.model_dump(mode="json"),
             "synthesis": DEMO_SYNTHESIS.model_dump(), "demo": DEMO_CORPUS.model_dump()}
-    return {**base, **(config or {})}
+    params = {**base, **(config or {})}
+    # a captioning model configured (an endpoint, or a local VLM): the demo captions images for text_to_image too
+    if ((params.get("mining") or {}).get("instructions") or {}).get("backend") in ("chat", "local_vlm"):
+        synthesis = dict(params.get("synthesis") or {})
+        synthesis["tasks"] = list(dict.fromkeys([*(synthesis.get("tasks") or []), *CAPTION_TASKS]))
+        params["synthesis"] = synthesis
+    return params
 
 
 OWNER = ".aceforge-demo"  # written first in every folder the demo makes; it only ever replaces those

@@ -181,6 +181,18 @@ def check_models(cfg: RunConfig) -> None:
         got = file_digest(m.path, m.algo)
         if got != m.digest:
             raise PreflightError(f"{m.name}: {m.path} has {m.algo} {got}, expected the pinned {m.digest}")
+    from mining.pairs.presets import preset
+    from stages.pairs.mine import classifier_file
+
+    if "text_to_image" in cfg.synthesis.tasks and cfg.mining.instructions.backend not in ("chat", "local_vlm"):
+        raise PreflightError(f"text_to_image needs a captioning model: mining.instructions.backend is "
+                             f"{cfg.mining.instructions.backend!r}, set it to chat or local_vlm (templates never "
+                             f"stand in for captions)")
+    for name in cfg.mining.presets:  # a preset that needs its task's pair classifier refuses without one
+        try:
+            classifier_file(cfg.models_dir, cfg.mining, preset(name))
+        except ValueError as e:
+            raise PreflightError(str(e)) from None
 
 
 # --- storage ------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@
     <root>/checkpoints/exports/<run>/  the exported LoRA files and export.json
     <root>/models/tiny-random-flux-fill/  the tiny random base model of smoke runs
     <root>/cache/<what>/     caches (instruction replies: cache/instructions/<k2>/<key>.json)
+    <root>/labels/<task>.parquet  people's verdicts on mined pairs (the labelling page, Label Studio imports)
 
 Every stage directory is complete when its marker (`_SUCCESS.json`, written last) exists. Below every
 package that writes (it imports only schemas.io), so trainer/ spells its paths here too.
@@ -54,6 +55,7 @@ class RunLayout:
     EXPORTS = "exports"
     MODELS = "models"
     CACHE = "cache"
+    LABELS = "labels"
     INSTRUCTIONS = "instructions"  # the instruction-reply cache, under CACHE
 
     def _at(self, *parts: str) -> str:
@@ -151,6 +153,10 @@ class RunLayout:
     def instruction_cache(self) -> str:
         """The cache of instruction replies."""
         return self.cache(self.INSTRUCTIONS)
+
+    def pair_labels(self, task: str) -> str:
+        """People's verdicts on one task's pairs (appended to, rewritten whole through a temporary name)."""
+        return self._at(self.LABELS, f"{safe_name(task)}.parquet")
 
     @staticmethod
     def cached_reply(cache: str, key: str) -> str:

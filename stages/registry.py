@@ -24,6 +24,7 @@ from stages.pairs.instruct import InstructStage
 from stages.pairs.mine import MineStage
 from stages.pairs.pack import PackStage, packs_groups
 from stages.synthesis.chain_pack import ChainPackStage
+from stages.synthesis.captions import CaptionStage
 from stages.synthesis.chains import LongContextStage, MultiTurnStage
 from stages.synthesis.face_buckets import FaceBucketsStage
 from stages.synthesis.faces import FacePairsStage, FacesStage
@@ -41,6 +42,7 @@ from stages.synthesis.text import TextStage
 STAGES: list[type[Stage]] = [
     IngestStage, EmbedStage, KMeansFitStage, KMeansAssignStage, KMeansStage, MineStage, InstructStage, PackStage,
     SegmentStage, ObjectsStage, RepaintStage, FacesStage, FaceBucketsStage, FacePairsStage, TextStage, MapsStage,
+    CaptionStage,
     SynthPackStage,
     StyleFeaturesStage, StyleBucketsStage, StyleStage, LongContextStage, MultiTurnStage, ChainPackStage,
 ]

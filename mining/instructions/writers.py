@@ -295,42 +295,41 @@ class ChatInstructionWriter:
 
     def write(self, pair: PairRecord, source: bytes, target: bytes, source_ext: str = "png",
               target_ext: str = "png") -> Instruction | None:
-        pair_id = pair.pair_id
-        key = self._cache_key(pair_id, source, target, source_ext, target_ext)
+        key = self._cache_key(pair.pair_id, source, target, source_ext, target_ext)
+        content = [{"type": "text", "text": USER_TEXT},
+                   {"type": "image_url", "image_url": {"url": _data_url(source, source_ext)}},
+                   {"type": "image_url", "image_url": {"url": _data_url(target, target_ext)}}]
+        return reply_instruction(self._reply(key, SYSTEM_PROMPT, content, f"pair {pair.pair_id}"), self.name)
+
+    def _reply(self, key: str, system: str, content: list[dict], what: str) -> dict:
+        """The validated reply to one chat call (from the cache when there), counted; InstructionError on a
+        failure (the breaker counts it)."""
         reply = self._cached(key)
         if reply is not None:
             self._count("chat_cached")
-        else:
-            if self._aborter.aborted:
-                raise InstructionError(f"{self.url}: the writer was closed")
+            return reply
+        if self._aborter.aborted:
+            raise InstructionError(f"{self.url}: the writer was closed")
+        with self._lock:
+            if self.circuit_open:
+                self.counts["chat_circuit_open"] += 1
+                raise InstructionError(f"{self.url}: circuit open after {self.failures_in_a_row} failed calls")
+        body = json.dumps({"model": self.model, "max_tokens": self.max_tokens, "temperature": 0,
+                           "messages": [{"role": "system", "content": system},
+                                        {"role": "user", "content": content}]}).encode()
+        try:
+            reply = self._request(body)
+        except _Failed as e:
             with self._lock:
-                if self.circuit_open:
-                    self.counts["chat_circuit_open"] += 1
-                    raise InstructionError(f"{self.url}: circuit open after {self.failures_in_a_row} failed calls")
-            body = json.dumps({
-                "model": self.model, "max_tokens": self.max_tokens, "temperature": 0,
-                "messages": [
-                    {"role": "system", "content": SYSTEM_PROMPT},
-                    {"role": "user", "content": [
-                        {"type": "text", "text": USER_TEXT},
-                        {"type": "image_url", "image_url": {"url": _data_url(source, source_ext)}},
-                        {"type": "image_url", "image_url": {"url": _data_url(target, target_ext)}},
-                    ]},
-                ],
-            }).encode()
-            try:
-                reply = self._request(body)
-            except _Failed as e:
-                with self._lock:
-                    self.failures_in_a_row += 1
-                    self.counts["chat_failed"] += 1
-                    self.counts[f"chat_{e.reason}"] += 1
-                raise InstructionError(f"pair {pair_id}: {e}") from None
-            with self._lock:
-                self.failures_in_a_row = 0
-                self.counts["chat_ok"] += 1
-            self._store(key, reply)
-        return reply_instruction(reply, self.name)
+                self.failures_in_a_row += 1
+                self.counts["chat_failed"] += 1
+                self.counts[f"chat_{e.reason}"] += 1
+            raise InstructionError(f"{what}: {e}") from None
+        with self._lock:
+            self.failures_in_a_row = 0
+            self.counts["chat_ok"] += 1
+        self._store(key, reply)
+        return reply
 
     def write_many(self, items: Iterable, load: Callable[[object], Item] | None = None) -> Iterator[Written]:
         """What `write` makes of each item (an Item, or what `load` turns into one in the thread making its
@@ -371,6 +370,9 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
                         "Turn {image} into a variation of the same scene."),
     "facial_editing": ("Edit the face in {image} to match another photo of the same person.",
                        "Change the expression or pose of the person in {image}."),
+    # pairs the task's trained classifier passed: they name the kind of change, never the object or the words
+    "object_editing": ("Change one object in {image}.", "Edit an object in {image} and keep the rest of the scene."),
+    "text_editing": ("Change the text in {image}.", "Edit the written text in {image} and keep the rest."),
     "reference_generation": ("Generate another image of the subject of {image}.",  # no claim of a new scene
                              "Show the subject of {image} again, in another image of it."),
 }

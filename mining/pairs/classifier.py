@@ -1,8 +1,9 @@
 """Second-level pair check: a small head on frozen image features of both images.
 
 Input [a, b, a*b, |a-b|] (symmetric in content, not in order) -> MLP -> P(valid editing pair).
-Trained from labelled pairs, saved as safetensors with its metadata, applied with a preset's bounds.
-Without a trained classifier the check passes pairs through and says that no classifier ran.
+Trained per task from labelled pairs (a stratified held-out part measures it: accuracy and ROC AUC), saved
+as safetensors with its metadata, applied with a preset's bounds. Without a trained classifier the check
+passes pairs through and says that no classifier ran; a preset that needs one refuses to run.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ from mining.models.base import ModelWrapper
 from mining.pairs.presets import TaskPreset
 
 NO_CLASSIFIER = "pair-classifier:none"
+CLASSIFIER_DIR = "pair_classifier"  # under models_dir: one head per task, <task>.safetensors
+
+
+def classifier_path(models_dir: str | Path, task: str) -> Path:
+    """Where `aceforge train-pair-classifier --task T` puts task T's head and mining looks for it."""
+    return Path(models_dir) / CLASSIFIER_DIR / f"{task}.safetensors"
 
 
 class PairHead(nn.Module):
@@ -66,10 +73,46 @@ def train_pair_classifier(a: np.ndarray, b: np.ndarray, labels: np.ndarray, *, h
     return head.eval(), TrainReport(epochs, float(loss.item()), acc)
 
 
-def save_pair_classifier(head: PairHead, path: str | Path, embedder: str) -> None:
+def heldout_split(labels: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, held-out rows): `frac` of each class held out, at least one of each; a class with
+    fewer than two rows cannot be both trained on and measured."""
+    rng = np.random.default_rng(seed)
+    train, held = [], []
+    for c in (0, 1):
+        rows = rng.permutation(np.flatnonzero(labels == c))
+        if len(rows) < 2:
+            raise ValueError(f"{len(rows)} pairs labelled {'valid' if c else 'invalid'}: at least 2 of each are "
+                             f"needed (one to train on, one to measure on)")
+        n = min(len(rows) - 1, max(1, int(round(frac * len(rows)))))
+        held.append(rows[:n])
+        train.append(rows[n:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(held))
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve: P(a valid pair scores above an invalid one), ties counting half."""
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    if not len(pos) or not len(neg):
+        raise ValueError("ROC AUC needs both classes")
+    greater = (pos[:, None] > neg[None, :]).sum()
+    ties = (pos[:, None] == neg[None, :]).sum()
+    return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
+
+
+def evaluate(head: PairHead, a: np.ndarray, b: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Accuracy at 0.5 and ROC AUC of the head's order-symmetric score on labelled pairs."""
+    with torch.no_grad():
+        ta, tb = torch.from_numpy(a.astype(np.float32)), torch.from_numpy(b.astype(np.float32))
+        s = torch.sigmoid((head(ta, tb) + head(tb, ta)) / 2).numpy()
+    return {"accuracy": float(((s >= 0.5).astype(int) == labels).mean()), "roc_auc": roc_auc(labels, s)}
+
+
+def save_pair_classifier(head: PairHead, path: str | Path, embedder: str, extra: dict[str, str] | None = None) -> None:
+    """The head and its metadata (`extra`: the task, the held-out figures, what it was trained on)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"dim": str(head.dim), "hidden": str(head.hidden), "embedder": embedder, "format": "aceforge-pair-head-1"}
+    meta = {**(extra or {}), "dim": str(head.dim), "hidden": str(head.hidden), "embedder": embedder,
+            "format": "aceforge-pair-head-1"}
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(tmp), metadata=meta)
     tmp.replace(path)
@@ -82,6 +125,7 @@ class PairClassifier(ModelWrapper):
         self.path = Path(path) if path is not None else None
         self.head: PairHead | None = None
         self.embedder: str | None = None
+        self.metadata: dict[str, str] = {}
 
     @property
     def name(self) -> str:
@@ -103,6 +147,7 @@ class PairClassifier(ModelWrapper):
         head.load_state_dict(load_file(str(self.path)))
         self.head = head.eval()
         self.embedder = meta["embedder"]
+        self.metadata = meta
 
     def scores(self, a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
         """P(valid pair) for each row pair, or None when no classifier is configured (never a made-up score)."""

@@ -3,7 +3,8 @@
 The first-level band (lo, hi) is on the cosine similarity of the preset's features: image features
 (ACE: 0.85-0.98 on SigLIP), face features (misaligned facial editing: the 0.8-0.9 band of Table 4) or
 style features (0.65). The second-level check is a binary pair classifier's score or none. `None` as a
-bound means unbounded on that side.
+bound means unbounded on that side. Object and text editing need their task's classifier: without one a
+clustering pair is no more an object or a text edit than any other, so those presets refuse to run.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class TaskPreset:
     band: tuple[float, float] | None = None  # None: the embedder's own calibrated band
     keep: str = "pairs"  # "pairs", "largest_set" (style) or "groups" (series / reference)
     features: str = "image"  # "image", "face" or "style": what the band is measured on
+    requires_classifier: bool = False  # refuse to mine without a trained classifier for the task
 
     def passes(self, score: float) -> bool:
         return (self.check_lo is None or score >= self.check_lo) and (self.check_hi is None or score <= self.check_hi)
@@ -32,8 +34,8 @@ PRESETS: dict[str, TaskPreset] = {p.name: p for p in [
     TaskPreset("general_editing", "general_editing", "classifier", 0.9, 1.0),
     TaskPreset("facial_misaligned", "facial_editing_misaligned", "none", None, None, band=(0.8, 0.9),
                features="face"),
-    TaskPreset("object_editing", "object_editing", "classifier", 0.5, None),
-    TaskPreset("text_editing", "text_editing", "classifier", None, 0.99),
+    TaskPreset("object_editing", "object_editing", "classifier", 0.5, None, requires_classifier=True),
+    TaskPreset("text_editing", "text_editing", "classifier", None, 0.99, requires_classifier=True),
     TaskPreset("reference_generation", "reference_generation", "classifier", 0.8, 0.95, keep="groups"),
     TaskPreset("style_editing", "style_editing", "none", None, None, band=(0.65, 1.0), keep="largest_set",
                features="style"),

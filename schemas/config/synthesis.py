@@ -22,6 +22,9 @@ MAP_TASKS = tuple(n for n, t in _TASKS.items() if t.family in (_Family.LOW_LEVEL
 STYLE_AND_CHAIN_TASKS = ("style_editing", "style_transfer_reference", "long_context", "multi_turn")
 SYNTH_TASKS = OBJECT_AND_REPAINT_TASKS + TEXT_TASKS + MAP_TASKS + STYLE_AND_CHAIN_TASKS
 FACE_TASKS = ("facial_editing", "facial_editing_misaligned")  # synthesis.faces: dlib faces + face pairs
+# captions of catalog images by the chat endpoint or the local VLM (stages/synthesis/captions.py): never in
+# SYNTH_TASKS, since a run without a captioning model cannot make them
+CAPTION_TASKS = ("text_to_image",)
 
 
 class FaceConfig(_Config):
@@ -318,10 +321,10 @@ class SynthesisConfig(_Config):
     @field_validator("tasks")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
-        bad = [t for t in v if t not in SYNTH_TASKS + FACE_TASKS]
+        bad = [t for t in v if t not in SYNTH_TASKS + FACE_TASKS + CAPTION_TASKS]
         if bad:
             raise ValueError(f"unknown synthesis task {bad[0]!r}; synthesis makes: "
-                             f"{', '.join(SYNTH_TASKS + FACE_TASKS)}")
+                             f"{', '.join(SYNTH_TASKS + FACE_TASKS + CAPTION_TASKS)}")
         return list(dict.fromkeys(v))
 
     @field_validator("repaint_area", "outpaint_extent")

@@ -34,7 +34,7 @@ import pyarrow as pa
 from mining.pairs.band import band_edges, band_edges_rows, disjoint_sets, pairs_from_sets
 from mining.pairs.geometric import Verifier
 from mining.pairs.groups import tight_groups
-from mining.pairs.classifier import PairClassifier
+from mining.pairs.classifier import PairClassifier, classifier_path
 from mining.pairs.presets import TaskPreset, largest_set
 from schemas.arrow import from_table
 from schemas.config import MiningConfig
@@ -74,6 +74,22 @@ def resolve_band(preset: TaskPreset, cfg: MiningConfig, embedder_band: tuple[flo
         lo = cfg.band_lo if cfg.band_lo is not None else lo
         hi = cfg.band_hi if cfg.band_hi is not None else hi
     return lo, hi
+
+
+def classifier_file(models_dir: str, mc: MiningConfig, preset: TaskPreset, strict: bool = True) -> Path | None:
+    """The head a preset applies: `mining.pair_classifier` when set, else the task's own head under
+    models_dir (`aceforge train-pair-classifier --task`) when trained, else none (pass-through); a preset
+    that needs one refuses without it."""
+    if preset.check != "classifier":
+        return None
+    path = Path(models_dir) / mc.pair_classifier if mc.pair_classifier else classifier_path(models_dir, preset.task)
+    if path.is_file() or mc.pair_classifier:
+        return path
+    if preset.requires_classifier and strict:
+        raise ValueError(f"preset {preset.name} needs a trained {preset.task} pair classifier and there is none at "
+                         f"{path}: label pairs (`aceforge label PAIRS --task {preset.task}`), then "
+                         f"`aceforge train-pair-classifier --task {preset.task}`")
+    return None
 
 
 def check_inputs(preset: TaskPreset, embedder: Generator, classifier: PairClassifier, features: str) -> None:
@@ -307,8 +323,8 @@ class MineStage(Stage):
         return {"preset": dataclasses.asdict(self.preset),
                 "band": resolve_band(self.preset, mc, tuple(emb.get("band") or (0.0, 1.0))),
                 "max_pairs_per_set": mc.max_pairs_per_set, "seed": mc.seed, "classifier": mc.pair_classifier,
-                "classifier_sha256": file_digest(Path(self.cfg.models_dir) / mc.pair_classifier)
-                if mc.pair_classifier else None,
+                "classifier_sha256": file_digest(clf) if (clf := classifier_file(self.cfg.models_dir, mc,
+                                                                                  self.preset, False)) else None,
                 "clusters_per_batch": mc.clusters_per_batch, "batch_rows": mc.batch_rows,
                 "geometric_min_inliers": self.cfg.supervision.group_min_inliers
                 if uses_geometry(self.preset, mc) else None}
@@ -359,7 +375,7 @@ class MineStage(Stage):
         mc, preset = self.cfg.mining, self.preset
         emb_uri, cl_uri = self._inputs()
         marker = storage.read_marker(emb_uri)
-        classifier = PairClassifier(Path(self.cfg.models_dir) / mc.pair_classifier if mc.pair_classifier else None)
+        classifier = PairClassifier(classifier_file(self.cfg.models_dir, mc, preset))
         gen = Generator(name=marker["embedder"], version=marker["version"])
         check_inputs(preset, gen, classifier, "image")
         offsets = cluster_offsets(cl_uri)

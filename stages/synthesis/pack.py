@@ -111,12 +111,28 @@ class SynthPackStage(UnitPackStage):
         c = storage.read_marker(d)["counts"]
         return {t: st.expected(c, t) for t in tasks}
 
+    def _captions(self) -> tuple[dict[str, str], Generator | None]:
+        """Image id -> caption of the caption stage, when this run makes text_to_image (else none)."""
+        if "text_to_image" not in self.cfg.synthesis.tasks or self.packs != "synthesis":
+            return {}, None
+        from stages.synthesis.captions import CaptionStage, captions
+
+        st = CaptionStage(self.cfg)
+        if storage.read_marker(st.out) is None:
+            return {}, None
+        name = st.captioner_name()
+        return captions(st.out), Generator(name=name.rsplit(":", 1)[0], version=name.rsplit(":", 1)[-1])
+
     def unit_samples(self, k: int) -> Iterator[AceSample]:
+        from stages.synthesis.captions import with_caption
+
         _, d, st, tasks = self._units()[k]
         self.instruction_counts: Counter[str] = Counter()
+        caps, captioner = self._captions()
         chat = self._chat()
         try:
-            samples = (sample for rec in self.records(d) for sample in st.samples(rec, tasks))
+            samples = (with_caption(sample, caps, captioner, self.instruction_counts) if caps else sample
+                       for rec in self.records(d) for sample in st.samples(rec, tasks))
             if chat is None:
                 yield from samples
             else:

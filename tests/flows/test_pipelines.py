@@ -145,14 +145,14 @@ def test_one_mining_run_of_two_presets_lands_one_event_with_every_set(ingested, 
         return real(**kwargs)
 
     monkeypatch.setattr(pipelines, "emit_event", recorded)
-    config = {**MINING, "mining": {**MINING["mining"], "presets": ["general_editing", "object_editing"]},
+    config = {**MINING, "mining": {**MINING["mining"], "presets": ["general_editing", "reference_generation"]},
               "synthesis": {"tasks": ["inpainting"], "max_images": 4}}  # a synthesized set joins the mined ones
     res = mine_flow(root=root, config=config)
     (event,) = sent
-    sets = [res[p]["shards"]["uri"] for p in ("general_editing", "object_editing")] + \
+    sets = [res[p]["shards"]["uri"] for p in ("general_editing", "reference_generation")] + \
         [res["synthesis"]["shards"]["uri"]]
     assert res["synthesis"]["shards"]["landed_now"] and sets[-1].endswith("mined-synthesis")
-    assert all(res[p]["shards"]["landed_now"] for p in ("general_editing", "object_editing"))
+    assert all(res[p]["shards"]["landed_now"] for p in ("general_editing", "reference_generation"))
     assert event["event"] == "aceforge.shards.landed" and event["resource"]["prefect.resource.id"] == "aceforge.shards.mined"
     payload = event["payload"]
     assert payload["shard_uris"] == [storage.absolute(u) for u in sets] and payload["root"] == storage.absolute(root)

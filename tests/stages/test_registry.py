@@ -37,7 +37,7 @@ def test_declarations_name_known_tasks_stages_sets_and_config_sections():
             assert names.index(pack.name) > i, c.name  # packed after it ran
     # the sample order of the shard sets: producers in registry order
     assert [c.name for c in registry.producers("synthesis")] == [
-        "synth-objects", "synth-repaint", "synth-face-pairs", "synth-text", "synth-maps"]
+        "synth-objects", "synth-repaint", "synth-face-pairs", "synth-text", "synth-maps", "synth-captions"]
     assert [c.name for c in registry.producers("chains")] == ["synth-style", "synth-long-context", "synth-multi-turn"]
 
 
