@@ -82,6 +82,12 @@ def models_pull(ctx: typer.Context,
         out.print("mediapipe: MediaPipe selfie segmentation and BlazePose full (tflite from the mediapipe wheel, "
                   "via pip), licence Apache-2.0", markup=False)
         return
+    from flows import settings
+
+    if "HF_HUB_OFFLINE" in settings.SET_HERE:  # the CLI's own default, not the user's: pull is the one fetch
+        import huggingface_hub.constants
+
+        huggingface_hub.constants.HF_HUB_OFFLINE = False
     cfg = _config(config or ctx.obj)
     want = list(names or default_names(cfg.synthesis.sam_variant) + ["mediapipe"])
     models_dir = Path(cfg.models_dir)

@@ -254,3 +254,25 @@ def test_cli_models_pull_fetches_hed_from_the_fake_hub(hub, tmp_path):
     listed = CliRunner().invoke(app, ["models", "pull", "--list"])
     assert "hf://timm/ViT-B-16-SigLIP@main/open_clip_model.safetensors" in listed.output
     assert json.loads((tmp_path / P.MANIFEST).read_text())["hed/ControlNetHED.pth"]["licence"].startswith("Apache")
+
+
+def test_cli_pull_goes_online_unless_the_user_set_hf_hub_offline(hub, tmp_path, monkeypatch):
+    """The CLI sets HF_HUB_OFFLINE=1 by default (nothing fetched at run time); `models pull` is the explicit
+    fetch and lifts that default, but an HF_HUB_OFFLINE the user set stands: a one-line error."""
+    import huggingface_hub.constants
+    from typer.testing import CliRunner
+
+    from flows import settings
+    from flows.cli import app
+
+    hub.add_hub("lllyasviel/Annotators", "ControlNetHED.pth", _weights(5_000, seed=6))
+    env = {"ACEFORGE_MODELS": str(tmp_path), "HF_ENDPOINT": hub.url}
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(settings, "SET_HERE", set())  # the user's own HF_HUB_OFFLINE=1
+    res = CliRunner().invoke(app, ["models", "pull", "hed"], env=env)
+    assert res.exit_code == 1 and "HF_HUB_OFFLINE is set" in res.output
+    assert not (tmp_path / "hed" / "ControlNetHED.pth").exists()
+    monkeypatch.setattr(settings, "SET_HERE", {"HF_HUB_OFFLINE"})  # only the CLI's default
+    res = CliRunner().invoke(app, ["models", "pull", "hed"], env=env)
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "hed" / "ControlNetHED.pth").is_file()
