@@ -28,6 +28,7 @@ ALLOWED = {
     ("mining/objects/detect.py", "config.json"), ("mining/objects/detect.py", "preprocessor_config.json"),
     ("mining/objects/detect.py", "tokenizer_config.json"), ("mining/objects/detect.py", "vocab.json"),
     ("mining/objects/detect.py", "special_tokens_map.json"),  # a transformers model folder's files
+    ("flows/preflight.py", "config.json"),  # a model folder's file
     ("schemas/config/run.py", "models"),  # the models directory (./models, <user cache>/aceforge/models)
 }
 
