@@ -240,7 +240,10 @@ def pull_file(models_dir: Path, model: Pullable, rf: RemoteFile, say: Callable[[
                                    f"({'sha256 ' + sha if rf.sha256 else 'md5 ' + md5}): move it away to pull it")
         return Pulled(dest, "kept", sha, "present before pull, not placed by it: kept as it is",
                       dest.stat().st_size)
-    remote = probe(rf)
+    try:
+        remote = probe(rf)
+    except Exception as e:  # noqa: BLE001 - name the source that could not be reached
+        raise ConnectionError(f"cannot reach {rf.source}: {e}") from e
     if rf.sha256 and remote.sha256 and remote.sha256 != rf.sha256:
         raise ChecksumMismatch(f"{rf.source} is sha256 {remote.sha256} on the Hub, not the pinned {rf.sha256}")
     at = f" (commit {remote.commit[:12]})" if remote.commit else ""

@@ -249,6 +249,9 @@ def test_cli_models_pull_fetches_hed_from_the_fake_hub(hub, tmp_path):
     assert (tmp_path / "hed" / "ControlNetHED.pth").read_bytes() == data
     assert "licence Apache-2.0" in res.output and "19.5 KB" in res.output
     assert "synthesis.maps.hed_sha256" in res.output and hashlib.sha256(data).hexdigest() in res.output
+    gone = CliRunner().invoke(app, ["models", "pull", "depth-anything-v2-small"],
+                              env={"ACEFORGE_MODELS": str(tmp_path), "HF_ENDPOINT": hub.url})  # not on this hub
+    assert gone.exit_code == 1 and "cannot reach hf://depth-anything/Depth-Anything-V2-Small-hf@main/config.json" in gone.output
     bad = CliRunner().invoke(app, ["models", "pull", "nope"], env={"ACEFORGE_MODELS": str(tmp_path)})
     assert bad.exit_code == 1 and "unknown model nope" in bad.output
     listed = CliRunner().invoke(app, ["models", "pull", "--list"])
