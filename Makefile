@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml requirements.lock | $(BIN)/python
 	     (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q fonts-wqy-microhei >/dev/null 2>&1)) || \
 	    echo "could not install fonts-wqy-microhei: Chinese text rendering needs it"; \
 	  else echo "install the Debian package fonts-wqy-microhei (a CJK font): Chinese text rendering needs it"; fi; }
-	@$(BIN)/python -m mining.models.mediapipe fetch --models "$${ACEFORGE_MODELS:-models}" || \
+	@$(BIN)/python -m mining.models.mediapipe fetch || \
 	  echo "MediaPipe person models not fetched: person masks and pose maps report them absent (retry: $(BIN)/python -m mining.models.mediapipe fetch)"
 	touch $(STAMP)
 

@@ -3,7 +3,6 @@
 Needs the models fetched (`python -m mining.models.mediapipe fetch`); ACEFORGE_MODELS picks the models directory.
 """
 
-import os
 import statistics
 import time
 
@@ -11,10 +10,11 @@ import numpy as np
 from skimage import data
 
 from mining.models.mediapipe import PoseEstimator, SelfieSegmenter
+from schemas.config.run import default_models_dir
 
 
 def main(repeats: int = 30) -> None:
-    models = os.environ.get("ACEFORGE_MODELS", "models")
+    models = default_models_dir()
     img = data.astronaut()
     brick = np.ascontiguousarray(np.repeat(data.brick()[:512, :512, None], 3, axis=2))
     for model in (SelfieSegmenter(models), PoseEstimator(models)):

@@ -77,6 +77,11 @@ def planned_models(cfg: RunConfig) -> list[PlannedModel]:
     if (objects or maps) and s.segmenter != "regions":
         out.append(PlannedModel(f"SAM {s.sam_variant}", sam_path(models, s.sam_variant), s.segmenter == "sam",
                                 "md5", SAM_CHECKPOINTS[s.sam_variant][1]))
+    if (objects or maps) and s.object_detector == "owlv2":
+        from mining.objects.detect import detector_dir
+
+        out.extend(PlannedModel("open-vocabulary detector (synthesis.object_detector)", detector_dir(models) / f, True)
+                   for f in ("config.json", "model.safetensors"))
     if (objects or maps) and s.people != "off":
         mediapipe(("selfie_segmentation.tflite",), s.people == "on")
     if objects:

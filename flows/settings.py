@@ -12,6 +12,11 @@ DEFAULTS = {
 }
 
 
+SET_HERE: set[str] = set()  # the defaults apply() put in place (the user had not set them)
+
+
 def apply() -> None:
     for k, v in DEFAULTS.items():
+        if k not in os.environ:
+            SET_HERE.add(k)
         os.environ.setdefault(k, v)

@@ -105,13 +105,17 @@ def copy_embedded(embedded: tuple[str, str], root: str) -> str:
 
 @pytest.fixture(scope="session")
 def mp_models(tmp_path_factory):
-    """A models directory with MediaPipe's files: the repository's (fetched at install), else fetched now."""
+    """A models directory with MediaPipe's files: ACEFORGE_MODELS, else the repository's ./models where it
+    exists, else the per-user default (where `make install` fetched them); else fetched now."""
     import os
     from pathlib import Path
 
     from mining.models.mediapipe import ChecksumError, MissingModelError, check_files, fetch
 
-    here = Path(os.environ.get("ACEFORGE_MODELS", Path(__file__).resolve().parents[1] / "models"))
+    from schemas.config.run import default_models_dir
+
+    repo = Path(__file__).resolve().parents[1] / "models"
+    here = Path(os.environ.get("ACEFORGE_MODELS") or (repo if repo.is_dir() else default_models_dir()))
     try:
         check_files(here)
         return here

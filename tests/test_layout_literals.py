@@ -22,6 +22,14 @@ ALLOWED = {
     ("store/sources.py", ".tar"), ("store/sources.py", ".parquet"),  # kinds of input source, not outputs
     ("stages/corpus/cluster.py", "a.npy"),  # a local scratch file in a fresh temporary folder
     ("flows/preflight.py", "model-digests.json"),  # the user's cache of model digests, not a run's
+    ("mining/models/pull.py", "pulled.json"),  # the models directory's record of what pull placed
+    ("mining/models/pull.py", "config.json"), ("mining/models/pull.py", "preprocessor_config.json"),  # a model's files
+    ("mining/models/pull.py", "https://github.com/Sanster/models/releases/download/add_big_lama/big-lama.pt"),
+    ("mining/objects/detect.py", "config.json"), ("mining/objects/detect.py", "preprocessor_config.json"),
+    ("mining/objects/detect.py", "tokenizer_config.json"), ("mining/objects/detect.py", "vocab.json"),
+    ("mining/objects/detect.py", "special_tokens_map.json"),  # a transformers model folder's files
+    ("flows/preflight.py", "config.json"),  # a model folder's file
+    ("schemas/config/run.py", "models"),  # the models directory (./models, <user cache>/aceforge/models)
 }
 
 

@@ -42,9 +42,16 @@ def mine(source: Optional[str] = typer.Argument(None, help="ingest this first (e
         out.print("mining.instructions.backend is none: pairs stay in pairs/, unpacked")
 
 
-@app.command()
-def models(config: Optional[Path] = ConfigOpt) -> None:
+models_app = typer.Typer(help="The models the pipeline can use: list them (no subcommand) or pull them.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback(invoke_without_command=True)
+def models(ctx: typer.Context, config: Optional[Path] = ConfigOpt) -> None:
     """List every model the pipeline can use, the file it expects, and whether it is present."""
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = config
+        return
     from mining.models.registry import model_status
 
     cfg = _config(config)
@@ -55,6 +62,50 @@ def models(config: Optional[Path] = ConfigOpt) -> None:
         for p in m.files:
             out.print(f"  expects:    {p}")
         out.print(f"  without it: {m.fallback}")
+
+
+@models_app.command("pull")
+def models_pull(ctx: typer.Context,
+                names: Optional[list[str]] = typer.Argument(None, help="models to pull (default: those the config "
+                                                            "uses; `--list` names them all)"),
+                list_: bool = typer.Option(False, "--list", help="list every pullable model, its licence and "
+                                           "source, and download nothing"),
+                config: Optional[Path] = ConfigOpt) -> None:
+    """Download models from their published source (the Hugging Face Hub, HF_ENDPOINT honoured, or the
+    authors' URL), showing licence and size first; resumes, verifies the digest, places them in models_dir."""
+    from mining.models.mediapipe import fetch as fetch_mediapipe, mediapipe_dir
+    from mining.models.pull import catalog, default_names, describe, pull
+
+    if list_:
+        for line in describe():
+            out.print(line, markup=False)
+        out.print("mediapipe: MediaPipe selfie segmentation and BlazePose full (tflite from the mediapipe wheel, "
+                  "via pip), licence Apache-2.0", markup=False)
+        return
+    from flows import settings
+
+    if "HF_HUB_OFFLINE" in settings.SET_HERE:  # the CLI's own default, not the user's: pull is the one fetch
+        import huggingface_hub.constants
+
+        huggingface_hub.constants.HF_HUB_OFFLINE = False
+    cfg = _config(config or ctx.obj)
+    want = list(names or default_names(cfg.synthesis.sam_variant) + ["mediapipe"])
+    models_dir = Path(cfg.models_dir)
+    out.print(f"models directory: {models_dir.resolve()}", markup=False)
+    try:
+        hub = [n for n in want if n != "mediapipe"]
+        if unknown := [n for n in hub if n not in catalog()]:
+            raise KeyError(f"unknown model {', '.join(unknown)}; pullable: {', '.join(catalog())}, mediapipe")
+        pulled = pull(models_dir, hub, say=lambda s: out.print(s, markup=False))
+        if "mediapipe" in want:
+            out.print("mediapipe: tflite files from the mediapipe wheel (pip), licence Apache-2.0", markup=False)
+            written = fetch_mediapipe(models_dir)
+            out.print(f"  {len(written)} file(s) written to {mediapipe_dir(models_dir)}" if written else
+                      f"  present: {mediapipe_dir(models_dir)}", markup=False)
+    except Exception as e:  # noqa: BLE001 - one line naming the cause
+        _fail("pull failed:", e, 1)
+    got = sum(p.state == "downloaded" for p in pulled)
+    out.print(f"pulled {got} file(s), {len(pulled) - got} already there", markup=False)
 
 
 @app.command("train-pair-classifier")

@@ -24,6 +24,7 @@ import numpy as np
 
 from mining.models.embedders import MissingModelError
 from mining.models.base import ModelWrapper
+from schemas.config.run import default_models_dir
 from schemas.resources import Resources
 from mining.maps.mp_pose import (DETECT_SIZE, LANDMARK_SIZE, decode_detections, detection_roi, landmarks_from_outputs,
                             letterbox, roi_crop, to_openpose18, weighted_nms)
@@ -156,7 +157,7 @@ class SelfieSegmenter(ModelWrapper):
     name = "mediapipe-selfie-segmentation"
 
     def __init__(self, models_dir: str | Path | None = None, threads: int = 1):
-        self.models_dir = Path(models_dir if models_dir is not None else os.environ.get("ACEFORGE_MODELS", "models"))
+        self.models_dir = Path(models_dir if models_dir is not None else default_models_dir())
         self.threads = threads
         self.version = f"{MP_VERSION}/{MP_FILES['selfie_segmentation.tflite'][1][:12]}"
         self._it = None
@@ -219,7 +220,7 @@ class PoseEstimator(ModelWrapper):
 
     def __init__(self, models_dir: str | Path | None = None, threads: int = 1, min_detection: float = 0.5,
                  min_presence: float = 0.5):
-        self.models_dir = Path(models_dir if models_dir is not None else os.environ.get("ACEFORGE_MODELS", "models"))
+        self.models_dir = Path(models_dir if models_dir is not None else default_models_dir())
         self.threads = threads
         self.min_detection = min_detection
         self.min_presence = min_presence
@@ -262,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mining.models.mediapipe", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("fetch", help=f"take the pinned .tflite files out of the mediapipe=={MP_VERSION} wheel")
-    f.add_argument("--models", default=os.environ.get("ACEFORGE_MODELS", "models"), help="models directory")
+    f.add_argument("--models", default=default_models_dir(), help="models directory")
     f.add_argument("--wheel", default=None, help="a local mediapipe wheel instead of downloading one")
     args = ap.parse_args(argv)
     try:

@@ -50,6 +50,14 @@ def model_status(cfg: RunConfig) -> list[ModelStatus]:
                                "safetensors)", "instructions without a chat endpoint (backend local_vlm)",
                                (vlm.folder / "config.json",), vlm.available(),
                                "none: the instructions stage fails until it is there"))
+    from mining.objects.detect import DETECTOR_MODEL, detector_dir
+
+    det = detector_dir(models, DETECTOR_MODEL)
+    out.append(ModelStatus(f"open-vocabulary detector {DETECTOR_MODEL} (transformers zero-shot detection, "
+                           "safetensors)", "named objects: labels and boxes that prompt SAM (ACE B.5.2)",
+                           (det / "config.json", det / "model.safetensors"),
+                           (det / "config.json").is_file() and (det / "model.safetensors").is_file(),
+                           "class-agnostic masks, named by the object namer (recorded in lineage)"))
     out.extend(_mediapipe_status(models))
     out.append(_style_status(models, cfg.synthesis.style.vgg_sha256))
     m = cfg.synthesis.maps
@@ -77,7 +85,7 @@ def model_status(cfg: RunConfig) -> list[ModelStatus]:
 
 
 def _mediapipe_status(models: Path) -> list[ModelStatus]:
-    fix = "none: the stages using it report it missing (fetch: python -m mining.models.mediapipe fetch)"
+    fix = "none: the stages using it report it missing (fetch: aceforge models pull mediapipe, or python -m mining.models.mediapipe fetch)"
     out = []
     for label, purpose, names in (
             ("MediaPipe selfie segmentation", "person masks for object synthesis", ("selfie_segmentation.tflite",)),

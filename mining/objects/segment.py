@@ -24,6 +24,8 @@ from schemas.resources import Resources
 class Region:
     mask: np.ndarray  # bool (H, W)
     score: float
+    label: str | None = None  # what an open-vocabulary detector called it (mining/objects/detect.py)
+    label_score: float | None = None  # that detection's score
 
 
 class Segmenter(Protocol):

@@ -16,11 +16,28 @@ from schemas.config.train import TrainConfig
 from schemas.layout import DemoFiles
 
 
+def default_models_dir() -> str:
+    """The models directory when the config leaves `models_dir` out: env ACEFORGE_MODELS; else `./models` where
+    that folder exists (a checkout installed before the per-user default keeps working); else the per-user cache
+    (platformdirs: `<user cache dir>/aceforge/models`, e.g. ~/.cache/aceforge/models on Linux), where `make
+    install` and `aceforge models pull` put the files, found from any working directory."""
+    from pathlib import Path
+
+    if env := os.environ.get("ACEFORGE_MODELS"):
+        return env
+    if Path("models").is_dir():
+        return "models"
+    from platformdirs import user_cache_dir
+
+    return str(Path(user_cache_dir("aceforge", appauthor=False)) / "models")
+
+
 class RunConfig(_Config):
     root: str = Field(DemoFiles("demo_out").root, description="fsspec URI where every stage writes")
     models_dir: str = Field(
-        default_factory=lambda: os.environ.get("ACEFORGE_MODELS", "models"),
-        description="folder holding model weights (env ACEFORGE_MODELS)",
+        default_factory=default_models_dir,
+        description="folder holding model weights; unset: env ACEFORGE_MODELS, else ./models where that folder "
+                    "exists, else the per-user cache <user cache dir>/aceforge/models (e.g. ~/.cache/aceforge/models)",
     )
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     shards: ShardConfig = Field(default_factory=ShardConfig)

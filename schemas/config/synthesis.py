@@ -298,6 +298,15 @@ class SynthesisConfig(_Config):
                               "else generic wording (named in lineage); inpainting_text_guided needs a name")
     object_name_threshold: float = Field(0.3, gt=0, le=1, description="a label is used when its probability "
                                          "reaches this; below it the object stays unnamed")
+    object_detector: str = Field("auto", pattern="^(auto|owlv2|off)$", description="named objects (ACE B.5.2): "
+                                 "an open-vocabulary detector (transformers zero-shot detection, models_dir/detector/"
+                                 "owlv2-base-patch16-ensemble) tags each image from object_vocabulary and its boxes "
+                                 "prompt SAM; the label is the object's name. auto: when its folder is there and SAM "
+                                 "is the segmenter; owlv2: a clear error without either; off: never")
+    object_vocabulary: list[str] = Field(default_factory=list, description="labels the detector looks for; empty: "
+                                         "the built-in everyday-object vocabulary (mining/objects/names.py)")
+    object_detector_threshold: float = Field(0.2, ge=0, le=1, description="detections scoring this and above "
+                                             "prompt SAM")
     objects_per_image: int = Field(2, ge=1, description="object removals per image at most (best-scored masks)")
     dilate_px: int = Field(7, ge=0, description="object masks grow by this many pixels before inpainting")
     repaint_area: tuple[float, float] = Field((0.05, 0.35), description="area fraction range of random "

@@ -159,7 +159,11 @@ class ObjectsStage(PartStage):
                     dropped[reason] += 1
                     continue
                 kept_here.append((row, obj, mask, result, scores))
-            names = self.namer([object_crop(img, obj) for _, obj, _, _, _ in kept_here]) if kept_here else []
+            # a detector's label names its object; the namer names the others (class-agnostic masks)
+            unnamed = [obj for row, obj, _, _, _ in kept_here if row.get("label") is None]
+            guessed = iter(self.namer([object_crop(img, obj) for obj in unnamed]) if unnamed else [])
+            names = [(row["label"], row["label_score"]) if row.get("label") is not None else next(guessed)
+                     for row, _, _, _, _ in kept_here]
             for (row, obj, mask, result, scores), (label, prob) in zip(kept_here, names):
                 sid = digest([rec.id, row["region"], settings], 20)
                 todo = [t for t in tasks if label is not None or t != "inpainting_text_guided"]

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from mining.image.decode import encode_mask
 from mining.objects.mask_filters import filter_masks
-from mining.objects.segment import WithPeople, make_segmenter
+from mining.objects.segment import SamSegmenter, WithPeople, make_segmenter
 from schemas.layout import SynthFiles
 from schemas.records import Generator
 from store import storage
@@ -27,6 +27,8 @@ REGION_SCHEMA = pa.schema([
     ("box_fill", pa.float32()), ("box", pa.list_(pa.int32())), ("kept", pa.bool_()), ("reason", pa.string()),
     ("mask_png", pa.binary()),  # kept masks only: full image size, 255 = the object
     ("objectness", pa.float32()),  # mining/objects/objectness.py; null where not computed (failed a shape check first)
+    ("label", pa.string()),  # the open-vocabulary detector's label (null without one)
+    ("label_score", pa.float32()),  # its detection score
 ])
 
 
@@ -37,10 +39,30 @@ def segmenter_for(cfg):
 
     s = cfg.synthesis
     seg = make_segmenter(s.segmenter, cfg.models_dir, s.sam_variant, points_per_side=s.sam_points_per_side)
+    seg = grounded(cfg, seg)
     if s.people == "off" or (s.people == "auto" and not (mediapipe_dir(cfg.models_dir) /
                                                           "selfie_segmentation.tflite").is_file()):
         return seg
     return WithPeople(seg, PersonSegmenter(cfg.models_dir))
+
+
+def grounded(cfg, seg):
+    """With an open-vocabulary detector (`synthesis.object_detector`) and SAM, the detector's boxes prompt SAM
+    and each region carries its label; else `seg` as it is (auto)."""
+    from mining.objects.detect import GroundedSegmenter, make_detector
+    from mining.objects.names import VOCABULARY
+
+    s = cfg.synthesis
+    det = make_detector(s.object_detector, cfg.models_dir, s.object_vocabulary or VOCABULARY,
+                        s.object_detector_threshold)
+    if det is None:
+        return seg
+    if not isinstance(seg, SamSegmenter):
+        if s.object_detector == "owlv2":
+            raise ValueError("synthesis.object_detector owlv2 needs SAM to segment its boxes: put the SAM "
+                             "checkpoint in models_dir/sam (`aceforge models pull sam-vit_b`) or set segmenter sam")
+        return seg
+    return GroundedSegmenter(det, seg)
 
 
 class SegmentStage(PartStage):
@@ -65,7 +87,8 @@ class SegmentStage(PartStage):
         s = self.cfg.synthesis
         return {"segmenter": [self.segmenter.name, self.segmenter.version], "max_side": s.max_side,
                 "points_per_side": s.sam_points_per_side, "filters": s.filters.model_dump(),
-                "max_images": s.max_images, "fraction": s.fraction, "partition_size": s.partition_size}
+                "max_images": s.max_images, "fraction": s.fraction, "partition_size": s.partition_size,
+                **({"detector_threshold": s.object_detector_threshold} if "detector:" in self.segmenter.name else {})}
 
     def worker_model(self):
         return self.segmenter
@@ -98,12 +121,14 @@ class SegmentStage(PartStage):
             for i, (r, st) in enumerate(res.kept):
                 rows.append({"image_id": rec.id, "region": i, "score": r.score, "area_frac": st.area_frac,
                              "box_fill": st.box_fill, "box": list(st.box), "kept": True, "reason": None,
-                             "mask_png": encode_mask(r.mask), "objectness": st.objectness})
+                             "mask_png": encode_mask(r.mask), "objectness": st.objectness, "label": r.label,
+                             "label_score": r.label_score})
             for j, (r, st, why) in enumerate(res.dropped):
                 rows.append({"image_id": rec.id, "region": len(res.kept) + j, "score": r.score,
                              "area_frac": st.area_frac if st else 0.0, "box_fill": st.box_fill if st else 0.0,
                              "box": list(st.box) if st else None, "kept": False, "reason": why, "mask_png": None,
-                             "objectness": st.objectness if st else None})
+                             "objectness": st.objectness if st else None, "label": r.label,
+                             "label_score": r.label_score})
             kept += len(res.kept)
             dropped.update(res.drops)
         counts = {"images": len(recs), "segmented": segmented, "skipped": count_reasons(skipped),

@@ -137,8 +137,10 @@ def test_models_lists_expected_files_and_presence(tmp_path):
     for name in ("selfie_segmentation.tflite", "pose_landmark_full.tflite", "vgg16.safetensors", "ControlNetHED.pth",
                  "model.safetensors"):
         assert name in res.output, name
-    # SigLIP, ArcFace, SAM, LaMa, MediaPipe x2, VGG16, depth, HED, the pair classifier: none in an empty folder
-    assert res.output.count(": absent") == 10 and ": present" not in res.output
+    # SigLIP, ArcFace, SAM, LaMa, the detector, MediaPipe x2, VGG16, depth, HED, the pair classifier: none in an
+    # empty folder
+    assert "owlv2-base-patch16-ensemble" in res.output
+    assert res.output.count(": absent") == 11 and ": present" not in res.output
 
 
 def test_mine_then_train_classifier_from_labels(demo_corpus, tmp_path, prefect_results):

@@ -197,3 +197,17 @@ def test_ray_wrapped_errors_end_in_their_cause_line(tmp_path, monkeypatch):
     res = runner.invoke(app, ["mine", "--root", str(tmp_path / "root")])
     lines = res.output.strip().splitlines()
     assert res.exit_code == 1 and lines == [f"mine failed: {one_line(_actor_died(err))}"], res.output
+
+
+def test_a_chosen_detector_that_is_absent_is_named_before_the_run(tmp_path):
+    from flows.preflight import PreflightError, check_models
+    from schemas.config import RunConfig
+
+    (tmp_path / "models").mkdir()
+    cfg = RunConfig(root=str(tmp_path / "root"), models_dir=str(tmp_path / "models"),
+                    synthesis={"tasks": ["object_removal"], "object_detector": "owlv2"})
+    with pytest.raises(PreflightError, match="open-vocabulary detector.*detector/owlv2-base-patch16-ensemble/config.json"):
+        check_models(cfg)
+    auto = RunConfig(root=str(tmp_path / "root"), models_dir=str(tmp_path / "models"),
+                     synthesis={"tasks": ["object_removal"]})
+    check_models(auto)  # auto: absent is fine (the class-agnostic segmenter stays)

@@ -2,7 +2,7 @@
 
 Config hashes and stage versions are digests of model_dump output, so a change here re-runs stages.
 config_snapshot.json was written by the code before schemas/config became a package. When a field is added or
-changed on purpose, regenerate it (ACEFORGE_MODELS unset):
+changed on purpose, regenerate it (models_dir's default is the machine's, so it is taken as ACEFORGE_MODELS=models):
     python -m tests.schemas.test_config_snapshot > tests/schemas/config_snapshot.json
 """
 
@@ -37,9 +37,11 @@ def snapshot() -> dict:
 @pytest.fixture(scope="module")
 def pair():
     saved = os.environ.pop("ACEFORGE_MODELS", None)
+    os.environ["ACEFORGE_MODELS"] = "models"  # models_dir's default depends on the machine and working directory
     try:
         yield json.loads((HERE / "config_snapshot.json").read_text()), snapshot()
     finally:
+        os.environ.pop("ACEFORGE_MODELS", None)
         if saved is not None:
             os.environ["ACEFORGE_MODELS"] = saved
 
@@ -63,5 +65,5 @@ def test_fields_defaults_descriptions_and_constraints_are_the_snapshot(pair):
 
 
 if __name__ == "__main__":
-    os.environ.pop("ACEFORGE_MODELS", None)
+    os.environ["ACEFORGE_MODELS"] = "models"
     print(json.dumps(snapshot(), indent=1))
