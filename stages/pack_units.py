@@ -17,6 +17,9 @@ from stages.supervise import Gate, merged_summary, reconcile
 from runtime.stage import ItemReport, Resources, Stage, StageReport
 from store import storage
 from store.shard_units import finalize_shard_set, read_unit, unit_uri, write_shard_unit
+from store.sample_table import UnitRows
+from store.set_report import write_report
+from mining.quality import identity as quality_identity, make_pair_scorer
 
 
 class UnitPackStage(Stage):
@@ -59,6 +62,12 @@ class UnitPackStage(Stage):
             self._set_cfg = cfg.model_copy(update={"image_ext": ext})
         return self._set_cfg
 
+    def _pair_scorer(self):
+        """The SigLIP pair scorer (loaded once per worker on first use), None without its weights."""
+        if not hasattr(self, "_scorer"):
+            self._scorer = make_pair_scorer(self.cfg.models_dir)
+        return self._scorer
+
     def unit_extra(self) -> dict[str, Any]:
         """What unit k's file holds besides its shards and gate counts (read once its samples are out)."""
         return {}
@@ -71,7 +80,7 @@ class UnitPackStage(Stage):
         if getattr(self, "_unit_cache", None) is None:
             from stages.synthesis.parts import digest
 
-            base = [self.settings(), self.set_config().image_ext]
+            base = [self.settings(), self.set_config().image_ext, quality_identity(self.cfg.models_dir)]
             self._unit_cache = [f"{stem}-{digest([base, stem, storage.read_marker(d)])}"
                                 for stem, d in self.unit_inputs()]
         return self._unit_cache
@@ -90,11 +99,14 @@ class UnitPackStage(Stage):
         if storage.read_marker(d) is None:
             raise FileNotFoundError(f"{self.label}: no complete input under {d}")
         cfg = self.set_config()
-        gate = Gate(self.cfg.supervision, cfg)
+        q = self.cfg.shards.quality
+        gate = Gate(self.cfg.supervision, cfg, quality=q.scores,
+                    pair_scorer=self._pair_scorer() if q.scores else None)
         promised = self.unit_promised(k)
+        rows = UnitRows(self.out, cfg.prefix, self.units()[k], q.thumbnails_per_task)
 
         def checked():  # raises before the unit's file when the samples checked are not those promised
-            yield from gate(self.unit_samples(k))
+            yield from map(rows.add, gate(self.unit_samples(k)))
             reconcile(f"{self.label} unit {stem}", promised, gate)
 
         extra: dict[str, Any] = {}
@@ -103,7 +115,7 @@ class UnitPackStage(Stage):
             extra.update(self.unit_extra())
             return {"supervision": gate.summary(), **extra}
 
-        doc, _ = write_shard_unit(checked(), self.out, self.units()[k], cfg, extra=ends)
+        doc, _ = write_shard_unit(checked(), self.out, self.units()[k], cfg, extra=ends, before_done=rows.write)
         return ItemReport(stage=self.label, item=k, counts={"samples": doc["samples"], "shards": len(doc["shards"]),
                                                             "supervision_dropped": doc["supervision"]["dropped"],
                                                             **extra})
@@ -127,7 +139,9 @@ class UnitPackStage(Stage):
                 sum(r.values()) for r in sup["dropped"].values()):
             raise RuntimeError(f"{self.label}: units promise {promised} samples, their gates saw {gated}: "
                                "no marker written")
-        finalize_shard_set(self.out, units, cfg, {"supervision": sup, **self.marker_extra(docs)})
+        finalize_shard_set(self.out, units, cfg, {"supervision": sup, **self.marker_extra(docs),
+                                                  "quality": quality_identity(self.cfg.models_dir)})
+        write_report(self.out, stage=self.label)
         self.stamp(self.out)
         return self.report()  # type: ignore[return-value]
 

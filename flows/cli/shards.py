@@ -105,3 +105,36 @@ def shards_export_ace(uri: str, out_dir: Path,
     out.print(f"{rep.written} samples -> {rep.list_path}; skipped {rep.skipped or 'none'}")
     out.print(f'paths relative to {rep.path_prefix}: set TRAIN_DATA.PATH_PREFIX: "{rep.path_prefix}"' if relative
               else 'absolute paths: the released config\'s PATH_PREFIX: "" reads them as shipped')
+
+
+@shards_app.command("filter")
+def shards_filter(uri: str, out_uri: str,
+                  where: str = typer.Option(..., "--where", help="expression over the samples table's columns, "
+                                            "e.g. \"task == 'inpainting' and ssim_change > 0.05\"")) -> None:
+    """Write the samples of a shard set that EXPR keeps as a new shard set (manifest, samples table, report)."""
+    from store.shard_filter import filter_shard_set
+    from store.where import WhereError
+
+    try:
+        rep = filter_shard_set(uri, out_uri, where)
+    except (WhereError, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
+        _fail("filter failed:", e, 1)
+    out.print(f"{rep.kept}/{rep.total} samples -> {rep.uri} ({rep.shards} shards)")
+
+
+@shards_app.command("report")
+def shards_report(uri: str) -> None:
+    """Write (again) a shard set's dataset report, report.html beside its manifest."""
+    from store.set_report import write_report
+
+    try:
+        path = write_report(uri)
+    except FileNotFoundError as e:
+        _fail("report failed:", e, 1)
+    out.print(f"report: {storage_absolute(path)}")
+
+
+def storage_absolute(uri: str) -> str:
+    from store import storage
+
+    return storage.absolute(uri) or uri
