@@ -97,6 +97,9 @@ def _scores_section(table, tasks: list[str], pair_model: str) -> list[str]:
     task_col = table.column("task").to_numpy(zero_copy_only=False)
     for t in tasks:
         sel = task_col == t
+        if not sel.any():
+            out.append(f'<tr><td>{_h(t)}</td><td class="none" colspan="{len(FIELDS)}">no sample kept</td></tr>')
+            continue
         cells = []
         for f in FIELDS:
             col = table.column(f).to_numpy(zero_copy_only=False)[sel]
@@ -111,17 +114,19 @@ def _scores_section(table, tasks: list[str], pair_model: str) -> list[str]:
     return out
 
 
-def _grid_section(uri: str, tasks: list[str]) -> list[str]:
+def _grid_section(uri: str, tasks: list[str], counts: dict[str, int]) -> list[str]:
     from store.sample_table import read_samples
 
     shown = read_samples(uri, ["key", "task", "instruction", "thumb"])
     shown = shown.filter(pc.is_valid(shown.column("thumb"))).to_pylist()
-    out = ['<h2 id="grid">Samples per task</h2>', "<p>Each strip: edit (or first input) | mask | target.</p>"]
+    out = ['<h2 id="grid">Sample grid</h2>', "<p>Each strip: edit (or first input) | mask (group labels stretched "
+           "to be seen) | target, with the instruction.</p>"]
     for t in tasks:
         rows = [r for r in shown if r["task"] == t][:GRID]
         out.append(f'<h3 id="task-{_h(t)}">{_h(t)}</h3>')
         if not rows:
-            out.append('<p class="none">no thumbnails</p>')
+            out.append('<p class="none">no sample kept (see the drops above)</p>' if t not in counts else
+                       '<p class="none">no thumbnails (the packing units wrote none)</p>')
             continue
         out.append('<div class="grid">' + "".join(
             f'<figure><img loading="lazy" src="{_h(r["thumb"])}" alt="{_h(r["key"])}">'
@@ -155,7 +160,8 @@ def render(uri: str, stage: str = "") -> str:
         raise FileNotFoundError(f"{uri} is not a complete shard set (no {storage.MARKER})")
     table = read_samples(uri, ["task", *FIELDS, "generators"])
     counts = dict(marker.get("counts_by_task") or {})
-    tasks = sorted(counts)
+    sup = marker.get("supervision") or {}
+    tasks = sorted(set(counts) | set(sup.get("checked") or {}))  # with the tasks whose samples were all dropped
     pair_model = (marker.get("quality") or {}).get("pair_model", "absent")
     gens: Counter[str] = Counter()
     for g, n in zip(*pc.value_counts(table.column("generators")).flatten()):
@@ -164,11 +170,11 @@ def render(uri: str, stage: str = "") -> str:
     name = uri.rstrip("/").rsplit("/", 1)[-1]
     body = [f"<h1>Shard set {_h(name)}</h1>",
             f"<p>{marker['samples']} samples in {marker['shards']} shards, {marker['bytes'] / 2**20:.1f} MiB; "
-            f"{len(tasks)} tasks; samples table rows {table.num_rows}.</p>", *_filter_line(marker.get("filter")),
+            f"{len(counts)} tasks kept of {len(tasks)}; samples table rows {table.num_rows}.</p>", *_filter_line(marker.get("filter")),
             '<nav><a href="#tasks">tasks</a><a href="#drops">drops</a><a href="#scores">scores</a>'
             '<a href="#grid">samples</a><a href="#models">models</a></nav>',
-            *_tasks_section(counts), *_drops_section(stage or "pack", marker.get("supervision") or {}),
-            *_scores_section(table, tasks, pair_model), *_grid_section(uri, tasks), *_models_section(gens, pair_model)]
+            *_tasks_section(counts), *_drops_section(stage or "pack", sup),
+            *_scores_section(table, tasks, pair_model), *_grid_section(uri, tasks, counts), *_models_section(gens, pair_model)]
     return ('<!doctype html><html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width,initial-scale=1">'
             f"<title>{_h(name)}: dataset report</title><style>{CSS}</style></head><body>"

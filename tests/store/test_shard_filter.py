@@ -62,3 +62,21 @@ def test_filter_writes_a_valid_set_of_the_kept_samples(tmp_path):
         (tmp_path / "filtered" / "report.html").read_text()
     with pytest.raises(FileExistsError):
         filter_shard_set(src, out, "n > 0")
+
+
+def test_the_filter_command_writes_the_set_and_ends_a_bad_expression_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    cfg = RunConfig(root=str(tmp_path / "root"), supervision={"enabled": False}, models_dir=str(tmp_path / "none"))
+    src = LocalExecutor().run(Planted(cfg, dirs=[plant(tmp_path, "a", 3)])).outputs[0]
+    runner = CliRunner()
+    ok = runner.invoke(app, ["shards", "filter", src, str(tmp_path / "o"), "--where", "key != 'a-1'"])
+    assert ok.exit_code == 0 and "2/3 samples" in ok.output
+    bad = runner.invoke(app, ["shards", "filter", src, str(tmp_path / "o2"), "--where", "changed_in_mask >"])
+    lines = bad.output.strip().splitlines()
+    assert bad.exit_code == 1 and len(lines) == 1 and lines[0].startswith("filter failed:")
+    assert not (tmp_path / "o2").exists()
+    rep = runner.invoke(app, ["shards", "report", str(tmp_path / "o")])
+    assert rep.exit_code == 0 and (tmp_path / "o" / "report.html").is_file()
