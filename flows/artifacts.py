@@ -8,7 +8,7 @@ import io
 
 import numpy as np
 from PIL import Image
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from mining.image.decode import decode_image
 from schemas.layout import PairFiles
@@ -26,6 +26,13 @@ def artifact_key(text: str) -> str:
 
 def counts_table(title: str, rows: dict[str, object], key: str) -> None:
     create_table_artifact([{"count": k, "value": v} for k, v in rows.items()], key=artifact_key(key), description=title)
+
+
+def report_link(name: str, report_uri: str, key: str) -> None:
+    """A link to a shard set's dataset report (report.html beside its manifest)."""
+    uri = storage.absolute(report_uri) or report_uri
+    create_link_artifact(uri if "://" in uri else f"file://{uri}", link_text=f"dataset report: {name}",
+                         key=artifact_key(key), description=f"dataset report of shard set {name}")
 
 
 def thumbnail(rec: ImageRecord) -> str:

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from flows.artifacts import band_histogram, counts_table, pair_report, synth_report
+from flows.artifacts import band_histogram, counts_table, pair_report, report_link, synth_report
 from schemas.config import RunConfig
 from schemas.layout import ShardFiles
 from stages import registry
@@ -57,6 +57,9 @@ def _landed(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool) -
     counts_table(f"supervision: {name}",  # samples dropped by the gate, per task
                  {f"{t}: {r}": n for t, rs in (c.get("supervision_dropped") or {}).items() for r, n in rs.items()}
                  or {"dropped": 0}, f"supervision-{name}")
+    report = ShardFiles(c["uri"]).report
+    if storage.exists(report):
+        report_link(name, report, f"report-{name}")
 
 
 def _synth_landed(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool) -> None:

@@ -138,3 +138,33 @@ def storage_absolute(uri: str) -> str:
     from store import storage
 
     return storage.absolute(uri) or uri
+
+
+@shards_app.command("leakage")
+def shards_leakage(eval_source: str, sets: list[str], config: Optional[Path] = ConfigOpt,
+                   report: Path = typer.Option(Path("leakage.json"), "--report", help="the report file (JSON)"),
+                   show: int = typer.Option(10, help="leaked samples listed")) -> None:
+    """Find the training samples of SET... whose inputs or target are an evaluation image: the same pixels
+    (exact), a duplicate or an in-band near-duplicate (flips and rescales included). Exit 1 when any is found."""
+    from mining.models.embedders import make_embedder
+    from store.leakage import check_leakage, write_leakage_report
+
+    cfg = _config(config)
+    try:
+        embed = make_embedder(cfg.mining.embedder, cfg.models_dir)
+        embed.setup()
+        rep = check_leakage(eval_source, sets, embed)
+    except (FileNotFoundError, ValueError) as e:
+        _fail("leakage check failed:", e, 1)
+    write_leakage_report(rep, str(report))
+    t = Table(title=f"leakage of {eval_source} ({rep.eval_images} images, {rep.embedder}, band {rep.band})")
+    for c in ("shard set", "images checked", "exact", "duplicate", "near"):
+        t.add_column(c)
+    counts = rep.counts()
+    for s, n in rep.checked.items():
+        t.add_row(s, str(n), *(str(counts.get(s, {}).get(level, 0)) for level in ("exact", "duplicate", "near")))
+    out.print(t)
+    for r in rep.leaked[:show]:
+        out.print(f"[red]{r['level']}[/red] {r['key']} {r['member']} ~ {r['eval_image']} ({r['similarity']})")
+    out.print(f"{len({(r['set'], r['key']) for r in rep.leaked})} samples leak; report: {report}")
+    raise typer.Exit(1 if rep.leaked else 0)
