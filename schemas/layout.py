@@ -52,6 +52,7 @@ class RunLayout:
     SHARDS = "shards"
     CHECKPOINTS = "checkpoints"
     EXPORTS = "exports"
+    LEAKAGE = "leakage"
     MODELS = "models"
     CACHE = "cache"
     INSTRUCTIONS = "instructions"  # the instruction-reply cache, under CACHE
@@ -134,6 +135,10 @@ class RunLayout:
     def checkpoints(self, run: str) -> str:
         """One training run's folder: its checkpoints, metrics and live state."""
         return join(self.checkpoints_dir, run)
+
+    def leakage(self, digest: str) -> str:
+        """One leakage check's report (an evaluation source against shard sets), named by what it compared."""
+        return self._at(self.LEAKAGE, f"{digest}.json")
 
     def exports(self, run: str) -> str:
         """One training run's exported LoRA files."""
@@ -510,6 +515,10 @@ class ShardFiles:
     SAMPLES = "samples.parquet"
     REPORT = "report.html"
     THUMBS = "thumbs"
+
+    def without_leaks(self, digest: str) -> str:
+        """This set less the samples a leakage check found (a sibling folder, written by `filter`)."""
+        return f"{self.uri.rstrip('/')}-noleak-{digest}"
 
     def encoded(self, form: str, max_tokens: int) -> str:
         """The side set of this set's samples encoded for one training setup (a sibling folder)."""

@@ -106,5 +106,16 @@ def check_leakage(eval_source: str, sets: list[str], embed, progress=None) -> Le
     return rep
 
 
+def leakage_report_uri(root: str, eval_source: str, sets: list[str]) -> str:
+    """Where a check of `eval_source` against `sets` keeps its report under a run root."""
+    import hashlib
+
+    from schemas.layout import RunLayout
+
+    digest = hashlib.sha256(json.dumps([storage.absolute(eval_source), [storage.absolute(s) for s in sets]])
+                            .encode()).hexdigest()[:16]
+    return RunLayout(storage.absolute(root)).leakage(digest)
+
+
 def write_leakage_report(rep: LeakageReport, uri: str) -> None:
     storage.atomic_write_bytes(uri, json.dumps(rep.as_dict(), indent=1).encode())

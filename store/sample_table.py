@@ -89,3 +89,26 @@ def read_samples(uri: str, columns: list[str] | None = None) -> pa.Table:
     import pyarrow.parquet as pq
 
     return pq.read_table(p, filesystem=storage.arrow_fs(fs), columns=columns)
+
+
+def table_from_shards(uri: str) -> pa.Table:
+    """The samples table rebuilt from a set's tars (a set packed before samples tables, or written by one
+    writer): every sample's json and target size, no thumbnails. Reads every record: a fallback, not the way."""
+    import json
+
+    from schemas.io import iter_tar_samples
+    from store.shards import read_manifest
+
+    rows = []
+    for row in read_manifest(uri):
+        for raw in iter_tar_samples(storage.join(uri, row.shard)):
+            meta = json.loads(raw["json"])
+            w, h = _size(raw[meta["target"]["image"]])
+            q = meta.get("quality") or {}
+            rows.append({"key": raw["__key__"], "shard": row.shard, "task": meta["task"],
+                         "instruction": meta["instruction"], "inputs": len(meta["units"]),
+                         "has_mask": any(u.get("mask") for u in meta["units"]), "width": w, "height": h,
+                         **{f: q.get(f) for f in FIELDS},
+                         "generators": ",".join(sorted({g["name"] for g in meta["lineage"].get("generators", [])})),
+                         "thumb": None})
+    return pa.Table.from_pylist(rows, schema=SCHEMA)

@@ -19,7 +19,7 @@ from schemas.layout import ShardFiles
 from schemas.records import AceSample
 from schemas.shard_layout import decode_sample
 from store import storage
-from store.sample_table import SCHEMA, read_samples
+from store.sample_table import SCHEMA, read_samples, table_from_shards
 from store.shards import read_manifest, write_shard_set
 from store.where import select
 
@@ -40,7 +40,7 @@ def filter_shard_set(src: str, out: str, where: str) -> FilterReport:
         raise ValueError("OUT must be another folder than SET")
     if storage.read_marker(out) is not None:
         raise FileExistsError(f"{out} already holds a complete shard set: remove it or choose another OUT")
-    table = read_samples(src)
+    table = read_samples(src) if storage.exists(ShardFiles(src).samples) else table_from_shards(src)
     kept = select(table, where)
     keys = set(kept.column("key").to_pylist())
 

@@ -142,12 +142,13 @@ def storage_absolute(uri: str) -> str:
 
 @shards_app.command("leakage")
 def shards_leakage(eval_source: str, sets: list[str], config: Optional[Path] = ConfigOpt,
-                   report: Path = typer.Option(Path("leakage.json"), "--report", help="the report file (JSON)"),
+                   report: Optional[Path] = typer.Option(None, "--report", help="the report file (JSON); default: "
+                                                         "the run root's leakage/<digest>.json"),
                    show: int = typer.Option(10, help="leaked samples listed")) -> None:
     """Find the training samples of SET... whose inputs or target are an evaluation image: the same pixels
     (exact), a duplicate or an in-band near-duplicate (flips and rescales included). Exit 1 when any is found."""
     from mining.models.embedders import make_embedder
-    from store.leakage import check_leakage, write_leakage_report
+    from store.leakage import check_leakage, leakage_report_uri, write_leakage_report
 
     cfg = _config(config)
     try:
@@ -156,6 +157,7 @@ def shards_leakage(eval_source: str, sets: list[str], config: Optional[Path] = C
         rep = check_leakage(eval_source, sets, embed)
     except (FileNotFoundError, ValueError) as e:
         _fail("leakage check failed:", e, 1)
+    report = report or Path(leakage_report_uri(cfg.root, eval_source, sets))
     write_leakage_report(rep, str(report))
     t = Table(title=f"leakage of {eval_source} ({rep.eval_images} images, {rep.embedder}, band {rep.band})")
     for c in ("shard set", "images checked", "exact", "duplicate", "near"):

@@ -61,3 +61,22 @@ def test_the_leakage_command_writes_the_report_and_fails_when_samples_leak(plant
     Image.open(ev + "/unrelated.png").save(clean / "only.png")
     ok = CliRunner().invoke(app, ["shards", "leakage", str(clean), train, "--report", str(tmp_path / "ok.json")])
     assert ok.exit_code == 0 and "0 samples leak" in ok.output
+
+
+def test_training_refuses_or_drops_the_leaked_samples(planted, tmp_path):
+    from flows.training import plan_training
+    from schemas.config import RunConfig
+    from store.sample_table import read_samples  # noqa: F401  (the filtered copy is a full shard set)
+    from store.shard_reader import read_shard_set
+
+    train, ev = planted
+    base = {"root": str(tmp_path / "root"), "models_dir": str(tmp_path / "none")}
+    refuse = RunConfig(**base, train={"leakage_source": ev})
+    with pytest.raises(ValueError, match=r"2 samples show images of the evaluation source .*report: "):
+        plan_training(refuse, [train])
+    plan = plan_training(RunConfig(**base, train={"leakage_source": ev, "leakage": "drop"}), [train])
+    (kept,) = plan.shard_sets
+    assert "-noleak-" in kept and sorted(s.key for s in read_shard_set(kept)) == ["astronaut", "chelsea", "coffee"]
+    again = plan_training(RunConfig(**base, train={"leakage_source": ev, "leakage": "drop"}), [train])
+    assert again.shard_sets == [kept] and again.identity == plan.identity  # the copy is reused
+    assert plan_training(RunConfig(**base), [train]).shard_sets == [train]
