@@ -44,6 +44,50 @@ def thumbnail(rec: ImageRecord) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+STRIP_SIDE = 96  # px, the height of one picture of a UI row's strip: a row stays narrower than the UI's pane
+WRAP = 56  # characters per line of a UI cell's text (the UI's tables do not wrap long cells by themselves)
+
+
+def wrap(text: str, width: int = WRAP) -> str:
+    """Text for a markdown table cell: escaped pipes, lines of at most `width` characters joined by <br>."""
+    import textwrap
+
+    return "<br>".join(textwrap.wrap(str(text).replace("|", "\\|"), width, break_long_words=True)) or "-"
+
+
+def _picture(data: bytes) -> Image.Image:
+    """One panel of a strip: RGB, or a mask made visible (group labels 1, 2... stretched to 0-255)."""
+    from mining.quality import visible_mask
+
+    im = Image.open(io.BytesIO(data))
+    if im.mode in ("L", "P", "I", "I;16"):
+        im = Image.fromarray(visible_mask(np.asarray(im.convert("L"))))
+    return im.convert("RGB")
+
+
+def strip(*images: bytes | Image.Image) -> str:
+    """Pictures side by side, each STRIP_SIDE px high, as one inline JPEG (one table column for all of them)."""
+    panels = []
+    for x in images:
+        im = x.convert("RGB") if isinstance(x, Image.Image) else _picture(x)
+        w = min(2 * STRIP_SIDE, max(1, round(im.width * STRIP_SIDE / im.height)))
+        panels.append(im.resize((w, STRIP_SIDE), Image.Resampling.BILINEAR))
+    out = Image.new("RGB", (sum(p.width for p in panels) + 3 * (len(panels) - 1), STRIP_SIDE), (255, 255, 255))
+    x0 = 0
+    for p in panels:
+        out.paste(p, (x0, 0))
+        x0 += p.width + 3
+    buf = io.BytesIO()
+    out.save(buf, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _catalog_image(rec: ImageRecord) -> Image.Image:
+    im = decode_image(read_uri(rec.uri), max_pixels=10**9, min_side=1).image
+    im.thumbnail((2 * STRIP_SIDE, STRIP_SIDE), Image.Resampling.LANCZOS)
+    return im
+
+
 def pair_report(pairs: list[PairRecord], catalog: dict[str, ImageRecord], title: str, key: str, n: int = 12,
                 seed: int = 0) -> None:
     """Sampled pairs: source and target thumbnails side by side, instruction, scores, lineage."""
@@ -58,14 +102,15 @@ def pair_report(pairs: list[PairRecord], catalog: dict[str, ImageRecord], title:
                   + rng.choice(without, min(len(without), n - take), replace=False).tolist())
     lines = [f"## {title}", "", f"{len(pick)} of {len(pairs)} pairs ({len(with_ins)} with an instruction, packed), "
              f"sampled with seed {seed}.", "",
-             "| source | target | instruction | scores | made by |", "|---|---|---|---|---|"]
+             "| source, target | instruction; scores; made by |", "|---|---|"]
     for i in pick:
         p = pairs[i]
         src, tgt = catalog[p.source_id], catalog[p.target_id]
         scores = ", ".join(f"{k} {v:.3f}" for k, v in p.scores.items())
         gens = ", ".join(g.name for g in p.lineage.generators)
-        instruction = (p.instruction or "*(none: not packed)*").replace("|", "\\|")
-        lines.append(f"| ![source]({thumbnail(src)}) | ![target]({thumbnail(tgt)}) | {instruction} | {scores} | {gens} |")
+        instruction = wrap(p.instruction) if p.instruction else "*(none: not packed)*"
+        lines.append(f"| ![source, target]({strip(_catalog_image(src), _catalog_image(tgt))}) | {instruction}"
+                     f"<br>*{wrap(scores)}*<br>{wrap(gens)} |")
     create_markdown_artifact("\n".join(lines), key=artifact_key(key), description=title)
 
 
@@ -118,14 +163,14 @@ def synth_report(records: list[dict], title: str, key: str, n: int = 8, seed: in
 
     rng = np.random.default_rng(seed)
     pick = sorted(rng.choice(len(records), min(n, len(records)), replace=False).tolist())
-    lines = [f"## {title}", "", f"{len(pick)} of {len(records)} records of the first part, sampled with seed {seed}. "
-             "An object record is a removal (edit = source, target = object removed); its addition sample is the "
-             "reverse.", "", "| edit | mask | target | instructions | scores | made by |", "|---|---|---|---|---|---|"]
+    lines = [f"## {title}", "", f"{len(pick)} of the first {len(records)} records of the first part, sampled with "
+             f"seed {seed}. An object record is a removal (edit = source, target = object removed); its addition "
+             "sample is the reverse.", "", "| edit, mask, target | instructions; scores; made by |", "|---|---|"]
     for i in pick:
         r = records[i]
-        ins = "<br>".join(f"{t}: {v}" for t, v in json.loads(r["instructions"]).items()).replace("|", "\\|")
+        ins = "<br>".join(wrap(f"{t}: {v}") for t, v in json.loads(r["instructions"]).items())
         scores = ", ".join(f"{k} {v:.3f}" for k, v in json.loads(r["scores"]).items())
         gens = ", ".join(f"{a}:{b}" for a, b in json.loads(r["generators"]))
-        lines.append(f"| ![edit]({_thumb_bytes(r['edit_png'])}) | ![mask]({_thumb_bytes(r['mask_png'])}) | "
-                     f"![target]({_thumb_bytes(r['target_png'])}) | {ins} | {scores} | {gens} |")
+        lines.append(f"| ![edit, mask, target]({strip(r['edit_png'], r['mask_png'], r['target_png'])}) | {ins}"
+                     f"<br>*{wrap(scores)}*<br>{wrap(gens)} |")
     create_markdown_artifact("\n".join(lines), key=artifact_key(key), description=title)
