@@ -63,10 +63,19 @@ class UnitPackStage(Stage):
         return self._set_cfg
 
     def _pair_scorer(self):
-        """The SigLIP pair scorer (loaded once per worker on first use), None without its weights."""
+        """The SigLIP pair scorer of the quality scores, None without its weights (or with scores off)."""
         if not hasattr(self, "_scorer"):
-            self._scorer = make_pair_scorer(self.cfg.models_dir)
+            self._scorer = make_pair_scorer(self.cfg.models_dir) if self.cfg.shards.quality.scores else None
         return self._scorer
+
+    def worker_model(self):
+        """The pair scorer where its weights exist: a worker then holds what it declares (a GPU share there)."""
+        return self._pair_scorer()
+
+    def setup(self) -> None:
+        scorer = self._pair_scorer()
+        if scorer is not None:
+            scorer.setup()
 
     def unit_extra(self) -> dict[str, Any]:
         """What unit k's file holds besides its shards and gate counts (read once its samples are out)."""
