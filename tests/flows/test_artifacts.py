@@ -55,3 +55,22 @@ def test_ui_rows_are_one_strip_and_wrapped_text_with_masks_made_visible(monkeypa
     w = round(400 * fa.STRIP_SIDE / 300)
     mask = im[:, w + 3: 2 * w + 3]
     assert mask[:, : w // 3].mean() < 20 and mask[:, -w // 6:].mean() > 230  # label 2 shows white, not black
+
+
+def test_a_landed_shard_set_shows_its_counts_and_links_its_report(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import flows.reports as fr
+
+    tables, links = {}, []
+    monkeypatch.setattr(fr, "counts_table", lambda title, rows, key: tables.update({key: rows}))
+    monkeypatch.setattr(fr, "report_link", lambda name, uri, key: links.append(uri))
+    counts = {"uri": str(tmp_path), "samples": 7, "shards": 2, "bytes": 3 << 20, "kept_shards": 1,
+              "counts_by_task": {"inpainting": 5, "outpainting": 2}, "supervision_dropped": {"inpainting": {"smear": 1}}}
+    stage, rep = SimpleNamespace(params={"shard_name": "s"}), SimpleNamespace(counts=counts)
+    fr._landed(fr.ReportContext(None, []), stage, rep, True)
+    assert tables["shards-s"]["samples: outpainting"] == 2 and tables["shards-s"]["MiB"] == 3.0
+    assert tables["supervision-s"] == {"inpainting: smear": 1} and links == []  # no report.html: no link
+    (tmp_path / "report.html").write_text("<html></html>")
+    fr._landed(fr.ReportContext(None, []), stage, rep, True)
+    assert links == [str(tmp_path / "report.html")]
