@@ -149,12 +149,43 @@ class UnitPackStage(Stage):
             raise RuntimeError(f"{self.label}: units promise {promised} samples, their gates saw {gated}: "
                                "no marker written")
         finalize_shard_set(self.out, units, cfg, {"supervision": sup, **self.marker_extra(docs),
-                                                  "quality": quality_identity(self.cfg.models_dir)})
+                                                  "quality": quality_identity(self.cfg.models_dir),
+                                                  "upstream_drops": self.upstream_drops()})
         write_report(self.out, stage=self.label)
         self.stamp(self.out)
         return self.report()  # type: ignore[return-value]
+
+    def upstream_drops(self) -> dict[str, dict[str, int]]:
+        """What the stages that made this set's inputs dropped, by reason: from the marker of the stage folder
+        above each unit input (`counts.dropped` or `counts.drops`), keyed by that folder's place in the root."""
+        out: dict[str, dict[str, int]] = {}
+        root = storage.absolute(self.cfg.root).rstrip("/")
+        for _, d in self.unit_inputs():
+            up = storage.parent(d)
+            for _ in range(3):  # a part or batch sits one or two folders below its stage's marker
+                if not (storage.absolute(up) or up).startswith(root + "/"):
+                    break  # never above the run root
+                m = storage.read_marker(up)
+                counts = (m or {}).get("counts") or {}
+                drops = counts.get("dropped", counts.get("drops"))
+                if isinstance(drops, dict):
+                    label = (storage.absolute(up) or up).removeprefix(root).strip("/")
+                    out.setdefault(label, {k: v for k, v in _flat_counts(drops).items() if v})
+                    break
+                up = storage.parent(up)
+        return out
 
     def report(self) -> StageReport | None:
         from stages.pairs.pack import shard_set_report
 
         return shard_set_report(self, self.out)
+
+
+def _flat_counts(d: dict, prefix: str = "") -> dict[str, int]:
+    out: dict[str, int] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat_counts(v, f"{prefix}{k}: "))
+        elif isinstance(v, (int, float)):
+            out[f"{prefix}{k}"] = int(v)
+    return out

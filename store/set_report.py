@@ -74,7 +74,7 @@ def _tasks_section(counts: dict[str, int]) -> list[str]:
     return ['<h2 id="tasks">Samples per task</h2>', f"<table><tr><th>task</th><th>samples</th><th></th></tr>{rows}</table>"]
 
 
-def _drops_section(stage: str, sup: dict) -> list[str]:
+def _drops_section(stage: str, sup: dict, marker_upstream: dict | None = None) -> list[str]:
     checked, dropped = sup.get("checked") or {}, sup.get("dropped") or {}
     out = ['<h2 id="drops">Dropped by reason</h2>',
            f"<p>Stage <b>{_h(stage)}</b>, supervision gate {_h(sup.get('checker', '-'))}"
@@ -85,6 +85,14 @@ def _drops_section(stage: str, sup: dict) -> list[str]:
         out.append(f'<tr><td>{_h(t)}</td><td class="n">{checked.get(t, 0)}</td><td class="n">{sum(rs.values())}</td>'
                    f"<td>{_h(', '.join(f'{r} {n}' for r, n in sorted(rs.items())) or '-')}</td></tr>")
     out.append("</table>")
+    up = marker_upstream or {}
+    if up:
+        out += ["<h3>Dropped upstream, by stage and reason</h3>",
+                "<table><tr><th>stage output</th><th>dropped</th><th>by reason</th></tr>"]
+        for where, rs in sorted(up.items()):
+            out.append(f'<tr><td>{_h(where)}</td><td class="n">{sum(rs.values())}</td>'
+                       f"<td>{_h(', '.join(f'{r} {n}' for r, n in sorted(rs.items())) or '-')}</td></tr>")
+        out.append("</table>")
     return out
 
 
@@ -173,7 +181,7 @@ def render(uri: str, stage: str = "") -> str:
             f"{len(counts)} tasks kept of {len(tasks)}; samples table rows {table.num_rows}.</p>", *_filter_line(marker.get("filter")),
             '<nav><a href="#tasks">tasks</a><a href="#drops">drops</a><a href="#scores">scores</a>'
             '<a href="#grid">samples</a><a href="#models">models</a></nav>',
-            *_tasks_section(counts), *_drops_section(stage or "pack", sup),
+            *_tasks_section(counts), *_drops_section(stage or "pack", sup, marker.get("upstream_drops")),
             *_scores_section(table, tasks, pair_model), *_grid_section(uri, tasks, counts), *_models_section(gens, pair_model)]
     return ('<!doctype html><html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width,initial-scale=1">'

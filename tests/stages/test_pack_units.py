@@ -152,3 +152,18 @@ def test_units_score_every_sample_into_its_json_and_the_samples_table_and_write_
     assert storage.read_marker(out)["quality"]["pair_model"] == "absent"
     page = (Path(out) / "report.html").read_text()
     assert "general_editing" in page and "model absent" in page and thumbs[0] in page
+
+
+def test_the_marker_and_report_carry_what_the_stages_upstream_dropped(tmp_path):
+    root = tmp_path / "root"
+    cfg = RunConfig(root=str(root), supervision={"enabled": False}, models_dir=str(tmp_path / "none"))
+    stage_dir = root / "synth" / "objects"
+    storage.write_marker(str(stage_dir), {"counts": {"dropped": {"smear": 3, "seam": 0, "depth": {"absent": 2}}}})
+    part = str(stage_dir / "part-00000")
+    storage.write_marker(part, {"counts": {"samples": 2}})
+    outside = plant(tmp_path, "a", 1)  # an input outside the root: nothing above it is read
+    storage.write_marker(str(tmp_path), {"counts": {"dropped": {"not_mine": 9}}})
+    out = LocalExecutor().run(Planted(cfg, dirs=[part, outside])).outputs[0]
+    assert storage.read_marker(out)["upstream_drops"] == {"synth/objects": {"smear": 3, "depth: absent": 2}}
+    page = (Path(out) / "report.html").read_text()
+    assert "synth/objects" in page and "depth: absent 2, smear 3" in page and "not_mine" not in page
