@@ -17,7 +17,7 @@ def maps_report(out_dir: str, title: str, key: str) -> None:
     marker = storage.read_marker(out_dir) or {}
     first: dict[str, dict] = {}
     for name in marker.get("parts") or []:
-        for batch in storage.parquet_file(storage.join(out_dir, name, RECORDS)).iter_batches(batch_size=32):
+        for batch in storage.parquet_file(storage.join(out_dir, name, RECORDS)).iter_batches(batch_size=8):
             for r in batch.to_pylist():  # a batch at a time: the flow process never holds a part's images
                 first.setdefault(r["kind"].split(":")[0] if r["kind"].startswith("multi") else r["kind"], r)
             if len(first) >= 11:

@@ -34,7 +34,7 @@ class ReportContext:
 
 Report = Callable[[ReportContext, Stage, StageReport, bool], None]
 REPORT_PAIRS = 20_000  # the pairs a preset's report samples from (its first batches): memory bounded
-REPORT_RECORDS = 64  # the records (with their images) a synthesis report samples from: the first of its first part
+REPORT_RECORDS = 16  # the records (with their images) a synthesis report samples from: the first of its first part
 
 
 def _flat(prefix: str, d: dict) -> dict[str, Any]:
@@ -117,8 +117,13 @@ def _first_part(rep: StageReport) -> str | None:
 def _head(uri: str, n: int = REPORT_RECORDS) -> list[dict]:
     """The first `n` rows of a parquet file (its first row groups only): a report samples from these, so the
     flow process never reads a part's every image."""
+    import pyarrow as pa
+
     first = next(storage.parquet_file(uri).iter_batches(batch_size=n), None)
-    return first.to_pylist() if first is not None else []
+    rows = first.to_pylist() if first is not None else []
+    del first
+    pa.default_memory_pool().release_unused()  # the batch's buffers back to the system, not kept by the pool
+    return rows
 
 
 def _records(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool) -> None:
@@ -154,13 +159,12 @@ def _faces(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool, n:
 
 
 def _face_pairs(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool, n: int = 8) -> None:
-    """Sampled face pair records (of the first 64)."""
+    """Sampled face pair records (of the first REPORT_RECORDS)."""
     _counts(ctx, stage, rep, ran_now)
     part = _first_part(rep)
     if part is None:
         return
-    first = next(storage.parquet_file(storage.join(part, RECORDS)).iter_batches(64), None)
-    rows = first.to_pylist() if first is not None else []
+    rows = _head(storage.join(part, RECORDS))
     blank = png(np.zeros((8, 8), np.uint8))
     records = [{**r, "mask_png": r["mask_png"] or blank} for r in rows]
     synth_report(records, f"sampled records: {stage.label}", f"{stage.label}-report", n=n, seed=ctx.cfg.synthesis.seed)
@@ -171,7 +175,7 @@ def _chains(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool) -
     from stages.synthesis.chain_records import iter_chain_records
 
     _counts(ctx, stage, rep, ran_now)
-    records = list(islice(iter_chain_records(rep.outputs[0]), 64))
+    records = list(islice(iter_chain_records(rep.outputs[0]), REPORT_RECORDS))
     chain_report(records, f"sampled records: {stage.label}", f"{stage.label}-report", seed=ctx.cfg.synthesis.seed)
 
 
