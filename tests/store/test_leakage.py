@@ -66,7 +66,6 @@ def test_the_leakage_command_writes_the_report_and_fails_when_samples_leak(plant
 def test_training_refuses_or_drops_the_leaked_samples(planted, tmp_path):
     from flows.training import plan_training
     from schemas.config import RunConfig
-    from store.sample_table import read_samples  # noqa: F401  (the filtered copy is a full shard set)
     from store.shard_reader import read_shard_set
 
     train, ev = planted

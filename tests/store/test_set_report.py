@@ -62,7 +62,6 @@ def test_the_report_shows_every_task_its_drops_and_scores(report_set):
 def test_the_report_reads_in_a_browser_at_a_laptops_size(report_set):
     from tests.browser import chromium_page
 
-    marker = storage.read_marker(report_set)
     with chromium_page(1366, 768) as (page, errors):
         page.goto("file://" + storage.absolute(report_set) + "/report.html")
         page.wait_for_load_state("load")
