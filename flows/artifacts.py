@@ -44,8 +44,9 @@ def thumbnail(rec: ImageRecord) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-STRIP_SIDE = 96  # px, the height of one picture of a UI row's strip: a row stays narrower than the UI's pane
-WRAP = 56  # characters per line of a UI cell's text (the UI's tables do not wrap long cells by themselves)
+# a row (strip + text) stays inside the UI's artifact pane: 794 px wide in a 1366 px window (measured in Chromium)
+STRIP_SIDE = 72  # px, the height of one picture of a UI row's strip; a picture is at most 1.5x as wide
+WRAP = 44  # characters per line of a UI cell's text: long tokens (file names, scores) are cut here, not by the pane
 
 
 def wrap(text: str, width: int = WRAP) -> str:
@@ -70,7 +71,7 @@ def strip(*images: bytes | Image.Image) -> str:
     panels = []
     for x in images:
         im = x.convert("RGB") if isinstance(x, Image.Image) else _picture(x)
-        w = min(2 * STRIP_SIDE, max(1, round(im.width * STRIP_SIDE / im.height)))
+        w = min(3 * STRIP_SIDE // 2, max(1, round(im.width * STRIP_SIDE / im.height)))
         panels.append(im.resize((w, STRIP_SIDE), Image.Resampling.BILINEAR))
     out = Image.new("RGB", (sum(p.width for p in panels) + 3 * (len(panels) - 1), STRIP_SIDE), (255, 255, 255))
     x0 = 0
@@ -84,7 +85,7 @@ def strip(*images: bytes | Image.Image) -> str:
 
 def _catalog_image(rec: ImageRecord) -> Image.Image:
     im = decode_image(read_uri(rec.uri), max_pixels=10**9, min_side=1).image
-    im.thumbnail((2 * STRIP_SIDE, STRIP_SIDE), Image.Resampling.LANCZOS)
+    im.thumbnail((3 * STRIP_SIDE // 2, STRIP_SIDE), Image.Resampling.LANCZOS)
     return im
 
 

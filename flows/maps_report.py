@@ -35,10 +35,11 @@ def maps_report(out_dir: str, title: str, key: str) -> None:
     if not first:
         create_markdown_artifact("\n".join(lines + ["No samples."]), key=artifact_key(key), description=title)
         return
-    lines += ["| kind | source, mask, map | instructions; made by |", "|---|---|---|"]
+    lines += ["| source, mask, map | kind; instructions; made by |", "|---|---|"]
     for kind, r in sorted(first.items()):
         src, cond = (r["target_png"], r["edit_png"]) if kind == "multi" else (r["edit_png"], r["target_png"])
         ins = "<br>".join(wrap(f"{t}: {v}") for t, v in json.loads(r["instructions"]).items())
         gens = ", ".join(f"{a}:{b}" for a, b in json.loads(r["generators"]))
-        lines.append(f"| {r['kind']} | ![source, mask, map]({strip(src, r['mask_png'], cond)}) | {ins}<br>{wrap(gens)} |")
+        lines.append(f"| ![source, mask, map]({strip(src, r['mask_png'], cond)}) | **{wrap(r['kind'])}**<br>{ins}"
+                     f"<br>{wrap(gens)} |")
     create_markdown_artifact("\n".join(lines), key=artifact_key(key), description=title)
