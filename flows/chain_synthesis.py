@@ -9,7 +9,7 @@ from typing import Any, Callable
 import numpy as np
 from prefect.artifacts import create_markdown_artifact
 
-from flows.artifacts import _thumb_bytes, artifact_key
+from flows.artifacts import artifact_key, strip, wrap
 from schemas.config import RunConfig
 from runtime.stage import Stage, StageReport
 
@@ -30,12 +30,13 @@ def chain_report(records: list[dict], title: str, key: str, n: int = 6, seed: in
         return
     pick = sorted(np.random.default_rng(seed).choice(len(records), min(n, len(records)), replace=False).tolist())
     lines = [f"## {title}", "", f"{len(pick)} of the first {len(records)} records, sampled with seed {seed}.", "",
-             "| inputs | target | instructions | scores | made by |", "|---|---|---|---|---|"]
+             "| inputs, target | instructions; scores; made by |", "|---|---|"]
     for i in pick:
         r = records[i]
-        ins = "<br>".join(f"{t}: {v}" for t, v in json.loads(r["instructions"]).items()).replace("|", "\\|")
+        ins = "<br>".join(wrap(f"{t}: {v}") for t, v in json.loads(r["instructions"]).items())
         scores = ", ".join(f"{k} {v:.3f}" for k, v in json.loads(r["scores"]).items())
         gens = ", ".join(f"{a}:{b}" for a, b in json.loads(r["generators"]))
-        inputs = " ".join(f"![{role}]({_thumb_bytes(im)})" for im, role in zip(r["inputs"], r["roles"]))
-        lines.append(f"| {inputs} | ![target]({_thumb_bytes(r['target_png'])}) | {ins} | {scores} | {gens} |")
+        roles = ", ".join(r["roles"])
+        lines.append(f"| ![{roles}, target]({strip(*r['inputs'], r['target_png'])}) | inputs: {wrap(roles)}<br>{ins}"
+                     f"<br>*{wrap(scores)}*<br>{wrap(gens)} |")
     create_markdown_artifact("\n".join(lines), key=artifact_key(key), description=title)

@@ -8,7 +8,7 @@ import json
 
 from prefect.artifacts import create_markdown_artifact
 
-from flows.artifacts import _thumb_bytes, artifact_key
+from flows.artifacts import artifact_key, strip, wrap
 from store import storage
 from stages.synthesis.parts import RECORDS
 
@@ -17,8 +17,11 @@ def maps_report(out_dir: str, title: str, key: str) -> None:
     marker = storage.read_marker(out_dir) or {}
     first: dict[str, dict] = {}
     for name in marker.get("parts") or []:
-        for r in storage.read_parquet(storage.join(out_dir, name, RECORDS)).to_pylist():
-            first.setdefault(r["kind"].split(":")[0] if r["kind"].startswith("multi") else r["kind"], r)
+        for batch in storage.parquet_file(storage.join(out_dir, name, RECORDS)).iter_batches(batch_size=8):
+            for r in batch.to_pylist():  # a batch at a time: the flow process never holds a part's images
+                first.setdefault(r["kind"].split(":")[0] if r["kind"].startswith("multi") else r["kind"], r)
+            if len(first) >= 11:
+                break
         if len(first) >= 11:
             break
     counts = marker.get("counts", {})
@@ -32,12 +35,11 @@ def maps_report(out_dir: str, title: str, key: str) -> None:
     if not first:
         create_markdown_artifact("\n".join(lines + ["No samples."]), key=artifact_key(key), description=title)
         return
-    lines += ["| kind | source / control target | mask | map / analysis target | instructions | made by |",
-              "|---|---|---|---|---|---|"]
+    lines += ["| source, mask, map | kind; instructions; made by |", "|---|---|"]
     for kind, r in sorted(first.items()):
         src, cond = (r["target_png"], r["edit_png"]) if kind == "multi" else (r["edit_png"], r["target_png"])
-        ins = "<br>".join(f"{t}: {v}" for t, v in json.loads(r["instructions"]).items()).replace("|", "\\|")
+        ins = "<br>".join(wrap(f"{t}: {v}") for t, v in json.loads(r["instructions"]).items())
         gens = ", ".join(f"{a}:{b}" for a, b in json.loads(r["generators"]))
-        lines.append(f"| {r['kind']} | ![source]({_thumb_bytes(src)}) | ![mask]({_thumb_bytes(r['mask_png'])}) | "
-                     f"![map]({_thumb_bytes(cond)}) | {ins} | {gens} |")
+        lines.append(f"| ![source, mask, map]({strip(src, r['mask_png'], cond)}) | **{wrap(r['kind'])}**<br>{ins}"
+                     f"<br>{wrap(gens)} |")
     create_markdown_artifact("\n".join(lines), key=artifact_key(key), description=title)

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from flows.artifacts import band_histogram, counts_table, pair_report, synth_report
+from flows.artifacts import band_histogram, counts_table, pair_report, report_link, synth_report
 from schemas.config import RunConfig
 from schemas.layout import ShardFiles
 from stages import registry
@@ -34,6 +34,7 @@ class ReportContext:
 
 Report = Callable[[ReportContext, Stage, StageReport, bool], None]
 REPORT_PAIRS = 20_000  # the pairs a preset's report samples from (its first batches): memory bounded
+REPORT_RECORDS = 16  # the records (with their images) a synthesis report samples from: the first of its first part
 
 
 def _flat(prefix: str, d: dict) -> dict[str, Any]:
@@ -54,9 +55,17 @@ def _landed(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool) -
                        "manifest": storage.absolute(ShardFiles(c["uri"]).manifest),
                        "samples": c["samples"], "shards": c["shards"], "counts_by_task": c["counts_by_task"],
                        "landed_now": ran_now})
+    counts_table(f"shard set: {name}", {"samples": c["samples"], "shards": c["shards"],
+                                        "kept shards (unchanged)": c.get("kept_shards", 0),
+                                        "MiB": round(c.get("bytes", 0) / 2**20, 1),
+                                        **{f"samples: {t}": n for t, n in c["counts_by_task"].items()}},
+                 f"shards-{name}")  # every pack stage's counts
     counts_table(f"supervision: {name}",  # samples dropped by the gate, per task
                  {f"{t}: {r}": n for t, rs in (c.get("supervision_dropped") or {}).items() for r, n in rs.items()}
                  or {"dropped": 0}, f"supervision-{name}")
+    report = ShardFiles(c["uri"]).report
+    if storage.exists(report):
+        report_link(name, report, f"report-{name}")
 
 
 def _synth_landed(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool) -> None:
@@ -81,7 +90,8 @@ def _embed(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool) ->
 def _pairs(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool) -> None:
     c, name = rep.counts, stage.params["preset"]
     counts_table(f"pairs: {name}", {"clusters": c["clusters"], "band edges": c["edges"], "sets": c["sets"],
-                                    "pairs": c["pairs"], **{f"dropped: {r}": n for r, n in c["drops"].items()}},
+                                    "pairs": c["pairs"], "groups (series / reference)": c.get("groups", 0),
+                                    **{f"dropped: {r}": n for r, n in c["drops"].items()}},
                  f"pairs-{name}")
     band_histogram(rep.outputs[0], tuple(c["band"]), f"band similarities: {name}", f"band-{name}")
 
@@ -104,11 +114,23 @@ def _first_part(rep: StageReport) -> str | None:
     return storage.join(rep.outputs[0], parts[0]) if parts else None
 
 
+def _head(uri: str, n: int = REPORT_RECORDS) -> list[dict]:
+    """The first `n` rows of a parquet file (its first row groups only): a report samples from these, so the
+    flow process never reads a part's every image."""
+    import pyarrow as pa
+
+    first = next(storage.parquet_file(uri).iter_batches(batch_size=n), None)
+    rows = first.to_pylist() if first is not None else []
+    del first
+    pa.default_memory_pool().release_unused()  # the batch's buffers back to the system, not kept by the pool
+    return rows
+
+
 def _records(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool) -> None:
     """Sampled records of the stage's first part, with thumbnails."""
     _counts(ctx, stage, rep, ran_now)
     part = _first_part(rep)
-    records = storage.read_parquet(storage.join(part, RECORDS)).to_pylist() if part else []
+    records = _head(storage.join(part, RECORDS)) if part else []
     synth_report(records, f"sampled records: {stage.label}", f"{stage.label}-report", seed=ctx.cfg.synthesis.seed)
 
 
@@ -128,7 +150,7 @@ def _faces(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool, n:
     part = _first_part(rep)
     if part is None:
         return
-    rows = storage.read_parquet(storage.join(part, FACES)).to_pylist()[:64]
+    rows = _head(storage.join(part, FACES))
     records = [{"edit_png": r["image_png"], "mask_png": r["chip_png"], "target_png": r["chip_png"],
                 "instructions": json.dumps({"face": r["source_id"][:12]}), "generators": json.dumps([]),
                 "scores": json.dumps({"score": r["score"], "roll_deg": r["roll_deg"], "yaw": r["yaw"],
@@ -137,13 +159,12 @@ def _faces(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool, n:
 
 
 def _face_pairs(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool, n: int = 8) -> None:
-    """Sampled face pair records (of the first 64)."""
+    """Sampled face pair records (of the first REPORT_RECORDS)."""
     _counts(ctx, stage, rep, ran_now)
     part = _first_part(rep)
     if part is None:
         return
-    first = next(storage.parquet_file(storage.join(part, RECORDS)).iter_batches(64), None)
-    rows = first.to_pylist() if first is not None else []
+    rows = _head(storage.join(part, RECORDS))
     blank = png(np.zeros((8, 8), np.uint8))
     records = [{**r, "mask_png": r["mask_png"] or blank} for r in rows]
     synth_report(records, f"sampled records: {stage.label}", f"{stage.label}-report", n=n, seed=ctx.cfg.synthesis.seed)
@@ -154,7 +175,7 @@ def _chains(ctx: ReportContext, stage: Stage, rep: StageReport, ran_now: bool) -
     from stages.synthesis.chain_records import iter_chain_records
 
     _counts(ctx, stage, rep, ran_now)
-    records = list(islice(iter_chain_records(rep.outputs[0]), 64))
+    records = list(islice(iter_chain_records(rep.outputs[0]), REPORT_RECORDS))
     chain_report(records, f"sampled records: {stage.label}", f"{stage.label}-report", seed=ctx.cfg.synthesis.seed)
 
 

@@ -52,6 +52,9 @@ def plan_training(cfg: RunConfig, shard_sets: str | list[str]) -> TrainPlan:
     uris = [shard_sets] if isinstance(shard_sets, str) else list(shard_sets)
     if not uris:
         raise ValueError("no shard set to train on")
+    from flows.leakage_gate import guard_leakage
+
+    uris = guard_leakage(cfg, uris)
     digests: dict[str, str] = {}
     for uri in uris:
         d = manifest_digest(uri)  # fails clearly when the shard set is incomplete

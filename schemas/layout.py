@@ -53,6 +53,7 @@ class RunLayout:
     SHARDS = "shards"
     CHECKPOINTS = "checkpoints"
     EXPORTS = "exports"
+    LEAKAGE = "leakage"
     MODELS = "models"
     CACHE = "cache"
     LABELS = "labels"
@@ -136,6 +137,10 @@ class RunLayout:
     def checkpoints(self, run: str) -> str:
         """One training run's folder: its checkpoints, metrics and live state."""
         return join(self.checkpoints_dir, run)
+
+    def leakage(self, digest: str) -> str:
+        """One leakage check's report (an evaluation source against shard sets), named by what it compared."""
+        return self._at(self.LEAKAGE, f"{digest}.json")
 
     def exports(self, run: str) -> str:
         """One training run's exported LoRA files."""
@@ -448,6 +453,31 @@ class ShardFiles:
         """The dataset card whose features let `datasets.load_dataset(<set folder>)` read every field."""
         return join(self.uri, self.CARD)
 
+    @property
+    def samples(self) -> str:
+        """One row per sample: key, shard, task, instruction, quality scores, thumbnail (the per-sample manifest)."""
+        return join(self.uri, self.SAMPLES)
+
+    @property
+    def report(self) -> str:
+        """The shard set's dataset report: a static HTML page (tasks, drops, score histograms, sample grid)."""
+        return join(self.uri, self.REPORT)
+
+    @staticmethod
+    def unit_samples_name(prefix: str, unit: str) -> str:
+        """One packing unit's rows of the samples table, written before its .unit.json."""
+        return f"{prefix}-{unit}.samples.parquet"
+
+    @staticmethod
+    def thumb_dir(prefix: str, unit: str) -> str:
+        """One packing unit's thumbnails (edit | mask | target strips of the samples the report shows)."""
+        return f"thumbs/{prefix}-{unit}"
+
+    @staticmethod
+    def thumb_name(key: str) -> str:
+        """One sample's thumbnail strip, in its unit's thumbnail folder."""
+        return f"{key}.jpg"
+
     @staticmethod
     def tar_name(prefix: str, index: int) -> str:
         """One shard's file name."""
@@ -479,7 +509,7 @@ class ShardFiles:
         packing unit (absent: a shard of one writer per set), and temporary names of them."""
         p = re.escape(prefix)
         return re.compile(rf"{p}-(?:(?P<unit>[A-Za-z0-9_-]+?)-)?\d{{6}}(?:\.tar|\.stats\.json)(?:{_TMP}.*)?"
-                          rf"|{p}-(?P<unit_file>[A-Za-z0-9_-]+)\.unit\.json(?:{_TMP}.*)?")
+                          rf"|{p}-(?P<unit_file>[A-Za-z0-9_-]+)\.(?:unit\.json|samples\.parquet)(?:{_TMP}.*)?")
 
     TAR = ".tar"
     STATS = ".stats.json"
@@ -488,6 +518,13 @@ class ShardFiles:
 
     MANIFEST = "manifest.parquet"
     CARD = "README.md"
+    SAMPLES = "samples.parquet"
+    REPORT = "report.html"
+    THUMBS = "thumbs"
+
+    def without_leaks(self, digest: str) -> str:
+        """This set less the samples a leakage check found (a sibling folder, written by `filter`)."""
+        return f"{self.uri.rstrip('/')}-noleak-{digest}"
 
     def encoded(self, form: str, max_tokens: int) -> str:
         """The side set of this set's samples encoded for one training setup (a sibling folder)."""

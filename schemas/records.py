@@ -122,6 +122,9 @@ class AceSample(_Record):
     target: ConditionUnit
     caption: str | None = Field(default=None, description="caption of the target, when one was written")
     lineage: Lineage = Field(default_factory=Lineage)
+    quality: dict[str, float | None] = Field(default_factory=dict, description="quality scores measured where the "
+                                             "sample was packed (mining/quality.py); None: not measurable or its "
+                                             "model absent")
 
     @model_validator(mode="after")
     def _consistent(self) -> AceSample:

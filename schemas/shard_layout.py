@@ -2,7 +2,7 @@
 
 A sample with key K is these tar members (webdataset groups them by K, the name up to the first dot):
 
-    K.json            metadata: schema_version, task, instruction, caption, lineage, unit layout
+    K.json            metadata: schema_version, task, instruction, caption, lineage, unit layout, quality scores
     K.txt             the instruction, UTF-8 (for readers that want only text + target)
     K.in0.<ext>       input unit 0 image (png / jpg / webp), in {image1} order; in1, in2, ...
     K.in0.mask.png    input unit 0 mask, mode L, 255 = generate (only when the unit has a mask)
@@ -63,6 +63,8 @@ def encode_sample(sample: AceSample) -> dict[str, Any]:
         "units": units,
         "target": target,
     }
+    if sample.quality:
+        meta["quality"] = sample.quality
     out["json"] = json.dumps(meta, sort_keys=True, ensure_ascii=False).encode("utf-8")
     out["txt"] = sample.instruction.encode("utf-8")
     out.update(files)
@@ -95,7 +97,7 @@ def decode_sample(raw: dict[str, Any]) -> AceSample:
     return AceSample(
         key=meta["key"], task=meta["task"], instruction=meta["instruction"], caption=meta.get("caption"),
         units=[unit(m) for m in meta["units"]], target=unit(meta["target"]),
-        lineage=Lineage.model_validate(meta["lineage"]),
+        lineage=Lineage.model_validate(meta["lineage"]), quality=meta.get("quality") or {},
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Iterable, Iterator
 
-from mining.supervision import CHECKER, Tally, check, check_view, view
+from mining.supervision import CHECKER, Tally, check_view, view
 from schemas.config import ShardConfig, SupervisionConfig
 from schemas.records import AceSample
 
@@ -22,9 +22,12 @@ class Gate:
     """`shards`: the shard set's shard config; each sample is checked as it will be written (in its one image
     extension: a PNG source packed into a JPEG shard set is checked after its JPEG encoding) and yielded so."""
 
-    def __init__(self, cfg: SupervisionConfig, shards: ShardConfig | None = None):
+    def __init__(self, cfg: SupervisionConfig, shards: ShardConfig | None = None, *, quality: bool = False,
+                 pair_scorer=None):
         self.cfg = cfg
         self.shards = shards
+        self.quality = quality  # a passing sample gets its quality scores (mining/quality.py) from the same view
+        self.pair_scorer = pair_scorer
         self.tally = Tally()
         self.examples: dict[str, list[str]] = {}
 
@@ -39,11 +42,12 @@ class Gate:
 
     def __call__(self, samples: Iterable[AceSample]) -> Iterator[AceSample]:
         for s in map(self._as_written, samples):
+            v = view(s) if self.cfg.enabled or self.quality else None
             if not self.cfg.enabled:
                 self.tally.add(s.task, None)
-                yield s
+                yield self._scored(s, v)
                 continue
-            why, scores = check(s, self.cfg)
+            why, scores = check_view(v, self.cfg)
             self.tally.add(s.task, why)
             if why is not None:
                 keys = self.examples.setdefault(f"{s.task}:{why}", [])
@@ -52,7 +56,16 @@ class Gate:
                 continue
             lineage = s.lineage.model_copy(update={"scores": {**s.lineage.scores,
                                                               **{f"supervision_{k}": v for k, v in scores.items()}}})
-            yield s.model_copy(update={"lineage": lineage})
+            yield self._scored(s.model_copy(update={"lineage": lineage}), v)
+
+    def _scored(self, s: AceSample, v) -> AceSample:
+        if not self.quality:
+            return s
+        from mining.quality import score_view
+        from schemas.records import Role
+
+        has_edit = any(u.role is Role.EDIT for u in s.units)
+        return s.model_copy(update={"quality": score_view(v, has_edit, self.pair_scorer)})
 
     def summary(self) -> dict:
         return {"checker": "/".join(CHECKER), "enabled": self.cfg.enabled, **self.tally.as_dict(),

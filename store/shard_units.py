@@ -56,9 +56,11 @@ def _own_files(out_uri: str, prefix: str) -> list[tuple[str, str | None]]:
 
 
 def write_shard_unit(samples: Iterable[AceSample], out_uri: str, unit: str, cfg: ShardConfig, *,
-                     extra: Callable[[], dict] | None = None) -> tuple[dict, bool]:
+                     extra: Callable[[], dict] | None = None,
+                     before_done: Callable[[list[dict]], None] | None = None) -> tuple[dict, bool]:
     """Write one unit's samples as its own shards; returns (its .unit.json, whether it was written now).
-    `extra` is called once the input is exhausted; what it returns joins the unit's file."""
+    `extra` is called once the input is exhausted; what it returns joins the unit's file. `before_done` gets the
+    finished shards' stats (their keys) before the unit's file is written (the unit's samples table)."""
     done = read_unit(out_uri, cfg.prefix, unit)
     if done is not None:
         return done, False
@@ -83,11 +85,25 @@ def write_shard_unit(samples: Iterable[AceSample], out_uri: str, unit: str, cfg:
         writer.close(aborted=True)
         raise
     writer.close()
+    if before_done is not None:
+        before_done(writer.finished)
     shards = [{**{k: s[k] for k in ROW_KEYS}, "fields": s["fields"]} for s in writer.finished]
     doc = {"unit": unit, "shards": shards, "samples": sum(s["samples"] for s in shards),
            "image_ext": cfg.image_ext, **(extra() if extra else {})}
     storage.atomic_write_bytes(unit_uri(out_uri, cfg.prefix, unit), json.dumps(doc, sort_keys=True).encode())
     return doc, True
+
+
+def _drop_thumbs(out_uri: str, prefix: str, planned: set[str]) -> None:
+    """Remove the thumbnail folders this prefix's units wrote for units no longer planned."""
+    fs, path = storage.fs_path(storage.join(out_uri, ShardFiles.THUMBS))
+    if not fs.exists(path):
+        return
+    mine = {os.path.basename(ShardFiles.thumb_dir(prefix, u)) for u in planned}
+    for p in fs.ls(path, detail=False):
+        name = os.path.basename(p)
+        if name.startswith(f"{prefix}-") and name not in mine:
+            fs.rm(p, recursive=True)
 
 
 def _previous_shards(out_uri: str) -> set[str]:
@@ -124,6 +140,10 @@ def finalize_shard_set(out_uri: str, units: list[str], cfg: ShardConfig,
     for p, u in _own_files(out_uri, cfg.prefix):
         if u not in planned:
             fs.rm(p)
+    _drop_thumbs(out_uri, cfg.prefix, planned)
+    from store.sample_table import merge
+
+    merge(out_uri, cfg.prefix, units)
     names = _check_fields(fields, out_uri)
     before = _previous_shards(out_uri)
     storage.atomic_write_parquet(storage.join(out_uri, MANIFEST), to_table(rows, ShardManifestRow))

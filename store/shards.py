@@ -19,7 +19,6 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-import webdataset as wds
 import yaml
 from PIL import Image
 
@@ -100,7 +99,7 @@ class _Writer:
         self.tasks: Counter[str] = Counter()
         self.fields: set[str] = set()
         self.aborted = False
-        self.sink: wds.ShardWriter | None = None
+        self.sink = None  # a webdataset ShardWriter, opened with the first sample
         self.finished: list[dict] = []
         self.stream: _HashingFile | None = None
 
@@ -139,6 +138,8 @@ class _Writer:
 
     def write(self, raw: dict, task: str, fingerprint: str = "") -> None:
         if self.sink is None:
+            import webdataset as wds  # imports torch: only where a shard is written, never in the flow process
+
             pattern = f"{self.staging}/{ShardFiles.tar_pattern(self.cfg.prefix)}{storage.TMP_TAG}{os.getpid()}"
             self.sink = wds.ShardWriter(pattern, maxcount=self.cfg.maxcount, maxsize=self.cfg.maxsize,
                                         post=self._post, start_shard=self.start, verbose=0, opener=self._open,

@@ -18,9 +18,11 @@ from schemas.io import (TMP_TAG, absolute, arrow_fs, atomic_write_bytes, exists,
 from schemas.layout import MARKER  # noqa: F401  (what write_marker writes)
 
 
-def atomic_write_parquet(uri: str, table: pa.Table) -> None:
+def atomic_write_parquet(uri: str, table: pa.Table, row_group_rows: int | None = None) -> None:
+    """`row_group_rows`: rows per row group (None: pyarrow's default, one group for most tables); a table of
+    images in small groups lets a reader of its first rows decode only those."""
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
+    pq.write_table(table, buf, compression="zstd", row_group_size=row_group_rows)
     atomic_write_bytes(uri, buf.getvalue())
 
 

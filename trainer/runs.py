@@ -36,7 +36,9 @@ NOT_IN_IDENTITY = frozenset({"run_name", "checkpoint_every", "log_every", "cpus_
                              "gradient_checkpointing", "init_from",
                              # what is measured and shown at checkpoints (eval_fraction is in: it decides
                              # which samples train)
-                             "eval_samples", "eval_draws", "eval_images", "eval_infer_steps", "ui_every"})
+                             "eval_samples", "eval_draws", "eval_images", "eval_infer_steps", "ui_every",
+                             # a leakage drop trains on another set (its own manifest digest); refuse trains as is
+                             "leakage_source", "leakage", "leakage_levels"})
 
 
 def check_compatible(meta: dict, cfg: TrainConfig, what: str, in_channels: int | None = None) -> None:

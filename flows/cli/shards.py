@@ -105,3 +105,68 @@ def shards_export_ace(uri: str, out_dir: Path,
     out.print(f"{rep.written} samples -> {rep.list_path}; skipped {rep.skipped or 'none'}")
     out.print(f'paths relative to {rep.path_prefix}: set TRAIN_DATA.PATH_PREFIX: "{rep.path_prefix}"' if relative
               else 'absolute paths: the released config\'s PATH_PREFIX: "" reads them as shipped')
+
+
+@shards_app.command("filter")
+def shards_filter(uri: str, out_uri: str,
+                  where: str = typer.Option(..., "--where", help="expression over the samples table's columns, "
+                                            "e.g. \"task == 'inpainting' and ssim_change > 0.05\"")) -> None:
+    """Write the samples of a shard set that EXPR keeps as a new shard set (manifest, samples table, report)."""
+    from store.shard_filter import filter_shard_set
+    from store.where import WhereError
+
+    try:
+        rep = filter_shard_set(uri, out_uri, where)
+    except (WhereError, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
+        _fail("filter failed:", e, 1)
+    out.print(f"{rep.kept}/{rep.total} samples -> {rep.uri} ({rep.shards} shards)")
+
+
+@shards_app.command("report")
+def shards_report(uri: str) -> None:
+    """Write (again) a shard set's dataset report, report.html beside its manifest."""
+    from store.set_report import write_report
+
+    try:
+        path = write_report(uri)
+    except FileNotFoundError as e:
+        _fail("report failed:", e, 1)
+    out.print(f"report: {storage_absolute(path)}")
+
+
+def storage_absolute(uri: str) -> str:
+    from store import storage
+
+    return storage.absolute(uri) or uri
+
+
+@shards_app.command("leakage")
+def shards_leakage(eval_source: str, sets: list[str], config: Optional[Path] = ConfigOpt,
+                   report: Optional[Path] = typer.Option(None, "--report", help="the report file (JSON); default: "
+                                                         "the run root's leakage/<digest>.json"),
+                   show: int = typer.Option(10, help="leaked samples listed")) -> None:
+    """Find the training samples of SET... whose inputs or target are an evaluation image: the same pixels
+    (exact), a duplicate or an in-band near-duplicate (flips and rescales included). Exit 1 when any is found."""
+    from mining.models.embedders import make_embedder
+    from store.leakage import check_leakage, leakage_report_uri, write_leakage_report
+
+    cfg = _config(config)
+    try:
+        embed = make_embedder(cfg.mining.embedder, cfg.models_dir)
+        embed.setup()
+        rep = check_leakage(eval_source, sets, embed)
+    except (FileNotFoundError, ValueError) as e:
+        _fail("leakage check failed:", e, 1)
+    report = report or Path(leakage_report_uri(cfg.root, eval_source, sets))
+    write_leakage_report(rep, str(report))
+    t = Table(title=f"leakage of {eval_source} ({rep.eval_images} images, {rep.embedder}, band {rep.band})")
+    for c in ("shard set", "images checked", "exact", "duplicate", "near"):
+        t.add_column(c)
+    counts = rep.counts()
+    for s, n in rep.checked.items():
+        t.add_row(s, str(n), *(str(counts.get(s, {}).get(level, 0)) for level in ("exact", "duplicate", "near")))
+    out.print(t)
+    for r in rep.leaked[:show]:
+        out.print(f"[red]{r['level']}[/red] {r['key']} {r['member']} ~ {r['eval_image']} ({r['similarity']})")
+    out.print(f"{len({(r['set'], r['key']) for r in rep.leaked})} samples leak; report: {report}")
+    raise typer.Exit(1 if rep.leaked else 0)

@@ -14,9 +14,6 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
-from torch.nn import functional as F
 
 from mining.models.embedders import MissingModelError
 from mining.models.base import ModelWrapper
@@ -24,51 +21,18 @@ from schemas.resources import Resources
 from mining.objects.segment import ChecksumError
 
 HED_FILE = "ControlNetHED.pth"
-# (in, out, convs) of the five stages; the stages after the first start with a 2x2 max-pool
-STAGES = ((3, 64, 2), (64, 128, 2), (128, 256, 3), (256, 512, 3), (512, 512, 3))
+def __getattr__(name: str):
+    """The network (mining/maps/hed_net.py, which imports torch) on first use: a flow process that only plans
+    the maps stage never imports torch."""
+    if name in ("HedNet", "edges_from_sides", "STAGES"):
+        from mining.maps import hed_net
 
-
-class _Stage(nn.Module):
-    def __init__(self, c_in: int, c_out: int, n: int):
-        super().__init__()
-        self.convs = nn.Sequential(*[nn.Conv2d(c_in if i == 0 else c_out, c_out, 3, padding=1) for i in range(n)])
-        self.projection = nn.Conv2d(c_out, 1, 1)
-
-    def forward(self, x: torch.Tensor, pool: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        if pool:
-            x = F.max_pool2d(x, 2, 2)
-        for conv in self.convs:
-            x = F.relu(conv(x))
-        return x, self.projection(x)
-
-
-class HedNet(nn.Module):
-    """The architecture of the released file (its state-dict keys)."""
-
-    def __init__(self):
-        super().__init__()
-        self.norm = nn.Parameter(torch.zeros(1, 3, 1, 1))
-        for k, (c_in, c_out, n) in enumerate(STAGES, start=1):
-            setattr(self, f"block{k}", _Stage(c_in, c_out, n))
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """x: (b, 3, H, W) RGB in 0..255; the five side outputs (logits) at their own scales."""
-        h = x - self.norm
-        sides = []
-        for k in range(1, len(STAGES) + 1):
-            h, side = getattr(self, f"block{k}")(h, pool=k > 1)
-            sides.append(side)
-        return sides
+        return getattr(hed_net, name)
+    raise AttributeError(name)
 
 
 def hed_path(models_dir: str | Path) -> Path:
     return Path(models_dir) / "hed" / HED_FILE
-
-
-def edges_from_sides(sides: list[torch.Tensor], h: int, w: int) -> torch.Tensor:
-    """(b, h, w) in 0..1: each side output upsampled (bilinear) to the input size, sigmoid, averaged."""
-    up = [torch.sigmoid(F.interpolate(s, size=(h, w), mode="bilinear", align_corners=False)) for s in sides]
-    return torch.stack(up).mean(0)[:, 0]
 
 
 class HedEdges(ModelWrapper):
@@ -83,7 +47,7 @@ class HedEdges(ModelWrapper):
         self.sha256 = sha256
         self.device_pref = device
         self.version = (sha256 or "unpinned")[:12]
-        self._net: HedNet | None = None
+        self._net = None  # mining.maps.hed_net.HedNet once set up
 
     def available(self) -> bool:
         return self.path.is_file()
@@ -102,6 +66,10 @@ class HedEdges(ModelWrapper):
                 h.update(chunk)
         if h.hexdigest() != self.sha256:
             raise ChecksumError(f"{self.path} has sha256 {h.hexdigest()}, not the pinned {self.sha256}")
+        import torch
+
+        from mining.maps.hed_net import HedNet
+
         net = HedNet()
         net.load_state_dict(torch.load(self.path, map_location="cpu", weights_only=True))
         self.device = torch.device("cuda" if self.device_pref == "auto" and torch.cuda.is_available()
@@ -111,6 +79,10 @@ class HedEdges(ModelWrapper):
     def __call__(self, image: np.ndarray) -> np.ndarray:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"HED takes an RGB uint8 (h, w, 3) image, got {image.dtype} {image.shape}")
+        import torch
+
+        from mining.maps.hed_net import edges_from_sides
+
         self.setup()
         h, w = image.shape[:2]
         x = torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1)[None].to(self.device)

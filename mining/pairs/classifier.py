@@ -19,15 +19,8 @@ from torch import nn
 
 from mining.models.embedders import MissingModelError
 from mining.models.base import ModelWrapper
-from mining.pairs.presets import TaskPreset
+from mining.pairs.presets import CLASSIFIER_DIR, NO_CLASSIFIER, TaskPreset, classifier_path  # noqa: F401 (re-exported)
 
-NO_CLASSIFIER = "pair-classifier:none"
-CLASSIFIER_DIR = "pair_classifier"  # under models_dir: one head per task, <task>.safetensors
-
-
-def classifier_path(models_dir: str | Path, task: str) -> Path:
-    """Where `aceforge train-pair-classifier --task T` puts task T's head and mining looks for it."""
-    return Path(models_dir) / CLASSIFIER_DIR / f"{task}.safetensors"
 
 
 class PairHead(nn.Module):

@@ -10,8 +10,18 @@ clustering pair is no more an object or a text edit than any other, so those pre
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+NO_CLASSIFIER = "pair-classifier:none"
+CLASSIFIER_DIR = "pair_classifier"  # under models_dir: one head per task, <task>.safetensors
+
+
+def classifier_path(models_dir: str | Path, task: str) -> Path:
+    """Where `aceforge train-pair-classifier --task T` puts task T's head and mining looks for it (no torch here:
+    the flow process plans with it)."""
+    return Path(models_dir) / CLASSIFIER_DIR / f"{task}.safetensors"
 
 
 @dataclass(frozen=True)

@@ -33,20 +33,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
 from mining.models.base import ModelWrapper
 from schemas.resources import Resources
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch is imported where a feature is computed, not by the flow process that plans
+    import torch
+    from torch import nn
+
     from mining.supervision import View
     from schemas.config import SupervisionConfig
 
 VGG_SHA256 = None  # the digest of the converted torchvision VGG16 weights, pinned when they are fetched
 VGG_LAYERS = (3, 8, 15, 22)  # relu1_2, relu2_2, relu3_3, relu4_3 in torchvision's vgg16().features
-_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+_MEAN = (0.485, 0.456, 0.406)  # ImageNet's channel means and deviations (VGG's inputs)
+_STD = (0.229, 0.224, 0.225)
 
 
 def vgg_path(models_dir: str | Path) -> Path:
@@ -55,6 +56,8 @@ def vgg_path(models_dir: str | Path) -> Path:
 
 def gram_vector(act: torch.Tensor) -> torch.Tensor:
     """(c, h, w) activations -> the upper triangle of their channel covariance, signed sqrt, unit norm."""
+    import torch
+
     c = act.shape[0]
     f = act.reshape(c, -1)
     f = f - f.mean(dim=1, keepdim=True)
@@ -109,6 +112,7 @@ class _GramExtractor(ModelWrapper):
         return out
 
     def _raw(self, image: np.ndarray) -> np.ndarray:
+        import torch
         from PIL import Image
 
         if image.ndim != 3 or image.shape[2] != 3:
@@ -129,7 +133,8 @@ class _GramExtractor(ModelWrapper):
         small = np.asarray(im)
         x = torch.from_numpy(small.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
         with torch.no_grad():
-            grams = [gram_vector(a) for a in self._acts((x - _MEAN) / _STD)]
+            mean, std = torch.tensor(_MEAN).view(1, 3, 1, 1), torch.tensor(_STD).view(1, 3, 1, 1)
+            grams = [gram_vector(a) for a in self._acts((x - mean) / std)]
         gram = torch.cat(grams).numpy()
         stats = image_stats(small) - self.stats_centre
         return np.concatenate([self.gram_weight * gram / (np.linalg.norm(gram) + 1e-8),
@@ -137,6 +142,8 @@ class _GramExtractor(ModelWrapper):
 
     def __call__(self, images: list[np.ndarray]) -> np.ndarray:
         """(n, d) float32 unit vectors, one per RGB uint8 image."""
+        import torch
+
         if self.net is None:
             self.setup()
         threads = torch.get_num_threads()
@@ -162,6 +169,9 @@ class RandConvStyle(_GramExtractor):
         self.version = f"2-s{seed}-w{'x'.join(map(str, widths))}"
 
     def setup(self) -> None:
+        import torch
+        from torch import nn
+
         if self.net is not None:
             return
         g = torch.Generator().manual_seed(self.seed)

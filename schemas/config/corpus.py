@@ -34,6 +34,14 @@ class IngestConfig(_Config):
         return self.workers or (os.cpu_count() or 1)
 
 
+class QualityConfig(_Config):
+    scores: bool = Field(True, description="measure each sample's quality scores where it is packed (changed share "
+                         "inside / outside the mask, 1 - SSIM; SigLIP similarity and instruction direction when "
+                         "the SigLIP weights are in models_dir) into its json and the samples table")
+    thumbnails_per_task: int = Field(4, ge=0, le=64, description="thumbnail strips (edit | mask | target) each "
+                                     "packing unit writes per task for the dataset report")
+
+
 class ShardConfig(_Config):
     maxcount: int = Field(1000, ge=1, description="samples per shard at most")
     maxsize: int = Field(1 << 30, ge=1 << 10, description="bytes per shard at most (before the tar closes)")
@@ -44,6 +52,8 @@ class ShardConfig(_Config):
                            "as jpg / webp at jpeg_quality (lossy). A JPEG photo corpus stays JPEG, its bytes kept; "
                            "png keeps every pixel of every source (~8x larger shards for photos)")
     jpeg_quality: int = Field(95, ge=1, le=100, description="quality of images re-encoded as jpg or webp")
+    quality: QualityConfig = Field(default_factory=QualityConfig, description="per-sample quality scores and "
+                                   "the report's thumbnails")
 
 
 class DemoConfig(_Config):

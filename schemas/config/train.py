@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -75,6 +75,15 @@ class TrainConfig(_Config):
     eval_infer_steps: int = Field(4, ge=1, description="denoising steps of the checkpoint grid's inference")
     ui_every: int = Field(10, ge=1, description="steps between updates of the live progress file the Prefect UI "
                                                 "follows (also at checkpoints and at the end)")
+    leakage_source: str | None = Field(None, description="an evaluation source (folder, glob, list, tars) checked "
+                                       "against the shard sets before training (`aceforge shards leakage`); None: "
+                                       "no check")
+    leakage: str = Field("refuse", pattern="^(refuse|drop)$", description="what a leaked sample does: refuse the "
+                         "run (one line naming the report), or drop: train on a filtered copy of the set without "
+                         "the leaked samples (<set>-noleak-<digest>)")
+    leakage_levels: list[Literal["exact", "duplicate", "near"]] = Field(
+        default_factory=lambda: ["exact", "duplicate"], description="the match levels that count as leaked: exact "
+        "(same pixels), duplicate (at or above the embedder's band), near (in the band: the photo edited)")
 
     @field_validator("task_weights", "repainting_scales")
     @classmethod

@@ -34,8 +34,8 @@ import pyarrow as pa
 from mining.pairs.band import band_edges, band_edges_rows, disjoint_sets, pairs_from_sets
 from mining.pairs.geometric import Verifier
 from mining.pairs.groups import tight_groups
-from mining.pairs.classifier import PairClassifier, classifier_path
-from mining.pairs.presets import TaskPreset, largest_set
+from typing import TYPE_CHECKING
+from mining.pairs.presets import TaskPreset, classifier_path, largest_set
 from schemas.arrow import from_table
 from schemas.config import MiningConfig
 from schemas.records import Generator, Lineage, PairRecord
@@ -45,6 +45,9 @@ from stages.pairs.batching import (Batch, LayoutRows, batch_slices, file_digest,
                                    write_tables)
 from stages.pairs.geometry import GEOMETRIC_GENERATOR, PAIR_GEOMETRY_TASKS, catalog_verifier, reconcile, uses_geometry
 from runtime.stage import ItemReport, Resources, Stage, StageReport
+
+if TYPE_CHECKING:  # torch is imported by the items that classify, never by the flow process that plans them
+    from mining.pairs.classifier import PairClassifier
 
 BAND_GENERATOR = Generator(name="band-union-find", version="1")
 _TABLES = PAIR_TABLES
@@ -375,6 +378,8 @@ class MineStage(Stage):
         mc, preset = self.cfg.mining, self.preset
         emb_uri, cl_uri = self._inputs()
         marker = storage.read_marker(emb_uri)
+        from mining.pairs.classifier import PairClassifier
+
         classifier = PairClassifier(classifier_file(self.cfg.models_dir, mc, preset))
         gen = Generator(name=marker["embedder"], version=marker["version"])
         check_inputs(preset, gen, classifier, "image")

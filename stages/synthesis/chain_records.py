@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from schemas.layout import SynthFiles
 from schemas.records import AceSample, ConditionUnit, Generator, Lineage, Role
+from stages.synthesis.parts import RECORD_GROUP_ROWS
 from store import storage
 
 CHAINS = SynthFiles.CHAINS
@@ -32,7 +33,8 @@ CHAIN_SCHEMA = pa.schema([
 
 
 def write_chain_records(part: str, rows: list[dict], counts: dict) -> None:
-    storage.atomic_write_parquet(storage.join(part, CHAINS), pa.Table.from_pylist(rows, schema=CHAIN_SCHEMA))
+    storage.atomic_write_parquet(storage.join(part, CHAINS), pa.Table.from_pylist(rows, schema=CHAIN_SCHEMA),
+                                 row_group_rows=RECORD_GROUP_ROWS)
     storage.write_marker(part, {"counts": counts})
 
 

@@ -40,8 +40,8 @@ from store import storage
 from runtime.stage import ItemReport, Resources, StageReport
 from stages.synthesis.buckets import bucket_rows
 from stages.synthesis.face_buckets import FaceBucketsStage
-from stages.synthesis.parts import (RECORDS, PartStage, check_sum, count_reasons, digest, load_source, png, selected,
-                               unpng)
+from stages.synthesis.parts import (RECORD_GROUP_ROWS, RECORDS, PartStage, check_sum, count_reasons, digest,
+                                    load_source, png, selected, unpng)
 
 FACES = SynthFiles.FACES
 FACE_SCHEMA = pa.schema([
@@ -125,7 +125,7 @@ class FacesStage(PartStage):
         self.reconcile(counts)
         table = pa.Table.from_pylist(rows, schema=FACE_SCHEMA).replace_schema_metadata(
             {b"model": self.faces.name.encode(), b"version": self.faces.version.encode()})
-        storage.atomic_write_parquet(storage.join(part, FACES), table)
+        storage.atomic_write_parquet(storage.join(part, FACES), table, row_group_rows=RECORD_GROUP_ROWS)
         storage.write_marker(part, {"counts": counts, "model": [self.faces.name, self.faces.version]})
         return ItemReport(stage=self.label, item=k, counts=counts)
 

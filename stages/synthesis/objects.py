@@ -17,7 +17,6 @@ from collections import Counter
 
 import pyarrow.compute as pc
 
-from mining.models.artefacts import ArtefactClassifier
 from mining.objects.inpaint import dilate, make_inpainter
 from mining.objects.names import make_namer, object_crop
 from mining.instructions.synthesis import TEMPLATER, synth_instruction
@@ -56,7 +55,11 @@ class ObjectsStage(PartStage):
         self.segments = SegmentStage(cfg)
         self.refinder = segmenter_for(cfg) if cfg.synthesis.verify.refind_iou is not None else None
         name = cfg.synthesis.verify.artefact_classifier
-        self.artefacts = ArtefactClassifier(cfg.models_dir, name) if name else None
+        self.artefacts = None
+        if name:
+            from mining.models.artefacts import ArtefactClassifier  # imports torch: only when configured
+
+            self.artefacts = ArtefactClassifier(cfg.models_dir, name)
 
     def inputs(self) -> list[str]:
         return [self.segments.out]

@@ -110,11 +110,14 @@ def add_counts(total: dict, counts: dict) -> dict:
     return total
 
 
+RECORD_GROUP_ROWS = 16  # records (with their images) per row group: a report of a part's first records reads one group
+
+
 def write_records(part: str, rows: list[dict], counts: dict, meta: dict[str, str] | None = None) -> None:
     table = pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
     if meta:
         table = table.replace_schema_metadata({k.encode(): v.encode() for k, v in meta.items()})
-    storage.atomic_write_parquet(storage.join(part, RECORDS), table)
+    storage.atomic_write_parquet(storage.join(part, RECORDS), table, row_group_rows=RECORD_GROUP_ROWS)
     storage.write_marker(part, {"counts": counts})
 
 

@@ -34,7 +34,6 @@ from collections import Counter
 import numpy as np
 
 from mining.instructions.chains import CHAIN_TEMPLATER, style_instruction
-from mining.style.features import check_extractor, style_reference_ok
 from mining.supervision import View
 from mining.style.fixed import in_style, set_style
 from mining.style.sets import centre, set_stats, tight_sets
@@ -219,6 +218,8 @@ class StyleStage(PartStage):
                 dropped["style_mismatch"] += 1
                 continue
             r, ref, fixed = picked
+            from mining.style.features import check_extractor, style_reference_ok  # torch: in the item, not the flow
+
             if self.extractor.name != check_extractor().name or s.seed != 0:  # the gate's features differ: ask it
                 view = View(task="style_transfer_reference", instruction="", inputs=[content, ref], masks=[None, None],
                             target=target, labels={"style": style})

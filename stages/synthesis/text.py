@@ -25,7 +25,6 @@ from collections import Counter
 
 import numpy as np
 
-from mining.models.artefacts import ArtefactClassifier
 from mining.objects.inpaint import dilate, make_inpainter
 from mining.text.ocr import boxes_mask, make_ocr
 from mining.objects.verify import VERIFIER, verify_removal
@@ -62,7 +61,11 @@ class TextStage(PartStage):
         self.ocr = make_ocr(t.ocr, cfg.models_dir, t.min_score, t.min_chars)  # cheap: config only
         self.inpainter = make_inpainter(cfg.synthesis.inpainter, cfg.models_dir)
         name = cfg.synthesis.verify.artefact_classifier
-        self.artefacts = ArtefactClassifier(cfg.models_dir, name) if name else None
+        self.artefacts = None
+        if name:
+            from mining.models.artefacts import ArtefactClassifier  # imports torch: only when configured
+
+            self.artefacts = ArtefactClassifier(cfg.models_dir, name)
 
     def inputs(self) -> list[str]:
         return [self.layout.catalog]

@@ -105,6 +105,8 @@ def test_a_unit_no_longer_planned_loses_its_shards_and_only_those(cfg, tmp_path)
     assert len(b) == 1 and rep.counts["samples"] == 5 and rep.counts["shards"] == 2
     assert not (Path(out) / "shard-000000.tar").exists() and all(f.exists() for f in foreign)
     assert len(list(Path(out).glob("shard-b-*.unit.json"))) == 1  # the old unit's file went too
+    assert len(list(Path(out).glob("shard-b-*.samples.parquet"))) == 1
+    assert sorted(p.name.split("-")[1] for p in (Path(out) / "thumbs").iterdir()) == ["a", "b"]  # old b's went
 
 
 def test_a_unit_whose_samples_do_not_reconcile_writes_nothing(cfg, tmp_path):
@@ -123,3 +125,45 @@ def test_units_write_the_same_bytes_wherever_and_whenever(tmp_path):
         out = LocalExecutor().run(Planted(cfg, dirs=dirs)).outputs[0]
         shas.append({k: v[0] for k, v in tars(out).items()})
     assert shas[0] == shas[1] and len(shas[0]) == 3
+
+
+def test_units_score_every_sample_into_its_json_and_the_samples_table_and_write_the_report(cfg, tmp_path):
+    import json
+
+    from schemas.io import iter_tar_samples
+    from store.sample_table import read_samples
+
+    dirs = [plant(tmp_path, "a", 4), plant(tmp_path, "b", 2)]
+    out = LocalExecutor().run(Planted(cfg.model_copy(update={"models_dir": str(tmp_path / "no-models")}),
+                                      dirs=dirs)).outputs[0]
+    table = read_samples(out).to_pylist()
+    assert [r["key"] for r in table] == ["a-0", "a-1", "a-2", "a-3", "b-0", "b-1"]  # plan order
+    in_json = {}
+    for row in read_manifest(out):
+        for raw in iter_tar_samples(storage.join(out, row.shard)):
+            in_json[raw["__key__"]] = (row.shard, json.loads(raw["json"])["quality"])
+    for r in table:
+        shard, q = in_json[r["key"]]
+        assert r["shard"] == shard and q["changed_in_mask"] == r["changed_in_mask"] > 0.5  # random images: changed
+        assert q["siglip_similarity"] is None and r["siglip_similarity"] is None  # no weights: no model score
+        assert q["changed_out_mask"] is None  # no mask
+    thumbs = [r["thumb"] for r in table if r["thumb"]]
+    assert len(thumbs) == 6 and all((Path(out) / t).is_file() for t in thumbs)  # 4 per task per unit
+    assert storage.read_marker(out)["quality"]["pair_model"] == "absent"
+    page = (Path(out) / "report.html").read_text()
+    assert "general_editing" in page and "model absent" in page and thumbs[0] in page
+
+
+def test_the_marker_and_report_carry_what_the_stages_upstream_dropped(tmp_path):
+    root = tmp_path / "root"
+    cfg = RunConfig(root=str(root), supervision={"enabled": False}, models_dir=str(tmp_path / "none"))
+    stage_dir = root / "synth" / "objects"
+    storage.write_marker(str(stage_dir), {"counts": {"dropped": {"smear": 3, "seam": 0, "depth": {"absent": 2}}}})
+    part = str(stage_dir / "part-00000")
+    storage.write_marker(part, {"counts": {"samples": 2}})
+    outside = plant(tmp_path, "a", 1)  # an input outside the root: nothing above it is read
+    storage.write_marker(str(tmp_path), {"counts": {"dropped": {"not_mine": 9}}})
+    out = LocalExecutor().run(Planted(cfg, dirs=[part, outside])).outputs[0]
+    assert storage.read_marker(out)["upstream_drops"] == {"synth/objects": {"smear": 3, "depth: absent": 2}}
+    page = (Path(out) / "report.html").read_text()
+    assert "synth/objects" in page and "depth: absent 2, smear 3" in page and "not_mine" not in page
