@@ -67,10 +67,23 @@ def _sam(variant: str, fname: str, md5: str) -> Pullable:
                     "used when synthesis.sam_variant is " + variant)
 
 
+def _ace_plus(f, folder: str) -> Pullable:
+    """A released ACE++ file (mining/models/ace_plus.py) as its repository path under `<models_dir>/<folder>/`."""
+    dest = f"{folder}/{f.path}"
+    if f.kind == "lora":
+        title, then = f"ACE++ LoRA, rank {f.rank}", f"continue from it: aceforge train ... --init-from <models_dir>/{dest}"
+    else:
+        title = f"ACE++ full fine-tune, {f.in_channels} input channels"
+        then = f"make it a base: python -m trainer.released fft-base FILL_DIR <models_dir>/{dest} OUT"
+    return Pullable(f.name, title, f.licence, (RemoteFile(dest, repo=f.hf_repo, filename=f.path, sha256=f.sha256),),
+                    then)
+
+
 def catalog() -> dict[str, Pullable]:
     """Every model `models pull` knows, by name. Sources are the authors' (Hub repositories of the model's
     authors or of the library that packages it); revisions are `main` where no commit is pinned."""
     from mining.maps.depth import WEIGHTS
+    from mining.models.ace_plus import ACE_PLUS_DIR, RELEASED_ACE_PLUS
     from mining.maps.hed import HED_FILE
     from mining.models.embedders import SIGLIP_FILES, SIGLIP_MODEL
     from mining.objects.detect import DETECTOR_FILES, DETECTOR_MODEL
@@ -96,6 +109,8 @@ def catalog() -> dict[str, Pullable]:
                  tuple(RemoteFile(f"detector/{DETECTOR_MODEL}/{f}", repo=f"google/{DETECTOR_MODEL}", filename=f)
                        for f in DETECTOR_FILES),
                  "used for named objects when synthesis.object_detector is auto or owlv2"),
+        # the released ACE++ weights: never pulled by default (a user asks for them by name)
+        *(_ace_plus(f, ACE_PLUS_DIR) for f in RELEASED_ACE_PLUS),
     ]
     return {p.name: p for p in items}
 

@@ -20,6 +20,7 @@ from tests.conftest import make_sample
 from trainer.data import Example
 from trainer.panels import sample_panels
 from trainer.train import AceTrainer
+from tests.mining.models.test_pull import hub  # noqa: F401 (the fake Hub fixture)
 
 # BFL module -> the diffusers linears whose rows it stacks, in order (the spec of the released layout)
 DOUBLE = {"img_attn_qkv": ["attn.to_q", "attn.to_k", "attn.to_v"], "img_attn_proj": ["attn.to_out.0"],
@@ -632,3 +633,33 @@ def test_the_phases_flow_gives_phase_two_the_files_rank_and_alpha(tiny_base, tmp
     flows.pipelines.train_flow.fn([str(tmp_path / "set")], str(tmp_path), config, [1, 2])
     assert [(t.phase, t.init_from) for t in ran] == [(1, str(standin)), (2, str(tmp_path / "checkpoints" / "p1"))]
     assert (ran[1].lora_rank, ran[1].lora_alpha) == (64, 32.0)
+
+
+def test_models_pull_places_a_released_lora_where_init_from_reads_it(tiny_base, hub, tmp_path):
+    """`aceforge models pull ace-plus-subject-lora` from a (fake, loopback) Hub lands the file under
+    <models_dir>/ace_plus/<its repository path>, verified against the Hub's LFS sha256; the trainer reads it there
+    as a released LoRA of the file's rank."""
+    import hashlib
+    import json
+
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from mining.models.ace_plus import ACE_PLUS_DIR
+    from trainer.released import RELEASED_ACE_PLUS, check_lora_file, read_lora_file
+
+    subject = next(f for f in RELEASED_ACE_PLUS if f.name == "ace-plus-subject-lora")
+    folder, pipe = tiny_base
+    standin = write_standin(pipe.transformer, tmp_path / "standin.safetensors", rank=16)
+    data = standin.read_bytes()
+    hub.add_hub(subject.hf_repo, subject.path, data)
+    models = tmp_path / "models"
+    res = CliRunner().invoke(app, ["models", "pull", subject.name],
+                             env={"ACEFORGE_MODELS": str(models), "HF_ENDPOINT": hub.url})
+    assert res.exit_code == 0, res.output
+    placed = models / ACE_PLUS_DIR / subject.path
+    assert placed.read_bytes() == data and "--init-from" in res.output
+    assert hashlib.sha256(data).hexdigest() in json.dumps(json.loads((models / "pulled.json").read_text()))
+    lora = read_lora_file(str(placed))
+    assert set(lora.ranks()) == {16} and len(lora.stems) == 13  # 10 per double block, 3 per single block
+    assert check_lora_file(lora, dict(pipe.transformer.config)) is not None  # raises where it does not fit
