@@ -133,6 +133,8 @@ def make_server(session: LabelSession, port: int = 0) -> ThreadingHTTPServer:
             self._send(code, json.dumps(obj).encode(), "application/json")
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if self._foreign():
+                return self._send(403, b"forbidden: not this page's host", "text/plain")
             parts = self.path.split("?")[0].strip("/").split("/")
             try:
                 if parts == [""]:
@@ -148,7 +150,19 @@ def make_server(session: LabelSession, port: int = 0) -> ThreadingHTTPServer:
             except (KeyError, IndexError) as e:
                 self._send(404, f"not found: {e}".encode(), "text/plain")
 
+        def _foreign(self) -> bool:
+            """A request for another host name (DNS rebinding) or a POST from another page's origin (a site open
+            in the same browser) is refused: only this page labels."""
+            port = self.server.server_address[1]
+            own = {f"127.0.0.1:{port}", f"localhost:{port}"}
+            if self.headers.get("Host") not in own:
+                return True
+            origin = self.headers.get("Origin")
+            return self.command == "POST" and origin is not None and origin.split("://", 1)[-1] not in own
+
         def do_POST(self) -> None:  # noqa: N802
+            if self._foreign():
+                return self._send(403, b"forbidden: not this page's origin", "text/plain")
             if self.path != "/api/label":
                 return self._send(404, b"not found", "text/plain")
             try:

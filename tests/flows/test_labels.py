@@ -106,6 +106,14 @@ def test_the_server_serves_pairs_in_order_records_verdicts_and_resumes(tmp_path)
         with pytest.raises(urllib.error.HTTPError) as e:
             _call(base, "/image/9/source")
         assert e.value.code == 404
+        # another site open in the same browser cannot label, and a rebound host name is refused
+        for headers in ({"Origin": "http://evil.example"}, {"Host": f"evil.example:{server.server_address[1]}"}):
+            req = urllib.request.Request(base + "/api/label", data=json.dumps({"pair_id": "p1", "verdict": "reject"})
+                                         .encode(), headers={"Content-Type": "text/plain", **headers})
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(req, timeout=10)
+            assert e.value.code == 403
+        assert json.loads(_call(base, "/api/next")[1])["progress"]["labelled"] == 1
     finally:
         server.shutdown()
         server.server_close()
