@@ -89,7 +89,7 @@ def test_mine_prints_the_ingest_reconciliation_line(tmp_path, monkeypatch):
     assert "seen 8 = accepted 5 + duplicates 1 + quarantined 3: DO NOT RECONCILE" in " ".join(res.output.split())
 
 
-def test_demo_end_to_end_then_verify_and_export(tmp_path, prefect_results):
+def test_demo_end_to_end_then_verify_export_and_a_second_demo_rewrites_nothing(tmp_path, prefect_results):
     res = run_cli(["demo", "--out", str(tmp_path / "out"), "--no-train"])
     assert res.exit_code == 0, res.output
     shard_uri = str(tmp_path / "out" / "root" / "shards" / "demo-general_editing")
@@ -100,6 +100,13 @@ def test_demo_end_to_end_then_verify_and_export(tmp_path, prefect_results):
     assert ver.exit_code == 0 and f"{n}/{n} samples intact" in ver.output
     exp = runner.invoke(app, ["shards", "export-ace", shard_uri, str(tmp_path / "ace")])
     assert exp.exit_code == 0 and f"{n} samples" in exp.output
+    # a second demo on the same folder rewrites nothing and adds nothing
+    out = tmp_path / "out"
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    again = run_cli(["demo", "--out", str(out), "--no-train"])
+    assert again.exit_code == 0, again.output
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before  # no file rewritten
+    assert set(p for p in out.rglob("*") if p.is_file()) == set(before)  # and none added
     first = sorted((tmp_path / "out" / "root" / "shards" / "demo-general_editing").glob("*.tar"))[0]
     first.write_bytes(first.read_bytes()[:5000])
     bad = runner.invoke(app, ["shards", "verify", shard_uri])
@@ -228,8 +235,14 @@ def test_describe_prints_every_stage_of_the_demo_with_its_tasks(tmp_path):
     res = runner.invoke(app, ["describe", "-c", str(path)])
     assert res.exit_code == 0, res.output
     kinds = _described(res)
-    assert set(kinds) == {c.name for c in STAGES} - {"ingest"}  # the demo enables every stage; no source given
+    # the demo enables every stage (no source given) but captions, which need a captioning model
+    assert set(kinds) == {c.name for c in STAGES} - {"ingest", "synth-captions"}
     assert kinds.count("mine") == 2 and kinds.count("instructions") == 1  # series_generation packs its groups
     packed = {t for line in res.output.splitlines() if line.startswith("  tasks:")
               for t in line.split(":", 1)[1].strip().split(", ")}
     assert set(SYNTH_TASKS + FACE_TASKS) <= packed
+    path.write_text(yaml.safe_dump(demo_config(tmp_path / "out", {"mining": {"instructions": {
+        "backend": "chat", "base_url": "http://127.0.0.1:9/v1", "model": "m"}}})))
+    res = runner.invoke(app, ["describe", "-c", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "synth-captions" in _described(res)  # a captioning endpoint: text_to_image too
