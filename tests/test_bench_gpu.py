@@ -1,5 +1,5 @@
-"""bench/gpu.py runs: on CPU at toy sizes of the same classes (--dry-run, so it cannot rot without a GPU), and on
-a CUDA machine at full size (marked gpu)."""
+"""bench/gpu.py runs: on CPU at toy sizes of the same classes (--dry-run, in the default suite, so it cannot rot
+without a GPU), and on a CUDA machine at full size (marked gpu)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ def _run(tmp_path, *args, timeout=900):
     return res.stdout, json.loads(out.read_text())
 
 
-@pytest.mark.slow
 def test_dry_run_measures_every_model_beside_its_bare_call_on_cpu(tmp_path):
     stdout, rows = _run(tmp_path, "--dry-run")
     what = {r["what"]: r for r in rows}
