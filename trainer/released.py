@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from schemas import io as storage
-from mining.models.ace_plus import RELEASED_ACE_PLUS, ReleasedFile  # noqa: F401 (re-exported)
+from schemas.ace_plus import RELEASED_ACE_PLUS, ReleasedFile  # noqa: F401 (re-exported)
 from trainer.components import FILL_IN_CHANNELS, empty_transformer
 from trainer.export import KOHYA_DOUBLE, KOHYA_SINGLE, KOHYA_STEM, IN_CHANNELS_META
 from trainer.lora import DOUBLE_PREFIX, SINGLE_PREFIX, AdapterLayout

@@ -68,7 +68,7 @@ def _sam(variant: str, fname: str, md5: str) -> Pullable:
 
 
 def _ace_plus(f, folder: str) -> Pullable:
-    """A released ACE++ file (mining/models/ace_plus.py) as its repository path under `<models_dir>/<folder>/`."""
+    """A released ACE++ file (schemas/ace_plus.py) as its repository path under `<models_dir>/<folder>/`."""
     dest = f"{folder}/{f.path}"
     if f.kind == "lora":
         title, then = f"ACE++ LoRA, rank {f.rank}", f"continue from it: aceforge train ... --init-from <models_dir>/{dest}"
@@ -83,7 +83,7 @@ def catalog() -> dict[str, Pullable]:
     """Every model `models pull` knows, by name. Sources are the authors' (Hub repositories of the model's
     authors or of the library that packages it); revisions are `main` where no commit is pinned."""
     from mining.maps.depth import WEIGHTS
-    from mining.models.ace_plus import ACE_PLUS_DIR, RELEASED_ACE_PLUS
+    from schemas.ace_plus import ACE_PLUS_DIR, RELEASED_ACE_PLUS
     from mining.maps.hed import HED_FILE
     from mining.models.embedders import SIGLIP_FILES, SIGLIP_MODEL
     from mining.objects.detect import DETECTOR_FILES, DETECTOR_MODEL

@@ -645,7 +645,7 @@ def test_models_pull_places_a_released_lora_where_init_from_reads_it(tiny_base, 
     from typer.testing import CliRunner
 
     from flows.cli import app
-    from mining.models.ace_plus import ACE_PLUS_DIR
+    from schemas.ace_plus import ACE_PLUS_DIR
     from trainer.released import RELEASED_ACE_PLUS, check_lora_file, read_lora_file
 
     subject = next(f for f in RELEASED_ACE_PLUS if f.name == "ace-plus-subject-lora")
