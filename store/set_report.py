@@ -26,12 +26,21 @@ RANGES = {"siglip_similarity": (-1.0, 1.0), "clip_direction": (-1.0, 1.0)}  # ot
 LABELS = {"changed_in_mask": "changed in mask", "changed_out_mask": "changed outside mask",
           "ssim_change": "1 - SSIM", "siglip_similarity": "SigLIP similarity", "clip_direction": "instruction direction"}
 
-# licences of the models and algorithms a lineage can name (matched on a lower-case part of the name)
-LICENCES = (("siglip", "Apache-2.0 (timm/ViT-B-16-SigLIP weights)"), ("sam", "Apache-2.0 (segment-anything)"),
-            ("lama", "Apache-2.0 (big-lama)"), ("mediapipe", "Apache-2.0 (MediaPipe models)"),
+# licences of the models a lineage can name, matched on a lower-case part of the name, first match wins. A
+# name that matches none is one of this project's algorithms (templates, filters, classical maps): no weights.
+LICENCES = (("pair-classifier:none", "none: no pair classifier was applied"),
+            ("pair-classifier", "your labels (a classifier trained by `aceforge train-pair-classifier`)"),
+            ("artefact-classifier", "your labels (a classifier trained by aceforge)"),
+            ("siglip", "Apache-2.0 (timm/ViT-B-16-SigLIP weights)"), ("owlv2", "Apache-2.0 (google/owlv2 and segment-anything weights)"),
+            ("sam-", "Apache-2.0 (segment-anything)"), ("lama", "Apache-2.0 (big-lama)"),
+            ("mediapipe", "Apache-2.0 (MediaPipe models)"),
             ("depth", "see the depth model's card (Depth Anything V2 Small: Apache-2.0)"),
-            ("dlib", "Boost Software License (dlib)"), ("ocr", "Apache-2.0 (PaddleOCR models)"),
+            ("hed-", "Apache-2.0 (lllyasviel/Annotators ControlNetHED weights)"),
+            ("dlib", "Boost Software License (dlib)"), ("face:", "see the face model's card (ArcFace weights)"),
+            ("ocr", "Apache-2.0 (PaddleOCR models)"), ("vgg16", "see torchvision's VGG16 weights (ImageNet-trained)"),
+            ("chat", "the served model's licence (chat endpoint)"), ("local-vlm", "see the local VLM's card"),
             ("cv2", "Apache-2.0 (OpenCV)"), ("offline", "this project's licence (offline fallback, no weights)"))
+ALGORITHM = "this project's licence (an algorithm, no weights)"
 
 CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:0 auto;max-width:1300px;padding:12px 20px;color:#222}
@@ -64,7 +73,7 @@ def _histogram_svg(values: np.ndarray, lo: float, hi: float) -> str:
 
 def _licence(name: str) -> str:
     low = name.lower()
-    return next((lic for part, lic in LICENCES if part in low), "not recorded: see `aceforge models`")
+    return next((lic for part, lic in LICENCES if part in low), ALGORITHM)
 
 
 def _tasks_section(counts: dict[str, int]) -> list[str]:

@@ -75,3 +75,18 @@ def test_the_report_reads_in_a_browser_at_a_laptops_size(report_set):
         assert widths and min(widths) > 0  # every lazy thumbnail loaded
         assert page.evaluate("document.documentElement.scrollWidth") <= 1366  # no sideways scrolling
     assert errors == []
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("band-union-find", "an algorithm, no weights"), ("map-templates", "an algorithm, no weights"),
+    ("face-erased-reference", "an algorithm, no weights"), ("scribble-hed", "an algorithm, no weights"),
+    ("offline-dct-hist", "offline fallback"), ("sam-vit_b", "segment-anything"), ("lama-big-lama", "big-lama"),
+    ("hed-controlnet-apache2", "ControlNetHED"), ("face:arcface", "ArcFace"), ("chat:qwen2", "chat endpoint"),
+    ("detector:owlv2-base-patch16-ensemble+sam-vit_b", "owlv2"), ("rapidocr-ppocrv6", "PaddleOCR"),
+    ("pair-classifier:none", "no pair classifier"), ("pair-classifier:general_editing", "your labels"),
+    ("regions-felzenszwalb+mediapipe-selfie-segmentation", "MediaPipe"),
+])
+def test_the_models_table_names_a_models_licence_and_calls_the_rest_algorithms(name, expected):
+    from store.set_report import _licence
+
+    assert expected in _licence(name)
