@@ -18,9 +18,10 @@ from safetensors.torch import load_file, save_file
 from schemas.config import TrainConfig
 from tests.conftest import make_sample
 from trainer.data import Example
-from trainer.panels import sample_panels
 from trainer.train import AceTrainer
 from tests.mining.models.test_pull import hub  # noqa: F401 (the fake Hub fixture)
+from tests.trainer.test_train import _cfg  # the trainer tests' tiny LoRA config
+from tests.trainer.test_train import _examples as train_examples
 
 # BFL module -> the diffusers linears whose rows it stacks, in order (the spec of the released layout)
 DOUBLE = {"img_attn_qkv": ["attn.to_q", "attn.to_k", "attn.to_v"], "img_attn_proj": ["attn.to_out.0"],
@@ -72,19 +73,7 @@ def merge_by_hand(transformer, path):
 
 
 def _examples(n=4, seed=0):
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        s = make_sample(i, rng, with_mask=(i % 2 == 0))
-        out.append(Example(s.key, s.task, s.instruction, sample_panels(s, 24, "canvas")))
-    return out
-
-
-def _cfg(**kw):
-    base = dict(mode="lora", lora_rank=8, lr=5e-3, max_steps=1000, gradient_checkpointing=False,
-                max_sequence_length=32, max_tokens=24, use_gpu="no", vae_sample=False)
-    base.update(kw)
-    return TrainConfig(**base)
+    return train_examples(n, "canvas", seed)
 
 
 @pytest.fixture(scope="module")
