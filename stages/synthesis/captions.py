@@ -86,12 +86,8 @@ class CaptionStage(PartStage):
         return make_captioner(ic, self.layout.instruction_cache, self.cfg.models_dir)
 
     def run(self, k: int) -> ItemReport:
-        from stages.corpus.ingest import catalog_slice
-        from stages.synthesis.parts import selected
-
         part = self.parts()[k]
-        lo, hi = self._ranges()[k]
-        recs = selected(catalog_slice(self.cfg.root, lo, hi), self.cfg)
+        recs = self.catalog_records(k)
         skipped: Counter[str] = Counter()
         dropped: Counter[str] = Counter()
         loaded = []

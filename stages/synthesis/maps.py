@@ -34,7 +34,7 @@ from schemas.config import MAP_TASKS
 from schemas.records import AceSample, ConditionUnit, Generator, Lineage, Role
 from stages.synthesis.segment import segmenter_for
 from runtime.stage import ItemReport
-from stages.synthesis.parts import (PartStage, check_sum, count_reasons, digest, load_source, selected, unpng,
+from stages.synthesis.parts import (PartStage, check_sum, count_reasons, digest, load_source, unpng,
                                write_records)
 
 KINDS = cm.MAP_NAMES + ("multi",)
@@ -218,12 +218,9 @@ class MapsStage(PartStage):
         return Generator(name=self.segmenter.name, version=self.segmenter.version)
 
     def run(self, k: int) -> ItemReport:
-        from stages.corpus.ingest import catalog_slice
-
         part = self.parts()[k]
         s = self.cfg.synthesis
-        lo, hi = self._ranges()[k]
-        recs = selected(catalog_slice(self.cfg.root, lo, hi), self.cfg)
+        recs = self.catalog_records(k)
         kinds, tasks, settings = self.kinds(), self.tasks(), self.settings()
         skipped: Counter[str] = Counter()
         samples: Counter[str] = Counter()

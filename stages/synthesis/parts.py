@@ -210,6 +210,13 @@ class PartStage(Stage):
             self._range_cache = synth_ranges(self.cfg)
         return self._range_cache
 
+    def catalog_records(self, k: int) -> list[ImageRecord]:
+        """The catalog records of item k's range that the run's selection keeps."""
+        from stages.corpus.ingest import catalog_slice
+
+        lo, hi = self._ranges()[k]
+        return selected(catalog_slice(self.cfg.root, lo, hi), self.cfg)
+
     def catalog_key(self, k: int) -> str:
         from stages.corpus.ingest import catalog_ids
 

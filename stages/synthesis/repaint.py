@@ -16,7 +16,7 @@ import numpy as np
 from mining.image.random_masks import outpaint_mask, repaint_mask
 from mining.instructions.synthesis import TEMPLATER, synth_instruction
 from runtime.stage import ItemReport, Resources
-from stages.synthesis.parts import (PartStage, check_sum, count_reasons, digest, load_source, png, selected,
+from stages.synthesis.parts import (PartStage, check_sum, count_reasons, digest, load_source, png,
                                write_records)
 
 REPAINT_TASKS = ("inpainting", "outpainting")
@@ -50,12 +50,9 @@ class RepaintStage(PartStage):
         return self.catalog_key(k)
 
     def run(self, k: int) -> ItemReport:
-        from stages.corpus.ingest import catalog_slice
-
         part = self.parts()[k]
         s = self.cfg.synthesis
-        lo, hi = self._ranges()[k]
-        recs = selected(catalog_slice(self.cfg.root, lo, hi), self.cfg)
+        recs = self.catalog_records(k)
         skipped: Counter[str] = Counter()
         dropped: Counter[str] = Counter()
         samples: Counter[str] = Counter()

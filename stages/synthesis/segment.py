@@ -19,7 +19,7 @@ from schemas.layout import SynthFiles
 from schemas.records import Generator
 from store import storage
 from runtime.stage import ItemReport
-from stages.synthesis.parts import PartStage, check_sum, count_reasons, load_source, selected
+from stages.synthesis.parts import PartStage, check_sum, count_reasons, load_source
 
 REGIONS = SynthFiles.REGIONS
 REGION_SCHEMA = pa.schema([
@@ -100,11 +100,8 @@ class SegmentStage(PartStage):
         return self.catalog_key(k)
 
     def run(self, k: int) -> ItemReport:
-        from stages.corpus.ingest import catalog_slice
-
         part = self.parts()[k]
-        lo, hi = self._ranges()[k]
-        recs = selected(catalog_slice(self.cfg.root, lo, hi), self.cfg)
+        recs = self.catalog_records(k)
         skipped: Counter[str] = Counter()
         dropped: Counter[str] = Counter()
         rows: list[dict] = []
