@@ -18,7 +18,7 @@ from store import storage
 def guard_leakage(cfg: RunConfig, uris: list[str]) -> list[str]:
     """The shard sets to train on: `uris`, or their filtered copies (drop); ValueError when refused."""
     train = cfg.train
-    if not train.leakage_source:
+    if not train.leakage_source or not uris:
         return uris
     from mining.models.embedders import make_embedder
     from store.leakage import check_leakage, leakage_report_uri, write_leakage_report

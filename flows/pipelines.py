@@ -206,6 +206,7 @@ def train_flow(shard_uris: list[str], root: str | None = None, config: dict[str,
 
     `phases` (e.g. [1, 2]) runs each training phase in turn, each after the first starting from the previous
     one's final weights (`train.init_from`); left out, the one phase `train.phase` names."""
+    from flows.leakage_gate import guard_leakage
     from flows.training import plan_training
     from trainer.runs import next_phase
 
@@ -214,8 +215,11 @@ def train_flow(shard_uris: list[str], root: str | None = None, config: dict[str,
     cfg = run_config(config, root or _root_of_sets(shard_uris))
     if phases and cfg.train.run_name:
         raise ConfigError("train.run_name names one run, `phases` makes one per phase: leave run_name unset")
+    # the leakage gate once for every phase; the phases and their jobs train on what it let through (the
+    # leakage keys are not part of a run's identity)
+    shard_uris = guard_leakage(cfg, shard_uris)
     result: dict = {}
-    train = cfg.train
+    train = cfg.train.model_copy(update={"leakage_source": None})
     for i, phase in enumerate(phases or [cfg.train.phase]):
         if i:  # the next phase from the previous one's last checkpoint: fresh optimiser, step 0
             train = next_phase(train, result["run_dir"])
