@@ -145,15 +145,6 @@ def training_summary(metrics: list[dict], title: str, key: str) -> None:
                               description=f"{title}: held-out loss per task at each checkpoint")
 
 
-def _thumb_bytes(data: bytes) -> str:
-    im = Image.open(io.BytesIO(data))
-    im = im.convert("RGB") if im.mode != "L" else im
-    im.thumbnail((THUMB, THUMB), Image.Resampling.LANCZOS)
-    buf = io.BytesIO()
-    im.save(buf, format="PNG" if im.mode == "L" else "JPEG", quality=80)
-    return f"data:image/{'png' if im.mode == 'L' else 'jpeg'};base64," + base64.b64encode(buf.getvalue()).decode()
-
-
 def synth_report(records: list[dict], title: str, key: str, n: int = 8, seed: int = 0) -> None:
     """Sampled synthesis records: edit image (the source, for a removal), mask and target thumbnails side
     by side, the instructions, scores and generators."""

@@ -117,11 +117,7 @@ def make_captioner(ic, cache_dir: str, models_dir: str):
         if not ic.model:
             raise ValueError("text_to_image captions need mining.instructions.model (and base_url) for the chat "
                              "endpoint")
-        return ChatCaptioner(ic.base_url, ic.model, cache_dir, api_key_env=ic.api_key_env, timeout_s=ic.timeout_s,
-                             retries=ic.retries, backoff_s=ic.backoff_s, max_tokens=ic.max_tokens,
-                             deadline_s=ic.deadline_s, breaker_failures=ic.breaker_failures,
-                             max_chars=ic.max_instruction_chars, in_flight=ic.in_flight,
-                             requests_per_second=ic.requests_per_second)
+        return ChatCaptioner.from_config(ic, cache_dir)
     if ic.backend == "local_vlm":
         from mining.instructions.local_vlm import local_model
 

@@ -141,7 +141,8 @@ class CaptionStage(PartStage):
 
 def captions(stage_dir: str) -> dict[str, str]:
     """image id -> caption, of a finished caption stage."""
-    return {r["source_id"]: json.loads(r["instructions"])["text_to_image"] for r in iter_records(stage_dir)}
+    return {r["source_id"]: json.loads(r["instructions"])["text_to_image"]
+            for r in iter_records(stage_dir, columns=["source_id", "instructions"])}
 
 
 def fill_caption(instruction: str, caption: str | None) -> str | None:

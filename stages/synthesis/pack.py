@@ -112,7 +112,13 @@ class SynthPackStage(UnitPackStage):
         return {t: st.expected(c, t) for t in tasks}
 
     def _captions(self) -> tuple[dict[str, str], Generator | None]:
-        """Image id -> caption of the caption stage, when this run makes text_to_image (else none)."""
+        """Image id -> caption of the caption stage, when this run makes text_to_image (else none); read once
+        per stage object, not once per unit."""
+        if getattr(self, "_caption_cache", None) is None:
+            self._caption_cache = self._read_captions()
+        return self._caption_cache
+
+    def _read_captions(self) -> tuple[dict[str, str], Generator | None]:
         if "text_to_image" not in self.cfg.synthesis.tasks or self.packs != "synthesis":
             return {}, None
         from stages.synthesis.captions import CaptionStage, captions

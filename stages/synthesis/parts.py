@@ -127,13 +127,15 @@ def iter_part_records(part: str):
         yield from batch.to_pylist()
 
 
-def iter_records(stage_dir: str):
-    """The records of a finished synthesis stage, part after part, in batches (one row group in memory)."""
+def iter_records(stage_dir: str, columns: list[str] | None = None):
+    """The records of a finished synthesis stage, part after part, in batches (one row group in memory);
+    only `columns` when given (the images are the bulk of a record)."""
     marker = storage.read_marker(stage_dir)
     if marker is None:
         raise FileNotFoundError(f"no complete synthesis under {stage_dir}")
     for name in marker["parts"]:
-        for batch in storage.parquet_file(storage.join(stage_dir, name, RECORDS)).iter_batches(batch_size=32):
+        f = storage.parquet_file(storage.join(stage_dir, name, RECORDS))
+        for batch in f.iter_batches(batch_size=32, columns=columns):
             yield from batch.to_pylist()
 
 
