@@ -148,7 +148,24 @@ def export_kohya_lora(transformer, out_path: str | Path, adapter_name: str = "de
 
 
 _KOHYA_KEY = re.compile(r"lora_unet_(double|single)_blocks_(\d+)_(\w+?)\.(lora_down\.weight|lora_up\.weight|alpha)")
-KOHYA_STEM = re.compile(r"(lora_unet_(?:double|single)_blocks_\d+_\w+?)\.(lora_down\.weight|lora_up\.weight|alpha)")
+
+
+def kohya_stem(key: str) -> tuple[str, str] | None:
+    """A kohya block key -> (its module stem, its part: lora_down.weight / lora_up.weight / alpha); None for
+    any other key."""
+    m = _KOHYA_KEY.fullmatch(key)
+    return (key[:m.start(4) - 1], m.group(4)) if m else None
+
+
+def kohya_modules(stem: str) -> tuple[str, list[str], str] | None:
+    """A kohya stem -> (diffusers block prefix, the diffusers modules it fuses, the kohya module name); None
+    when it names no module of KOHYA_DOUBLE / KOHYA_SINGLE."""
+    m = _KOHYA_KEY.fullmatch(stem + ".alpha")
+    if m is None:
+        return None
+    kind, idx, name, _ = m.groups()
+    prefix, table = (DOUBLE_PREFIX, KOHYA_DOUBLE) if kind == "double" else (SINGLE_PREFIX, KOHYA_SINGLE)
+    return (prefix, [f"{prefix}.{idx}.{s}" for s in table[name]], name) if name in table else None
 
 
 def is_kohya_state_dict(keys) -> bool:
@@ -169,10 +186,10 @@ def kohya_to_diffusers(state_dict: dict[str, torch.Tensor], transformer) -> dict
     modules = dict(transformer.named_modules())
     groups: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in state_dict.items():
-        m = _KOHYA_KEY.fullmatch(key)
-        if m is None:
+        split = kohya_stem(key)
+        if split is None:
             raise ValueError(f"{key}: not a kohya FLUX block key this mapping knows")
-        groups.setdefault(key.rsplit(".", 2 if m.group(4) != "alpha" else 1)[0], {})[m.group(4)] = value
+        groups.setdefault(split[0], {})[split[1]] = value
     out: dict[str, torch.Tensor] = {}
     for stem, parts in groups.items():
         kind, idx, name, _ = _KOHYA_KEY.fullmatch(stem + ".alpha").groups()

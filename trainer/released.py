@@ -30,10 +30,9 @@ from pathlib import Path
 import torch
 
 from schemas import io as storage
-from schemas.ace_plus import RELEASED_ACE_PLUS, ReleasedFile  # noqa: F401 (re-exported)
 from trainer.components import FILL_IN_CHANNELS, empty_transformer
-from trainer.export import KOHYA_DOUBLE, KOHYA_SINGLE, KOHYA_STEM, IN_CHANNELS_META
-from trainer.lora import DOUBLE_PREFIX, SINGLE_PREFIX, AdapterLayout
+from trainer.export import KOHYA_DOUBLE, KOHYA_SINGLE, IN_CHANNELS_META, kohya_modules, kohya_stem
+from trainer.lora import AdapterLayout
 
 SUFFIX = ".safetensors"
 
@@ -81,12 +80,12 @@ def read_lora_file(uri: str) -> LoraFile:
         raise ValueError(f"init_from {uri} holds no tensors")
     stems: dict[str, dict[str, torch.Tensor]] = {}
     for key in sorted(tensors):
-        m = KOHYA_STEM.fullmatch(key)
-        if m is None:
+        split = kohya_stem(key)
+        if split is None:
             raise ValueError(f"init_from {uri}: {key} is not a kohya FLUX block key "
                              f"(lora_unet_{{double|single}}_blocks_<i>_<module>.lora_down.weight / .lora_up.weight / "
                              f".alpha): it maps to no LoRA module of the trainer")
-        stems.setdefault(m.group(1), {})[m.group(2)] = tensors[key]
+        stems.setdefault(split[0], {})[split[1]] = tensors[key]
     for stem, parts in stems.items():
         if module_names(stem) is None:
             raise ValueError(f"init_from {uri}: {stem}.{sorted(parts)[0]} names no module the trainer adapts "
@@ -99,17 +98,7 @@ def read_lora_file(uri: str) -> LoraFile:
     return LoraFile(uri, hashlib.sha256(data).hexdigest(), stems, in_channels)
 
 
-def module_names(stem: str) -> tuple[str, list[str], str] | None:
-    """kohya stem -> (diffusers block prefix, the diffusers module names it fuses, the kohya module name)."""
-    parts = stem.split("_")  # lora unet {double|single} blocks <i> <module...>
-    if len(parts) < 6 or parts[:2] != ["lora", "unet"] or parts[3] != "blocks" or not parts[4].isdigit():
-        return None
-    kind, idx, name = parts[2], parts[4], "_".join(parts[5:])
-    table = {"double": KOHYA_DOUBLE, "single": KOHYA_SINGLE}.get(kind)
-    if table is None or name not in table:
-        return None
-    prefix = DOUBLE_PREFIX if kind == "double" else SINGLE_PREFIX
-    return prefix, [f"{prefix}.{idx}.{s}" for s in table[name]], name
+module_names = kohya_modules  # kohya stem -> (diffusers block prefix, its diffusers modules, kohya name)
 
 
 def adapter_layout(lora: LoraFile, transformer, in_channels: int | None = None) -> tuple[AdapterLayout, dict]:

@@ -387,7 +387,7 @@ def test_phase_two_continues_a_run_that_started_from_a_lora_file(tiny_base, tmp_
 
 
 def test_the_released_files_are_listed_without_unread_digests():
-    from trainer.released import RELEASED_ACE_PLUS
+    from schemas.ace_plus import RELEASED_ACE_PLUS
 
     by_name = {f.name: f for f in RELEASED_ACE_PLUS}
     assert len(by_name) == 4 and {f.kind for f in RELEASED_ACE_PLUS} == {"lora", "full"}
@@ -635,7 +635,8 @@ def test_models_pull_places_a_released_lora_where_init_from_reads_it(tiny_base, 
 
     from flows.cli import app
     from schemas.ace_plus import ACE_PLUS_DIR
-    from trainer.released import RELEASED_ACE_PLUS, check_lora_file, read_lora_file
+    from schemas.ace_plus import RELEASED_ACE_PLUS
+    from trainer.released import check_lora_file, read_lora_file
 
     subject = next(f for f in RELEASED_ACE_PLUS if f.name == "ace-plus-subject-lora")
     folder, pipe = tiny_base
