@@ -36,9 +36,10 @@ def siglip_sweep(models: Path, device: str, batches: tuple[int, ...], tiny: bool
 
     rows = []
     side = 64 if tiny else 224
+    emb = SiglipEmbedder(models, device=device)
+    emb.setup()  # loaded once; each batch size is a setting of the same model
     for b in batches:
-        emb = SiglipEmbedder(models, device=device, batch_size=b)
-        emb.setup()
+        emb.batch_size = b
         imgs = [Image.fromarray(np.random.default_rng(i).integers(0, 256, (side, side, 3), dtype=np.uint8))
                 for i in range(b)]
         emb(imgs)  # warm-up

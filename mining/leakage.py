@@ -21,7 +21,7 @@ LEVELS = ("exact", "duplicate", "near")
 
 def pixel_hash(im: Image.Image) -> str:
     """sha256 of the RGB pixels and size: the same picture stored as PNG or re-saved losslessly hashes alike."""
-    rgb = im.convert("RGB")
+    rgb = im if im.mode == "RGB" else im.convert("RGB")
     return hashlib.sha256(f"{rgb.width}x{rgb.height}".encode() + rgb.tobytes()).hexdigest()
 
 
@@ -34,14 +34,16 @@ class EvalIndex:
 
     @classmethod
     def build(cls, names: list[str], images: Sequence[Image.Image], embed, band: tuple[float, float]) -> "EvalIndex":
-        vecs = embed([im.convert("RGB") for im in images] + [ImageOps.mirror(im.convert("RGB")) for im in images])
-        return cls(list(names), {pixel_hash(im): i for i, im in enumerate(images)}, np.asarray(vecs, np.float32), band)
+        rgb = [im.convert("RGB") for im in images]
+        vecs = embed(rgb + [ImageOps.mirror(im) for im in rgb])
+        return cls(list(names), {pixel_hash(im): i for i, im in enumerate(rgb)}, np.asarray(vecs, np.float32), band)
 
     def match(self, images: Sequence[Image.Image], embed) -> list[tuple[str | None, int, float]]:
         """Per image: (level or None, the evaluation image it matches best, similarity)."""
         if not images:
             return []
-        sims = np.asarray(embed([im.convert("RGB") for im in images]), np.float32) @ self.vectors.T
+        images = [im.convert("RGB") for im in images]  # once: the embedder and the pixel hash read the same RGB
+        sims = np.asarray(embed(images), np.float32) @ self.vectors.T
         n = len(self.names)
         best = np.maximum(sims[:, :n], sims[:, n:]) if n else sims
         out = []
