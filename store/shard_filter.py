@@ -20,7 +20,7 @@ from schemas.records import AceSample
 from schemas.shard_layout import decode_sample
 from store import storage
 from store.sample_table import SCHEMA, read_samples, table_from_shards
-from store.shards import read_manifest, write_shard_set
+from store.shards import load_done_stats, read_manifest, write_shard_set
 from store.where import select
 
 
@@ -43,9 +43,12 @@ def filter_shard_set(src: str, out: str, where: str) -> FilterReport:
     table = read_samples(src) if storage.exists(ShardFiles(src).samples) else table_from_shards(src)
     kept = select(table, where)
     keys = set(kept.column("key").to_pylist())
+    shards = set(kept.column("shard").to_pylist())
 
     def samples() -> Iterator[AceSample]:
         for row in read_manifest(src):
+            if row.shard not in shards:  # no kept sample in it: not read
+                continue
             for raw in iter_tar_samples(storage.join(src, row.shard)):
                 if raw["__key__"] in keys:
                     yield decode_sample(raw)
@@ -70,16 +73,7 @@ def filter_shard_set(src: str, out: str, where: str) -> FilterReport:
 def _write_table(src: str, out: str, prefix: str, kept: pa.Table) -> int:
     """OUT's samples table (each key's new shard, from the writer's stats files) and the kept thumbnails;
     returns the samples the stats hold."""
-    import json
-
-    shard_of: dict[str, str] = {}
-    i = 0
-    while storage.exists(stats_uri := storage.join(out, ShardFiles.stats_name(prefix, i))):
-        fs, path = storage.fs_path(stats_uri)
-        with fs.open(path, "rb") as f:
-            stats = json.loads(f.read())
-        shard_of.update({k: stats["shard"] for k in stats["keys"]})
-        i += 1
+    shard_of = {k: stats["shard"] for stats in load_done_stats(out, prefix) for k in stats["keys"]}
     rows = [r for r in kept.to_pylist() if r["key"] in shard_of]
     for r in rows:
         r["shard"] = shard_of[r["key"]]

@@ -50,7 +50,7 @@ class ShardSetReport:
     resumed_shards: int = 0
 
 
-def _load_done(out_uri: str, prefix: str) -> list[dict]:
+def load_done_stats(out_uri: str, prefix: str) -> list[dict]:
     """Stats of the finished shards 0..k-1 (contiguous); later or orphaned files are removed."""
     fs, path = storage.fs_path(out_uri)
     done: list[dict] = []
@@ -272,7 +272,7 @@ def write_shard_set(samples: Iterable[AceSample], out_uri: str, cfg: ShardConfig
     fs, path = storage.fs_path(out_uri)
     fs.makedirs(path, exist_ok=True)
     storage.remove_stale_tmp(out_uri)
-    done = _load_done(out_uri, cfg.prefix)
+    done = load_done_stats(out_uri, cfg.prefix)
 
     it = iter(samples)  # converted to the shard set's extension only when written: a replay decodes nothing
     cfg, it = _resolve_ext(cfg, done, it)
