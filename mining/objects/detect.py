@@ -89,6 +89,8 @@ class OpenVocabDetector(ModelWrapper):
         self._model = model.to(dev).eval()
         self._device = dev
         self._square = model.config.model_type == "owlv2"  # OWLv2 pads to a square: boxes are in its frame
+        self._prompts = [PROMPT.format(v) for v in self.vocabulary]  # the same queries for every image: once
+        self._queries = self.processor(text=[self._prompts], return_tensors="pt", padding=True, truncation=True)
 
     def __call__(self, image: np.ndarray) -> list[Detection]:
         import torch
@@ -96,14 +98,13 @@ class OpenVocabDetector(ModelWrapper):
 
         self.setup()
         h, w = image.shape[:2]
-        prompts = [PROMPT.format(v) for v in self.vocabulary]
-        inputs = self.processor(text=[prompts], images=[np.require(image, requirements=["C", "W"])], return_tensors="pt",
-                                padding=True, truncation=True).to(self._device)
+        pixels = self.processor(images=[np.require(image, requirements=["C", "W"])], return_tensors="pt")
+        inputs = {**self._queries, **pixels}
         with torch.inference_mode():
-            outputs = self._model(**inputs)
+            outputs = self._model(**{k: v.to(self._device) for k, v in inputs.items()})
         side = (max(h, w), max(h, w)) if self._square else (h, w)
         res = self.processor.post_process_grounded_object_detection(
-            outputs, threshold=self.threshold, target_sizes=torch.tensor([side]), text_labels=[prompts])[0]
+            outputs, threshold=self.threshold, target_sizes=torch.tensor([side]), text_labels=[self._prompts])[0]
         boxes = res["boxes"].float().cpu()
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
