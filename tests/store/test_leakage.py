@@ -79,3 +79,26 @@ def test_training_refuses_or_drops_the_leaked_samples(planted, tmp_path):
     again = plan_training(RunConfig(**base, train={"leakage_source": ev, "leakage": "drop"}), [train])
     assert again.shard_sets == [kept] and again.identity == plan.identity  # the copy is reused
     assert plan_training(RunConfig(**base), [train]).shard_sets == [train]
+
+
+def test_the_training_flow_checks_once_and_its_job_trains_on_what_the_gate_let_through(planted, tmp_path,
+                                                                                       monkeypatch, prefect_results):
+    import flows.pipelines as pipelines
+    import store.leakage
+
+    train, ev = planted
+    checked, jobs = [], []
+    real = store.leakage.check_leakage
+    monkeypatch.setattr(store.leakage, "check_leakage", lambda src, sets, *a, **k: checked.append(list(sets))
+                        or real(src, sets, *a, **k))
+
+    def job(task, shard_uris, root, train_cfg, name):  # the Ray job stands aside: what it is given is the point
+        jobs.append((shard_uris, train_cfg))
+        return {"run_dir": str(tmp_path / "run"), "checkpoint": "", "step": 0, "metrics": [], "exports": {}}
+
+    monkeypatch.setattr(pipelines, "call", job)
+    cfg = {"models_dir": str(tmp_path / "none"), "train": {"leakage_source": ev, "leakage": "drop", "phase": 2}}
+    pipelines.train_flow([train], root=str(tmp_path / "root"), config=cfg)
+    assert checked == [[train]]  # one check, of the set given
+    ((uris, train_cfg),) = jobs
+    assert "-noleak-" in uris[0] and train_cfg["leakage_source"] is None
